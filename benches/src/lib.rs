@@ -1,0 +1,1 @@
+//! Benchmarks and the latency study live here.

@@ -1,0 +1,1 @@
+//! KM-compatible ELF-core snapshot files (placeholder until the crate lands).
