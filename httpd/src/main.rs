@@ -1,1 +1,41 @@
-fn main() {}
+//! `snapcall`: run, snapshot, serve and inspect functions that each get a brand-new KVM VM per call.
+//!
+//! Each subcommand lives in its own module; this file only parses the command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd_inspect;
+mod cmd_run;
+mod cmd_serve;
+mod cmd_snapshot;
+
+#[derive(Parser)]
+#[command(name = "snapcall", version, about = "Every function call in its own brand-new KVM VM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one call of a function bundle: stdin is the request, stdout the response.
+    Run(cmd_run::Args),
+    /// Run a bundle until it first reads stdin and write its snapshot.
+    Snapshot(cmd_snapshot::Args),
+    /// Serve every bundle in a directory over HTTP/1.1.
+    Serve(cmd_serve::Args),
+    /// Print a snapcall or KM snapshot in human (or JSON) form.
+    Inspect(cmd_inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => cmd_run::main(args),
+        Command::Snapshot(args) => cmd_snapshot::main(args),
+        Command::Serve(args) => cmd_serve::main(args),
+        Command::Inspect(args) => cmd_inspect::main(args),
+    }
+}
