@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Build snapcall's guest function bundles (see docs/architecture.md and docs/guest-functions.md).
+#
+#   guest-functions/build.sh [--out DIR] [--no-python] [--force]
+#
+# DIR defaults to <repo>/target. Produces DIR/functions/<name>/ and DIR/test-functions/<name>/,
+# each an OCI-style bundle: config.json + rootfs/. Idempotent: a binary is rebuilt only when a
+# source it depends on is newer; config.json is rewritten only when its content changes.
+# Needs only Debian packages (scripts/install-deps.sh installs them).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+OUT="$REPO/target"
+WITH_PYTHON=1
+FORCE=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) OUT="$2"; shift 2 ;;
+        --out=*) OUT="${1#--out=}"; shift ;;
+        --no-python) WITH_PYTHON=0; shift ;;
+        --force) FORCE=1; shift ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "build.sh: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+FUNCS="$OUT/functions"
+TESTS="$OUT/test-functions"
+mkdir -p "$FUNCS" "$TESTS"
+
+CC="${CC:-gcc}"
+MUSL_CC="${MUSL_CC:-musl-gcc}"
+CFLAGS_COMMON=(-O2 -Wall -Wextra -Wno-unused-parameter -g0)
+
+log() { printf 'build.sh: %s\n' "$*" >&2; }
+
+# needs_build OUTPUT INPUT... : true when OUTPUT is missing or older than any INPUT.
+needs_build() {
+    local out="$1"; shift
+    [ "$FORCE" = 1 ] && return 0
+    [ -e "$out" ] || return 0
+    local f
+    for f in "$@"; do
+        [ "$f" -nt "$out" ] && return 0
+    done
+    return 1
+}
+
+# write_if_changed FILE : write stdin to FILE only if the content differs.
+write_if_changed() {
+    local file="$1" tmp
+    tmp="$(mktemp "$file.XXXXXX")"
+    cat >"$tmp"
+    if [ -e "$file" ] && cmp -s "$tmp" "$file"; then
+        rm -f "$tmp"
+    else
+        chmod 0644 "$tmp"
+        mv -f "$tmp" "$file"
+    fi
+}
+
+# json_str S : S as a JSON string literal (enough for our ASCII paths and values).
+json_str() {
+    local s="$1"
+    s="${s//\\/\\\\}"
+    s="${s//\"/\\\"}"
+    printf '"%s"' "$s"
+}
+
+# json_list ITEM... : a JSON array of strings.
+json_list() {
+    local first=1 item
+    printf '['
+    for item in "$@"; do
+        [ $first = 1 ] || printf ', '
+        first=0
+        json_str "$item"
+    done
+    printf ']'
+}
+
+# write_config BUNDLE_DIR ARGS_JSON ENV_JSON ANNOTATION_KEY=VALUE...
+write_config() {
+    local dir="$1" args="$2" env="$3"; shift 3
+    local ann="" kv first=1
+    for kv in "$@"; do
+        [ $first = 1 ] || ann+=$',\n'
+        first=0
+        ann+="    $(json_str "${kv%%=*}"): $(json_str "${kv#*=}")"
+    done
+    write_if_changed "$dir/config.json" <<EOF
+{
+  "ociVersion": "1.0.2",
+  "process": {
+    "terminal": false,
+    "user": {"uid": 0, "gid": 0},
+    "args": $args,
+    "env": $env,
+    "cwd": "/"
+  },
+  "root": {"path": "rootfs", "readonly": true},
+  "hostname": "snapcall",
+  "annotations": {
+$ann
+  }
+}
+EOF
+}
+
+C_ENV="$(json_list PATH=/bin HOME=/)"
+
+# build_c KIND NAME SRC OUTBIN : compile one static C program.
+#   KIND: glibc (static, non-PIE, ET_EXEC) | pie (static-pie, ET_DYN) | musl (musl-gcc -static)
+build_c() {
+    local kind="$1" name="$2" src="$3" bin="$4"
+    local deps=("$src" "$HERE/build.sh")
+    [ -e "$(dirname "$src")/common.h" ] && deps+=("$(dirname "$src")/common.h")
+    needs_build "$bin" "${deps[@]}" || return 0
+    mkdir -p "$(dirname "$bin")"
+    log "cc ($kind) $name"
+    case "$kind" in
+        glibc) "$CC" "${CFLAGS_COMMON[@]}" -static -no-pie -fno-pie -o "$bin.tmp" "$src" ;;
+        pie) "$CC" "${CFLAGS_COMMON[@]}" -static-pie -fPIE -o "$bin.tmp" "$src" ;;
+        musl) "$MUSL_CC" "${CFLAGS_COMMON[@]}" -static -o "$bin.tmp" "$src" ;;
+        *) echo "build_c: bad kind $kind" >&2; return 1 ;;
+    esac
+    strip --strip-all "$bin.tmp"
+    mv -f "$bin.tmp" "$bin"
+}
+
+# c_bundle PARENT NAME KIND SRC ANNOTATION...
+c_bundle() {
+    local parent="$1" name="$2" kind="$3" src="$4"; shift 4
+    local dir="$parent/$name"
+    mkdir -p "$dir/rootfs/bin"
+    build_c "$kind" "$name" "$src" "$dir/rootfs/bin/$name"
+    write_config "$dir" "$(json_list "/bin/$name")" "$C_ENV" "$@"
+}
+
+# ---------------------------------------------------------------- C demo functions
+C="$HERE/c"
+c_bundle "$FUNCS" echo-c glibc "$C/echo.c" snapcall.content_type=application/octet-stream snapcall.memory_mib=64
+c_bundle "$FUNCS" echo-c-pie pie "$C/echo.c" snapcall.content_type=application/octet-stream snapcall.memory_mib=64
+c_bundle "$FUNCS" echo-c-musl musl "$C/echo.c" snapcall.content_type=application/octet-stream snapcall.memory_mib=64
+c_bundle "$FUNCS" hello-c glibc "$C/hello.c" "snapcall.content_type=text/plain; charset=utf-8" snapcall.memory_mib=64
+
+# ---------------------------------------------------------------- C test guests
+T="$C/tests"
+TXT="snapcall.content_type=text/plain; charset=utf-8"
+c_bundle "$TESTS" null-deref glibc "$T/null-deref.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" ud2 glibc "$T/ud2.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" div-zero glibc "$T/div-zero.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" infinite-loop glibc "$T/infinite-loop.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=1000
+c_bundle "$TESTS" bad-pointer-write glibc "$T/bad-pointer-write.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" path-escape glibc "$T/path-escape.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" mmap-bomb glibc "$T/mmap-bomb.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" forbidden glibc "$T/forbidden.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" counter glibc "$T/counter.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" syscall-zoo glibc "$T/syscall-zoo.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" big-output glibc "$T/big-output.c" snapcall.content_type=application/octet-stream snapcall.memory_mib=64
+c_bundle "$TESTS" exit-code glibc "$T/exit-code.c" "$TXT" snapcall.memory_mib=64
+
+# path-escape: symlinks inside the rootfs that point out of it; the monitor must not follow them
+# to the host.
+ln -sfn /etc/passwd "$TESTS/path-escape/rootfs/escape"
+ln -sfn ../../../../etc/passwd "$TESTS/path-escape/rootfs/escape-rel"
+
+# syscall-zoo: a data file to stat/read/list.
+mkdir -p "$TESTS/syscall-zoo/rootfs/data"
+printf 'hello\n' | write_if_changed "$TESTS/syscall-zoo/rootfs/data/hello.txt"
+
+# ---------------------------------------------------------------- Python (issue 4)
+if [ "$WITH_PYTHON" = 1 ] && [ -x "$HERE/python/build-python.sh" ]; then
+    OUT="$OUT" FORCE="$FORCE" "$HERE/python/build-python.sh"
+fi
+
+log "bundles in $FUNCS and $TESTS"
