@@ -1,6 +1,10 @@
-//! `snapcall serve` (being written).
+//! `snapcall serve`: serve every bundle in a directory over HTTP/1.1 (see docs/httpd.md).
 
 use std::process::ExitCode;
+
+#[path = "serve/mod.rs"]
+#[allow(dead_code)]
+mod serve;
 
 /// Command-line arguments of `snapcall serve`.
 #[derive(clap::Args)]

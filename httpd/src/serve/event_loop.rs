@@ -1,0 +1,742 @@
+//! One io_uring event loop: accepts on its own `SO_REUSEPORT` listener, reads and writes its
+//! connections, enforces the read/idle/send timeouts, and runs complete requests inline
+//! through a [`Handler`], one at a time, in arrival order.
+//!
+//! Every connection is a slot in a slab. Each submitted operation carries
+//! `slot << 32 | generation << 8 | op` as its user data, so a completion for a slot that was
+//! closed and reused is recognised and dropped. A slot's buffers are never touched while the
+//! kernel may write into or read from them: `recv_pending`/`send_pending` guard them and a
+//! slot is freed only when both are false.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::conn::{Conn, Event, ReadLimits, Request};
+use super::http::{self, Head, Method, Response};
+use super::metrics::Metrics;
+
+/// What the loop asks of the application (routing and the call itself).
+pub trait Handler: Send + Sync + 'static {
+    /// Kept until the response that produced it has been written to the socket, then handed
+    /// to [`Handler::sent`] (the used VM: it is torn down only after the client has its bytes).
+    type Done;
+
+    /// Decides from the head alone whether the body is worth reading (route and method known).
+    fn accept_head(&self, head: &Head) -> bool;
+    /// Whether the request runs a function (and so counts against the in-flight limit).
+    fn is_call(&self, head: &Head) -> bool;
+    /// Serves one complete request. `queued` is how long it waited behind other requests.
+    fn handle(&self, req: Request, queued: Duration) -> (Response, Option<Self::Done>);
+    /// The answer to a head refused by `accept_head` whose body was not read.
+    fn refused(&self, head: &Head) -> Response;
+    /// The answer to a call over the in-flight limit.
+    fn overloaded(&self, head: &Head) -> Response;
+    /// The response carrying `done` was sent (or its connection died).
+    fn sent(&self, done: Self::Done);
+}
+
+/// Timeouts and limits of the event loops.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub limits: ReadLimits,
+    /// From the first byte of a request to the end of its head.
+    pub header_timeout: Duration,
+    /// From the end of the head to the end of the body.
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request in progress.
+    pub idle_timeout: Duration,
+    /// A response that makes no progress (client not reading).
+    pub send_timeout: Duration,
+    /// After a `Connection: close` response: how long unread request bytes are drained.
+    pub linger: Duration,
+    /// After SIGTERM: how long open requests may take before their connections are cut.
+    pub shutdown_grace: Duration,
+    /// Open connections, all loops together.
+    pub max_connections: usize,
+    /// Calls admitted but not answered, all loops together.
+    pub max_inflight: usize,
+}
+
+/// State shared by all loops.
+#[derive(Default)]
+pub struct Shared {
+    pub connections: AtomicUsize,
+    pub inflight: AtomicUsize,
+    pub shutdown: AtomicBool,
+}
+
+const OP_ACCEPT: u64 = 1;
+const OP_RECV: u64 = 2;
+const OP_SEND: u64 = 3;
+const OP_WAKE: u64 = 4;
+const NO_SLOT: u64 = 0xffff_ffff;
+
+const RECV_BUF: usize = 16 * 1024;
+/// Output queued for one connection beyond which no further pipelined request is parsed.
+const MAX_BACKLOG: usize = 256 * 1024;
+/// How often deadlines are checked.
+const TICK: Duration = Duration::from_millis(50);
+/// Sent (best effort) to a connection over the connection limit.
+const OVER_LIMIT: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+fn tag(slot: usize, gen: u32, op: u64) -> u64 {
+    ((slot as u64) << 32) | (u64::from(gen & 0x00ff_ffff) << 8) | op
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    None,
+    Idle,
+    Header,
+    Body,
+    Send,
+    Linger,
+    Grace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading requests and writing responses.
+    Open,
+    /// Final response sent and write side shut: reading and dropping until EOF or deadline.
+    Lingering,
+    /// Being torn down: waiting for pending operations to complete.
+    Closing,
+}
+
+struct Slot<D> {
+    fd: RawFd,
+    gen: u32,
+    conn: Conn,
+    rx: Box<[u8]>,
+    recv_pending: bool,
+    /// Bytes handed to the kernel (`out[out_off..]` still to go).
+    out: Vec<u8>,
+    out_off: usize,
+    /// Bytes queued behind `out`.
+    next: Vec<u8>,
+    send_pending: bool,
+    done_out: Vec<D>,
+    done_next: Vec<D>,
+    phase: Phase,
+    /// Close (gracefully) once everything queued is sent.
+    close_after_send: bool,
+    /// The client closed its side.
+    peer_closed: bool,
+    /// A request of this connection waits in (or runs from) the run queue.
+    queued: bool,
+    deadline: Instant,
+    deadline_kind: Deadline,
+}
+
+struct Job {
+    slot: usize,
+    gen: u32,
+    req: Request,
+    at: Instant,
+    admitted: bool,
+}
+
+/// One event loop. Build with [`EventLoop::new`], then [`EventLoop::run`] on its own thread.
+pub struct EventLoop<H: Handler> {
+    ring: IoUring,
+    listener: Option<OwnedFd>,
+    wake: OwnedFd,
+    wake_buf: Box<u64>,
+    handler: Arc<H>,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    cfg: LoopConfig,
+    slots: Vec<Option<Slot<H::Done>>>,
+    free: Vec<usize>,
+    next_gen: u32,
+    live: usize,
+    runq: VecDeque<Job>,
+    draining: Option<Instant>,
+}
+
+impl<H: Handler> EventLoop<H> {
+    /// `wake` is an eventfd; writing to it after setting `shared.shutdown` starts the drain.
+    pub fn new(
+        listener: OwnedFd,
+        wake: OwnedFd,
+        handler: Arc<H>,
+        metrics: Arc<Metrics>,
+        shared: Arc<Shared>,
+        cfg: LoopConfig,
+    ) -> io::Result<Self> {
+        let ring = IoUring::builder().setup_cqsize(8192).build(1024)?;
+        Ok(EventLoop {
+            ring,
+            listener: Some(listener),
+            wake,
+            wake_buf: Box::new(0),
+            handler,
+            metrics,
+            shared,
+            cfg,
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_gen: 1,
+            live: 0,
+            runq: VecDeque::new(),
+            draining: None,
+        })
+    }
+
+    /// Runs until shutdown was requested and every connection is closed.
+    pub fn run(mut self) -> io::Result<()> {
+        self.arm_accept();
+        self.arm_wake();
+        let mut next_sweep = Instant::now() + TICK;
+        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
+        loop {
+            if self.draining.is_some() && self.live == 0 && self.runq.is_empty() {
+                return Ok(());
+            }
+            let ts = types::Timespec::from(TICK);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e),
+            }
+            cqes.clear();
+            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            for &(data, res, flags) in &cqes {
+                self.complete(data, res, flags);
+            }
+            self.run_jobs();
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.sweep(now);
+                next_sweep = now + TICK;
+            }
+        }
+    }
+
+    // ---- submission helpers -------------------------------------------------------------
+
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every entry built in this file points at buffers owned by a slot (or by
+            // `self`) that stay alive and untouched until the matching completion arrives:
+            // `recv_pending`/`send_pending` keep a slot from being freed or its buffers from
+            // being reused, and `wake_buf` lives as long as the ring.
+            let pushed = unsafe { self.ring.submission().push(&entry) };
+            if pushed.is_ok() {
+                return;
+            }
+            // Submission queue full: hand what is there to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    panic!("io_uring submit failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(l) = &self.listener else { return };
+        let entry = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(tag(NO_SLOT as usize, 0, OP_ACCEPT));
+        self.push(entry);
+    }
+
+    fn arm_wake(&mut self) {
+        let ptr: *mut u64 = &mut *self.wake_buf;
+        let entry = opcode::Read::new(types::Fd(self.wake.as_raw_fd()), ptr.cast(), 8)
+            .build()
+            .user_data(tag(NO_SLOT as usize, 0, OP_WAKE));
+        self.push(entry);
+    }
+
+    fn arm_recv(&mut self, idx: usize) {
+        let Some(s) = self.slots[idx].as_mut() else { return };
+        if s.recv_pending || s.peer_closed || s.phase == Phase::Closing {
+            return;
+        }
+        if s.phase == Phase::Open && (s.queued || s.conn.busy() || s.close_after_send) {
+            // Pipelined bytes wait in the kernel until this request is answered.
+            return;
+        }
+        s.recv_pending = true;
+        let entry = opcode::Recv::new(types::Fd(s.fd), s.rx.as_mut_ptr(), s.rx.len() as u32)
+            .build()
+            .user_data(tag(idx, s.gen, OP_RECV));
+        self.push(entry);
+    }
+
+    /// Starts sending queued output if nothing is in flight.
+    fn flush(&mut self, idx: usize) {
+        let Some(s) = self.slots[idx].as_mut() else { return };
+        if s.send_pending || s.phase == Phase::Closing {
+            return;
+        }
+        if s.out_off >= s.out.len() {
+            if s.next.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut s.out, &mut s.next);
+            s.next.clear();
+            s.out_off = 0;
+            std::mem::swap(&mut s.done_out, &mut s.done_next);
+        }
+        s.send_pending = true;
+        let rest = &s.out[s.out_off..];
+        let entry = opcode::Send::new(types::Fd(s.fd), rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(tag(idx, s.gen, OP_SEND));
+        self.push(entry);
+    }
+
+    // ---- completions --------------------------------------------------------------------
+
+    fn complete(&mut self, data: u64, res: i32, flags: u32) {
+        let op = data & 0xff;
+        let idx = (data >> 32) as usize;
+        let gen = ((data >> 8) & 0x00ff_ffff) as u32;
+        match op {
+            OP_ACCEPT => self.on_accept(res, flags),
+            OP_WAKE => self.on_wake(res),
+            OP_RECV | OP_SEND => {
+                let Some(s) = self.slots.get_mut(idx).and_then(Option::as_mut) else { return };
+                if s.gen & 0x00ff_ffff != gen {
+                    return;
+                }
+                if op == OP_RECV {
+                    s.recv_pending = false;
+                    self.on_recv(idx, res);
+                } else {
+                    s.send_pending = false;
+                    self.on_send(idx, res);
+                }
+                self.settle(idx);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, flags: u32) {
+        if !io_uring::cqueue::more(flags) && self.draining.is_none() {
+            self.arm_accept();
+        }
+        if res < 0 {
+            return;
+        }
+        let fd = res;
+        if self.draining.is_some() {
+            // SAFETY: `fd` was just returned by accept and is owned by nobody else.
+            unsafe { libc::close(fd) };
+            return;
+        }
+        let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
+        if open >= self.cfg.max_connections {
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: `fd` is a connected socket we own; OVER_LIMIT is a valid buffer.
+            unsafe {
+                libc::send(fd, OVER_LIMIT.as_ptr().cast(), OVER_LIMIT.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+                libc::close(fd);
+            }
+            return;
+        }
+        self.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        let one: libc::c_int = 1;
+        // SAFETY: plain setsockopt on a socket we own, with a correctly sized int option.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let slot = Slot {
+            fd,
+            gen,
+            conn: Conn::default(),
+            rx: vec![0; RECV_BUF].into_boxed_slice(),
+            recv_pending: false,
+            out: Vec::new(),
+            out_off: 0,
+            next: Vec::new(),
+            send_pending: false,
+            done_out: Vec::new(),
+            done_next: Vec::new(),
+            phase: Phase::Open,
+            close_after_send: false,
+            peer_closed: false,
+            queued: false,
+            deadline: Instant::now() + self.cfg.idle_timeout,
+            deadline_kind: Deadline::Idle,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.live += 1;
+        self.arm_recv(idx);
+    }
+
+    fn on_wake(&mut self, res: i32) {
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            self.start_drain();
+        } else if res >= 0 || res == -libc::EINTR {
+            self.arm_wake();
+        }
+    }
+
+    fn on_recv(&mut self, idx: usize, res: i32) {
+        let Some(s) = self.slots[idx].as_mut() else { return };
+        if res < 0 {
+            if res == -libc::EAGAIN || res == -libc::EINTR {
+                return; // re-armed by settle()
+            }
+            self.begin_close(idx);
+            return;
+        }
+        if res == 0 {
+            s.peer_closed = true;
+            if s.phase == Phase::Lingering || (!s.queued && s.next.is_empty() && !s.send_pending) {
+                // EOF mid-request (client gave up) or after the last response: nothing to finish.
+                self.begin_close(idx);
+            } else {
+                s.close_after_send = true;
+            }
+            return;
+        }
+        if s.phase != Phase::Open {
+            return; // lingering: drop what the client still sends
+        }
+        let n = res as usize;
+        let (conn, rx) = (&mut s.conn, &s.rx);
+        conn.received(&rx[..n]);
+        self.pump(idx);
+    }
+
+    fn on_send(&mut self, idx: usize, res: i32) {
+        let Some(s) = self.slots[idx].as_mut() else { return };
+        if res <= 0 {
+            if res == -libc::EAGAIN || res == -libc::EINTR {
+                self.flush(idx);
+                return;
+            }
+            self.begin_close(idx);
+            return;
+        }
+        s.out_off += res as usize;
+        if s.deadline_kind == Deadline::Send {
+            // Progress: the client reads; give it another full send timeout.
+            s.deadline = Instant::now() + self.cfg.send_timeout;
+        }
+        if s.out_off < s.out.len() {
+            self.flush(idx);
+            return;
+        }
+        s.out.clear();
+        s.out_off = 0;
+        for done in s.done_out.drain(..) {
+            self.handler.sent(done);
+        }
+        if !s.next.is_empty() {
+            self.flush(idx);
+            return;
+        }
+        if s.close_after_send {
+            self.begin_linger(idx);
+        } else {
+            // Output drained: pipelined requests held back by the backlog can go on.
+            self.pump(idx);
+        }
+    }
+
+    // ---- protocol -----------------------------------------------------------------------
+
+    /// Parses as far as the connection allows and queues what it finds.
+    fn pump(&mut self, idx: usize) {
+        let limits = self.cfg.limits;
+        loop {
+            let Some(s) = self.slots[idx].as_mut() else { return };
+            if s.phase != Phase::Open || s.queued || s.close_after_send || s.out.len() + s.next.len() > MAX_BACKLOG {
+                break;
+            }
+            let handler = &self.handler;
+            let event = s.conn.next_event(limits, &mut |h| handler.accept_head(h));
+            match event {
+                Event::NeedMore => break,
+                Event::SendContinue => s.next.extend_from_slice(http::CONTINUE),
+                Event::Request(req) => {
+                    let mut admitted = false;
+                    if self.handler.is_call(&req.head) {
+                        if self.shared.inflight.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_inflight {
+                            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+                            let resp = self.handler.overloaded(&req.head);
+                            self.respond(idx, &req.head, resp, None, false);
+                            continue;
+                        }
+                        admitted = true;
+                    }
+                    s.queued = true;
+                    let gen = s.gen;
+                    self.runq.push_back(Job { slot: idx, gen, req, at: Instant::now(), admitted });
+                    break;
+                }
+                Event::Refused(head) => {
+                    let resp = self.handler.refused(&head);
+                    self.respond(idx, &head, resp, None, true);
+                    break;
+                }
+                Event::Reject(reject) => {
+                    let mut resp = Response::json_error(reject.status(), "bad_request", reject.reason());
+                    resp.server_timing = "total;dur=0.000".to_owned();
+                    let head = Head {
+                        method: Method::Get,
+                        path: String::new(),
+                        http11: true,
+                        keep_alive: false,
+                        expect_continue: false,
+                        framing: http::Framing::None,
+                    };
+                    self.respond(idx, &head, resp, None, true);
+                    break;
+                }
+            }
+        }
+        self.flush(idx);
+    }
+
+    /// Queues a response; `close` forces `Connection: close`.
+    fn respond(&mut self, idx: usize, head: &Head, resp: Response, done: Option<H::Done>, close: bool) {
+        self.metrics.count_response(resp.status);
+        let draining = self.draining.is_some();
+        let Some(s) = self.slots[idx].as_mut() else {
+            if let Some(d) = done {
+                self.handler.sent(d);
+            }
+            return;
+        };
+        let close = close || !head.keep_alive || draining || s.peer_closed;
+        resp.write_to(&mut s.next, head.method == Method::Head, close);
+        s.done_next.extend(done);
+        if close {
+            s.close_after_send = true;
+        } else {
+            s.conn.reset();
+        }
+    }
+
+    /// Runs queued requests, each inline, sending each response before the next call.
+    fn run_jobs(&mut self) {
+        while let Some(job) = self.runq.pop_front() {
+            let alive = matches!(&self.slots[job.slot], Some(s) if s.gen == job.gen && s.phase == Phase::Open);
+            if !alive {
+                if job.admitted {
+                    self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+                }
+                continue;
+            }
+            let head = job.req.head.clone();
+            let (resp, done) = self.handler.handle(job.req, job.at.elapsed());
+            if job.admitted {
+                self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+            }
+            if let Some(s) = self.slots[job.slot].as_mut() {
+                s.queued = false;
+            }
+            self.respond(job.slot, &head, resp, done, false);
+            self.pump(job.slot);
+            self.settle(job.slot);
+            // Put this response on the wire now rather than after the rest of the queue.
+            let _ = self.ring.submit();
+        }
+    }
+
+    // ---- timeouts and teardown ----------------------------------------------------------
+
+    /// After any event on a slot: re-arm reads, pick the deadline that now applies, and
+    /// free the slot if its teardown is complete.
+    fn settle(&mut self, idx: usize) {
+        let now = Instant::now();
+        let cfg = &self.cfg;
+        let Some(s) = self.slots[idx].as_mut() else { return };
+        if s.phase == Phase::Closing {
+            if !s.recv_pending && !s.send_pending {
+                self.free_slot(idx);
+            }
+            return;
+        }
+        if s.phase == Phase::Open {
+            let (kind, after) = if s.send_pending || !s.next.is_empty() {
+                (Deadline::Send, cfg.send_timeout)
+            } else if s.queued {
+                (Deadline::None, Duration::ZERO)
+            } else if s.conn.mid_request() {
+                if s.conn.busy() { (Deadline::None, Duration::ZERO) } else { Self::read_deadline(s, cfg) }
+            } else if self.draining.is_some() {
+                (Deadline::Grace, Duration::ZERO)
+            } else {
+                (Deadline::Idle, cfg.idle_timeout)
+            };
+            if kind != s.deadline_kind {
+                s.deadline_kind = kind;
+                s.deadline = now + after;
+            }
+            if kind == Deadline::Grace && s.out.is_empty() && s.next.is_empty() {
+                // Idle during shutdown: nothing in flight, close now.
+                self.begin_close(idx);
+                return;
+            }
+        }
+        self.arm_recv(idx);
+    }
+
+    fn read_deadline(s: &Slot<H::Done>, cfg: &LoopConfig) -> (Deadline, Duration) {
+        if s.conn.in_body() {
+            (Deadline::Body, cfg.body_timeout)
+        } else {
+            (Deadline::Header, cfg.header_timeout)
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if let Some(grace_end) = self.draining {
+            if now >= grace_end {
+                for idx in 0..self.slots.len() {
+                    if self.slots[idx].is_some() {
+                        self.begin_close(idx);
+                    }
+                }
+                return;
+            }
+        }
+        for idx in 0..self.slots.len() {
+            let Some(s) = self.slots[idx].as_mut() else { continue };
+            if s.phase == Phase::Closing || s.deadline_kind == Deadline::None || s.deadline_kind == Deadline::Grace {
+                continue;
+            }
+            if now < s.deadline {
+                continue;
+            }
+            match s.deadline_kind {
+                Deadline::Idle => {
+                    self.metrics.timeouts_idle.fetch_add(1, Ordering::Relaxed);
+                    self.begin_close(idx);
+                }
+                Deadline::Header | Deadline::Body => {
+                    let counter = if s.deadline_kind == Deadline::Header {
+                        &self.metrics.timeouts_header
+                    } else {
+                        &self.metrics.timeouts_body
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    // A slow client gets a 408 (best effort) and is cut off.
+                    let reject = http::Reject::Timeout;
+                    let mut resp = Response::json_error(reject.status(), "timeout", reject.reason());
+                    resp.server_timing = "total;dur=0.000".to_owned();
+                    self.metrics.count_response(resp.status);
+                    resp.write_to(&mut s.next, false, true);
+                    s.close_after_send = true;
+                    s.deadline_kind = Deadline::Send;
+                    s.deadline = now + self.cfg.send_timeout.min(Duration::from_secs(1));
+                    self.flush(idx);
+                }
+                Deadline::Send => {
+                    self.metrics.timeouts_send.fetch_add(1, Ordering::Relaxed);
+                    self.begin_close(idx);
+                }
+                Deadline::Linger => self.begin_close(idx),
+                Deadline::None | Deadline::Grace => {}
+            }
+            self.settle(idx);
+        }
+    }
+
+    /// Final response sent: shut our write side and drain what the client still sends, so
+    /// closing does not reset the connection under a response it has not read yet.
+    fn begin_linger(&mut self, idx: usize) {
+        let Some(s) = self.slots[idx].as_mut() else { return };
+        if s.peer_closed {
+            self.begin_close(idx);
+            return;
+        }
+        // SAFETY: shutdown on a socket this slot owns.
+        unsafe { libc::shutdown(s.fd, libc::SHUT_WR) };
+        s.phase = Phase::Lingering;
+        s.deadline_kind = Deadline::Linger;
+        s.deadline = Instant::now() + self.cfg.linger;
+    }
+
+    /// Tears the connection down; the slot is freed once no operation is pending on it.
+    fn begin_close(&mut self, idx: usize) {
+        let Some(s) = self.slots[idx].as_mut() else { return };
+        if s.phase == Phase::Closing {
+            return;
+        }
+        s.phase = Phase::Closing;
+        if s.recv_pending || s.send_pending {
+            // Makes the pending recv/send complete now; the slot is freed in `settle`.
+            // SAFETY: shutdown on a socket this slot owns.
+            unsafe { libc::shutdown(s.fd, libc::SHUT_RDWR) };
+        } else {
+            self.free_slot(idx);
+        }
+    }
+
+    fn free_slot(&mut self, idx: usize) {
+        let Some(s) = self.slots[idx].take() else { return };
+        // SAFETY: no operation is pending on `s.fd` (checked by the callers) and the slot,
+        // the fd's only owner, is gone.
+        unsafe { libc::close(s.fd) };
+        for done in s.done_out.into_iter().chain(s.done_next) {
+            self.handler.sent(done);
+        }
+        self.free.push(idx);
+        self.live -= 1;
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// SIGTERM: stop accepting, close idle connections, let the others finish the request
+    /// they are in (answered with `Connection: close`) within the grace period.
+    fn start_drain(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        self.draining = Some(Instant::now() + self.cfg.shutdown_grace);
+        if let Some(l) = self.listener.take() {
+            // Ends the multishot accept; new connections to this port are refused.
+            // SAFETY: shutdown on the listener we own; it is closed when `l` drops.
+            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        for idx in 0..self.slots.len() {
+            if self.slots[idx].is_some() {
+                if let Some(s) = self.slots[idx].as_mut() {
+                    s.deadline_kind = Deadline::None;
+                }
+                self.settle(idx);
+            }
+        }
+    }
+}
