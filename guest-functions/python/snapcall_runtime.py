@@ -1,0 +1,176 @@
+"""snapcall in-guest Python runtime (Kubeless-style handlers).
+
+    python3 -S -B /runtime/snapcall_runtime.py --module M --handler H
+        [--function-name NAME] [--timeout-ms MS] [--memory-mib MIB]
+
+snapcall snapshots the guest at its first read of fd 0, and every call is a fresh copy of that
+snapshot. So everything that can be done before the request arrives is done first: imports
+(including the user's module), warming json/datetime, gc.freeze(). Only then is stdin read to
+EOF; after it everything is per-call: fresh randomness, the event, the handler call, the answer.
+
+The handler is called as handler(event, context), with the event
+    {"data": <JSON value | str | bytes>, "event-id": <uuid4 hex>, "event-time": <UTC ISO 8601>,
+     "event-type": "application/json" | "text/plain" | "application/octet-stream",
+     "event-namespace": "snapcall", "extensions": {}}
+and the context {"function-name", "timeout" (seconds, str), "runtime": "python3.11",
+"memory-limit" (e.g. "256Mi")}. Its return value becomes the response body: str as UTF-8,
+bytes as is, anything else as JSON. stdout is the response channel, so sys.stdout is pointed at
+stderr while user code runs: a stray print() in a handler goes to the log, not the response.
+An exception prints its traceback to stderr and exits 1.
+"""
+
+import os
+import sys
+
+# Anything user code prints goes to stderr; the response is written to fd 1 directly.
+sys.stdout = sys.stderr
+# Nothing is ever loaded from lib-dynload or a stdlib zip: keep them off the import path so
+# imports do not probe them.
+sys.path = [p for p in sys.path if not p.endswith(("lib-dynload", ".zip"))]
+
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import traceback  # noqa: E402
+import linecache  # noqa: E402,F401  (used by traceback; import it before the snapshot)
+
+
+def _fail(msg):
+    sys.stderr.write(msg)
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _parse_args(argv):
+    opts = {"module": None, "handler": None, "function-name": "", "timeout-ms": "10000",
+            "memory-mib": "256"}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and "=" in a:
+            k, v = a[2:].split("=", 1)
+            i += 1
+        elif a.startswith("--") and i + 1 < len(argv):
+            k, v = a[2:], argv[i + 1]
+            i += 2
+        else:
+            _fail("snapcall_runtime: bad argument %r\n" % a)
+        if k not in opts:
+            _fail("snapcall_runtime: unknown option --%s\n" % k)
+        opts[k] = v
+    if not opts["module"] or not opts["handler"]:
+        _fail("usage: snapcall_runtime.py --module M --handler H [--function-name N] "
+              "[--timeout-ms MS] [--memory-mib MIB]\n")
+    return opts
+
+
+def _seconds(ms):
+    try:
+        s = int(ms) / 1000
+    except ValueError:
+        return ms
+    return str(int(s)) if s == int(s) else str(s)
+
+
+def _read_all(fd):
+    chunks = []
+    while True:
+        try:
+            b = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except InterruptedError:
+            continue
+        view = view[n:]
+
+
+def _event(body):
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        data, etype = body, "application/octet-stream"
+    else:
+        try:
+            data, etype = json.loads(text), "application/json"
+        except ValueError:
+            data, etype = text, "text/plain"
+    rnd = bytearray(os.urandom(16))
+    rnd[6] = (rnd[6] & 0x0F) | 0x40  # uuid version 4
+    rnd[8] = (rnd[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return {
+        "data": data,
+        "event-id": rnd.hex(),
+        "event-time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "event-type": etype,
+        "event-namespace": "snapcall",
+        "extensions": {},
+    }
+
+
+def _encode(result):
+    if isinstance(result, str):
+        return result.encode("utf-8", "surrogateescape")
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return bytes(result)
+    return json.dumps(result).encode("utf-8")
+
+
+def main():
+    opts = _parse_args(sys.argv[1:])
+
+    # ---- start-up (captured by the snapshot) ----
+    try:
+        module = __import__(opts["module"])
+        for part in opts["module"].split(".")[1:]:
+            module = getattr(module, part)
+        handler = getattr(module, opts["handler"])
+    except BaseException:
+        _fail("snapcall_runtime: cannot load %s.%s\n%s"
+              % (opts["module"], opts["handler"], traceback.format_exc()))
+    context = {
+        "function-name": opts["function-name"],
+        "timeout": _seconds(opts["timeout-ms"]),
+        "runtime": "python3.11",
+        "memory-limit": opts["memory-mib"] + "Mi",
+    }
+    # Warm the paths every call takes, so their lazy work is in the snapshot too.
+    _encode(_event(b'{"warm": [1, 2.5, "x", null, true]}'))
+    _event(b"warm")
+    gc.collect()
+    gc.freeze()
+    sys.stderr.flush()
+
+    # ---- the request: the first read of fd 0 is where snapcall takes the snapshot ----
+    body = _read_all(0)
+
+    # Every restored instance starts from identical memory: reseed from fresh entropy.
+    random.seed(os.urandom(32))
+    try:
+        out = _encode(handler(_event(body), context))
+    except BaseException:
+        try:
+            sys.stderr.write(traceback.format_exc())
+            sys.stderr.flush()
+        finally:
+            os._exit(1)
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    _write_all(1, out)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
