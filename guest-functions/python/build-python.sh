@@ -44,17 +44,30 @@ needs_build() {
 }
 
 # ------------------------------------------------------------------ CPython source (cached)
-find_src() { ls -d "$SRC_PARENT"/python$PYVER-*/ 2>/dev/null | head -1 | sed 's:/$::'; }
+find_src() { { ls -d "$SRC_PARENT"/python$PYVER-*/ 2>/dev/null || true; } | head -1 | sed 's:/$::'; }
 SRC="$(find_src)"
 if [ -z "$SRC" ] || [ ! -e "$SRC/Modules/_json.c" ]; then
     log "fetching CPython source with apt-get source python$PYVER"
     mkdir -p "$SRC_PARENT"
     ver="$(dpkg-query -W -f='${Version}' "libpython$PYVER-dev")"
     # Prefer the source of the installed libpython; any $PYVER revision has the same upstream C
-    # modules (Debian's revisions only add patches), so fall back to the newest one available.
-    ( cd "$SRC_PARENT" && { apt-get source -qq "python$PYVER=$ver" || apt-get source -qq "python$PYVER"; } ) \
-        >"$SRC_PARENT/apt-get-source.log" 2>&1 \
-        || die "apt-get source python$PYVER failed (see $SRC_PARENT/apt-get-source.log); deb-src entries come from scripts/install-deps.sh"
+    # modules (Debian's revisions only add patches), so fall back to the other revisions the
+    # deb-src indexes list (a security update's .dsc is sometimes missing from its pool).
+    versions=("$ver")
+    while read -r v; do [ "$v" = "$ver" ] || versions+=("$v"); done \
+        < <(apt-cache showsrc "python$PYVER" 2>/dev/null | sed -n 's/^Version: //p' | sort -rV | uniq)
+    : >"$SRC_PARENT/apt-get-source.log"
+    for v in "${versions[@]}"; do
+        ( cd "$SRC_PARENT" && apt-get source -qq "python$PYVER=$v" ) >>"$SRC_PARENT/apt-get-source.log" 2>&1 && break
+    done
+    SRC="$(find_src)"
+    if [ -z "$SRC" ]; then
+        # Last resort: the upstream tarball alone (apt-get source fetches it before the .dsc).
+        orig="$(ls "$SRC_PARENT"/python${PYVER}_*.orig.tar.* 2>/dev/null | head -1 || true)"
+        [ -n "$orig" ] || die "apt-get source python$PYVER failed (see $SRC_PARENT/apt-get-source.log); deb-src entries come from scripts/install-deps.sh"
+        mkdir -p "$SRC_PARENT/python$PYVER-orig"
+        tar -C "$SRC_PARENT/python$PYVER-orig" --strip-components=1 -xf "$orig"
+    fi
     SRC="$(find_src)"
     [ -n "$SRC" ] && [ -e "$SRC/Modules/_json.c" ] || die "no CPython source under $SRC_PARENT"
 fi
