@@ -1,0 +1,275 @@
+//! snapcall's own notes (owner `"SNAPCALL"`): the state KM has no note for.
+//!
+//! All fields little-endian; layouts are documented field by field in
+//! `docs/snapshot-format.md`.
+
+use crate::bytes::{Cursor, Out};
+use crate::error::FormatError;
+use crate::state::{
+    DescriptorTable, Identity, Limits, PendingSyscall, Region, RegionKind, Segment,
+    SpecialRegisters,
+};
+
+/// Owner name of snapcall's notes.
+pub const SNAPCALL_OWNER: &str = "SNAPCALL";
+/// Special registers ([`SpecialRegisters`], 280 bytes).
+pub const NT_SNAPCALL_SREGS: u32 = 0x5343_0001;
+/// MSRs: count, then (index, value) pairs.
+pub const NT_SNAPCALL_MSRS: u32 = 0x5343_0002;
+/// XCRs: count, then (index, value) pairs.
+pub const NT_SNAPCALL_XCRS: u32 = 0x5343_0003;
+/// The raw XSAVE area.
+pub const NT_SNAPCALL_XSAVE: u32 = 0x5343_0004;
+/// The pending syscall (nr + 6 args).
+pub const NT_SNAPCALL_PENDING_SYSCALL: u32 = 0x5343_0005;
+/// The monitor's memory region map.
+pub const NT_SNAPCALL_REGIONS: u32 = 0x5343_0006;
+/// Format version, bundle hash, memory size, program path and payload hash.
+pub const NT_SNAPCALL_IDENTITY: u32 = 0x5343_0007;
+
+/// Size of the `NT_SNAPCALL_SREGS` descriptor.
+pub const SREGS_SIZE: usize = 8 * SEGMENT_SIZE + 2 * 16 + 7 * 8;
+const SEGMENT_SIZE: usize = 24;
+const PAIR_SIZE: u64 = 16;
+const REGION_SIZE: u64 = 32;
+const IDENTITY_FIXED: usize = 80;
+
+/// Symbolic name of a SNAPCALL note type, `None` if unknown.
+pub fn note_type_name(note_type: u32) -> Option<&'static str> {
+    Some(match note_type {
+        NT_SNAPCALL_SREGS => "NT_SNAPCALL_SREGS",
+        NT_SNAPCALL_MSRS => "NT_SNAPCALL_MSRS",
+        NT_SNAPCALL_XCRS => "NT_SNAPCALL_XCRS",
+        NT_SNAPCALL_XSAVE => "NT_SNAPCALL_XSAVE",
+        NT_SNAPCALL_PENDING_SYSCALL => "NT_SNAPCALL_PENDING_SYSCALL",
+        NT_SNAPCALL_REGIONS => "NT_SNAPCALL_REGIONS",
+        NT_SNAPCALL_IDENTITY => "NT_SNAPCALL_IDENTITY",
+        _ => return None,
+    })
+}
+
+fn parse_segment(c: &mut Cursor<'_>) -> Result<Segment, FormatError> {
+    let s = Segment {
+        base: c.u64("segment.base")?,
+        limit: c.u32("segment.limit")?,
+        selector: c.u16("segment.selector")?,
+        type_: c.u8("segment.type")?,
+        present: c.u8("segment.present")?,
+        dpl: c.u8("segment.dpl")?,
+        db: c.u8("segment.db")?,
+        s: c.u8("segment.s")?,
+        l: c.u8("segment.l")?,
+        g: c.u8("segment.g")?,
+        avl: c.u8("segment.avl")?,
+    };
+    c.pad(2)?;
+    Ok(s)
+}
+
+fn encode_segment(o: &mut Out, s: &Segment) {
+    o.u64(s.base);
+    o.u32(s.limit);
+    o.u16(s.selector);
+    for b in [s.type_, s.present, s.dpl, s.db, s.s, s.l, s.g, s.avl] {
+        o.u8(b);
+    }
+    o.zeros(2);
+}
+
+fn parse_dtable(c: &mut Cursor<'_>) -> Result<DescriptorTable, FormatError> {
+    let base = c.u64("dtable.base")?;
+    let limit = c.u16("dtable.limit")?;
+    c.pad(6)?;
+    Ok(DescriptorTable { base, limit })
+}
+
+pub(crate) fn parse_sregs(c: &mut Cursor<'_>) -> Result<SpecialRegisters, FormatError> {
+    let mut segs = [Segment::default(); 8];
+    for s in &mut segs {
+        *s = parse_segment(c)?;
+    }
+    let [cs, ds, es, fs, gs, ss, tr, ldt] = segs;
+    let gdt = parse_dtable(c)?;
+    let idt = parse_dtable(c)?;
+    Ok(SpecialRegisters {
+        cs,
+        ds,
+        es,
+        fs,
+        gs,
+        ss,
+        tr,
+        ldt,
+        gdt,
+        idt,
+        cr0: c.u64("cr0")?,
+        cr2: c.u64("cr2")?,
+        cr3: c.u64("cr3")?,
+        cr4: c.u64("cr4")?,
+        cr8: c.u64("cr8")?,
+        efer: c.u64("efer")?,
+        apic_base: c.u64("apic_base")?,
+    })
+}
+
+pub(crate) fn encode_sregs(s: &SpecialRegisters) -> Vec<u8> {
+    let mut o = Out::default();
+    for seg in [&s.cs, &s.ds, &s.es, &s.fs, &s.gs, &s.ss, &s.tr, &s.ldt] {
+        encode_segment(&mut o, seg);
+    }
+    for t in [&s.gdt, &s.idt] {
+        o.u64(t.base);
+        o.u16(t.limit);
+        o.zeros(6);
+    }
+    for v in [s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apic_base] {
+        o.u64(v);
+    }
+    debug_assert_eq!(o.len(), SREGS_SIZE);
+    o.buf
+}
+
+/// MSR / XCR list: `u32 count, u32 0`, then `count * {u32 index, u32 0, u64 value}`.
+pub(crate) fn parse_pairs(
+    c: &mut Cursor<'_>,
+    limits: &Limits,
+) -> Result<Vec<(u32, u64)>, FormatError> {
+    let count = c.u32("count")?;
+    c.pad(4)?;
+    let n = c.count(count.into(), PAIR_SIZE, limits.max_list_entries, "count")?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let index = c.u32("index")?;
+        c.pad(4)?;
+        v.push((index, c.u64("value")?));
+    }
+    Ok(v)
+}
+
+pub(crate) fn encode_pairs(v: &[(u32, u64)]) -> Vec<u8> {
+    let mut o = Out::default();
+    o.u32(v.len() as u32);
+    o.zeros(4);
+    for &(i, val) in v {
+        o.u32(i);
+        o.zeros(4);
+        o.u64(val);
+    }
+    o.buf
+}
+
+pub(crate) fn parse_pending(c: &mut Cursor<'_>) -> Result<PendingSyscall, FormatError> {
+    let nr = c.u64("nr")?;
+    let mut args = [0u64; 6];
+    for a in &mut args {
+        *a = c.u64("arg")?;
+    }
+    Ok(PendingSyscall { nr, args })
+}
+
+pub(crate) fn encode_pending(p: &PendingSyscall) -> Vec<u8> {
+    let mut o = Out::default();
+    o.u64(p.nr);
+    for a in p.args {
+        o.u64(a);
+    }
+    o.buf
+}
+
+/// Regions: `u32 count, u32 0`, then per region `u64 start, u64 len, u32 prot, u32 kind,
+/// u32 has_path, u32 path_len`, then `path_len` bytes of path, zero-padded to 8.
+pub(crate) fn parse_regions(
+    c: &mut Cursor<'_>,
+    limits: &Limits,
+) -> Result<Vec<Region>, FormatError> {
+    let count = c.u32("count")?;
+    c.pad(4)?;
+    let n = c.count(count.into(), REGION_SIZE, limits.max_list_entries, "count")?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = c.u64("region.start")?;
+        let len = c.u64("region.len")?;
+        let prot = c.u32("region.prot")?;
+        let kind_code = c.u32("region.kind")?;
+        let kind = RegionKind::from_code(kind_code).ok_or(FormatError::NoteBadValue {
+            at: c.at(),
+            field: "region.kind",
+            value: kind_code.into(),
+        })?;
+        let has_path = c.u32("region.has_path")?;
+        let path_len = c.u32("region.path_len")?;
+        let path = match has_path {
+            0 if path_len == 0 => None,
+            1 => Some(c.str_len(path_len.into(), limits.max_string_bytes, "region.path")?),
+            _ => {
+                return Err(FormatError::NoteBadValue {
+                    at: c.at(),
+                    field: "region.has_path",
+                    value: has_path.into(),
+                })
+            }
+        };
+        c.align(8, "region.path padding")?;
+        v.push(Region {
+            start,
+            len,
+            prot,
+            kind,
+            path,
+        });
+    }
+    Ok(v)
+}
+
+pub(crate) fn encode_regions(v: &[Region]) -> Vec<u8> {
+    let mut o = Out::default();
+    o.u32(v.len() as u32);
+    o.zeros(4);
+    for r in v {
+        o.u64(r.start);
+        o.u64(r.len);
+        o.u32(r.prot);
+        o.u32(r.kind.code());
+        o.u32(u32::from(r.path.is_some()));
+        let p = r.path.as_deref().unwrap_or("");
+        o.u32(p.len() as u32);
+        o.bytes(p.as_bytes());
+        o.align(8);
+    }
+    o.buf
+}
+
+/// Identity: `u32 format_version, u32 path_len, u64 memory_size, [u8;32] bundle_hash,
+/// [u8;32] payload_hash`, then `path_len` bytes of program path.
+pub(crate) fn parse_identity(
+    c: &mut Cursor<'_>,
+    limits: &Limits,
+) -> Result<(Identity, [u8; 32]), FormatError> {
+    let format_version = c.u32("format_version")?;
+    let path_len = c.u32("path_len")?;
+    let memory_size = c.u64("memory_size")?;
+    let bundle_hash = c.hash("bundle_hash")?;
+    let payload_hash = c.hash("payload_hash")?;
+    let program_path = c.str_len(path_len.into(), limits.max_string_bytes, "program_path")?;
+    Ok((
+        Identity {
+            format_version,
+            bundle_hash,
+            memory_size,
+            program_path,
+        },
+        payload_hash,
+    ))
+}
+
+pub(crate) fn encode_identity(id: &Identity, payload_hash: &[u8; 32]) -> Vec<u8> {
+    let mut o = Out::default();
+    o.u32(id.format_version);
+    o.u32(id.program_path.len() as u32);
+    o.u64(id.memory_size);
+    o.bytes(&id.bundle_hash);
+    o.bytes(payload_hash);
+    debug_assert_eq!(o.len(), IDENTITY_FIXED);
+    o.bytes(id.program_path.as_bytes());
+    o.buf
+}
