@@ -732,7 +732,7 @@ impl<H: Handler> EventLoop<H> {
         }
         for idx in 0..self.slots.len() {
             if self.slots[idx].is_some() {
-                if let Some(s) = self.slots[idx].as_mut() {
+                if let Some(s) = self.slots[idx].as_mut().filter(|s| s.phase == Phase::Open) {
                     s.deadline_kind = Deadline::None;
                 }
                 self.settle(idx);

@@ -15,6 +15,8 @@
 pub mod conn;
 pub mod event_loop;
 pub mod http;
+#[cfg(test)]
+mod loop_tests;
 pub mod metrics;
 // pub mod registry;
 pub mod routes;
