@@ -1,12 +1,106 @@
-//! `snapcall run` (being written).
+//! `snapcall run BUNDLE < request > response`: one call, in a fresh VM, from the bundle's
+//! snapshot when it has a valid one (or cold with `--cold`).
 
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use vmm::{CallError, Function, StartMode};
 
 /// Command-line arguments of `snapcall run`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The function's bundle directory (config.json + rootfs).
+    bundle: PathBuf,
+    /// Start from the program's entry point even if a snapshot exists.
+    #[arg(long)]
+    cold: bool,
+    /// Print every syscall the program makes to stderr.
+    #[arg(long)]
+    trace_syscalls: bool,
+    /// Print the phase breakdown (create VM, load/restore, run, teardown) to stderr.
+    #[arg(long)]
+    timing: bool,
+}
 
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("snapcall run: not implemented yet");
-    ExitCode::FAILURE
+/// Exit status for calls that produced no exit status of their own.
+const STATUS_CALL_FAILED: u8 = 125;
+
+pub fn main(args: Args) -> ExitCode {
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("snapcall run: {message}");
+            ExitCode::from(STATUS_CALL_FAILED)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<u8, String> {
+    let mode = if args.cold { StartMode::Cold } else { StartMode::Snapshot };
+    let function = Function::load(&args.bundle, mode).map_err(|e| e.to_string())?;
+    let mut request = Vec::new();
+    std::io::stdin().read_to_end(&mut request).map_err(|e| format!("reading stdin: {e}"))?;
+
+    let t = Instant::now();
+    let vm = vmm::EmptyVm::create(function.memory_size()).map_err(|e| e.to_string())?;
+    let create = t.elapsed();
+    let mut ready = function.start(vm, &request).map_err(|e| e.to_string())?;
+    if args.trace_syscalls {
+        ready.trace_syscalls(Box::new(|r| eprintln!("{}", format_syscall(r))));
+    }
+    let mut finished = ready.run();
+    let timings = finished.timings();
+    let stats = finished.stats().clone();
+    let outcome = finished.take_outcome();
+    let t = Instant::now();
+    finished.destroy_vm();
+    let teardown = t.elapsed();
+    if args.timing {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "timing: create_vm={:.3}ms {}={:.3}ms run={:.3}ms teardown={:.3}ms exits={} syscalls={}",
+            ms(create),
+            if stats.restored { "restore" } else { "load" },
+            ms(timings.load),
+            ms(timings.run),
+            ms(teardown),
+            stats.exits,
+            stats.syscalls
+        );
+    }
+    match outcome {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out.stdout).and_then(|_| stdout.flush()).map_err(|e| format!("writing stdout: {e}"))?;
+            std::io::stderr().write_all(&out.stderr).map_err(|e| format!("writing stderr: {e}"))?;
+            Ok((out.exit_code & 0xFF) as u8)
+        }
+        Err(e) => {
+            let tail = match &e {
+                CallError::GuestFault { .. } | CallError::Deadline(_) => String::new(),
+                _ => String::new(),
+            };
+            Err(format!("{}: {e}{tail}", function.name()))
+        }
+    }
+}
+
+fn format_syscall(r: &vmm::SyscallRecord) -> String {
+    let a = r.args;
+    let result = match r.result {
+        Some(v) if (-4095..0).contains(&v) => format!("-{} ({})", -v, errno_name(-v as i32)),
+        Some(v) => format!("{v:#x}"),
+        None => "(stops the call)".into(),
+    };
+    format!(
+        "syscall {}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {result}",
+        vmm::syscalls::name(r.nr),
+        a[0], a[1], a[2], a[3], a[4], a[5]
+    )
+}
+
+fn errno_name(e: i32) -> String {
+    std::io::Error::from_raw_os_error(e).to_string()
 }

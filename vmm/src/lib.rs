@@ -1,1 +1,48 @@
-//! vmm
+//! # vmm: one static Linux program per brand-new KVM VM, with no guest kernel
+//!
+//! The guest is an unmodified static x86-64 Linux program (C with glibc or musl, or a static
+//! CPython). It runs at CPL3 in 64-bit mode; its `syscall`s enter a 4-instruction CPL0 stub
+//! that exits to this monitor, which implements the Linux syscalls itself ([`syscalls`]).
+//!
+//! The per-call path, as a library user writes it:
+//!
+//! ```no_run
+//! use vmm::{Function, Runtime, RuntimeConfig, StartMode};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new(RuntimeConfig::default())?;          // VM pool + reaper
+//! let echo = Function::load("target/functions/echo-c".as_ref(), StartMode::Snapshot)?;
+//! runtime.prepare(&echo);                                         // keep VMs of its size ready
+//!
+//! let vm = runtime.take_vm(&echo)?;                               // 1. take a fresh VM
+//! let ready = echo.start(vm, b"hello")?;                          // 2. restore (or cold-load)
+//! let mut finished = ready.run();                                 // 3. run to exit
+//! let output = finished.take_outcome()?;                          // 4. respond
+//! assert_eq!(output.stdout, b"hello");
+//! runtime.release(finished);                                      // 5. destroy, off the path
+//! # Ok(()) }
+//! ```
+
+pub mod bundle;
+pub mod call;
+mod deadline;
+pub mod errno;
+pub mod exits;
+pub mod files;
+pub mod function;
+pub mod kvm;
+pub mod layout;
+pub mod loader;
+pub mod memory;
+pub mod mm;
+pub mod pool;
+pub mod process;
+pub mod snapshot;
+pub mod syscalls;
+pub mod vm;
+
+pub use bundle::{BundleConfig, BundleError, Limits, Runner};
+pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall};
+pub use function::{Function, FunctionError, StartError, StartMode};
+pub use pool::{PoolStats, Runtime, RuntimeConfig};
+pub use process::SyscallRecord;
+pub use vm::{EmptyVm, VmError};

@@ -1,0 +1,217 @@
+//! Function bundles: an OCI runtime bundle directory (`config.json` + rootfs), as the seed's
+//! server used. snapcall's own settings are OCI annotations (docs/architecture.md lists them).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A missing or malformed bundle, naming the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}: not valid JSON: {source}")]
+    Json { file: PathBuf, source: serde_json::Error },
+    #[error("{file}: field `{field}` {problem}")]
+    Field { file: PathBuf, field: &'static str, problem: String },
+}
+
+/// Per-call limits of a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Guest memory size: the cap on everything the program maps.
+    pub memory_bytes: u64,
+    /// Wall-clock deadline of one call.
+    pub timeout: Duration,
+    /// Cap on stdout + stderr.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 256 << 20, timeout: Duration::from_secs(10), max_output_bytes: 16 << 20 }
+    }
+}
+
+/// Which runner a function needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// snapcall's own vmm.
+    Native,
+    /// Kontain's `km` executable, per call.
+    Km,
+}
+
+/// Everything `config.json` says about a function.
+#[derive(Debug, Clone)]
+pub struct BundleConfig {
+    /// Bundle directory.
+    pub dir: PathBuf,
+    /// Function name (the directory's name).
+    pub name: String,
+    /// `process.args`; args[0] is the program inside the rootfs.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// Host path of the rootfs.
+    pub rootfs: PathBuf,
+    pub limits: Limits,
+    pub content_type: String,
+    pub runner: Runner,
+    pub warmup_request: Option<Vec<u8>>,
+    /// All annotations, for runtimes that read their own (e.g. Python's module/handler).
+    pub annotations: Vec<(String, String)>,
+}
+
+impl BundleConfig {
+    /// Reads `dir/config.json`.
+    pub fn load(dir: &Path) -> Result<BundleConfig, BundleError> {
+        let file = dir.join("config.json");
+        let text = std::fs::read(&file).map_err(|source| BundleError::Read { file: file.clone(), source })?;
+        let json: Value = serde_json::from_slice(&text).map_err(|source| BundleError::Json { file: file.clone(), source })?;
+        let field = |field: &'static str, problem: &str| BundleError::Field { file: file.clone(), field, problem: problem.into() };
+        let strings = |v: Option<&Value>, name: &'static str| -> Result<Vec<String>, BundleError> {
+            match v {
+                None => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string).ok_or_else(|| field(name, "must be an array of strings")))
+                    .collect(),
+                Some(_) => Err(field(name, "must be an array of strings")),
+            }
+        };
+        let process = json.get("process").ok_or_else(|| field("process", "is missing"))?;
+        let args = strings(process.get("args"), "process.args")?;
+        match args.first() {
+            Some(a0) if a0.starts_with('/') => {}
+            Some(_) => return Err(field("process.args", "args[0] must be an absolute path inside the rootfs")),
+            None => return Err(field("process.args", "must name the program (args[0])")),
+        }
+        let env = strings(process.get("env"), "process.env")?;
+        let cwd = match process.get("cwd") {
+            None => "/".to_string(),
+            Some(Value::String(s)) if s.starts_with('/') => s.clone(),
+            Some(_) => return Err(field("process.cwd", "must be an absolute path")),
+        };
+        let root = json.get("root").and_then(|r| r.get("path"));
+        let rootfs = match root {
+            None => dir.join("rootfs"),
+            Some(Value::String(s)) => dir.join(s),
+            Some(_) => return Err(field("root.path", "must be a string")),
+        };
+        if !rootfs.is_dir() {
+            return Err(field("root.path", &format!("{} is not a directory", rootfs.display())));
+        }
+        let mut annotations = Vec::new();
+        match json.get("annotations") {
+            None => {}
+            Some(Value::Object(map)) => {
+                for (k, v) in map {
+                    let v = v.as_str().ok_or_else(|| field("annotations", &format!("value of {k} must be a string")))?;
+                    annotations.push((k.clone(), v.to_string()));
+                }
+            }
+            Some(_) => return Err(field("annotations", "must be an object")),
+        }
+        let get = |k: &str| annotations.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let number = |k: &'static str, min: u64, max: u64| -> Result<Option<u64>, BundleError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                    _ => Err(field(k, &format!("must be a whole number from {min} to {max}, not {v:?}"))),
+                },
+            }
+        };
+        let mut limits = Limits::default();
+        if let Some(mib) = number("snapcall.memory_mib", 32, 4096)? {
+            limits.memory_bytes = mib.div_ceil(2) * 2 << 20;
+        }
+        if let Some(ms) = number("snapcall.timeout_ms", 1, 3_600_000)? {
+            limits.timeout = Duration::from_millis(ms);
+        }
+        if let Some(n) = number("snapcall.max_output_bytes", 1, 1 << 30)? {
+            limits.max_output_bytes = n as usize;
+        }
+        let runner = match get("snapcall.runner") {
+            None | Some("native") => Runner::Native,
+            Some("km") => Runner::Km,
+            Some(other) => return Err(field("snapcall.runner", &format!("must be \"native\" or \"km\", not {other:?}"))),
+        };
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| field("(directory name)", "must be valid UTF-8"))?
+            .to_string();
+        Ok(BundleConfig {
+            dir: dir.to_path_buf(),
+            name,
+            args,
+            env,
+            cwd,
+            rootfs,
+            limits,
+            content_type: get("snapcall.content_type").unwrap_or("application/octet-stream").to_string(),
+            runner,
+            warmup_request: get("snapcall.warmup_request").map(|s| s.as_bytes().to_vec()),
+            annotations,
+        })
+    }
+
+    /// The value of annotation `key`.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(config: &str) -> (PathBuf, Result<BundleConfig, BundleError>) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("snapcall-bundle-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        std::fs::write(dir.join("config.json"), config).unwrap();
+        let r = BundleConfig::load(&dir);
+        (dir, r)
+    }
+
+    #[test]
+    fn reads_args_env_cwd_and_annotations() {
+        let (dir, r) = bundle(
+            r#"{"process":{"args":["/bin/f","x"],"env":["A=1"],"cwd":"/tmp"},"root":{"path":"rootfs"},
+               "annotations":{"snapcall.memory_mib":"64","snapcall.timeout_ms":"500","snapcall.content_type":"text/plain"}}"#,
+        );
+        let c = r.unwrap();
+        assert_eq!(c.args, ["/bin/f", "x"]);
+        assert_eq!(c.env, ["A=1"]);
+        assert_eq!(c.cwd, "/tmp");
+        assert_eq!(c.limits.memory_bytes, 64 << 20);
+        assert_eq!(c.limits.timeout, Duration::from_millis(500));
+        assert_eq!(c.content_type, "text/plain");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        for (config, field) in [
+            (r#"{"process":{}}"#, "process.args"),
+            (r#"{"process":{"args":["bin/f"]}}"#, "process.args"),
+            (r#"{"process":{"args":[1]}}"#, "process.args"),
+            (r#"{"process":{"args":["/f"]},"annotations":{"snapcall.memory_mib":"lots"}}"#, "snapcall.memory_mib"),
+            (r#"{"process":{"args":["/f"]},"annotations":{"snapcall.memory_mib":"8"}}"#, "snapcall.memory_mib"),
+            (r#"{"process":{"args":["/f"]},"root":{"path":"nope"}}"#, "root.path"),
+        ] {
+            let (dir, r) = bundle(config);
+            let msg = r.unwrap_err().to_string();
+            assert!(msg.contains("config.json") && msg.contains(field), "{msg}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        let (dir, r) = bundle("{not json");
+        assert!(matches!(r, Err(BundleError::Json { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

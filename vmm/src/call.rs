@@ -1,0 +1,312 @@
+//! One call: a VM with a program loaded or restored into it ([`ReadyCall`]) runs until the
+//! program exits, faults, or runs out of time or output ([`FinishedCall`]). A `ReadyCall` is
+//! consumed by `run`, so a VM can never run two calls.
+
+use std::time::{Duration, Instant};
+
+use kvm_bindings::kvm_regs;
+
+use crate::deadline::Deadline;
+use crate::exits::{classify, Event};
+use crate::layout::*;
+use crate::process::{Process, Stop};
+use crate::syscalls::{self, Outcome};
+use crate::vm::{self, EmptyVm, VmError, MSR_FS_BASE};
+
+/// Why a call did not produce an exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("guest fault: {name} (vector {vector}) at rip {rip:#x}, error code {error_code:#x}, cr2 {cr2:#x}, cpl {cpl}")]
+    GuestFault { vector: u8, name: &'static str, rip: u64, error_code: u64, cr2: u64, cpl: u8 },
+    #[error("deadline of {0:?} passed")]
+    Deadline(Duration),
+    #[error("output went over the cap of {limit} bytes")]
+    OutputLimit { limit: usize },
+    #[error("killed by signal {0}")]
+    Signal(i32),
+    #[error("unsupported by snapcall: {0}")]
+    Unsupported(String),
+    #[error("guest touched guest-physical address {addr:#x}, outside its memory")]
+    OutsideMemory { addr: u64 },
+    #[error("guest triple-faulted (KVM shutdown exit)")]
+    TripleFault,
+    #[error("KVM internal error (suberror {suberror}); under kvm-pvm an SSE instruction at CPL0 causes this")]
+    KvmInternal { suberror: u32 },
+    #[error("unexpected VM exit: {0}")]
+    UnexpectedExit(String),
+    #[error("the program did not read its request before exiting with status {0}, so there is nothing to snapshot")]
+    NoStdinRead(i32),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("could not arm the deadline timer: {0}")]
+    Timer(std::io::Error),
+}
+
+/// What the program printed and how it exited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// Wall-clock time of each phase of one call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseTimings {
+    /// Taking a VM from the pool (or creating one when the pool is empty).
+    pub vm: Duration,
+    /// Loading the program (cold) or restoring the snapshot.
+    pub load: Duration,
+    /// Running until exit.
+    pub run: Duration,
+}
+
+/// Counts for one call.
+#[derive(Debug, Clone, Default)]
+pub struct CallStats {
+    /// VM exits (KVM_RUN returns), including the final one.
+    pub exits: u64,
+    pub syscalls: u64,
+    /// Syscalls answered ENOSYS, by number.
+    pub unknown_syscalls: std::collections::BTreeMap<u64, u64>,
+    /// Whether the call started from a snapshot.
+    pub restored: bool,
+}
+
+/// A VM with a program in it, ready to run exactly once.
+pub struct ReadyCall {
+    pub(crate) vm: EmptyVm,
+    pub(crate) process: Process,
+    pub(crate) timeout: Duration,
+    pub(crate) timings: PhaseTimings,
+    pub(crate) stats: CallStats,
+}
+
+/// A call that has ended: its outcome, and the used VM waiting to be destroyed.
+pub struct FinishedCall {
+    pub(crate) vm: Option<EmptyVm>,
+    outcome: Result<Output, CallError>,
+    timings: PhaseTimings,
+    stats: CallStats,
+}
+
+impl FinishedCall {
+    /// The program's output and exit status, or why there is none.
+    pub fn outcome(&self) -> &Result<Output, CallError> {
+        &self.outcome
+    }
+    /// Takes the outcome out (leaving an empty output), e.g. to send it without copying.
+    pub fn take_outcome(&mut self) -> Result<Output, CallError> {
+        std::mem::replace(&mut self.outcome, Ok(Output::default()))
+    }
+    pub fn timings(&self) -> PhaseTimings {
+        self.timings
+    }
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
+    }
+    /// Destroys the VM now, on this thread (the pool's `release` does it on another).
+    pub fn destroy_vm(&mut self) {
+        self.vm = None;
+    }
+}
+
+/// A syscall as the program made it: number, arguments, and where to return.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyscallEntry {
+    pub nr: u64,
+    pub args: [u64; 6],
+    /// rcx: the instruction after `syscall`.
+    pub return_rip: u64,
+    /// r11: rflags at the `syscall`.
+    pub rflags: u64,
+    pub user_rsp: u64,
+}
+
+impl SyscallEntry {
+    fn from_regs(regs: &kvm_regs, user_rsp: u64) -> Self {
+        SyscallEntry {
+            nr: regs.rax,
+            args: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
+            return_rip: regs.rcx,
+            rflags: regs.r11,
+            user_rsp,
+        }
+    }
+}
+
+/// How the run loop ended without error.
+pub(crate) enum LoopEnd {
+    Exited(i32),
+    /// Stopped at the first read of fd 0 (snapshot capture): the pending syscall.
+    StdinRead(SyscallEntry),
+}
+
+impl ReadyCall {
+    /// Hands the program a request on stdin (before `run`).
+    pub fn set_stdin(&mut self, request: &[u8]) {
+        self.process.stdin.clear();
+        self.process.stdin.extend_from_slice(request);
+        self.process.stdin_pos = 0;
+    }
+
+    /// Sends every syscall to `trace` as it completes.
+    pub fn trace_syscalls(&mut self, trace: Box<dyn FnMut(&crate::SyscallRecord) + Send>) {
+        self.process.trace = Some(trace);
+    }
+
+    /// Runs the program to its end.
+    pub fn run(mut self) -> FinishedCall {
+        let start = Instant::now();
+        let end = self.run_loop(false);
+        self.timings.run = start.elapsed();
+        let outcome = match end {
+            Ok(LoopEnd::Exited(code)) => Ok(Output {
+                stdout: std::mem::take(&mut self.process.stdout),
+                stderr: std::mem::take(&mut self.process.stderr),
+                exit_code: code,
+            }),
+            Ok(LoopEnd::StdinRead(_)) => Err(CallError::UnexpectedExit("stopped at a stdin read".into())),
+            Err(e) => Err(e),
+        };
+        self.stats.syscalls = self.process.stats.syscalls;
+        self.stats.unknown_syscalls = std::mem::take(&mut self.process.stats.unknown);
+        FinishedCall { vm: Some(self.vm), outcome, timings: self.timings, stats: self.stats }
+    }
+
+    /// What the program wrote to stderr so far (for error reports).
+    pub fn stderr(&self) -> &[u8] {
+        &self.process.stderr
+    }
+
+    /// The loop: KVM_RUN, act on the exit, repeat.
+    pub(crate) fn run_loop(&mut self, stop_at_stdin_read: bool) -> Result<LoopEnd, CallError> {
+        let deadline_at = Instant::now() + self.timeout;
+        self.process.deadline = Some(deadline_at);
+        let immediate_exit: *mut u8 = &mut self.vm.vcpu.get_kvm_run().immediate_exit;
+        // SAFETY: `immediate_exit` points into this vCPU's kvm_run mapping, which lives as
+        // long as `self.vm`; the Deadline is dropped at the end of this function, on this
+        // thread, before `self.vm` can go away.
+        let _deadline = unsafe { Deadline::arm(immediate_exit, self.timeout) }.map_err(CallError::Timer)?;
+        loop {
+            self.stats.exits += 1;
+            let event = match self.vm.vcpu.run() {
+                Ok(exit) => classify(&exit),
+                Err(e) if e.errno() == libc::EINTR => {
+                    if Instant::now() >= deadline_at {
+                        return Err(CallError::Deadline(self.timeout));
+                    }
+                    self.vm.vcpu.set_kvm_immediate_exit(0);
+                    continue;
+                }
+                Err(e) => return Err(vm::ioctl("KVM_RUN")(e).into()),
+            };
+            let entry = match event {
+                Event::Syscall => {
+                    let regs = self.vm.vcpu.sync_regs().regs;
+                    Some(SyscallEntry::from_regs(&regs, regs.rsp))
+                }
+                Event::Exception(14) => self.syscall_via_page_fault(),
+                _ => None,
+            };
+            if let Some(call) = entry {
+                if stop_at_stdin_read && is_stdin_read(call.nr, &call.args) {
+                    return Ok(LoopEnd::StdinRead(call));
+                }
+                let result = match syscalls::handle(&mut self.process, &mut self.vm.memory, call.nr, call.args) {
+                    Outcome::Return(v) => v,
+                    Outcome::SetFsBase(base) => {
+                        vm::set_msrs(&self.vm.vcpu, &[(MSR_FS_BASE, base)])?;
+                        0
+                    }
+                    Outcome::Stop(Stop::Exit(code)) => return Ok(LoopEnd::Exited(code)),
+                    Outcome::Stop(stop) => return Err(stop_error(stop)),
+                };
+                if Instant::now() >= deadline_at {
+                    return Err(CallError::Deadline(self.timeout));
+                }
+                write_user_return(&mut self.vm.memory, call.return_rip, call.user_rsp, call.rflags, result)?;
+                continue;
+            }
+            match event {
+                Event::Syscall => unreachable!("handled above"),
+                Event::Exception(vector) => return Err(self.guest_fault(vector)),
+                Event::OutsideMemory { addr } => return Err(CallError::OutsideMemory { addr }),
+                Event::Shutdown => return Err(CallError::TripleFault),
+                Event::InternalError => {
+                    // SAFETY: reading the `internal` member of the exit union after an
+                    // internal-error exit, which is the member KVM filled.
+                    let suberror = unsafe { self.vm.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                    return Err(CallError::KvmInternal { suberror });
+                }
+                Event::Unexpected(what) => return Err(CallError::UnexpectedExit(what)),
+            }
+        }
+    }
+
+    /// Under kvm-pvm a `syscall` shows up as a #PF at the (supervisor-only) LSTAR target,
+    /// taken at CPL3 (see [`SYSCALL_ENTRY`]). The CPU-pushed frame holds the user rsp; rcx
+    /// and r11 hold the return rip and rflags as `syscall` left them.
+    fn syscall_via_page_fault(&mut self) -> Option<SyscallEntry> {
+        let mem = &self.vm.memory;
+        let frame = |i: u64| mem.read_u64(GuestAddr(KERNEL_STACK_TOP - 48 + 8 * i)).ok();
+        let (rip, cs, user_rsp) = (frame(1)?, frame(2)?, frame(4)?);
+        if rip != SYSCALL_ENTRY || cs & 3 != 3 {
+            return None;
+        }
+        let regs = self.vm.vcpu.sync_regs().regs;
+        Some(SyscallEntry::from_regs(&regs, user_rsp))
+    }
+
+
+    fn guest_fault(&mut self, vector: u8) -> CallError {
+        let regs = self.vm.vcpu.get_regs().unwrap_or_default();
+        let cr2 = self.vm.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
+        let mem = &self.vm.memory;
+        let word = |i: u64| mem.read_u64(GuestAddr(regs.rsp.wrapping_add(8 * i))).unwrap_or(0);
+        if std::env::var_os("SNAPCALL_DEBUG_FAULT").is_some() { eprintln!("fault regs {:x?} frame {:x?}", regs, (0..6).map(word).collect::<Vec<_>>()); }
+        let (error_code, rip, cs) =
+            if exception_has_error_code(vector) { (word(0), word(1), word(2)) } else { (0, word(0), word(1)) };
+        CallError::GuestFault {
+            vector,
+            name: exception_name(vector),
+            rip,
+            error_code,
+            cr2: if vector == 14 { cr2 } else { 0 },
+            cpl: (cs & 3) as u8,
+        }
+    }
+}
+
+/// Writes the `iretq` frame and rax value the stub's return path (`mov rsp; mov rax; iretq`)
+/// uses to enter the program at `rip` with `rsp` and `rflags` (sanitised to user flags).
+pub(crate) fn write_user_return(
+    mem: &mut crate::memory::GuestMemory,
+    rip: u64,
+    rsp: u64,
+    rflags: u64,
+    rax: u64,
+) -> Result<(), VmError> {
+    let rflags = (rflags & USER_RFLAGS_MASK) | RFLAGS_FIXED;
+    let frame = [rip, u64::from(USER_CS), rflags, rsp, u64::from(USER_DS)];
+    let mut bytes = [0u8; 40];
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(frame) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    mem.write(GuestAddr(SYSCALL_FRAME_ADDR), &bytes)?;
+    mem.write_u64(GuestAddr(SYSCALL_RESULT_ADDR), rax)?;
+    Ok(())
+}
+
+fn is_stdin_read(nr: u64, args: &[u64; 6]) -> bool {
+    matches!(nr, syscalls::nr::READ | syscalls::nr::READV | syscalls::nr::PREAD64) && args[0] == 0
+}
+
+fn stop_error(stop: Stop) -> CallError {
+    match stop {
+        Stop::Exit(code) => CallError::UnexpectedExit(format!("exit {code}")),
+        Stop::OutputLimit { limit } => CallError::OutputLimit { limit },
+        Stop::Signal(sig) => CallError::Signal(sig),
+        Stop::Unsupported(what) => CallError::Unsupported(what),
+    }
+}

@@ -1,0 +1,229 @@
+//! The program's file descriptors and its read-only view of the bundle's rootfs.
+//!
+//! fds 0, 1 and 2 are the request and the response streams, held in memory. Every other fd
+//! is a host fd opened read-only with `openat2(rootfs, path, RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)`, so `..` and symlinks, absolute or relative, resolve inside the
+//! rootfs and nothing on the host outside it is reachable.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use crate::errno::*;
+
+/// Most fds a program may hold open at once (its RLIMIT_NOFILE).
+pub const MAX_FDS: usize = 1024;
+/// Longest path the program may pass (PATH_MAX).
+pub const PATH_MAX: usize = 4096;
+
+/// What one fd refers to.
+#[derive(Debug)]
+pub enum FdKind {
+    Stdin,
+    Stdout,
+    Stderr,
+    /// A file or directory of the rootfs.
+    File(OpenFile),
+}
+
+/// A rootfs file the program opened.
+#[derive(Debug)]
+pub struct OpenFile {
+    pub host: OwnedFd,
+    /// Its path as the program sees it (absolute, inside the rootfs).
+    pub path: String,
+    /// The open flags the program passed (for F_GETFL and snapshots).
+    pub flags: i32,
+}
+
+/// One slot of the fd table.
+#[derive(Debug)]
+pub struct Fd {
+    pub kind: FdKind,
+    pub cloexec: bool,
+}
+
+/// The fd table.
+#[derive(Debug)]
+pub struct FdTable {
+    slots: Vec<Option<Fd>>,
+}
+
+impl Default for FdTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FdTable {
+    /// A table with 0, 1 and 2 open.
+    pub fn new() -> Self {
+        let std = |kind| Some(Fd { kind, cloexec: false });
+        FdTable { slots: vec![std(FdKind::Stdin), std(FdKind::Stdout), std(FdKind::Stderr)] }
+    }
+
+    pub fn get(&self, fd: u64) -> Result<&Fd, Errno> {
+        usize::try_from(fd).ok().and_then(|i| self.slots.get(i)).and_then(Option::as_ref).ok_or(EBADF)
+    }
+
+    pub fn get_mut(&mut self, fd: u64) -> Result<&mut Fd, Errno> {
+        usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)).and_then(Option::as_mut).ok_or(EBADF)
+    }
+
+    /// Puts `entry` in the lowest free slot at or above `min`.
+    pub fn insert(&mut self, entry: Fd, min: usize) -> Result<u64, Errno> {
+        if min >= MAX_FDS {
+            return Err(EINVAL);
+        }
+        let free = (min..self.slots.len()).find(|&i| self.slots[i].is_none());
+        let index = match free {
+            Some(i) => i,
+            None if self.slots.len().max(min) < MAX_FDS => {
+                let i = self.slots.len().max(min);
+                self.slots.resize_with(i + 1, || None);
+                i
+            }
+            None => return Err(EMFILE),
+        };
+        self.slots[index] = Some(entry);
+        Ok(index as u64)
+    }
+
+    /// Puts `entry` at exactly `fd`, closing what was there (dup2/dup3).
+    pub fn insert_at(&mut self, fd: u64, entry: Fd) -> Result<(), Errno> {
+        let i = usize::try_from(fd).ok().filter(|&i| i < MAX_FDS).ok_or(EBADF)?;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i] = Some(entry);
+        Ok(())
+    }
+
+    pub fn close(&mut self, fd: u64) -> Result<(), Errno> {
+        let slot = usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)).ok_or(EBADF)?;
+        slot.take().map(drop).ok_or(EBADF)
+    }
+
+    /// A second fd for the same open file (sharing its offset, as dup does on Linux).
+    pub fn duplicate(&self, fd: u64, cloexec: bool) -> Result<Fd, Errno> {
+        let kind = match &self.get(fd)?.kind {
+            FdKind::Stdin => FdKind::Stdin,
+            FdKind::Stdout => FdKind::Stdout,
+            FdKind::Stderr => FdKind::Stderr,
+            FdKind::File(f) => {
+                // SAFETY: F_DUPFD_CLOEXEC on an fd we own; the result is checked.
+                let new = unsafe { libc::fcntl(f.host.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+                if new < 0 {
+                    return Err(Errno::last());
+                }
+                // SAFETY: `new` is a freshly duplicated fd nobody else owns.
+                let host = unsafe { OwnedFd::from_raw_fd(new) };
+                FdKind::File(OpenFile { host, path: f.path.clone(), flags: f.flags })
+            }
+        };
+        Ok(Fd { kind, cloexec })
+    }
+
+    /// Open fds in order, for snapshots and tests.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Fd)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|f| (i as u64, f)))
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+}
+
+/// The bundle's rootfs, opened once per function and shared by all its calls.
+#[derive(Debug, Clone)]
+pub struct Rootfs {
+    dir: Arc<OwnedFd>,
+}
+
+impl Rootfs {
+    /// Opens `path` (a directory on the host) as a rootfs.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Rootfs> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `c` is a valid NUL-terminated path; the result is checked.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        Ok(Rootfs { dir: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }) })
+    }
+
+    /// Opens a guest path (absolute, or relative to the rootfs root) confined to the rootfs.
+    /// `host_flags` are the host open flags (O_RDONLY, O_PATH, O_DIRECTORY, O_NOFOLLOW...).
+    pub fn open_in_root(&self, guest_path: &str, host_flags: i32) -> Result<OwnedFd, Errno> {
+        let c = CString::new(guest_path).map_err(|_| EINVAL)?;
+        // SAFETY: open_how is plain old data; all-zero is valid (mode 0, no flags).
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (host_flags | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: openat2 with a valid dirfd we own, a NUL-terminated path and a correctly
+        // sized open_how; the result is checked.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: the kernel gave us a new fd that nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+}
+
+/// Joins a guest path onto a base directory (both as the program sees them). The result is
+/// only ever resolved by [`Rootfs::open_in_root`], so `..` needs no lexical handling here.
+pub fn join_guest_path(base: &str, path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else if base.ends_with('/') {
+        format!("{base}{path}")
+    } else {
+        format!("{base}/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fds_fill_the_lowest_free_slot_and_cap_at_max() {
+        let mut t = FdTable::new();
+        t.close(1).unwrap();
+        assert_eq!(t.insert(t.duplicate(0, false).unwrap(), 0), Ok(1));
+        assert_eq!(t.insert(t.duplicate(0, false).unwrap(), 10), Ok(10));
+        assert_eq!(t.close(7), Err(EBADF));
+        assert_eq!(t.get(u64::MAX).err(), Some(EBADF));
+        while t.open_count() < MAX_FDS {
+            t.insert(t.duplicate(0, false).unwrap(), 0).unwrap();
+        }
+        assert_eq!(t.insert(t.duplicate(0, false).unwrap(), 0), Err(EMFILE));
+    }
+
+    #[test]
+    fn rootfs_confines_dotdot_and_absolute_symlinks() {
+        let dir = std::env::temp_dir().join(format!("snapcall-rootfs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("etc/passwd"), b"inside\n").unwrap();
+        let _ = std::os::unix::fs::symlink("/etc/passwd", dir.join("escape"));
+        let root = Rootfs::open(&dir).unwrap();
+        for p in ["/../../etc/passwd", "../../../etc/passwd", "/escape"] {
+            let fd = root.open_in_root(p, libc::O_RDONLY).unwrap();
+            let content = std::fs::read(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+            assert_eq!(content, b"inside\n", "{p} resolved inside the rootfs");
+        }
+        assert_eq!(root.open_in_root("/proc/self/root/etc/hostname", libc::O_RDONLY).err(), Some(ENOENT));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

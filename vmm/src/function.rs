@@ -1,0 +1,170 @@
+//! A function: a bundle prepared for calls. Parsed once (config, program, rootfs, snapshot),
+//! then started any number of times, each time in a VM no other call has used.
+//!
+//! Two recipes end in the same [`ReadyCall`]: a cold start loads the ELF program and builds
+//! its initial stack; a restore maps the snapshot copy-on-write and sets the saved vCPU state.
+
+use std::path::Path;
+use std::time::Instant;
+
+use kvm_bindings::kvm_regs;
+
+use crate::bundle::{BundleConfig, BundleError};
+use crate::call::{CallStats, PhaseTimings, ReadyCall};
+use crate::files::Rootfs;
+use crate::layout::{KERNEL_STACK_TOP, SYSCALL_RETURN_PATH};
+use crate::loader::{build_stack, LoadError, Program};
+use crate::mm::AddressSpace;
+use crate::process::Process;
+use crate::snapshot::{SnapshotError, SnapshotImage};
+use crate::vm::{self, EmptyVm, VmError};
+
+/// Whether calls start from the bundle's snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// Use `snapshot.kmsnap` when it is there and valid for this bundle; else start cold.
+    Snapshot,
+    /// Always load the program and run it from its entry point.
+    Cold,
+}
+
+/// Why a function could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("{function}: cannot open rootfs {path}: {source}")]
+    Rootfs { function: String, path: String, source: std::io::Error },
+    #[error("{function}: cannot read program {path} in its rootfs: errno {errno}")]
+    Program { function: String, path: String, errno: i32 },
+    #[error("{function}: {source}")]
+    Load { function: String, source: LoadError },
+    #[error("{function}: {source}")]
+    Snapshot { function: String, source: SnapshotError },
+}
+
+/// Why a call could not be started in its VM.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{function}: VM memory is {vm:#x} bytes but the function needs {needed:#x}")]
+    WrongVmSize { function: String, vm: u64, needed: u64 },
+    #[error("{function}: loading the program: {source}")]
+    Load { function: String, source: LoadError },
+    #[error("{function}: restoring the snapshot: {source}")]
+    Restore { function: String, source: SnapshotError },
+    #[error("{function}: {source}")]
+    Vm { function: String, source: VmError },
+}
+
+/// A function bundle ready to be called.
+pub struct Function {
+    pub(crate) config: BundleConfig,
+    pub(crate) program: Program,
+    pub(crate) rootfs: Rootfs,
+    pub(crate) snapshot: Option<SnapshotImage>,
+}
+
+impl Function {
+    /// Prepares the bundle at `dir`. With [`StartMode::Snapshot`], a snapshot that does not
+    /// match this bundle (stale, corrupt) is an error, never silently used.
+    pub fn load(dir: &Path, mode: StartMode) -> Result<Function, FunctionError> {
+        let config = BundleConfig::load(dir)?;
+        let name = config.name.clone();
+        let rootfs = Rootfs::open(&config.rootfs).map_err(|source| FunctionError::Rootfs {
+            function: name.clone(),
+            path: config.rootfs.display().to_string(),
+            source,
+        })?;
+        let program_path = config.args[0].clone();
+        let bytes = read_in_root(&rootfs, &program_path)
+            .map_err(|errno| FunctionError::Program { function: name.clone(), path: program_path.clone(), errno })?;
+        let program = Program::parse(&program_path, bytes, config.limits.memory_bytes)
+            .map_err(|source| FunctionError::Load { function: name.clone(), source })?;
+        let mut function = Function { config, program, rootfs, snapshot: None };
+        if mode == StartMode::Snapshot {
+            function.snapshot = SnapshotImage::open_for(&function)
+                .map_err(|source| FunctionError::Snapshot { function: name.clone(), source })?;
+        }
+        Ok(function)
+    }
+
+    /// The function's name (its bundle directory's name).
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+    /// Its bundle configuration (limits, content type, annotations).
+    pub fn config(&self) -> &BundleConfig {
+        &self.config
+    }
+    /// Guest memory size a VM for this function must have.
+    pub fn memory_size(&self) -> u64 {
+        self.config.limits.memory_bytes
+    }
+    /// Whether calls restore a snapshot.
+    pub fn has_snapshot(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Puts the program into `vm`, from the snapshot if there is one, with `request` as its
+    /// stdin. The VM must not have been used (the type guarantees it).
+    pub fn start(&self, vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, StartError> {
+        let started = Instant::now();
+        if vm.memory_size() != self.memory_size() {
+            return Err(StartError::WrongVmSize { function: self.name().into(), vm: vm.memory_size(), needed: self.memory_size() });
+        }
+        let mut ready = match &self.snapshot {
+            Some(image) => image
+                .restore(self, vm, request)
+                .map_err(|source| StartError::Restore { function: self.name().into(), source })?,
+            None => {
+                let mut ready = self.start_cold(vm)?;
+                ready.set_stdin(request);
+                ready
+            }
+        };
+        ready.timings.load = started.elapsed();
+        Ok(ready)
+    }
+
+    /// Cold start: the program from its entry point, stopped nowhere.
+    pub(crate) fn start_cold(&self, mut vm: EmptyVm) -> Result<ReadyCall, StartError> {
+        let load_err = |source| StartError::Load { function: self.name().into(), source };
+        let vm_err = |source| StartError::Vm { function: self.name().into(), source };
+        let sys = crate::kvm::system().map_err(|e| vm_err(e.into()))?;
+        self.program.load(&mut vm.memory).map_err(load_err)?;
+        let mut random = [0u8; 16];
+        // SAFETY: getrandom into a local buffer.
+        unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        let stack = build_stack(&mut vm.memory, &self.program, &self.config.args, &self.config.env, sys.hwcap, random)
+            .map_err(load_err)?;
+        let space = AddressSpace::new(vm.memory_size(), self.program.image_start, self.program.image_end)
+            .map_err(|_| load_err(LoadError::StackTooLarge))?;
+        let process = Process::new(
+            space,
+            self.rootfs.clone(),
+            self.program.path.clone(),
+            self.config.cwd.clone(),
+            self.config.limits.max_output_bytes,
+        );
+        // Enter the program through the stub's return path: iretq to entry at CPL3.
+        crate::call::write_user_return(&mut vm.memory, self.program.entry, stack.rsp, 0, 0).map_err(vm_err)?;
+        let regs = kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
+        vm.vcpu.set_regs(&regs).map_err(|e| vm_err(vm::ioctl("KVM_SET_REGS")(e)))?;
+        Ok(ReadyCall {
+            vm,
+            process,
+            timeout: self.config.limits.timeout,
+            timings: PhaseTimings::default(),
+            stats: CallStats::default(),
+        })
+    }
+}
+
+/// Reads a whole file of the rootfs (confined to it like every guest open).
+pub(crate) fn read_in_root(rootfs: &Rootfs, path: &str) -> Result<Vec<u8>, i32> {
+    use std::io::Read;
+    let fd = rootfs.open_in_root(path, libc::O_RDONLY).map_err(|e| e.0)?;
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut bytes).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    Ok(bytes)
+}

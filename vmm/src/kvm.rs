@@ -1,0 +1,98 @@
+//! The process-wide `/dev/kvm` handle and the facts read from it once: the CPUID to give
+//! guests, the XCR0 to enable, and HWCAP for the auxv.
+//!
+//! It also keeps one idle VM with one vCPU open for the life of the process. Measured on
+//! kvm-pvm: with it, creating a vCPU drops from ≈215 µs to ≈35 µs and destroying a VM from
+//! ≈480 µs to ≈210 µs, because the kernel patches code when the first VM appears and the last
+//! one goes away. It costs nothing on real VT-x/AMD-V.
+
+use std::sync::OnceLock;
+
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+
+/// Why `/dev/kvm` could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KvmError {
+    #[error("cannot open /dev/kvm (is KVM enabled, and may this user use it?): errno {0}")]
+    Open(i32),
+    #[error("KVM lacks a capability snapcall needs: {0}")]
+    MissingCapability(&'static str),
+    #[error("{ioctl} failed: errno {errno}")]
+    Ioctl { ioctl: &'static str, errno: i32 },
+}
+
+/// The opened `/dev/kvm` plus what every VM is configured from.
+pub struct KvmSystem {
+    pub kvm: Kvm,
+    /// KVM_GET_SUPPORTED_CPUID: the guest sees the host CPU's features KVM can virtualise,
+    /// so glibc's ifunc selection picks the same string functions as on the host.
+    pub cpuid: CpuId,
+    /// XCR0 for guests: x87, SSE and, when supported, AVX and AVX-512 state.
+    pub xcr0: u64,
+    /// CPUID.1:EDX, which Linux reports as AT_HWCAP.
+    pub hwcap: u64,
+    _keepalive: (VcpuFd, VmFd),
+}
+
+static SYSTEM: OnceLock<Result<KvmSystem, KvmError>> = OnceLock::new();
+
+/// The process-wide KVM handle, opened on first use.
+pub fn system() -> Result<&'static KvmSystem, KvmError> {
+    SYSTEM.get_or_init(KvmSystem::open).as_ref().map_err(Clone::clone)
+}
+
+fn ioctl_err(ioctl: &'static str) -> impl Fn(kvm_ioctls::Error) -> KvmError {
+    move |e| KvmError::Ioctl { ioctl, errno: e.errno() }
+}
+
+impl KvmSystem {
+    fn open() -> Result<KvmSystem, KvmError> {
+        let kvm = Kvm::new().map_err(|e| KvmError::Open(e.errno()))?;
+        for (cap, name) in [
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::Xsave, "KVM_CAP_XSAVE"),
+            (Cap::Xcrs, "KVM_CAP_XCRS"),
+            (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+            (Cap::SyncRegs, "KVM_CAP_SYNC_REGS"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(KvmError::MissingCapability(name));
+            }
+        }
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let leaf = |function: u32, index: u32| {
+            cpuid.as_slice().iter().find(|e| e.function == function && e.index == index).copied()
+        };
+        let supported_xcr0 = leaf(0xD, 0).map(|e| u64::from(e.eax) | (u64::from(e.edx) << 32)).unwrap_or(0x3);
+        let mut xcr0 = 0x3 | (supported_xcr0 & 0x4);
+        if supported_xcr0 & 0xE0 == 0xE0 && xcr0 & 0x4 != 0 {
+            xcr0 |= 0xE0;
+        }
+        let hwcap = leaf(1, 0).map(|e| u64::from(e.edx)).unwrap_or(0);
+        let vm = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
+        let vcpu = vm.create_vcpu(0).map_err(ioctl_err("KVM_CREATE_VCPU"))?;
+        Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, _keepalive: (vcpu, vm) })
+    }
+
+    /// The KVM flavour, for reports: "kvm-pvm", "vt-x", "amd-v" or "unknown".
+    pub fn flavour(&self) -> &'static str {
+        kvm_flavour()
+    }
+}
+
+/// Which KVM module serves /dev/kvm, read from /sys/module.
+pub fn kvm_flavour() -> &'static str {
+    let loaded = |m: &str| std::path::Path::new("/sys/module").join(m).exists();
+    if loaded("kvm_pvm") {
+        "kvm-pvm"
+    } else if loaded("kvm_intel") {
+        "vt-x"
+    } else if loaded("kvm_amd") {
+        "amd-v"
+    } else {
+        "unknown"
+    }
+}

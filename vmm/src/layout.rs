@@ -1,0 +1,180 @@
+//! Guest memory layout: where the monitor area, the program and the stack live.
+//!
+//! Guest virtual addresses equal guest physical addresses (identity paging). The first 2 MiB
+//! are the *monitor area*: page tables, GDT, TSS, IDT, the CPL0 stubs and the kernel stack.
+//! It is mapped supervisor-only, so the program (at CPL3) faults on any touch of it, including
+//! a NULL dereference. Everything from [`USER_START`] to the end of guest memory is user memory.
+//! docs/architecture.md draws the same map.
+
+/// A guest address (guest virtual == guest physical here). Never used to index host memory
+/// directly: [`crate::memory::GuestMemory`] checks every access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GuestAddr(pub u64);
+
+impl std::fmt::Display for GuestAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+pub const PAGE_SIZE: u64 = 4096;
+/// Size of one large page in the identity map.
+pub const LARGE_PAGE: u64 = 2 << 20;
+
+/// First address the program may touch.
+pub const USER_START: u64 = LARGE_PAGE;
+/// Load address of a static-pie (ET_DYN) program.
+pub const PIE_LOAD_BASE: u64 = 0x40_0000;
+
+/// Guest memory sizes we accept (the per-function memory cap).
+pub const MIN_MEMORY: u64 = 32 << 20;
+pub const MAX_MEMORY: u64 = 4 << 30;
+/// Bytes reserved for the main thread's stack at the top of guest memory.
+pub const STACK_RESERVE: u64 = 8 << 20;
+
+// ---- monitor area (all below USER_START) ----
+pub const PML4_ADDR: u64 = 0x1000;
+pub const PDPT_ADDR: u64 = 0x2000;
+/// Page directories, one per GiB of guest memory (up to 4).
+pub const PD_ADDR: u64 = 0x3000;
+pub const GDT_ADDR: u64 = 0x7000;
+pub const TSS_ADDR: u64 = 0x8000;
+pub const IDT_ADDR: u64 = 0x9000;
+/// CPL0 code: the syscall entry stub, then one 16-byte stub per exception vector.
+pub const STUB_ADDR: u64 = 0xA000;
+pub const SYSCALL_ENTRY: u64 = STUB_ADDR;
+/// The syscall stub after its `out`: `mov rsp, frame; mov rax, [result]; iretq`. A new or
+/// restored vCPU starts here, at CPL0, to enter the program.
+pub const SYSCALL_RETURN_PATH: u64 = SYSCALL_ENTRY + 2;
+pub const EXCEPTION_STUBS: u64 = STUB_ADDR + 0x100;
+pub const EXCEPTION_STUB_SIZE: u64 = 16;
+/// Where the monitor leaves a syscall's return value for the stub to load into rax.
+pub const SYSCALL_RESULT_ADDR: u64 = 0xB000;
+/// Kernel stack used by exceptions (TSS.RSP0) and by the syscall return frame.
+pub const KERNEL_STACK_TOP: u64 = 0x2_0000;
+/// The `iretq` frame (rip, cs, rflags, rsp, ss) the monitor writes before resuming a syscall.
+pub const SYSCALL_FRAME_ADDR: u64 = KERNEL_STACK_TOP - 5 * 8;
+
+// ---- segment selectors (Linux's values, so NT_PRSTATUS looks familiar) ----
+pub const KERNEL_CS: u16 = 0x10;
+pub const KERNEL_DS: u16 = 0x18;
+pub const USER_DS: u16 = 0x2b;
+pub const USER_CS: u16 = 0x33;
+pub const TSS_SELECTOR: u16 = 0x40;
+/// GDT entries: null, (unused), kernel code, kernel data, (unused), user data, user code,
+/// (unused), TSS (two slots).
+pub const GDT_ENTRIES: usize = 10;
+/// Number of exception vectors with IDT gates.
+pub const IDT_VECTORS: u64 = 32;
+
+// ---- I/O ports the stubs write to (an exit to the monitor) ----
+/// The syscall stub's port.
+pub const SYSCALL_PORT: u16 = 0xE0;
+/// Exception stubs write to `EXCEPTION_PORT_BASE + vector`.
+pub const EXCEPTION_PORT_BASE: u16 = 0xC0;
+
+// ---- control registers ----
+pub const CR0_PE: u64 = 1;
+pub const CR0_MP: u64 = 1 << 1;
+pub const CR0_ET: u64 = 1 << 4;
+pub const CR0_NE: u64 = 1 << 5;
+pub const CR0_WP: u64 = 1 << 16;
+pub const CR0_PG: u64 = 1 << 31;
+pub const CR4_PAE: u64 = 1 << 5;
+pub const CR4_OSFXSR: u64 = 1 << 9;
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+pub const CR4_OSXSAVE: u64 = 1 << 18;
+pub const EFER_SCE: u64 = 1;
+pub const EFER_LME: u64 = 1 << 8;
+pub const EFER_LMA: u64 = 1 << 10;
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// RFLAGS bits a program may carry across a syscall (arithmetic flags, TF, DF, AC, ID).
+pub const USER_RFLAGS_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+/// RFLAGS bit 1 is always set; IF on.
+pub const RFLAGS_FIXED: u64 = 0x202;
+
+/// The CPL0 syscall entry stub (LSTAR points here).
+///
+/// Under kvm-pvm, `syscall` from CPL3 jumps to LSTAR *without* leaving CPL3 (measured: rcx,
+/// r11 and FMASK are applied, the mode is not), so the fetch of this supervisor-only page
+/// raises #PF at rip == SYSCALL_ENTRY, which the IDT delivers to a CPL0 exception stub. The
+/// monitor recognises that #PF as the syscall and resumes through the same return path. On
+/// real VT-x/AMD-V, `syscall` lands here at CPL0 and the stub's `out` exits directly. Four instructions, because on PVM each
+/// CPL0 instruction is emulated (~1.2 µs each):
+/// `out 0xE0, al` (exit to the monitor, which handles the syscall and writes the frame and
+/// the result), `mov rsp, SYSCALL_FRAME_ADDR`, `mov rax, [SYSCALL_RESULT_ADDR]`, `iretq`.
+/// `sysretq` is avoided: under kvm-pvm the emulator shuts the VM down on it.
+pub fn syscall_stub() -> Vec<u8> {
+    let mut code = vec![0xE6, SYSCALL_PORT as u8]; // out imm8, al
+    code.extend_from_slice(&[0x48, 0xC7, 0xC4]); // mov rsp, imm32 (sign-extended)
+    code.extend_from_slice(&(SYSCALL_FRAME_ADDR as u32).to_le_bytes());
+    code.extend_from_slice(&[0x48, 0x8B, 0x04, 0x25]); // mov rax, [disp32]
+    code.extend_from_slice(&(SYSCALL_RESULT_ADDR as u32).to_le_bytes());
+    code.extend_from_slice(&[0x48, 0xCF]); // iretq
+    code
+}
+
+/// The stub for exception `vector`: `out EXCEPTION_PORT_BASE+vector, al; jmp SYSCALL_RETURN_PATH`.
+/// The monitor reads the CPU-pushed frame from the kernel stack. A fault ends the call; the
+/// one exception it resumes from is the #PF that stands for a syscall under kvm-pvm (see
+/// [`SYSCALL_ENTRY`]), after writing the return frame as for any syscall.
+pub fn exception_stub(vector: u8) -> [u8; 7] {
+    let stub = EXCEPTION_STUBS + u64::from(vector) * EXCEPTION_STUB_SIZE;
+    let rel = (SYSCALL_RETURN_PATH as i64 - (stub as i64 + 7)) as i32;
+    let r = rel.to_le_bytes();
+    [0xE6, EXCEPTION_PORT_BASE as u8 + vector, 0xE9, r[0], r[1], r[2], r[3]]
+}
+
+/// Whether the CPU pushes an error code for `vector`.
+pub fn exception_has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// Human name of an exception vector, for error messages.
+pub fn exception_name(vector: u8) -> &'static str {
+    match vector {
+        0 => "#DE divide error",
+        1 => "#DB debug",
+        2 => "NMI",
+        3 => "#BP breakpoint",
+        4 => "#OF overflow",
+        5 => "#BR bound range",
+        6 => "#UD invalid opcode",
+        7 => "#NM device not available",
+        8 => "#DF double fault",
+        10 => "#TS invalid TSS",
+        11 => "#NP segment not present",
+        12 => "#SS stack fault",
+        13 => "#GP general protection",
+        14 => "#PF page fault",
+        16 => "#MF x87 floating point",
+        17 => "#AC alignment check",
+        18 => "#MC machine check",
+        19 => "#XM SIMD floating point",
+        20 => "#VE virtualization",
+        21 => "#CP control protection",
+        _ => "reserved exception",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_area_fits_below_user_memory() {
+        assert!(KERNEL_STACK_TOP <= USER_START);
+        assert!(EXCEPTION_STUBS + IDT_VECTORS * EXCEPTION_STUB_SIZE <= SYSCALL_RESULT_ADDR);
+        assert!(syscall_stub().len() as u64 <= EXCEPTION_STUBS - SYSCALL_ENTRY);
+        assert!(PD_ADDR + 4 * PAGE_SIZE <= GDT_ADDR);
+    }
+
+    #[test]
+    fn syscall_stub_encodes_four_instructions() {
+        let s = syscall_stub();
+        assert_eq!(&s[..2], &[0xE6, 0xE0]);
+        assert_eq!(&s[s.len() - 2..], &[0x48, 0xCF]);
+        assert_eq!(s.len(), 2 + 7 + 8 + 2);
+    }
+}

@@ -1,0 +1,310 @@
+//! Guest memory: one anonymous host mapping backing the VM's single memory slot, and the only
+//! way the monitor reads or writes it. Every access is bounds-checked; accesses on behalf of
+//! the program (syscall buffers) are additionally confined to user memory.
+
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+
+use crate::layout::{GuestAddr, PAGE_SIZE, USER_START};
+
+/// Errors of guest memory management.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("guest memory of {size} bytes could not be reserved: {source}")]
+    Reserve { size: u64, source: std::io::Error },
+    #[error("guest range {addr}+{len:#x} is outside guest memory ({size:#x} bytes)")]
+    OutOfRange { addr: GuestAddr, len: u64, size: u64 },
+    #[error("could not map file range at {addr}+{len:#x}: {source}")]
+    MapFile { addr: GuestAddr, len: u64, source: std::io::Error },
+    #[error("could not discard guest range {addr}+{len:#x}: {source}")]
+    Discard { addr: GuestAddr, len: u64, source: std::io::Error },
+}
+
+/// A guest pointer the program handed us was bad (maps to EFAULT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadAddress {
+    pub addr: GuestAddr,
+    pub len: u64,
+}
+
+/// The host memory that backs guest physical memory `[0, size)`.
+///
+/// Reserved with `MAP_NORESERVE`, so untouched guest pages cost nothing. The vCPU of the VM
+/// that owns this memory only runs while the monitor holds no slice into it (one vCPU, run on
+/// the thread that handles its exits), so handing out `&mut [u8]` between runs is sound.
+pub struct GuestMemory {
+    base: NonNull<u8>,
+    size: u64,
+}
+
+// SAFETY: GuestMemory owns its mapping exclusively; moving it to another thread moves that
+// ownership (the pool creates VMs on one thread and runs them on another).
+unsafe impl Send for GuestMemory {}
+
+impl GuestMemory {
+    /// Reserves `size` bytes (a multiple of the page size) of zeroed, lazily backed memory.
+    pub fn new(size: u64) -> Result<Self, MemoryError> {
+        let len = usize::try_from(size).map_err(|_| MemoryError::Reserve {
+            size,
+            source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+        })?;
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses; no existing
+        // memory is affected. The result is checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MemoryError::Reserve { size, source: std::io::Error::last_os_error() });
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or(MemoryError::Reserve {
+            size,
+            source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+        })?;
+        Ok(GuestMemory { base, size })
+    }
+
+    /// Size of guest memory in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Host address of guest address 0 (for KVM_SET_USER_MEMORY_REGION).
+    pub fn host_base(&self) -> u64 {
+        self.base.as_ptr() as u64
+    }
+
+    fn check(&self, addr: GuestAddr, len: u64) -> Result<usize, MemoryError> {
+        match addr.0.checked_add(len) {
+            Some(end) if end <= self.size => Ok(addr.0 as usize),
+            _ => Err(MemoryError::OutOfRange { addr, len, size: self.size }),
+        }
+    }
+
+    /// The bytes `[addr, addr+len)` of guest memory (monitor use: any address in range).
+    pub fn slice(&self, addr: GuestAddr, len: u64) -> Result<&[u8], MemoryError> {
+        let off = self.check(addr, len)?;
+        // SAFETY: `check` proved [off, off+len) lies inside our mapping of `size` bytes; the
+        // vCPU is not running while the returned borrow of `self` lives (see type docs).
+        Ok(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off), len as usize) })
+    }
+
+    /// Mutable bytes `[addr, addr+len)` of guest memory (monitor use).
+    pub fn slice_mut(&mut self, addr: GuestAddr, len: u64) -> Result<&mut [u8], MemoryError> {
+        let off = self.check(addr, len)?;
+        // SAFETY: as in `slice`, and `&mut self` makes the borrow exclusive.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(off), len as usize) })
+    }
+
+    /// Writes `data` at `addr` (monitor use).
+    pub fn write(&mut self, addr: GuestAddr, data: &[u8]) -> Result<(), MemoryError> {
+        self.slice_mut(addr, data.len() as u64)?.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Writes a little-endian u64 at `addr` (monitor use).
+    pub fn write_u64(&mut self, addr: GuestAddr, value: u64) -> Result<(), MemoryError> {
+        self.write(addr, &value.to_le_bytes())
+    }
+
+    /// Reads a little-endian u64 at `addr` (monitor use).
+    pub fn read_u64(&self, addr: GuestAddr) -> Result<u64, MemoryError> {
+        let bytes = self.slice(addr, 8)?;
+        let mut out = [0u8; 8];
+        out.copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(out))
+    }
+
+    fn check_user(&self, addr: u64, len: u64) -> Result<(), BadAddress> {
+        let bad = BadAddress { addr: GuestAddr(addr), len };
+        let end = addr.checked_add(len).ok_or(bad)?;
+        if addr < USER_START || end > self.size {
+            return Err(bad);
+        }
+        Ok(())
+    }
+
+    /// Program-supplied buffer `[addr, addr+len)`, which must lie in user memory.
+    pub fn user_slice(&self, addr: u64, len: u64) -> Result<&[u8], BadAddress> {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        self.check_user(addr, len)?;
+        self.slice(GuestAddr(addr), len).map_err(|_| BadAddress { addr: GuestAddr(addr), len })
+    }
+
+    /// Mutable program-supplied buffer, which must lie in user memory.
+    pub fn user_slice_mut(&mut self, addr: u64, len: u64) -> Result<&mut [u8], BadAddress> {
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        self.check_user(addr, len)?;
+        self.slice_mut(GuestAddr(addr), len).map_err(|_| BadAddress { addr: GuestAddr(addr), len })
+    }
+
+    /// Copies `data` into user memory at `addr`.
+    pub fn write_user(&mut self, addr: u64, data: &[u8]) -> Result<(), BadAddress> {
+        self.user_slice_mut(addr, data.len() as u64)?.copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Reads a plain value of `N` bytes from user memory.
+    pub fn read_user_array<const N: usize>(&self, addr: u64) -> Result<[u8; N], BadAddress> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.user_slice(addr, N as u64)?);
+        Ok(out)
+    }
+
+    /// Reads a little-endian u64 from user memory.
+    pub fn read_user_u64(&self, addr: u64) -> Result<u64, BadAddress> {
+        Ok(u64::from_le_bytes(self.read_user_array::<8>(addr)?))
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes (without the NUL) from user memory.
+    /// `Ok(None)` means no NUL within `max` bytes (the caller answers ENAMETOOLONG).
+    pub fn read_user_cstr(&self, addr: u64, max: usize) -> Result<Option<Vec<u8>>, BadAddress> {
+        self.check_user(addr, 1)?;
+        let available = (self.size - addr).min(max as u64 + 1);
+        let bytes = self.user_slice(addr, available)?;
+        match bytes.iter().position(|&b| b == 0) {
+            Some(n) => Ok(Some(bytes[..n].to_vec())),
+            None if available <= max as u64 => Err(BadAddress { addr: GuestAddr(addr), len: available + 1 }),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes `[addr, addr+len)` read as zero again and gives whole pages back to the host
+    /// (a fresh anonymous mapping replaces them, also over a snapshot's private file mapping).
+    pub fn discard(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
+        self.check(addr, len)?;
+        let start = addr.0;
+        let end = addr.0 + len;
+        let page_start = start.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let page_end = end / PAGE_SIZE * PAGE_SIZE;
+        if page_start >= page_end {
+            self.slice_mut(addr, len)?.fill(0);
+            return Ok(());
+        }
+        self.slice_mut(addr, page_start - start)?.fill(0);
+        self.slice_mut(GuestAddr(page_end), end - page_end)?.fill(0);
+        self.remap_anonymous(GuestAddr(page_start), page_end - page_start)
+    }
+
+    fn remap_anonymous(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
+        let off = self.check(addr, len)?;
+        // SAFETY: [off, off+len) is a page-aligned range inside our own mapping; MAP_FIXED
+        // replaces only those pages of it. KVM's MMU notifier drops its view of the old pages.
+        let ptr = unsafe {
+            libc::mmap(
+                self.base.as_ptr().add(off).cast(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MemoryError::Discard { addr, len, source: std::io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+
+    /// Maps `len` bytes of `file` at `file_offset` copy-on-write (MAP_PRIVATE) at guest `addr`.
+    /// Untouched pages cost nothing and are shared through the page cache; written pages are
+    /// private to this guest. `addr`, `len` and `file_offset` must be page-aligned.
+    pub fn map_file_private(
+        &mut self,
+        addr: GuestAddr,
+        len: u64,
+        file: &impl AsRawFd,
+        file_offset: u64,
+    ) -> Result<(), MemoryError> {
+        let off = self.check(addr, len)?;
+        let misaligned = addr.0 % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 || file_offset % PAGE_SIZE != 0;
+        let offset = libc::off_t::try_from(file_offset).ok().filter(|_| !misaligned);
+        let Some(offset) = offset else {
+            return Err(MemoryError::MapFile { addr, len, source: std::io::Error::from_raw_os_error(libc::EINVAL) });
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the target range is page-aligned and inside our own mapping (checked above);
+        // MAP_FIXED replaces only those pages. The file mapping is private, so guest writes
+        // never reach the file.
+        let ptr = unsafe {
+            libc::mmap(
+                self.base.as_ptr().add(off).cast(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                file.as_raw_fd(),
+                offset,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MemoryError::MapFile { addr, len, source: std::io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes within guest memory from `src` to `dst` (ranges may overlap).
+    pub fn copy_within(&mut self, src: GuestAddr, dst: GuestAddr, len: u64) -> Result<(), MemoryError> {
+        let s = self.check(src, len)?;
+        let d = self.check(dst, len)?;
+        // SAFETY: both ranges were checked to lie inside the mapping; `copy` handles overlap.
+        unsafe { std::ptr::copy(self.base.as_ptr().add(s), self.base.as_ptr().add(d), len as usize) };
+        Ok(())
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: we own this mapping of exactly `size` bytes and no borrow of it outlives
+        // `self`. Failure would only leak address space, so the result is ignored.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_access_is_confined_to_user_memory() {
+        let mut mem = GuestMemory::new(32 << 20).unwrap();
+        assert!(mem.user_slice(0, 1).is_err(), "NULL page is not user memory");
+        assert!(mem.user_slice(USER_START - 1, 2).is_err(), "straddles the monitor area");
+        assert!(mem.user_slice((32 << 20) - 1, 2).is_err(), "runs past the end");
+        assert!(mem.user_slice(u64::MAX, 2).is_err(), "overflow");
+        mem.write_user(USER_START, b"hi\0").unwrap();
+        assert_eq!(mem.read_user_cstr(USER_START, 10).unwrap().unwrap(), b"hi");
+        assert_eq!(mem.read_user_cstr(USER_START, 1).unwrap(), None);
+    }
+
+    #[test]
+    fn unterminated_string_at_the_end_of_memory_is_a_fault() {
+        let mut mem = GuestMemory::new(32 << 20).unwrap();
+        let end = 32 << 20;
+        mem.write_user(end - 2, b"ab").unwrap();
+        assert!(mem.read_user_cstr(end - 2, 4096).is_err());
+    }
+
+    #[test]
+    fn discard_zeroes_partial_and_whole_pages() {
+        let mut mem = GuestMemory::new(32 << 20).unwrap();
+        let a = GuestAddr(USER_START);
+        mem.slice_mut(a, 3 * PAGE_SIZE).unwrap().fill(7);
+        mem.discard(GuestAddr(USER_START + 100), 2 * PAGE_SIZE).unwrap();
+        let s = mem.slice(a, 3 * PAGE_SIZE).unwrap();
+        assert!(s[..100].iter().all(|&b| b == 7));
+        assert!(s[100..100 + 2 * PAGE_SIZE as usize].iter().all(|&b| b == 0));
+        assert!(s[100 + 2 * PAGE_SIZE as usize..].iter().all(|&b| b == 7));
+    }
+}

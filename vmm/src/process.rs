@@ -1,0 +1,106 @@
+//! The guest's "operating system" state: its address space, fds, rootfs, cwd, signal
+//! dispositions, the request it reads and the response it writes. Plain data: the syscall
+//! layer works on it without KVM, which is how its tests run.
+
+use std::time::Instant;
+
+use crate::files::{FdTable, Rootfs};
+use crate::mm::AddressSpace;
+
+/// Identity the program sees (it is never real: there are no other processes or users).
+pub const GUEST_PID: u64 = 100;
+pub const GUEST_PPID: u64 = 1;
+pub const GUEST_UID: u64 = 1000;
+
+/// Why a syscall ended the call instead of returning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// exit or exit_group with this status.
+    Exit(i32),
+    /// The program's stdout+stderr went over the cap.
+    OutputLimit { limit: usize },
+    /// The program sent itself a fatal signal (abort() does).
+    Signal(i32),
+    /// The program asked for something that can never complete here (e.g. a futex wait that
+    /// no other thread could wake, or a signal handler we do not deliver).
+    Unsupported(String),
+}
+
+/// One syscall, for `--trace-syscalls`.
+#[derive(Debug, Clone)]
+pub struct SyscallRecord {
+    pub nr: u64,
+    pub args: [u64; 6],
+    /// The raw return value (negative errno as a two's-complement u64), or None if it stopped.
+    pub result: Option<i64>,
+}
+
+/// Counts of what the program did, per call.
+#[derive(Debug, Clone, Default)]
+pub struct SyscallStats {
+    pub syscalls: u64,
+    /// Syscalls answered with ENOSYS because we do not implement them, by number.
+    pub unknown: std::collections::BTreeMap<u64, u64>,
+}
+
+/// A recorded `rt_sigaction` (never delivered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+pub const SIG_DFL: u64 = 0;
+pub const SIG_IGN: u64 = 1;
+
+/// The state the syscall layer keeps for one program.
+pub struct Process {
+    pub space: AddressSpace,
+    pub fds: FdTable,
+    pub rootfs: Rootfs,
+    pub cwd: String,
+    /// The program's path inside the rootfs (readlink /proc/self/exe).
+    pub exe_path: String,
+    pub stdin: Vec<u8>,
+    pub stdin_pos: usize,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub max_output: usize,
+    pub sigactions: [SigAction; 64],
+    pub sigmask: u64,
+    pub sigaltstack: [u8; 24],
+    pub fs_base: u64,
+    pub umask: u32,
+    /// When the call's deadline passes (sleeps are cut short there).
+    pub deadline: Option<Instant>,
+    pub stats: SyscallStats,
+    pub trace: Option<Box<dyn FnMut(&SyscallRecord) + Send>>,
+}
+
+impl Process {
+    /// A process with fds 0/1/2 open, cwd `cwd` and the given address space.
+    pub fn new(space: AddressSpace, rootfs: Rootfs, exe_path: String, cwd: String, max_output: usize) -> Self {
+        Process {
+            space,
+            fds: FdTable::new(),
+            rootfs,
+            cwd,
+            exe_path,
+            stdin: Vec::new(),
+            stdin_pos: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            max_output,
+            sigactions: [SigAction::default(); 64],
+            sigmask: 0,
+            sigaltstack: [0; 24],
+            fs_base: 0,
+            umask: 0o022,
+            deadline: None,
+            stats: SyscallStats::default(),
+            trace: None,
+        }
+    }
+}
