@@ -1,16 +1,120 @@
 //! `snapcall serve`: serve every bundle in a directory over HTTP/1.1 (see docs/httpd.md).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[path = "serve/mod.rs"]
-#[allow(dead_code)]
 mod serve;
+
+use serve::app::App;
+use serve::metrics::Metrics;
+use serve::registry::{Registry, Summary};
 
 /// Command-line arguments of `snapcall serve`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Directory with one function bundle per subdirectory; the subdirectory's name is the route.
+    #[arg(long)]
+    functions: PathBuf,
+    /// Address to listen on (port 0: any free port, printed on stderr).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Event loops (one per core by default), each with its own SO_REUSEPORT listener.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Empty VMs kept ready per memory size (0: create and destroy each VM inline).
+    #[arg(long, default_value_t = 4)]
+    pool_size: usize,
+    /// Start calls cold (load the ELF) even when a snapshot exists.
+    #[arg(long)]
+    cold: bool,
+    /// Largest request body, bytes (413 above).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: u64,
+    /// Open connections, all loops together.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Calls admitted and not yet answered, all loops together (503 above).
+    #[arg(long, default_value_t = 256)]
+    max_inflight: usize,
+    /// From a request's first byte to the end of its head, ms.
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// From the end of a head to the end of its body, ms.
+    #[arg(long, default_value_t = 30_000)]
+    body_timeout_ms: u64,
+    /// Keep-alive connection without a request, ms.
+    #[arg(long, default_value_t = 60_000)]
+    idle_timeout_ms: u64,
+    /// On SIGTERM, how long requests in progress may take before connections are cut, ms.
+    #[arg(long, default_value_t = 30_000)]
+    shutdown_grace_ms: u64,
+}
 
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("snapcall serve: not implemented yet");
-    ExitCode::FAILURE
+fn log_summary(s: &Summary) {
+    eprintln!(
+        "snapcall serve: functions: {} added, {} changed, {} removed, {} unchanged{}",
+        s.added.len(),
+        s.changed.len(),
+        s.removed.len(),
+        s.kept,
+        if s.added.is_empty() { String::new() } else { format!(" (added: {})", s.added.join(", ")) }
+    );
+    for (name, why) in &s.failed {
+        eprintln!("snapcall serve: {name}: not loaded: {why}");
+    }
+}
+
+pub fn main(args: Args) -> ExitCode {
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = match vmm::Runtime::new(vmm::RuntimeConfig { pool_size: args.pool_size }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("snapcall serve: cannot start the VM runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mode = if args.cold { vmm::StartMode::Cold } else { vmm::StartMode::Snapshot };
+    let metrics = Arc::new(Metrics::default());
+    let registry = Registry::new(args.functions.clone(), mode);
+    match registry.rescan(&runtime, &metrics) {
+        Ok(s) => log_summary(&s),
+        Err(e) => {
+            eprintln!("snapcall serve: cannot read {}: {e}", args.functions.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let app = Arc::new(App { runtime, registry, metrics: metrics.clone() });
+
+    let mut loops = serve::default_loop_config();
+    loops.limits.max_body = args.max_body_bytes;
+    loops.max_connections = args.max_connections;
+    loops.max_inflight = args.max_inflight;
+    loops.header_timeout = Duration::from_millis(args.header_timeout_ms);
+    loops.body_timeout = Duration::from_millis(args.body_timeout_ms);
+    loops.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    loops.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
+    let cfg = serve::ServerConfig { listen: args.listen, threads, loops };
+
+    let reload_app = app.clone();
+    let result = serve::serve(cfg, app, metrics, move || {
+        eprintln!("snapcall serve: SIGHUP: rescanning {}", args.functions.display());
+        match reload_app.registry.rescan(&reload_app.runtime, &reload_app.metrics) {
+            Ok(s) => log_summary(&s),
+            Err(e) => eprintln!("snapcall serve: rescan failed: {e}"),
+        }
+    });
+    match result {
+        Ok(()) => {
+            eprintln!("snapcall serve: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("snapcall serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

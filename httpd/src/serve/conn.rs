@@ -74,11 +74,6 @@ impl Conn {
         self.rbuf.extend_from_slice(data);
     }
 
-    /// Received bytes not yet parsed.
-    pub fn buffered(&self) -> usize {
-        self.rbuf.len()
-    }
-
     /// True if part of a request (head or body) has arrived but not all of it.
     pub fn mid_request(&self) -> bool {
         match self.state {

@@ -11,16 +11,16 @@
 //!
 //! This file wires them: listeners, threads, signals.
 
-// pub mod app;
+pub mod app;
 pub mod conn;
 pub mod event_loop;
 pub mod http;
 #[cfg(test)]
 mod loop_tests;
 pub mod metrics;
-// pub mod registry;
+pub mod registry;
 pub mod routes;
-// pub mod status;
+pub mod status;
 
 use std::io;
 use std::mem::{size_of, zeroed};

@@ -1,0 +1,196 @@
+//! The application behind the event loops: routes, and each call on a brand-new VM.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vmm::{FinishedCall, Output, Runtime};
+
+use super::conn::Request;
+use super::event_loop::Handler;
+use super::http::{json_string, Head, Response};
+use super::metrics::{ErrorKind, Metrics, Phase, Timing};
+use super::registry::{Entry, Registry};
+use super::routes::{self, Route};
+use super::status::{self, Failure};
+
+/// How much of a failed call's stderr goes into its 502 body.
+const STDERR_TAIL: usize = 2048;
+
+pub struct App {
+    pub runtime: Runtime,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    /// One call: take a VM, start (restore) the function in it, run, respond. The VM is
+    /// released by the loop through [`Handler::sent`] once the response is on the wire.
+    fn call(&self, f: &Entry, request: &[u8], queued: Duration) -> (Response, Option<FinishedCall>) {
+        let started = Instant::now();
+        let mut timing = Timing::default();
+        timing.push(Phase::Queue, queued);
+
+        // 1. A VM no other call used: from the pool, or created now if the pool is empty.
+        let vm = match self.runtime.take_vm(&f.function) {
+            Ok(vm) => vm,
+            Err(e) => return (self.failed(f, status::vm_error(&e), &e.to_string(), &[], timing, started), None),
+        };
+        timing.push(Phase::Vm, started.elapsed());
+
+        // 2. Restore the snapshot (or cold-load the program) and hand it the request.
+        let ready = match f.function.start(vm, request) {
+            Ok(ready) => ready,
+            Err(e) => return (self.failed(f, status::start_error(&e), &e.to_string(), &[], timing, started), None),
+        };
+
+        // 3. Run to exit, fault or deadline.
+        let mut finished = ready.run();
+        let t = finished.timings();
+        timing.push(Phase::Restore, t.load);
+        timing.push(Phase::Run, t.run);
+
+        // 4. Respond.
+        let resp = match finished.take_outcome() {
+            Ok(Output { stdout, stderr, exit_code }) => match status::exit_status(exit_code) {
+                None => {
+                    let mut resp = Response::new(200, &f.function.config().content_type, stdout);
+                    let total = queued + started.elapsed();
+                    f.metrics.record(total, &timing, None);
+                    resp.server_timing = timing.header(total);
+                    resp
+                }
+                Some(failure) => self.failed(f, failure, &format!("exit status {exit_code}"), &stderr, timing, started),
+            },
+            Err(e) => {
+                let failure = status::call_error(&e);
+                let mut resp = self.failed(f, failure, &e.to_string(), &[], timing, started);
+                if failure.kind == ErrorKind::Deadline {
+                    resp.headers.push(format!("X-Snapcall-Timeout-Ms: {}", f.function.config().limits.timeout.as_millis()));
+                }
+                resp
+            }
+        };
+        // 5. Release happens in `sent`, after the response is written.
+        (resp, Some(finished))
+    }
+
+    fn failed(&self, f: &Entry, failure: Failure, detail: &str, stderr: &[u8], timing: Timing, started: Instant) -> Response {
+        let queued = timing.phases.first().map(|p| p.1).unwrap_or_default();
+        let total = queued + started.elapsed();
+        f.metrics.record(total, &timing, Some(failure.kind));
+        let tail = &stderr[stderr.len().saturating_sub(STDERR_TAIL)..];
+        let body = format!(
+            "{{\"error\":{},\"function\":{},\"detail\":{},\"stderr_tail\":{}}}\n",
+            json_string(failure.reason),
+            json_string(f.function.name()),
+            json_string(detail),
+            json_string(&String::from_utf8_lossy(tail)),
+        );
+        let mut resp = Response::new(failure.status, "application/json", body.into_bytes());
+        resp.server_timing = timing.header(total);
+        if failure.status == 503 {
+            resp.headers.push("Retry-After: 1".into());
+        }
+        resp
+    }
+
+    fn pool_gauges(&self, out: &mut String) {
+        let p = self.runtime.pool_stats();
+        let _ = writeln!(out, "# HELP snapcall_pool_ready_vms Empty VMs ready in the pool.\n# TYPE snapcall_pool_ready_vms gauge");
+        let _ = writeln!(out, "snapcall_pool_ready_vms {}", p.ready);
+        let _ = writeln!(out, "# HELP snapcall_vms_created_total VMs created (pool and inline).\n# TYPE snapcall_vms_created_total counter");
+        let _ = writeln!(out, "snapcall_vms_created_total {}", p.created);
+        let _ = writeln!(out, "# HELP snapcall_vms_created_inline_total VMs created on a call's path because the pool was empty.\n# TYPE snapcall_vms_created_inline_total counter");
+        let _ = writeln!(out, "snapcall_vms_created_inline_total {}", p.created_inline);
+        let _ = writeln!(out, "# HELP snapcall_vms_destroyed_total VMs destroyed.\n# TYPE snapcall_vms_destroyed_total counter");
+        let _ = writeln!(out, "snapcall_vms_destroyed_total {}", p.destroyed);
+        let _ = writeln!(out, "# HELP snapcall_functions Functions being served.\n# TYPE snapcall_functions gauge");
+        let _ = writeln!(out, "snapcall_functions {}", self.registry.len());
+    }
+}
+
+fn simple(status: u16, content_type: &str, body: impl Into<Vec<u8>>, started: Instant) -> Response {
+    let mut resp = Response::new(status, content_type, body.into());
+    resp.server_timing = Timing::default().header(started.elapsed());
+    resp
+}
+
+fn not_found(path: &str, started: Instant) -> Response {
+    let mut resp = Response::json_error(404, "not_found", &format!("no function at {path}"));
+    resp.server_timing = Timing::default().header(started.elapsed());
+    resp
+}
+
+impl Handler for App {
+    type Done = FinishedCall;
+
+    fn accept_head(&self, head: &Head) -> bool {
+        let route = routes::route(&head.path);
+        if routes::disallowed(route, &head.method).is_some() {
+            return false;
+        }
+        match route {
+            Route::Health | Route::Metrics => true,
+            Route::Function(name) => self.registry.get(name).is_some(),
+            Route::NotFound => false,
+        }
+    }
+
+    fn is_call(&self, head: &Head) -> bool {
+        matches!(routes::route(&head.path), Route::Function(_)) && self.accept_head(head)
+    }
+
+    fn handle(&self, req: Request, queued: Duration) -> (Response, Option<FinishedCall>) {
+        let started = Instant::now();
+        let route = routes::route(&req.head.path);
+        if routes::disallowed(route, &req.head.method).is_some() {
+            return (self.refused(&req.head), None);
+        }
+        match route {
+            Route::Health => (simple(200, "text/plain", "ok\n", started), None),
+            Route::Metrics => {
+                let text = self.metrics.render(&|out| self.pool_gauges(out));
+                (simple(200, "text/plain; version=0.0.4", text, started), None)
+            }
+            Route::NotFound => (not_found(&req.head.path, started), None),
+            Route::Function(name) => match self.registry.get(name) {
+                None => (not_found(&req.head.path, started), None),
+                Some(entry) => self.call(&entry, &req.body, queued),
+            },
+        }
+    }
+
+    fn refused(&self, head: &Head) -> Response {
+        let started = Instant::now();
+        let route = routes::route(&head.path);
+        if let Some(allow) = routes::disallowed(route, &head.method) {
+            if let Route::Function(name) = route {
+                if let Some(entry) = self.registry.get(name) {
+                    entry.metrics.record_refusal(ErrorKind::Method);
+                }
+            }
+            let mut resp = Response::json_error(405, "method_not_allowed", &format!("allowed: {allow}"));
+            resp.headers.push(format!("Allow: {allow}"));
+            resp.server_timing = Timing::default().header(started.elapsed());
+            return resp;
+        }
+        not_found(&head.path, started)
+    }
+
+    fn overloaded(&self, head: &Head) -> Response {
+        if let Route::Function(name) = routes::route(&head.path) {
+            if let Some(entry) = self.registry.get(name) {
+                entry.metrics.record_refusal(ErrorKind::Overloaded);
+            }
+        }
+        let mut resp = Response::json_error(503, "overloaded", "too many calls in flight");
+        resp.headers.push("Retry-After: 1".into());
+        resp.server_timing = Timing::default().header(Duration::ZERO);
+        resp
+    }
+
+    fn sent(&self, done: FinishedCall) {
+        self.runtime.release(done);
+    }
+}

@@ -1,0 +1,165 @@
+//! The functions being served: one bundle per subdirectory of `--functions`, found at start
+//! and again on SIGHUP.
+//!
+//! A rescan loads new and changed bundles on the signal-handling thread, then swaps the whole
+//! table in one step; the event loops keep serving from the old table meanwhile, and a call
+//! in progress keeps its `Arc<Entry>` until it ends. A bundle whose new version fails to load
+//! keeps being served in its old version.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::UNIX_EPOCH;
+
+use vmm::{Function, FunctionError, Runtime, StartMode};
+
+use super::metrics::{FnMetrics, Metrics};
+use super::routes;
+
+/// One loaded function.
+pub struct Entry {
+    pub function: Function,
+    pub metrics: Arc<FnMetrics>,
+    fingerprint: Fingerprint,
+}
+
+/// What a bundle looked like when it was loaded: sizes and modification times of its
+/// config, snapshot and every rootfs file. Any difference means "changed".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Fingerprint {
+    config: (u64, u128),
+    snapshot: Option<(u64, u128)>,
+    rootfs_files: u64,
+    rootfs_bytes: u64,
+    rootfs_newest: u128,
+}
+
+fn meta(path: &Path) -> Option<(u64, u128)> {
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    Some((m.len(), mtime))
+}
+
+fn walk(dir: &Path, fp: &mut Fingerprint, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let Ok(m) = e.path().symlink_metadata() else { continue };
+        fp.rootfs_files += 1;
+        fp.rootfs_bytes += m.len();
+        if let Ok(t) = m.modified() {
+            fp.rootfs_newest = fp.rootfs_newest.max(t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        }
+        if m.is_dir() && depth < 64 {
+            walk(&e.path(), fp, depth + 1);
+        }
+    }
+}
+
+fn fingerprint(bundle: &Path) -> Fingerprint {
+    let mut fp = Fingerprint {
+        config: meta(&bundle.join("config.json")).unwrap_or_default(),
+        snapshot: meta(&bundle.join("snapshot.kmsnap")),
+        ..Fingerprint::default()
+    };
+    walk(&bundle.join("rootfs"), &mut fp, 0);
+    fp
+}
+
+/// Loads a bundle: from its snapshot if it has a valid one, else cold.
+fn load(dir: &Path, mode: StartMode) -> Result<Function, FunctionError> {
+    match Function::load(dir, mode) {
+        Err(FunctionError::Snapshot { function, source }) => {
+            // A stale or corrupt snapshot is never used: serve cold rather than not at all.
+            eprintln!("snapcall serve: {function}: snapshot not usable ({source}); calls start cold");
+            Function::load(dir, StartMode::Cold)
+        }
+        other => other,
+    }
+}
+
+/// What a rescan did, for the log.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub kept: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+/// The table of served functions.
+pub struct Registry {
+    dir: PathBuf,
+    mode: StartMode,
+    table: RwLock<Arc<BTreeMap<String, Arc<Entry>>>>,
+}
+
+impl Registry {
+    pub fn new(dir: PathBuf, mode: StartMode) -> Registry {
+        Registry { dir, mode, table: RwLock::new(Arc::new(BTreeMap::new())) }
+    }
+
+    /// The function called `name`, if served.
+    pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Re-reads the functions directory; loads what is new or changed, drops what is gone.
+    pub fn rescan(&self, runtime: &Runtime, metrics: &Metrics) -> std::io::Result<Summary> {
+        let old = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut next = BTreeMap::new();
+        let mut summary = Summary::default();
+        let mut dirs: Vec<(String, PathBuf)> = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            let path = e.path();
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+            if !path.join("config.json").is_file() {
+                continue;
+            }
+            if !routes::valid_name(&name) {
+                summary.failed.push((name, "name is not a valid route".into()));
+                continue;
+            }
+            if name == "healthz" || name == "metrics" {
+                eprintln!("snapcall serve: bundle {name} is reachable only as /function/{name}");
+            }
+            dirs.push((name, path));
+        }
+        for (name, path) in dirs {
+            let fp = fingerprint(&path);
+            if let Some(entry) = old.get(&name).filter(|e| e.fingerprint == fp) {
+                next.insert(name, entry.clone());
+                summary.kept += 1;
+                continue;
+            }
+            match load(&path, self.mode) {
+                Ok(function) => {
+                    runtime.prepare(&function);
+                    // Loading may have written a fresh snapshot: fingerprint what is there now.
+                    let fingerprint = fingerprint(&path);
+                    let metrics = metrics.function(&name);
+                    if old.contains_key(&name) {
+                        summary.changed.push(name.clone());
+                    } else {
+                        summary.added.push(name.clone());
+                    }
+                    next.insert(name, Arc::new(Entry { function, metrics, fingerprint }));
+                }
+                Err(e) => {
+                    if let Some(entry) = old.get(&name) {
+                        next.insert(name.clone(), entry.clone());
+                    }
+                    summary.failed.push((name, e.to_string()));
+                }
+            }
+        }
+        summary.removed = old.keys().filter(|k| !next.contains_key(*k)).cloned().collect();
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(summary)
+    }
+}
