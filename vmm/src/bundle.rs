@@ -126,7 +126,7 @@ impl BundleConfig {
         };
         let mut limits = Limits::default();
         if let Some(mib) = number("snapcall.memory_mib", 32, 4096)? {
-            limits.memory_bytes = mib.div_ceil(2) * 2 << 20;
+            limits.memory_bytes = (mib.div_ceil(2) * 2) << 20;
         }
         if let Some(ms) = number("snapcall.timeout_ms", 1, 3_600_000)? {
             limits.timeout = Duration::from_millis(ms);

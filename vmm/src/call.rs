@@ -151,7 +151,7 @@ impl ReadyCall {
     }
 
     /// Sends every syscall to `trace` as it completes.
-    pub fn trace_syscalls(&mut self, trace: Box<dyn FnMut(&crate::SyscallRecord) + Send>) {
+    pub fn trace_syscalls(&mut self, trace: crate::process::SyscallTracer) {
         self.process.trace = Some(trace);
     }
 

@@ -160,7 +160,9 @@ impl Rootfs {
         let c = CString::new(guest_path).map_err(|_| EINVAL)?;
         // SAFETY: open_how is plain old data; all-zero is valid (mode 0, no flags).
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (host_flags | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+        // openat2 refuses O_NOCTTY together with O_PATH, so add it only to real opens.
+        let noctty = if host_flags & libc::O_PATH == 0 { libc::O_NOCTTY } else { 0 };
+        how.flags = (host_flags | libc::O_CLOEXEC | noctty) as u64;
         how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
         // SAFETY: openat2 with a valid dirfd we own, a NUL-terminated path and a correctly
         // sized open_how; the result is checked.

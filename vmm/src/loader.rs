@@ -108,7 +108,7 @@ impl Program {
                         return Err(bad(&format!("PT_LOAD {i} lies outside the file")));
                     }
                     let addr = vaddr.checked_add(base).ok_or_else(|| bad("vaddr overflow"))?;
-                    let end = addr.checked_add(memsz).unwrap_or(u64::MAX);
+                    let end = addr.saturating_add(memsz);
                     if addr < USER_START || end > memory_size.saturating_sub(STACK_RESERVE) {
                         return Err(LoadError::DoesNotFit { path: p(), addr, size: memsz, memory: memory_size });
                     }

@@ -227,7 +227,7 @@ impl GuestMemory {
         file_offset: u64,
     ) -> Result<(), MemoryError> {
         let off = self.check(addr, len)?;
-        let misaligned = addr.0 % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 || file_offset % PAGE_SIZE != 0;
+        let misaligned = !addr.0.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) || !file_offset.is_multiple_of(PAGE_SIZE);
         let offset = libc::off_t::try_from(file_offset).ok().filter(|_| !misaligned);
         let Some(offset) = offset else {
             return Err(MemoryError::MapFile { addr, len, source: std::io::Error::from_raw_os_error(libc::EINVAL) });

@@ -172,7 +172,7 @@ impl AddressSpace {
         let len = page_up(len).ok_or(ENOMEM)?;
         let start = match fixed {
             Fixed::Replace | Fixed::NoReplace => {
-                if addr % PAGE_SIZE != 0 {
+                if !addr.is_multiple_of(PAGE_SIZE) {
                     return Err(EINVAL);
                 }
                 let end = addr.checked_add(len).ok_or(ENOMEM)?;
@@ -187,7 +187,7 @@ impl AddressSpace {
                 addr
             }
             Fixed::Hint => {
-                let hint_ok = addr % PAGE_SIZE == 0
+                let hint_ok = addr.is_multiple_of(PAGE_SIZE)
                     && addr >= page_up(self.brk).unwrap_or(u64::MAX)
                     && addr.checked_add(len).is_some_and(|end| end <= self.mmap_top() && !self.overlaps(addr, end));
                 if hint_ok {
@@ -205,7 +205,7 @@ impl AddressSpace {
     pub fn munmap(&mut self, addr: u64, len: u64, mem: &mut GuestMemory) -> Result<(), Errno> {
         let len = page_up(len).ok_or(EINVAL)?;
         let end = addr.checked_add(len).ok_or(EINVAL)?;
-        if addr % PAGE_SIZE != 0 || len == 0 || addr < USER_START || end > self.memory_size {
+        if !addr.is_multiple_of(PAGE_SIZE) || len == 0 || addr < USER_START || end > self.memory_size {
             return Err(EINVAL);
         }
         self.remove_range(addr, end);
@@ -216,7 +216,7 @@ impl AddressSpace {
     pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, may_move: bool, mem: &mut GuestMemory) -> Result<u64, Errno> {
         let old_len = page_up(old_len).ok_or(EINVAL)?;
         let new_len = page_up(new_len).ok_or(EINVAL)?;
-        if old % PAGE_SIZE != 0 || new_len == 0 || old_len == 0 {
+        if !old.is_multiple_of(PAGE_SIZE) || new_len == 0 || old_len == 0 {
             return Err(EINVAL);
         }
         let old_end = old.checked_add(old_len).ok_or(EFAULT)?;
@@ -250,7 +250,7 @@ impl AddressSpace {
     pub fn mprotect(&mut self, addr: u64, len: u64, prot: u32) -> Result<(), Errno> {
         let len = page_up(len).ok_or(ENOMEM)?;
         let end = addr.checked_add(len).ok_or(ENOMEM)?;
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(EINVAL);
         }
         if addr < USER_START || end > self.memory_size {

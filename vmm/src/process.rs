@@ -35,6 +35,9 @@ pub struct SyscallRecord {
     pub result: Option<i64>,
 }
 
+/// Receives every syscall as it completes (`--trace-syscalls`).
+pub type SyscallTracer = Box<dyn FnMut(&SyscallRecord) + Send>;
+
 /// Counts of what the program did, per call.
 #[derive(Debug, Clone, Default)]
 pub struct SyscallStats {
@@ -76,7 +79,7 @@ pub struct Process {
     /// When the call's deadline passes (sleeps are cut short there).
     pub deadline: Option<Instant>,
     pub stats: SyscallStats,
-    pub trace: Option<Box<dyn FnMut(&SyscallRecord) + Send>>,
+    pub trace: Option<SyscallTracer>,
 }
 
 impl Process {

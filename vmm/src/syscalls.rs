@@ -92,7 +92,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         12 => Outcome::Return(p.space.brk_to(a[0], mem)),
         13 => ret(sys_rt_sigaction(p, mem, a[0], a[1], a[2], a[3])),
         14 => ret(sys_rt_sigprocmask(p, mem, a[0], a[1], a[2], a[3])),
-        16 => ret(p.fds.get(a[0]).map_err(Into::into).and_then(|_| Err(ENOTTY))),
+        16 => ret(p.fds.get(a[0]).and(Err(ENOTTY))),
         17 => ret(sys_pread(p, mem, a[0], a[1], a[2], a[3])),
         19 => ret(sys_readv(p, mem, a[0], a[1], a[2])),
         20 => writev(p, mem, a[0], a[1], a[2]),
@@ -109,7 +109,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         62 => sys_kill(p, a[0], a[1]),
         63 => ret(sys_uname(mem, a[0])),
         72 => ret(sys_fcntl(p, a[0], a[1], a[2])),
-        73 | 74 | 75 => ret(p.fds.get(a[0]).map(|_| 0)),
+        73..=75 => ret(p.fds.get(a[0]).map(|_| 0)),
         79 => ret(sys_getcwd(p, mem, a[0], a[1])),
         80 => ret(sys_chdir(p, mem, a[0])),
         89 => ret(sys_readlink(p, mem, AT_FDCWD, a[0], a[1], a[2])),
@@ -295,7 +295,8 @@ fn guest_path(p: &Process, mem: &GuestMemory, dirfd: u64, path: u64) -> Result<S
 fn sys_openat(p: &mut Process, mem: &mut GuestMemory, dirfd: u64, path: u64, flags: u64) -> SysResult {
     let flags = flags as i32;
     let path = guest_path(p, mem, dirfd, path)?;
-    if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC | libc::O_TMPFILE) != 0 {
+    let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE; // O_TMPFILE includes O_DIRECTORY
+    if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 || tmpfile {
         return Err(EROFS);
     }
     let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
@@ -492,7 +493,7 @@ fn sys_mmap(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> SysResult {
 fn sys_madvise(p: &mut Process, mem: &mut GuestMemory, addr: u64, len: u64, advice: u64) -> SysResult {
     const MADV_DONTNEED: u64 = 4;
     const MADV_FREE: u64 = 8;
-    if addr % 4096 != 0 {
+    if !addr.is_multiple_of(4096) {
         return Err(EINVAL);
     }
     if advice == MADV_DONTNEED || advice == MADV_FREE {

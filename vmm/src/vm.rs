@@ -55,6 +55,8 @@ pub const SAVED_MSRS: [u32; 8] = [
 /// Field order is drop order: the vCPU, then the VM, then the memory behind its slot.
 pub struct EmptyVm {
     pub(crate) vcpu: VcpuFd,
+    /// Held so the VM lives exactly as long as its vCPU and memory.
+    #[allow(dead_code)]
     pub(crate) vm: VmFd,
     pub(crate) memory: GuestMemory,
 }
@@ -62,7 +64,7 @@ pub struct EmptyVm {
 impl EmptyVm {
     /// Creates a VM with `memory_size` bytes of guest memory (the function's memory cap).
     pub fn create(memory_size: u64) -> Result<EmptyVm, VmError> {
-        if memory_size % LARGE_PAGE != 0 || !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_size) {
+        if !memory_size.is_multiple_of(LARGE_PAGE) || !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_size) {
             return Err(VmError::BadMemorySize(memory_size));
         }
         let sys = kvm::system()?;
