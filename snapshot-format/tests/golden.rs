@@ -1,6 +1,6 @@
 //! The golden snapshot: pins the on-disk format byte for byte.
 //!
-//! DO NOT just update the expected value (regenerate `tests/golden/v1.kmsnap`) when this
+//! DO NOT just update the expected value (regenerate `tests/golden/v1.snapshot`) when this
 //! test fails. A difference means files written by an older snapcall (or read by km) are
 //! laid out differently from what this build writes. If the change is intended: bump
 //! `FORMAT_VERSION`, keep reading the old version, document the change in
@@ -10,7 +10,7 @@
 use snapshot_format::km::*;
 use snapshot_format::*;
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1.kmsnap");
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/v1.snapshot");
 
 /// The state in the golden file. Keep it self-contained: shared fixtures may change.
 fn golden_state() -> SnapshotState {
@@ -121,7 +121,7 @@ fn writer_reproduces_golden_file_byte_for_byte() {
     if std::env::var_os("SNAPFMT_BLESS").is_some() && !std::path::Path::new(GOLDEN).exists() {
         std::fs::write(GOLDEN, &ours).unwrap();
     }
-    let golden = std::fs::read(GOLDEN).expect("tests/golden/v1.kmsnap missing");
+    let golden = std::fs::read(GOLDEN).expect("tests/golden/v1.snapshot missing");
     assert_eq!(ours.len(), golden.len(), "golden file length changed: see the comment at the top");
     if let Some(i) = ours.iter().zip(&golden).position(|(a, b)| a != b) {
         panic!("byte {i:#x} differs from the golden file (ours {:#04x}, golden {:#04x}): see the comment at the top", ours[i], golden[i]);
