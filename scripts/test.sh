@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is needed, builds the guest
+# functions, runs every Rust test (unit and real-KVM integration), then the native checks of
+# the guest bundles. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "$(id -u)" = 0 ]; then
+    bash scripts/install-deps.sh
+fi
+[ -w /dev/kvm ] || { echo "test.sh: /dev/kvm is not usable by this user; snapcall's tests run real VMs" >&2; exit 1; }
+
+bash guest-functions/build.sh
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked --no-fail-fast
+bash guest-functions/test-native.sh
