@@ -139,13 +139,14 @@ impl Function {
             .map_err(load_err)?;
         let space = AddressSpace::new(vm.memory_size(), self.program.image_start, self.program.image_end)
             .map_err(|_| load_err(LoadError::StackTooLarge))?;
-        let process = Process::new(
+        let mut process = Process::new(
             space,
             self.rootfs.clone(),
             self.program.path.clone(),
             self.config.cwd.clone(),
             self.config.limits.max_output_bytes,
         );
+        process.auxv = stack.auxv;
         // Enter the program through the stub's return path: iretq to entry at CPL3.
         crate::call::write_user_return(&mut vm.memory, self.program.entry, stack.rsp, 0, 0).map_err(vm_err)?;
         let regs = kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };

@@ -76,6 +76,8 @@ pub struct Process {
     pub sigaltstack: [u8; 24],
     pub fs_base: u64,
     pub umask: u32,
+    /// The auxv the program started with (kept for snapshots).
+    pub auxv: Vec<(u64, u64)>,
     /// When the call's deadline passes (sleeps are cut short there).
     pub deadline: Option<Instant>,
     pub stats: SyscallStats,
@@ -101,6 +103,7 @@ impl Process {
             sigaltstack: [0; 24],
             fs_base: 0,
             umask: 0o022,
+            auxv: Vec::new(),
             deadline: None,
             stats: SyscallStats::default(),
             trace: None,

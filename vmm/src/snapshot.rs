@@ -1,24 +1,373 @@
-//! Snapshot capture and restore (being written: issue 3).
+//! Snapshots: capture a function transparently at its first read of stdin, and restore that
+//! state into a brand-new VM per call.
+//!
+//! Capture runs the program cold until it makes its first `read(0, ...)` (the moment it waits
+//! for its request) and saves memory, registers, FPU/XSAVE state, MSRs, XCRs, the address
+//! space map, open files and the pending read, in KM's ELF-core layout (`snapshot-format`).
+//!
+//! Restore maps every memory segment copy-on-write (`MAP_PRIVATE` of the snapshot file) over
+//! a pooled VM's memory: untouched pages cost nothing and the page cache is shared by every
+//! call, while each page a call writes is private to that call. The pending read is then
+//! completed with the request and the program resumes as if it had just received it.
 
-use crate::call::ReadyCall;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use kvm_bindings::{kvm_regs, kvm_xsave, Msrs};
+use sha2::{Digest, Sha256};
+use snapshot_format as fmt;
+
+use crate::call::{write_user_return, CallError, CallStats, LoopEnd, PhaseTimings, ReadyCall, SyscallEntry};
+use crate::files::{Fd, FdKind, OpenFile};
 use crate::function::Function;
-use crate::vm::EmptyVm;
+use crate::layout::*;
+use crate::mm::{self, AddressSpace, RegionKind};
+use crate::process::Process;
+use crate::syscalls::{self, Outcome};
+use crate::vm::{self, EmptyVm, VmError, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, SAVED_MSRS};
+
+/// File name of a bundle's snapshot.
+pub const SNAPSHOT_FILE: &str = "snapshot.kmsnap";
 
 /// Why a snapshot could not be taken, opened or restored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshots are not implemented yet")]
-    NotYet,
+    #[error("{path}: {source}")]
+    Format { path: PathBuf, source: fmt::FormatError },
+    #[error("{path}: stale snapshot: the bundle's config.json or program changed since it was taken (run `snapcall snapshot` again)")]
+    Stale { path: PathBuf },
+    #[error("{path}: not a snapcall snapshot of this function: {what}")]
+    Mismatch { path: PathBuf, what: String },
+    #[error("{path}: cannot open: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("running to the first stdin read: {0}")]
+    Run(#[from] CallError),
+    #[error("fd {fd} is {what}; only files of the rootfs (and fds 0-2) can be snapshotted")]
+    UnsupportedFd { fd: u64, what: &'static str },
+    #[error("reopening {path} as fd {fd}: errno {errno}")]
+    Reopen { fd: i32, path: String, errno: i32 },
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("restoring memory: {0}")]
+    Memory(#[from] crate::memory::MemoryError),
 }
 
-/// An opened snapshot.
-pub struct SnapshotImage;
+/// What `take_snapshot` wrote.
+#[derive(Debug, Clone)]
+pub struct SnapshotReport {
+    pub path: PathBuf,
+    /// Bytes of guest memory saved (before zero pages are dropped).
+    pub memory_bytes: u64,
+    pub regions: usize,
+    /// Syscalls the program made before its first stdin read.
+    pub syscalls: u64,
+}
+
+/// The hash that identifies a bundle: its config.json and its program.
+pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
+    let config_path = function.config.dir.join("config.json");
+    let config = std::fs::read(&config_path).map_err(|source| SnapshotError::Open { path: config_path, source })?;
+    let mut h = Sha256::new();
+    h.update((config.len() as u64).to_le_bytes());
+    h.update(&config);
+    h.update(&function.program.bytes);
+    Ok(h.finalize().into())
+}
+
+/// Runs `function` (loaded cold) until it first reads stdin and writes its snapshot to `out`.
+pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, SnapshotError> {
+    let vm = EmptyVm::create(function.memory_size())?;
+    let mut ready = function.start_cold(vm).map_err(|e| SnapshotError::Mismatch { path: out.into(), what: e.to_string() })?;
+    let entry = match ready.run_loop(true)? {
+        LoopEnd::StdinRead(entry) => entry,
+        LoopEnd::Exited(code) => return Err(CallError::NoStdinRead(code).into()),
+    };
+    let state = capture_state(function, &mut ready, &entry)?;
+    let mem = &ready.vm.memory;
+    let mut segments = Vec::new();
+    let mut memory_bytes = 0;
+    for r in &state.regions {
+        let data = mem.slice(GuestAddr(r.start), r.len)?;
+        memory_bytes += r.len;
+        segments.push(fmt::MemorySegment { guest_addr: r.start, data, prot: elf_prot(r.prot) });
+    }
+    fmt::write_snapshot(out, &state, &segments).map_err(|source| SnapshotError::Format { path: out.into(), source })?;
+    Ok(SnapshotReport { path: out.into(), memory_bytes, regions: state.regions.len(), syscalls: ready.process.stats.syscalls })
+}
+
+fn elf_prot(prot: u32) -> u32 {
+    let mut p = 0;
+    if prot & mm::PROT_READ != 0 {
+        p |= fmt::PF_R;
+    }
+    if prot & mm::PROT_WRITE != 0 {
+        p |= fmt::PF_W;
+    }
+    if prot & mm::PROT_EXEC != 0 {
+        p |= fmt::PF_X;
+    }
+    p
+}
+
+fn capture_state(function: &Function, ready: &mut ReadyCall, entry: &SyscallEntry) -> Result<fmt::SnapshotState, SnapshotError> {
+    let vcpu = &ready.vm.vcpu;
+    let k = vcpu.sync_regs().regs;
+    let sregs = vcpu.get_sregs().map_err(vm::ioctl("KVM_GET_SREGS"))?;
+    let mut msrs = Msrs::from_entries(
+        &SAVED_MSRS.iter().map(|&index| kvm_bindings::kvm_msr_entry { index, ..Default::default() }).collect::<Vec<_>>(),
+    )
+    .map_err(|_| VmError::Ioctl { ioctl: "KVM_GET_MSRS", errno: libc::E2BIG })?;
+    vcpu.get_msrs(&mut msrs).map_err(vm::ioctl("KVM_GET_MSRS"))?;
+    let msrs: Vec<(u32, u64)> = msrs.as_slice().iter().map(|e| (e.index, e.data)).collect();
+    let msr = |i: u32| msrs.iter().find(|(k, _)| *k == i).map_or(0, |(_, v)| *v);
+    let xcrs = vcpu.get_xcrs().map_err(vm::ioctl("KVM_GET_XCRS"))?;
+    let xsave = vcpu.get_xsave().map_err(vm::ioctl("KVM_GET_XSAVE"))?;
+    let xsave_bytes: Vec<u8> = xsave.region.iter().flat_map(|w| w.to_le_bytes()).collect();
+
+    // The program's registers as it will see them when the read returns.
+    let regs = fmt::Registers {
+        r15: k.r15, r14: k.r14, r13: k.r13, r12: k.r12, rbp: k.rbp, rbx: k.rbx,
+        r11: entry.rflags, r10: k.r10, r9: k.r9, r8: k.r8, rax: entry.nr, rcx: entry.return_rip,
+        rdx: k.rdx, rsi: k.rsi, rdi: k.rdi, orig_rax: entry.nr, rip: entry.return_rip,
+        cs: u64::from(USER_CS), eflags: entry.rflags, rsp: entry.user_rsp, ss: u64::from(USER_DS),
+        fs_base: msr(MSR_FS_BASE), gs_base: msr(MSR_GS_BASE), ds: 0, es: 0, fs: 0, gs: 0,
+    };
+    let p = &ready.process;
+    let mut files = Vec::new();
+    for (fd, f) in p.fds.iter() {
+        match (&f.kind, fd) {
+            (FdKind::Stdin, 0) | (FdKind::Stdout, 1) | (FdKind::Stderr, 2) => {}
+            (FdKind::File(of), _) => {
+                // SAFETY: lseek(SEEK_CUR) on an fd we own only reads its offset.
+                let offset = unsafe { libc::lseek(of.host.as_raw_fd(), 0, libc::SEEK_CUR) };
+                files.push(fmt::OpenFile {
+                    fd: fd as i32,
+                    flags: of.flags | if f.cloexec { libc::O_CLOEXEC } else { 0 },
+                    offset: offset.max(0) as u64,
+                    mode: 0,
+                    path: of.path.clone(),
+                });
+            }
+            _ => return Err(SnapshotError::UnsupportedFd { fd, what: "a copy of a standard stream (a pipe)" }),
+        }
+    }
+    let mut regions = Vec::new();
+    for r in p.space.regions() {
+        let kind = match r.kind {
+            RegionKind::Image => fmt::RegionKind::Image,
+            RegionKind::Mmap => fmt::RegionKind::Mmap,
+            RegionKind::Stack => fmt::RegionKind::Stack,
+        };
+        regions.push(fmt::Region { start: r.start, len: r.end - r.start, prot: r.prot, kind, path: None });
+    }
+    let heap_end = mm::page_up(p.space.brk()).unwrap_or(p.space.brk());
+    if heap_end > p.space.brk_start() {
+        regions.push(fmt::Region {
+            start: p.space.brk_start(),
+            len: heap_end - p.space.brk_start(),
+            prot: mm::PROT_READ | mm::PROT_WRITE,
+            kind: fmt::RegionKind::Brk,
+            path: None,
+        });
+        regions.sort_by_key(|r| r.start);
+    }
+    let program = &function.program;
+    let phoff = u64::from_le_bytes(program.bytes.get(32..40).and_then(|b| b.try_into().ok()).unwrap_or([0; 8])) as usize;
+    let phdrs = program.bytes.get(phoff..phoff + program.phnum as usize * 56).unwrap_or(&[]).to_vec();
+    Ok(fmt::SnapshotState {
+        regs,
+        sregs: Some(sregs_to_format(&sregs)),
+        msrs,
+        xcrs: xcrs.xcrs[..xcrs.nr_xcrs as usize].iter().map(|x| (x.xcr, x.value)).collect(),
+        xsave: xsave_bytes,
+        auxv: p.auxv.clone(),
+        brk: p.space.brk(),
+        mmap_top: p.space.mmap_top(),
+        guest: fmt::GuestInfo {
+            ehdr: program.bytes.get(..64).unwrap_or(&[]).to_vec(),
+            phdrs,
+            path: program.path.clone(),
+            load_adjust: 0,
+        },
+        files,
+        pending_syscall: Some(fmt::PendingSyscall { nr: entry.nr, args: entry.args }),
+        regions,
+        identity: Some(fmt::Identity::new(bundle_hash(function)?, function.memory_size(), program.path.clone())),
+        km_notes: Vec::new(),
+        unknown_notes: Vec::new(),
+    })
+}
+
+fn segment_to_format(s: &kvm_bindings::kvm_segment) -> fmt::Segment {
+    fmt::Segment {
+        base: s.base, limit: s.limit, selector: s.selector, type_: s.type_, present: s.present,
+        dpl: s.dpl, db: s.db, s: s.s, l: s.l, g: s.g, avl: s.avl,
+    }
+}
+
+fn sregs_to_format(s: &kvm_bindings::kvm_sregs) -> fmt::SpecialRegisters {
+    fmt::SpecialRegisters {
+        cs: segment_to_format(&s.cs), ds: segment_to_format(&s.ds), es: segment_to_format(&s.es),
+        fs: segment_to_format(&s.fs), gs: segment_to_format(&s.gs), ss: segment_to_format(&s.ss),
+        tr: segment_to_format(&s.tr), ldt: segment_to_format(&s.ldt),
+        gdt: fmt::DescriptorTable { base: s.gdt.base, limit: s.gdt.limit },
+        idt: fmt::DescriptorTable { base: s.idt.base, limit: s.idt.limit },
+        cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4, cr8: s.cr8, efer: s.efer, apic_base: s.apic_base,
+    }
+}
+
+/// A validated snapshot of one function, opened once and restored into any number of VMs.
+pub struct SnapshotImage {
+    path: PathBuf,
+    file: File,
+    snapshot: fmt::Snapshot,
+    xsave: Box<kvm_xsave>,
+    /// (index, value) of the MSRs a restore sets: the TLS bases.
+    msrs: Vec<(u32, u64)>,
+    xcr0: u64,
+    brk_start: u64,
+    regions: Vec<mm::Region>,
+    pending: fmt::PendingSyscall,
+}
 
 impl SnapshotImage {
-    pub(crate) fn open_for(_f: &Function) -> Result<Option<SnapshotImage>, SnapshotError> {
-        Ok(None)
+    /// Opens `BUNDLE/snapshot.kmsnap` if present; `Ok(None)` when there is none. A snapshot
+    /// that is corrupt, of another function, or stale is an error, never silently used.
+    pub(crate) fn open_for(function: &Function) -> Result<Option<SnapshotImage>, SnapshotError> {
+        let path = function.config.dir.join(SNAPSHOT_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::open(function, &path).map(Some)
     }
-    pub(crate) fn restore(&self, _f: &Function, _vm: EmptyVm, _req: &[u8]) -> Result<ReadyCall, SnapshotError> {
-        Err(SnapshotError::NotYet)
+
+    /// Opens and validates the snapshot at `path` for `function`.
+    pub fn open(function: &Function, path: &Path) -> Result<SnapshotImage, SnapshotError> {
+        let fmt_err = |source| SnapshotError::Format { path: path.into(), source };
+        let mismatch = |what: &str| SnapshotError::Mismatch { path: path.into(), what: what.into() };
+        let snapshot = fmt::read_snapshot(path, &fmt::Limits::for_memory(function.memory_size())).map_err(fmt_err)?;
+        fmt::verify_payload(path, &snapshot).map_err(fmt_err)?;
+        let state = &snapshot.state;
+        let identity = state.identity.as_ref().ok_or_else(|| mismatch("no SNAPCALL identity note (a KM snapshot needs km)"))?;
+        if identity.memory_size != function.memory_size() {
+            return Err(mismatch(&format!("taken with {} bytes of memory, the bundle now asks for {}", identity.memory_size, function.memory_size())));
+        }
+        if identity.bundle_hash != bundle_hash(function)? {
+            return Err(SnapshotError::Stale { path: path.into() });
+        }
+        let pending = state.pending_syscall.ok_or_else(|| mismatch("no pending syscall"))?;
+        if !matches!(pending.nr, syscalls::nr::READ | syscalls::nr::READV | syscalls::nr::PREAD64) || pending.args[0] != 0 {
+            return Err(mismatch("the pending syscall is not a read of stdin"));
+        }
+        for (i, s) in snapshot.segments.iter().enumerate() {
+            let mapped = mm::page_up(s.file_size).and_then(|len| s.file_offset.checked_add(len));
+            if s.guest_addr < USER_START || mapped.is_none_or(|end| end > snapshot.file_len.next_multiple_of(PAGE_SIZE)) {
+                return Err(mismatch(&format!("segment {i} at {:#x} is outside user memory or the file", s.guest_addr)));
+            }
+        }
+        if state.xsave.len() != std::mem::size_of::<kvm_xsave>() {
+            return Err(mismatch(&format!("XSAVE area of {} bytes, expected 4096", state.xsave.len())));
+        }
+        let mut xsave = Box::<kvm_xsave>::default();
+        for (word, chunk) in xsave.region.iter_mut().zip(state.xsave.chunks_exact(4)) {
+            *word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        let msr = |i: u32| state.msrs.iter().find(|(k, _)| *k == i).map_or(0, |(_, v)| *v);
+        let msrs = vec![(MSR_FS_BASE, state.regs.fs_base), (MSR_GS_BASE, state.regs.gs_base), (MSR_KERNEL_GS_BASE, msr(MSR_KERNEL_GS_BASE))];
+        let xcr0 = state.xcrs.iter().find(|(i, _)| *i == 0).map_or(0x3, |(_, v)| *v);
+        let mut regions = Vec::new();
+        let mut brk_start = state.brk;
+        for r in &state.regions {
+            let end = r.start.checked_add(r.len).ok_or_else(|| mismatch("region overflows"))?;
+            let kind = match r.kind {
+                fmt::RegionKind::Image => RegionKind::Image,
+                fmt::RegionKind::Mmap | fmt::RegionKind::Other | fmt::RegionKind::Vdso => RegionKind::Mmap,
+                fmt::RegionKind::Stack => RegionKind::Stack,
+                fmt::RegionKind::Brk => {
+                    brk_start = r.start;
+                    continue;
+                }
+            };
+            regions.push(mm::Region { start: r.start, end, prot: r.prot, kind });
+        }
+        AddressSpace::from_parts(function.memory_size(), brk_start, state.brk, regions.clone())
+            .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
+        let file = File::open(path).map_err(|source| SnapshotError::Open { path: path.into(), source })?;
+        Ok(SnapshotImage { path: path.into(), file, snapshot, xsave, msrs, xcr0, brk_start, regions, pending })
     }
+
+    /// The parsed snapshot (for inspection and reports).
+    pub fn snapshot(&self) -> &fmt::Snapshot {
+        &self.snapshot
+    }
+
+    /// Restores into `vm` and completes the pending stdin read with `request`.
+    pub(crate) fn restore(&self, function: &Function, mut vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, SnapshotError> {
+        // 1. Memory: every segment copy-on-write from the snapshot file.
+        for s in &self.snapshot.segments {
+            let len = mm::page_up(s.file_size).unwrap_or(0);
+            vm.memory.map_file_private(GuestAddr(s.guest_addr), len, &self.file, s.file_offset)?;
+        }
+        // 2. The process: address space, files, the request on stdin.
+        let space = AddressSpace::from_parts(function.memory_size(), self.brk_start, self.snapshot.state.brk, self.regions.clone())
+            .map_err(|_| SnapshotError::Mismatch { path: self.path.clone(), what: "region map".into() })?;
+        let mut process = Process::new(
+            space,
+            function.rootfs.clone(),
+            function.program.path.clone(),
+            function.config.cwd.clone(),
+            function.config.limits.max_output_bytes,
+        );
+        process.auxv = self.snapshot.state.auxv.clone();
+        process.fs_base = self.snapshot.state.regs.fs_base;
+        for f in &self.snapshot.state.files {
+            reopen(&mut process, f)?;
+        }
+        process.stdin.extend_from_slice(request);
+        // 3. Complete the pending read as the syscall layer would have.
+        let p = self.pending;
+        let result = match syscalls::handle(&mut process, &mut vm.memory, p.nr, p.args) {
+            Outcome::Return(v) => v,
+            other => return Err(SnapshotError::Mismatch { path: self.path.clone(), what: format!("pending read gave {other:?}") }),
+        };
+        // 4. vCPU: FPU/SSE/AVX state, TLS bases, registers; enter through the stub's iretq.
+        let sys = crate::kvm::system().map_err(VmError::from)?;
+        if self.xcr0 != sys.xcr0 {
+            vm::set_xcr0(&vm.vcpu, self.xcr0)?;
+        }
+        // SAFETY: a 4096-byte kvm_xsave; XCR0 enables no feature (AMX) whose state is larger.
+        unsafe { vm.vcpu.set_xsave(&self.xsave) }.map_err(vm::ioctl("KVM_SET_XSAVE"))?;
+        vm::set_msrs(&vm.vcpu, &self.msrs)?;
+        let r = &self.snapshot.state.regs;
+        write_user_return(&mut vm.memory, r.rip, r.rsp, r.eflags, result)?;
+        let regs = kvm_regs {
+            r15: r.r15, r14: r.r14, r13: r.r13, r12: r.r12, rbp: r.rbp, rbx: r.rbx, r11: r.r11,
+            r10: r.r10, r9: r.r9, r8: r.r8, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi,
+            rax: 0, rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2,
+        };
+        vm.vcpu.set_regs(&regs).map_err(vm::ioctl("KVM_SET_REGS"))?;
+        Ok(ReadyCall {
+            vm,
+            process,
+            timeout: function.config.limits.timeout,
+            timings: PhaseTimings::default(),
+            stats: CallStats { restored: true, ..Default::default() },
+        })
+    }
+}
+
+/// Reopens a file that was open at snapshot time, at the same fd, offset and flags.
+fn reopen(p: &mut Process, f: &fmt::OpenFile) -> Result<(), SnapshotError> {
+    let err = |errno: i32| SnapshotError::Reopen { fd: f.fd, path: f.path.clone(), errno };
+    let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
+    let host = p.rootfs.open_in_root(&f.path, libc::O_RDONLY | (f.flags & passthrough)).map_err(|e| err(e.0))?;
+    // SAFETY: lseek on the fd we just opened.
+    if unsafe { libc::lseek(host.as_raw_fd(), f.offset as i64, libc::SEEK_SET) } < 0 {
+        return Err(err(crate::errno::Errno::last().0));
+    }
+    let fd = u64::try_from(f.fd).map_err(|_| err(libc::EBADF))?;
+    let cloexec = f.flags & libc::O_CLOEXEC != 0;
+    let entry = Fd { kind: FdKind::File(OpenFile { host, path: f.path.clone(), flags: f.flags & !libc::O_CLOEXEC }), cloexec };
+    p.fds.insert_at(fd, entry).map_err(|e| err(e.0))
 }
