@@ -162,6 +162,7 @@ c_bundle "$TESTS" counter glibc "$T/counter.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" syscall-zoo glibc "$T/syscall-zoo.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" big-output glibc "$T/big-output.c" snapcall.content_type=application/octet-stream snapcall.memory_mib=64
 c_bundle "$TESTS" exit-code glibc "$T/exit-code.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" open-file glibc "$T/open-file.c" "$TXT" snapcall.memory_mib=64
 
 # path-escape: symlinks inside the rootfs that point out of it; the monitor must not follow them
 # to the host.
@@ -171,6 +172,10 @@ ln -sfn ../../../../etc/passwd "$TESTS/path-escape/rootfs/escape-rel"
 # syscall-zoo: a data file to stat/read/list.
 mkdir -p "$TESTS/syscall-zoo/rootfs/data"
 printf 'hello\n' | write_if_changed "$TESTS/syscall-zoo/rootfs/data/hello.txt"
+
+# open-file: a file it holds open across its first stdin read (snapshots reopen it).
+mkdir -p "$TESTS/open-file/rootfs/data"
+printf 'abcdefghijklmnopqrstuvwxyz\n' | write_if_changed "$TESTS/open-file/rootfs/data/alphabet.txt"
 
 # ---------------------------------------------------------------- Python (issue 4)
 if [ "$WITH_PYTHON" = 1 ] && [ -x "$HERE/python/build-python.sh" ]; then

@@ -40,7 +40,7 @@ pub enum FunctionError {
     #[error("{function}: {source}")]
     Load { function: String, source: LoadError },
     #[error("{function}: {source}")]
-    Snapshot { function: String, source: SnapshotError },
+    Snapshot { function: String, source: Box<SnapshotError> },
 }
 
 /// Why a call could not be started in its VM.
@@ -51,7 +51,7 @@ pub enum StartError {
     #[error("{function}: loading the program: {source}")]
     Load { function: String, source: LoadError },
     #[error("{function}: restoring the snapshot: {source}")]
-    Restore { function: String, source: SnapshotError },
+    Restore { function: String, source: Box<SnapshotError> },
     #[error("{function}: {source}")]
     Vm { function: String, source: VmError },
 }
@@ -83,7 +83,7 @@ impl Function {
         let mut function = Function { config, program, rootfs, snapshot: None };
         if mode == StartMode::Snapshot {
             function.snapshot = SnapshotImage::open_for(&function)
-                .map_err(|source| FunctionError::Snapshot { function: name.clone(), source })?;
+                .map_err(|source| FunctionError::Snapshot { function: name.clone(), source: Box::new(source) })?;
         }
         Ok(function)
     }
@@ -115,7 +115,7 @@ impl Function {
         let mut ready = match &self.snapshot {
             Some(image) => image
                 .restore(self, vm, request)
-                .map_err(|source| StartError::Restore { function: self.name().into(), source })?,
+                .map_err(|source| StartError::Restore { function: self.name().into(), source: Box::new(source) })?,
             None => {
                 let mut ready = self.start_cold(vm)?;
                 ready.set_stdin(request);
