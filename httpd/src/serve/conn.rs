@@ -114,13 +114,13 @@ impl Conn {
                         }
                         Ok(Some((head, used))) => {
                             self.rbuf.drain(..used);
-                            if !check(&head) {
+                            // A refused head is answered before its body only if the client
+                            // waits for 100-continue; otherwise the body is already on its way,
+                            // so it is read (within the limit) and the handler answers the
+                            // whole request, keeping the connection usable.
+                            if head.expect_continue && head.framing != Framing::None && !check(&head) {
                                 self.state = State::Busy;
-                                if head.framing != Framing::None {
-                                    return Event::Refused(head);
-                                }
-                                // No body: the connection stays usable.
-                                return Event::Request(Request { head, body: Vec::new() });
+                                return Event::Refused(head);
                             }
                             let rest = match head.framing {
                                 Framing::None => {
@@ -246,10 +246,10 @@ mod tests {
         let mut c = Conn::default();
         c.received(b"POST /nope HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
         assert!(matches!(c.next_event(LIMITS, &mut |_| false), Event::Refused(_)));
-        // A refused head without a body keeps the connection.
+        // Without 100-continue the body is read and the request handed out whole.
         let mut c = Conn::default();
-        c.received(b"GET /nope HTTP/1.1\r\n\r\n");
-        assert!(matches!(c.next_event(LIMITS, &mut |_| false), Event::Request(_)));
+        c.received(b"POST /nope HTTP/1.1\r\nContent-Length: 2\r\n\r\nab");
+        assert!(matches!(c.next_event(LIMITS, &mut |_| false), Event::Request(r) if r.body == b"ab"));
     }
 
     #[test]

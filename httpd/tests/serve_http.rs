@@ -1,0 +1,230 @@
+//! `snapcall serve` over real HTTP on loopback: routes, HTTP/1.1 features, every error status.
+
+mod serve_support;
+
+use std::time::Duration;
+
+use serve_support::{curl, encode, functions_dir, Client, Server};
+
+const FUNCTIONS: &[&str] = &["echo-c", "hello-c", "exit-code", "null-deref", "infinite-loop", "big-output"];
+
+fn server(extra: &[&str]) -> Server {
+    Server::start(&functions_dir(FUNCTIONS), extra)
+}
+
+#[test]
+fn curl_routes_content_type_and_server_timing() {
+    let srv = server(&[]);
+    for path in ["/function/echo-c", "/echo-c"] {
+        let (ok, out) = curl(&["--data-binary", "hello curl", &srv.url(path)]);
+        assert!(ok);
+        assert_eq!(out, "hello curl");
+    }
+    // GET with no body: the function reads an empty stdin.
+    let (ok, out) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &srv.url("/echo-c")]);
+    assert!(ok);
+    assert_eq!(out, "200");
+    let (_, out) = curl(&["-i", "--data-binary", "abc", &srv.url("/function/hello-c")]);
+    assert!(out.contains("Content-Type: text/plain"), "{out}");
+    assert!(out.ends_with("Hello from C! You sent 3 bytes.\n"), "{out}");
+    let timing = out.lines().find(|l| l.starts_with("Server-Timing: ")).expect("Server-Timing header");
+    for phase in ["queue;dur=", "vm;dur=", "restore;dur=", "run;dur=", "total;dur="] {
+        assert!(timing.contains(phase), "{timing}");
+    }
+    let (_, out) = curl(&["-i", "--data-binary", "x", &srv.url("/echo-c")]);
+    assert!(out.contains("Content-Type: application/octet-stream"), "{out}");
+
+    let (ok, out) = curl(&[&srv.url("/healthz")]);
+    assert!(ok);
+    assert_eq!(out, "ok\n");
+    let (_, metrics) = curl(&[&srv.url("/metrics")]);
+    for needle in [
+        "snapcall_calls_total{function=\"echo-c\"} 4",
+        "snapcall_call_duration_seconds_bucket{function=\"hello-c\",le=\"+Inf\"} 1",
+        "snapcall_call_phase_duration_seconds_count{function=\"echo-c\",phase=\"restore\"} 4",
+        "snapcall_pool_ready_vms ",
+        "snapcall_vms_created_total ",
+        "snapcall_vms_destroyed_total ",
+        "snapcall_call_errors_total{function=\"echo-c\",kind=\"deadline\"} 0",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}");
+    }
+}
+
+#[test]
+fn binary_bodies_keep_alive_pipelining_chunked_and_continue() {
+    let srv = server(&[]);
+    let mut c = srv.connect();
+    let body: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let r = c.request("POST", "/echo-c", &[], &body);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, body);
+    // Five pipelined requests in one write, answered in order on the same connection.
+    let mut wire = Vec::new();
+    for i in 0..5 {
+        wire.extend(encode("POST", "/function/echo-c", &[], format!("req-{i}").as_bytes()));
+    }
+    c.send_raw(&wire);
+    for i in 0..5 {
+        let r = c.read_response().unwrap();
+        assert_eq!((r.status, r.text()), (200, format!("req-{i}")));
+    }
+    // Chunked request body, split across writes.
+    c.send_raw(b"POST /echo-c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    std::thread::sleep(Duration::from_millis(50));
+    c.send_raw(b"6;ext=1\r\n world\r\n0\r\n\r\n");
+    let r = c.read_response().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello world"));
+    // Expect: 100-continue: interim response, then the body, then the answer.
+    c.send_raw(b"POST /echo-c HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    assert_eq!(c.read_response().unwrap().status, 100);
+    c.send_raw(b"ping");
+    assert_eq!(c.read_response().unwrap().text(), "ping");
+    // curl: chunked upload and 100-continue with a 2 MB body.
+    let file = srv.dir.join("upload.bin");
+    std::fs::write(&file, vec![b'z'; 2_000_000]).unwrap();
+    let (ok, out) = curl(&["-H", "Transfer-Encoding: chunked", "--data-binary", "chunky", &srv.url("/echo-c")]);
+    assert!(ok && out == "chunky", "{out}");
+    let upload = format!("@{}", file.display());
+    let (ok, out) = curl(&["-H", "Expect: 100-continue", "--data-binary", &upload, &srv.url("/echo-c")]);
+    assert!(ok && out.len() == 2_000_000 && out.bytes().all(|b| b == b'z'));
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let mut c10 = srv.connect();
+    c10.send_raw(b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert_eq!(c10.read_response().unwrap().status, 200);
+    assert!(c10.closed());
+}
+
+#[test]
+fn every_error_status() {
+    let srv = server(&["--max-body-bytes", "1000", "--threads", "2", "--max-inflight", "1"]);
+    let mut c = srv.connect();
+
+    // 404: unknown function, both route shapes; the connection stays usable.
+    assert_eq!(c.request("POST", "/function/nope", &[], b"x").status, 404);
+    assert_eq!(c.request("GET", "/nope", &[], b"").status, 404);
+    assert_eq!(c.request("GET", "/a/b/c", &[], b"").status, 404);
+    // 405 with Allow.
+    let r = c.request("PUT", "/function/echo-c", &[], b"");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, POST"));
+    let r = c.request("POST", "/metrics", &[], b"");
+    assert_eq!(r.status, 405);
+    // 502: non-zero exit, with the stderr tail in a JSON body.
+    let r = c.request("POST", "/exit-code", &[], b"x");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert!(r.text().contains("\"error\":\"exit\"") && r.text().contains("bye"), "{}", r.text());
+    assert!(r.header("Server-Timing").unwrap().contains("run;dur="));
+    // 502: guest fault.
+    let r = c.request("POST", "/null-deref", &[], b"x");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("guest_fault"), "{}", r.text());
+    // 502: output over the cap.
+    let r = c.request("POST", "/big-output", &[], b"x");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("output_limit"), "{}", r.text());
+    // 504: deadline (infinite-loop has a 1 s timeout).
+    let r = c.request("POST", "/infinite-loop", &[], b"x");
+    assert_eq!(r.status, 504, "{}", r.text());
+    // 413: body over --max-body-bytes, by Content-Length and by chunks.
+    let mut big = srv.connect();
+    let r = big.request("POST", "/echo-c", &[], &[b'a'; 1001]);
+    assert_eq!(r.status, 413);
+    assert!(big.closed());
+    let mut big = srv.connect();
+    big.send_raw(b"POST /echo-c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n");
+    big.send_raw(&[b'a'; 1001]);
+    assert_eq!(big.read_response().unwrap().status, 413);
+    // 400: malformed.
+    for bad in [&b"GARBAGE\r\n\r\n"[..], b"POST /echo-c HTTP/1.1\r\nContent-Length: zz\r\n\r\n", b"GET / HTTP/1.1\r\nbad header\r\n\r\n"] {
+        let mut m = srv.connect();
+        m.send_raw(bad);
+        let r = m.read_response().unwrap();
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+        assert!(r.header("Server-Timing").is_some());
+        assert!(m.closed());
+    }
+    // The first connection survived all of the above.
+    assert_eq!(c.request("POST", "/echo-c", &[], b"still here").text(), "still here");
+
+    // 503: with --max-inflight 1, calls arriving while one runs on the other loop are
+    // refused. Which loop a connection lands on is the kernel's SO_REUSEPORT hash, so use
+    // many connections: each either gets 503 (other loop) or waits and gets 200.
+    let mut slow = srv.connect();
+    slow.send_raw(&encode("POST", "/infinite-loop", &[], b"x"));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut others: Vec<Client> = (0..12).map(|_| srv.connect()).collect();
+    for o in others.iter_mut() {
+        o.send_raw(&encode("POST", "/echo-c", &[], b"y"));
+    }
+    let mut statuses = Vec::new();
+    for o in others.iter_mut() {
+        let r = o.read_response().unwrap();
+        if r.status == 503 {
+            assert_eq!(r.header("Retry-After"), Some("1"));
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(slow.read_response().unwrap().status, 504);
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&503), "{statuses:?}");
+
+    let kinds = [("exit", 1.0), ("fault", 1.0), ("output_limit", 1.0), ("deadline", 0.0)];
+    for (kind, at_least) in kinds {
+        let f = match kind {
+            "exit" => "exit-code",
+            "fault" => "null-deref",
+            "output_limit" => "big-output",
+            _ => "infinite-loop",
+        };
+        let v = srv.metric(&format!("snapcall_call_errors_total{{function=\"{f}\",kind=\"{kind}\"}}"));
+        assert!(v >= at_least, "{kind}: {v}");
+    }
+    assert!(srv.metric("snapcall_call_errors_total{function=\"infinite-loop\",kind=\"deadline\"}") >= 2.0);
+    assert!(srv.metric("snapcall_http_responses_total{code=\"503\"}") >= 1.0);
+}
+
+#[test]
+fn sighup_adds_changes_and_removes_functions() {
+    let dir = functions_dir(&["echo-c"]);
+    let srv = Server::start(&dir, &[]);
+    let mut c = srv.connect();
+    assert_eq!(c.request("POST", "/copy", &[], b"x").status, 404);
+    // Add: a real copy of hello-c under a new name.
+    let (functions, _) = serve_support::bundles();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(functions.join("hello-c"))
+        .arg(dir.join("copy"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    srv.signal(libc::SIGHUP);
+    let t = std::time::Instant::now();
+    while c.request("POST", "/copy", &[], b"x").status != 200 {
+        assert!(t.elapsed() < Duration::from_secs(30), "new bundle not served: {}", srv.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // echo-c kept serving throughout.
+    assert_eq!(c.request("POST", "/echo-c", &[], b"same").text(), "same");
+    // Change: a different content type in the copy's config.
+    let cfg = dir.join("copy/config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("text/plain; charset=utf-8", "text/x-changed");
+    std::fs::write(&cfg, text).unwrap();
+    srv.signal(libc::SIGHUP);
+    let t = std::time::Instant::now();
+    while c.request("POST", "/copy", &[], b"x").header("Content-Type") != Some("text/x-changed") {
+        assert!(t.elapsed() < Duration::from_secs(30), "changed bundle not reloaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Remove.
+    std::fs::remove_dir_all(dir.join("copy")).unwrap();
+    srv.signal(libc::SIGHUP);
+    let t = std::time::Instant::now();
+    while c.request("POST", "/copy", &[], b"x").status != 404 {
+        assert!(t.elapsed() < Duration::from_secs(30), "removed bundle still served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.request("POST", "/echo-c", &[], b"end").text(), "end");
+}
