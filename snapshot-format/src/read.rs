@@ -586,6 +586,14 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
                         path: g.path.clone(),
                         load_adjust: g.load_adjust,
                     };
+                    // The writer's placeholder for "no guest info" (see write.rs).
+                    if state.guest.ehdr.iter().all(|&b| b == 0)
+                        && state.guest.phdrs.is_empty()
+                        && state.guest.path.is_empty()
+                        && state.guest.load_adjust == 0
+                    {
+                        state.guest = GuestInfo::default();
+                    }
                     true
                 }
                 KmNote::File(f)

@@ -14,7 +14,7 @@ use crate::elf::{
 use crate::error::{FormatError, NoteAt};
 use crate::km::{self, KmFile, KmMonitor, KmNote, KmPayload, KmVcpu, PrStatus, KM_FILE_HOW_OPEN};
 use crate::snapcall::{self, SNAPCALL_OWNER};
-use crate::state::{Limits, MemorySegment, SnapshotState};
+use crate::state::{GuestInfo, Limits, MemorySegment, SnapshotState};
 
 /// Domain-separation prefix of the payload hash.
 pub(crate) const PAYLOAD_HASH_PREFIX: &[u8] = b"snapcall-payload-v1\0";
@@ -111,8 +111,13 @@ fn km_core_notes(state: &SnapshotState) -> Result<Vec<KmNote>, FormatError> {
         fp_data,
         ..KmVcpu::default()
     }));
-    if state.guest != Default::default() {
-        let g = &state.guest;
+    // Also when `guest` is empty but km_notes carries a guest note: the reader folds the
+    // first guest note into `guest`, so an explicit one must come first to round-trip.
+    let km_guest_follows = state.km_notes.iter().any(|n| matches!(n, KmNote::Guest(_)));
+    if state.guest != Default::default() || km_guest_follows {
+        // An empty GuestInfo is written as an all-zero header, which reads back as empty.
+        let empty = GuestInfo { ehdr: vec![0; 64], ..GuestInfo::default() };
+        let g = if state.guest == GuestInfo::default() { &empty } else { &state.guest };
         let phnum = g
             .ehdr
             .get(56..58)
