@@ -353,7 +353,8 @@ pub fn render_text(snap: &Snapshot) -> String {
     );
     match &st.pending_syscall {
         Some(p) => {
-            let _ = writeln!(o, "pending syscall: {} args {:#x?}", p.nr, p.args);
+            let args: Vec<String> = p.args.iter().map(|a| format!("{a:#x}")).collect();
+            let _ = writeln!(o, "pending syscall: {} ({})", p.nr, args.join(", "));
         }
         None => o.push_str("pending syscall: none\n"),
     }

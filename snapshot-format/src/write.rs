@@ -116,8 +116,15 @@ fn km_core_notes(state: &SnapshotState) -> Result<Vec<KmNote>, FormatError> {
     let km_guest_follows = state.km_notes.iter().any(|n| matches!(n, KmNote::Guest(_)));
     if state.guest != Default::default() || km_guest_follows {
         // An empty GuestInfo is written as an all-zero header, which reads back as empty.
-        let empty = GuestInfo { ehdr: vec![0; 64], ..GuestInfo::default() };
-        let g = if state.guest == GuestInfo::default() { &empty } else { &state.guest };
+        let empty = GuestInfo {
+            ehdr: vec![0; 64],
+            ..GuestInfo::default()
+        };
+        let g = if state.guest == GuestInfo::default() {
+            &empty
+        } else {
+            &state.guest
+        };
         let phnum = g
             .ehdr
             .get(56..58)
