@@ -674,3 +674,55 @@ fn snapcall_written_snapshot_is_native() {
     assert!(text.contains("restore: native"), "{text}");
     assert!(text.contains("/etc/passwd"), "{text}");
 }
+
+/// An ELF core with only a PT_NOTE holding `notes`.
+fn core_with_notes(notes: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&62u16.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&[0; 8]); // e_entry
+    f.extend_from_slice(&64u64.to_le_bytes());
+    f.extend_from_slice(&[0; 12]); // e_shoff, e_flags
+    f.extend_from_slice(&64u16.to_le_bytes());
+    f.extend_from_slice(&56u16.to_le_bytes());
+    f.extend_from_slice(&1u16.to_le_bytes());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&4u32.to_le_bytes());
+    f.extend_from_slice(&0u32.to_le_bytes());
+    for v in [120u64, 0, 0, notes.len() as u64, 0, 4] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f.extend_from_slice(notes);
+    f
+}
+
+/// Linux's own cores name the owner "CORE\0" (n_namesz 5, padded to 8): read those too.
+#[test]
+fn standard_elf_owner_with_nul_is_accepted() {
+    let desc = KmNote::PrStatus(prstatus()).encode();
+    let mut rec = Vec::new();
+    rec.extend_from_slice(&5u32.to_le_bytes());
+    rec.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&NT_PRSTATUS.to_le_bytes());
+    rec.extend_from_slice(b"CORE\0\0\0\0");
+    rec.extend_from_slice(&desc);
+    // and an unknown GNU-style note after it
+    rec.extend_from_slice(&4u32.to_le_bytes());
+    rec.extend_from_slice(&3u32.to_le_bytes());
+    rec.extend_from_slice(&0x4a4au32.to_le_bytes());
+    rec.extend_from_slice(b"GNU\0");
+    rec.extend_from_slice(&[1, 2, 3, 0]);
+    let snap = parse_snapshot(&core_with_notes(&rec), &Limits::default()).unwrap();
+    assert_eq!(snap.state.regs, prstatus().regs);
+    assert_eq!(
+        snap.state.unknown_notes,
+        vec![RawNote {
+            owner: "GNU".into(),
+            note_type: 0x4a4a,
+            desc: vec![1, 2, 3]
+        }]
+    );
+    assert_eq!(snap.notes[1].kind, NoteKind::Unknown);
+}
