@@ -206,7 +206,6 @@ impl ReadyCall {
                     let regs = self.vm.vcpu.sync_regs().regs;
                     Some(SyscallEntry::from_regs(&regs, regs.rsp))
                 }
-                Event::Exception(14) => self.syscall_via_page_fault(),
                 _ => None,
             };
             if let Some(call) = entry {
@@ -243,21 +242,6 @@ impl ReadyCall {
             }
         }
     }
-
-    /// Under kvm-pvm a `syscall` shows up as a #PF at the (supervisor-only) LSTAR target,
-    /// taken at CPL3 (see [`SYSCALL_ENTRY`]). The CPU-pushed frame holds the user rsp; rcx
-    /// and r11 hold the return rip and rflags as `syscall` left them.
-    fn syscall_via_page_fault(&mut self) -> Option<SyscallEntry> {
-        let mem = &self.vm.memory;
-        let frame = |i: u64| mem.read_u64(GuestAddr(KERNEL_STACK_TOP - 48 + 8 * i)).ok();
-        let (rip, cs, user_rsp) = (frame(1)?, frame(2)?, frame(4)?);
-        if rip != SYSCALL_ENTRY || cs & 3 != 3 {
-            return None;
-        }
-        let regs = self.vm.vcpu.sync_regs().regs;
-        Some(SyscallEntry::from_regs(&regs, user_rsp))
-    }
-
 
     fn guest_fault(&mut self, vector: u8) -> CallError {
         let regs = self.vm.vcpu.get_regs().unwrap_or_default();

@@ -3,12 +3,12 @@
 
 use kvm_ioctls::VcpuExit;
 
-use crate::layout::{EXCEPTION_PORT_BASE, IDT_VECTORS, SYSCALL_PORT};
+use crate::layout::{DOORBELL_GPA, EXCEPTION_PORT_BASE, IDT_VECTORS};
 
 /// A VM exit, as the run loop acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The syscall stub exited: arguments are in the synced registers.
+    /// The syscall stub rang the doorbell: arguments are in the synced registers.
     Syscall,
     /// An exception stub exited with this vector.
     Exception(u8),
@@ -25,7 +25,7 @@ pub enum Event {
 /// Classifies one exit.
 pub fn classify(exit: &VcpuExit<'_>) -> Event {
     match exit {
-        VcpuExit::IoOut(port, _) if *port == SYSCALL_PORT => Event::Syscall,
+        VcpuExit::MmioWrite(addr, _) if *addr == DOORBELL_GPA => Event::Syscall,
         VcpuExit::IoOut(port, _)
             if (EXCEPTION_PORT_BASE..EXCEPTION_PORT_BASE + IDT_VECTORS as u16).contains(port) =>
         {
@@ -48,10 +48,12 @@ mod tests {
 
     #[test]
     fn ports_map_to_syscalls_and_exception_vectors() {
-        assert_eq!(classify(&VcpuExit::IoOut(SYSCALL_PORT, &[0])), Event::Syscall);
+        assert_eq!(classify(&VcpuExit::MmioWrite(DOORBELL_GPA, &[0])), Event::Syscall);
         assert_eq!(classify(&VcpuExit::IoOut(EXCEPTION_PORT_BASE + 14, &[0])), Event::Exception(14));
         assert_eq!(classify(&VcpuExit::IoOut(EXCEPTION_PORT_BASE + 31, &[0])), Event::Exception(31));
-        assert!(matches!(classify(&VcpuExit::IoOut(SYSCALL_PORT + 1, &[0])), Event::Unexpected(_)));
+        assert!(matches!(classify(&VcpuExit::IoOut(EXCEPTION_PORT_BASE + 32, &[0])), Event::Unexpected(_)));
+        let mut d = [0u8; 1];
+        assert_eq!(classify(&VcpuExit::MmioRead(DOORBELL_GPA, &mut d)), Event::OutsideMemory { addr: DOORBELL_GPA });
         assert!(matches!(classify(&VcpuExit::IoOut(0x3f8, &[0])), Event::Unexpected(_)));
         let mut d = [0u8; 8];
         assert_eq!(classify(&VcpuExit::MmioRead(0x1_0000_0000, &mut d)), Event::OutsideMemory { addr: 0x1_0000_0000 });

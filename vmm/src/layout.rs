@@ -40,20 +40,31 @@ pub const PD_ADDR: u64 = 0x3000;
 pub const GDT_ADDR: u64 = 0x7000;
 pub const TSS_ADDR: u64 = 0x8000;
 pub const IDT_ADDR: u64 = 0x9000;
-/// CPL0 code: the syscall entry stub, then one 16-byte stub per exception vector.
+/// Code: the syscall entry stub, then one 16-byte stub per exception vector. Mapped
+/// user-executable (read-only) as well, see [`syscall_stub`].
 pub const STUB_ADDR: u64 = 0xA000;
 pub const SYSCALL_ENTRY: u64 = STUB_ADDR;
-/// The syscall stub after its `out`: `mov rsp, frame; mov rax, [result]; iretq`. A new or
-/// restored vCPU starts here, at CPL0, to enter the program.
-pub const SYSCALL_RETURN_PATH: u64 = SYSCALL_ENTRY + 2;
+/// The syscall stub after its doorbell write: `mov rsp, frame; mov rax, [result]; iretq`.
+/// A new or restored vCPU starts here, at CPL0, to enter the program.
+pub const SYSCALL_RETURN_PATH: u64 = SYSCALL_ENTRY + 7;
 pub const EXCEPTION_STUBS: u64 = STUB_ADDR + 0x100;
 pub const EXCEPTION_STUB_SIZE: u64 = 16;
-/// Where the monitor leaves a syscall's return value for the stub to load into rax.
-pub const SYSCALL_RESULT_ADDR: u64 = 0xB000;
-/// Kernel stack used by exceptions (TSS.RSP0) and by the syscall return frame.
+/// The syscall page (user-readable, not writable): the value the stub loads into rax, then
+/// the `iretq` frame (rip, cs, rflags, rsp, ss) the monitor writes before every resume.
+pub const SYSCALL_PAGE: u64 = 0xB000;
+pub const SYSCALL_RESULT_ADDR: u64 = SYSCALL_PAGE;
+pub const SYSCALL_FRAME_ADDR: u64 = SYSCALL_PAGE + 8;
+/// Page table for the first 2 MiB (4 KiB pages, so page 0 can be absent and the stub pages
+/// user-accessible while the rest stays supervisor-only).
+pub const LOW_PT_ADDR: u64 = 0xC000;
+/// Virtual address of the doorbell page, whose guest-physical address lies outside the memory
+/// slot, so any write to it is an MMIO exit to the monitor.
+pub const DOORBELL_ADDR: u64 = 0xD000;
+/// Guest-physical address behind [`DOORBELL_ADDR`]: just past the largest guest memory.
+pub const DOORBELL_GPA: u64 = MAX_MEMORY;
+/// Kernel stack used by exceptions (TSS.RSP0).
+pub const KERNEL_STACK_BOTTOM: u64 = 0x1_0000;
 pub const KERNEL_STACK_TOP: u64 = 0x2_0000;
-/// The `iretq` frame (rip, cs, rflags, rsp, ss) the monitor writes before resuming a syscall.
-pub const SYSCALL_FRAME_ADDR: u64 = KERNEL_STACK_TOP - 5 * 8;
 
 // ---- segment selectors (Linux's values, so NT_PRSTATUS looks familiar) ----
 pub const KERNEL_CS: u16 = 0x10;
@@ -67,9 +78,7 @@ pub const GDT_ENTRIES: usize = 10;
 /// Number of exception vectors with IDT gates.
 pub const IDT_VECTORS: u64 = 32;
 
-// ---- I/O ports the stubs write to (an exit to the monitor) ----
-/// The syscall stub's port.
-pub const SYSCALL_PORT: u16 = 0xE0;
+// ---- I/O ports the exception stubs write to (an exit to the monitor) ----
 /// Exception stubs write to `EXCEPTION_PORT_BASE + vector`.
 pub const EXCEPTION_PORT_BASE: u16 = 0xC0;
 
@@ -94,19 +103,24 @@ pub const USER_RFLAGS_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400
 /// RFLAGS bit 1 is always set; IF on.
 pub const RFLAGS_FIXED: u64 = 0x202;
 
-/// The CPL0 syscall entry stub (LSTAR points here).
+/// The syscall entry stub (LSTAR points here): `mov [DOORBELL_ADDR], al` (an MMIO exit:
+/// the monitor handles the syscall and writes the frame and result), then `mov rsp, frame`,
+/// `mov rax, [result]`, `iretq`.
 ///
-/// Under kvm-pvm, `syscall` from CPL3 jumps to LSTAR *without* leaving CPL3 (measured: rcx,
-/// r11 and FMASK are applied, the mode is not), so the fetch of this supervisor-only page
-/// raises #PF at rip == SYSCALL_ENTRY, which the IDT delivers to a CPL0 exception stub. The
-/// monitor recognises that #PF as the syscall and resumes through the same return path. On
-/// real VT-x/AMD-V, `syscall` lands here at CPL0 and the stub's `out` exits directly. Four instructions, because on PVM each
-/// CPL0 instruction is emulated (~1.2 µs each):
-/// `out 0xE0, al` (exit to the monitor, which handles the syscall and writes the frame and
-/// the result), `mov rsp, SYSCALL_FRAME_ADDR`, `mov rax, [SYSCALL_RESULT_ADDR]`, `iretq`.
+/// It is built to run at either privilege level, because kvm-pvm and real KVM differ:
+/// - real VT-x/AMD-V: `syscall` lands here at CPL0, as usual;
+/// - kvm-pvm: `syscall` from CPL3 jumps to LSTAR *without* leaving CPL3 (measured: rcx, r11
+///   and FMASK are applied, the mode is not). So the stub and syscall pages are mapped
+///   user-readable, the doorbell write exits straight to us, and the same-privilege `iretq`
+///   runs natively.
+///
+/// The first design (supervisor-only stub, taking the resulting #PF through the IDT into an
+/// emulated CPL0 `out`) measured 36 µs per syscall against 27 µs for this one (getppid loop,
+/// same run, 3 rounds).
 /// `sysretq` is avoided: under kvm-pvm the emulator shuts the VM down on it.
 pub fn syscall_stub() -> Vec<u8> {
-    let mut code = vec![0xE6, SYSCALL_PORT as u8]; // out imm8, al
+    let mut code = vec![0x88, 0x04, 0x25]; // mov [disp32], al
+    code.extend_from_slice(&(DOORBELL_ADDR as u32).to_le_bytes());
     code.extend_from_slice(&[0x48, 0xC7, 0xC4]); // mov rsp, imm32 (sign-extended)
     code.extend_from_slice(&(SYSCALL_FRAME_ADDR as u32).to_le_bytes());
     code.extend_from_slice(&[0x48, 0x8B, 0x04, 0x25]); // mov rax, [disp32]
@@ -115,15 +129,11 @@ pub fn syscall_stub() -> Vec<u8> {
     code
 }
 
-/// The stub for exception `vector`: `out EXCEPTION_PORT_BASE+vector, al; jmp SYSCALL_RETURN_PATH`.
-/// The monitor reads the CPU-pushed frame from the kernel stack. A fault ends the call; the
-/// one exception it resumes from is the #PF that stands for a syscall under kvm-pvm (see
-/// [`SYSCALL_ENTRY`]), after writing the return frame as for any syscall.
-pub fn exception_stub(vector: u8) -> [u8; 7] {
-    let stub = EXCEPTION_STUBS + u64::from(vector) * EXCEPTION_STUB_SIZE;
-    let rel = (SYSCALL_RETURN_PATH as i64 - (stub as i64 + 7)) as i32;
-    let r = rel.to_le_bytes();
-    [0xE6, EXCEPTION_PORT_BASE as u8 + vector, 0xE9, r[0], r[1], r[2], r[3]]
+/// The stub for exception `vector` (CPL0, via the IDT): `out EXCEPTION_PORT_BASE+vector, al`,
+/// then spin. The monitor reads the CPU-pushed frame from the kernel stack; a fault ends the
+/// call, so the stub is never resumed.
+pub fn exception_stub(vector: u8) -> [u8; 4] {
+    [0xE6, EXCEPTION_PORT_BASE as u8 + vector, 0xEB, 0xFE]
 }
 
 /// Whether the CPU pushes an error code for `vector`.
@@ -160,7 +170,9 @@ pub fn exception_name(vector: u8) -> &'static str {
 
 // The monitor area's pieces must not overlap each other or user memory.
 const _: () = assert!(KERNEL_STACK_TOP <= USER_START);
-const _: () = assert!(EXCEPTION_STUBS + IDT_VECTORS * EXCEPTION_STUB_SIZE <= SYSCALL_RESULT_ADDR);
+const _: () = assert!(EXCEPTION_STUBS + IDT_VECTORS * EXCEPTION_STUB_SIZE <= SYSCALL_PAGE);
+const _: () = assert!(SYSCALL_FRAME_ADDR + 40 <= SYSCALL_PAGE + PAGE_SIZE);
+const _: () = assert!(DOORBELL_ADDR < KERNEL_STACK_BOTTOM && LOW_PT_ADDR < DOORBELL_ADDR);
 const _: () = assert!(PD_ADDR + (MAX_MEMORY >> 30) * PAGE_SIZE <= GDT_ADDR);
 
 #[cfg(test)]
@@ -175,8 +187,9 @@ mod tests {
     #[test]
     fn syscall_stub_encodes_four_instructions() {
         let s = syscall_stub();
-        assert_eq!(&s[..2], &[0xE6, 0xE0]);
+        assert_eq!(&s[..3], &[0x88, 0x04, 0x25]);
+        assert_eq!(SYSCALL_ENTRY + 7, SYSCALL_RETURN_PATH);
         assert_eq!(&s[s.len() - 2..], &[0x48, 0xCF]);
-        assert_eq!(s.len(), 2 + 7 + 8 + 2);
+        assert_eq!(s.len(), 7 + 7 + 8 + 2);
     }
 }

@@ -35,6 +35,7 @@ pub mod loader;
 pub mod memory;
 pub mod mm;
 pub mod pool;
+pub mod probe;
 pub mod process;
 pub mod snapshot;
 pub mod syscalls;

@@ -109,12 +109,26 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
         mem.write_u64(GuestAddr(PDPT_ADDR + g * 8), pd | PRESENT | WRITABLE | USER)?;
     }
     let mut entries = Vec::with_capacity((mem.size() / LARGE_PAGE) as usize * 8);
-    for i in 0..mem.size() / LARGE_PAGE {
-        let addr = i * LARGE_PAGE;
-        let user = if addr >= USER_START { USER } else { 0 };
-        entries.extend_from_slice(&(addr | PRESENT | WRITABLE | HUGE | user).to_le_bytes());
+    entries.extend_from_slice(&(LOW_PT_ADDR | PRESENT | WRITABLE | USER).to_le_bytes());
+    for i in 1..mem.size() / LARGE_PAGE {
+        entries.extend_from_slice(&((i * LARGE_PAGE) | PRESENT | WRITABLE | HUGE | USER).to_le_bytes());
     }
     mem.write(GuestAddr(PD_ADDR), &entries)?;
+    // The first 2 MiB in 4 KiB pages: page 0 absent (NULL faults), monitor structures
+    // supervisor-only, the stub and syscall pages user-readable (see `syscall_stub`), the
+    // doorbell pointing outside guest memory, everything else absent.
+    let mut low = [0u64; 512];
+    for page in (PML4_ADDR..=LOW_PT_ADDR).step_by(PAGE_SIZE as usize) {
+        low[(page / PAGE_SIZE) as usize] = page | PRESENT | WRITABLE;
+    }
+    for page in (KERNEL_STACK_BOTTOM..KERNEL_STACK_TOP).step_by(PAGE_SIZE as usize) {
+        low[(page / PAGE_SIZE) as usize] = page | PRESENT | WRITABLE;
+    }
+    low[(STUB_ADDR / PAGE_SIZE) as usize] = STUB_ADDR | PRESENT | USER;
+    low[(SYSCALL_PAGE / PAGE_SIZE) as usize] = SYSCALL_PAGE | PRESENT | USER;
+    low[(DOORBELL_ADDR / PAGE_SIZE) as usize] = DOORBELL_GPA | PRESENT | WRITABLE | USER;
+    let low: Vec<u8> = low.iter().flat_map(|e| e.to_le_bytes()).collect();
+    mem.write(GuestAddr(LOW_PT_ADDR), &low)?;
 
     // GDT: 64-bit code/data descriptors; base and limit are ignored in long mode.
     let code = |dpl: u64| 0x0020_9A00_0000_0000u64 | (dpl << 45) | 0x00A0_0000_0000_FFFF;

@@ -1,0 +1,208 @@
+//! Probes for the latency study (issue 6): the physical floor under every call, measured
+//! through the same objects and ioctls the monitor uses, one step at a time.
+//!
+//! Nothing here is on the call path. [`create_steps`] repeats the steps of
+//! [`EmptyVm::create`] in its order and times each; [`ExitProbe`] runs a two-instruction loop
+//! in a real [`EmptyVm`] so that each `KVM_RUN` returns after exactly one exit of a chosen
+//! kind. The study (`benches/src/bin/latency-study`) and the criterion benches call these.
+//!
+//! Under kvm-pvm, code at CPL0 is emulated instruction by instruction (≈1.2 µs each, measured
+//! for the stubs in [`crate::layout`]), so the CPL0 loops here are kept to two instructions
+//! and touch no SSE register (an SSE instruction at CPL0 kills a PVM guest).
+
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_regs, kvm_userspace_memory_region};
+use kvm_ioctls::VcpuExit;
+
+use crate::exits::{classify, Event};
+use crate::layout::{GuestAddr, KERNEL_STACK_TOP, LARGE_PAGE, PAGE_SIZE, SYSCALL_RETURN_PATH, USER_START};
+use crate::memory::{GuestMemory, MemoryError};
+use crate::vm::{EmptyVm, VmError};
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("{ioctl} failed: errno {errno}")]
+    Ioctl { ioctl: &'static str, errno: i32 },
+    #[error("probe guest: expected {expected}, got {got}")]
+    UnexpectedExit { expected: &'static str, got: String },
+    #[error("guest memory of {0:#x} bytes leaves no room below 1 GiB for the probe's MMIO page")]
+    MemoryTooLarge(u64),
+    #[error("the vCPU's page tables are not the identity map the probe expects ({0})")]
+    PageTables(&'static str),
+}
+
+fn ioctl(name: &'static str) -> impl Fn(kvm_ioctls::Error) -> ProbeError {
+    move |e| ProbeError::Ioctl { ioctl: name, errno: e.errno() }
+}
+
+/// Wall time of each step of [`EmptyVm::create`] and of the teardown, in the same order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateSteps {
+    /// `KVM_CREATE_VM`.
+    pub create_vm: Duration,
+    /// Reserving guest memory (`mmap`) and `KVM_SET_USER_MEMORY_REGION`.
+    pub set_memory: Duration,
+    /// `KVM_CREATE_VCPU` (includes mapping its `kvm_run` page).
+    pub create_vcpu: Duration,
+    /// `KVM_SET_CPUID2` with the process-wide supported CPUID.
+    pub set_cpuid: Duration,
+    /// Closing the vCPU and VM fds and unmapping guest memory.
+    pub destroy: Duration,
+}
+
+/// Runs the first four steps of [`EmptyVm::create`] with the same ioctls and arguments,
+/// timing each, then tears the VM down. (Writing the monitor area and setting the control
+/// registers, MSRs and XCR0 are the rest of `EmptyVm::create`; time it whole for those.)
+pub fn create_steps(memory_size: u64) -> Result<CreateSteps, ProbeError> {
+    let sys = crate::kvm::system().map_err(VmError::from)?;
+    let t0 = Instant::now();
+    let vm = sys.kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+    let t1 = Instant::now();
+    let memory = GuestMemory::new(memory_size)?;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size,
+        userspace_addr: memory.host_base(),
+    };
+    // SAFETY: the region describes `memory`, a live mapping of `memory_size` bytes that is
+    // dropped only after the VM fd below.
+    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    let t2 = Instant::now();
+    let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
+    let t3 = Instant::now();
+    vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    let t4 = Instant::now();
+    drop(vcpu);
+    drop(vm);
+    drop(memory);
+    let t5 = Instant::now();
+    Ok(CreateSteps { create_vm: t1 - t0, set_memory: t2 - t1, create_vcpu: t3 - t2, set_cpuid: t4 - t3, destroy: t5 - t4 })
+}
+
+/// Which exit each `KVM_RUN` of an [`ExitProbe`] ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// CPL3 `mov [rbx], al; jmp` with rbx outside the memory slot: an MMIO exit straight
+    /// from user mode, no CPL0 code involved. The bare hypervisor round trip.
+    Cpl3Mmio,
+    /// The same loop at CPL0 (emulated instruction by instruction under kvm-pvm).
+    Cpl0Mmio,
+    /// CPL0 `out 0x80, al; jmp`: a port-I/O exit from CPL0.
+    Cpl0Pio,
+    /// CPL3 `syscall; jmp` through the monitor's real syscall stub and return path, with the
+    /// monitor's own exit classification and return-frame write: one guest syscall's
+    /// fixed cost (without the syscall's own work).
+    Syscall,
+}
+
+impl ExitKind {
+    pub const ALL: [ExitKind; 4] = [ExitKind::Cpl3Mmio, ExitKind::Cpl0Mmio, ExitKind::Cpl0Pio, ExitKind::Syscall];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitKind::Cpl3Mmio => "exit from CPL3 (MMIO)",
+            ExitKind::Cpl0Mmio => "exit from CPL0 (MMIO)",
+            ExitKind::Cpl0Pio => "exit from CPL0 (port I/O)",
+            ExitKind::Syscall => "guest syscall round trip",
+        }
+    }
+}
+
+/// A fresh [`EmptyVm`] with a two-instruction loop in user memory; every [`ExitProbe::run_once`]
+/// is one `KVM_RUN` that returns after exactly one exit of the chosen [`ExitKind`].
+pub struct ExitProbe {
+    vm: EmptyVm,
+    kind: ExitKind,
+    mmio_gpa: u64,
+    code: u64,
+    user_rsp: u64,
+}
+
+/// Where in user memory each loop is written (the VM is empty: no program is there).
+const CODE_MMIO: u64 = USER_START;
+const CODE_PIO: u64 = USER_START + 0x100;
+const CODE_SYSCALL: u64 = USER_START + 0x200;
+
+impl ExitProbe {
+    /// Creates the VM (the real [`EmptyVm::create`]) and puts the loop for `kind` in it.
+    pub fn new(memory_size: u64, kind: ExitKind) -> Result<ExitProbe, ProbeError> {
+        let mut vm = EmptyVm::create(memory_size)?;
+        // The MMIO target: the first 2 MiB beyond the slot, mapped user-writable in the
+        // vCPU's own page tables (found through CR3, not through layout constants).
+        if memory_size > (1 << 30) - LARGE_PAGE {
+            return Err(ProbeError::MemoryTooLarge(memory_size));
+        }
+        let mmio_gpa = memory_size;
+        let sregs = vm.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+        let table = |entry: u64| entry & 0x000F_FFFF_FFFF_F000;
+        let pml4e = vm.memory.read_u64(GuestAddr(table(sregs.cr3)))?;
+        let pdpte = vm.memory.read_u64(GuestAddr(table(pml4e)))?;
+        if pml4e & 1 == 0 || pdpte & 1 == 0 || pdpte & (1 << 7) != 0 {
+            return Err(ProbeError::PageTables("no page directory for the first GiB"));
+        }
+        let pde = GuestAddr(table(pdpte) + (mmio_gpa / LARGE_PAGE) * 8);
+        vm.memory.write_u64(pde, mmio_gpa | 1 | 2 | 4 | (1 << 7))?; // present, writable, user, 2 MiB
+
+        // mov [rbx], al; jmp $-2        out 0x80, al; jmp $-2        syscall; jmp $-2
+        vm.memory.write(GuestAddr(CODE_MMIO), &[0x88, 0x03, 0xEB, 0xFC])?;
+        vm.memory.write(GuestAddr(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
+        vm.memory.write(GuestAddr(CODE_SYSCALL), &[0x0F, 0x05, 0xEB, 0xFC])?;
+        let user_rsp = USER_START + LARGE_PAGE - PAGE_SIZE;
+
+        let (code, rip) = match kind {
+            // Enter CPL3 as a cold start does: the stub's return path `iretq`s to the frame.
+            ExitKind::Cpl3Mmio => (CODE_MMIO, SYSCALL_RETURN_PATH),
+            ExitKind::Syscall => (CODE_SYSCALL, SYSCALL_RETURN_PATH),
+            // A new EmptyVm's vCPU is at CPL0 already: just point rip at the loop.
+            ExitKind::Cpl0Mmio => (CODE_MMIO, CODE_MMIO),
+            ExitKind::Cpl0Pio => (CODE_PIO, CODE_PIO),
+        };
+        if rip == SYSCALL_RETURN_PATH {
+            crate::call::write_user_return(&mut vm.memory, code, user_rsp, 0, 0)?;
+        }
+        let regs = kvm_regs { rip, rsp: KERNEL_STACK_TOP, rflags: 0x2, rbx: mmio_gpa, ..Default::default() };
+        vm.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+        Ok(ExitProbe { vm, kind, mmio_gpa, code, user_rsp })
+    }
+
+    /// One `KVM_RUN` to the next exit, and what the monitor does on it (for
+    /// [`ExitKind::Syscall`]: classify, read the synced registers, rewrite the return frame).
+    /// The first call on a new probe is the VM's first `KVM_RUN`.
+    pub fn run_once(&mut self) -> Result<Duration, ProbeError> {
+        let started = Instant::now();
+        let exit = self.vm.vcpu.run().map_err(ioctl("KVM_RUN"))?;
+        let ok = match (self.kind, &exit) {
+            (ExitKind::Cpl3Mmio | ExitKind::Cpl0Mmio, VcpuExit::MmioWrite(addr, _)) => *addr == self.mmio_gpa,
+            (ExitKind::Cpl0Pio, VcpuExit::IoOut(0x80, _)) => true,
+            (ExitKind::Syscall, exit) => {
+                // The same test the run loop makes (the stub's exit changes with the design:
+                // a doorbell MMIO write, or a #PF through the IDT on older kvm-pvm layouts).
+                matches!(classify(exit), Event::Syscall | Event::Exception(14))
+            }
+            _ => false,
+        };
+        if !ok {
+            let got = format!("{exit:?}");
+            return Err(ProbeError::UnexpectedExit { expected: self.kind.name(), got });
+        }
+        if self.kind == ExitKind::Syscall {
+            let regs = self.vm.vcpu.sync_regs().regs;
+            std::hint::black_box(regs.rax);
+            crate::call::write_user_return(&mut self.vm.memory, self.code, self.user_rsp, regs.r11, 0)?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// The probe's VM (to time its destruction).
+    pub fn into_vm(self) -> EmptyVm {
+        self.vm
+    }
+}
