@@ -39,6 +39,7 @@ pub mod probe;
 pub mod process;
 pub mod snapshot;
 pub mod syscalls;
+pub mod vdso;
 pub mod vm;
 
 pub use bundle::{BundleConfig, BundleError, Limits, Runner};

@@ -1,0 +1,768 @@
+//! The guest vDSO: `clock_gettime`, `gettimeofday`, `time`, `clock_getres` and `getcpu` run at
+//! CPL3 from a *time page* the monitor writes, so reading the clock never exits the VM (an exit
+//! costs ≈26-60 µs on kvm-pvm; CPython reads the clock 13-16 times per request).
+//!
+//! The image ([`VDSO_IMAGE`]) is built from `guest-functions/vdso/` by its `build.sh` and
+//! committed as `vmm/src/vdso/vdso.so`; a test rebuilds it and compares the bytes. It exports
+//! `__vdso_clock_gettime`, `__vdso_gettimeofday`, `__vdso_time`, `__vdso_clock_getres`,
+//! `__vdso_getcpu` (and the unprefixed aliases) under version `LINUX_2.6`, as Linux's x86-64
+//! vDSO does, which is what static glibc and musl look up through `AT_SYSINFO_EHDR`.
+//!
+//! ## Guest layout ([`install`])
+//! ```text
+//! base            time page (TimePage, written by the monitor; read-only use by the guest)
+//! base + 4096     vDSO ELF image, as is (linked at 0, file offset == vaddr, no relocations)
+//! ```
+//! The vDSO finds the time page RIP-relatively at `-4096` from its own start (like Linux's
+//! vvar), so `base` may be any page-aligned user address.
+//!
+//! ## Time
+//! `ns = base_ns + ((guest_tsc - tsc_base) * mult) >> shift`, with `realtime_ns` and
+//! `monotonic_ns` the host's `CLOCK_REALTIME` / `CLOCK_MONOTONIC` at the instant the guest TSC
+//! read `tsc_base`. The page must be rewritten whenever the guest's TSC relation to the host
+//! changes: at every cold start and every restore (a snapshot's page is from another VM and
+//! another time). [`refresh`] does it in one call from a vCPU.
+//!
+//! ## How the guest TSC relates to the host's (measured by `tsc_relation_experiment` below)
+//! KVM defines the guest TSC as `host_tsc * ratio + offset`, where the offset is per vCPU and
+//! is set so a new vCPU's TSC starts near 0; KVM_GET_MSRS(IA32_TSC) returns the guest value at
+//! the instant of the ioctl. On this machine (kvm-pvm, nested, 2 cores):
+//! - guest CPL3 `rdtsc` does not exit (1001 back-to-back rdtscs: ≈ 25 ticks each, ≈ 10 ns);
+//! - guest `rdtsc` == host `rdtsc` exactly in the sense that the guest's reading lies between
+//!   the host readings just before and after KVM_RUN; KVM_GET_MSRS(IA32_TSC) == host `rdtsc`
+//!   (offset 0 within the ioctl's bracket, ≈ 1-3 µs) although KVM believes it applied an
+//!   offset: PVM runs the guest's CPL3 code natively without a TSC offset;
+//! - KVM_GET_TSC_KHZ matches the calibrated frequency to < 10 ppm.
+//!
+//! So on kvm-pvm, `offset = 0`; on real VT-x/AMD-V, `offset = IA32_TSC(guest) - host_tsc`.
+//! [`TscOffset::measure`] reads IA32_TSC through KVM_GET_MSRS bracketed by host `rdtsc`, which
+//! gives the right answer on both (it measured 0 on kvm-pvm), and [`TimePage::compute`] takes
+//! the guest TSC at a host instant, so it is right wherever that pair comes from. See
+//! docs/vdso.md for the numbers.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::layout::{GuestAddr, PAGE_SIZE};
+use crate::memory::{GuestMemory, MemoryError};
+
+/// The vDSO ELF image (built by `guest-functions/vdso/build.sh`).
+pub const VDSO_IMAGE: &[u8] = include_bytes!("vdso/vdso.so");
+
+/// Bytes of guest memory [`install`] uses: the time page, then the image rounded up to pages.
+pub const VDSO_REGION_SIZE: u64 = PAGE_SIZE + (VDSO_IMAGE.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+
+/// Offset of the vDSO image (the `AT_SYSINFO_EHDR` value) from the region's base.
+pub const IMAGE_OFFSET: u64 = PAGE_SIZE;
+
+/// Bytes of the time page the vDSO reads (the rest of the page stays zero).
+pub const TIME_PAGE_BYTES: usize = 56;
+
+/// Layout version in the page; the vDSO takes the syscall for any other.
+pub const TIME_PAGE_VERSION: u32 = 1;
+
+/// `flags` bit: the page may be used.
+pub const TP_VALID: u32 = 1;
+
+/// Fixed-point shift of `mult`: 40 bits of fraction make the rounding error at most
+/// 2^-41 ns per tick (≈ 5 ns per hour at 3 GHz), and `mult` stays below 2^44 for any TSC of
+/// 100 MHz or more, so `delta * mult` (a 128-bit product in the vDSO) cannot overflow.
+pub const MULT_SHIFT: u32 = 40;
+
+/// Offsets of the time page's fields (little-endian). `struct time_page` in vdso.c.
+pub mod offsets {
+    pub const SEQ: u64 = 0;
+    pub const FLAGS: u64 = 4;
+    pub const TSC_BASE: u64 = 8;
+    pub const MULT: u64 = 16;
+    pub const SHIFT: u64 = 24;
+    pub const VERSION: u64 = 28;
+    pub const REALTIME_NS: u64 = 32;
+    pub const MONOTONIC_NS: u64 = 40;
+    pub const TSC_HZ: u64 = 48;
+}
+
+/// The host's clocks and the guest's TSC at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockSample {
+    /// What `rdtsc` in the guest would have returned at that instant.
+    pub guest_tsc: u64,
+    /// Host CLOCK_REALTIME, ns since the epoch.
+    pub realtime_ns: u64,
+    /// Host CLOCK_MONOTONIC, ns.
+    pub monotonic_ns: u64,
+}
+
+/// Which clock the page answers (the vDSO's mapping of clock ids, the monitor's too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageClock {
+    /// CLOCK_REALTIME, CLOCK_REALTIME_COARSE.
+    Realtime,
+    /// CLOCK_MONOTONIC, _RAW, _COARSE, CLOCK_BOOTTIME.
+    Monotonic,
+}
+
+/// The content of the time page (everything but the seqlock counter, which [`TimePage::write_to`]
+/// manages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimePage {
+    /// When false the vDSO answers every call with the real syscall.
+    pub valid: bool,
+    pub tsc_base: u64,
+    /// ns per TSC tick << `shift`.
+    pub mult: u64,
+    pub shift: u32,
+    pub realtime_ns: u64,
+    pub monotonic_ns: u64,
+    pub tsc_hz: u64,
+}
+
+impl TimePage {
+    /// A page that sends every clock read to the syscall (what a zeroed page also means).
+    pub fn invalid() -> TimePage {
+        TimePage::default()
+    }
+
+    /// The page for a guest whose TSC read `at.guest_tsc` when the host clocks read
+    /// `at.realtime_ns` / `at.monotonic_ns`, ticking at `tsc_hz`. A frequency outside
+    /// 100 MHz..100 GHz gives an invalid page (the vDSO then takes the syscall).
+    pub fn compute(at: ClockSample, tsc_hz: u64) -> TimePage {
+        if !(100_000_000..=100_000_000_000).contains(&tsc_hz) {
+            return TimePage::invalid();
+        }
+        let mult = ((1_000_000_000u128 << MULT_SHIFT) + u128::from(tsc_hz) / 2) / u128::from(tsc_hz);
+        TimePage {
+            valid: true,
+            tsc_base: at.guest_tsc,
+            mult: mult as u64,
+            shift: MULT_SHIFT,
+            realtime_ns: at.realtime_ns,
+            monotonic_ns: at.monotonic_ns,
+            tsc_hz,
+        }
+    }
+
+    /// What the vDSO computes for `clock` when the guest TSC reads `guest_tsc` (the same
+    /// arithmetic as vdso.c); `None` where the vDSO would take the syscall: page not valid, or
+    /// the TSC more than `tsc_hz / 1024` ticks (≈ 1 ms) before `tsc_base`, which means the
+    /// page was computed for another VM's TSC. Within that margin the answer is the base.
+    pub fn ns_at(&self, guest_tsc: u64, clock: PageClock) -> Option<u64> {
+        if !self.valid || self.shift > 63 {
+            return None;
+        }
+        let mut delta = guest_tsc.wrapping_sub(self.tsc_base) as i64;
+        if delta < 0 {
+            // Slightly before the base (≈ 1 ms): the base; further: not this VM's page.
+            if delta.unsigned_abs() > self.tsc_hz >> 10 {
+                return None;
+            }
+            delta = 0;
+        }
+        let base = match clock {
+            PageClock::Realtime => self.realtime_ns,
+            PageClock::Monotonic => self.monotonic_ns,
+        };
+        let ns = base.wrapping_add(((delta as u128 * u128::from(self.mult)) >> self.shift) as u64);
+        (ns as i64 >= 0).then_some(ns)
+    }
+
+    /// The page's bytes with seqlock counter `seq`.
+    pub fn to_bytes(&self, seq: u32) -> [u8; TIME_PAGE_BYTES] {
+        let mut b = [0u8; TIME_PAGE_BYTES];
+        let mut put = |off: u64, v: &[u8]| b[off as usize..off as usize + v.len()].copy_from_slice(v);
+        put(offsets::SEQ, &seq.to_le_bytes());
+        put(offsets::FLAGS, &(if self.valid { TP_VALID } else { 0 }).to_le_bytes());
+        put(offsets::TSC_BASE, &self.tsc_base.to_le_bytes());
+        put(offsets::MULT, &self.mult.to_le_bytes());
+        put(offsets::SHIFT, &self.shift.to_le_bytes());
+        put(offsets::VERSION, &TIME_PAGE_VERSION.to_le_bytes());
+        put(offsets::REALTIME_NS, &self.realtime_ns.to_le_bytes());
+        put(offsets::MONOTONIC_NS, &self.monotonic_ns.to_le_bytes());
+        put(offsets::TSC_HZ, &self.tsc_hz.to_le_bytes());
+        b
+    }
+
+    /// Parses a page (seqlock counter, content). A page whose flags or version the vDSO would
+    /// refuse comes back with `valid == false`.
+    pub fn from_bytes(b: &[u8; TIME_PAGE_BYTES]) -> (u32, TimePage) {
+        let u32_at = |off: u64| u32::from_le_bytes(b[off as usize..off as usize + 4].try_into().unwrap_or_default());
+        let u64_at = |off: u64| u64::from_le_bytes(b[off as usize..off as usize + 8].try_into().unwrap_or_default());
+        let page = TimePage {
+            valid: u32_at(offsets::FLAGS) == TP_VALID && u32_at(offsets::VERSION) == TIME_PAGE_VERSION,
+            tsc_base: u64_at(offsets::TSC_BASE),
+            mult: u64_at(offsets::MULT),
+            shift: u32_at(offsets::SHIFT),
+            realtime_ns: u64_at(offsets::REALTIME_NS),
+            monotonic_ns: u64_at(offsets::MONOTONIC_NS),
+            tsc_hz: u64_at(offsets::TSC_HZ),
+        };
+        (u32_at(offsets::SEQ), page)
+    }
+
+    /// Reads the page at `addr`.
+    pub fn read_from(mem: &GuestMemory, addr: GuestAddr) -> Result<(u32, TimePage), MemoryError> {
+        let mut b = [0u8; TIME_PAGE_BYTES];
+        b.copy_from_slice(mem.slice(addr, TIME_PAGE_BYTES as u64)?);
+        Ok(TimePage::from_bytes(&b))
+    }
+
+    /// Writes the page at `addr` (page-aligned) under its seqlock: the counter goes odd, the
+    /// content is written, the counter goes even again. `&mut GuestMemory` already means the
+    /// vCPU is not running; the protocol keeps a reader right if a writer ever runs beside it.
+    pub fn write_to(&self, mem: &mut GuestMemory, addr: GuestAddr) -> Result<(), MemoryError> {
+        let seq_addr = GuestAddr(addr.0 + offsets::SEQ);
+        let old = u32::from_le_bytes(mem.slice(seq_addr, 4)?.try_into().unwrap_or_default());
+        let odd = old.wrapping_add(1) | 1;
+        mem.write(seq_addr, &odd.to_le_bytes())?;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        let bytes = self.to_bytes(0);
+        mem.write(GuestAddr(addr.0 + 4), &bytes[4..])?;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        mem.write(seq_addr, &odd.wrapping_add(1).to_le_bytes())
+    }
+}
+
+/// Writes the time page at `base` and the vDSO image at `base + 4096` (the region of
+/// [`VDSO_REGION_SIZE`] bytes must be page-aligned user memory that nothing else uses, and
+/// readable + executable for the program), and returns the image's address: the value of
+/// `AT_SYSINFO_EHDR` for the auxv.
+///
+/// The integrator's part (see docs/vdso.md): reserve the region in the address space so mmap
+/// never hands it out, put `(AT_SYSINFO_EHDR, returned value)` in the auxv at cold start, and
+/// call [`refresh`] (or `page.write_to(mem, base)`) at every cold start *and every restore*.
+pub fn install(mem: &mut GuestMemory, base: GuestAddr, page: &TimePage) -> Result<u64, MemoryError> {
+    if !base.0.is_multiple_of(PAGE_SIZE) {
+        return Err(MemoryError::OutOfRange { addr: base, len: VDSO_REGION_SIZE, size: mem.size() });
+    }
+    // Bounds-check the whole region first so a failure writes nothing.
+    mem.slice(base, VDSO_REGION_SIZE)?;
+    let image = GuestAddr(base.0 + IMAGE_OFFSET);
+    mem.write(image, VDSO_IMAGE)?;
+    let tail = VDSO_REGION_SIZE - IMAGE_OFFSET - VDSO_IMAGE.len() as u64;
+    mem.slice_mut(GuestAddr(image.0 + VDSO_IMAGE.len() as u64), tail)?.fill(0);
+    mem.slice_mut(base, PAGE_SIZE)?.fill(0);
+    page.write_to(mem, base)?;
+    Ok(image.0)
+}
+
+/// Host `rdtsc`.
+pub fn host_tsc() -> u64 {
+    // SAFETY: rdtsc has no memory effects; every x86-64 CPU has it.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a local struct.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The guest TSC minus the host TSC: constant for a vCPU's life (KVM's TSC offset).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TscOffset(pub i64);
+
+impl TscOffset {
+    /// Reads the guest's IA32_TSC with KVM_GET_MSRS between two host `rdtsc`s and takes the
+    /// midpoint (on kvm-pvm the result is 0; on VT-x/AMD-V it is the per-VM offset).
+    pub fn measure(vcpu: &kvm_ioctls::VcpuFd) -> Result<TscOffset, crate::vm::VmError> {
+        const MSR_IA32_TSC: u32 = 0x10;
+        let entry = kvm_bindings::kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() };
+        let mut msrs = kvm_bindings::Msrs::from_entries(&[entry])
+            .map_err(|_| crate::vm::VmError::Ioctl { ioctl: "KVM_GET_MSRS", errno: libc::E2BIG })?;
+        // Best of three: the narrowest bracket.
+        let mut best: Option<(u64, i64)> = None;
+        for _ in 0..3 {
+            let before = host_tsc();
+            let n = vcpu.get_msrs(&mut msrs).map_err(crate::vm::ioctl("KVM_GET_MSRS"))?;
+            let after = host_tsc();
+            if n != 1 {
+                return Err(crate::vm::VmError::Ioctl { ioctl: "KVM_GET_MSRS", errno: libc::EINVAL });
+            }
+            let guest = msrs.as_slice()[0].data;
+            let mid = before + (after.wrapping_sub(before)) / 2;
+            let width = after.wrapping_sub(before);
+            if best.is_none_or(|(w, _)| width < w) {
+                best = Some((width, guest.wrapping_sub(mid) as i64));
+            }
+        }
+        Ok(TscOffset(best.map_or(0, |(_, o)| o)))
+    }
+}
+
+/// Host clocks and host TSC now, turned into a [`ClockSample`] for a guest whose TSC is the
+/// host's plus `offset`. Best of three, so the clocks are read within ≈ 100 ns of the TSC.
+pub fn sample_now(offset: TscOffset) -> ClockSample {
+    let mut best: Option<(u64, ClockSample)> = None;
+    for _ in 0..3 {
+        let t0 = host_tsc();
+        let realtime_ns = clock_ns(libc::CLOCK_REALTIME);
+        let monotonic_ns = clock_ns(libc::CLOCK_MONOTONIC);
+        let t1 = host_tsc();
+        let width = t1.wrapping_sub(t0);
+        let mid = t0 + width / 2;
+        let s = ClockSample { guest_tsc: mid.wrapping_add(offset.0 as u64), realtime_ns, monotonic_ns };
+        if best.is_none_or(|(w, _)| width < w) {
+            best = Some((width, s));
+        }
+    }
+    best.map(|(_, s)| s).expect("three samples")
+}
+
+/// Measures the TSC frequency against CLOCK_MONOTONIC over `span` (so the guest's clock runs
+/// at the rate of the host's NTP-disciplined clocks). ≈ 5 ppm over 20 ms.
+pub fn calibrate_tsc_hz(span: Duration) -> u64 {
+    let pair = || {
+        let mut best = (u64::MAX, 0u64, 0u64);
+        for _ in 0..5 {
+            let t0 = host_tsc();
+            let ns = clock_ns(libc::CLOCK_MONOTONIC);
+            let t1 = host_tsc();
+            if t1.wrapping_sub(t0) < best.0 {
+                best = (t1.wrapping_sub(t0), t0 + (t1 - t0) / 2, ns);
+            }
+        }
+        (best.1, best.2)
+    };
+    let (tsc0, ns0) = pair();
+    std::thread::sleep(span);
+    let (tsc1, ns1) = pair();
+    let dns = ns1.saturating_sub(ns0).max(1);
+    (u128::from(tsc1.wrapping_sub(tsc0)) * 1_000_000_000 / u128::from(dns)) as u64
+}
+
+/// The host TSC frequency, calibrated once per process (20 ms, on first use). 0 when the TSC
+/// is not invariant (CPUID 0x80000007 EDX bit 8), which makes every page invalid.
+pub fn tsc_hz() -> u64 {
+    static HZ: OnceLock<u64> = OnceLock::new();
+    *HZ.get_or_init(|| if invariant_tsc() { calibrate_tsc_hz(Duration::from_millis(20)) } else { 0 })
+}
+
+/// Whether the host CPU says its TSC runs at a constant rate in every power state.
+pub fn invariant_tsc() -> bool {
+    // Leaf 0x80000000 says which extended leaves exist.
+    let max = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    max >= 0x8000_0007 && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
+}
+
+/// Writes a fresh time page for `vcpu`'s guest at `base`: what a cold start and every restore
+/// call (≈ one KVM_GET_MSRS ioctl and a few clock reads).
+pub fn refresh(vcpu: &kvm_ioctls::VcpuFd, mem: &mut GuestMemory, base: GuestAddr) -> Result<TimePage, crate::vm::VmError> {
+    let offset = TscOffset::measure(vcpu)?;
+    let page = TimePage::compute(sample_now(offset), tsc_hz());
+    page.write_to(mem, base)?;
+    Ok(page)
+}
+
+/// Offset in [`VDSO_IMAGE`] of the dynamic symbol `name` (version `LINUX_2.6` is the only one
+/// the image defines), found through PT_DYNAMIC like a dynamic linker would.
+pub fn symbol(name: &str) -> Option<u64> {
+    let img = VDSO_IMAGE;
+    let u16_at = |o: usize| Some(u16::from_le_bytes(img.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(img.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(img.get(o..o + 8)?.try_into().ok()?));
+    let phoff = u64_at(32)? as usize;
+    let phnum = u16_at(56)? as usize;
+    let dynamic = (0..phnum).map(|i| phoff + i * 56).find(|&ph| u32_at(ph) == Some(2))?;
+    let (dyn_off, dyn_size) = (u64_at(dynamic + 8)? as usize, u64_at(dynamic + 32)? as usize);
+    let (mut symtab, mut strtab, mut hash) = (None, None, None);
+    for d in (dyn_off..dyn_off + dyn_size).step_by(16) {
+        match u64_at(d)? {
+            4 => hash = u64_at(d + 8),
+            5 => strtab = u64_at(d + 8),
+            6 => symtab = u64_at(d + 8),
+            _ => {}
+        }
+    }
+    let (symtab, strtab) = (symtab? as usize, strtab? as usize);
+    let nsyms = u32_at(hash? as usize + 4)? as usize;
+    (0..nsyms).map(|i| symtab + i * 24).find_map(|sym| {
+        let name_off = strtab + u32_at(sym)? as usize;
+        let end = name_off + img.get(name_off..)?.iter().position(|&b| b == 0)?;
+        (&img[name_off..end] == name.as_bytes()).then(|| u64_at(sym + 8)).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn host(clock: PageClock) -> u64 {
+        clock_ns(match clock {
+            PageClock::Realtime => libc::CLOCK_REALTIME,
+            PageClock::Monotonic => libc::CLOCK_MONOTONIC,
+        })
+    }
+
+    #[test]
+    fn region_holds_the_time_page_and_the_image() {
+        assert!(VDSO_IMAGE.starts_with(b"\x7fELF"));
+        assert!(VDSO_IMAGE.len() as u64 <= VDSO_REGION_SIZE - IMAGE_OFFSET);
+        assert!(VDSO_REGION_SIZE.is_multiple_of(PAGE_SIZE));
+        assert_eq!(VDSO_REGION_SIZE, 2 * PAGE_SIZE, "the image fits one page today");
+        for name in ["__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_time", "__vdso_clock_getres", "__vdso_getcpu", "clock_gettime", "time"] {
+            assert!(symbol(name).is_some_and(|o| o < VDSO_IMAGE.len() as u64), "{name} missing");
+        }
+        assert_eq!(symbol("__vdso_clock_gettime"), symbol("clock_gettime"));
+        assert_eq!(symbol("nope"), None);
+    }
+
+    #[test]
+    fn mult_converts_ticks_to_ns() {
+        let at = ClockSample { guest_tsc: 1_000, realtime_ns: 1_700_000_000 * SEC, monotonic_ns: 5 * SEC };
+        for hz in [1_000_000_000u64, 2_100_000_000, 2_994_375_000, 3_700_000_000] {
+            let p = TimePage::compute(at, hz);
+            assert!(p.valid);
+            // One hour later, exact to within 2^-41 ns per tick (≤ 10 ns).
+            let ticks = hz * 3600;
+            let got = p.ns_at(1_000 + ticks, PageClock::Monotonic).unwrap();
+            let want = 5 * SEC + 3600 * SEC;
+            assert!(got.abs_diff(want) <= 10, "{hz} Hz: {got} vs {want}");
+            assert!(u128::from(p.mult) < 1 << 44);
+            assert_eq!(p.ns_at(1_000, PageClock::Realtime), Some(1_700_000_000 * SEC));
+        }
+    }
+
+    #[test]
+    fn page_time_stays_within_a_microsecond_of_the_host_over_milliseconds() {
+        let hz = tsc_hz();
+        if hz == 0 {
+            eprintln!("skipped: host TSC is not invariant");
+            return;
+        }
+        let page = TimePage::compute(sample_now(TscOffset(0)), hz);
+        let start = std::time::Instant::now();
+        let mut worst = 0u64;
+        while start.elapsed() < Duration::from_millis(5) {
+            for clock in [PageClock::Realtime, PageClock::Monotonic] {
+                // The host clock read bracketed by TSC reads; compare at the midpoint.
+                let (t0, h, t1) = (host_tsc(), host(clock), host_tsc());
+                if t1 - t0 > hz / 1_000_000 {
+                    continue; // preempted between the reads: this sample says nothing
+                }
+                let ours = page.ns_at(t0 + (t1 - t0) / 2, clock).unwrap();
+                worst = worst.max(ours.abs_diff(h));
+            }
+        }
+        assert!(worst < 1_000, "page time off the host clock by {worst} ns");
+    }
+
+    #[test]
+    fn invalid_pages_fall_back_to_the_syscall() {
+        let at = ClockSample { guest_tsc: 1 << 40, realtime_ns: 1, monotonic_ns: 1 };
+        assert_eq!(TimePage::invalid().ns_at(1 << 41, PageClock::Realtime), None);
+        assert!(!TimePage::compute(at, 0).valid, "no frequency, no page");
+        assert!(!TimePage::compute(at, 1_000).valid, "absurd frequency");
+        let p = TimePage::compute(at, 2_000_000_000);
+        assert_eq!(p.ns_at((1 << 40) - 1_000, PageClock::Realtime), Some(1), "a hair before the base: the base");
+        assert_eq!(p.ns_at((1 << 40) - 4_000_000, PageClock::Realtime), None, "2 ms before the base: another VM's page");
+        assert_eq!(p.ns_at(0, PageClock::Realtime), None);
+        // A zeroed page (never written) is invalid; so is one of another layout version.
+        let (_, zero) = TimePage::from_bytes(&[0; TIME_PAGE_BYTES]);
+        assert!(!zero.valid);
+        let mut b = p.to_bytes(2);
+        assert!(TimePage::from_bytes(&b).1.valid);
+        b[offsets::VERSION as usize] = 2;
+        assert!(!TimePage::from_bytes(&b).1.valid);
+    }
+
+    #[test]
+    fn write_to_round_trips_and_leaves_the_seqlock_even_and_advanced() {
+        let mut mem = GuestMemory::new(32 << 20).unwrap();
+        let addr = GuestAddr(crate::layout::USER_START);
+        let p = TimePage::compute(ClockSample { guest_tsc: 7, realtime_ns: 8, monotonic_ns: 9 }, 3_000_000_000);
+        p.write_to(&mut mem, addr).unwrap();
+        assert_eq!(TimePage::read_from(&mem, addr).unwrap(), (2, p));
+        p.write_to(&mut mem, addr).unwrap();
+        assert_eq!(TimePage::read_from(&mem, addr).unwrap().0, 4);
+        // A write that was torn (counter left odd) is recovered by the next one.
+        mem.write(addr, &5u32.to_le_bytes()).unwrap();
+        p.write_to(&mut mem, addr).unwrap();
+        assert_eq!(TimePage::read_from(&mem, addr).unwrap().0, 8);
+    }
+
+    #[test]
+    fn install_puts_the_image_after_the_page() {
+        let mut mem = GuestMemory::new(32 << 20).unwrap();
+        let base = GuestAddr(16 << 20);
+        let p = TimePage::compute(sample_now(TscOffset(0)), 2_000_000_000);
+        let ehdr = install(&mut mem, base, &p).unwrap();
+        assert_eq!(ehdr, base.0 + PAGE_SIZE);
+        assert_eq!(mem.slice(GuestAddr(ehdr), VDSO_IMAGE.len() as u64).unwrap(), VDSO_IMAGE);
+        assert_eq!(TimePage::read_from(&mem, base).unwrap().1, p);
+        assert!(install(&mut mem, GuestAddr((32 << 20) - PAGE_SIZE), &p).is_err(), "past the end");
+        assert!(install(&mut mem, GuestAddr(base.0 + 8), &p).is_err(), "unaligned");
+    }
+
+    /// The real vDSO machine code, run on the host: map the region executable, write a page,
+    /// call the exported functions. On the host the "guest" TSC is the host TSC (offset 0).
+    struct HostVdso {
+        base: *mut u8,
+    }
+
+    impl HostVdso {
+        fn map() -> HostVdso {
+            // SAFETY: a fresh anonymous mapping; checked for failure.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    VDSO_REGION_SIZE as usize,
+                    libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED);
+            let base = base.cast::<u8>();
+            // SAFETY: the image fits in the mapping after its first page (checked by a test).
+            unsafe { std::ptr::copy_nonoverlapping(VDSO_IMAGE.as_ptr(), base.add(PAGE_SIZE as usize), VDSO_IMAGE.len()) };
+            HostVdso { base }
+        }
+        fn set_page(&self, bytes: &[u8; TIME_PAGE_BYTES]) {
+            // SAFETY: the first page of our mapping.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base, bytes.len()) };
+        }
+        fn func<T: Copy>(&self, name: &str) -> T {
+            let off = symbol(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(std::mem::size_of::<T>(), 8);
+            // SAFETY: the address of the exported function inside our executable mapping,
+            // reinterpreted as the fn pointer type the caller names (its C signature).
+            unsafe { std::mem::transmute_copy(&self.base.add((PAGE_SIZE + off) as usize)) }
+        }
+        fn clock_gettime(&self, clock: i64) -> (i32, u64) {
+            let f: extern "C" fn(i64, *mut libc::timespec) -> i32 = self.func("__vdso_clock_gettime");
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let r = f(clock, &mut ts);
+            (r, ts.tv_sec as u64 * SEC + ts.tv_nsec as u64)
+        }
+    }
+
+    impl Drop for HostVdso {
+        fn drop(&mut self) {
+            // SAFETY: our mapping of VDSO_REGION_SIZE bytes.
+            unsafe { libc::munmap(self.base.cast(), VDSO_REGION_SIZE as usize) };
+        }
+    }
+
+    #[test]
+    fn the_vdso_code_reads_the_page_and_falls_back_to_the_syscall() {
+        let hz = tsc_hz();
+        if hz == 0 {
+            return;
+        }
+        let v = HostVdso::map();
+        // A page whose realtime is 1000 s off the host's: answers from the page show it.
+        let mut at = sample_now(TscOffset(0));
+        at.realtime_ns -= 1000 * SEC;
+        let page = TimePage::compute(at, hz);
+        v.set_page(&page.to_bytes(2));
+        let (r, rt) = v.clock_gettime(libc::CLOCK_REALTIME as i64);
+        assert_eq!(r, 0);
+        let want = host(PageClock::Realtime) - 1000 * SEC;
+        assert!(rt.abs_diff(want) < 50_000, "realtime {rt} vs {want}");
+        let (r, mono) = v.clock_gettime(libc::CLOCK_MONOTONIC as i64);
+        assert_eq!(r, 0);
+        assert!(mono.abs_diff(host(PageClock::Monotonic)) < 50_000);
+        for coarse in [libc::CLOCK_REALTIME_COARSE, libc::CLOCK_MONOTONIC_RAW, libc::CLOCK_BOOTTIME] {
+            assert_eq!(v.clock_gettime(coarse as i64).0, 0);
+        }
+
+        let gtod: extern "C" fn(*mut libc::timeval, *mut [i32; 2]) -> i32 = v.func("__vdso_gettimeofday");
+        let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+        let mut tz = [7i32, 7];
+        assert_eq!(gtod(&mut tv, &mut tz), 0);
+        assert_eq!(tz, [0, 0]);
+        let us = tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+        assert!(us.abs_diff(want / 1000) < 1_000, "gettimeofday {us}");
+        let time: extern "C" fn(*mut i64) -> i64 = v.func("__vdso_time");
+        let mut t = 0i64;
+        let secs = time(&mut t);
+        assert_eq!(secs, t);
+        assert!((secs as u64).abs_diff(want / SEC) <= 1);
+        let getres: extern "C" fn(i64, *mut libc::timespec) -> i32 = v.func("__vdso_clock_getres");
+        let mut res = libc::timespec { tv_sec: 9, tv_nsec: 9 };
+        assert_eq!(getres(0, &mut res), 0);
+        assert_eq!((res.tv_sec, res.tv_nsec), (0, 1));
+        let getcpu: extern "C" fn(*mut u32, *mut u32, *mut u8) -> i32 = v.func("__vdso_getcpu");
+        let (mut cpu, mut node) = (9u32, 9u32);
+        assert_eq!(getcpu(&mut cpu, &mut node, std::ptr::null_mut()), 0);
+        assert_eq!((cpu, node), (0, 0));
+
+        // CPU-time clocks are not on the page: the syscall answers (the host's, here).
+        let (r, cpu_ns) = v.clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID as i64);
+        assert_eq!(r, 0);
+        assert!(cpu_ns < 3600 * SEC);
+        // Unknown clocks: the syscall's -EINVAL.
+        assert_eq!(v.clock_gettime(12345).0, -libc::EINVAL);
+
+        // Invalid page: the syscall answers with the host's real time (not 1000 s off).
+        v.set_page(&TimePage { valid: false, ..page }.to_bytes(4));
+        let (r, rt) = v.clock_gettime(libc::CLOCK_REALTIME as i64);
+        assert_eq!(r, 0);
+        assert!(rt.abs_diff(host(PageClock::Realtime)) < 50_000_000, "fell back to the syscall");
+        let mut t = 0i64;
+        assert!((time(&mut t) as u64).abs_diff(host(PageClock::Realtime) / SEC) <= 1);
+        // Another layout version: syscall too.
+        let mut b = page.to_bytes(6);
+        b[offsets::VERSION as usize] = 9;
+        v.set_page(&b);
+        assert!(v.clock_gettime(0).1.abs_diff(host(PageClock::Realtime)) < 50_000_000);
+        // A writer that never finishes (odd counter): bounded spinning, then the syscall.
+        v.set_page(&page.to_bytes(7));
+        assert!(v.clock_gettime(0).1.abs_diff(host(PageClock::Realtime)) < 50_000_000);
+        // Even again: the page answers (1000 s off) once more.
+        v.set_page(&page.to_bytes(8));
+        assert!(v.clock_gettime(0).1.abs_diff(host(PageClock::Realtime) - 1000 * SEC) < 50_000);
+    }
+
+    #[test]
+    fn the_vdso_reader_retries_while_the_writer_is_mid_update() {
+        // A writer thread alternates, under the seqlock and byte by byte, between two pages
+        // that tell the same time from different (tsc_base, realtime) pairs 500 s apart. A
+        // whole page gives the host's time; a torn one would be ≈ 500 s (or wildly) off.
+        let hz = tsc_hz();
+        if hz == 0 {
+            return;
+        }
+        let v = HostVdso::map();
+        let base = v.base as usize;
+        let at = sample_now(TscOffset(0));
+        let p0 = TimePage::compute(at, hz);
+        let p1 = TimePage::compute(
+            ClockSample { guest_tsc: at.guest_tsc - 500 * hz, realtime_ns: at.realtime_ns - 500 * SEC, ..at },
+            hz,
+        );
+        v.set_page(&p0.to_bytes(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let seq = base as *mut u32;
+                let mut n: u32 = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for p in [p1, p0] {
+                        let b = p.to_bytes(0);
+                        // SAFETY: the page of a mapping that outlives this thread (joined
+                        // below): the seqlock protocol with volatile stores.
+                        unsafe {
+                            n = n.wrapping_add(1);
+                            std::ptr::write_volatile(seq, n);
+                            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                            for (i, byte) in b.iter().enumerate().skip(4) {
+                                std::ptr::write_volatile((base as *mut u8).add(i), *byte);
+                            }
+                            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                            n = n.wrapping_add(1);
+                            std::ptr::write_volatile(seq, n);
+                        }
+                    }
+                }
+            })
+        };
+        let f: extern "C" fn(i64, *mut libc::timespec) -> i32 = v.func("__vdso_clock_gettime");
+        let start = std::time::Instant::now();
+        let (mut reads, mut bad) = (0u64, Vec::new());
+        while start.elapsed() < Duration::from_millis(50) {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let r = f(0, &mut ts);
+            let got = ts.tv_sec as u64 * SEC + ts.tv_nsec as u64;
+            let now = host(PageClock::Realtime);
+            // Either a whole page or the syscall (when the writer was descheduled mid-write
+            // for longer than the vDSO spins): within 10 ms of the host either way.
+            if r != 0 || got.abs_diff(now) > 10_000_000 {
+                bad.push((r, got as i64 - now as i64));
+            }
+            reads += 1;
+        }
+        // Stop the writer before anything can panic: it writes into `v`'s mapping.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(bad.is_empty(), "{} of {reads} reads wrong, e.g. {:?}", bad.len(), &bad[..bad.len().min(5)]);
+        assert!(reads > 100);
+    }
+
+    /// The measurement behind the module docs: run `rdtsc` at CPL3 in a fresh VM and relate
+    /// it to the host's `rdtsc` and to KVM_GET_MSRS(IA32_TSC). Prints the numbers
+    /// (`cargo test -p vmm tsc_relation -- --nocapture`) and checks that the offset
+    /// [`TscOffset::measure`] finds predicts the guest's reading.
+    #[test]
+    fn tsc_relation_experiment() {
+        use crate::layout::*;
+        let Ok(mut vm) = crate::vm::EmptyVm::create(32 << 20) else {
+            eprintln!("skipped: no KVM");
+            return;
+        };
+        // rdtsc -> rdi; 1000 more rdtscs; rdtsc -> rsi; ud2 (an exception exit).
+        let code: &[u8] = &[
+            0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0x48, 0x89, 0xC7, // rdtsc; shl rdx,32; or rax,rdx; mov rdi,rax
+            0xB9, 0xE8, 0x03, 0x00, 0x00, // mov ecx, 1000
+            0x0F, 0x31, 0xFF, 0xC9, 0x75, 0xFA, // L: rdtsc; dec ecx; jnz L
+            0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0x48, 0x89, 0xC6, // ... mov rsi,rax
+            0x0F, 0x0B, // ud2
+        ];
+        vm.memory.write(GuestAddr(USER_START), code).unwrap();
+        crate::call::write_user_return(&mut vm.memory, USER_START, USER_START + 0x10_0000, 0, 0).unwrap();
+        let regs = kvm_bindings::kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 2, ..Default::default() };
+        vm.vcpu.set_regs(&regs).unwrap();
+        let offset_before = TscOffset::measure(&vm.vcpu).unwrap();
+        let h0 = host_tsc();
+        let exit = format!("{:?}", vm.vcpu.run().map(|e| format!("{e:?}")));
+        let h1 = host_tsc();
+        let offset_after = TscOffset::measure(&vm.vcpu).unwrap();
+        let r = vm.vcpu.get_regs().unwrap();
+        let (g0, g1) = (r.rdi, r.rsi);
+        let khz = vm.vcpu.get_tsc_khz().ok();
+        let hz = tsc_hz();
+        eprintln!("flavour {} exit {exit}", crate::kvm::kvm_flavour());
+        eprintln!("host tsc around KVM_RUN: {h0} .. {h1} ({} ticks)", h1 - h0);
+        eprintln!("guest rdtsc first {g0} last {g1}: {} ticks for 1001 rdtsc", g1.wrapping_sub(g0));
+        eprintln!("guest - host: first {} (from h0), last {} (to h1)", g0 as i64 - h0 as i64, g1 as i64 - h1 as i64);
+        eprintln!("TscOffset::measure before {offset_before:?} after {offset_after:?}");
+        eprintln!("KVM_GET_TSC_KHZ {khz:?}, calibrated {hz} Hz");
+        assert!(g1 > g0, "guest TSC runs");
+        // The offset KVM_GET_MSRS gave predicts the guest's reading within the KVM_RUN bracket.
+        let predicted = |h: u64| h.wrapping_add(offset_before.0 as u64);
+        assert!(predicted(h0) <= g0 + hz / 100_000 && g1 <= predicted(h1) + hz / 100_000, "guest TSC outside the predicted bracket");
+        assert!(offset_before.0.abs_diff(offset_after.0) < hz / 100_000, "offset stable to 10 µs");
+        if let Some(khz) = khz {
+            let ppm = (i128::from(khz) * 1000 - i128::from(hz)).abs() * 1_000_000 / i128::from(hz);
+            eprintln!("KVM_GET_TSC_KHZ vs calibration: {ppm} ppm");
+        }
+    }
+
+    #[test]
+    fn vdso_blob_matches_its_source() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let recorded = std::fs::read_to_string(root.join("vmm/src/vdso/TOOLCHAIN")).unwrap();
+        let version = |cmd: &str| {
+            std::process::Command::new(cmd)
+                .arg("--version")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .and_then(|s| s.lines().next().map(str::to_string))
+        };
+        let (Some(gcc), Some(ld)) = (version("gcc"), version("ld")) else {
+            eprintln!("skipped: no gcc/ld to rebuild the vDSO with");
+            return;
+        };
+        let out = std::env::temp_dir().join(format!("snapcall-vdso-{}.so", std::process::id()));
+        let status = std::process::Command::new(root.join("guest-functions/vdso/build.sh")).arg(&out).status().unwrap();
+        assert!(status.success(), "guest-functions/vdso/build.sh failed");
+        let rebuilt = std::fs::read(&out).unwrap();
+        std::fs::remove_file(&out).ok();
+        let this = format!("{gcc}\n{ld}\n");
+        if this != recorded {
+            eprintln!("skipped the byte comparison: toolchain is\n{this}but the blob was built with\n{recorded}");
+            return;
+        }
+        assert!(
+            rebuilt == VDSO_IMAGE,
+            "vmm/src/vdso/vdso.so is stale: run guest-functions/vdso/build.sh and commit the result"
+        );
+    }
+}
