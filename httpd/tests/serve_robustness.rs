@@ -1,0 +1,129 @@
+//! `snapcall serve` against misbehaving clients and SIGTERM: a slowloris client and a client
+//! that disconnects mid-body do not disturb others; SIGTERM lets calls in flight finish.
+
+mod serve_support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use serve_support::{encode, functions_dir, Client, Server};
+
+#[test]
+fn slowloris_and_mid_body_disconnects_do_not_disturb_others() {
+    let srv = Server::start(
+        &functions_dir(&["echo-c"]),
+        &["--header-timeout-ms", "500", "--body-timeout-ms", "500", "--threads", "1"],
+    );
+    // Slowloris: a head that never ends, one byte at a time.
+    let mut slow_head = srv.connect();
+    slow_head.send_raw(b"POST /echo-c HTTP/1.1\r\nX-Slow: ");
+    // A body that never completes.
+    let mut slow_body = srv.connect();
+    slow_body.send_raw(b"POST /echo-c HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc");
+    // Clients that vanish mid-body, many times over.
+    for _ in 0..50 {
+        let mut gone = srv.connect();
+        gone.send_raw(b"POST /echo-c HTTP/1.1\r\nContent-Length: 100000\r\n\r\npartial");
+    }
+
+    // Meanwhile a well-behaved client on the same (single) event loop is served promptly.
+    let mut good = srv.connect();
+    let start = Instant::now();
+    let mut i = 0;
+    let mut worst = Duration::ZERO;
+    while start.elapsed() < Duration::from_millis(1500) {
+        let _ = slow_head.stream.write_all(b"a");
+        let t = Instant::now();
+        let body = format!("good-{i}");
+        let r = good.request("POST", "/echo-c", &[], body.as_bytes());
+        worst = worst.max(t.elapsed());
+        assert_eq!((r.status, r.body), (200, body.into_bytes()));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(worst < Duration::from_millis(500), "a good call took {worst:?}");
+
+    // Both slow clients got 408 and were cut off within their deadlines.
+    let r = slow_head.read_response().expect("408 for the slow head");
+    assert_eq!(r.status, 408);
+    assert!(slow_head.closed());
+    let r = slow_body.read_response().expect("408 for the slow body");
+    assert_eq!(r.status, 408);
+    assert!(slow_body.closed());
+    assert!(srv.metric("snapcall_timeouts_total{kind=\"header\"}") >= 1.0);
+    assert!(srv.metric("snapcall_timeouts_total{kind=\"body\"}") >= 1.0);
+    // Nothing was left open: only the metric client remains besides `good`.
+    let t = Instant::now();
+    while srv.metric("snapcall_connections_open") > 2.0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "connections leaked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(srv.metric("snapcall_call_errors_total{function=\"echo-c\",kind=\"host\"}"), 0.0);
+}
+
+#[test]
+fn connection_limit_answers_503() {
+    let srv = Server::start(&functions_dir(&["echo-c"]), &["--max-connections", "3"]);
+    let mut held: Vec<Client> = (0..3).map(|_| srv.connect()).collect();
+    for c in held.iter_mut() {
+        assert_eq!(c.request("GET", "/healthz", &[], b"").status, 200);
+    }
+    let mut extra = srv.connect();
+    let r = extra.read_response().expect("503 over the connection limit");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    drop(held);
+    let t = Instant::now();
+    loop {
+        let mut c = srv.connect();
+        c.send_raw(&encode("POST", "/echo-c", &[], b"again"));
+        if let Some(r) = c.read_response().filter(|r| r.status == 200) {
+            assert_eq!(r.text(), "again");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "slots not freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_finishes_calls_in_flight_then_exits_zero() {
+    let mut srv = Server::start(&functions_dir(&["echo-c", "infinite-loop"]), &["--threads", "2"]);
+    let mut idle = srv.connect();
+    assert_eq!(idle.request("GET", "/healthz", &[], b"").status, 200);
+    // A call that takes its full 1 s deadline, in flight when SIGTERM arrives.
+    let mut busy = srv.connect();
+    busy.send_raw(&encode("POST", "/infinite-loop", &[], b"x"));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    srv.signal(libc::SIGTERM);
+    let r = busy.read_response().expect("the call in flight is answered");
+    assert_eq!(r.status, 504);
+    assert!(busy.closed());
+    assert!(idle.closed());
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0), "{}", srv.log.lock().unwrap());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // New connections are refused once it is gone.
+    assert!(std::net::TcpStream::connect(srv.addr).is_err());
+}
+
+#[test]
+fn sigterm_with_pipelined_echo_calls_answers_all_of_them() {
+    let mut srv = Server::start(&functions_dir(&["echo-c"]), &[]);
+    let mut c = srv.connect();
+    let mut wire = Vec::new();
+    for i in 0..20 {
+        wire.extend(encode("POST", "/echo-c", &[], format!("p{i}").as_bytes()));
+    }
+    c.send_raw(&wire);
+    srv.signal(libc::SIGTERM);
+    // Every request already received is answered (in order) or the connection is closed
+    // between responses: never a torn response.
+    let mut answered = 0;
+    while let Some(r) = c.read_response() {
+        assert_eq!((r.status, r.text()), (200, format!("p{answered}")));
+        answered += 1;
+    }
+    assert!(answered >= 1);
+    assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
+}
