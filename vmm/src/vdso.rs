@@ -804,57 +804,8 @@ mod tests {
     /// [`refresh`]); `page` edits the page before the run. Returns the guest's key=value lines
     /// and the clock syscalls it made. `None` when KVM or the bundle is missing.
     fn run_clock_guest(bundle: &str, request: &[u8], page: impl FnOnce(&mut TimePage)) -> Option<GuestRun> {
-        use crate::layout::SYSCALL_FRAME_ADDR;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-functions").join(bundle);
-        if !dir.join("config.json").exists() {
-            eprintln!("skipped: {} missing (run guest-functions/build.sh)", dir.display());
-            return None;
-        }
-        let function = crate::Function::load(&dir, crate::StartMode::Cold).expect("load");
-        let Ok(vm) = crate::vm::EmptyVm::create(function.memory_size()) else {
-            eprintln!("skipped: no KVM");
-            return None;
-        };
-        let before = host(PageClock::Realtime) as i128;
-        let mut ready = function.start_cold(vm).expect("start");
-        let mem = &mut ready.vm.memory;
-        let base = ready
-            .process
-            .space
-            .mmap(0, VDSO_REGION_SIZE, crate::mm::PROT_READ | crate::mm::PROT_EXEC, crate::mm::Fixed::Hint, mem)
-            .expect("reserve the vDSO region");
-        let ehdr = install(mem, GuestAddr(base), &TimePage::invalid()).unwrap();
-        let mut p = refresh(&ready.vm.vcpu, mem, GuestAddr(base)).unwrap();
-        page(&mut p);
-        p.write_to(mem, GuestAddr(base)).unwrap();
-        // AT_SYSINFO_EHDR replaces AT_FLAGS (0, the default) in the auxv on the initial stack.
-        let rsp = mem.read_u64(GuestAddr(SYSCALL_FRAME_ADDR + 24)).unwrap();
-        let argc = mem.read_u64(GuestAddr(rsp)).unwrap();
-        let mut at = rsp + 8 * (argc + 2);
-        while mem.read_u64(GuestAddr(at)).unwrap() != 0 {
-            at += 8;
-        }
-        at += 8;
-        loop {
-            let key = mem.read_u64(GuestAddr(at)).unwrap();
-            assert_ne!(key, crate::loader::auxv::AT_NULL, "no AT_FLAGS to replace");
-            if key == crate::loader::auxv::AT_FLAGS {
-                mem.write_u64(GuestAddr(at), crate::loader::auxv::AT_SYSINFO_EHDR).unwrap();
-                mem.write_u64(GuestAddr(at + 8), ehdr).unwrap();
-                break;
-            }
-            at += 16;
-        }
-        let clock_calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = clock_calls.clone();
-        ready.trace_syscalls(Box::new(move |r| {
-            if matches!(r.nr, 96 | 201 | 228 | 229) {
-                seen.lock().unwrap().push(r.nr);
-            }
-        }));
-        ready.set_stdin(request);
-        let mut finished = ready.run();
-        let out = finished.take_outcome().expect("the clock guest runs");
+        let (out, calls, before, after, _) = run_with_vdso(&dir, request, Some(page))?;
         assert_eq!(out.exit_code, 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8(out.stdout).unwrap();
         let kv = text
@@ -865,8 +816,94 @@ mod tests {
                 (k.to_string(), v)
             })
             .collect();
+        Some(GuestRun { kv, calls, before, after })
+    }
+
+    /// Runs the bundle at `dir` cold, with the vDSO installed when `page` is given (which
+    /// may edit the fresh page). Returns the output, the clock syscalls made (numbers), and
+    /// the host's CLOCK_REALTIME before the start and after the exit. `None` when KVM or the
+    /// bundle is missing.
+    fn run_with_vdso(
+        dir: &std::path::Path,
+        request: &[u8],
+        page: Option<impl FnOnce(&mut TimePage)>,
+    ) -> Option<(crate::Output, Vec<u64>, i128, i128, u64)> {
+        use crate::layout::SYSCALL_FRAME_ADDR;
+        if !dir.join("config.json").exists() {
+            eprintln!("skipped: {} missing (run guest-functions/build.sh)", dir.display());
+            return None;
+        }
+        let function = crate::Function::load(dir, crate::StartMode::Cold).expect("load");
+        let Ok(vm) = crate::vm::EmptyVm::create(function.memory_size()) else {
+            eprintln!("skipped: no KVM");
+            return None;
+        };
+        let before = host(PageClock::Realtime) as i128;
+        let mut ready = function.start_cold(vm).expect("start");
+        if let Some(edit) = page {
+            let mem = &mut ready.vm.memory;
+            let base = ready
+                .process
+                .space
+                .mmap(0, VDSO_REGION_SIZE, crate::mm::PROT_READ | crate::mm::PROT_EXEC, crate::mm::Fixed::Hint, mem)
+                .expect("reserve the vDSO region");
+            let ehdr = install(mem, GuestAddr(base), &TimePage::invalid()).unwrap();
+            let mut p = refresh(&ready.vm.vcpu, mem, GuestAddr(base)).unwrap();
+            edit(&mut p);
+            p.write_to(mem, GuestAddr(base)).unwrap();
+            // AT_SYSINFO_EHDR replaces AT_FLAGS (0, the default) in the auxv on the initial stack.
+            let rsp = mem.read_u64(GuestAddr(SYSCALL_FRAME_ADDR + 24)).unwrap();
+            let argc = mem.read_u64(GuestAddr(rsp)).unwrap();
+            let mut at = rsp + 8 * (argc + 2);
+            while mem.read_u64(GuestAddr(at)).unwrap() != 0 {
+                at += 8;
+            }
+            at += 8;
+            loop {
+                let key = mem.read_u64(GuestAddr(at)).unwrap();
+                assert_ne!(key, crate::loader::auxv::AT_NULL, "no AT_FLAGS to replace");
+                if key == crate::loader::auxv::AT_FLAGS {
+                    mem.write_u64(GuestAddr(at), crate::loader::auxv::AT_SYSINFO_EHDR).unwrap();
+                    mem.write_u64(GuestAddr(at + 8), ehdr).unwrap();
+                    break;
+                }
+                at += 16;
+            }
+        }
+        let clock_calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = clock_calls.clone();
+        ready.trace_syscalls(Box::new(move |r| {
+            if matches!(r.nr, 96 | 201 | 228 | 229) {
+                seen.lock().unwrap().push(r.nr);
+            }
+        }));
+        ready.set_stdin(request);
+        let mut finished = ready.run();
+        let out = finished.take_outcome().expect("the guest runs");
         let calls = clock_calls.lock().unwrap().clone();
-        Some(GuestRun { kv, calls, before, after: host(PageClock::Realtime) as i128 })
+        Some((out, calls, before, host(PageClock::Realtime) as i128, finished.stats().exits))
+    }
+
+    #[test]
+    fn cpython_reads_the_clock_through_the_vdso() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/functions/hellowithdata-py");
+        let body = br#"{"data": {"k": [1, 2, 3]}}"#;
+        let t = std::time::Instant::now();
+        let Some((without, calls_without, _, _, exits_without)) = run_with_vdso(&dir, body, None::<fn(&mut TimePage)>) else { return };
+        let t_without = t.elapsed();
+        let t = std::time::Instant::now();
+        let Some((with, calls_with, _, _, exits_with)) = run_with_vdso(&dir, body, Some(|_: &mut TimePage| {})) else { return };
+        let t_with = t.elapsed();
+        eprintln!("hellowithdata-py cold: {exits_without} exits in {t_without:?} without the vDSO, {exits_with} exits in {t_with:?} with it");
+        assert_eq!(without.exit_code, 0, "{}", String::from_utf8_lossy(&without.stderr));
+        assert_eq!(with.stdout, without.stdout, "same answer with the vDSO");
+        eprintln!(
+            "hellowithdata-py cold start + one request: {} clock syscalls without the vDSO, {} with ({:?})",
+            calls_without.len(),
+            calls_with.len(),
+            calls_with
+        );
+        assert!(calls_with.iter().all(|&nr| nr == 229), "only clock_getres may still exit: {calls_with:?}");
     }
 
     /// What the clock guest printed, the clock syscalls it made, and the host's
