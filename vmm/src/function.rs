@@ -61,7 +61,7 @@ pub struct Function {
     pub(crate) config: BundleConfig,
     pub(crate) program: Program,
     pub(crate) rootfs: Rootfs,
-    pub(crate) snapshot: Option<SnapshotImage>,
+    pub(crate) snapshot: Option<std::sync::Arc<SnapshotImage>>,
 }
 
 impl Function {
@@ -83,7 +83,8 @@ impl Function {
         let mut function = Function { config, program, rootfs, snapshot: None };
         if mode == StartMode::Snapshot {
             function.snapshot = SnapshotImage::open_for(&function)
-                .map_err(|source| FunctionError::Snapshot { function: name.clone(), source: Box::new(source) })?;
+                .map_err(|source| FunctionError::Snapshot { function: name.clone(), source: Box::new(source) })?
+                .map(std::sync::Arc::new);
         }
         Ok(function)
     }
@@ -100,6 +101,11 @@ impl Function {
     pub fn memory_size(&self) -> u64 {
         self.config.limits.memory_bytes
     }
+    /// The snapshot calls restore, if any.
+    pub fn snapshot(&self) -> Option<&std::sync::Arc<SnapshotImage>> {
+        self.snapshot.as_ref()
+    }
+
     /// Whether calls restore a snapshot.
     pub fn has_snapshot(&self) -> bool {
         self.snapshot.is_some()

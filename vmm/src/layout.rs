@@ -47,6 +47,8 @@ pub const SYSCALL_ENTRY: u64 = STUB_ADDR;
 /// The syscall stub after its doorbell write: `mov rsp, frame; mov rax, [result]; iretq`.
 /// A new or restored vCPU starts here, at CPL0, to enter the program.
 pub const SYSCALL_RETURN_PATH: u64 = SYSCALL_ENTRY + 7;
+/// A CPL0 stub a new vCPU runs once, in the pool, to take its slow first KVM_RUN.
+pub const WARM_UP_STUB: u64 = STUB_ADDR + 0x80;
 pub const EXCEPTION_STUBS: u64 = STUB_ADDR + 0x100;
 pub const EXCEPTION_STUB_SIZE: u64 = 16;
 /// The syscall page (user-readable, not writable): the value the stub loads into rax, then
@@ -79,6 +81,8 @@ pub const GDT_ENTRIES: usize = 10;
 pub const IDT_VECTORS: u64 = 32;
 
 // ---- I/O ports the exception stubs write to (an exit to the monitor) ----
+/// The warm-up stub's port.
+pub const WARM_UP_PORT: u16 = 0xBF;
 /// Exception stubs write to `EXCEPTION_PORT_BASE + vector`.
 pub const EXCEPTION_PORT_BASE: u16 = 0xC0;
 
@@ -136,6 +140,11 @@ pub fn exception_stub(vector: u8) -> [u8; 4] {
     [0xE6, EXCEPTION_PORT_BASE as u8 + vector, 0xEB, 0xFE]
 }
 
+/// `out WARM_UP_PORT, al; jmp $`.
+pub fn warm_up_stub() -> [u8; 4] {
+    [0xE6, WARM_UP_PORT as u8, 0xEB, 0xFE]
+}
+
 /// Whether the CPU pushes an error code for `vector`.
 pub fn exception_has_error_code(vector: u8) -> bool {
     matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
@@ -170,6 +179,7 @@ pub fn exception_name(vector: u8) -> &'static str {
 
 // The monitor area's pieces must not overlap each other or user memory.
 const _: () = assert!(KERNEL_STACK_TOP <= USER_START);
+const _: () = assert!(SYSCALL_ENTRY + 24 <= WARM_UP_STUB && WARM_UP_STUB + 4 <= EXCEPTION_STUBS);
 const _: () = assert!(EXCEPTION_STUBS + IDT_VECTORS * EXCEPTION_STUB_SIZE <= SYSCALL_PAGE);
 const _: () = assert!(SYSCALL_FRAME_ADDR + 40 <= SYSCALL_PAGE + PAGE_SIZE);
 const _: () = assert!(DOORBELL_ADDR < KERNEL_STACK_BOTTOM && LOW_PT_ADDR < DOORBELL_ADDR);

@@ -217,8 +217,25 @@ fn sregs_to_format(s: &kvm_bindings::kvm_sregs) -> fmt::SpecialRegisters {
     }
 }
 
+/// How a restore fills guest memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreMemory {
+    /// Map each segment `MAP_PRIVATE` from the snapshot file: nothing is copied, untouched
+    /// pages cost nothing, the page cache is shared, and each page the call touches costs a
+    /// fault (4 KiB at a time). What an inline restore on the call path uses.
+    CopyOnWrite,
+    /// Copy the segments' data into transparent-huge-page backed memory: costs a copy
+    /// (milliseconds for CPython), but the guest then runs several times faster. What the
+    /// pool uses, off the call path.
+    EagerHuge,
+}
+
+static NEXT_IMAGE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// A validated snapshot of one function, opened once and restored into any number of VMs.
 pub struct SnapshotImage {
+    /// Unique per opened image: marks VMs the pool restored this snapshot into.
+    id: u64,
     path: PathBuf,
     file: File,
     snapshot: fmt::Snapshot,
@@ -294,7 +311,8 @@ impl SnapshotImage {
         AddressSpace::from_parts(function.memory_size(), brk_start, state.brk, regions.clone())
             .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
         let file = File::open(path).map_err(|source| SnapshotError::Open { path: path.into(), source })?;
-        Ok(SnapshotImage { path: path.into(), file, snapshot, xsave, msrs, xcr0, brk_start, regions, pending })
+        let id = NEXT_IMAGE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(SnapshotImage { id, path: path.into(), file, snapshot, xsave, msrs, xcr0, brk_start, regions, pending })
     }
 
     /// The parsed snapshot (for inspection and reports).
@@ -302,14 +320,59 @@ impl SnapshotImage {
         &self.snapshot
     }
 
-    /// Restores into `vm` and completes the pending stdin read with `request`.
-    pub(crate) fn restore(&self, function: &Function, mut vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, SnapshotError> {
-        // 1. Memory: every segment copy-on-write from the snapshot file.
+    /// This image's id (see [`EmptyVm`]'s `prepared_for`).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Guest memory size the snapshot needs.
+    pub fn memory_size(&self) -> u64 {
+        self.snapshot.state.identity.as_ref().map_or(0, |i| i.memory_size)
+    }
+
+    /// Puts the snapshot's memory and vCPU state into `vm`, which is left ready to enter
+    /// the program as soon as the pending read is completed. The pool does this ahead of
+    /// time; [`Self::restore`] does it inline when the VM was not prepared.
+    pub(crate) fn prepare(&self, vm: &mut EmptyVm, memory: RestoreMemory) -> Result<(), SnapshotError> {
+        // 1. Memory.
+        if memory == RestoreMemory::EagerHuge {
+            let size = vm.memory.size();
+            vm.memory.advise_huge_pages(GuestAddr(USER_START), size - USER_START)?;
+        }
         for s in &self.snapshot.segments {
             let len = mm::page_up(s.file_size).unwrap_or(0);
-            vm.memory.map_file_private(GuestAddr(s.guest_addr), len, &self.file, s.file_offset)?;
+            match memory {
+                RestoreMemory::CopyOnWrite => vm.memory.map_file_private(GuestAddr(s.guest_addr), len, &self.file, s.file_offset)?,
+                RestoreMemory::EagerHuge => vm.memory.copy_from_file(GuestAddr(s.guest_addr), s.file_size, &self.file, s.file_offset)?,
+            }
         }
-        // 2. The process: address space, files, the request on stdin.
+        // 2. vCPU: FPU/SSE/AVX state, TLS bases, general registers; it will enter the
+        // program through the stub's iretq, whose frame and rax `restore` writes.
+        let sys = crate::kvm::system().map_err(VmError::from)?;
+        if self.xcr0 != sys.xcr0 {
+            vm::set_xcr0(&vm.vcpu, self.xcr0)?;
+        }
+        // SAFETY: a 4096-byte kvm_xsave; XCR0 enables no feature (AMX) whose state is larger.
+        unsafe { vm.vcpu.set_xsave(&self.xsave) }.map_err(vm::ioctl("KVM_SET_XSAVE"))?;
+        vm::set_msrs(&vm.vcpu, &self.msrs)?;
+        let r = &self.snapshot.state.regs;
+        let regs = kvm_regs {
+            r15: r.r15, r14: r.r14, r13: r.r13, r12: r.r12, rbp: r.rbp, rbx: r.rbx, r11: r.r11,
+            r10: r.r10, r9: r.r9, r8: r.r8, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi,
+            rax: 0, rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2,
+        };
+        vm.vcpu.set_regs(&regs).map_err(vm::ioctl("KVM_SET_REGS"))?;
+        vm.prepared_for = Some(self.id);
+        Ok(())
+    }
+
+    /// Restores into `vm` (unless the pool already did) and completes the pending stdin read
+    /// with `request`.
+    pub(crate) fn restore(&self, function: &Function, mut vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, SnapshotError> {
+        if vm.prepared_for != Some(self.id) {
+            self.prepare(&mut vm, RestoreMemory::CopyOnWrite)?;
+        }
+        // The process: address space, files, the request on stdin.
         let space = AddressSpace::from_parts(function.memory_size(), self.brk_start, self.snapshot.state.brk, self.regions.clone())
             .map_err(|_| SnapshotError::Mismatch { path: self.path.clone(), what: "region map".into() })?;
         let mut process = Process::new(
@@ -325,28 +388,14 @@ impl SnapshotImage {
             reopen(&mut process, f)?;
         }
         process.stdin.extend_from_slice(request);
-        // 3. Complete the pending read as the syscall layer would have.
+        // Complete the pending read as the syscall layer would have, and return its result.
         let p = self.pending;
         let result = match syscalls::handle(&mut process, &mut vm.memory, p.nr, p.args) {
             Outcome::Return(v) => v,
             other => return Err(SnapshotError::Mismatch { path: self.path.clone(), what: format!("pending read gave {other:?}") }),
         };
-        // 4. vCPU: FPU/SSE/AVX state, TLS bases, registers; enter through the stub's iretq.
-        let sys = crate::kvm::system().map_err(VmError::from)?;
-        if self.xcr0 != sys.xcr0 {
-            vm::set_xcr0(&vm.vcpu, self.xcr0)?;
-        }
-        // SAFETY: a 4096-byte kvm_xsave; XCR0 enables no feature (AMX) whose state is larger.
-        unsafe { vm.vcpu.set_xsave(&self.xsave) }.map_err(vm::ioctl("KVM_SET_XSAVE"))?;
-        vm::set_msrs(&vm.vcpu, &self.msrs)?;
         let r = &self.snapshot.state.regs;
         write_user_return(&mut vm.memory, r.rip, r.rsp, r.eflags, result)?;
-        let regs = kvm_regs {
-            r15: r.r15, r14: r.r14, r13: r.r13, r12: r.r12, rbp: r.rbp, rbx: r.rbx, r11: r.r11,
-            r10: r.r10, r9: r.r9, r8: r.r8, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi,
-            rax: 0, rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2,
-        };
-        vm.vcpu.set_regs(&regs).map_err(vm::ioctl("KVM_SET_REGS"))?;
         Ok(ReadyCall {
             vm,
             process,

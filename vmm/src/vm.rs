@@ -22,6 +22,8 @@ pub enum VmError {
     Memory(#[from] MemoryError),
     #[error("{ioctl} failed: errno {errno}")]
     Ioctl { ioctl: &'static str, errno: i32 },
+    #[error("the new vCPU's warm-up run did not exit as expected: {0}")]
+    WarmUp(String),
 }
 
 pub(crate) fn ioctl(name: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
@@ -59,6 +61,9 @@ pub struct EmptyVm {
     #[allow(dead_code)]
     pub(crate) vm: VmFd,
     pub(crate) memory: GuestMemory,
+    /// Set when the pool already restored a snapshot into this (never run) VM: the id of
+    /// that [`crate::snapshot::SnapshotImage`].
+    pub(crate) prepared_for: Option<u64>,
 }
 
 impl EmptyVm {
@@ -86,7 +91,31 @@ impl EmptyVm {
         set_cpl3_long_mode(&vcpu, sys.xcr0)?;
         // Exits copy the general registers into kvm_run, so a syscall's arguments cost no ioctl.
         vcpu.set_sync_valid_reg(SyncReg::Register);
-        Ok(EmptyVm { vcpu, vm, memory })
+        let mut vm = EmptyVm { vcpu, vm, memory, prepared_for: None };
+        vm.warm_up()?;
+        Ok(vm)
+    }
+
+    /// The first KVM_RUN of a new vCPU is slow (≈90 µs on kvm-pvm: the hypervisor sets the
+    /// vCPU up), so do it here, where the pool pays for it: run a CPL0 stub that exits at
+    /// once, then complete that exit (KVM_RUN with immediate_exit) so registers can be set.
+    fn warm_up(&mut self) -> Result<(), VmError> {
+        let regs = kvm_bindings::kvm_regs { rip: WARM_UP_STUB, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
+        self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+        match self.vcpu.run() {
+            Ok(kvm_ioctls::VcpuExit::IoOut(port, _)) if port == WARM_UP_PORT => {}
+            Ok(other) => {
+                return Err(VmError::WarmUp(format!("{other:?}")));
+            }
+            Err(e) => return Err(ioctl("KVM_RUN")(e)),
+        }
+        self.vcpu.set_kvm_immediate_exit(1);
+        let completed = match self.vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            other => Err(VmError::WarmUp(format!("completing the warm-up exit gave {other:?}"))),
+        };
+        self.vcpu.set_kvm_immediate_exit(0);
+        completed
     }
 
     /// Size of this VM's guest memory.
@@ -165,6 +194,7 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     mem.write(GuestAddr(IDT_ADDR), &idt)?;
 
     mem.write(GuestAddr(SYSCALL_ENTRY), &syscall_stub())?;
+    mem.write(GuestAddr(WARM_UP_STUB), &warm_up_stub())?;
     for v in 0..IDT_VECTORS {
         mem.write(GuestAddr(EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE), &exception_stub(v as u8))?;
     }

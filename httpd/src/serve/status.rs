@@ -61,6 +61,7 @@ pub fn vm_error(e: &VmError) -> Failure {
         VmError::BadMemorySize(_) => failure(500, ErrorKind::Host, "memory_size"),
         VmError::Memory(_) => failure(503, ErrorKind::Host, "vm_memory"),
         VmError::Ioctl { .. } => failure(500, ErrorKind::Host, "vm_ioctl"),
+        VmError::WarmUp(_) => failure(500, ErrorKind::Host, "vm_warm_up"),
     }
 }
 

@@ -1,0 +1,57 @@
+//! Calls one function N times through the pool, the way the server does, and prints the
+//! median of each phase. Handy under `perf record` (docs/profiling.md):
+//!
+//! ```text
+//! cargo run --release -p vmm --example call_loop -- target/functions/echo-c 1000 'hello'
+//! ```
+
+use std::time::{Duration, Instant};
+
+use vmm::{Function, Runtime, RuntimeConfig, StartMode};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let bundle = args.next().ok_or("usage: call_loop BUNDLE [N] [REQUEST]")?;
+    let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1000);
+    let request = args.next().unwrap_or_else(|| "hello".into()).into_bytes();
+
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let function = Function::load(bundle.as_ref(), StartMode::Snapshot)?;
+    runtime.prepare(&function);
+    runtime.wait_until_full();
+    let (mut vm_t, mut start_t, mut run_t, mut total_t) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let vm = runtime.take_vm(&function)?;
+        let t1 = Instant::now();
+        let ready = function.start(vm, &request)?;
+        let t2 = Instant::now();
+        let mut finished = ready.run();
+        let t3 = Instant::now();
+        let out = finished.take_outcome()?;
+        if out.exit_code != 0 || out.stdout.is_empty() {
+            return Err(format!("bad output: exit {} stdout {:?}", out.exit_code, String::from_utf8_lossy(&out.stdout)).into());
+        }
+        runtime.release(finished);
+        vm_t.push(t1 - t0);
+        start_t.push(t2 - t1);
+        run_t.push(t3 - t2);
+        total_t.push(t3 - t0);
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    println!(
+        "{n} calls of {}: median take_vm {:.0} µs, start {:.0} µs, run {:.0} µs, total {:.0} µs ({})",
+        function.name(),
+        median(&mut vm_t),
+        median(&mut start_t),
+        median(&mut run_t),
+        median(&mut total_t),
+        if function.has_snapshot() { "snapshot" } else { "cold" }
+    );
+    let stats = runtime.pool_stats();
+    println!("pool: {} VMs created, {} of them inline because the pool was empty", stats.created, stats.created_inline);
+    Ok(())
+}

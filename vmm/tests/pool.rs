@@ -1,0 +1,73 @@
+//! The pool: VMs made ahead (restored ahead for snapshot functions) behave exactly like
+//! inline ones, and a call never waits for the pool.
+
+mod common;
+use common::*;
+use vmm::snapshot::{take_snapshot, SNAPSHOT_FILE};
+use vmm::{Function, Runtime, RuntimeConfig, StartMode};
+
+fn snapshotted_copy(name: &str) -> (std::path::PathBuf, Function) {
+    let dst = std::env::temp_dir().join(format!("snapcall-pool-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    assert!(std::process::Command::new("cp").arg("-a").arg(bundle(name)).arg(&dst).status().unwrap().success());
+    let cold = Function::load(&dst, StartMode::Cold).unwrap();
+    take_snapshot(&cold, &dst.join(SNAPSHOT_FILE)).unwrap();
+    (dst.clone(), Function::load(&dst, StartMode::Snapshot).unwrap())
+}
+
+fn pooled_call(runtime: &Runtime, f: &Function, request: &[u8]) -> vmm::Output {
+    let vm = runtime.take_vm(f).unwrap();
+    let mut finished = f.start(vm, request).unwrap().run();
+    let out = finished.take_outcome().unwrap();
+    runtime.release(finished);
+    out
+}
+
+#[test]
+fn vms_restored_ahead_give_every_call_a_fresh_copy() {
+    let (dir, f) = snapshotted_copy("counter");
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 2 }).unwrap();
+    runtime.prepare(&f);
+    runtime.wait_until_full();
+    assert!(runtime.pool_stats().ready >= 2);
+    for i in 0..40 {
+        assert_eq!(pooled_call(&runtime, &f, b"x").stdout, b"counter=1\n", "call {i}");
+        if i % 4 == 0 {
+            runtime.wait_until_full(); // alternate pooled and inline VMs
+        }
+    }
+    let stats = runtime.pool_stats();
+    assert!(stats.created >= 40, "{stats:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn cold_functions_get_empty_vms_and_the_pool_can_be_off() {
+    let f = load("echo-c", StartMode::Cold);
+    for pool_size in [0, 3] {
+        let runtime = Runtime::new(RuntimeConfig { pool_size }).unwrap();
+        runtime.prepare(&f);
+        for i in 0..20u64 {
+            let request = bytes(500, i);
+            assert_eq!(pooled_call(&runtime, &f, &request).stdout, request);
+        }
+        let stats = runtime.pool_stats();
+        if pool_size == 0 {
+            assert_eq!(stats.created_inline, 20, "no pool: every VM inline");
+            assert_eq!(stats.destroyed, 20, "and destroyed inline");
+        }
+    }
+}
+
+#[test]
+fn a_forgotten_function_releases_its_ready_vms() {
+    let (dir, f) = snapshotted_copy("echo-c");
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 2 }).unwrap();
+    runtime.prepare(&f);
+    runtime.wait_until_full();
+    runtime.forget(&f);
+    assert_eq!(runtime.pool_stats().ready, 0);
+    // Calls still work, inline.
+    assert_eq!(pooled_call(&runtime, &f, b"after").stdout, b"after");
+    std::fs::remove_dir_all(dir).unwrap();
+}
