@@ -200,12 +200,17 @@ fn sighup_adds_changes_and_removes_functions() {
         .status()
         .unwrap();
     assert!(status.success());
+    // Without a snapshot: the server takes one before serving it.
+    let _ = std::fs::remove_file(dir.join("copy/snapshot.kmsnap"));
     srv.signal(libc::SIGHUP);
     let t = std::time::Instant::now();
     while c.request("POST", "/copy", &[], b"x").status != 200 {
         assert!(t.elapsed() < Duration::from_secs(30), "new bundle not served: {}", srv.log.lock().unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(dir.join("copy/snapshot.kmsnap").is_file(), "{}", srv.log.lock().unwrap());
+    let r = c.request("POST", "/copy", &[], b"abc");
+    assert_eq!(r.text(), "Hello from C! You sent 3 bytes.\n");
     // echo-c kept serving throughout.
     assert_eq!(c.request("POST", "/echo-c", &[], b"same").text(), "same");
     // Change: a different content type in the copy's config.
@@ -218,6 +223,8 @@ fn sighup_adds_changes_and_removes_functions() {
         assert!(t.elapsed() < Duration::from_secs(30), "changed bundle not reloaded");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The old snapshot no longer matched the changed config: a fresh one was taken.
+    assert!(srv.log.lock().unwrap().contains("copy: snapshot not usable"), "{}", srv.log.lock().unwrap());
     // Remove.
     std::fs::remove_dir_all(dir.join("copy")).unwrap();
     srv.signal(libc::SIGHUP);

@@ -65,15 +65,36 @@ fn fingerprint(bundle: &Path) -> Fingerprint {
     fp
 }
 
-/// Loads a bundle: from its snapshot if it has a valid one, else cold.
+/// Loads a bundle. In snapshot mode a valid `snapshot.kmsnap` is used as is; a missing,
+/// stale or corrupt one is replaced by a fresh snapshot (written beside, then renamed over
+/// it, so a reader never sees half a file). A function that cannot be snapshotted (it never
+/// reads stdin, or its bundle is read-only) is served cold, with a warning.
 fn load(dir: &Path, mode: StartMode) -> Result<Function, FunctionError> {
-    match Function::load(dir, mode) {
-        Err(FunctionError::Snapshot { function, source }) => {
-            // A stale or corrupt snapshot is never used: serve cold rather than not at all.
-            eprintln!("snapcall serve: {function}: snapshot not usable ({source}); calls start cold");
-            Function::load(dir, StartMode::Cold)
+    if mode == StartMode::Cold {
+        return Function::load(dir, StartMode::Cold);
+    }
+    let why = match Function::load(dir, StartMode::Snapshot) {
+        Ok(f) if f.has_snapshot() => return Ok(f),
+        Ok(_) => "no snapshot".to_owned(),
+        Err(FunctionError::Snapshot { source, .. }) => format!("snapshot not usable ({source})"),
+        Err(e) => return Err(e),
+    };
+    let cold = Function::load(dir, StartMode::Cold)?;
+    let path = dir.join(vmm::snapshot::SNAPSHOT_FILE);
+    let tmp = dir.join(format!(".{}.tmp-{}", vmm::snapshot::SNAPSHOT_FILE, std::process::id()));
+    let taken = vmm::snapshot::take_snapshot(&cold, &tmp)
+        .map_err(|e| e.to_string())
+        .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+    match taken {
+        Ok(()) => {
+            eprintln!("snapcall serve: {}: {why}: took a fresh snapshot", cold.name());
+            Function::load(dir, StartMode::Snapshot)
         }
-        other => other,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!("snapcall serve: {}: {why}, and snapshotting failed ({e}): calls start cold", cold.name());
+            Ok(cold)
+        }
     }
 }
 
@@ -159,7 +180,15 @@ impl Registry {
             }
         }
         summary.removed = old.keys().filter(|k| !next.contains_key(*k)).cloned().collect();
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        let next = Arc::new(next);
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        // The pool stops restoring VMs ahead for versions no longer served. A call still
+        // running on an old version keeps its entry and gets an inline VM if it needs one.
+        for (name, entry) in old.iter() {
+            if !next.get(name).is_some_and(|n| Arc::ptr_eq(n, entry)) {
+                runtime.forget(&entry.function);
+            }
+        }
         Ok(summary)
     }
 }
