@@ -25,20 +25,19 @@
 //!
 //! ## How the guest TSC relates to the host's (measured by `tsc_relation_experiment` below)
 //! KVM defines the guest TSC as `host_tsc * ratio + offset`, where the offset is per vCPU and
-//! is set so a new vCPU's TSC starts near 0; KVM_GET_MSRS(IA32_TSC) returns the guest value at
-//! the instant of the ioctl. On this machine (kvm-pvm, nested, 2 cores):
-//! - guest CPL3 `rdtsc` does not exit (1001 back-to-back rdtscs: ≈ 25 ticks each, ≈ 10 ns);
-//! - guest `rdtsc` == host `rdtsc` exactly in the sense that the guest's reading lies between
-//!   the host readings just before and after KVM_RUN; KVM_GET_MSRS(IA32_TSC) == host `rdtsc`
-//!   (offset 0 within the ioctl's bracket, ≈ 1-3 µs) although KVM believes it applied an
-//!   offset: PVM runs the guest's CPL3 code natively without a TSC offset;
-//! - KVM_GET_TSC_KHZ matches the calibrated frequency to < 10 ppm.
+//! on VT-x/AMD-V is set so a new vCPU's TSC starts near 0; KVM_GET_MSRS(IA32_TSC) returns the
+//! guest value at the instant of the ioctl. On this machine (kvm-pvm, nested, 2 cores):
+//! - guest CPL3 `rdtsc` does not exit (1001 back-to-back rdtscs: ≈ 25 ticks, ≈ 10 ns, each);
+//! - guest `rdtsc` is the host TSC: the guest's readings lie between the host's readings just
+//!   before and after KVM_RUN; KVM_GET_MSRS(IA32_TSC) lies inside its host `rdtsc` bracket
+//!   (≈ 13-17 k ticks, 5-6 µs wide) with offset 0, and the vCPU attribute KVM_VCPU_TSC_OFFSET
+//!   reads 0: PVM runs the guest's CPL3 code natively on the host TSC;
+//! - KVM_GET_TSC_KHZ (2 596 148 kHz) matches the 20 ms calibration to < 1 ppm.
 //!
-//! So on kvm-pvm, `offset = 0`; on real VT-x/AMD-V, `offset = IA32_TSC(guest) - host_tsc`.
-//! [`TscOffset::measure`] reads IA32_TSC through KVM_GET_MSRS bracketed by host `rdtsc`, which
-//! gives the right answer on both (it measured 0 on kvm-pvm), and [`TimePage::compute`] takes
-//! the guest TSC at a host instant, so it is right wherever that pair comes from. See
-//! docs/vdso.md for the numbers.
+//! So on kvm-pvm `offset = 0`; on VT-x/AMD-V `offset = guest IA32_TSC - host TSC`, per VM.
+//! [`TscOffset::measure`] reads the offset KVM keeps (exact) or brackets IA32_TSC with host
+//! `rdtsc`s, which is right on both, and [`TimePage::compute`] takes the guest TSC at a host
+//! instant, so it is right wherever that pair comes from. Numbers: docs/vdso.md.
 
 use std::sync::OnceLock;
 use std::time::Duration;
