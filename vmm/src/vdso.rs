@@ -224,7 +224,8 @@ impl TimePage {
 /// Writes the time page at `base` and the vDSO image at `base + 4096` (the region of
 /// [`VDSO_REGION_SIZE`] bytes must be page-aligned user memory that nothing else uses, and
 /// readable + executable for the program), and returns the image's address: the value of
-/// `AT_SYSINFO_EHDR` for the auxv.
+/// `AT_SYSINFO_EHDR` for the auxv. A region that is not page-aligned or does not fit in guest
+/// memory is [`MemoryError::OutOfRange`], and nothing is written.
 ///
 /// The integrator's part (see docs/vdso.md): reserve the region in the address space so mmap
 /// never hands it out, put `(AT_SYSINFO_EHDR, returned value)` in the auxv at cold start, and
