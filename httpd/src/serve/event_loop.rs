@@ -518,7 +518,7 @@ impl<H: Handler> EventLoop<H> {
                     break;
                 }
                 Event::Reject(reject) => {
-                    let mut resp = Response::json_error(reject.status(), "bad_request", reject.reason());
+                    let mut resp = Response::json_error(reject.status(), reject.code(), reject.reason());
                     resp.server_timing = "total;dur=0.000".to_owned();
                     let head = Head {
                         method: Method::Get,
@@ -662,7 +662,7 @@ impl<H: Handler> EventLoop<H> {
                     counter.fetch_add(1, Ordering::Relaxed);
                     // A slow client gets a 408 (best effort) and is cut off.
                     let reject = http::Reject::Timeout;
-                    let mut resp = Response::json_error(reject.status(), "timeout", reject.reason());
+                    let mut resp = Response::json_error(reject.status(), reject.code(), reject.reason());
                     resp.server_timing = "total;dur=0.000".to_owned();
                     self.metrics.count_response(resp.status);
                     resp.write_to(&mut s.next, false, true);

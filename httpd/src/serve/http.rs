@@ -80,6 +80,17 @@ impl Reject {
         }
     }
 
+    /// The `error` field of the JSON body.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reject::Malformed(_) => "bad_request",
+            Reject::HeadTooLarge => "head_too_large",
+            Reject::BodyTooLarge => "body_too_large",
+            Reject::UnsupportedEncoding => "unsupported_transfer_encoding",
+            Reject::Timeout => "timeout",
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Reject::Malformed(why) => why,

@@ -84,8 +84,6 @@ pub enum ErrorKind {
     Deadline,
     /// The host could not provide or restore a VM: 500.
     Host,
-    /// The request body was over the limit: 413.
-    BodyTooLarge,
     /// Too many calls in flight: 503.
     Overloaded,
     /// The method is not allowed on a function route: 405.
@@ -93,13 +91,12 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Exit,
         ErrorKind::Fault,
         ErrorKind::OutputLimit,
         ErrorKind::Deadline,
         ErrorKind::Host,
-        ErrorKind::BodyTooLarge,
         ErrorKind::Overloaded,
         ErrorKind::Method,
     ];
@@ -111,7 +108,6 @@ impl ErrorKind {
             ErrorKind::OutputLimit => "output_limit",
             ErrorKind::Deadline => "deadline",
             ErrorKind::Host => "host",
-            ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Method => "method",
         }
