@@ -190,7 +190,7 @@ fn sighup_adds_changes_and_removes_functions() {
     let dir = functions_dir(&["echo-c"]);
     let srv = Server::start(&dir, &[]);
     let mut c = srv.connect();
-    assert_eq!(c.request("POST", "/copy", &[], b"x").status, 404);
+    assert_eq!(srv.call(&mut c, "POST", "/copy", b"x").status, 404);
     // Add: a real copy of hello-c under a new name.
     let (functions, _) = serve_support::bundles();
     let status = std::process::Command::new("cp")
@@ -204,22 +204,22 @@ fn sighup_adds_changes_and_removes_functions() {
     let _ = std::fs::remove_file(dir.join("copy/snapshot.kmsnap"));
     srv.signal(libc::SIGHUP);
     let t = std::time::Instant::now();
-    while c.request("POST", "/copy", &[], b"x").status != 200 {
+    while srv.call(&mut c, "POST", "/copy", b"x").status != 200 {
         assert!(t.elapsed() < Duration::from_secs(30), "new bundle not served: {}", srv.log.lock().unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(dir.join("copy/snapshot.kmsnap").is_file(), "{}", srv.log.lock().unwrap());
-    let r = c.request("POST", "/copy", &[], b"abc");
+    let r = srv.call(&mut c, "POST", "/copy", b"abc");
     assert_eq!(r.text(), "Hello from C! You sent 3 bytes.\n");
     // echo-c kept serving throughout.
-    assert_eq!(c.request("POST", "/echo-c", &[], b"same").text(), "same");
+    assert_eq!(srv.call(&mut c, "POST", "/echo-c", b"same").text(), "same");
     // Change: a different content type in the copy's config.
     let cfg = dir.join("copy/config.json");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("text/plain; charset=utf-8", "text/x-changed");
     std::fs::write(&cfg, text).unwrap();
     srv.signal(libc::SIGHUP);
     let t = std::time::Instant::now();
-    while c.request("POST", "/copy", &[], b"x").header("Content-Type") != Some("text/x-changed") {
+    while srv.call(&mut c, "POST", "/copy", b"x").header("Content-Type") != Some("text/x-changed") {
         assert!(t.elapsed() < Duration::from_secs(30), "changed bundle not reloaded");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -229,9 +229,9 @@ fn sighup_adds_changes_and_removes_functions() {
     std::fs::remove_dir_all(dir.join("copy")).unwrap();
     srv.signal(libc::SIGHUP);
     let t = std::time::Instant::now();
-    while c.request("POST", "/copy", &[], b"x").status != 404 {
+    while srv.call(&mut c, "POST", "/copy", b"x").status != 404 {
         assert!(t.elapsed() < Duration::from_secs(30), "removed bundle still served");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(c.request("POST", "/echo-c", &[], b"end").text(), "end");
+    assert_eq!(srv.call(&mut c, "POST", "/echo-c", b"end").text(), "end");
 }

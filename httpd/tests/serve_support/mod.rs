@@ -33,8 +33,9 @@ pub fn bundles() -> (PathBuf, PathBuf) {
     (target.join("functions"), target.join("test-functions"))
 }
 
-/// A fresh functions directory holding symlinks to the named bundles (looked up in
-/// `target/functions`, then `target/test-functions`).
+/// A fresh functions directory holding copies of the named bundles (looked up in
+/// `target/functions`, then `target/test-functions`). Copies, not symlinks: a rebuild of
+/// `target/` by someone else while a test runs must not change what the server serves.
 pub fn functions_dir(names: &[&str]) -> PathBuf {
     let (functions, tests) = bundles();
     let dir = std::env::temp_dir().join(format!(
@@ -47,7 +48,8 @@ pub fn functions_dir(names: &[&str]) -> PathBuf {
     for name in names {
         let src = [functions.join(name), tests.join(name)].into_iter().find(|p| p.join("config.json").is_file());
         let src = src.unwrap_or_else(|| panic!("bundle {name} not built"));
-        std::os::unix::fs::symlink(src, dir.join(name)).unwrap();
+        let ok = Command::new("cp").arg("-a").arg(&src).arg(dir.join(name)).status().unwrap().success();
+        assert!(ok, "copy {}", src.display());
     }
     dir
 }
@@ -102,6 +104,22 @@ impl Server {
             panic!("server did not start: {}", log.lock().unwrap())
         });
         Server { child, addr, dir: dir.to_path_buf(), log }
+    }
+
+    /// One request on `c`; a failure shows the server's log.
+    pub fn call(&self, c: &mut Client, method: &str, path: &str, body: &[u8]) -> Resp {
+        c.send_raw(&encode(method, path, &[], body));
+        c.read_response().unwrap_or_else(|| {
+            let status = self.child_status();
+            panic!("no response to {method} {path} (server {status}); log:\n{}", self.log.lock().unwrap())
+        })
+    }
+
+    fn child_status(&self) -> String {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
+            Ok(s) => format!("state {}", s.split_whitespace().nth(2).unwrap_or("?")),
+            Err(_) => "gone".into(),
+        }
     }
 
     pub fn connect(&self) -> Client {
