@@ -14,7 +14,9 @@ use crate::call::{CallStats, PhaseTimings, ReadyCall};
 use crate::files::Rootfs;
 use crate::layout::{KERNEL_STACK_TOP, SYSCALL_RETURN_PATH};
 use crate::loader::{build_stack, LoadError, Program};
-use crate::mm::AddressSpace;
+use crate::layout::{self, GuestAddr};
+use crate::mm::{self, AddressSpace};
+use crate::vdso;
 use crate::process::Process;
 use crate::snapshot::{SnapshotError, SnapshotImage};
 use crate::vm::{self, EmptyVm, VmError};
@@ -141,10 +143,17 @@ impl Function {
         let mut random = [0u8; 16];
         // SAFETY: getrandom into a local buffer.
         unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
-        let stack = build_stack(&mut vm.memory, &self.program, &self.config.args, &self.config.env, sys.hwcap, random)
-            .map_err(load_err)?;
-        let space = AddressSpace::new(vm.memory_size(), self.program.image_start, self.program.image_end)
+        let mut space = AddressSpace::new(vm.memory_size(), self.program.image_start, self.program.image_end)
             .map_err(|_| load_err(LoadError::StackTooLarge))?;
+        // The vDSO: clock reads at CPL3 from a time page the monitor keeps current.
+        let vdso = layout::vdso_base(vm.memory_size());
+        space
+            .reserve(vdso, vdso::VDSO_REGION_SIZE, mm::PROT_READ | mm::PROT_EXEC, mm::RegionKind::Vdso)
+            .map_err(|_| load_err(LoadError::StackTooLarge))?;
+        let page = vdso::TimePage::compute(vdso::sample_now(vm.tsc_offset), vdso::tsc_hz());
+        let ehdr = vdso::install(&mut vm.memory, GuestAddr(vdso), &page).map_err(|e| load_err(e.into()))?;
+        let stack = build_stack(&mut vm.memory, &self.program, &self.config.args, &self.config.env, sys.hwcap, random, Some(ehdr))
+            .map_err(load_err)?;
         let mut process = Process::new(
             space,
             self.rootfs.clone(),

@@ -32,6 +32,8 @@ pub struct KvmSystem {
     pub xcr0: u64,
     /// CPUID.1:EDX, which Linux reports as AT_HWCAP.
     pub hwcap: u64,
+    /// The guests' TSC frequency (KVM_GET_TSC_KHZ), for the vDSO's time page.
+    pub tsc_khz: Option<u32>,
     _keepalive: (VcpuFd, VmFd),
 }
 
@@ -74,7 +76,8 @@ impl KvmSystem {
         let hwcap = leaf(1, 0).map(|e| u64::from(e.edx)).unwrap_or(0);
         let vm = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
         let vcpu = vm.create_vcpu(0).map_err(ioctl_err("KVM_CREATE_VCPU"))?;
-        Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, _keepalive: (vcpu, vm) })
+        let tsc_khz = vcpu.get_tsc_khz().ok().filter(|&k| k > 0);
+        Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, tsc_khz, _keepalive: (vcpu, vm) })
     }
 
     /// The KVM flavour, for reports: "kvm-pvm", "vt-x", "amd-v" or "unknown".

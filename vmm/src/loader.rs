@@ -186,6 +186,7 @@ pub fn build_stack(
     env: &[String],
     hwcap: u64,
     random: [u8; 16],
+    vdso_ehdr: Option<u64>,
 ) -> Result<InitialStack, LoadError> {
     use auxv::*;
     let top = mem.size();
@@ -215,7 +216,7 @@ pub fn build_stack(
     arg_ptrs.reverse();
     let random_addr = push_bytes(mem, &random)?;
 
-    let auxv = vec![
+    let mut auxv = vec![
         (AT_PHDR, program.phdr_addr),
         (AT_PHENT, 56),
         (AT_PHNUM, program.phnum),
@@ -234,8 +235,11 @@ pub fn build_stack(
         (AT_CLKTCK, 100),
         (AT_PLATFORM, platform),
         (AT_EXECFN, execfn),
-        (AT_NULL, 0),
     ];
+    if let Some(ehdr) = vdso_ehdr {
+        auxv.push((AT_SYSINFO_EHDR, ehdr));
+    }
+    auxv.push((AT_NULL, 0));
     let mut words: Vec<u64> = Vec::new();
     words.push(arg_ptrs.len() as u64);
     words.extend(&arg_ptrs);

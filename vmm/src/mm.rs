@@ -19,6 +19,8 @@ pub enum RegionKind {
     Image,
     Mmap,
     Stack,
+    /// The vDSO and its time page (see [`crate::vdso`]).
+    Vdso,
 }
 
 /// One mapped range `[start, end)`.
@@ -145,6 +147,16 @@ impl AddressSpace {
             }
         }
         (top >= floor && top - floor >= len).then(|| top - len)
+    }
+
+    /// Reserves `[start, start+len)` for the monitor's own use (the vDSO): it must be free.
+    pub fn reserve(&mut self, start: u64, len: u64, prot: u32, kind: RegionKind) -> Result<(), Errno> {
+        let end = start.checked_add(len).ok_or(ENOMEM)?;
+        if !start.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) || start < page_up(self.brk).unwrap_or(u64::MAX) || end > self.memory_size || self.overlaps(start, end) {
+            return Err(EINVAL);
+        }
+        self.insert(Region { start, end, prot, kind });
+        Ok(())
     }
 
     /// `brk(2)`: grows or shrinks the heap; on failure returns the current break, as Linux does.

@@ -84,6 +84,11 @@ pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, 
         LoopEnd::Exited(code) => return Err(CallError::NoStdinRead(code).into()),
     };
     let state = capture_state(function, &mut ready, &entry)?;
+    // A restore always writes a fresh time page; until it does, the vDSO must fall back to
+    // syscalls rather than trust the capture's clock.
+    if let Some(r) = state.regions.iter().find(|r| r.kind == fmt::RegionKind::Vdso) {
+        crate::vdso::TimePage::invalid().write_to(&mut ready.vm.memory, GuestAddr(r.start))?;
+    }
     let mem = &ready.vm.memory;
     let mut segments = Vec::new();
     let mut memory_bytes = 0;
@@ -158,6 +163,7 @@ fn capture_state(function: &Function, ready: &mut ReadyCall, entry: &SyscallEntr
             RegionKind::Image => fmt::RegionKind::Image,
             RegionKind::Mmap => fmt::RegionKind::Mmap,
             RegionKind::Stack => fmt::RegionKind::Stack,
+            RegionKind::Vdso => fmt::RegionKind::Vdso,
         };
         regions.push(fmt::Region { start: r.start, len: r.end - r.start, prot: r.prot, kind, path: None });
     }
@@ -246,6 +252,8 @@ pub struct SnapshotImage {
     brk_start: u64,
     regions: Vec<mm::Region>,
     pending: fmt::PendingSyscall,
+    /// Where the vDSO's time page is, refreshed at every restore.
+    vdso_base: Option<u64>,
 }
 
 impl SnapshotImage {
@@ -295,11 +303,16 @@ impl SnapshotImage {
         let xcr0 = state.xcrs.iter().find(|(i, _)| *i == 0).map_or(0x3, |(_, v)| *v);
         let mut regions = Vec::new();
         let mut brk_start = state.brk;
+        let mut vdso_base = None;
         for r in &state.regions {
             let end = r.start.checked_add(r.len).ok_or_else(|| mismatch("region overflows"))?;
             let kind = match r.kind {
                 fmt::RegionKind::Image => RegionKind::Image,
-                fmt::RegionKind::Mmap | fmt::RegionKind::Other | fmt::RegionKind::Vdso => RegionKind::Mmap,
+                fmt::RegionKind::Mmap | fmt::RegionKind::Other => RegionKind::Mmap,
+                fmt::RegionKind::Vdso => {
+                    vdso_base = Some(r.start);
+                    RegionKind::Vdso
+                }
                 fmt::RegionKind::Stack => RegionKind::Stack,
                 fmt::RegionKind::Brk => {
                     brk_start = r.start;
@@ -312,7 +325,10 @@ impl SnapshotImage {
             .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
         let file = File::open(path).map_err(|source| SnapshotError::Open { path: path.into(), source })?;
         let id = NEXT_IMAGE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(SnapshotImage { id, path: path.into(), file, snapshot, xsave, msrs, xcr0, brk_start, regions, pending })
+        if vdso_base.is_some_and(|b| b.checked_add(crate::vdso::VDSO_REGION_SIZE).is_none_or(|end| end > function.memory_size())) {
+            return Err(mismatch("the vDSO region lies outside guest memory"));
+        }
+        Ok(SnapshotImage { id, path: path.into(), file, snapshot, xsave, msrs, xcr0, brk_start, regions, pending, vdso_base })
     }
 
     /// The parsed snapshot (for inspection and reports).
@@ -396,6 +412,10 @@ impl SnapshotImage {
         };
         let r = &self.snapshot.state.regs;
         write_user_return(&mut vm.memory, r.rip, r.rsp, r.eflags, result)?;
+        // The clock: the snapshot may be minutes old and this VM's TSC offset its own.
+        if let Some(base) = self.vdso_base {
+            crate::vdso::refresh_with_offset(vm.tsc_offset, &mut vm.memory, GuestAddr(base))?;
+        }
         Ok(ReadyCall {
             vm,
             process,

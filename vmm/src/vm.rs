@@ -64,6 +64,8 @@ pub struct EmptyVm {
     /// Set when the pool already restored a snapshot into this (never run) VM: the id of
     /// that [`crate::snapshot::SnapshotImage`].
     pub(crate) prepared_for: Option<u64>,
+    /// Guest TSC minus host TSC (0 under kvm-pvm; per VM on VT-x/AMD-V), for the time page.
+    pub(crate) tsc_offset: crate::vdso::TscOffset,
 }
 
 impl EmptyVm {
@@ -91,7 +93,8 @@ impl EmptyVm {
         set_cpl3_long_mode(&vcpu, sys.xcr0)?;
         // Exits copy the general registers into kvm_run, so a syscall's arguments cost no ioctl.
         vcpu.set_sync_valid_reg(SyncReg::Register);
-        let mut vm = EmptyVm { vcpu, vm, memory, prepared_for: None };
+        let tsc_offset = crate::vdso::TscOffset::measure(&vcpu)?;
+        let mut vm = EmptyVm { vcpu, vm, memory, prepared_for: None, tsc_offset };
         vm.warm_up()?;
         Ok(vm)
     }

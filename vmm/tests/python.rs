@@ -1,0 +1,129 @@
+//! Issue 4 against the real KVM: the static CPython guest, its runtime, and the vDSO clock.
+
+mod common;
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vmm::snapshot::{take_snapshot, SNAPSHOT_FILE};
+use vmm::{EmptyVm, Function, StartMode};
+
+fn snapshotted(name: &str, tag: &str) -> (std::path::PathBuf, Function) {
+    let dst = std::env::temp_dir().join(format!("snapcall-py-{}-{name}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    assert!(std::process::Command::new("cp").arg("-a").arg(bundle(name)).arg(&dst).status().unwrap().success());
+    let _ = std::fs::remove_file(dst.join(SNAPSHOT_FILE));
+    let cold = Function::load(&dst, StartMode::Cold).unwrap();
+    take_snapshot(&cold, &dst.join(SNAPSHOT_FILE)).unwrap();
+    let f = Function::load(&dst, StartMode::Snapshot).unwrap();
+    assert!(f.has_snapshot());
+    (dst, f)
+}
+
+fn bodies() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"not json at all".to_vec(),
+        br#"{"Another": "Echo"}"#.to_vec(),
+        "{\"grüße\": \"日本語 ✓\", \"emoji\": \"🦀\"}".as_bytes().to_vec(),
+        "plain UTF-8 text: ünïcödé".as_bytes().to_vec(),
+        b"[1, 2, 3]".to_vec(),
+        b"42".to_vec(),
+        b"{\"unterminated\": ".to_vec(),
+    ];
+    let big: String = (0..(1 << 20) / 16).map(|i| format!("{:015}", i) + ",").collect();
+    v.push(format!("{{\"big\": \"{big}\"}}").into_bytes());
+    for i in 0..91 {
+        v.push(format!("{{\"n\": {i}, \"s\": \"{}\", \"nested\": {{\"list\": [{i}, \"x\"]}}}}", "y".repeat(i * 7)).into_bytes());
+    }
+    v
+}
+
+#[test]
+fn hellowithdata_returns_the_posted_data_for_a_hundred_bodies() {
+    let (dir, f) = snapshotted("hellowithdata-py", "bodies");
+    let bodies = bodies();
+    assert_eq!(bodies.len(), 100);
+    for body in &bodies {
+        let out = output(&f, body);
+        assert_eq!(out.exit_code, 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(sent) => {
+                let got: serde_json::Value = serde_json::from_slice(&out.stdout)
+                    .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&out.stdout)));
+                assert_eq!(got, sent);
+            }
+            Err(_) => assert_eq!(out.stdout, *body, "text comes back as text"),
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn hello_py_works_cold_and_from_a_snapshot() {
+    let cold = output(&load("hello-py", StartMode::Cold), b"world");
+    let (dir, f) = snapshotted("hello-py", "modes");
+    let restored = output(&f, b"world");
+    assert_eq!(cold.exit_code, 0);
+    assert!(!cold.stdout.is_empty());
+    assert_eq!(cold.stdout, restored.stdout);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_handler_exception_exits_non_zero_with_the_traceback() {
+    let (dir, f) = snapshotted("py-raise", "raise");
+    for function in [&load("py-raise", StartMode::Cold), &f] {
+        let out = output(function, b"boom");
+        assert_ne!(out.exit_code, 0);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("Traceback") && stderr.contains("ValueError"), "{stderr}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn module_state_from_one_call_is_not_seen_by_the_next() {
+    let (dir, f) = snapshotted("py-state", "state");
+    for _ in 0..10 {
+        assert_eq!(output(&f, b"x").stdout, b"1");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Runs one call recording every syscall number.
+fn traced(f: &Function, request: &[u8]) -> (vmm::Output, Vec<u64>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let mut ready = f.start(EmptyVm::create(f.memory_size()).unwrap(), request).unwrap();
+    ready.trace_syscalls(Box::new(move |r| sink.lock().unwrap().push(r.nr)));
+    let mut finished = ready.run();
+    let out = finished.take_outcome().unwrap();
+    let nrs = seen.lock().unwrap().clone();
+    (out, nrs)
+}
+
+#[test]
+fn time_is_right_in_a_guest_restored_a_minute_after_its_snapshot_and_costs_no_exit() {
+    let (dir, f) = snapshotted("py-time", "clock");
+    std::thread::sleep(Duration::from_secs(61));
+    let mut randoms = Vec::new();
+    for _ in 0..3 {
+        let before = now_secs();
+        let (out, nrs) = traced(&f, b"");
+        let after = now_secs();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = v["time"].as_f64().unwrap();
+        assert!(t >= before - 0.05 && t <= after + 0.05, "guest {t} vs host [{before}, {after}]");
+        for clock_syscall in [228u64, 96, 201] {
+            assert!(!nrs.contains(&clock_syscall), "syscall {clock_syscall} left the guest: {nrs:?}");
+        }
+        randoms.push(v["random"].as_f64().unwrap());
+    }
+    randoms.dedup();
+    assert_eq!(randoms.len(), 3, "restored instances must not share a random sequence");
+    std::fs::remove_dir_all(dir).unwrap();
+}
