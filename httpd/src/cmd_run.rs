@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use vmm::{CallError, Function, StartMode};
+use vmm::{Function, StartMode};
 
 /// Command-line arguments of `snapcall run`.
 #[derive(clap::Args)]
@@ -22,6 +22,9 @@ pub struct Args {
     /// Print the phase breakdown (create VM, load/restore, run, teardown) to stderr.
     #[arg(long)]
     timing: bool,
+    /// Kontain's km executable, for bundles only km can run (default: $SNAPCALL_KM, then km on $PATH).
+    #[arg(long)]
+    km: Option<PathBuf>,
 }
 
 /// Exit status for calls that produced no exit status of their own.
@@ -38,6 +41,10 @@ pub fn main(args: Args) -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<u8, String> {
+    let config = vmm::BundleConfig::load(&args.bundle).map_err(|e| e.to_string())?;
+    if let Some(why) = vmm::km::needs_km(&config) {
+        return run_with_km(args, why);
+    }
     let mode = if args.cold { StartMode::Cold } else { StartMode::Snapshot };
     let function = Function::load(&args.bundle, mode).map_err(|e| e.to_string())?;
     let mut request = Vec::new();
@@ -77,13 +84,7 @@ fn run(args: &Args) -> Result<u8, String> {
             std::io::stderr().write_all(&out.stderr).map_err(|e| format!("writing stderr: {e}"))?;
             Ok((out.exit_code & 0xFF) as u8)
         }
-        Err(e) => {
-            let tail = match &e {
-                CallError::GuestFault { .. } | CallError::Deadline(_) => String::new(),
-                _ => String::new(),
-            };
-            Err(format!("{}: {e}{tail}", function.name()))
-        }
+        Err(e) => Err(format!("{}: {e}", function.name())),
     }
 }
 
@@ -103,4 +104,21 @@ fn format_syscall(r: &vmm::SyscallRecord) -> String {
 
 fn errno_name(e: i32) -> String {
     std::io::Error::from_raw_os_error(e).to_string()
+}
+
+/// A bundle only Kontain's km can run: one km process, same stdin/stdout/exit contract.
+fn run_with_km(args: &Args, why: String) -> Result<u8, String> {
+    let function = vmm::km::KmFunction::load(&args.bundle, why).map_err(|e| e.to_string())?;
+    let km = function.locate_km(args.km.as_deref()).map_err(|e| e.to_string())?;
+    let mut request = Vec::new();
+    std::io::stdin().read_to_end(&mut request).map_err(|e| format!("reading stdin: {e}"))?;
+    let started = Instant::now();
+    let out = function.call(&km, &request).map_err(|e| e.to_string())?;
+    if args.timing {
+        eprintln!("timing: km={:.3}ms ({})", started.elapsed().as_secs_f64() * 1e3, function.why());
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out.stdout).and_then(|_| stdout.flush()).map_err(|e| format!("writing stdout: {e}"))?;
+    std::io::stderr().write_all(&out.stderr).map_err(|e| format!("writing stderr: {e}"))?;
+    Ok((out.exit_code & 0xFF) as u8)
 }

@@ -29,6 +29,7 @@ pub mod errno;
 pub mod exits;
 pub mod files;
 pub mod function;
+pub mod km;
 pub mod kvm;
 pub mod layout;
 pub mod loader;
