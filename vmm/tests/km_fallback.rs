@@ -50,7 +50,7 @@ fn request_in_response_out_with_the_program_and_its_args() {
     let dir = km_bundle("echo", "echo", 5000);
     let f = load(&dir);
     let km = stand_in_km();
-    let body: Vec<u8> = (0..300_00u32).map(|i| (i % 251) as u8).collect();
+    let body: Vec<u8> = (0..30_000u32).map(|i| (i % 251) as u8).collect();
     let out = f.call(&km, &body).unwrap();
     assert_eq!(out.exit_code, 0);
     let head = format!("argv:{} --flag\n", dir.join("rootfs/bin/fn").display());
