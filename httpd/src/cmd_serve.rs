@@ -25,7 +25,10 @@ pub struct Args {
     /// Event loops (one per core by default), each with its own SO_REUSEPORT listener.
     #[arg(long)]
     threads: Option<usize>,
-    /// Empty VMs kept ready per memory size (0: create and destroy each VM inline).
+    /// Run calls on this many worker threads instead of inline on the event loops (0).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// VMs kept ready per function (0: create and destroy each VM inline).
     #[arg(long, default_value_t = 4)]
     pool_size: usize,
     /// Start calls cold (load the ELF) even when a snapshot exists.
@@ -97,7 +100,7 @@ pub fn main(args: Args) -> ExitCode {
     loops.body_timeout = Duration::from_millis(args.body_timeout_ms);
     loops.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     loops.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
-    let cfg = serve::ServerConfig { listen: args.listen, threads, loops };
+    let cfg = serve::ServerConfig { listen: args.listen, threads, workers: args.workers, loops };
 
     let reload_app = app.clone();
     let result = serve::serve(cfg, app, metrics, move || {

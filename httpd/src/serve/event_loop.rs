@@ -10,9 +10,9 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -25,7 +25,7 @@ use super::metrics::Metrics;
 pub trait Handler: Send + Sync + 'static {
     /// Kept until the response that produced it has been written to the socket, then handed
     /// to [`Handler::sent`] (the used VM: it is torn down only after the client has its bytes).
-    type Done;
+    type Done: Send;
 
     /// Decides from the head alone whether the body is worth reading (route and method known).
     fn accept_head(&self, head: &Head) -> bool;
@@ -144,6 +144,77 @@ struct Job {
     admitted: bool,
 }
 
+/// Worker threads that run calls handed over by the loops (`--workers N`), the alternative
+/// to running them inline that the threading measurement in docs/httpd.md compares.
+pub struct Workers<H: Handler> {
+    queue: Mutex<VecDeque<(Job, Arc<Mailbox<H>>)>>,
+    more: Condvar,
+    stop: AtomicBool,
+}
+
+/// A loop's link to the workers: where it sends calls, and where they come back.
+type Offload<H> = (Arc<Workers<H>>, Arc<Mailbox<H>>);
+
+/// Where workers leave a loop's finished calls; writing `wake` makes the loop look.
+pub struct Mailbox<H: Handler> {
+    results: Mutex<Vec<Finished<H>>>,
+    wake: OwnedFd,
+}
+
+struct Finished<H: Handler> {
+    slot: usize,
+    gen: u32,
+    head: Head,
+    admitted: bool,
+    resp: Response,
+    done: Option<H::Done>,
+}
+
+impl<H: Handler> Default for Workers<H> {
+    fn default() -> Self {
+        Workers { queue: Mutex::new(VecDeque::new()), more: Condvar::new(), stop: AtomicBool::new(false) }
+    }
+}
+
+impl<H: Handler> Workers<H> {
+    /// Body of one worker thread: runs calls until [`Workers::stop`].
+    pub fn work(&self, handler: &H) {
+        loop {
+            let (job, mailbox) = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(item) = q.pop_front() {
+                        break item;
+                    }
+                    if self.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    q = self.more.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let head = job.req.head.clone();
+            let (resp, done) = handler.handle(job.req, job.at.elapsed());
+            let f = Finished { slot: job.slot, gen: job.gen, head, admitted: job.admitted, resp, done };
+            mailbox.results.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+            let one = 1u64;
+            // SAFETY: 8-byte write of a local to the loop's eventfd, which the mailbox owns.
+            unsafe { libc::write(mailbox.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// Makes the workers return once the queue is empty.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.more.notify_all();
+    }
+
+    fn push(&self, job: Job, mailbox: Arc<Mailbox<H>>) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back((job, mailbox));
+        self.more.notify_one();
+    }
+}
+
 /// One event loop. Build with [`EventLoop::new`], then [`EventLoop::run`] on its own thread.
 pub struct EventLoop<H: Handler> {
     ring: IoUring,
@@ -160,10 +231,15 @@ pub struct EventLoop<H: Handler> {
     live: usize,
     runq: VecDeque<Job>,
     draining: Option<Instant>,
+    /// `Some` in worker mode: calls go to these threads instead of running inline.
+    workers: Option<Offload<H>>,
+    /// Calls handed to workers and not yet back.
+    outstanding: usize,
 }
 
 impl<H: Handler> EventLoop<H> {
     /// `wake` is an eventfd; writing to it after setting `shared.shutdown` starts the drain.
+    /// With `workers`, calls run on those threads instead of inline.
     pub fn new(
         listener: OwnedFd,
         wake: OwnedFd,
@@ -171,7 +247,21 @@ impl<H: Handler> EventLoop<H> {
         metrics: Arc<Metrics>,
         shared: Arc<Shared>,
         cfg: LoopConfig,
+        workers: Option<Arc<Workers<H>>>,
     ) -> io::Result<Self> {
+        let workers = match workers {
+            None => None,
+            Some(w) => {
+                // SAFETY: dup of the eventfd we own; checked below.
+                let dup = unsafe { libc::dup(wake.as_raw_fd()) };
+                if dup < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: a fresh fd from dup, owned by nobody else.
+                let wake = unsafe { OwnedFd::from_raw_fd(dup) };
+                Some((w, Arc::new(Mailbox { results: Mutex::new(Vec::new()), wake })))
+            }
+        };
         // DEFER_TASKRUN: completions are posted only when this thread waits in
         // io_uring_enter. Without it, io_uring flags the loop thread with TIF_NOTIFY_SIGNAL
         // whenever a socket completes, which makes `signal_pending()` true in the kernel:
@@ -197,6 +287,8 @@ impl<H: Handler> EventLoop<H> {
             live: 0,
             runq: VecDeque::new(),
             draining: None,
+            workers,
+            outstanding: 0,
         })
     }
 
@@ -207,7 +299,7 @@ impl<H: Handler> EventLoop<H> {
         let mut next_sweep = Instant::now() + TICK;
         let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
         loop {
-            if self.draining.is_some() && self.live == 0 && self.runq.is_empty() {
+            if self.draining.is_some() && self.live == 0 && self.runq.is_empty() && self.outstanding == 0 {
                 return Ok(());
             }
             let ts = types::Timespec::from(TICK);
@@ -410,11 +502,46 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn on_wake(&mut self, res: i32) {
+        self.take_results();
         if self.shared.shutdown.load(Ordering::SeqCst) {
             self.start_drain();
-        } else if res >= 0 || res == -libc::EINTR {
+        }
+        // Keep listening while workers may still report back (or shutdown may come).
+        if (res >= 0 || res == -libc::EINTR) && (self.draining.is_none() || self.outstanding > 0) {
             self.arm_wake();
         }
+    }
+
+    /// Worker mode: answers the calls workers finished.
+    fn take_results(&mut self) {
+        let Some((_, mailbox)) = &self.workers else { return };
+        let results = std::mem::take(&mut *mailbox.results.lock().unwrap_or_else(|e| e.into_inner()));
+        for f in results {
+            self.outstanding -= 1;
+            if f.admitted {
+                self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+            }
+            let alive = matches!(&self.slots[f.slot], Some(s) if s.gen == f.gen && s.phase == Phase::Open);
+            if !alive {
+                if let Some(done) = f.done {
+                    self.handler.sent(done);
+                }
+                continue;
+            }
+            self.finish_job(f.slot, &f.head, f.resp, f.done);
+        }
+    }
+
+    /// Queues the response of a finished request and moves its connection on.
+    fn finish_job(&mut self, slot: usize, head: &Head, resp: Response, done: Option<H::Done>) {
+        if let Some(s) = self.slots[slot].as_mut() {
+            s.queued = false;
+        }
+        self.respond(slot, head, resp, done, false);
+        self.pump(slot);
+        self.settle(slot);
+        // Put this response on the wire now rather than after the rest of the queue.
+        let _ = self.ring.submit();
     }
 
     fn on_recv(&mut self, idx: usize, res: i32) {
@@ -566,19 +693,17 @@ impl<H: Handler> EventLoop<H> {
                 }
                 continue;
             }
+            if let Some((workers, mailbox)) = &self.workers {
+                self.outstanding += 1;
+                workers.push(job, mailbox.clone());
+                continue;
+            }
             let head = job.req.head.clone();
             let (resp, done) = self.handler.handle(job.req, job.at.elapsed());
             if job.admitted {
                 self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
             }
-            if let Some(s) = self.slots[job.slot].as_mut() {
-                s.queued = false;
-            }
-            self.respond(job.slot, &head, resp, done, false);
-            self.pump(job.slot);
-            self.settle(job.slot);
-            // Put this response on the wire now rather than after the rest of the queue.
-            let _ = self.ring.submit();
+            self.finish_job(job.slot, &head, resp, done);
         }
     }
 

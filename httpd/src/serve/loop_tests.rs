@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn::Request;
-use super::event_loop::{EventLoop, Handler, LoopConfig, Shared};
+use super::event_loop::{EventLoop, Handler, LoopConfig, Shared, Workers};
 use super::http::{Head, Method, Response};
 use super::metrics::Metrics;
 
@@ -60,6 +60,11 @@ struct TestServer {
 
 impl TestServer {
     fn start(tweak: impl FnOnce(&mut LoopConfig)) -> TestServer {
+        Self::start_with(tweak, 0)
+    }
+
+    /// With `workers` > 0, calls run on that many worker threads instead of inline.
+    fn start_with(tweak: impl FnOnce(&mut LoopConfig), workers: usize) -> TestServer {
         let mut cfg = super::default_loop_config();
         cfg.limits.max_body = 1024;
         cfg.header_timeout = Duration::from_millis(300);
@@ -75,7 +80,19 @@ impl TestServer {
         let handler = Arc::new(Echo { sent: AtomicUsize::new(0) });
         let (h, sh) = (handler.clone(), shared.clone());
         let metrics = Arc::new(Metrics::default());
-        let thread = std::thread::spawn(move || EventLoop::new(l, dup, h, metrics, sh, cfg)?.run());
+        let pool = (workers > 0).then(|| Arc::new(Workers::<Echo>::default()));
+        for _ in 0..workers {
+            let (w, h) = (pool.clone().unwrap(), handler.clone());
+            std::thread::spawn(move || w.work(&*h));
+        }
+        let stopper = pool.clone();
+        let thread = std::thread::spawn(move || {
+            let r = EventLoop::new(l, dup, h, metrics, sh, cfg, pool)?.run();
+            if let Some(w) = stopper {
+                w.stop();
+            }
+            r
+        });
         TestServer { addr: SocketAddr::from(([127, 0, 0, 1], port)), wake, shared, handler, thread: Some(thread) }
     }
 
@@ -260,4 +277,28 @@ fn shutdown_finishes_the_call_in_flight() {
     stopper.join().unwrap().unwrap();
     assert_eq!(handler.sent.load(Ordering::Relaxed), 1);
     let _ = Method::Get;
+}
+
+#[test]
+fn worker_mode_pipelines_in_order_and_drains() {
+    let srv = TestServer::start_with(|_| {}, 2);
+    let mut s = srv.connect();
+    let mut buf = Vec::new();
+    let mut wire = Vec::new();
+    for i in 0..10 {
+        wire.extend_from_slice(format!("POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{i:02}").as_bytes());
+    }
+    s.write_all(&wire).unwrap();
+    for i in 0..10 {
+        assert_eq!(read_response(&mut s, &mut buf).2, format!("{i:02}").into_bytes());
+    }
+    // A slow call in flight on a worker when the drain starts is still answered.
+    s.write_all(b"POST /slow HTTP/1.1\r\nContent-Length: 2\r\n\r\nzz").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let handler = srv.handler.clone();
+    let stopper = std::thread::spawn(move || srv.stop());
+    assert_eq!(read_response(&mut s, &mut buf).2, b"zz");
+    assert!(is_closed(&mut s));
+    stopper.join().unwrap().unwrap();
+    assert_eq!(handler.sent.load(Ordering::Relaxed), 11);
 }

@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_loop::{EventLoop, Handler, LoopConfig, Shared};
+use event_loop::{EventLoop, Handler, LoopConfig, Shared, Workers};
 use metrics::Metrics;
 
 /// Opens a non-blocking-free (io_uring drives it) TCP listener with `SO_REUSEPORT`.
@@ -132,6 +132,8 @@ fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub threads: usize,
+    /// 0: calls run inline on the loops; N: on N worker threads.
+    pub workers: usize,
     pub loops: LoopConfig,
 }
 
@@ -162,6 +164,14 @@ pub fn serve<H: Handler>(
         listeners.push(listener(addr)?);
     }
     let shared = Arc::new(Shared::default());
+    let workers = (cfg.workers > 0).then(|| Arc::new(Workers::<H>::default()));
+    let mut worker_threads = Vec::new();
+    if let Some(w) = &workers {
+        for i in 0..cfg.workers {
+            let (w, h) = (w.clone(), handler.clone());
+            worker_threads.push(std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || w.work(&h))?);
+        }
+    }
     let mut wakes = Vec::new();
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
@@ -173,14 +183,15 @@ pub fn serve<H: Handler>(
         }
         // SAFETY: fresh fd from dup, owned by nobody else.
         wakes.push(unsafe { OwnedFd::from_raw_fd(dup) });
-        let (h, m, sh, lc) = (handler.clone(), metrics.clone(), shared.clone(), cfg.loops.clone());
-        // Built on its own thread: a loop and what it holds never cross threads.
+        let (h, m, sh, lc, w) = (handler.clone(), metrics.clone(), shared.clone(), cfg.loops.clone(), workers.clone());
+        // Built on its own thread: a loop and its ring never cross threads.
         let t = std::thread::Builder::new()
             .name(format!("loop-{i}"))
-            .spawn(move || EventLoop::new(l, wake, h, m, sh, lc)?.run())?;
+            .spawn(move || EventLoop::new(l, wake, h, m, sh, lc, w)?.run())?;
         threads.push(t);
     }
-    eprintln!("snapcall serve: listening on http://{addr} ({} event loops)", threads.len());
+    let mode = if cfg.workers > 0 { format!("calls on {} worker threads", cfg.workers) } else { "calls inline".to_owned() };
+    eprintln!("snapcall serve: listening on http://{addr} ({} event loops, {mode})", threads.len());
 
     let wake_all = |wakes: &[OwnedFd]| {
         shared.shutdown.store(true, Ordering::SeqCst);
@@ -215,6 +226,15 @@ pub fn serve<H: Handler>(
             Ok(Ok(())) => {}
             Ok(Err(e)) => result = Err(e),
             Err(_) => result = Err(io::Error::other("event loop panicked")),
+        }
+    }
+    // The loops waited for every call they handed out, so the queue is empty.
+    if let Some(w) = &workers {
+        w.stop();
+    }
+    for t in worker_threads {
+        if t.join().is_err() {
+            result = Err(io::Error::other("worker panicked"));
         }
     }
     result
