@@ -235,3 +235,35 @@ fn sighup_adds_changes_and_removes_functions() {
     }
     assert_eq!(srv.call(&mut c, "POST", "/echo-c", b"end").text(), "end");
 }
+
+/// The seed's Python example (Kubeless' hellowithdata), from its snapshot. Needs the Python
+/// bundles (`guest-functions/build.sh` without `--no-python`).
+#[test]
+fn python_hellowithdata_like_the_seed() {
+    let (functions, _) = serve_support::bundles();
+    if !functions.join("hellowithdata-py/config.json").is_file() {
+        eprintln!("NOTE: target/functions/hellowithdata-py not built; run guest-functions/build.sh (skipping)");
+        return;
+    }
+    let srv = Server::start(&functions_dir(&["hellowithdata-py"]), &[]);
+    let (ok, out) = curl(&[
+        "-i",
+        "--data",
+        r#"{"Another": "Echo"}"#,
+        "--header",
+        "Content-Type:application/json",
+        &srv.url("/function/hellowithdata-py"),
+    ]);
+    assert!(ok);
+    assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.contains("Content-Type: application/json"), "{out}");
+    assert!(out.ends_with(r#"{"Another": "Echo"}"#), "{out}");
+    let mut c = srv.connect();
+    for i in 0..20 {
+        let body = format!(r#"{{"data": {{"n": {i}}}}}"#);
+        let r = srv.call(&mut c, "POST", "/hellowithdata-py", body.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        // event['data'] is the request body, returned as JSON.
+        assert_eq!(r.text(), body);
+    }
+}
