@@ -127,3 +127,47 @@ fn sigterm_with_pipelined_echo_calls_answers_all_of_them() {
     assert!(answered >= 1);
     assert_eq!(srv.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_fds_does_not_spin_and_recovers() {
+    let srv = Server::start(&functions_dir(&["echo-c"]), &["--pool-size", "0"]);
+    let mut c = srv.connect();
+    assert_eq!(c.request("GET", "/healthz", &[], b"").status, 200);
+    // Leave room for a few connections only.
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: prlimit reading our own child's limit into a local.
+    assert_eq!(unsafe { libc::prlimit(srv.pid(), libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) }, 0);
+    let limit = libc::rlimit { rlim_cur: srv.fd_count() as u64 + 4, rlim_max: old.rlim_max };
+    // SAFETY: prlimit on our own child with a valid rlimit; old value not wanted.
+    assert_eq!(unsafe { libc::prlimit(srv.pid(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) }, 0);
+    let crowd: Vec<std::net::TcpStream> = (0..30).map(|_| std::net::TcpStream::connect(srv.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(srv.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(srv.pid()) - before;
+    assert!(spent < 30, "server spun at EMFILE: {spent} ticks in 1 s");
+    // Fds back: the waiting connections are accepted and served.
+    drop(crowd);
+    let limit = old;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::prlimit(srv.pid(), libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) }, 0);
+    let t = Instant::now();
+    loop {
+        let mut c = srv.connect();
+        c.send_raw(&encode("POST", "/echo-c", &[], b"back"));
+        if let Some(r) = c.read_response().filter(|r| r.status == 200) {
+            assert_eq!(r.text(), "back");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "not serving after fds came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -235,6 +235,8 @@ pub struct EventLoop<H: Handler> {
     workers: Option<Offload<H>>,
     /// Calls handed to workers and not yet back.
     outstanding: usize,
+    /// Accepting stopped on EMFILE and the like; the next sweep re-arms it.
+    accept_paused: bool,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -289,6 +291,7 @@ impl<H: Handler> EventLoop<H> {
             draining: None,
             workers,
             outstanding: 0,
+            accept_paused: false,
         })
     }
 
@@ -431,7 +434,13 @@ impl<H: Handler> EventLoop<H> {
 
     fn on_accept(&mut self, res: i32, flags: u32) {
         if !io_uring::cqueue::more(flags) && self.draining.is_none() {
-            self.arm_accept();
+            if [-libc::EMFILE, -libc::ENFILE, -libc::ENOBUFS, -libc::ENOMEM].contains(&res) {
+                // Out of fds or memory: re-arming now would fail again at once, in a loop.
+                // Try again from the sweep, when connections may have closed.
+                self.accept_paused = true;
+            } else {
+                self.arm_accept();
+            }
         }
         if res < 0 {
             return;
@@ -755,6 +764,10 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn sweep(&mut self, now: Instant) {
+        if self.accept_paused && self.draining.is_none() {
+            self.accept_paused = false;
+            self.arm_accept();
+        }
         if let Some(grace_end) = self.draining {
             if now >= grace_end {
                 for idx in 0..self.slots.len() {
