@@ -212,6 +212,27 @@ fn segment_to_format(s: &kvm_bindings::kvm_segment) -> fmt::Segment {
     }
 }
 
+fn segment_from_format(s: &fmt::Segment) -> kvm_bindings::kvm_segment {
+    kvm_bindings::kvm_segment {
+        base: s.base, limit: s.limit, selector: s.selector, type_: s.type_, present: s.present,
+        dpl: s.dpl, db: s.db, s: s.s, l: s.l, g: s.g, avl: s.avl,
+        unusable: u8::from(s.present == 0), padding: 0,
+    }
+}
+
+/// The saved special registers over `base` (which supplies what the format does not hold).
+fn sregs_from_format(f: &fmt::SpecialRegisters, base: kvm_bindings::kvm_sregs) -> kvm_bindings::kvm_sregs {
+    kvm_bindings::kvm_sregs {
+        cs: segment_from_format(&f.cs), ds: segment_from_format(&f.ds), es: segment_from_format(&f.es),
+        fs: segment_from_format(&f.fs), gs: segment_from_format(&f.gs), ss: segment_from_format(&f.ss),
+        tr: segment_from_format(&f.tr), ldt: segment_from_format(&f.ldt),
+        gdt: kvm_bindings::kvm_dtable { base: f.gdt.base, limit: f.gdt.limit, ..Default::default() },
+        idt: kvm_bindings::kvm_dtable { base: f.idt.base, limit: f.idt.limit, ..Default::default() },
+        cr0: f.cr0, cr2: f.cr2, cr3: f.cr3, cr4: f.cr4, cr8: f.cr8, efer: f.efer, apic_base: f.apic_base,
+        ..base
+    }
+}
+
 fn sregs_to_format(s: &kvm_bindings::kvm_sregs) -> fmt::SpecialRegisters {
     fmt::SpecialRegisters {
         cs: segment_to_format(&s.cs), ds: segment_to_format(&s.ds), es: segment_to_format(&s.es),
@@ -364,6 +385,13 @@ impl SnapshotImage {
         }
         // 2. vCPU: FPU/SSE/AVX state, TLS bases, general registers; it will enter the
         // program through the stub's iretq, whose frame and rax `restore` writes.
+        // The special registers exactly as captured: in the syscall stub, at CPL0 on VT-x/
+        // AMD-V or at CPL3 under kvm-pvm; either way the stub's return path (where the vCPU
+        // resumes) runs at that level. Ordering: SREGS before REGS, as KVM requires.
+        if let Some(saved) = &self.snapshot.state.sregs {
+            let base = vm.vcpu.get_sregs().map_err(vm::ioctl("KVM_GET_SREGS"))?;
+            vm.vcpu.set_sregs(&sregs_from_format(saved, base)).map_err(vm::ioctl("KVM_SET_SREGS"))?;
+        }
         let sys = crate::kvm::system().map_err(VmError::from)?;
         if self.xcr0 != sys.xcr0 {
             vm::set_xcr0(&vm.vcpu, self.xcr0)?;

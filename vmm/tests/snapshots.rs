@@ -149,3 +149,13 @@ fn a_program_that_never_reads_stdin_cannot_be_snapshotted() {
     assert!(!dir.join(SNAPSHOT_FILE).exists(), "nothing half-written");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn fpu_and_sse_state_survive_the_snapshot() {
+    let (dir, f) = snapshotted("fpu-state", "xsave");
+    let cold = output(&load("fpu-state", StartMode::Cold), b"x").stdout;
+    let restored = output(&f, b"x").stdout;
+    assert!(String::from_utf8_lossy(&cold).starts_with("rounding=towardzero"), "{}", String::from_utf8_lossy(&cold));
+    assert_eq!(restored, cold, "MXCSR (XSAVE state) restored exactly");
+    std::fs::remove_dir_all(dir).unwrap();
+}
