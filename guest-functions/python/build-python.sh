@@ -262,3 +262,4 @@ py_bundle "$FUNCS" hello-py "$P/hello.py" hello handler 256 10000 "text/plain; c
 py_bundle "$TESTS" py-raise "$P/tests/py_raise.py" py_raise handler 256 10000 "text/plain; charset=utf-8"
 py_bundle "$TESTS" py-state "$P/tests/py_state.py" py_state handler 256 10000 "text/plain; charset=utf-8"
 py_bundle "$TESTS" py-time "$P/tests/py_time.py" py_time handler 256 10000 "application/json"
+py_bundle "$TESTS" py-imports "$P/tests/py_imports.py" py_imports handler 256 10000 "application/json"

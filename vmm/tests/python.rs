@@ -127,3 +127,29 @@ fn time_is_right_in_a_guest_restored_a_minute_after_its_snapshot_and_costs_no_ex
     assert_eq!(randoms.len(), 3, "restored instances must not share a random sequence");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_stdlib_modules_work_in_the_guest_cold_and_restored() {
+    let expected = serde_json::json!({
+        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "md5": "900150983cd24fb0d6963f7d28e17f72",
+        "blake2b": "d8bb14d833d59559",
+        "decimal": "3.3",
+        "date": "2020-02-29",
+        "b64": "YWJj",
+        "hex": "01ff",
+        "crc32": 891568578,
+        "re": "a<1>b<22>",
+        "struct": "02010000",
+        "sqrt": 4.0,
+        "seeded": 655,
+        "json": {"x": [1, 2]},
+    });
+    let (dir, restored) = snapshotted("py-imports", "imports");
+    for f in [&load("py-imports", StartMode::Cold), &restored] {
+        let out = output(f, b"");
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got, expected);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
