@@ -67,14 +67,15 @@ fn run(args: &Args) -> Result<u8, String> {
     if args.timing {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         eprintln!(
-            "timing: create_vm={:.3}ms {}={:.3}ms run={:.3}ms teardown={:.3}ms exits={} syscalls={}",
+            "timing: create_vm={:.3}ms {}={:.3}ms run={:.3}ms teardown={:.3}ms exits={} syscalls={} host_page_faults={}",
             ms(create),
             if stats.restored { "restore" } else { "load" },
             ms(timings.load),
             ms(timings.run),
             ms(teardown),
             stats.exits,
-            stats.syscalls
+            stats.syscalls,
+            stats.host_page_faults
         );
     }
     match outcome {

@@ -71,6 +71,18 @@ pub struct CallStats {
     pub unknown_syscalls: std::collections::BTreeMap<u64, u64>,
     /// Whether the call started from a snapshot.
     pub restored: bool,
+    /// Host page faults taken by the calling thread while the guest ran: each first touch
+    /// of a guest page that the host had not mapped yet (minor faults, getrusage).
+    pub host_page_faults: u64,
+}
+
+/// Minor page faults of the calling thread so far.
+fn thread_minor_faults() -> u64 {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it for this thread.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD with a valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    ru.ru_minflt as u64
 }
 
 /// A VM with a program in it, ready to run exactly once.
@@ -158,7 +170,9 @@ impl ReadyCall {
     /// Runs the program to its end.
     pub fn run(mut self) -> FinishedCall {
         let start = Instant::now();
+        let faults = thread_minor_faults();
         let end = self.run_loop(false);
+        self.stats.host_page_faults = thread_minor_faults().saturating_sub(faults);
         self.timings.run = start.elapsed();
         let outcome = match end {
             Ok(LoopEnd::Exited(code)) => Ok(Output {

@@ -135,7 +135,23 @@ impl Function {
     }
 
     /// Cold start: the program from its entry point, stopped nowhere.
-    pub(crate) fn start_cold(&self, mut vm: EmptyVm) -> Result<ReadyCall, StartError> {
+    pub(crate) fn start_cold(&self, vm: EmptyVm) -> Result<ReadyCall, StartError> {
+        self.start_cold_with_env(vm, &self.config.env)
+    }
+
+    /// A cold start for taking the snapshot: as [`Self::start_cold`], plus the bundle's
+    /// `snapcall.warmup_request` (hex) in `SNAPCALL_WARMUP_HEX` for runtimes that run one
+    /// sample request before waiting for the real one.
+    pub(crate) fn start_for_snapshot(&self, vm: EmptyVm) -> Result<ReadyCall, StartError> {
+        let mut env = self.config.env.clone();
+        if let Some(sample) = &self.config.warmup_request {
+            let hex: String = sample.iter().map(|b| format!("{b:02x}")).collect();
+            env.push(format!("SNAPCALL_WARMUP_HEX={hex}"));
+        }
+        self.start_cold_with_env(vm, &env)
+    }
+
+    fn start_cold_with_env(&self, mut vm: EmptyVm, env: &[String]) -> Result<ReadyCall, StartError> {
         let load_err = |source| StartError::Load { function: self.name().into(), source };
         let vm_err = |source| StartError::Vm { function: self.name().into(), source };
         let sys = crate::kvm::system().map_err(|e| vm_err(e.into()))?;
@@ -152,7 +168,7 @@ impl Function {
             .map_err(|_| load_err(LoadError::StackTooLarge))?;
         let page = vdso::TimePage::compute(vdso::sample_now(vm.tsc_offset), vdso::tsc_hz());
         let ehdr = vdso::install(&mut vm.memory, GuestAddr(vdso), &page).map_err(|e| load_err(e.into()))?;
-        let stack = build_stack(&mut vm.memory, &self.program, &self.config.args, &self.config.env, sys.hwcap, random, Some(ehdr))
+        let stack = build_stack(&mut vm.memory, &self.program, &self.config.args, env, sys.hwcap, random, Some(ehdr))
             .map_err(load_err)?;
         let mut process = Process::new(
             space,

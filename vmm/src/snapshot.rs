@@ -78,7 +78,7 @@ pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
 /// Runs `function` (loaded cold) until it first reads stdin and writes its snapshot to `out`.
 pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, SnapshotError> {
     let vm = EmptyVm::create(function.memory_size())?;
-    let mut ready = function.start_cold(vm).map_err(|e| SnapshotError::Mismatch { path: out.into(), what: e.to_string() })?;
+    let mut ready = function.start_for_snapshot(vm).map_err(|e| SnapshotError::Mismatch { path: out.into(), what: e.to_string() })?;
     let entry = match ready.run_loop(true)? {
         LoopEnd::StdinRead(entry) => entry,
         LoopEnd::Exited(code) => return Err(CallError::NoStdinRead(code).into()),

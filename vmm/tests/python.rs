@@ -153,3 +153,23 @@ fn the_stdlib_modules_work_in_the_guest_cold_and_restored() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_warm_up_request_runs_through_the_handler_before_the_snapshot() {
+    let dst = std::env::temp_dir().join(format!("snapcall-py-{}-warmup", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    assert!(std::process::Command::new("cp").arg("-a").arg(bundle("py-state")).arg(&dst).status().unwrap().success());
+    let _ = std::fs::remove_file(dst.join(SNAPSHOT_FILE));
+    let path = dst.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["annotations"]["snapcall.warmup_request"] = serde_json::json!("{\"warm\": true}");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let cold = Function::load(&dst, StartMode::Cold).unwrap();
+    assert_eq!(output(&cold, b"x").stdout, b"1", "a cold call does not warm up");
+    take_snapshot(&cold, &dst.join(SNAPSHOT_FILE)).unwrap();
+    let f = Function::load(&dst, StartMode::Snapshot).unwrap();
+    for _ in 0..3 {
+        assert_eq!(output(&f, b"x").stdout, b"2", "the warm-up call's state is in the snapshot, and only its");
+    }
+    std::fs::remove_dir_all(dst).unwrap();
+}
