@@ -22,7 +22,8 @@ pub struct Args {
     /// Address to listen on (port 0: any free port, printed on stderr).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Event loops (one per core by default), each with its own SO_REUSEPORT listener.
+    /// Event loops, each with its own SO_REUSEPORT listener (default: one per two cores; the
+    /// other core runs the VM pool and reaper threads, see docs/httpd.md).
     #[arg(long)]
     threads: Option<usize>,
     /// Run calls on this many worker threads instead of inline on the event loops (0).
@@ -72,7 +73,12 @@ fn log_summary(s: &Summary) {
 }
 
 pub fn main(args: Args) -> ExitCode {
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Measured on 2 cores (docs/httpd.md): two loops creating and restoring VMs at once
+    // contend on the process's mm-wide locks (KVM_CREATE_VM takes all of them) and each call
+    // got 4-5x slower; one loop with the pool and reaper threads beside it doubled calls/s.
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
     let runtime = match vmm::Runtime::new(vmm::RuntimeConfig { pool_size: args.pool_size }) {
         Ok(r) => r,
         Err(e) => {
