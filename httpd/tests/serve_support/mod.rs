@@ -115,10 +115,22 @@ impl Server {
         })
     }
 
+    /// "running", or how the server ended (without reaping it).
     fn child_status(&self) -> String {
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
-            Ok(s) => format!("state {}", s.split_whitespace().nth(2).unwrap_or("?")),
-            Err(_) => "gone".into(),
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: a zeroed siginfo_t is valid; waitid fills it for our own child; WNOWAIT
+        // leaves the child to be reaped by `Child::wait` later.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(libc::P_PID, self.pid() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+        };
+        // SAFETY: si_pid/si_status are valid to read after waitid reported a child.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        match (rc, pid, info.si_code) {
+            (0, 0, _) => "running".into(),
+            (0, _, libc::CLD_EXITED) => format!("exited with status {status}"),
+            (0, _, code) => format!("killed by signal {status} (si_code {code})"),
+            _ => "unknown".into(),
         }
     }
 
