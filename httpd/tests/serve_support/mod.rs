@@ -118,9 +118,10 @@ impl Server {
     /// "running", or how the server ended (without reaping it).
     fn child_status(&self) -> String {
         std::thread::sleep(Duration::from_millis(100));
-        // SAFETY: a zeroed siginfo_t is valid; waitid fills it for our own child; WNOWAIT
-        // leaves the child to be reaped by `Child::wait` later.
+        // SAFETY: a zeroed siginfo_t is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid fills `info` for our own child; WNOWAIT leaves the child to be
+        // reaped by `Child::wait` later.
         let rc = unsafe {
             libc::waitid(libc::P_PID, self.pid() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
         };
