@@ -87,6 +87,40 @@ pub fn create_steps(memory_size: u64) -> Result<CreateSteps, ProbeError> {
     Ok(CreateSteps { create_vm: t1 - t0, set_memory: t2 - t1, create_vcpu: t3 - t2, set_cpuid: t4 - t3, destroy: t5 - t4 })
 }
 
+/// The first `KVM_RUN` of a brand-new vCPU and, for comparison, its second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirstRun {
+    pub first: Duration,
+    pub second: Duration,
+}
+
+/// Times the first and second `KVM_RUN` of a new vCPU running a two-instruction CPL0 loop
+/// (`out 0x80, al; jmp`). [`EmptyVm::create`] already takes vCPU 0's first run (its warm-up, so
+/// the pool pays for it), so the probe adds vCPU 1 to a fresh VM, gives it vCPU 0's CPUID and
+/// control registers, and times that vCPU's runs: what the warm-up saves every call.
+pub fn first_kvm_run(memory_size: u64) -> Result<FirstRun, ProbeError> {
+    let sys = crate::kvm::system().map_err(VmError::from)?;
+    let mut vm = EmptyVm::create(memory_size)?;
+    vm.memory.write(GuestAddr(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
+    let vcpu = vm.vm.create_vcpu(1).map_err(ioctl("KVM_CREATE_VCPU"))?;
+    vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    let sregs = vm.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    let regs = kvm_regs { rip: CODE_PIO, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
+    vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+    let mut vcpu = vcpu;
+    let mut run = || -> Result<Duration, ProbeError> {
+        let started = Instant::now();
+        match vcpu.run().map_err(ioctl("KVM_RUN"))? {
+            VcpuExit::IoOut(0x80, _) => Ok(started.elapsed()),
+            other => Err(ProbeError::UnexpectedExit { expected: "out 0x80 from a new vCPU", got: format!("{other:?}") }),
+        }
+    };
+    let first = run()?;
+    let second = run()?;
+    Ok(FirstRun { first, second })
+}
+
 /// Which exit each `KVM_RUN` of an [`ExitProbe`] ends with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
