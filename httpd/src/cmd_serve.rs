@@ -73,6 +73,8 @@ fn log_summary(s: &Summary) {
 }
 
 pub fn main(args: Args) -> ExitCode {
+    // Before any thread exists (the vmm runtime starts its pool and reaper threads).
+    serve::block_signals();
     // Measured on 2 cores (docs/httpd.md): two loops creating and restoring VMs at once
     // contend on the process's mm-wide locks (KVM_CREATE_VM takes all of them) and each call
     // got 4-5x slower; one loop with the pool and reaper threads beside it doubled calls/s.

@@ -171,3 +171,32 @@ fn out_of_fds_does_not_spin_and_recovers() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// SIGHUP, SIGINT and SIGTERM are blocked in every thread of the server (vmm's pool and
+/// reaper threads included), so they reach only the thread that waits for them. A SIGHUP that
+/// landed on vmm's reaper thread once killed the server (its default action).
+#[test]
+fn handled_signals_are_blocked_in_every_thread() {
+    let srv = Server::start(&functions_dir(&["echo-c"]), &[]);
+    let wanted: u64 = (1 << (libc::SIGHUP - 1)) | (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1));
+    let mut threads = 0;
+    for task in std::fs::read_dir(format!("/proc/{}/task", srv.pid())).unwrap() {
+        let task = task.unwrap().path();
+        if task.file_name().unwrap().to_str() == Some(&srv.pid().to_string()) {
+            continue; // the main thread: it takes them in sigtimedwait, which unblocks them meanwhile
+        }
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let name = status.lines().find_map(|l| l.strip_prefix("Name:")).unwrap_or("?").trim().to_owned();
+        let blocked = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim();
+        let blocked = u64::from_str_radix(blocked, 16).unwrap();
+        assert_eq!(blocked & wanted, wanted, "thread {name} does not block SIGHUP/SIGINT/SIGTERM");
+        threads += 1;
+    }
+    assert!(threads >= 3, "expected loop, pool and reaper threads, saw {threads}");
+    // And a burst of SIGHUPs while the main thread is busy reloading does no harm.
+    for _ in 0..20 {
+        srv.signal(libc::SIGHUP);
+    }
+    let mut c = srv.connect();
+    assert_eq!(srv.call(&mut c, "POST", "/echo-c", b"alive").text(), "alive");
+}

@@ -127,6 +127,26 @@ fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
     }
 }
 
+/// The signals the server handles itself.
+const HANDLED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and so in every thread it starts
+/// afterwards), for `serve` to take them with `sigtimedwait`; ignores SIGPIPE. Call it before
+/// starting any thread, the vmm runtime's included: a process-directed signal goes to any
+/// thread that does not block it, and its default action kills the process. (A SIGHUP that
+/// came while the main thread was busy reloading once killed the server through vmm's reaper
+/// thread.)
+pub fn block_signals() -> libc::sigset_t {
+    let set = signal_set(&HANDLED);
+    // SAFETY: `set` is initialised; ignoring SIGPIPE is process-wide and intended (sends
+    // use MSG_NOSIGNAL anyway).
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    set
+}
+
 /// Server settings beyond the loops' own.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -138,22 +158,15 @@ pub struct ServerConfig {
 }
 
 /// Runs the server until SIGTERM/SIGINT and the drain finish. `on_hup` runs on SIGHUP (on
-/// this thread, so the loops keep serving meanwhile).
+/// this thread, so the loops keep serving meanwhile). Threads started before this call must
+/// have been started after [`block_signals`].
 pub fn serve<H: Handler>(
     cfg: ServerConfig,
     handler: Arc<H>,
     metrics: Arc<Metrics>,
     mut on_hup: impl FnMut(),
 ) -> io::Result<()> {
-    // Block the signals we handle before any thread exists so that every thread inherits
-    // the mask and only `sigtimedwait` below sees them.
-    let set = signal_set(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP]);
-    // SAFETY: `set` is initialised; ignoring SIGPIPE is process-wide and intended (sends
-    // use MSG_NOSIGNAL anyway).
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    let set = block_signals();
 
     let first = listener(cfg.listen)?;
     let port = local_port(&first)?;
