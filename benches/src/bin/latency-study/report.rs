@@ -3,8 +3,11 @@
 
 use std::fmt::Write as _;
 
-use crate::stats::{mean, ms, quantile, summarize};
-use crate::{Group, Series};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::stats::{self, mean, ms, quantile, summarize};
+use crate::{machine, Group, Series, Study, GAP};
 
 pub const STATS_HEADER: &str = "| mode | mean | std | min | 25% | 50% | 75% | max | p99 | n |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|";
 
@@ -206,4 +209,138 @@ pub fn svg(series: &[Series], title: &str) -> String {
     }
     o.push_str("</svg>\n");
     o
+}
+
+
+fn find<'a>(st: &'a Study, name: &str) -> Option<&'a Series> {
+    st.series.iter().find(|s| s.name == name && !s.totals.is_empty())
+}
+
+fn p50(st: &Study, name: &str) -> Option<f64> {
+    find(st, name).map(|s| summarize(&s.totals).p50)
+}
+
+/// The seed's table (seconds there; milliseconds here), its machine, and our curl columns in
+/// the same orientation.
+fn seed_table(st: &Study) -> String {
+    let seed: [(&str, [f64; 7]); 4] = [
+        ("Kubeless", [23.3, 11.166, 18.0, 19.0, 19.0, 19.0, 54.0]),
+        ("KM Python", [118.8, 12.354, 112.0, 113.0, 114.5, 118.0, 153.0]),
+        ("KM Py Snap", [51.0, 12.953, 40.0, 42.0, 47.0, 53.25, 81.0]),
+        ("KM C", [38.0, 7.746, 27.0, 31.25, 40.0, 44.0, 49.0]),
+    ];
+    let ours = [
+        ("warm Python server", "curl → warm Python server (Kubeless stand-in)"),
+        ("snapcall Python cold", "curl → snapcall Python cold (pool)"),
+        ("snapcall Py snapshot", "curl → snapcall Python snapshot (pool)"),
+        ("snapcall C snapshot", "curl → snapcall C snapshot (pool)"),
+        ("snapcall C cold", "curl → snapcall C cold (pool)"),
+    ];
+    let mut cols: Vec<(String, [f64; 9])> = seed.iter().map(|(n, v)| (format!("seed: {n}"), [v[0], v[1], v[2], v[3], v[4], v[5], v[6], f64::NAN, 10.0])).collect();
+    for (label, name) in ours {
+        if let Some(s) = find(st, name) {
+            let d = summarize(&s.totals);
+            cols.push((format!("ours: {label}"), [d.mean, d.std, d.min, d.p25, d.p50, d.p75, d.max, d.p99, d.n as f64]));
+        }
+    }
+    let mut o = String::from("| ms |");
+    for (n, _) in &cols {
+        let _ = write!(o, " {n} |");
+    }
+    o.push_str("\n|---|");
+    o.push_str(&"--:|".repeat(cols.len()));
+    o.push('\n');
+    for (i, stat) in ["mean", "std", "min", "25%", "50%", "75%", "max", "p99", "n"].iter().enumerate() {
+        let _ = write!(o, "| {stat} |");
+        for (_, v) in &cols {
+            let cell = if i == 8 { format!("{}", v[i] as u64) } else { ms(v[i]) };
+            let _ = write!(o, " {cell} |");
+        }
+        o.push('\n');
+    }
+    o
+}
+
+fn bars(st: &Study) -> String {
+    let mut o = String::from("| bar | measured | verdict |\n|---|---|---|\n");
+    let fork = p50(st, "fork+exec+wait echo-c");
+    let warm = p50(st, "warm Python HTTP server (keep-alive)");
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    for (mode, abs, rel_to, rel_name, rel_max) in [
+        ("C snapshot, HTTP keep-alive, pool", 0.25, fork, "fork+exec+wait", 0.5),
+        ("C snapshot, HTTP keep-alive, no pool", 0.25, fork, "fork+exec+wait", 0.5),
+        ("Python snapshot, HTTP keep-alive, pool", 1.0, warm, "warm Python server", 2.0),
+        ("Python snapshot, HTTP keep-alive, no pool", 1.0, warm, "warm Python server", 2.0),
+    ] {
+        match p50(st, mode) {
+            Some(v) => {
+                let _ = writeln!(o, "| {mode}: p50 ≤ {abs} ms | {} ms | {} |", ms(v), verdict(v <= abs));
+                if let Some(r) = rel_to {
+                    let _ = writeln!(o, "| {mode}: p50 ≤ {rel_max}× {rel_name} p50 ({} ms) | {:.2}× | {} |", ms(r), v / r, verdict(v / r <= rel_max));
+                }
+            }
+            None => {
+                let _ = writeln!(o, "| {mode} | not measured | - |");
+            }
+        }
+    }
+    // Phase sums: in-process, the vmm's phase clocks against the study's clock around the call.
+    for s in st.series.iter().filter(|s| s.group == Group::Library && !s.phases.is_empty()) {
+        let total = stats::mean(&s.totals);
+        let sum: f64 = s.phases.iter().map(|p| p.vm + p.load + p.run + p.release).sum::<f64>() / s.phases.len() as f64;
+        let off = (sum / total - 1.0) * 100.0;
+        let _ = writeln!(o, "| {}: phases sum to the total within 5 % | Σ {} of {} ms ({:+.1} %) | {} |", s.name, ms(sum), ms(total), off, verdict(off.abs() <= 5.0));
+    }
+    for s in st.series.iter().filter(|s| s.group == Group::Http && !s.phases.is_empty()) {
+        let server = stats::mean(&s.phases.iter().map(|p| p.server_total).collect::<Vec<_>>());
+        let sum = stats::mean(&s.phases.iter().map(|p| p.queue + p.vm + p.load + p.run).collect::<Vec<_>>());
+        let total = stats::mean(&s.totals);
+        let off = (sum / total - 1.0) * 100.0;
+        let _ = writeln!(
+            o,
+            "| {}: server phases sum to the client's total within 5 % | Σ {} ms, server total {} ms, client total {} ms ({:+.1} %) | {} |",
+            s.name,
+            ms(sum),
+            ms(server),
+            ms(total),
+            off,
+            verdict(off.abs() <= 5.0)
+        );
+    }
+    o
+}
+
+pub fn write_report(st: &Study, m: &machine::Machine, command: &str, elapsed: Duration, out: &Path) -> String {
+    let mut r = String::new();
+    let _ = writeln!(r, "# snapcall latency study\n\nCommand: `{command}` ({:.0} s). All times in milliseconds. Traffic is 127.0.0.1 only; calls are serial, {} ms apart.\n", elapsed.as_secs_f64(), GAP.as_millis());
+    let _ = writeln!(r, "## Machine\n\n{}", m.markdown());
+    let _ = writeln!(r, "## Per-call latency, one row per mode\n\n{}", stats_tables(&st.series));
+    let _ = writeln!(r, "## Phases (means, ms)\n\nIn-process: vm = take_vm, load/restore and run = the vmm's own clocks, release = handing the VM back (no pool: destroying it inline). Over HTTP: the phases come from the server's `Server-Timing` header; client total − server total is HTTP parsing, the loopback and the client.\n\n{}", breakdown_table(&st.series));
+    let _ = writeln!(r, "## Against the issue's bars (goals, not assertions)\n\n{}", bars(st));
+    let _ = writeln!(r, "## Beside the seed's table\n\nThe seed (Kontain FaaS POC): `time curl` × 10 against minikube on an Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz, 32 GB; its seconds converted to ms. Ours: the same `curl --data '{{\"Another\": \"Echo\"}}'`, one process per call, on the machine above.\n\n{}", seed_table(st));
+    if !st.problems.is_empty() {
+        let _ = writeln!(r, "## Problems during the run\n");
+        for p in &st.problems {
+            let _ = writeln!(r, "- {p}");
+        }
+        r.push('\n');
+    }
+    let _ = writeln!(r, "## Run time per section\n");
+    for (name, d) in &st.sections {
+        let _ = writeln!(r, "- {name}: {:.1} s", d.as_secs_f64());
+    }
+    r.push('\n');
+    let _ = writeln!(r, "![per-call latency](latency.svg)\n\nRaw samples: samples.csv; per-mode summary: summary.csv.");
+    let title = format!("snapcall latency study: {} · {} · {}", m.cpu, m.kvm, m.date);
+    for (file, text) in [
+        ("results.md", r.clone()),
+        ("samples.csv", samples_csv(&st.series)),
+        ("summary.csv", summary_csv(&st.series)),
+        ("latency.svg", svg(&st.series, &title)),
+    ] {
+        if let Err(e) = std::fs::write(out.join(file), text) {
+            eprintln!("latency-study: writing {file}: {e}");
+        }
+    }
+    r
 }
