@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_regs, kvm_userspace_memory_region};
+use kvm_bindings::kvm_regs;
 use kvm_ioctls::VcpuExit;
 
 use crate::exits::{classify, Event};
@@ -65,16 +65,8 @@ pub fn create_steps(memory_size: u64) -> Result<CreateSteps, ProbeError> {
     let vm = sys.kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
     let t1 = Instant::now();
     let memory = GuestMemory::new(memory_size)?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size,
-        userspace_addr: memory.host_base(),
-    };
-    // SAFETY: the region describes `memory`, a live mapping of `memory_size` bytes that is
-    // dropped only after the VM fd below.
-    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    // SAFETY: `memory` is dropped only after the VM fd below.
+    unsafe { crate::vm::attach_memory(&vm, &memory) }?;
     let t2 = Instant::now();
     let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
     let t3 = Instant::now();

@@ -77,16 +77,8 @@ impl EmptyVm {
         let sys = kvm::system()?;
         let vm = sys.kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
         let mut memory = GuestMemory::new(memory_size)?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size,
-            userspace_addr: memory.host_base(),
-        };
-        // SAFETY: the region describes `memory`, a live mapping of exactly `memory_size` bytes
-        // that this EmptyVm owns and drops only after the VM fd (field order).
-        unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        // SAFETY: `memory` lives in this EmptyVm, which drops it after the VM fd (field order).
+        unsafe { attach_memory(&vm, &memory) }?;
         let mut vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         write_monitor_area(&mut memory)?;
@@ -125,6 +117,23 @@ impl EmptyVm {
     pub fn memory_size(&self) -> u64 {
         self.memory.size()
     }
+}
+
+/// Makes `memory` the VM's guest-physical `[0, size)` (memory slot 0).
+///
+/// # Safety
+/// `memory` must stay mapped until `vm` is closed: KVM keeps its host address.
+pub(crate) unsafe fn attach_memory(vm: &VmFd, memory: &GuestMemory) -> Result<(), VmError> {
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: memory.size(),
+        userspace_addr: memory.host_base(),
+    };
+    // SAFETY: the region describes `memory`, a live mapping of exactly `memory.size()` bytes,
+    // which the caller keeps mapped for the VM's life.
+    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))
 }
 
 /// Writes page tables, GDT, TSS, IDT and the CPL0 stubs into the monitor area.
