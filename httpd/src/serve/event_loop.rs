@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
@@ -20,6 +20,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use super::conn::{Conn, Event, ReadLimits, Request};
 use super::http::{self, Head, Method, Response};
 use super::metrics::Metrics;
+use super::workers::{Mailbox, Offload, Workers};
 
 /// What the loop asks of the application (routing and the call itself).
 pub trait Handler: Send + Sync + 'static {
@@ -136,83 +137,13 @@ struct Slot<D> {
     deadline_kind: Deadline,
 }
 
-struct Job {
-    slot: usize,
-    gen: u32,
-    req: Request,
-    at: Instant,
-    admitted: bool,
-}
-
-/// Worker threads that run calls handed over by the loops (`--workers N`), the alternative
-/// to running them inline that the threading measurement in docs/httpd.md compares.
-pub struct Workers<H: Handler> {
-    queue: Mutex<VecDeque<(Job, Arc<Mailbox<H>>)>>,
-    more: Condvar,
-    stop: AtomicBool,
-}
-
-/// A loop's link to the workers: where it sends calls, and where they come back.
-type Offload<H> = (Arc<Workers<H>>, Arc<Mailbox<H>>);
-
-/// Where workers leave a loop's finished calls; writing `wake` makes the loop look.
-pub struct Mailbox<H: Handler> {
-    results: Mutex<Vec<Finished<H>>>,
-    wake: OwnedFd,
-}
-
-struct Finished<H: Handler> {
-    slot: usize,
-    gen: u32,
-    head: Head,
-    admitted: bool,
-    resp: Response,
-    done: Option<H::Done>,
-}
-
-impl<H: Handler> Default for Workers<H> {
-    fn default() -> Self {
-        Workers { queue: Mutex::new(VecDeque::new()), more: Condvar::new(), stop: AtomicBool::new(false) }
-    }
-}
-
-impl<H: Handler> Workers<H> {
-    /// Body of one worker thread: runs calls until [`Workers::stop`].
-    pub fn work(&self, handler: &H) {
-        loop {
-            let (job, mailbox) = {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                loop {
-                    if let Some(item) = q.pop_front() {
-                        break item;
-                    }
-                    if self.stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    q = self.more.wait(q).unwrap_or_else(|e| e.into_inner());
-                }
-            };
-            let head = job.req.head.clone();
-            let (resp, done) = handler.handle(job.req, job.at.elapsed());
-            let f = Finished { slot: job.slot, gen: job.gen, head, admitted: job.admitted, resp, done };
-            mailbox.results.lock().unwrap_or_else(|e| e.into_inner()).push(f);
-            let one = 1u64;
-            // SAFETY: 8-byte write of a local to the loop's eventfd, which the mailbox owns.
-            unsafe { libc::write(mailbox.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-        }
-    }
-
-    /// Makes the workers return once the queue is empty.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _guard = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        self.more.notify_all();
-    }
-
-    fn push(&self, job: Job, mailbox: Arc<Mailbox<H>>) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back((job, mailbox));
-        self.more.notify_one();
-    }
+/// A complete request waiting to run, and where its answer goes.
+pub(super) struct Job {
+    pub(super) slot: usize,
+    pub(super) gen: u32,
+    pub(super) req: Request,
+    pub(super) at: Instant,
+    pub(super) admitted: bool,
 }
 
 /// One event loop. Build with [`EventLoop::new`], then [`EventLoop::run`] on its own thread.

@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn::Request;
-use super::event_loop::{EventLoop, Handler, LoopConfig, Shared, Workers};
+use super::event_loop::{EventLoop, Handler, LoopConfig, Shared};
+use super::workers::Workers;
 use super::http::{Head, Method, Response};
 use super::metrics::Metrics;
 

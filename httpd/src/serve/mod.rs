@@ -8,6 +8,7 @@
 //! - `app`: the [`event_loop::Handler`] that runs calls on the vmm crate.
 //! - `status`: the one mapping from vmm errors to HTTP statuses.
 //! - `registry`: bundle discovery at start and on SIGHUP.
+//! - `workers`: the optional worker threads (`--workers N`) calls can be handed to.
 //!
 //! This file wires them: listeners, threads, signals.
 
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod registry;
 pub mod routes;
 pub mod status;
+pub mod workers;
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -30,7 +32,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use event_loop::{EventLoop, Handler, LoopConfig, Shared, Workers};
+use event_loop::{EventLoop, Handler, LoopConfig, Shared};
+use workers::Workers;
 use metrics::Metrics;
 
 /// Opens a non-blocking-free (io_uring drives it) TCP listener with `SO_REUSEPORT`.
