@@ -137,6 +137,11 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: u64) -> Result<Option<(
         let value = std::str::from_utf8(h.value).map_err(|_| Reject::Malformed("non-ASCII header value"))?;
         let value = value.trim();
         if h.name.eq_ignore_ascii_case("content-length") {
+            // 1*DIGIT only: `+5` or ` 5` parse as numbers in Rust but are not lengths, and a
+            // lenient reading is how request smuggling starts.
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Reject::Malformed("invalid content-length"));
+            }
             let n: u64 = value.parse().map_err(|_| Reject::Malformed("invalid content-length"))?;
             if content_length.is_some_and(|old| old != n) {
                 return Err(Reject::Malformed("conflicting content-length headers"));
@@ -424,8 +429,10 @@ mod tests {
         assert_eq!(head(both).unwrap_err().status(), 400);
         let two = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
         assert_eq!(head(two).unwrap_err().status(), 400);
-        let bad = b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
-        assert_eq!(head(bad).unwrap_err().status(), 400);
+        for bad in ["-1", "+5", "5,5", "0x10", "99999999999999999999999"] {
+            let req = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            assert_eq!(head(req.as_bytes()).unwrap_err().status(), 400, "{bad}");
+        }
         let gz = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
         assert_eq!(head(gz).unwrap_err().status(), 501);
         let big = b"POST / HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n";
