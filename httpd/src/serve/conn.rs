@@ -215,6 +215,53 @@ mod tests {
         assert!(!c.mid_request());
     }
 
+    /// Feeds `wire` in pieces of the given sizes (cycled); returns (path, body) of each request.
+    fn feed(wire: &[u8], sizes: &[usize]) -> Vec<(String, Vec<u8>)> {
+        let mut c = Conn::default();
+        let mut out = Vec::new();
+        let (mut at, mut k) = (0, 0);
+        loop {
+            match c.next_event(LIMITS, &mut accept_all) {
+                Event::Request(r) => {
+                    out.push((r.head.path, r.body));
+                    c.reset();
+                }
+                Event::NeedMore | Event::SendContinue if at < wire.len() => {
+                    let n = sizes[k % sizes.len()].clamp(1, wire.len() - at);
+                    c.received(&wire[at..at + n]);
+                    at += n;
+                    k += 1;
+                }
+                Event::NeedMore | Event::SendContinue => return out,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn any_split_of_the_wire_gives_the_same_requests() {
+        let wire: &[u8] = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+            POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n\
+            GET /c?q=1 HTTP/1.1\r\nExpect: 100-continue\r\n\r\n\
+            POST /d HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nxy";
+        let expected = feed(wire, &[wire.len()]);
+        assert_eq!(
+            expected,
+            vec![
+                ("/a".to_owned(), b"hello".to_vec()),
+                ("/b".to_owned(), b"abcde".to_vec()),
+                ("/c".to_owned(), Vec::new()),
+                ("/d".to_owned(), b"xy".to_vec()),
+            ]
+        );
+        for split in 1..wire.len() {
+            assert_eq!(feed(wire, &[split, wire.len()]), expected, "split at {split}");
+        }
+        for sizes in [&[1][..], &[2, 3], &[7, 1, 13], &[64]] {
+            assert_eq!(feed(wire, sizes), expected, "pieces {sizes:?}");
+        }
+    }
+
     #[test]
     fn body_split_across_reads() {
         let mut c = Conn::default();
