@@ -101,13 +101,16 @@ fn every_error_status() {
     let mut c = srv.connect();
 
     // 404: unknown function, both route shapes; the connection stays usable.
-    assert_eq!(c.request("POST", "/function/nope", &[], b"x").status, 404);
+    let r = c.request("POST", "/function/nope", &[], b"x");
+    assert_eq!(r.status, 404);
+    assert!(r.header("Server-Timing").is_some());
     assert_eq!(c.request("GET", "/nope", &[], b"").status, 404);
     assert_eq!(c.request("GET", "/a/b/c", &[], b"").status, 404);
     // 405 with Allow.
     let r = c.request("PUT", "/function/echo-c", &[], b"");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("Allow"), Some("GET, POST"));
+    assert!(r.header("Server-Timing").is_some());
     let r = c.request("POST", "/metrics", &[], b"");
     assert_eq!(r.status, 405);
     // 502: non-zero exit, with the stderr tail in a JSON body.
@@ -127,10 +130,12 @@ fn every_error_status() {
     // 504: deadline (infinite-loop has a 1 s timeout).
     let r = c.request("POST", "/infinite-loop", &[], b"x");
     assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.header("Server-Timing").unwrap().contains("run;dur="));
     // 413: body over --max-body-bytes, by Content-Length and by chunks.
     let mut big = srv.connect();
     let r = big.request("POST", "/echo-c", &[], &[b'a'; 1001]);
     assert_eq!(r.status, 413);
+    assert!(r.header("Server-Timing").is_some());
     assert!(big.closed());
     let mut big = srv.connect();
     big.send_raw(b"POST /echo-c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n");
@@ -164,6 +169,7 @@ fn every_error_status() {
         if r.status == 503 {
             assert_eq!(r.header("Retry-After"), Some("1"));
         }
+        assert!(r.header("Server-Timing").is_some());
         statuses.push(r.status);
     }
     assert_eq!(slow.read_response().unwrap().status, 504);

@@ -75,6 +75,7 @@ fn connection_limit_answers_503() {
     let r = extra.read_response().expect("503 over the connection limit");
     assert_eq!(r.status, 503);
     assert_eq!(r.header("Retry-After"), Some("1"));
+    assert!(r.header("Server-Timing").is_some());
     drop(held);
     let t = Instant::now();
     loop {

@@ -85,7 +85,7 @@ const MAX_BACKLOG: usize = 256 * 1024;
 const TICK: Duration = Duration::from_millis(50);
 /// Sent (best effort) to a connection over the connection limit.
 const OVER_LIMIT: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nServer-Timing: total;dur=0.000\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 fn tag(slot: usize, gen: u32, op: u64) -> u64 {
     ((slot as u64) << 32) | (u64::from(gen & 0x00ff_ffff) << 8) | op
