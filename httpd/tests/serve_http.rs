@@ -247,10 +247,10 @@ fn sighup_adds_changes_and_removes_functions() {
 #[test]
 fn python_hellowithdata_like_the_seed() {
     let (functions, _) = serve_support::bundles();
-    if !functions.join("hellowithdata-py/config.json").is_file() {
-        eprintln!("NOTE: target/functions/hellowithdata-py not built; run guest-functions/build.sh (skipping)");
-        return;
-    }
+    assert!(
+        functions.join("hellowithdata-py/config.json").is_file(),
+        "target/functions/hellowithdata-py is missing: run guest-functions/build.sh (scripts/test.sh does)"
+    );
     let srv = Server::start(&functions_dir(&["hellowithdata-py"]), &[]);
     let (ok, out) = curl(&[
         "-i",

@@ -94,6 +94,7 @@ impl Runtime {
         let mut threads = vec![std::thread::Builder::new()
             .name("snapcall-reaper".into())
             .spawn(move || {
+                block_signals();
                 for vm in rx {
                     drop(vm);
                     reaper_shared.destroyed.fetch_add(1, Ordering::Relaxed);
@@ -105,7 +106,10 @@ impl Runtime {
             threads.push(
                 std::thread::Builder::new()
                     .name("snapcall-pool".into())
-                    .spawn(move || fill(&filler))
+                    .spawn(move || {
+                        block_signals();
+                        fill(&filler)
+                    })
                     .map_err(|e| VmError::Ioctl { ioctl: "spawn pool thread", errno: e.raw_os_error().unwrap_or(0) })?,
             );
         }
@@ -211,6 +215,17 @@ impl Runtime {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+}
+
+/// The pool's threads take no signals (SIGHUP, SIGTERM...): those are the embedding
+/// program's to handle, on its own threads, whatever mask it had when it started us.
+fn block_signals() {
+    // SAFETY: an empty sigset filled with every signal, applied to this thread only.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
     }
 }
 

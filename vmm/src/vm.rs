@@ -75,11 +75,11 @@ impl EmptyVm {
             return Err(VmError::BadMemorySize(memory_size));
         }
         let sys = kvm::system()?;
-        let vm = sys.kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        let vm = retry_eintr(|| sys.kvm.create_vm()).map_err(ioctl("KVM_CREATE_VM"))?;
         let mut memory = GuestMemory::new(memory_size)?;
         // SAFETY: `memory` lives in this EmptyVm, which drops it after the VM fd (field order).
         unsafe { attach_memory(&vm, &memory) }?;
-        let mut vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
+        let mut vcpu = retry_eintr(|| vm.create_vcpu(0)).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         write_monitor_area(&mut memory)?;
         set_cpl3_long_mode(&vcpu, sys.xcr0)?;
@@ -116,6 +116,17 @@ impl EmptyVm {
     /// Size of this VM's guest memory.
     pub fn memory_size(&self) -> u64 {
         self.memory.size()
+    }
+}
+
+/// Repeats an ioctl that a signal interrupted (KVM_CREATE_VM returns EINTR when the thread
+/// has a signal pending, e.g. from an io_uring completion on a server's loop thread).
+fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, kvm_ioctls::Error>) -> Result<T, kvm_ioctls::Error> {
+    loop {
+        match f() {
+            Err(e) if e.errno() == libc::EINTR => continue,
+            other => return other,
+        }
     }
 }
 
