@@ -32,6 +32,9 @@ pub struct Args {
     /// VMs kept ready per function (0: create and destroy each VM inline).
     #[arg(long, default_value_t = 4)]
     pool_size: usize,
+    /// Kontain's km executable, for bundles only km can run (default: $SNAPCALL_KM, then km on $PATH).
+    #[arg(long)]
+    km: Option<PathBuf>,
     /// Start calls cold (load the ELF) even when a snapshot exists.
     #[arg(long)]
     cold: bool,
@@ -98,7 +101,7 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let app = Arc::new(App { runtime, registry, metrics: metrics.clone() });
+    let app = Arc::new(App { runtime, registry, metrics: metrics.clone(), km: args.km.clone() });
 
     let mut loops = serve::default_loop_config();
     loops.limits.max_body = args.max_body_bytes;

@@ -4,13 +4,16 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vmm::{FinishedCall, Output, Runtime};
+use std::path::PathBuf;
+
+use vmm::km::KmFunction;
+use vmm::{FinishedCall, Function, Output, Runtime};
 
 use super::conn::Request;
 use super::event_loop::Handler;
 use super::http::{json_string, Head, Response};
 use super::metrics::{ErrorKind, Metrics, Phase, Timing};
-use super::registry::{Entry, Registry};
+use super::registry::{Entry, Registry, Runner};
 use super::routes::{self, Route};
 use super::status::{self, Failure};
 
@@ -21,25 +24,34 @@ pub struct App {
     pub runtime: Runtime,
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
+    /// Kontain's km, for functions only km can run (None: $SNAPCALL_KM, then $PATH).
+    pub km: Option<PathBuf>,
 }
 
 impl App {
+    fn call(&self, f: &Entry, request: &[u8], queued: Duration) -> (Response, Option<FinishedCall>) {
+        match &f.runner {
+            Runner::Native(function) => self.call_native(f, function, request, queued),
+            Runner::Km(km) => (self.call_km(f, km, request, queued), None),
+        }
+    }
+
     /// One call: take a VM, start (restore) the function in it, run, respond. The VM is
     /// released by the loop through [`Handler::sent`] once the response is on the wire.
-    fn call(&self, f: &Entry, request: &[u8], queued: Duration) -> (Response, Option<FinishedCall>) {
+    fn call_native(&self, f: &Entry, function: &Function, request: &[u8], queued: Duration) -> (Response, Option<FinishedCall>) {
         let started = Instant::now();
         let mut timing = Timing::default();
         timing.push(Phase::Queue, queued);
 
         // 1. A VM no other call used: from the pool, or created now if the pool is empty.
-        let vm = match self.runtime.take_vm(&f.function) {
+        let vm = match self.runtime.take_vm(function) {
             Ok(vm) => vm,
             Err(e) => return (self.failed(f, status::vm_error(&e), &e.to_string(), &[], timing, started), None),
         };
         timing.push(Phase::Vm, started.elapsed());
 
         // 2. Restore the snapshot (or cold-load the program) and hand it the request.
-        let ready = match f.function.start(vm, request) {
+        let ready = match function.start(vm, request) {
             Ok(ready) => ready,
             Err(e) => return (self.failed(f, status::start_error(&e), &e.to_string(), &[], timing, started), None),
         };
@@ -54,7 +66,7 @@ impl App {
         let resp = match finished.take_outcome() {
             Ok(Output { stdout, stderr, exit_code }) => match status::exit_status(exit_code) {
                 None => {
-                    let mut resp = Response::new(200, &f.function.config().content_type, stdout);
+                    let mut resp = Response::new(200, &function.config().content_type, stdout);
                     let total = queued + started.elapsed();
                     f.metrics.record(total, &timing, None);
                     resp.server_timing = timing.header(total);
@@ -66,13 +78,36 @@ impl App {
                 let failure = status::call_error(&e);
                 let mut resp = self.failed(f, failure, &e.to_string(), &[], timing, started);
                 if failure.kind == ErrorKind::Deadline {
-                    resp.headers.push(format!("X-Snapcall-Timeout-Ms: {}", f.function.config().limits.timeout.as_millis()));
+                    resp.headers.push(format!("X-Snapcall-Timeout-Ms: {}", function.config().limits.timeout.as_millis()));
                 }
                 resp
             }
         };
         // 5. Release happens in `sent`, after the response is written.
         (resp, Some(finished))
+    }
+
+    /// One call through km: a fresh km process with the request on stdin, under the same
+    /// deadline, output cap, statuses and Server-Timing (its whole life is the `run` phase).
+    fn call_km(&self, f: &Entry, km: &KmFunction, request: &[u8], queued: Duration) -> Response {
+        let started = Instant::now();
+        let mut timing = Timing::default();
+        timing.push(Phase::Queue, queued);
+        let outcome = km.locate_km(self.km.as_deref()).and_then(|exe| km.call(&exe, request));
+        timing.push(Phase::Run, started.elapsed());
+        match outcome {
+            Ok(Output { stdout, stderr, exit_code }) => match status::exit_status(exit_code) {
+                None => {
+                    let mut resp = Response::new(200, &km.config().content_type, stdout);
+                    let total = queued + started.elapsed();
+                    f.metrics.record(total, &timing, None);
+                    resp.server_timing = timing.header(total);
+                    resp
+                }
+                Some(failure) => self.failed(f, failure, &format!("exit status {exit_code}"), &stderr, timing, started),
+            },
+            Err(e) => self.failed(f, status::km_error(&e), &e.to_string(), &[], timing, started),
+        }
     }
 
     fn failed(&self, f: &Entry, failure: Failure, detail: &str, stderr: &[u8], timing: Timing, started: Instant) -> Response {
@@ -83,7 +118,7 @@ impl App {
         let body = format!(
             "{{\"error\":{},\"function\":{},\"detail\":{},\"stderr_tail\":{}}}\n",
             json_string(failure.reason),
-            json_string(f.function.name()),
+            json_string(f.name()),
             json_string(detail),
             json_string(&String::from_utf8_lossy(tail)),
         );

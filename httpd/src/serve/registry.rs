@@ -11,16 +11,34 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::UNIX_EPOCH;
 
-use vmm::{Function, FunctionError, Runtime, StartMode};
+use vmm::km::{needs_km, KmFunction};
+use vmm::{BundleConfig, Function, FunctionError, Runtime, StartMode};
 
 use super::metrics::{FnMetrics, Metrics};
 use super::routes;
 
 /// One loaded function.
 pub struct Entry {
-    pub function: Function,
+    pub runner: Runner,
     pub metrics: Arc<FnMetrics>,
     fingerprint: Fingerprint,
+}
+
+/// Who runs a function's calls.
+pub enum Runner {
+    /// snapcall's vmm: a brand-new VM per call.
+    Native(Function),
+    /// Kontain's km, one process per call (the bundle or its snapshot needs km).
+    Km(KmFunction),
+}
+
+impl Entry {
+    pub fn name(&self) -> &str {
+        match &self.runner {
+            Runner::Native(f) => f.name(),
+            Runner::Km(f) => f.name(),
+        }
+    }
 }
 
 /// What a bundle looked like when it was loaded: sizes and modification times of its
@@ -63,6 +81,17 @@ fn fingerprint(bundle: &Path) -> Fingerprint {
     };
     walk(&bundle.join("rootfs"), &mut fp, 0);
     fp
+}
+
+/// Loads a bundle for the runner it needs: km when its annotation or its snapshot asks for
+/// km (`vmm::km::needs_km`), else the native vmm.
+fn load_runner(dir: &Path, mode: StartMode) -> Result<Runner, String> {
+    let config = BundleConfig::load(dir).map_err(|e| e.to_string())?;
+    if let Some(why) = needs_km(&config) {
+        eprintln!("snapcall serve: {}: runs under km: {why}", config.name);
+        return KmFunction::load(dir, why).map(Runner::Km).map_err(|e| e.to_string());
+    }
+    load(dir, mode).map(Runner::Native).map_err(|e| e.to_string())
 }
 
 /// Loads a bundle. In snapshot mode a valid `snapshot.kmsnap` is used as is; a missing,
@@ -158,9 +187,11 @@ impl Registry {
                 summary.kept += 1;
                 continue;
             }
-            match load(&path, self.mode) {
-                Ok(function) => {
-                    runtime.prepare(&function);
+            match load_runner(&path, self.mode) {
+                Ok(runner) => {
+                    if let Runner::Native(function) = &runner {
+                        runtime.prepare(function);
+                    }
                     // Loading may have written a fresh snapshot: fingerprint what is there now.
                     let fingerprint = fingerprint(&path);
                     let metrics = metrics.function(&name);
@@ -169,7 +200,7 @@ impl Registry {
                     } else {
                         summary.added.push(name.clone());
                     }
-                    next.insert(name, Arc::new(Entry { function, metrics, fingerprint }));
+                    next.insert(name, Arc::new(Entry { runner, metrics, fingerprint }));
                 }
                 Err(e) => {
                     if let Some(entry) = old.get(&name) {
@@ -185,8 +216,8 @@ impl Registry {
         // The pool stops restoring VMs ahead for versions no longer served. A call still
         // running on an old version keeps its entry and gets an inline VM if it needs one.
         for (name, entry) in old.iter() {
-            if !next.get(name).is_some_and(|n| Arc::ptr_eq(n, entry)) {
-                runtime.forget(&entry.function);
+            if let (false, Runner::Native(function)) = (next.get(name).is_some_and(|n| Arc::ptr_eq(n, entry)), &entry.runner) {
+                runtime.forget(function);
             }
         }
         Ok(summary)

@@ -1,6 +1,7 @@
 //! The one mapping from vmm outcomes to HTTP statuses. Every match lists every variant, with
 //! no `_` arm, so a new vmm error does not compile until it is classified here.
 
+use vmm::km::KmError;
 use vmm::{CallError, StartError, VmError};
 
 use super::metrics::ErrorKind;
@@ -50,6 +51,20 @@ pub fn start_error(e: &StartError) -> Failure {
         StartError::Load { .. } => failure(500, ErrorKind::Host, "load"),
         StartError::Restore { .. } => failure(500, ErrorKind::Host, "restore"),
         StartError::Vm { source, .. } => vm_error(source),
+    }
+}
+
+/// A call run by Kontain's km did not produce an exit status.
+pub fn km_error(e: &KmError) -> Failure {
+    match e {
+        KmError::Deadline { .. } => failure(504, ErrorKind::Deadline, "deadline"),
+        KmError::OutputLimit { .. } => failure(502, ErrorKind::OutputLimit, "output_limit"),
+        KmError::Signal { .. } => failure(502, ErrorKind::Fault, "km_signal"),
+        // The function needs km and this host has none: a configuration error, ours.
+        KmError::Missing { .. } => failure(500, ErrorKind::Host, "km_missing"),
+        KmError::Spawn { .. } => failure(500, ErrorKind::Host, "km_spawn"),
+        KmError::Io { .. } => failure(500, ErrorKind::Host, "km_io"),
+        KmError::Bundle(_) => failure(500, ErrorKind::Host, "bundle"),
     }
 }
 
