@@ -50,7 +50,7 @@ pub struct BundleConfig {
     pub dir: PathBuf,
     /// Function name (the directory's name).
     pub name: String,
-    /// `process.args`; args[0] is the program inside the rootfs.
+    /// `process.args`; `args[0]` is the program inside the rootfs.
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
