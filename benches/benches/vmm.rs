@@ -10,11 +10,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use benches::*;
 use vmm::{EmptyVm, Runtime, RuntimeConfig};
 
-const CASES: &[(&str, &[u8])] = &[
-    ("echo-c", b"hello, world"),
-    ("hello-c", b"hello, world"),
-    ("hellowithdata-py", br#"{"Another": "Echo"}"#),
-];
+const CASES: &[(&str, &[u8])] =
+    &[("echo-c", b"hello, world"), ("hello-c", b"hello, world"), ("hellowithdata-py", br#"{"Another": "Echo"}"#)];
 
 fn breakdown() {
     println!("\n{BREAKDOWN_HEADER}");

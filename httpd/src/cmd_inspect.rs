@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use snapshot_format::{
-    read_snapshot, render_json, render_text, verify_payload, FormatError, Limits,
-};
+use snapshot_format::{read_snapshot, render_json, render_text, verify_payload, FormatError, Limits};
 
 /// Command-line arguments of `snapcall inspect`.
 #[derive(clap::Args)]

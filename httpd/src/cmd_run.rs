@@ -99,7 +99,12 @@ fn format_syscall(r: &vmm::SyscallRecord) -> String {
     format!(
         "syscall {}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {result}",
         vmm::syscalls::name(r.nr),
-        a[0], a[1], a[2], a[3], a[4], a[5]
+        a[0],
+        a[1],
+        a[2],
+        a[3],
+        a[4],
+        a[5]
     )
 }
 

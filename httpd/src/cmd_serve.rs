@@ -81,9 +81,8 @@ pub fn main(args: Args) -> ExitCode {
     // Measured on 2 cores (docs/httpd.md): two loops creating and restoring VMs at once
     // contend on the process's mm-wide locks (KVM_CREATE_VM takes all of them) and each call
     // got 4-5x slower; one loop with the pool and reaper threads beside it doubled calls/s.
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
+    let threads =
+        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
     let runtime = match vmm::Runtime::new(vmm::RuntimeConfig { pool_size: args.pool_size }) {
         Ok(r) => r,
         Err(e) => {

@@ -142,7 +142,11 @@ fn every_error_status() {
     big.send_raw(&[b'a'; 1001]);
     assert_eq!(big.read_response().unwrap().status, 413);
     // 400: malformed.
-    for bad in [&b"GARBAGE\r\n\r\n"[..], b"POST /echo-c HTTP/1.1\r\nContent-Length: zz\r\n\r\n", b"GET / HTTP/1.1\r\nbad header\r\n\r\n"] {
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"POST /echo-c HTTP/1.1\r\nContent-Length: zz\r\n\r\n",
+        b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+    ] {
         let mut m = srv.connect();
         m.send_raw(bad);
         let r = m.read_response().unwrap();

@@ -63,7 +63,10 @@ fn without_km_its_functions_fail_clearly_and_the_others_are_served() {
     let r = srv.call(&mut c, "POST", "/via-km", b"x");
     assert_eq!(r.status, 500);
     let text = r.text();
-    assert!(text.contains("km_missing") && text.contains("needs Kontain's km") && text.contains("no-such-km"), "{text}");
+    assert!(
+        text.contains("km_missing") && text.contains("needs Kontain's km") && text.contains("no-such-km"),
+        "{text}"
+    );
     let r = srv.call(&mut c, "POST", "/echo-c", b"ok");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
 }

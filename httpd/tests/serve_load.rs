@@ -20,8 +20,11 @@ fn settle(srv: &Server, probe: &mut Client) -> (Vec<String>, u64) {
         let sample = |name: &str| -> f64 {
             metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap()
         };
-        let (ready, created, destroyed) =
-            (sample("snapcall_pool_ready_vms"), sample("snapcall_vms_created_total"), sample("snapcall_vms_destroyed_total"));
+        let (ready, created, destroyed) = (
+            sample("snapcall_pool_ready_vms"),
+            sample("snapcall_vms_created_total"),
+            sample("snapcall_vms_destroyed_total"),
+        );
         let fds = fd_targets(srv);
         // Stable for two samples, and every VM either in the pool or destroyed.
         let now = (fds, ready, created);

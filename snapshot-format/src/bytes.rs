@@ -50,26 +50,11 @@ impl<'a> Cursor<'a> {
     }
 
     /// Read `n` bytes where `n` comes from the file: checked against `max` first.
-    pub(crate) fn bytes_capped(
-        &mut self,
-        n: u64,
-        max: u64,
-        field: &'static str,
-    ) -> Result<&'a [u8], FormatError> {
+    pub(crate) fn bytes_capped(&mut self, n: u64, max: u64, field: &'static str) -> Result<&'a [u8], FormatError> {
         if n > max {
-            return Err(FormatError::NoteFieldTooLarge {
-                at: self.at,
-                field,
-                value: n,
-                max,
-            });
+            return Err(FormatError::NoteFieldTooLarge { at: self.at, field, value: n, max });
         }
-        let n = usize::try_from(n).map_err(|_| FormatError::NoteFieldTooLarge {
-            at: self.at,
-            field,
-            value: n,
-            max,
-        })?;
+        let n = usize::try_from(n).map_err(|_| FormatError::NoteFieldTooLarge { at: self.at, field, value: n, max })?;
         self.bytes(n, field)
     }
 
@@ -120,33 +105,22 @@ impl<'a> Cursor<'a> {
     /// ends just past the NUL.
     pub(crate) fn cstr(&mut self, max: u64, field: &'static str) -> Result<String, FormatError> {
         let rest = self.buf.get(self.pos..).unwrap_or(&[]);
-        let limit = rest
-            .len()
-            .min(usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1));
+        let limit = rest.len().min(usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1));
         let window = rest.get(..limit).unwrap_or(&[]);
         let Some(nul) = window.iter().position(|&b| b == 0) else {
             return Err(FormatError::NoteBadString { at: self.at, field });
         };
         let s = window.get(..nul).unwrap_or(&[]);
-        let s = std::str::from_utf8(s)
-            .map_err(|_| FormatError::NoteBadString { at: self.at, field })?
-            .to_owned();
+        let s = std::str::from_utf8(s).map_err(|_| FormatError::NoteBadString { at: self.at, field })?.to_owned();
         self.pos += nul + 1;
         Ok(s)
     }
 
     /// `len` bytes of UTF-8 (no terminator), `len` capped at `max`.
-    pub(crate) fn str_len(
-        &mut self,
-        len: u64,
-        max: u64,
-        field: &'static str,
-    ) -> Result<String, FormatError> {
+    pub(crate) fn str_len(&mut self, len: u64, max: u64, field: &'static str) -> Result<String, FormatError> {
         let at = self.at;
         let b = self.bytes_capped(len, max, field)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| FormatError::NoteBadString { at, field })
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| FormatError::NoteBadString { at, field })
     }
 
     /// Require the descriptor to be fully consumed.
@@ -170,9 +144,7 @@ impl<'a> Cursor<'a> {
         max: u64,
         field: &'static str,
     ) -> Result<usize, FormatError> {
-        let fits = value
-            .checked_mul(entry_size)
-            .is_some_and(|b| b <= self.remaining() as u64);
+        let fits = value.checked_mul(entry_size).is_some_and(|b| b <= self.remaining() as u64);
         if value > max || !fits {
             return Err(FormatError::NoteFieldTooLarge {
                 at: self.at,

@@ -148,14 +148,7 @@ impl Phdr {
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.p_type.to_le_bytes());
         out.extend_from_slice(&self.p_flags.to_le_bytes());
-        for v in [
-            self.p_offset,
-            self.p_vaddr,
-            self.p_paddr,
-            self.p_filesz,
-            self.p_memsz,
-            self.p_align,
-        ] {
+        for v in [self.p_offset, self.p_vaddr, self.p_paddr, self.p_filesz, self.p_memsz, self.p_align] {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }

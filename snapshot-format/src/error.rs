@@ -16,11 +16,7 @@ pub struct NoteAt {
 
 impl std::fmt::Display for NoteAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (note #{} at file offset {:#x})",
-            self.note, self.index, self.offset
-        )
+        write!(f, "{} (note #{} at file offset {:#x})", self.note, self.index, self.offset)
     }
 }
 
@@ -73,9 +69,7 @@ pub enum FormatError {
     #[error("wrong ELF machine {0} (want 62, EM_X86_64)")]
     WrongMachine(u16),
     /// `e_ehsize` or `e_phentsize` do not match ELF64.
-    #[error(
-        "wrong ELF header sizes: e_ehsize {ehsize} (want 64), e_phentsize {phentsize} (want 56)"
-    )]
+    #[error("wrong ELF header sizes: e_ehsize {ehsize} (want 64), e_phentsize {phentsize} (want 56)")]
     WrongHeaderSizes {
         /// `e_ehsize`.
         ehsize: u16,
@@ -188,9 +182,7 @@ pub enum FormatError {
         max_memory: u64,
     },
     /// `p_offset + p_filesz` is beyond the end of the file (or overflows u64).
-    #[error(
-        "segment {index}: file range {offset:#x}+{filesz:#x} is beyond end of file {file_len:#x}"
-    )]
+    #[error("segment {index}: file range {offset:#x}+{filesz:#x} is beyond end of file {file_len:#x}")]
     SegmentOutOfFile {
         /// Index in the program header table.
         index: usize,
@@ -364,9 +356,7 @@ pub enum FormatError {
 
     // ---- writer ----
     /// A memory segment passed to the writer is not page-aligned in address or length.
-    #[error(
-        "memory segment {index}: guest address {guest_addr:#x} / length {len:#x} not 4 KiB aligned"
-    )]
+    #[error("memory segment {index}: guest address {guest_addr:#x} / length {len:#x} not 4 KiB aligned")]
     UnalignedMemorySegment {
         /// Index in the `memory` slice.
         index: usize,

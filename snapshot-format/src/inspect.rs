@@ -80,10 +80,7 @@ pub struct RestoreVerdict {
 const REQUIRED_SNAPCALL: [(u32, &str); 4] = [
     (snapcall::NT_SNAPCALL_SREGS, "NT_SNAPCALL_SREGS"),
     (snapcall::NT_SNAPCALL_MSRS, "NT_SNAPCALL_MSRS"),
-    (
-        snapcall::NT_SNAPCALL_PENDING_SYSCALL,
-        "NT_SNAPCALL_PENDING_SYSCALL",
-    ),
+    (snapcall::NT_SNAPCALL_PENDING_SYSCALL, "NT_SNAPCALL_PENDING_SYSCALL"),
     (snapcall::NT_SNAPCALL_IDENTITY, "NT_SNAPCALL_IDENTITY"),
 ];
 
@@ -97,65 +94,31 @@ pub fn restore_verdict(snap: &Snapshot) -> RestoreVerdict {
     };
     let count = |f: &dyn Fn(&KmNote) -> bool| km().filter(|k| f(k)).count();
     let mut reasons = Vec::new();
-    let vcpus =
-        count(&|k| matches!(k, KmNote::PrStatus(_))).max(count(&|k| matches!(k, KmNote::Vcpu(_))));
+    let vcpus = count(&|k| matches!(k, KmNote::PrStatus(_))).max(count(&|k| matches!(k, KmNote::Vcpu(_))));
     if vcpus > 1 {
         reasons.push(KmOnlyReason::MultipleVcpus(vcpus));
     }
     type Check = (usize, fn(usize) -> KmOnlyReason);
     let checks: [Check; 4] = [
-        (
-            count(&|k| matches!(k, KmNote::Socket(_))),
-            KmOnlyReason::Sockets,
-        ),
-        (
-            count(&|k| matches!(k, KmNote::EventFd(_))),
-            KmOnlyReason::EventFds,
-        ),
-        (
-            count(&|k| matches!(k, KmNote::EpollFd(_))),
-            KmOnlyReason::EpollFds,
-        ),
-        (
-            count(&|k| matches!(k, KmNote::SigHand(s) if s.handler != 0)),
-            KmOnlyReason::SignalHandlers,
-        ),
+        (count(&|k| matches!(k, KmNote::Socket(_))), KmOnlyReason::Sockets),
+        (count(&|k| matches!(k, KmNote::EventFd(_))), KmOnlyReason::EventFds),
+        (count(&|k| matches!(k, KmNote::EpollFd(_))), KmOnlyReason::EpollFds),
+        (count(&|k| matches!(k, KmNote::SigHand(s) if s.handler != 0)), KmOnlyReason::SignalHandlers),
     ];
     for (n, r) in checks {
         if n > 0 {
             reasons.push(r(n));
         }
     }
-    let non_plain = snap
-        .state
-        .km_notes
-        .iter()
-        .filter(|k| matches!(k, KmNote::File(_)))
-        .count();
+    let non_plain = snap.state.km_notes.iter().filter(|k| matches!(k, KmNote::File(_))).count();
     if non_plain > 0 {
         reasons.push(KmOnlyReason::NonPlainFiles(non_plain));
     }
-    let dups: usize = km()
-        .map(|k| {
-            if let KmNote::DupData(d) = k {
-                d.groups.len()
-            } else {
-                0
-            }
-        })
-        .sum();
+    let dups: usize = km().map(|k| if let KmNote::DupData(d) = k { d.groups.len() } else { 0 }).sum();
     if dups > 0 {
         reasons.push(KmOnlyReason::DupGroups(dups));
     }
-    let iocs: usize = km()
-        .map(|k| {
-            if let KmNote::IoContexts(i) = k {
-                i.contexts.len()
-            } else {
-                0
-            }
-        })
-        .sum();
+    let iocs: usize = km().map(|k| if let KmNote::IoContexts(i) = k { i.contexts.len() } else { 0 }).sum();
     if iocs > 0 {
         reasons.push(KmOnlyReason::IoContexts(iocs));
     }
@@ -167,22 +130,13 @@ pub fn restore_verdict(snap: &Snapshot) -> RestoreVerdict {
     }
     let missing: Vec<&'static str> = REQUIRED_SNAPCALL
         .iter()
-        .filter(|(t, _)| {
-            !snap
-                .notes
-                .iter()
-                .any(|n| n.owner == SNAPCALL_OWNER && n.note_type == *t)
-        })
+        .filter(|(t, _)| !snap.notes.iter().any(|n| n.owner == SNAPCALL_OWNER && n.note_type == *t))
         .map(|&(_, name)| name)
         .collect();
     if !missing.is_empty() {
         reasons.push(KmOnlyReason::MissingSnapcallNotes(missing));
     }
-    let restorer = if reasons.is_empty() {
-        Restorer::Native
-    } else {
-        Restorer::KmOnly
-    };
+    let restorer = if reasons.is_empty() { Restorer::Native } else { Restorer::KmOnly };
     RestoreVerdict { restorer, reasons }
 }
 
@@ -206,21 +160,45 @@ fn km_summary(k: &KmNote) -> String {
         ),
         KmNote::Vcpu(v) => format!(
             "vcpu {} guest_thr {:#x} stack_top {:#x} hcarg {:#x} hypercall {} fp_format {} ({} bytes)",
-            v.vcpu_id, v.guest_thr, v.stack_top, v.hcarg, v.hypercall, v.fp_format, v.fp_data.len()
+            v.vcpu_id,
+            v.guest_thr,
+            v.stack_top,
+            v.hcarg,
+            v.hypercall,
+            v.fp_format,
+            v.fp_data.len()
         ),
         KmNote::Guest(g) | KmNote::Dynlinker(g) => format!(
             "{} version {:?} load_adjust {:#x} dlopen {:#x} {} phdr bytes",
-            g.path, g.version, g.load_adjust, g.dlopen, g.phdrs.len()
+            g.path,
+            g.version,
+            g.load_adjust,
+            g.dlopen,
+            g.phdrs.len()
         ),
         KmNote::DupData(d) => format!("{} group(s): {:?}", d.groups.len(), d.groups),
         KmNote::File(f) => format!(
             "fd {} how {} flags {:#o} mode {:#o} data {:#x} {} ({} pipe bytes)",
-            f.fd, f.how, f.flags, f.mode, f.data, f.path, f.pipe_data.len()
+            f.fd,
+            f.how,
+            f.flags,
+            f.mode,
+            f.data,
+            f.path,
+            f.pipe_data.len()
         ),
         KmNote::EventFd(e) => format!("fd {} flags {:#o} count {}", e.fd, e.flags, e.count),
         KmNote::Socket(s) => format!(
             "fd {} how {} state {} domain {} type {} protocol {} other {} addr {} data {} bytes",
-            s.fd, s.how, s.state, s.domain, s.type_, s.protocol, s.other, hex(&s.addr), s.data.len()
+            s.fd,
+            s.how,
+            s.state,
+            s.domain,
+            s.type_,
+            s.protocol,
+            s.other,
+            hex(&s.addr),
+            s.data.len()
         ),
         KmNote::EpollFd(e) => format!("fd {} flags {:#o} {} event(s)", e.fd, e.flags, e.events.len()),
         KmNote::SigHand(s) => format!(
@@ -264,7 +242,9 @@ pub fn render_text(snap: &Snapshot) -> String {
             let _ = writeln!(o, "restore: km only: {}", r.join("; "));
         }
     }
-    o.push_str("\nsegments:\n  #  guest_addr          mem_size            file_offset         file_size           prot\n");
+    o.push_str(
+        "\nsegments:\n  #  guest_addr          mem_size            file_offset         file_size           prot\n",
+    );
     for (i, s) in snap.segments.iter().enumerate() {
         let _ = writeln!(
             o,
@@ -308,10 +288,7 @@ pub fn render_text(snap: &Snapshot) -> String {
         ("gs_base", r.gs_base),
     ];
     for row in regs.chunks(3) {
-        let line: Vec<String> = row
-            .iter()
-            .map(|(n, v)| format!("{n:>8}={v:#018x}"))
-            .collect();
+        let line: Vec<String> = row.iter().map(|(n, v)| format!("{n:>8}={v:#018x}")).collect();
         let _ = writeln!(o, " {}", line.join(" "));
     }
     if let Some(s) = &st.sregs {
@@ -320,11 +297,7 @@ pub fn render_text(snap: &Snapshot) -> String {
             "  cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} cr8={:#x} efer={:#x} apic_base={:#x}",
             s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer, s.apic_base
         );
-        let _ = writeln!(
-            o,
-            "  gdt={:#x}/{:#x} idt={:#x}/{:#x}",
-            s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit
-        );
+        let _ = writeln!(o, "  gdt={:#x}/{:#x} idt={:#x}/{:#x}", s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit);
         for (n, g) in [
             ("cs", &s.cs),
             ("ds", &s.ds),
@@ -344,13 +317,7 @@ pub fn render_text(snap: &Snapshot) -> String {
     } else {
         o.push_str("  (no special registers)\n");
     }
-    let _ = writeln!(
-        o,
-        "  {} MSR(s), {} XCR(s), XSAVE {} bytes",
-        st.msrs.len(),
-        st.xcrs.len(),
-        st.xsave.len()
-    );
+    let _ = writeln!(o, "  {} MSR(s), {} XCR(s), XSAVE {} bytes", st.msrs.len(), st.xcrs.len(), st.xsave.len());
     match &st.pending_syscall {
         Some(p) => {
             let args: Vec<String> = p.args.iter().map(|a| format!("{a:#x}")).collect();
@@ -358,19 +325,9 @@ pub fn render_text(snap: &Snapshot) -> String {
         }
         None => o.push_str("pending syscall: none\n"),
     }
-    let _ = writeln!(
-        o,
-        "brk {:#x}, mmap top {:#x}, {} auxv entries",
-        st.brk,
-        st.mmap_top,
-        st.auxv.len()
-    );
+    let _ = writeln!(o, "brk {:#x}, mmap top {:#x}, {} auxv entries", st.brk, st.mmap_top, st.auxv.len());
     if !st.guest.path.is_empty() {
-        let _ = writeln!(
-            o,
-            "program: {} (load_adjust {:#x})",
-            st.guest.path, st.guest.load_adjust
-        );
+        let _ = writeln!(o, "program: {} (load_adjust {:#x})", st.guest.path, st.guest.load_adjust);
     }
     if !st.regions.is_empty() {
         o.push_str("\nregions:\n");
@@ -388,11 +345,8 @@ pub fn render_text(snap: &Snapshot) -> String {
     }
     o.push_str("\nopen files:\n");
     for f in &st.files {
-        let _ = writeln!(
-            o,
-            "  fd {:<3} flags {:#o} offset {:#x} mode {:#o} {}",
-            f.fd, f.flags, f.offset, f.mode, f.path
-        );
+        let _ =
+            writeln!(o, "  fd {:<3} flags {:#o} offset {:#x} mode {:#o} {}", f.fd, f.flags, f.offset, f.mode, f.path);
     }
     o.push_str("\nnotes:\n");
     for n in &snap.notes {
@@ -414,10 +368,7 @@ pub fn render_text(snap: &Snapshot) -> String {
 pub fn render_json(snap: &Snapshot) -> serde_json::Value {
     let mut v = serde_json::to_value(snap).unwrap_or(serde_json::Value::Null);
     if let serde_json::Value::Object(m) = &mut v {
-        m.insert(
-            "verdict".to_owned(),
-            serde_json::to_value(restore_verdict(snap)).unwrap_or(serde_json::Value::Null),
-        );
+        m.insert("verdict".to_owned(), serde_json::to_value(restore_verdict(snap)).unwrap_or(serde_json::Value::Null));
     }
     v
 }

@@ -47,20 +47,14 @@ mod state;
 mod write;
 
 pub use bytes::hex;
-pub use elf::{
-    encode_note, EHDR_SIZE, EM_X86_64, ET_CORE, PAGE_SIZE, PF_R, PF_W, PF_X, PHDR_SIZE, PT_LOAD,
-    PT_NOTE,
-};
+pub use elf::{encode_note, EHDR_SIZE, EM_X86_64, ET_CORE, PAGE_SIZE, PF_R, PF_W, PF_X, PHDR_SIZE, PT_LOAD, PT_NOTE};
 pub use error::{FormatError, NoteAt};
-pub use inspect::{
-    render_json, render_text, restore_verdict, KmOnlyReason, RestoreVerdict, Restorer,
-};
+pub use inspect::{render_json, render_text, restore_verdict, KmOnlyReason, RestoreVerdict, Restorer};
 pub use km::KmNote;
 pub use read::{parse_snapshot, read_snapshot, verify_payload, verify_payload_bytes};
 pub use state::{
-    DescriptorTable, GuestInfo, Identity, Limits, LoadSegment, MemorySegment, NoteEntry, NoteKind,
-    OpenFile, PendingSyscall, RawNote, Region, RegionKind, Registers, Segment, Snapshot,
-    SnapshotState, SpecialRegisters,
+    DescriptorTable, GuestInfo, Identity, Limits, LoadSegment, MemorySegment, NoteEntry, NoteKind, OpenFile,
+    PendingSyscall, RawNote, Region, RegionKind, Registers, Segment, Snapshot, SnapshotState, SpecialRegisters,
 };
 pub use write::{encode_snapshot, write_snapshot, MONITOR_LABEL};
 

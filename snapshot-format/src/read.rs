@@ -10,15 +10,13 @@ use sha2::{Digest, Sha256};
 
 use crate::bytes::{hex, round_up, Cursor};
 use crate::elf::{
-    Ehdr, Phdr, EHDR_SIZE, EM_X86_64, ET_CORE, MAX_NAMESZ, NHDR_SIZE, PAGE_SIZE, PF_R, PF_W, PF_X,
-    PHDR_SIZE, PN_XNUM, PT_LOAD, PT_NOTE,
+    Ehdr, Phdr, EHDR_SIZE, EM_X86_64, ET_CORE, MAX_NAMESZ, NHDR_SIZE, PAGE_SIZE, PF_R, PF_W, PF_X, PHDR_SIZE, PN_XNUM,
+    PT_LOAD, PT_NOTE,
 };
 use crate::error::{FormatError, NoteAt};
 use crate::km::{self, KmNote, KM_FILE_HOW_OPEN};
 use crate::snapcall::{self, SNAPCALL_OWNER};
-use crate::state::{
-    GuestInfo, Limits, LoadSegment, NoteEntry, NoteKind, OpenFile, RawNote, Snapshot, SnapshotState,
-};
+use crate::state::{GuestInfo, Limits, LoadSegment, NoteEntry, NoteKind, OpenFile, RawNote, Snapshot, SnapshotState};
 use crate::write::{hash_load_header, PAYLOAD_HASH_PREFIX};
 
 /// Something snapshots can be read from: a file or a byte slice.
@@ -39,13 +37,11 @@ impl Source for FileSource<'_> {
         self.len
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|source| FormatError::Io {
-                op: "read",
-                path: self.path.to_owned(),
-                source,
-            })
+        self.file.read_exact_at(buf, offset).map_err(|source| FormatError::Io {
+            op: "read",
+            path: self.path.to_owned(),
+            source,
+        })
     }
 }
 
@@ -55,9 +51,7 @@ impl Source for &[u8] {
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let src = start
-            .checked_add(buf.len())
-            .and_then(|end| self.get(start..end));
+        let src = start.checked_add(buf.len()).and_then(|end| self.get(start..end));
         match src {
             Some(s) => {
                 buf.copy_from_slice(s);
@@ -74,49 +68,23 @@ impl Source for &[u8] {
 }
 
 /// Read `len` bytes at `offset` after checking the range lies in the file.
-fn read_range<S: Source>(
-    src: &S,
-    what: &'static str,
-    offset: u64,
-    len: u64,
-) -> Result<Vec<u8>, FormatError> {
+fn read_range<S: Source>(src: &S, what: &'static str, offset: u64, len: u64) -> Result<Vec<u8>, FormatError> {
     let file_len = src.len();
     let end = offset.checked_add(len);
     match end {
         Some(end) if end <= file_len => {
-            let n = usize::try_from(len).map_err(|_| FormatError::Truncated {
-                what,
-                offset,
-                end,
-                file_len,
-            })?;
+            let n = usize::try_from(len).map_err(|_| FormatError::Truncated { what, offset, end, file_len })?;
             let mut buf = vec![0u8; n];
             src.read_at(offset, &mut buf)?;
             Ok(buf)
         }
-        _ => Err(FormatError::Truncated {
-            what,
-            offset,
-            end: end.unwrap_or(u64::MAX),
-            file_len,
-        }),
+        _ => Err(FormatError::Truncated { what, offset, end: end.unwrap_or(u64::MAX), file_len }),
     }
 }
 
 fn open(path: &Path) -> Result<FileSource<'_>, FormatError> {
-    let file = File::open(path).map_err(|source| FormatError::Io {
-        op: "open",
-        path: path.to_owned(),
-        source,
-    })?;
-    let len = file
-        .metadata()
-        .map_err(|source| FormatError::Io {
-            op: "stat",
-            path: path.to_owned(),
-            source,
-        })?
-        .len();
+    let file = File::open(path).map_err(|source| FormatError::Io { op: "open", path: path.to_owned(), source })?;
+    let len = file.metadata().map_err(|source| FormatError::Io { op: "stat", path: path.to_owned(), source })?.len();
     Ok(FileSource { file, path, len })
 }
 
@@ -178,10 +146,7 @@ fn verify<S: Source>(src: &S, snapshot: &Snapshot) -> Result<(), FormatError> {
     }
     let actual: [u8; 32] = h.finalize().into();
     if actual != expected {
-        return Err(FormatError::PayloadHashMismatch {
-            expected: hex(&expected),
-            actual: hex(&actual),
-        });
+        return Err(FormatError::PayloadHashMismatch { expected: hex(&expected), actual: hex(&actual) });
     }
     Ok(())
 }
@@ -210,19 +175,13 @@ fn check_ehdr(e: &Ehdr, limits: &Limits) -> Result<(), FormatError> {
         return Err(FormatError::WrongElfVersion(e.e_version));
     }
     if u64::from(e.e_ehsize) != EHDR_SIZE || u64::from(e.e_phentsize) != PHDR_SIZE {
-        return Err(FormatError::WrongHeaderSizes {
-            ehsize: e.e_ehsize,
-            phentsize: e.e_phentsize,
-        });
+        return Err(FormatError::WrongHeaderSizes { ehsize: e.e_ehsize, phentsize: e.e_phentsize });
     }
     if e.e_phnum == 0 || e.e_phnum == PN_XNUM {
         return Err(FormatError::BadPhnum(e.e_phnum));
     }
     if u64::from(e.e_phnum) > limits.max_segments {
-        return Err(FormatError::TooManySegments {
-            count: e.e_phnum.into(),
-            max: limits.max_segments,
-        });
+        return Err(FormatError::TooManySegments { count: e.e_phnum.into(), max: limits.max_segments });
     }
     if e.e_phoff < EHDR_SIZE || !e.e_phoff.is_multiple_of(8) {
         return Err(FormatError::BadPhoff(e.e_phoff));
@@ -231,45 +190,24 @@ fn check_ehdr(e: &Ehdr, limits: &Limits) -> Result<(), FormatError> {
 }
 
 /// Validate one PT_LOAD (alone; overlaps are checked afterwards).
-fn check_load(
-    index: usize,
-    p: &Phdr,
-    file_len: u64,
-    limits: &Limits,
-) -> Result<LoadSegment, FormatError> {
+fn check_load(index: usize, p: &Phdr, file_len: u64, limits: &Limits) -> Result<LoadSegment, FormatError> {
     if !p.p_vaddr.is_multiple_of(PAGE_SIZE) {
-        return Err(FormatError::MisalignedSegmentAddress {
-            index,
-            vaddr: p.p_vaddr,
-        });
+        return Err(FormatError::MisalignedSegmentAddress { index, vaddr: p.p_vaddr });
     }
     if !p.p_offset.is_multiple_of(PAGE_SIZE) {
-        return Err(FormatError::MisalignedSegmentOffset {
-            index,
-            offset: p.p_offset,
-        });
+        return Err(FormatError::MisalignedSegmentOffset { index, offset: p.p_offset });
     }
     if p.p_memsz == 0 {
         return Err(FormatError::EmptySegment { index });
     }
     if p.p_filesz > p.p_memsz {
-        return Err(FormatError::FileSizeExceedsMemSize {
-            index,
-            filesz: p.p_filesz,
-            memsz: p.p_memsz,
-        });
+        return Err(FormatError::FileSizeExceedsMemSize { index, filesz: p.p_filesz, memsz: p.p_memsz });
     }
     if p.p_flags & !(PF_R | PF_W | PF_X) != 0 {
-        return Err(FormatError::BadSegmentFlags {
-            index,
-            flags: p.p_flags,
-        });
+        return Err(FormatError::BadSegmentFlags { index, flags: p.p_flags });
     }
     // The vmm maps whole pages, so the page-rounded end must lie in guest memory.
-    let end = p
-        .p_vaddr
-        .checked_add(p.p_memsz)
-        .and_then(|e| round_up(e, PAGE_SIZE));
+    let end = p.p_vaddr.checked_add(p.p_memsz).and_then(|e| round_up(e, PAGE_SIZE));
     if end.is_none_or(|e| e > limits.max_memory) {
         return Err(FormatError::SegmentOutsideMemory {
             index,
@@ -278,16 +216,8 @@ fn check_load(
             max_memory: limits.max_memory,
         });
     }
-    if p.p_offset
-        .checked_add(p.p_filesz)
-        .is_none_or(|e| e > file_len)
-    {
-        return Err(FormatError::SegmentOutOfFile {
-            index,
-            offset: p.p_offset,
-            filesz: p.p_filesz,
-            file_len,
-        });
+    if p.p_offset.checked_add(p.p_filesz).is_none_or(|e| e > file_len) {
+        return Err(FormatError::SegmentOutOfFile { index, offset: p.p_offset, filesz: p.p_filesz, file_len });
     }
     Ok(LoadSegment {
         guest_addr: p.p_vaddr,
@@ -309,11 +239,7 @@ struct Record<'a> {
 
 /// Split the PT_NOTE bytes into records with the standard ELF rule (name and descriptor
 /// each padded to 4); KM's names are 4 bytes, so KM's own walker agrees.
-fn split_notes<'a>(
-    buf: &'a [u8],
-    base: u64,
-    limits: &Limits,
-) -> Result<Vec<Record<'a>>, FormatError> {
+fn split_notes<'a>(buf: &'a [u8], base: u64, limits: &Limits) -> Result<Vec<Record<'a>>, FormatError> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     let len = buf.len();
@@ -328,25 +254,17 @@ fn split_notes<'a>(
             return Err(FormatError::NoteHeaderTruncated { index, offset });
         };
         if index >= limits.max_notes {
-            return Err(FormatError::TooManyNotes {
-                max: limits.max_notes,
-            });
+            return Err(FormatError::TooManyNotes { max: limits.max_notes });
         }
         let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
         let (namesz, descsz, note_type) = (word(0), word(4), word(8));
         if namesz > MAX_NAMESZ {
-            return Err(FormatError::NoteNameTooLong {
-                index,
-                offset,
-                namesz,
-            });
+            return Err(FormatError::NoteNameTooLong { index, offset, namesz });
         }
         let name_start = pos + NHDR_SIZE as usize;
         let desc_start = name_start + (namesz as usize).div_ceil(4) * 4;
         let desc_end = desc_start.checked_add(descsz as usize);
-        let (Some(name), Some(desc_end)) =
-            (buf.get(name_start..name_start + namesz as usize), desc_end)
-        else {
+        let (Some(name), Some(desc_end)) = (buf.get(name_start..name_start + namesz as usize), desc_end) else {
             return Err(FormatError::NoteOutOfBounds {
                 index,
                 offset,
@@ -369,13 +287,7 @@ fn split_notes<'a>(
         let owner_bytes = name.split(|&b| b == 0).next().unwrap_or(&[]);
         let owner = String::from_utf8_lossy(owner_bytes).into_owned();
         let next = (desc_end.div_ceil(4) * 4).min(len);
-        out.push(Record {
-            owner,
-            note_type,
-            desc,
-            offset,
-            record_len: (next - pos) as u64,
-        });
+        out.push(Record { owner, note_type, desc, offset, record_len: (next - pos) as u64 });
         pos = next;
     }
     Ok(out)
@@ -396,11 +308,7 @@ struct Seen(Vec<(&'static str, usize)>);
 impl Seen {
     fn once(&mut self, note: &'static str, index: usize) -> Result<(), FormatError> {
         if let Some(&(_, first)) = self.0.iter().find(|(n, _)| *n == note) {
-            return Err(FormatError::DuplicateNote {
-                note,
-                first,
-                second: index,
-            });
+            return Err(FormatError::DuplicateNote { note, first, second: index });
         }
         self.0.push((note, index));
         Ok(())
@@ -414,12 +322,7 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
     let file_len = src.len();
     let ehdr_bytes: [u8; 64] = read_range(src, "ELF header", 0, EHDR_SIZE)?
         .try_into()
-        .map_err(|_| FormatError::Truncated {
-            what: "ELF header",
-            offset: 0,
-            end: EHDR_SIZE,
-            file_len,
-        })?;
+        .map_err(|_| FormatError::Truncated { what: "ELF header", offset: 0, end: EHDR_SIZE, file_len })?;
     let ehdr = Ehdr::decode(&ehdr_bytes);
     check_ehdr(&ehdr, limits)?;
     let ph_len = u64::from(ehdr.e_phnum) * PHDR_SIZE;
@@ -433,10 +336,7 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
         match p.p_type {
             PT_NOTE => {
                 if let Some((first, _)) = note_seg {
-                    return Err(FormatError::DuplicateNoteSegment {
-                        first,
-                        second: index,
-                    });
+                    return Err(FormatError::DuplicateNoteSegment { first, second: index });
                 }
                 if p.p_filesz > limits.max_note_bytes {
                     return Err(FormatError::NoteSegmentTooLarge {
@@ -446,29 +346,16 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
                     });
                 }
                 if !p.p_offset.is_multiple_of(4) {
-                    return Err(FormatError::MisalignedNoteSegment {
-                        index,
-                        offset: p.p_offset,
-                    });
+                    return Err(FormatError::MisalignedNoteSegment { index, offset: p.p_offset });
                 }
                 note_seg = Some((index, p));
             }
             PT_LOAD => loads.push((index, check_load(index, &p, file_len, limits)?)),
-            other => {
-                return Err(FormatError::UnexpectedSegmentType {
-                    index,
-                    p_type: other,
-                })
-            }
+            other => return Err(FormatError::UnexpectedSegmentType { index, p_type: other }),
         }
     }
     let (_, note_phdr) = note_seg.ok_or(FormatError::MissingNoteSegment)?;
-    let note_bytes = read_range(
-        src,
-        "PT_NOTE segment",
-        note_phdr.p_offset,
-        note_phdr.p_filesz,
-    )?;
+    let note_bytes = read_range(src, "PT_NOTE segment", note_phdr.p_offset, note_phdr.p_filesz)?;
     let note_range = (note_phdr.p_offset, note_phdr.p_offset + note_phdr.p_filesz);
 
     // PT_LOAD file bytes must not overlap the headers or the notes.
@@ -479,29 +366,19 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
         let (start, end) = (s.file_offset, s.file_offset + s.file_size);
         for (a, b) in [(0, ph_end), note_range] {
             if start < b && a < end {
-                return Err(FormatError::SegmentOverlapsHeaders {
-                    index: *index,
-                    offset: start,
-                    headers_end: b,
-                });
+                return Err(FormatError::SegmentOverlapsHeaders { index: *index, offset: start, headers_end: b });
             }
         }
     }
     // No two PT_LOADs may cover the same guest page.
-    let mut sorted: Vec<(u64, u64, usize)> = loads
-        .iter()
-        .map(|(i, s)| (s.guest_addr, s.guest_addr + s.mem_size, *i))
-        .collect();
+    let mut sorted: Vec<(u64, u64, usize)> =
+        loads.iter().map(|(i, s)| (s.guest_addr, s.guest_addr + s.mem_size, *i)).collect();
     sorted.sort_unstable();
     for w in sorted.windows(2) {
         if let [a, b] = w {
             // Ends were checked to page-round within max_memory.
             if b.0 < round_up(a.1, PAGE_SIZE).unwrap_or(u64::MAX) {
-                return Err(FormatError::OverlappingSegments {
-                    first: a.2,
-                    second: b.2,
-                    addr: b.0,
-                });
+                return Err(FormatError::OverlappingSegments { first: a.2, second: b.2, addr: b.0 });
             }
         }
     }
@@ -516,11 +393,7 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
 
     for (index, r) in records.iter().enumerate() {
         let name = type_name(&r.owner, r.note_type);
-        let at = NoteAt {
-            note: name,
-            index,
-            offset: r.offset,
-        };
+        let at = NoteAt { note: name, index, offset: r.offset };
         let kind = if r.owner == SNAPCALL_OWNER && name != "?" {
             seen.once(name, index)?;
             let mut c = Cursor::new(r.desc, at);
@@ -529,16 +402,10 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
                 snapcall::NT_SNAPCALL_MSRS => state.msrs = snapcall::parse_pairs(&mut c, limits)?,
                 snapcall::NT_SNAPCALL_XCRS => state.xcrs = snapcall::parse_pairs(&mut c, limits)?,
                 snapcall::NT_SNAPCALL_XSAVE => {
-                    state.xsave = c
-                        .bytes_capped(r.desc.len() as u64, limits.max_xsave_bytes, "xsave")?
-                        .to_vec()
+                    state.xsave = c.bytes_capped(r.desc.len() as u64, limits.max_xsave_bytes, "xsave")?.to_vec()
                 }
-                snapcall::NT_SNAPCALL_PENDING_SYSCALL => {
-                    state.pending_syscall = Some(snapcall::parse_pending(&mut c)?)
-                }
-                snapcall::NT_SNAPCALL_REGIONS => {
-                    state.regions = snapcall::parse_regions(&mut c, limits)?
-                }
+                snapcall::NT_SNAPCALL_PENDING_SYSCALL => state.pending_syscall = Some(snapcall::parse_pending(&mut c)?),
+                snapcall::NT_SNAPCALL_REGIONS => state.regions = snapcall::parse_regions(&mut c, limits)?,
                 _ => {
                     let (id, hash) = snapcall::parse_identity(&mut c, limits)?;
                     if id.format_version == 0 || id.format_version > crate::FORMAT_VERSION {
@@ -596,9 +463,7 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
                     }
                     true
                 }
-                KmNote::File(f)
-                    if f.how == KM_FILE_HOW_OPEN && f.pipe_data.is_empty() && f.pipesize == 0 =>
-                {
+                KmNote::File(f) if f.how == KM_FILE_HOW_OPEN && f.pipe_data.is_empty() && f.pipesize == 0 => {
                     state.files.push(OpenFile {
                         fd: f.fd as i32,
                         flags: f.flags as i32,
@@ -615,11 +480,7 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
             }
             NoteKind::Km(note)
         } else {
-            state.unknown_notes.push(RawNote {
-                owner: r.owner.clone(),
-                note_type: r.note_type,
-                desc: r.desc.to_vec(),
-            });
+            state.unknown_notes.push(RawNote { owner: r.owner.clone(), note_type: r.note_type, desc: r.desc.to_vec() });
             NoteKind::Unknown
         };
         notes.push(NoteEntry {
@@ -640,11 +501,5 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
             state.xsave = x;
         }
     }
-    Ok(Snapshot {
-        state,
-        segments: loads.into_iter().map(|(_, s)| s).collect(),
-        file_len,
-        notes,
-        payload_hash,
-    })
+    Ok(Snapshot { state, segments: loads.into_iter().map(|(_, s)| s).collect(), file_len, notes, payload_hash })
 }

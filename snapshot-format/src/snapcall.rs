@@ -5,10 +5,7 @@
 
 use crate::bytes::{Cursor, Out};
 use crate::error::FormatError;
-use crate::state::{
-    DescriptorTable, Identity, Limits, PendingSyscall, Region, RegionKind, Segment,
-    SpecialRegisters,
-};
+use crate::state::{DescriptorTable, Identity, Limits, PendingSyscall, Region, RegionKind, Segment, SpecialRegisters};
 
 /// Owner name of snapcall's notes.
 pub const SNAPCALL_OWNER: &str = "SNAPCALL";
@@ -130,10 +127,7 @@ pub(crate) fn encode_sregs(s: &SpecialRegisters) -> Vec<u8> {
 }
 
 /// MSR / XCR list: `u32 count, u32 0`, then `count * {u32 index, u32 0, u64 value}`.
-pub(crate) fn parse_pairs(
-    c: &mut Cursor<'_>,
-    limits: &Limits,
-) -> Result<Vec<(u32, u64)>, FormatError> {
+pub(crate) fn parse_pairs(c: &mut Cursor<'_>, limits: &Limits) -> Result<Vec<(u32, u64)>, FormatError> {
     let count = c.u32("count")?;
     c.pad(4)?;
     let n = c.count(count.into(), PAIR_SIZE, limits.max_list_entries, "count")?;
@@ -178,10 +172,7 @@ pub(crate) fn encode_pending(p: &PendingSyscall) -> Vec<u8> {
 
 /// Regions: `u32 count, u32 0`, then per region `u64 start, u64 len, u32 prot, u32 kind,
 /// u32 has_path, u32 path_len`, then `path_len` bytes of path, zero-padded to 8.
-pub(crate) fn parse_regions(
-    c: &mut Cursor<'_>,
-    limits: &Limits,
-) -> Result<Vec<Region>, FormatError> {
+pub(crate) fn parse_regions(c: &mut Cursor<'_>, limits: &Limits) -> Result<Vec<Region>, FormatError> {
     let count = c.u32("count")?;
     c.pad(4)?;
     let n = c.count(count.into(), REGION_SIZE, limits.max_list_entries, "count")?;
@@ -202,21 +193,11 @@ pub(crate) fn parse_regions(
             0 if path_len == 0 => None,
             1 => Some(c.str_len(path_len.into(), limits.max_string_bytes, "region.path")?),
             _ => {
-                return Err(FormatError::NoteBadValue {
-                    at: c.at(),
-                    field: "region.has_path",
-                    value: has_path.into(),
-                })
+                return Err(FormatError::NoteBadValue { at: c.at(), field: "region.has_path", value: has_path.into() })
             }
         };
         c.align(8, "region.path padding")?;
-        v.push(Region {
-            start,
-            len,
-            prot,
-            kind,
-            path,
-        });
+        v.push(Region { start, len, prot, kind, path });
     }
     Ok(v)
 }
@@ -241,25 +222,14 @@ pub(crate) fn encode_regions(v: &[Region]) -> Vec<u8> {
 
 /// Identity: `u32 format_version, u32 path_len, u64 memory_size, [u8;32] bundle_hash,
 /// [u8;32] payload_hash`, then `path_len` bytes of program path.
-pub(crate) fn parse_identity(
-    c: &mut Cursor<'_>,
-    limits: &Limits,
-) -> Result<(Identity, [u8; 32]), FormatError> {
+pub(crate) fn parse_identity(c: &mut Cursor<'_>, limits: &Limits) -> Result<(Identity, [u8; 32]), FormatError> {
     let format_version = c.u32("format_version")?;
     let path_len = c.u32("path_len")?;
     let memory_size = c.u64("memory_size")?;
     let bundle_hash = c.hash("bundle_hash")?;
     let payload_hash = c.hash("payload_hash")?;
     let program_path = c.str_len(path_len.into(), limits.max_string_bytes, "program_path")?;
-    Ok((
-        Identity {
-            format_version,
-            bundle_hash,
-            memory_size,
-            program_path,
-        },
-        payload_hash,
-    ))
+    Ok((Identity { format_version, bundle_hash, memory_size, program_path }, payload_hash))
 }
 
 pub(crate) fn encode_identity(id: &Identity, payload_hash: &[u8; 32]) -> Vec<u8> {

@@ -269,12 +269,7 @@ pub struct Identity {
 impl Identity {
     /// An identity with the current [`FORMAT_VERSION`](crate::FORMAT_VERSION).
     pub fn new(bundle_hash: [u8; 32], memory_size: u64, program_path: impl Into<String>) -> Self {
-        Self {
-            format_version: crate::FORMAT_VERSION,
-            bundle_hash,
-            memory_size,
-            program_path: program_path.into(),
-        }
+        Self { format_version: crate::FORMAT_VERSION, bundle_hash, memory_size, program_path: program_path.into() }
     }
 }
 
@@ -442,10 +437,7 @@ pub struct Limits {
 impl Limits {
     /// Limits for a snapcall guest of `memory_size` bytes.
     pub fn for_memory(memory_size: u64) -> Self {
-        Self {
-            max_memory: memory_size,
-            ..Self::default()
-        }
+        Self { max_memory: memory_size, ..Self::default() }
     }
 }
 

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::elf::{
-    encode_note, page_up, Ehdr, Phdr, EHDR_SIZE, PAGE_SIZE, PF_R, PF_W, PF_X, PHDR_SIZE, PT_LOAD,
-    PT_NOTE,
+    encode_note, page_up, Ehdr, Phdr, EHDR_SIZE, PAGE_SIZE, PF_R, PF_W, PF_X, PHDR_SIZE, PT_LOAD, PT_NOTE,
 };
 use crate::error::{FormatError, NoteAt};
 use crate::km::{self, KmFile, KmMonitor, KmNote, KmPayload, KmVcpu, PrStatus, KM_FILE_HOW_OPEN};
@@ -36,10 +35,7 @@ pub(crate) struct Layout<'a> {
 }
 
 fn unrepresentable(what: &'static str, reason: impl Into<String>) -> FormatError {
-    FormatError::Unrepresentable {
-        what,
-        reason: reason.into(),
-    }
+    FormatError::Unrepresentable { what, reason: reason.into() }
 }
 
 fn check_memory(memory: &[MemorySegment<'_>]) -> Result<(), FormatError> {
@@ -47,41 +43,25 @@ fn check_memory(memory: &[MemorySegment<'_>]) -> Result<(), FormatError> {
     for (index, m) in memory.iter().enumerate() {
         let len = m.data.len() as u64;
         if !m.guest_addr.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
-            return Err(FormatError::UnalignedMemorySegment {
-                index,
-                guest_addr: m.guest_addr,
-                len,
-            });
+            return Err(FormatError::UnalignedMemorySegment { index, guest_addr: m.guest_addr, len });
         }
         if len == 0 {
-            return Err(FormatError::BadMemorySegment {
-                index,
-                reason: "empty",
-            });
+            return Err(FormatError::BadMemorySegment { index, reason: "empty" });
         }
         if m.prot & !(PF_R | PF_W | PF_X) != 0 {
-            return Err(FormatError::BadMemorySegment {
-                index,
-                reason: "prot has bits other than PF_R|PF_W|PF_X",
-            });
+            return Err(FormatError::BadMemorySegment { index, reason: "prot has bits other than PF_R|PF_W|PF_X" });
         }
         let end = m
             .guest_addr
             .checked_add(len)
-            .ok_or(FormatError::BadMemorySegment {
-                index,
-                reason: "address range overflows",
-            })?;
+            .ok_or(FormatError::BadMemorySegment { index, reason: "address range overflows" })?;
         ranges.push((m.guest_addr, end, index));
     }
     ranges.sort_unstable();
     for w in ranges.windows(2) {
         if let [a, b] = w {
             if b.0 < a.1 {
-                return Err(FormatError::BadMemorySegment {
-                    index: b.2,
-                    reason: "overlaps another segment",
-                });
+                return Err(FormatError::BadMemorySegment { index: b.2, reason: "overlaps another segment" });
             }
         }
     }
@@ -91,11 +71,7 @@ fn check_memory(memory: &[MemorySegment<'_>]) -> Result<(), FormatError> {
 /// The KM notes synthesised from the plain fields of `state`, in KM's order.
 fn km_core_notes(state: &SnapshotState) -> Result<Vec<KmNote>, FormatError> {
     let mut notes = vec![
-        KmNote::PrStatus(PrStatus {
-            pid: 1,
-            regs: state.regs,
-            ..PrStatus::default()
-        }),
+        KmNote::PrStatus(PrStatus { pid: 1, regs: state.regs, ..PrStatus::default() }),
         KmNote::Auxv(state.auxv.clone()),
     ];
     let (fp_format, fp_data) = if state.xsave.is_empty() {
@@ -105,30 +81,15 @@ fn km_core_notes(state: &SnapshotState) -> Result<Vec<KmNote>, FormatError> {
         d.resize(km::KVM_XSAVE_SIZE, 0);
         (km::KM_FPDATA_KVM_XSAVE, d)
     };
-    notes.push(KmNote::Vcpu(KmVcpu {
-        guest_thr: state.regs.fs_base,
-        fp_format,
-        fp_data,
-        ..KmVcpu::default()
-    }));
+    notes.push(KmNote::Vcpu(KmVcpu { guest_thr: state.regs.fs_base, fp_format, fp_data, ..KmVcpu::default() }));
     // Also when `guest` is empty but km_notes carries a guest note: the reader folds the
     // first guest note into `guest`, so an explicit one must come first to round-trip.
     let km_guest_follows = state.km_notes.iter().any(|n| matches!(n, KmNote::Guest(_)));
     if state.guest != Default::default() || km_guest_follows {
         // An empty GuestInfo is written as an all-zero header, which reads back as empty.
-        let empty = GuestInfo {
-            ehdr: vec![0; 64],
-            ..GuestInfo::default()
-        };
-        let g = if state.guest == GuestInfo::default() {
-            &empty
-        } else {
-            &state.guest
-        };
-        let phnum = g
-            .ehdr
-            .get(56..58)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        let empty = GuestInfo { ehdr: vec![0; 64], ..GuestInfo::default() };
+        let g = if state.guest == GuestInfo::default() { &empty } else { &state.guest };
+        let phnum = g.ehdr.get(56..58).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
         if g.ehdr.len() != 64 || g.phdrs.len() != usize::from(phnum) * 56 {
             return Err(unrepresentable(
                 "guest info",
@@ -178,11 +139,7 @@ fn km_record(note: &KmNote, index: usize) -> Result<Record, FormatError> {
     if desc.len() > u32::MAX as usize {
         return Err(unrepresentable("KM note", "descriptor larger than 4 GiB"));
     }
-    let at = NoteAt {
-        note: "km note",
-        index,
-        offset: 0,
-    };
+    let at = NoteAt { note: "km note", index, offset: 0 };
     let limits = Limits {
         max_xsave_bytes: u64::MAX,
         max_string_bytes: u64::MAX >> 1,
@@ -191,15 +148,10 @@ fn km_record(note: &KmNote, index: usize) -> Result<Record, FormatError> {
         ..Limits::default()
     };
     match KmNote::parse(note.owner(), note.note_type(), &desc, at, &limits) {
-        Ok(Some(back)) if back == *note => Ok(Record {
-            bytes: encode_note(note.owner(), note.note_type(), &desc),
-        }),
+        Ok(Some(back)) if back == *note => Ok(Record { bytes: encode_note(note.owner(), note.note_type(), &desc) }),
         Ok(_) => Err(unrepresentable(
             "KM note",
-            format!(
-                "note #{index} ({:#x}) does not read back as written",
-                note.note_type()
-            ),
+            format!("note #{index} ({:#x}) does not read back as written", note.note_type()),
         )),
         Err(e) => Err(unrepresentable("KM note", format!("note #{index}: {e}"))),
     }
@@ -213,22 +165,13 @@ fn check_str(what: &'static str, s: &str) -> Result<(), FormatError> {
 }
 
 /// Lay out the whole file.
-pub(crate) fn layout<'a>(
-    state: &SnapshotState,
-    memory: &[MemorySegment<'a>],
-) -> Result<Layout<'a>, FormatError> {
+pub(crate) fn layout<'a>(state: &SnapshotState, memory: &[MemorySegment<'a>]) -> Result<Layout<'a>, FormatError> {
     check_memory(memory)?;
     let mut records = Vec::new();
-    for (i, n) in km_core_notes(state)?
-        .iter()
-        .chain(state.km_notes.iter())
-        .enumerate()
-    {
+    for (i, n) in km_core_notes(state)?.iter().chain(state.km_notes.iter()).enumerate() {
         records.push(km_record(n, i)?);
     }
-    let sc = |t: u32, d: Vec<u8>| Record {
-        bytes: encode_note(SNAPCALL_OWNER, t, &d),
-    };
+    let sc = |t: u32, d: Vec<u8>| Record { bytes: encode_note(SNAPCALL_OWNER, t, &d) };
     if let Some(s) = &state.sregs {
         records.push(sc(snapcall::NT_SNAPCALL_SREGS, snapcall::encode_sregs(s)));
     }
@@ -238,54 +181,33 @@ pub(crate) fn layout<'a>(
     {
         return Err(unrepresentable("lists", "more than 2^32 entries"));
     }
-    records.push(sc(
-        snapcall::NT_SNAPCALL_MSRS,
-        snapcall::encode_pairs(&state.msrs),
-    ));
-    records.push(sc(
-        snapcall::NT_SNAPCALL_XCRS,
-        snapcall::encode_pairs(&state.xcrs),
-    ));
+    records.push(sc(snapcall::NT_SNAPCALL_MSRS, snapcall::encode_pairs(&state.msrs)));
+    records.push(sc(snapcall::NT_SNAPCALL_XCRS, snapcall::encode_pairs(&state.xcrs)));
     if state.xsave.len() > u32::MAX as usize {
         return Err(unrepresentable("xsave", "larger than 4 GiB"));
     }
     records.push(sc(snapcall::NT_SNAPCALL_XSAVE, state.xsave.clone()));
     if let Some(p) = &state.pending_syscall {
-        records.push(sc(
-            snapcall::NT_SNAPCALL_PENDING_SYSCALL,
-            snapcall::encode_pending(p),
-        ));
+        records.push(sc(snapcall::NT_SNAPCALL_PENDING_SYSCALL, snapcall::encode_pending(p)));
     }
     for r in &state.regions {
         if let Some(p) = &r.path {
             check_str("region path", p)?;
         }
     }
-    records.push(sc(
-        snapcall::NT_SNAPCALL_REGIONS,
-        snapcall::encode_regions(&state.regions),
-    ));
+    records.push(sc(snapcall::NT_SNAPCALL_REGIONS, snapcall::encode_regions(&state.regions)));
     for u in &state.unknown_notes {
         check_str("unknown note owner", &u.owner)?;
         if u.owner.len() > 255 || u.desc.len() > u32::MAX as usize {
-            return Err(unrepresentable(
-                "unknown note",
-                "owner or descriptor too long",
-            ));
+            return Err(unrepresentable("unknown note", "owner or descriptor too long"));
         }
-        records.push(Record {
-            bytes: encode_note(&u.owner, u.note_type, &u.desc),
-        });
+        records.push(Record { bytes: encode_note(&u.owner, u.note_type, &u.desc) });
     }
     let identity_len = match &state.identity {
         Some(id) => {
             check_str("program path", &id.program_path)?;
-            encode_note(
-                SNAPCALL_OWNER,
-                snapcall::NT_SNAPCALL_IDENTITY,
-                &snapcall::encode_identity(id, &[0; 32]),
-            )
-            .len() as u64
+            encode_note(SNAPCALL_OWNER, snapcall::NT_SNAPCALL_IDENTITY, &snapcall::encode_identity(id, &[0; 32])).len()
+                as u64
         }
         None => 0,
     };
@@ -294,24 +216,14 @@ pub(crate) fn layout<'a>(
     let phnum16 = u16::try_from(phnum)
         .ok()
         .filter(|&n| n < crate::elf::PN_XNUM)
-        .ok_or_else(|| {
-            unrepresentable(
-                "memory segments",
-                format!("{phnum} program headers do not fit in e_phnum"),
-            )
-        })?;
+        .ok_or_else(|| unrepresentable("memory segments", format!("{phnum} program headers do not fit in e_phnum")))?;
     let notes_off = EHDR_SIZE + PHDR_SIZE * phnum as u64;
     let notes_len = records.iter().map(|r| r.bytes.len() as u64).sum::<u64>() + identity_len;
     let overflow = || unrepresentable("file layout", "offsets overflow u64");
     let mut offset = page_up(notes_off + notes_len).ok_or_else(overflow)?;
     let mut loads = Vec::with_capacity(memory.len());
-    let mut phdrs = vec![Phdr {
-        p_type: PT_NOTE,
-        p_offset: notes_off,
-        p_filesz: notes_len,
-        p_align: 4,
-        ..Phdr::default()
-    }];
+    let mut phdrs =
+        vec![Phdr { p_type: PT_NOTE, p_offset: notes_off, p_filesz: notes_len, p_align: 4, ..Phdr::default() }];
     for m in memory {
         let len = m.data.len() as u64;
         phdrs.push(Phdr {
@@ -327,11 +239,7 @@ pub(crate) fn layout<'a>(
         loads.push((offset, m.data));
         offset = offset.checked_add(len).ok_or_else(overflow)?;
     }
-    let file_len = if memory.is_empty() {
-        notes_off + notes_len
-    } else {
-        offset
-    };
+    let file_len = if memory.is_empty() { notes_off + notes_len } else { offset };
 
     let mut header = Vec::with_capacity((notes_off + notes_len) as usize);
     let entry = state.guest.ehdr.get(24..32).map_or(0, |b| {
@@ -364,11 +272,7 @@ pub(crate) fn layout<'a>(
         ));
     }
     debug_assert_eq!(header.len() as u64, notes_off + notes_len);
-    Ok(Layout {
-        header,
-        loads,
-        file_len,
-    })
+    Ok(Layout { header, loads, file_len })
 }
 
 /// The per-PT_LOAD prefix of the payload hash.
@@ -383,13 +287,9 @@ pub(crate) fn hash_load_header(h: &mut Sha256, vaddr: u64, memsz: u64, filesz: u
 ///
 /// # Errors
 /// As [`write_snapshot`], minus I/O.
-pub fn encode_snapshot(
-    state: &SnapshotState,
-    memory: &[MemorySegment<'_>],
-) -> Result<Vec<u8>, FormatError> {
+pub fn encode_snapshot(state: &SnapshotState, memory: &[MemorySegment<'_>]) -> Result<Vec<u8>, FormatError> {
     let l = layout(state, memory)?;
-    let len = usize::try_from(l.file_len)
-        .map_err(|_| unrepresentable("file", "larger than address space"))?;
+    let len = usize::try_from(l.file_len).map_err(|_| unrepresentable("file", "larger than address space"))?;
     let mut out = l.header;
     out.resize(len, 0);
     for (off, data) in l.loads {
@@ -404,28 +304,19 @@ pub fn encode_snapshot(
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// Write memory to `file` at `offset`, skipping all-zero pages (they stay holes).
 fn write_sparse(file: &File, tmp: &Path, offset: u64, data: &[u8]) -> Result<(), FormatError> {
-    let io = |source| FormatError::Io {
-        op: "write",
-        path: tmp.to_owned(),
-        source,
-    };
+    let io = |source| FormatError::Io { op: "write", path: tmp.to_owned(), source };
     let page = PAGE_SIZE as usize;
     let mut run_start: Option<usize> = None;
     let npages = data.len() / page;
     for i in 0..=npages {
-        let nonzero = data
-            .get(i * page..(i + 1) * page)
-            .is_some_and(|p| p.iter().any(|&b| b != 0));
+        let nonzero = data.get(i * page..(i + 1) * page).is_some_and(|p| p.iter().any(|&b| b != 0));
         match (nonzero, run_start) {
             (true, None) => run_start = Some(i * page),
             (false, Some(s)) => {
@@ -451,39 +342,18 @@ fn write_sparse(file: &File, tmp: &Path, offset: u64, data: &[u8]) -> Result<(),
 /// [`FormatError::UnalignedMemorySegment`] / [`FormatError::BadMemorySegment`] for bad
 /// memory, [`FormatError::Unrepresentable`] for state the format cannot hold,
 /// [`FormatError::Io`] if the file cannot be written or renamed.
-pub fn write_snapshot(
-    path: &Path,
-    state: &SnapshotState,
-    memory: &[MemorySegment<'_>],
-) -> Result<(), FormatError> {
+pub fn write_snapshot(path: &Path, state: &SnapshotState, memory: &[MemorySegment<'_>]) -> Result<(), FormatError> {
     let l = layout(state, memory)?;
     let tmp = temp_path(path);
     let result = (|| {
-        let file = File::create(&tmp).map_err(|source| FormatError::Io {
-            op: "create",
-            path: tmp.clone(),
-            source,
-        })?;
-        file.write_all_at(&l.header, 0)
-            .map_err(|source| FormatError::Io {
-                op: "write",
-                path: tmp.clone(),
-                source,
-            })?;
+        let file = File::create(&tmp).map_err(|source| FormatError::Io { op: "create", path: tmp.clone(), source })?;
+        file.write_all_at(&l.header, 0).map_err(|source| FormatError::Io { op: "write", path: tmp.clone(), source })?;
         for &(off, data) in &l.loads {
             write_sparse(&file, &tmp, off, data)?;
         }
-        file.set_len(l.file_len).map_err(|source| FormatError::Io {
-            op: "truncate",
-            path: tmp.clone(),
-            source,
-        })?;
+        file.set_len(l.file_len).map_err(|source| FormatError::Io { op: "truncate", path: tmp.clone(), source })?;
         drop(file);
-        std::fs::rename(&tmp, path).map_err(|source| FormatError::Io {
-            op: "rename",
-            path: path.to_owned(),
-            source,
-        })
+        std::fs::rename(&tmp, path).map_err(|source| FormatError::Io { op: "rename", path: path.to_owned(), source })
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -47,11 +47,7 @@ fn mutate(f: impl FnOnce(&mut Vec<u8>)) -> FormatError {
 /// File offset of the first note of the given type.
 fn note_offset(b: &[u8], owner: &str, t: u32) -> usize {
     let s = parse(b).unwrap();
-    s.notes
-        .iter()
-        .find(|n| n.owner == owner && n.note_type == t)
-        .unwrap()
-        .offset as usize
+    s.notes.iter().find(|n| n.owner == owner && n.note_type == t).unwrap().offset as usize
 }
 
 #[test]
@@ -64,26 +60,9 @@ fn truncated_anywhere_in_headers_or_notes_is_refused() {
     let b = valid();
     let snap = parse(&b).unwrap();
     let notes_end = snap.segments[0].file_offset as usize;
-    for len in [
-        0,
-        1,
-        4,
-        16,
-        63,
-        64,
-        100,
-        64 + 56 * 3 - 1,
-        64 + 56 * 3 + 10,
-        notes_end - 1,
-    ] {
+    for len in [0, 1, 4, 16, 63, 64, 100, 64 + 56 * 3 - 1, 64 + 56 * 3 + 10, notes_end - 1] {
         let e = parse(&b[..len]).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                FormatError::Truncated { .. } | FormatError::SegmentOutOfFile { .. }
-            ),
-            "len {len}: {e}"
-        );
+        assert!(matches!(e, FormatError::Truncated { .. } | FormatError::SegmentOutOfFile { .. }), "len {len}: {e}");
     }
 }
 
@@ -91,10 +70,7 @@ fn truncated_anywhere_in_headers_or_notes_is_refused() {
 fn truncated_memory_is_refused() {
     let b = valid();
     let e = parse(&b[..b.len() - 1]).unwrap_err();
-    assert!(
-        matches!(e, FormatError::SegmentOutOfFile { index: 2, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::SegmentOutOfFile { index: 2, .. }), "{e}");
 }
 
 #[test]
@@ -136,10 +112,7 @@ fn wrong_machine() {
 #[test]
 fn wrong_header_sizes() {
     let e = mutate(|b| put16(b, 54, 32)); // ELF32 phentsize
-    assert!(
-        matches!(e, FormatError::WrongHeaderSizes { phentsize: 32, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::WrongHeaderSizes { phentsize: 32, .. }), "{e}");
 }
 
 #[test]
@@ -153,33 +126,14 @@ fn zero_or_extended_phnum() {
 #[test]
 fn too_many_segments() {
     let b = valid();
-    let e = parse_snapshot(
-        &b,
-        &Limits {
-            max_segments: 2,
-            ..limits()
-        },
-    )
-    .unwrap_err();
-    assert!(
-        matches!(e, FormatError::TooManySegments { count: 3, max: 2 }),
-        "{e}"
-    );
+    let e = parse_snapshot(&b, &Limits { max_segments: 2, ..limits() }).unwrap_err();
+    assert!(matches!(e, FormatError::TooManySegments { count: 3, max: 2 }), "{e}");
 }
 
 #[test]
 fn absurd_phnum_past_end_of_file() {
     let e = mutate(|b| put16(b, 56, 60000));
-    assert!(
-        matches!(
-            e,
-            FormatError::Truncated {
-                what: "program headers",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::Truncated { what: "program headers", .. }), "{e}");
 }
 
 #[test]
@@ -195,16 +149,7 @@ fn bad_phoff() {
 #[test]
 fn unexpected_segment_type() {
     let e = mutate(|b| put32(b, ph(1) + P_TYPE, 2)); // PT_DYNAMIC
-    assert!(
-        matches!(
-            e,
-            FormatError::UnexpectedSegmentType {
-                index: 1,
-                p_type: 2
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::UnexpectedSegmentType { index: 1, p_type: 2 }), "{e}");
 }
 
 #[test]
@@ -222,39 +167,13 @@ fn duplicate_note_segment() {
         let note: Vec<u8> = b[ph(0)..ph(1)].to_vec();
         b[ph(2)..ph(3)].copy_from_slice(&note);
     });
-    assert!(
-        matches!(
-            e,
-            FormatError::DuplicateNoteSegment {
-                first: 0,
-                second: 2
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::DuplicateNoteSegment { first: 0, second: 2 }), "{e}");
 }
 
 #[test]
 fn note_segment_over_limit() {
-    let e = parse_snapshot(
-        &valid(),
-        &Limits {
-            max_note_bytes: 1024,
-            ..limits()
-        },
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FormatError::NoteSegmentTooLarge {
-                index: 0,
-                max: 1024,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let e = parse_snapshot(&valid(), &Limits { max_note_bytes: 1024, ..limits() }).unwrap_err();
+    assert!(matches!(e, FormatError::NoteSegmentTooLarge { index: 0, max: 1024, .. }), "{e}");
 }
 
 #[test]
@@ -263,25 +182,13 @@ fn misaligned_note_segment() {
         let off = get64(b, ph(0) + P_OFFSET);
         put64(b, ph(0) + P_OFFSET, off + 2);
     });
-    assert!(
-        matches!(e, FormatError::MisalignedNoteSegment { index: 0, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::MisalignedNoteSegment { index: 0, .. }), "{e}");
 }
 
 #[test]
 fn misaligned_segment_address() {
     let e = mutate(|b| put64(b, ph(1) + P_VADDR, 0x40_0010));
-    assert!(
-        matches!(
-            e,
-            FormatError::MisalignedSegmentAddress {
-                index: 1,
-                vaddr: 0x40_0010
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::MisalignedSegmentAddress { index: 1, vaddr: 0x40_0010 }), "{e}");
 }
 
 #[test]
@@ -290,10 +197,7 @@ fn misaligned_segment_offset() {
         let off = get64(b, ph(1) + P_OFFSET);
         put64(b, ph(1) + P_OFFSET, off + 8);
     });
-    assert!(
-        matches!(e, FormatError::MisalignedSegmentOffset { index: 1, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::MisalignedSegmentOffset { index: 1, .. }), "{e}");
 }
 
 #[test]
@@ -308,39 +212,21 @@ fn empty_segment() {
 #[test]
 fn filesz_larger_than_memsz() {
     let e = mutate(|b| put64(b, ph(1) + P_MEMSZ, 0x1000));
-    assert!(
-        matches!(e, FormatError::FileSizeExceedsMemSize { index: 1, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::FileSizeExceedsMemSize { index: 1, .. }), "{e}");
 }
 
 #[test]
 fn bad_segment_flags() {
     let e = mutate(|b| put32(b, ph(2) + P_FLAGS, 0x10));
-    assert!(
-        matches!(
-            e,
-            FormatError::BadSegmentFlags {
-                index: 2,
-                flags: 0x10
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::BadSegmentFlags { index: 2, flags: 0x10 }), "{e}");
 }
 
 #[test]
 fn segment_outside_guest_memory() {
     let e = mutate(|b| put64(b, ph(2) + P_VADDR, 256 << 20)); // starts at max_memory
-    assert!(
-        matches!(e, FormatError::SegmentOutsideMemory { index: 2, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::SegmentOutsideMemory { index: 2, .. }), "{e}");
     let e = mutate(|b| put64(b, ph(1) + P_VADDR, (256 << 20) - 0x1000)); // 3 pages, 2 beyond
-    assert!(
-        matches!(e, FormatError::SegmentOutsideMemory { index: 1, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::SegmentOutsideMemory { index: 1, .. }), "{e}");
 }
 
 #[test]
@@ -349,10 +235,7 @@ fn segment_address_overflow() {
         put64(b, ph(1) + P_VADDR, !0xfff_u64);
         put64(b, ph(1) + P_MEMSZ, 0x10_0000);
     });
-    assert!(
-        matches!(e, FormatError::SegmentOutsideMemory { index: 1, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::SegmentOutsideMemory { index: 1, .. }), "{e}");
     let e = parse_snapshot(
         &{
             let mut b = valid();
@@ -360,16 +243,10 @@ fn segment_address_overflow() {
             put64(&mut b, ph(1) + P_MEMSZ, u64::MAX);
             b
         },
-        &Limits {
-            max_memory: u64::MAX,
-            ..limits()
-        },
+        &Limits { max_memory: u64::MAX, ..limits() },
     )
     .unwrap_err();
-    assert!(
-        matches!(e, FormatError::SegmentOutsideMemory { index: 1, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::SegmentOutsideMemory { index: 1, .. }), "{e}");
 }
 
 #[test]
@@ -381,48 +258,24 @@ fn segment_beyond_end_of_file() {
     assert!(
         matches!(
             e,
-            FormatError::SegmentOutOfFile { index: 2, .. }
-                | FormatError::SegmentOutsideMemory { index: 2, .. }
+            FormatError::SegmentOutOfFile { index: 2, .. } | FormatError::SegmentOutsideMemory { index: 2, .. }
         ),
         "{e}"
     );
     let e = mutate(|b| put64(b, ph(2) + P_OFFSET, !0xfff_u64)); // offset + filesz overflows
-    assert!(
-        matches!(e, FormatError::SegmentOutOfFile { index: 2, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::SegmentOutOfFile { index: 2, .. }), "{e}");
 }
 
 #[test]
 fn segment_overlapping_headers_or_notes() {
     let e = mutate(|b| put64(b, ph(1) + P_OFFSET, 0));
-    assert!(
-        matches!(
-            e,
-            FormatError::SegmentOverlapsHeaders {
-                index: 1,
-                offset: 0,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::SegmentOverlapsHeaders { index: 1, offset: 0, .. }), "{e}");
 }
 
 #[test]
 fn overlapping_segments() {
     let e = mutate(|b| put64(b, ph(2) + P_VADDR, 0x40_2000));
-    assert!(
-        matches!(
-            e,
-            FormatError::OverlappingSegments {
-                first: 1,
-                second: 2,
-                addr: 0x40_2000
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::OverlappingSegments { first: 1, second: 2, addr: 0x40_2000 }), "{e}");
 }
 
 #[test]
@@ -432,10 +285,7 @@ fn note_header_cut_short() {
     // End the PT_NOTE 5 bytes into the second note's header.
     let cut = snap.notes[1].offset + 5 - get64(&b, ph(0) + P_OFFSET);
     let e = mutate(|b| put64(b, ph(0) + P_FILESZ, cut));
-    assert!(
-        matches!(e, FormatError::NoteHeaderTruncated { index: 1, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::NoteHeaderTruncated { index: 1, .. }), "{e}");
 }
 
 #[test]
@@ -444,17 +294,7 @@ fn note_descriptor_past_segment_end() {
         let off = get64(b, ph(0) + P_OFFSET) as usize;
         put32(b, off + 4, u32::MAX); // first note's descsz
     });
-    assert!(
-        matches!(
-            e,
-            FormatError::NoteOutOfBounds {
-                index: 0,
-                descsz: u32::MAX,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::NoteOutOfBounds { index: 0, descsz: u32::MAX, .. }), "{e}");
 }
 
 #[test]
@@ -463,29 +303,12 @@ fn note_name_too_long() {
         let off = get64(b, ph(0) + P_OFFSET) as usize;
         put32(b, off, 100_000);
     });
-    assert!(
-        matches!(
-            e,
-            FormatError::NoteNameTooLong {
-                index: 0,
-                namesz: 100_000,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::NoteNameTooLong { index: 0, namesz: 100_000, .. }), "{e}");
 }
 
 #[test]
 fn too_many_notes() {
-    let e = parse_snapshot(
-        &valid(),
-        &Limits {
-            max_notes: 3,
-            ..limits()
-        },
-    )
-    .unwrap_err();
+    let e = parse_snapshot(&valid(), &Limits { max_notes: 3, ..limits() }).unwrap_err();
     assert!(matches!(e, FormatError::TooManyNotes { max: 3 }), "{e}");
 }
 
@@ -494,38 +317,12 @@ fn note_with_wrong_descriptor_size() {
     // The writer copies unknown notes verbatim, so it can plant a malformed NT_PRSTATUS.
     for (len, short) in [(300usize, true), (340, false)] {
         let mut s = full_state();
-        s.unknown_notes.push(RawNote {
-            owner: "CORE".into(),
-            note_type: 1,
-            desc: vec![0; len],
-        });
+        s.unknown_notes.push(RawNote { owner: "CORE".into(), note_type: 1, desc: vec![0; len] });
         let e = parse(&encode_snapshot(&s, &[]).unwrap()).unwrap_err();
         if short {
-            assert!(
-                matches!(
-                    e,
-                    FormatError::NoteTooShort {
-                        at: NoteAt {
-                            note: "NT_PRSTATUS",
-                            ..
-                        },
-                        ..
-                    }
-                ),
-                "{e}"
-            );
+            assert!(matches!(e, FormatError::NoteTooShort { at: NoteAt { note: "NT_PRSTATUS", .. }, .. }), "{e}");
         } else {
-            assert!(
-                matches!(
-                    e,
-                    FormatError::NoteBadSize {
-                        expected: 336,
-                        actual: 340,
-                        ..
-                    }
-                ),
-                "{e}"
-            );
+            assert!(matches!(e, FormatError::NoteBadSize { expected: 336, actual: 340, .. }), "{e}");
         }
     }
 }
@@ -549,16 +346,7 @@ fn duplicate_snapcall_note() {
     });
     let b = encode_snapshot(&s, &[]).unwrap();
     let e = parse(&b).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FormatError::DuplicateNote {
-                note: "NT_SNAPCALL_PENDING_SYSCALL",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::DuplicateNote { note: "NT_SNAPCALL_PENDING_SYSCALL", .. }), "{e}");
 }
 
 #[test]
@@ -576,17 +364,7 @@ fn bad_region_kind() {
     let desc = off + 12 + 8;
     put32(&mut b, desc + 8 + 20, 77); // first region's kind
     let e = parse(&b).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FormatError::NoteBadValue {
-                field: "region.kind",
-                value: 77,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::NoteBadValue { field: "region.kind", value: 77, .. }), "{e}");
 }
 
 #[test]
@@ -595,10 +373,7 @@ fn absurd_list_count() {
     let off = note_offset(&b, SNAPCALL_OWNER, NT_SNAPCALL_MSRS);
     put32(&mut b, off + 12 + 8, u32::MAX);
     let e = parse(&b).unwrap_err();
-    assert!(
-        matches!(e, FormatError::NoteFieldTooLarge { field: "count", .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::NoteFieldTooLarge { field: "count", .. }), "{e}");
 }
 
 #[test]
@@ -610,17 +385,7 @@ fn sregs_of_wrong_size() {
         desc: vec![0; SREGS_SIZE + 4],
     });
     let e = parse(&encode_snapshot(&s, &[]).unwrap()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FormatError::NoteBadSize {
-                expected: 280,
-                actual: 284,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::NoteBadSize { expected: 280, actual: 284, .. }), "{e}");
 }
 
 #[test]
@@ -629,31 +394,12 @@ fn non_utf8_path() {
     let off = note_offset(&b, "KMSP", km::NT_KM_FILE);
     b[off + 12 + 4 + 40 + 1] = 0xff; // inside "/dev/stdin"
     let e = parse(&b).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FormatError::NoteBadString {
-                at: NoteAt {
-                    note: "NT_KM_FILE",
-                    ..
-                },
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::NoteBadString { at: NoteAt { note: "NT_KM_FILE", .. }, .. }), "{e}");
 }
 
 #[test]
 fn xsave_over_limit() {
-    let e = parse_snapshot(
-        &valid(),
-        &Limits {
-            max_xsave_bytes: 1024,
-            ..limits()
-        },
-    )
-    .unwrap_err();
+    let e = parse_snapshot(&valid(), &Limits { max_xsave_bytes: 1024, ..limits() }).unwrap_err();
     assert!(matches!(e, FormatError::NoteFieldTooLarge { .. }), "{e}");
 }
 

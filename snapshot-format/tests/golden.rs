@@ -60,33 +60,13 @@ fn golden_state() -> SnapshotState {
             cs: seg(0x33, 11, 1),
             ds: seg(0x2b, 3, 0),
             es: seg(0x2b, 3, 0),
-            fs: Segment {
-                base: 0x60_1000,
-                ..seg(0x2b, 3, 0)
-            },
+            fs: Segment { base: 0x60_1000, ..seg(0x2b, 3, 0) },
             gs: seg(0x2b, 3, 0),
             ss: seg(0x2b, 3, 0),
-            tr: Segment {
-                base: 0x3000,
-                limit: 0x67,
-                selector: 0x40,
-                type_: 11,
-                present: 1,
-                ..Default::default()
-            },
-            ldt: Segment {
-                type_: 2,
-                present: 1,
-                ..Default::default()
-            },
-            gdt: DescriptorTable {
-                base: 0x2000,
-                limit: 0x4f,
-            },
-            idt: DescriptorTable {
-                base: 0x4000,
-                limit: 0xfff,
-            },
+            tr: Segment { base: 0x3000, limit: 0x67, selector: 0x40, type_: 11, present: 1, ..Default::default() },
+            ldt: Segment { type_: 2, present: 1, ..Default::default() },
+            gdt: DescriptorTable { base: 0x2000, limit: 0x4f },
+            idt: DescriptorTable { base: 0x4000, limit: 0xfff },
             cr0: 0x8005_0033,
             cr2: 0,
             cr3: 0x1_0000,
@@ -95,64 +75,22 @@ fn golden_state() -> SnapshotState {
             efer: 0xd01,
             apic_base: 0xfee0_0900,
         }),
-        msrs: vec![
-            (0xc000_0081, 0x0023_0010_0000_0000),
-            (0xc000_0082, 0x5000),
-            (0xc000_0084, 0x4_0700),
-        ],
+        msrs: vec![(0xc000_0081, 0x0023_0010_0000_0000), (0xc000_0082, 0x5000), (0xc000_0084, 0x4_0700)],
         xcrs: vec![(0, 0x7)],
         xsave: (0..512u32).map(|i| (i % 251) as u8).collect(),
         auxv: vec![(6, 4096), (9, 0x40_1000), (0, 0)],
         brk: 0x60_2000,
         mmap_top: 0xf00_0000,
-        guest: GuestInfo {
-            ehdr,
-            phdrs: phdr,
-            path: "/bin/echo".into(),
-            load_adjust: 0,
-        },
+        guest: GuestInfo { ehdr, phdrs: phdr, path: "/bin/echo".into(), load_adjust: 0 },
         files: vec![
-            OpenFile {
-                fd: 0,
-                flags: 0,
-                offset: u64::MAX,
-                mode: 0o10600,
-                path: "stdin".into(),
-            },
-            OpenFile {
-                fd: 1,
-                flags: 1,
-                offset: u64::MAX,
-                mode: 0o10600,
-                path: "stdout".into(),
-            },
+            OpenFile { fd: 0, flags: 0, offset: u64::MAX, mode: 0o10600, path: "stdin".into() },
+            OpenFile { fd: 1, flags: 1, offset: u64::MAX, mode: 0o10600, path: "stdout".into() },
         ],
-        pending_syscall: Some(PendingSyscall {
-            nr: 0,
-            args: [0, 0x60_0000, 0x1_0000, 0, 0, 0],
-        }),
+        pending_syscall: Some(PendingSyscall { nr: 0, args: [0, 0x60_0000, 0x1_0000, 0, 0, 0] }),
         regions: vec![
-            Region {
-                start: 0x40_0000,
-                len: 0x2000,
-                prot: 5,
-                kind: RegionKind::Image,
-                path: Some("/bin/echo".into()),
-            },
-            Region {
-                start: 0x60_0000,
-                len: 0x2000,
-                prot: 3,
-                kind: RegionKind::Brk,
-                path: None,
-            },
-            Region {
-                start: 0xfff_f000,
-                len: 0x1000,
-                prot: 3,
-                kind: RegionKind::Stack,
-                path: None,
-            },
+            Region { start: 0x40_0000, len: 0x2000, prot: 5, kind: RegionKind::Image, path: Some("/bin/echo".into()) },
+            Region { start: 0x60_0000, len: 0x2000, prot: 3, kind: RegionKind::Brk, path: None },
+            Region { start: 0xfff_f000, len: 0x1000, prot: 3, kind: RegionKind::Stack, path: None },
         ],
         identity: Some(Identity {
             format_version: 1,
@@ -160,22 +98,14 @@ fn golden_state() -> SnapshotState {
             memory_size: 256 << 20,
             program_path: "/bin/echo".into(),
         }),
-        km_notes: vec![KmNote::SigHand(KmSigHand {
-            signo: 13,
-            handler: 1,
-            flags: 0,
-            mask: 0,
-            restorer: 0,
-        })],
+        km_notes: vec![KmNote::SigHand(KmSigHand { signo: 13, handler: 1, flags: 0, mask: 0, restorer: 0 })],
         unknown_notes: vec![],
     }
 }
 
 fn golden_memory() -> (Vec<u8>, Vec<u8>) {
     let mut image = vec![0u8; 2 * 4096];
-    image[0x1000..0x1010].copy_from_slice(&[
-        0x48, 0x31, 0xc0, 0x0f, 0x05, 0xeb, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
+    image[0x1000..0x1010].copy_from_slice(&[0x48, 0x31, 0xc0, 0x0f, 0x05, 0xeb, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     let mut stack = vec![0u8; 4096];
     stack[0xe80..0xe88].copy_from_slice(&1u64.to_le_bytes());
     (image, stack)
@@ -184,16 +114,8 @@ fn golden_memory() -> (Vec<u8>, Vec<u8>) {
 fn golden_bytes() -> Vec<u8> {
     let (image, stack) = golden_memory();
     let mem = [
-        MemorySegment {
-            guest_addr: 0x40_0000,
-            data: &image,
-            prot: PF_R | PF_X,
-        },
-        MemorySegment {
-            guest_addr: 0xfff_f000,
-            data: &stack,
-            prot: PF_R | PF_W,
-        },
+        MemorySegment { guest_addr: 0x40_0000, data: &image, prot: PF_R | PF_X },
+        MemorySegment { guest_addr: 0xfff_f000, data: &stack, prot: PF_R | PF_W },
     ];
     encode_snapshot(&golden_state(), &mem).unwrap()
 }
@@ -205,13 +127,12 @@ fn writer_reproduces_golden_file_byte_for_byte() {
         std::fs::write(GOLDEN, &ours).unwrap();
     }
     let golden = std::fs::read(GOLDEN).expect("tests/golden/v1.snapshot missing");
-    assert_eq!(
-        ours.len(),
-        golden.len(),
-        "golden file length changed: see the comment at the top"
-    );
+    assert_eq!(ours.len(), golden.len(), "golden file length changed: see the comment at the top");
     if let Some(i) = ours.iter().zip(&golden).position(|(a, b)| a != b) {
-        panic!("byte {i:#x} differs from the golden file (ours {:#04x}, golden {:#04x}): see the comment at the top", ours[i], golden[i]);
+        panic!(
+            "byte {i:#x} differs from the golden file (ours {:#04x}, golden {:#04x}): see the comment at the top",
+            ours[i], golden[i]
+        );
     }
 
     // write_snapshot (sparse, via a temp file) produces the same bytes as encode_snapshot.
@@ -220,22 +141,11 @@ fn writer_reproduces_golden_file_byte_for_byte() {
     let path = dir.join("g.kmsnap");
     let (image, stack) = golden_memory();
     let mem = [
-        MemorySegment {
-            guest_addr: 0x40_0000,
-            data: &image,
-            prot: PF_R | PF_X,
-        },
-        MemorySegment {
-            guest_addr: 0xfff_f000,
-            data: &stack,
-            prot: PF_R | PF_W,
-        },
+        MemorySegment { guest_addr: 0x40_0000, data: &image, prot: PF_R | PF_X },
+        MemorySegment { guest_addr: 0xfff_f000, data: &stack, prot: PF_R | PF_W },
     ];
     write_snapshot(&path, &golden_state(), &mem).unwrap();
-    assert!(
-        std::fs::read(&path).unwrap() == golden,
-        "write_snapshot differs from golden file"
-    );
+    assert!(std::fs::read(&path).unwrap() == golden, "write_snapshot differs from golden file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -287,8 +197,5 @@ fn reader_parses_golden_file() {
         ]
     );
     // SIG_IGN for SIGPIPE is an installed action: km only.
-    assert_eq!(
-        restore_verdict(&snap).reasons,
-        vec![KmOnlyReason::SignalHandlers(1)]
-    );
+    assert_eq!(restore_verdict(&snap).reasons, vec![KmOnlyReason::SignalHandlers(1)]);
 }

@@ -18,11 +18,7 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }
 
-const AT: NoteAt = NoteAt {
-    note: "test",
-    index: 0,
-    offset: 0,
-};
+const AT: NoteAt = NoteAt { note: "test", index: 0, offset: 0 };
 
 fn reparse(n: &KmNote, desc: &[u8]) -> Result<Option<KmNote>, FormatError> {
     KmNote::parse(n.owner(), n.note_type(), desc, AT, &Limits::default())
@@ -32,11 +28,7 @@ fn reparse(n: &KmNote, desc: &[u8]) -> Result<Option<KmNote>, FormatError> {
 fn check(n: KmNote, expected_len: usize) -> Vec<u8> {
     let desc = n.encode();
     assert_eq!(desc.len(), expected_len, "{n:?}");
-    assert!(
-        reparse(&n, &desc).unwrap().as_ref() == Some(&n),
-        "{:#x} did not read back",
-        n.note_type()
-    );
+    assert!(reparse(&n, &desc).unwrap().as_ref() == Some(&n), "{:#x} did not read back", n.note_type());
     // Variable-length tails (auxv pairs, FP data) may legally end anywhere on their
     // granule, so cut those only into their fixed part.
     let cuts: Vec<usize> = match n {
@@ -47,9 +39,7 @@ fn check(n: KmNote, expected_len: usize) -> Vec<u8> {
     for cut in cuts {
         if cut <= desc.len() && cut > 0 {
             let r = reparse(&n, &desc[..desc.len() - cut]);
-            let Err(e) = r else {
-                panic!("{} truncated by {cut} accepted", n.note_type())
-            };
+            let Err(e) = r else { panic!("{} truncated by {cut} accepted", n.note_type()) };
             assert!(
                 matches!(
                     e,
@@ -67,11 +57,7 @@ fn check(n: KmNote, expected_len: usize) -> Vec<u8> {
     long.extend_from_slice(&[0xee; 4]);
     // Trailing bytes: refused, except where KM's layout makes them part of the note (FP data).
     if !matches!(n, KmNote::Vcpu(_)) {
-        assert!(
-            reparse(&n, &long).is_err(),
-            "oversized {:#x} accepted",
-            n.note_type()
-        );
+        assert!(reparse(&n, &long).is_err(), "oversized {:#x} accepted", n.note_type());
     }
     desc
 }
@@ -122,18 +108,8 @@ fn nt_file() {
     let n = KmNote::MappedFiles(MappedFiles {
         page_size: 4096,
         files: vec![
-            MappedFile {
-                start: 0x40_0000,
-                end: 0x40_2000,
-                file_ofs: 0,
-                path: "/bin/fn".into(),
-            },
-            MappedFile {
-                start: 0x7000_0000,
-                end: 0x7000_1000,
-                file_ofs: 3,
-                path: "/lib/x.so".into(),
-            },
+            MappedFile { start: 0x40_0000, end: 0x40_2000, file_ofs: 0, path: "/bin/fn".into() },
+            MappedFile { start: 0x7000_0000, end: 0x7000_1000, file_ofs: 3, path: "/lib/x.so".into() },
         ],
     });
     let d = check(n, 16 + 2 * 24 + 8 + 10);
@@ -192,14 +168,7 @@ fn nt_km_vcpu() {
     assert_eq!(u16_at(&d, 90), 1);
     assert_eq!(u32_at(&d, 92), 2);
     assert_eq!(d[96], 0xaa);
-    check(
-        KmNote::Vcpu(KmVcpu {
-            fp_format: KM_FPDATA_KVM_FPU,
-            fp_data: vec![1; 416],
-            ..Default::default()
-        }),
-        96 + 416,
-    );
+    check(KmNote::Vcpu(KmVcpu { fp_format: KM_FPDATA_KVM_FPU, fp_data: vec![1; 416], ..Default::default() }), 96 + 416);
 }
 
 fn payload(version: Option<u32>) -> KmPayload {
@@ -243,9 +212,7 @@ fn nt_km_dynlinker_and_dynlinkerv() {
 
 #[test]
 fn nt_km_dup_data() {
-    let n = KmNote::DupData(KmDupData {
-        groups: vec![vec![1, 5], vec![3, 4, 9]],
-    });
+    let n = KmNote::DupData(KmDupData { groups: vec![vec![1, 5], vec![3, 4, 9]] });
     let d = check(n, 4 + 4 + 8 + 4 + 12);
     assert_eq!(u32_at(&d, 0), 2);
     assert_eq!(u32_at(&d, 4), 2);
@@ -283,24 +250,13 @@ fn nt_km_file() {
     bad[0] = 48;
     assert!(matches!(
         KmNote::parse("KMSP", NT_KM_FILE, &bad, AT, &Limits::default()),
-        Err(FormatError::NoteRecordSize {
-            found: 48,
-            expected: 40,
-            ..
-        })
+        Err(FormatError::NoteRecordSize { found: 48, expected: 40, .. })
     ));
 }
 
 #[test]
 fn nt_km_eventfd() {
-    let d = check(
-        KmNote::EventFd(KmEventFd {
-            fd: 7,
-            flags: 0o2004000,
-            count: 3,
-        }),
-        40,
-    );
+    let d = check(KmNote::EventFd(KmEventFd { fd: 7, flags: 0o2004000, count: 3 }), 40);
     assert_eq!(u32_at(&d, 0), 40);
     assert_eq!(u32_at(&d, 4), 7);
     assert_eq!(u32_at(&d, 12), 0o2004000);
@@ -337,18 +293,7 @@ fn nt_km_epollfd() {
     let n = KmNote::EpollFd(KmEpollFd {
         fd: 6,
         flags: 0o2000000,
-        events: vec![
-            KmEpollEvent {
-                fd: 5,
-                events: 1,
-                data: 0xdead,
-            },
-            KmEpollEvent {
-                fd: 7,
-                events: 4,
-                data: 9,
-            },
-        ],
+        events: vec![KmEpollEvent { fd: 5, events: 1, data: 0xdead }, KmEpollEvent { fd: 7, events: 4, data: 9 }],
     });
     let d = check(n, 16 + 32);
     assert_eq!(u32_at(&d, 0), 16);
@@ -379,10 +324,7 @@ fn nt_km_sighand() {
 fn nt_km_iocontexts() {
     let n = KmNote::IoContexts(KmIoContexts {
         next_context: 0x1000,
-        contexts: vec![KmIoContext {
-            nr_events: 128,
-            context: 0xfff,
-        }],
+        contexts: vec![KmIoContext { nr_events: 128, context: 0xfff }],
     });
     let d = check(n, 32);
     assert_eq!(u32_at(&d, 0), 32);
@@ -394,14 +336,8 @@ fn nt_km_iocontexts() {
 
 #[test]
 fn unknown_km_type_is_not_an_error() {
-    assert_eq!(
-        KmNote::parse("KMSP", 0x4b4d_0000, &[1, 2, 3], AT, &Limits::default()).unwrap(),
-        None
-    );
-    assert_eq!(
-        KmNote::parse("GNU", 1, &[], AT, &Limits::default()).unwrap(),
-        None
-    );
+    assert_eq!(KmNote::parse("KMSP", 0x4b4d_0000, &[1, 2, 3], AT, &Limits::default()).unwrap(), None);
+    assert_eq!(KmNote::parse("GNU", 1, &[], AT, &Limits::default()).unwrap(), None);
 }
 
 #[test]
@@ -410,29 +346,15 @@ fn oversized_counts_are_refused_before_allocating() {
     d[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(
         KmNote::parse("KMSP", NT_KM_EPOLLFD, &d, AT, &Limits::default()),
-        Err(FormatError::NoteFieldTooLarge {
-            field: "nevent",
-            ..
-        })
+        Err(FormatError::NoteFieldTooLarge { field: "nevent", .. })
     ));
-    let mut d = KmNote::File(KmFile {
-        path: "x".into(),
-        ..Default::default()
-    })
-    .encode();
+    let mut d = KmNote::File(KmFile { path: "x".into(), ..Default::default() }).encode();
     d[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(
         KmNote::parse("KMSP", NT_KM_FILE, &d, AT, &Limits::default()),
-        Err(FormatError::NoteFieldTooLarge {
-            field: "datalength",
-            ..
-        })
+        Err(FormatError::NoteFieldTooLarge { field: "datalength", .. })
     ));
-    let long_name = KmNote::File(KmFile {
-        path: "a".repeat(5000),
-        ..Default::default()
-    })
-    .encode();
+    let long_name = KmNote::File(KmFile { path: "a".repeat(5000), ..Default::default() }).encode();
     assert!(matches!(
         KmNote::parse("KMSP", NT_KM_FILE, &long_name, AT, &Limits::default()),
         Err(FormatError::NoteBadString { .. })
@@ -444,68 +366,24 @@ fn oversized_counts_are_refused_before_allocating() {
 #[test]
 fn every_km_note_in_one_file() {
     let extra = vec![
-        KmNote::PrStatus(PrStatus {
-            pid: 2,
-            ..prstatus()
-        }),
-        KmNote::Vcpu(KmVcpu {
-            vcpu_id: 1,
-            hcarg: 0x1000,
-            ..Default::default()
-        }),
+        KmNote::PrStatus(PrStatus { pid: 2, ..prstatus() }),
+        KmNote::Vcpu(KmVcpu { vcpu_id: 1, hcarg: 0x1000, ..Default::default() }),
         KmNote::MappedFiles(MappedFiles {
             page_size: 4096,
-            files: vec![MappedFile {
-                start: 0x40_0000,
-                end: 0x40_1000,
-                file_ofs: 0,
-                path: "/bin/fn".into(),
-            }],
+            files: vec![MappedFile { start: 0x40_0000, end: 0x40_1000, file_ofs: 0, path: "/bin/fn".into() }],
         }),
         KmNote::Dynlinker(payload(None)),
-        KmNote::DupData(KmDupData {
-            groups: vec![vec![1, 2]],
-        }),
-        KmNote::File(KmFile {
-            fd: 4,
-            how: KM_FILE_HOW_PIPE_1,
-            path: "pipe".into(),
-            data: 3,
-            ..Default::default()
-        }),
-        KmNote::EventFd(KmEventFd {
-            fd: 5,
-            flags: 0,
-            count: 1,
-        }),
-        KmNote::Socket(KmSocket {
-            fd: 6,
-            ..Default::default()
-        }),
-        KmNote::EpollFd(KmEpollFd {
-            fd: 7,
-            flags: 0,
-            events: vec![],
-        }),
-        KmNote::SigHand(KmSigHand {
-            signo: 2,
-            handler: 1,
-            ..Default::default()
-        }),
-        KmNote::IoContexts(KmIoContexts {
-            next_context: 1,
-            contexts: vec![KmIoContext {
-                nr_events: 1,
-                context: 2,
-            }],
-        }),
+        KmNote::DupData(KmDupData { groups: vec![vec![1, 2]] }),
+        KmNote::File(KmFile { fd: 4, how: KM_FILE_HOW_PIPE_1, path: "pipe".into(), data: 3, ..Default::default() }),
+        KmNote::EventFd(KmEventFd { fd: 5, flags: 0, count: 1 }),
+        KmNote::Socket(KmSocket { fd: 6, ..Default::default() }),
+        KmNote::EpollFd(KmEpollFd { fd: 7, flags: 0, events: vec![] }),
+        KmNote::SigHand(KmSigHand { signo: 2, handler: 1, ..Default::default() }),
+        KmNote::IoContexts(KmIoContexts { next_context: 1, contexts: vec![KmIoContext { nr_events: 1, context: 2 }] }),
         KmNote::Guest(payload(None)), // second guest note: KM ignores it, we keep it
         KmNote::Monitor(KmMonitor::default()), // second monitor: kept
     ];
-    let state = SnapshotState {
-        km_notes: extra.clone(),
-        ..full_state()
-    };
+    let state = SnapshotState { km_notes: extra.clone(), ..full_state() };
     let bytes = encode_snapshot(&state, &[]).unwrap();
     let snap = parse_snapshot(&bytes, &limits()).unwrap();
     assert_eq!(snap.state, state);
@@ -537,18 +415,9 @@ fn every_km_note_in_one_file() {
 #[test]
 fn pure_km_snapshot() {
     use snapshot_format::encode_note;
-    let regs = Registers {
-        rip: 0x40_1000,
-        rsp: 0x7fff_0000,
-        fs_base: 0x7000,
-        ..Default::default()
-    };
+    let regs = Registers { rip: 0x40_1000, rsp: 0x7fff_0000, fs_base: 0x7000, ..Default::default() };
     let notes = [
-        KmNote::PrStatus(PrStatus {
-            pid: 1,
-            regs,
-            ..Default::default()
-        }),
+        KmNote::PrStatus(PrStatus { pid: 1, regs, ..Default::default() }),
         KmNote::Auxv(vec![(6, 4096), (0, 0)]),
         KmNote::Vcpu(KmVcpu {
             fp_format: KM_FPDATA_KVM_XSAVE,
@@ -558,13 +427,7 @@ fn pure_km_snapshot() {
         }),
         KmNote::Guest(payload(Some(1))),
         KmNote::DupData(KmDupData::default()),
-        KmNote::File(KmFile {
-            fd: 1,
-            mode: 0o20620,
-            data: u64::MAX,
-            path: "/dev/pts/0".into(),
-            ..Default::default()
-        }),
+        KmNote::File(KmFile { fd: 1, mode: 0o20620, data: u64::MAX, path: "/dev/pts/0".into(), ..Default::default() }),
         KmNote::Monitor(KmMonitor {
             brk: 0x60_0000,
             tbrk: 0x7fff_f000_0000,
@@ -618,16 +481,7 @@ fn pure_km_snapshot() {
     assert_eq!(s.xsave, vec![3; 4096]);
     assert_eq!(s.guest.path, "/opt/kontain/runtime/libc.so");
     assert_eq!(s.guest.load_adjust, 0x40_0000);
-    assert_eq!(
-        s.files,
-        vec![OpenFile {
-            fd: 1,
-            flags: 0,
-            offset: u64::MAX,
-            mode: 0o20620,
-            path: "/dev/pts/0".into()
-        }]
-    );
+    assert_eq!(s.files, vec![OpenFile { fd: 1, flags: 0, offset: u64::MAX, mode: 0o20620, path: "/dev/pts/0".into() }]);
     assert_eq!(s.km_notes, vec![KmNote::DupData(KmDupData::default())]);
     assert!(s.sregs.is_none() && s.identity.is_none() && s.pending_syscall.is_none());
     assert_eq!(snap.segments[0].file_size, 0x1234);
@@ -635,10 +489,7 @@ fn pure_km_snapshot() {
     let v = restore_verdict(&snap);
     assert_eq!(v.restorer, Restorer::KmOnly);
     assert!(v.reasons.contains(&KmOnlyReason::KmRuntime));
-    assert!(v
-        .reasons
-        .iter()
-        .any(|r| matches!(r, KmOnlyReason::MissingSnapcallNotes(m) if m.len() == 4)));
+    assert!(v.reasons.iter().any(|r| matches!(r, KmOnlyReason::MissingSnapcallNotes(m) if m.len() == 4)));
     let json = render_json(&snap);
     assert_eq!(json["verdict"]["restorer"], "km_only");
     assert_eq!(json["state"]["brk"], 0x60_0000);
@@ -646,26 +497,11 @@ fn pure_km_snapshot() {
 
 #[test]
 fn snapcall_written_snapshot_is_native() {
-    let snap = parse_snapshot(
-        &encode_snapshot(
-            &SnapshotState {
-                km_notes: vec![],
-                ..full_state()
-            },
-            &[],
-        )
-        .unwrap(),
-        &limits(),
-    )
-    .unwrap();
+    let snap =
+        parse_snapshot(&encode_snapshot(&SnapshotState { km_notes: vec![], ..full_state() }, &[]).unwrap(), &limits())
+            .unwrap();
     let v = restore_verdict(&snap);
-    assert_eq!(
-        v,
-        RestoreVerdict {
-            restorer: Restorer::Native,
-            reasons: vec![]
-        }
-    );
+    assert_eq!(v, RestoreVerdict { restorer: Restorer::Native, reasons: vec![] });
     let json = render_json(&snap);
     assert_eq!(json["verdict"]["restorer"], "native");
     assert_eq!(json["state"]["identity"]["program_path"], "/bin/fn");
@@ -716,13 +552,6 @@ fn standard_elf_owner_with_nul_is_accepted() {
     rec.extend_from_slice(&[1, 2, 3, 0]);
     let snap = parse_snapshot(&core_with_notes(&rec), &Limits::default()).unwrap();
     assert_eq!(snap.state.regs, prstatus().regs);
-    assert_eq!(
-        snap.state.unknown_notes,
-        vec![RawNote {
-            owner: "GNU".into(),
-            note_type: 0x4a4a,
-            desc: vec![1, 2, 3]
-        }]
-    );
+    assert_eq!(snap.state.unknown_notes, vec![RawNote { owner: "GNU".into(), note_type: 0x4a4a, desc: vec![1, 2, 3] }]);
     assert_eq!(snap.notes[1].kind, NoteKind::Unknown);
 }

@@ -30,7 +30,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t3 = Instant::now();
         let out = finished.take_outcome()?;
         if out.exit_code != 0 || out.stdout.is_empty() {
-            return Err(format!("bad output: exit {} stdout {:?}", out.exit_code, String::from_utf8_lossy(&out.stdout)).into());
+            return Err(format!(
+                "bad output: exit {} stdout {:?}",
+                out.exit_code,
+                String::from_utf8_lossy(&out.stdout)
+            )
+            .into());
         }
         runtime.release(finished);
         vm_t.push(t1 - t0);

@@ -69,8 +69,13 @@ impl BundleConfig {
     pub fn load(dir: &Path) -> Result<BundleConfig, BundleError> {
         let file = dir.join("config.json");
         let text = std::fs::read(&file).map_err(|source| BundleError::Read { file: file.clone(), source })?;
-        let json: Value = serde_json::from_slice(&text).map_err(|source| BundleError::Json { file: file.clone(), source })?;
-        let field = |field: &'static str, problem: &str| BundleError::Field { file: file.clone(), field, problem: problem.into() };
+        let json: Value =
+            serde_json::from_slice(&text).map_err(|source| BundleError::Json { file: file.clone(), source })?;
+        let field = |field: &'static str, problem: &str| BundleError::Field {
+            file: file.clone(),
+            field,
+            problem: problem.into(),
+        };
         let strings = |v: Option<&Value>, name: &'static str| -> Result<Vec<String>, BundleError> {
             match v {
                 None => Ok(Vec::new()),
@@ -108,7 +113,8 @@ impl BundleConfig {
             None => {}
             Some(Value::Object(map)) => {
                 for (k, v) in map {
-                    let v = v.as_str().ok_or_else(|| field("annotations", &format!("value of {k} must be a string")))?;
+                    let v =
+                        v.as_str().ok_or_else(|| field("annotations", &format!("value of {k} must be a string")))?;
                     annotations.push((k.clone(), v.to_string()));
                 }
             }
@@ -137,7 +143,9 @@ impl BundleConfig {
         let runner = match get("snapcall.runner") {
             None | Some("native") => Runner::Native,
             Some("km") => Runner::Km,
-            Some(other) => return Err(field("snapcall.runner", &format!("must be \"native\" or \"km\", not {other:?}"))),
+            Some(other) => {
+                return Err(field("snapcall.runner", &format!("must be \"native\" or \"km\", not {other:?}")))
+            }
         };
         let name = dir
             .file_name()

@@ -16,7 +16,9 @@ use crate::vm::{self, EmptyVm, VmError, MSR_FS_BASE};
 /// Why a call did not produce an exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("guest fault: {name} (vector {vector}) at rip {rip:#x}, error code {error_code:#x}, cr2 {cr2:#x}, cpl {cpl}")]
+    #[error(
+        "guest fault: {name} (vector {vector}) at rip {rip:#x}, error code {error_code:#x}, cr2 {cr2:#x}, cpl {cpl}"
+    )]
     GuestFault { vector: u8, name: &'static str, rip: u64, error_code: u64, cr2: u64, cpl: u8 },
     #[error("deadline of {0:?} passed")]
     Deadline(Duration),
@@ -262,7 +264,9 @@ impl ReadyCall {
         let cr2 = self.vm.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
         let mem = &self.vm.memory;
         let word = |i: u64| mem.read_u64(GuestAddr(regs.rsp.wrapping_add(8 * i))).unwrap_or(0);
-        if std::env::var_os("SNAPCALL_DEBUG_FAULT").is_some() { eprintln!("fault regs {:x?} frame {:x?}", regs, (0..6).map(word).collect::<Vec<_>>()); }
+        if std::env::var_os("SNAPCALL_DEBUG_FAULT").is_some() {
+            eprintln!("fault regs {:x?} frame {:x?}", regs, (0..6).map(word).collect::<Vec<_>>());
+        }
         let (error_code, rip, cs) =
             if exception_has_error_code(vector) { (word(0), word(1), word(2)) } else { (0, word(0), word(1)) };
         CallError::GuestFault {

@@ -39,7 +39,11 @@ fn install_handler() -> std::io::Result<()> {
         sa.sa_flags = libc::SA_RESTART;
         // SAFETY: installs a handler that only does an async-signal-safe store.
         let rc = unsafe { libc::sigaction(kick_signal(), &sa, std::ptr::null_mut()) };
-        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        }
     });
     r.map_err(std::io::Error::from_raw_os_error)
 }

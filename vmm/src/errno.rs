@@ -8,10 +8,31 @@ macro_rules! errnos {
     ($($name:ident = $v:expr),* $(,)?) => { $(pub const $name: Errno = Errno($v);)* };
 }
 errnos!(
-    EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EIO = 5, EBADF = 9, ECHILD = 10, EAGAIN = 11,
-    ENOMEM = 12, EACCES = 13, EFAULT = 14, EEXIST = 17, ENOTDIR = 20, EISDIR = 21, EINVAL = 22,
-    EMFILE = 24, ENOTTY = 25, ESPIPE = 29, EROFS = 30, ERANGE = 34, ENAMETOOLONG = 36,
-    ENOSYS = 38, ELOOP = 40, ETIMEDOUT = 110, EXDEV = 18,
+    EPERM = 1,
+    ENOENT = 2,
+    ESRCH = 3,
+    EINTR = 4,
+    EIO = 5,
+    EBADF = 9,
+    ECHILD = 10,
+    EAGAIN = 11,
+    ENOMEM = 12,
+    EACCES = 13,
+    EFAULT = 14,
+    EEXIST = 17,
+    ENOTDIR = 20,
+    EISDIR = 21,
+    EINVAL = 22,
+    EMFILE = 24,
+    ENOTTY = 25,
+    ESPIPE = 29,
+    EROFS = 30,
+    ERANGE = 34,
+    ENAMETOOLONG = 36,
+    ENOSYS = 38,
+    ELOOP = 40,
+    ETIMEDOUT = 110,
+    EXDEV = 18,
 );
 
 impl Errno {

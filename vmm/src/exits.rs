@@ -26,9 +26,7 @@ pub enum Event {
 pub fn classify(exit: &VcpuExit<'_>) -> Event {
     match exit {
         VcpuExit::MmioWrite(addr, _) if *addr == DOORBELL_GPA => Event::Syscall,
-        VcpuExit::IoOut(port, _)
-            if (EXCEPTION_PORT_BASE..EXCEPTION_PORT_BASE + IDT_VECTORS as u16).contains(port) =>
-        {
+        VcpuExit::IoOut(port, _) if (EXCEPTION_PORT_BASE..EXCEPTION_PORT_BASE + IDT_VECTORS as u16).contains(port) => {
             Event::Exception((*port - EXCEPTION_PORT_BASE) as u8)
         }
         VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _) => Event::OutsideMemory { addr: *addr },

@@ -144,7 +144,8 @@ impl Rootfs {
     /// Opens `path` (a directory on the host) as a rootfs.
     pub fn open(path: &std::path::Path) -> std::io::Result<Rootfs> {
         use std::os::unix::ffi::OsStrExt;
-        let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let c =
+            CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: `c` is a valid NUL-terminated path; the result is checked.
         let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
         if fd < 0 {

@@ -12,13 +12,13 @@ use kvm_bindings::kvm_regs;
 use crate::bundle::{BundleConfig, BundleError};
 use crate::call::{CallStats, PhaseTimings, ReadyCall};
 use crate::files::Rootfs;
+use crate::layout::{self, GuestAddr};
 use crate::layout::{KERNEL_STACK_TOP, SYSCALL_RETURN_PATH};
 use crate::loader::{build_stack, LoadError, Program};
-use crate::layout::{self, GuestAddr};
 use crate::mm::{self, AddressSpace};
-use crate::vdso;
 use crate::process::Process;
 use crate::snapshot::{SnapshotError, SnapshotImage};
+use crate::vdso;
 use crate::vm::{self, EmptyVm, VmError};
 
 /// Whether calls start from the bundle's snapshot.
@@ -78,8 +78,11 @@ impl Function {
             source,
         })?;
         let program_path = config.args[0].clone();
-        let bytes = read_in_root(&rootfs, &program_path)
-            .map_err(|errno| FunctionError::Program { function: name.clone(), path: program_path.clone(), errno })?;
+        let bytes = read_in_root(&rootfs, &program_path).map_err(|errno| FunctionError::Program {
+            function: name.clone(),
+            path: program_path.clone(),
+            errno,
+        })?;
         let program = Program::parse(&program_path, bytes, config.limits.memory_bytes)
             .map_err(|source| FunctionError::Load { function: name.clone(), source })?;
         let mut function = Function { config, program, rootfs, snapshot: None };
@@ -118,7 +121,11 @@ impl Function {
     pub fn start(&self, vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, StartError> {
         let started = Instant::now();
         if vm.memory_size() != self.memory_size() {
-            return Err(StartError::WrongVmSize { function: self.name().into(), vm: vm.memory_size(), needed: self.memory_size() });
+            return Err(StartError::WrongVmSize {
+                function: self.name().into(),
+                vm: vm.memory_size(),
+                needed: self.memory_size(),
+            });
         }
         let mut ready = match &self.snapshot {
             Some(image) => image

@@ -127,7 +127,9 @@ impl KmFunction {
                 let _ = child.wait();
                 return Err(match e {
                     PumpError::Deadline => KmError::Deadline { function: self.name().into(), timeout: limits.timeout },
-                    PumpError::OutputLimit => KmError::OutputLimit { function: self.name().into(), limit: limits.max_output_bytes },
+                    PumpError::OutputLimit => {
+                        KmError::OutputLimit { function: self.name().into(), limit: limits.max_output_bytes }
+                    }
                     PumpError::Io(e) => io(e),
                 });
             }
@@ -156,7 +158,14 @@ fn pump(child: &mut Child, request: &[u8], limits: &Limits) -> Result<(Vec<u8>, 
     let mut stdin = child.stdin.take().map(|p| file(p.into()));
     let mut stdout = child.stdout.take().map(|p| file(p.into()));
     let mut stderr = child.stderr.take().map(|p| file(p.into()));
-    for fd in [stdin.as_ref().map(|f| f.as_raw_fd()), stdout.as_ref().map(|f| f.as_raw_fd()), stderr.as_ref().map(|f| f.as_raw_fd())].into_iter().flatten() {
+    for fd in [
+        stdin.as_ref().map(|f| f.as_raw_fd()),
+        stdout.as_ref().map(|f| f.as_raw_fd()),
+        stderr.as_ref().map(|f| f.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
         // SAFETY: fcntl on pipe fds we own, adding O_NONBLOCK.
         unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK) };
     }
@@ -175,7 +184,8 @@ fn pump(child: &mut Child, request: &[u8], limits: &Limits) -> Result<(Vec<u8>, 
         if let Some(f) = &stdin {
             fds.push(libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLOUT, revents: 0 });
         }
-        for f in [stdout.as_ref().map(|f| f.as_raw_fd()), stderr.as_ref().map(|f| f.as_raw_fd())].into_iter().flatten() {
+        for f in [stdout.as_ref().map(|f| f.as_raw_fd()), stderr.as_ref().map(|f| f.as_raw_fd())].into_iter().flatten()
+        {
             fds.push(libc::pollfd { fd: f, events: libc::POLLIN, revents: 0 });
         }
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
@@ -213,7 +223,8 @@ fn pump(child: &mut Child, request: &[u8], limits: &Limits) -> Result<(Vec<u8>, 
             match reader.read(&mut buf) {
                 Ok(0) => *slot = None,
                 Ok(n) => sink.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
+                }
                 Err(e) => return Err(PumpError::Io(e)),
             }
         }

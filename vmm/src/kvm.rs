@@ -62,9 +62,7 @@ impl KvmSystem {
                 return Err(KvmError::MissingCapability(name));
             }
         }
-        let cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
         let leaf = |function: u32, index: u32| {
             cpuid.as_slice().iter().find(|e| e.function == function && e.index == index).copied()
         };

@@ -138,10 +138,10 @@ impl Program {
     pub fn load(&self, mem: &mut GuestMemory) -> Result<(), LoadError> {
         for s in &self.segments {
             let start = s.file_offset as usize;
-            let data = self.bytes.get(start..start + s.file_size as usize).ok_or_else(|| LoadError::Malformed {
-                path: self.path.clone(),
-                what: "segment outside file".into(),
-            })?;
+            let data = self
+                .bytes
+                .get(start..start + s.file_size as usize)
+                .ok_or_else(|| LoadError::Malformed { path: self.path.clone(), what: "segment outside file".into() })?;
             mem.write(GuestAddr(s.addr), data)?;
         }
         Ok(())

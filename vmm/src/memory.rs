@@ -44,10 +44,8 @@ unsafe impl Send for GuestMemory {}
 impl GuestMemory {
     /// Reserves `size` bytes (a multiple of the page size) of zeroed, lazily backed memory.
     pub fn new(size: u64) -> Result<Self, MemoryError> {
-        let len = usize::try_from(size).map_err(|_| MemoryError::Reserve {
-            size,
-            source: std::io::Error::from_raw_os_error(libc::ENOMEM),
-        })?;
+        let len = usize::try_from(size)
+            .map_err(|_| MemoryError::Reserve { size, source: std::io::Error::from_raw_os_error(libc::ENOMEM) })?;
         // SAFETY: a fresh anonymous mapping at an address the kernel chooses; no existing
         // memory is affected. The result is checked for MAP_FAILED.
         let ptr = unsafe {
@@ -63,10 +61,8 @@ impl GuestMemory {
         if ptr == libc::MAP_FAILED {
             return Err(MemoryError::Reserve { size, source: std::io::Error::last_os_error() });
         }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or(MemoryError::Reserve {
-            size,
-            source: std::io::Error::from_raw_os_error(libc::ENOMEM),
-        })?;
+        let base = NonNull::new(ptr.cast::<u8>())
+            .ok_or(MemoryError::Reserve { size, source: std::io::Error::from_raw_os_error(libc::ENOMEM) })?;
         Ok(GuestMemory { base, size })
     }
 
@@ -227,7 +223,9 @@ impl GuestMemory {
         file_offset: u64,
     ) -> Result<(), MemoryError> {
         let off = self.check(addr, len)?;
-        let misaligned = !addr.0.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) || !file_offset.is_multiple_of(PAGE_SIZE);
+        let misaligned = !addr.0.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
+            || !file_offset.is_multiple_of(PAGE_SIZE);
         let offset = libc::off_t::try_from(file_offset).ok().filter(|_| !misaligned);
         let Some(offset) = offset else {
             return Err(MemoryError::MapFile { addr, len, source: std::io::Error::from_raw_os_error(libc::EINVAL) });
@@ -267,7 +265,13 @@ impl GuestMemory {
 
     /// Copies the data (not the holes) of `file[file_offset, file_offset+len)` to `addr`.
     /// Holes stay untouched, so they cost nothing until the guest touches them.
-    pub fn copy_from_file(&mut self, addr: GuestAddr, len: u64, file: &std::fs::File, file_offset: u64) -> Result<(), MemoryError> {
+    pub fn copy_from_file(
+        &mut self,
+        addr: GuestAddr,
+        len: u64,
+        file: &std::fs::File,
+        file_offset: u64,
+    ) -> Result<(), MemoryError> {
         use std::os::unix::fs::FileExt;
         let err = |source| MemoryError::MapFile { addr, len, source };
         let end = file_offset.checked_add(len).ok_or_else(|| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;

@@ -56,8 +56,18 @@ impl AddressSpace {
             return Err(ENOMEM);
         }
         let mut space = AddressSpace { memory_size, brk_start: image_end, brk: image_end, regions: BTreeMap::new() };
-        space.insert(Region { start: image_start, end: image_end, prot: PROT_READ | PROT_EXEC, kind: RegionKind::Image });
-        space.insert(Region { start: stack_start, end: memory_size, prot: PROT_READ | PROT_WRITE, kind: RegionKind::Stack });
+        space.insert(Region {
+            start: image_start,
+            end: image_end,
+            prot: PROT_READ | PROT_EXEC,
+            kind: RegionKind::Image,
+        });
+        space.insert(Region {
+            start: stack_start,
+            end: memory_size,
+            prot: PROT_READ | PROT_WRITE,
+            kind: RegionKind::Stack,
+        });
         Ok(space)
     }
 
@@ -68,8 +78,12 @@ impl AddressSpace {
             return Err(EINVAL);
         }
         for r in regions {
-            if r.start % PAGE_SIZE != 0 || r.end % PAGE_SIZE != 0 || r.start >= r.end || r.start < USER_START
-                || r.end > memory_size || space.overlaps(r.start, r.end)
+            if r.start % PAGE_SIZE != 0
+                || r.end % PAGE_SIZE != 0
+                || r.start >= r.end
+                || r.start < USER_START
+                || r.end > memory_size
+                || space.overlaps(r.start, r.end)
             {
                 return Err(EINVAL);
             }
@@ -115,13 +129,8 @@ impl AddressSpace {
 
     /// Removes `[start, end)` from the region map, splitting regions that straddle it.
     fn remove_range(&mut self, start: u64, end: u64) {
-        let touched: Vec<u64> = self
-            .regions
-            .range(..end)
-            .rev()
-            .take_while(|(_, r)| r.end > start)
-            .map(|(&k, _)| k)
-            .collect();
+        let touched: Vec<u64> =
+            self.regions.range(..end).rev().take_while(|(_, r)| r.end > start).map(|(&k, _)| k).collect();
         for key in touched {
             let Some(r) = self.regions.remove(&key) else { continue };
             if r.start < start {
@@ -152,7 +161,12 @@ impl AddressSpace {
     /// Reserves `[start, start+len)` for the monitor's own use (the vDSO): it must be free.
     pub fn reserve(&mut self, start: u64, len: u64, prot: u32, kind: RegionKind) -> Result<(), Errno> {
         let end = start.checked_add(len).ok_or(ENOMEM)?;
-        if !start.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) || start < page_up(self.brk).unwrap_or(u64::MAX) || end > self.memory_size || self.overlaps(start, end) {
+        if !start.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
+            || start < page_up(self.brk).unwrap_or(u64::MAX)
+            || end > self.memory_size
+            || self.overlaps(start, end)
+        {
             return Err(EINVAL);
         }
         self.insert(Region { start, end, prot, kind });
@@ -225,7 +239,14 @@ impl AddressSpace {
     }
 
     /// `mremap(2)` with flags 0 or MREMAP_MAYMOVE.
-    pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, may_move: bool, mem: &mut GuestMemory) -> Result<u64, Errno> {
+    pub fn mremap(
+        &mut self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        may_move: bool,
+        mem: &mut GuestMemory,
+    ) -> Result<u64, Errno> {
         let old_len = page_up(old_len).ok_or(EINVAL)?;
         let new_len = page_up(new_len).ok_or(EINVAL)?;
         if !old.is_multiple_of(PAGE_SIZE) || new_len == 0 || old_len == 0 {
@@ -268,13 +289,8 @@ impl AddressSpace {
         if addr < USER_START || end > self.memory_size {
             return Err(ENOMEM);
         }
-        let pieces: Vec<Region> = self
-            .regions
-            .range(..end)
-            .rev()
-            .take_while(|(_, r)| r.end > addr)
-            .map(|(_, r)| r.clone())
-            .collect();
+        let pieces: Vec<Region> =
+            self.regions.range(..end).rev().take_while(|(_, r)| r.end > addr).map(|(_, r)| r.clone()).collect();
         for r in pieces {
             self.remove_range(r.start.max(addr), r.end.min(end));
             self.insert(Region { start: r.start.max(addr), end: r.end.min(end), prot, kind: r.kind });

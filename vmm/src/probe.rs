@@ -76,7 +76,13 @@ pub fn create_steps(memory_size: u64) -> Result<CreateSteps, ProbeError> {
     drop(vm);
     drop(memory);
     let t5 = Instant::now();
-    Ok(CreateSteps { create_vm: t1 - t0, set_memory: t2 - t1, create_vcpu: t3 - t2, set_cpuid: t4 - t3, destroy: t5 - t4 })
+    Ok(CreateSteps {
+        create_vm: t1 - t0,
+        set_memory: t2 - t1,
+        create_vcpu: t3 - t2,
+        set_cpuid: t4 - t3,
+        destroy: t5 - t4,
+    })
 }
 
 /// The first `KVM_RUN` of a brand-new vCPU and, for comparison, its second.
@@ -105,7 +111,9 @@ pub fn first_kvm_run(memory_size: u64) -> Result<FirstRun, ProbeError> {
         let started = Instant::now();
         match vcpu.run().map_err(ioctl("KVM_RUN"))? {
             VcpuExit::IoOut(0x80, _) => Ok(started.elapsed()),
-            other => Err(ProbeError::UnexpectedExit { expected: "out 0x80 from a new vCPU", got: format!("{other:?}") }),
+            other => {
+                Err(ProbeError::UnexpectedExit { expected: "out 0x80 from a new vCPU", got: format!("{other:?}") })
+            }
         }
     };
     let first = run()?;

@@ -78,7 +78,9 @@ pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
 /// Runs `function` (loaded cold) until it first reads stdin and writes its snapshot to `out`.
 pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, SnapshotError> {
     let vm = EmptyVm::create(function.memory_size())?;
-    let mut ready = function.start_for_snapshot(vm).map_err(|e| SnapshotError::Mismatch { path: out.into(), what: e.to_string() })?;
+    let mut ready = function
+        .start_for_snapshot(vm)
+        .map_err(|e| SnapshotError::Mismatch { path: out.into(), what: e.to_string() })?;
     let entry = match ready.run_loop(true)? {
         LoopEnd::StdinRead(entry) => entry,
         LoopEnd::Exited(code) => return Err(CallError::NoStdinRead(code).into()),
@@ -98,7 +100,12 @@ pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, 
         segments.push(fmt::MemorySegment { guest_addr: r.start, data, prot: elf_prot(r.prot) });
     }
     fmt::write_snapshot(out, &state, &segments).map_err(|source| SnapshotError::Format { path: out.into(), source })?;
-    Ok(SnapshotReport { path: out.into(), memory_bytes, regions: state.regions.len(), syscalls: ready.process.stats.syscalls })
+    Ok(SnapshotReport {
+        path: out.into(),
+        memory_bytes,
+        regions: state.regions.len(),
+        syscalls: ready.process.stats.syscalls,
+    })
 }
 
 fn elf_prot(prot: u32) -> u32 {
@@ -115,12 +122,19 @@ fn elf_prot(prot: u32) -> u32 {
     p
 }
 
-fn capture_state(function: &Function, ready: &mut ReadyCall, entry: &SyscallEntry) -> Result<fmt::SnapshotState, SnapshotError> {
+fn capture_state(
+    function: &Function,
+    ready: &mut ReadyCall,
+    entry: &SyscallEntry,
+) -> Result<fmt::SnapshotState, SnapshotError> {
     let vcpu = &ready.vm.vcpu;
     let k = vcpu.sync_regs().regs;
     let sregs = vcpu.get_sregs().map_err(vm::ioctl("KVM_GET_SREGS"))?;
     let mut msrs = Msrs::from_entries(
-        &SAVED_MSRS.iter().map(|&index| kvm_bindings::kvm_msr_entry { index, ..Default::default() }).collect::<Vec<_>>(),
+        &SAVED_MSRS
+            .iter()
+            .map(|&index| kvm_bindings::kvm_msr_entry { index, ..Default::default() })
+            .collect::<Vec<_>>(),
     )
     .map_err(|_| VmError::Ioctl { ioctl: "KVM_GET_MSRS", errno: libc::E2BIG })?;
     vcpu.get_msrs(&mut msrs).map_err(vm::ioctl("KVM_GET_MSRS"))?;
@@ -132,11 +146,33 @@ fn capture_state(function: &Function, ready: &mut ReadyCall, entry: &SyscallEntr
 
     // The program's registers as it will see them when the read returns.
     let regs = fmt::Registers {
-        r15: k.r15, r14: k.r14, r13: k.r13, r12: k.r12, rbp: k.rbp, rbx: k.rbx,
-        r11: entry.rflags, r10: k.r10, r9: k.r9, r8: k.r8, rax: entry.nr, rcx: entry.return_rip,
-        rdx: k.rdx, rsi: k.rsi, rdi: k.rdi, orig_rax: entry.nr, rip: entry.return_rip,
-        cs: u64::from(USER_CS), eflags: entry.rflags, rsp: entry.user_rsp, ss: u64::from(USER_DS),
-        fs_base: msr(MSR_FS_BASE), gs_base: msr(MSR_GS_BASE), ds: 0, es: 0, fs: 0, gs: 0,
+        r15: k.r15,
+        r14: k.r14,
+        r13: k.r13,
+        r12: k.r12,
+        rbp: k.rbp,
+        rbx: k.rbx,
+        r11: entry.rflags,
+        r10: k.r10,
+        r9: k.r9,
+        r8: k.r8,
+        rax: entry.nr,
+        rcx: entry.return_rip,
+        rdx: k.rdx,
+        rsi: k.rsi,
+        rdi: k.rdi,
+        orig_rax: entry.nr,
+        rip: entry.return_rip,
+        cs: u64::from(USER_CS),
+        eflags: entry.rflags,
+        rsp: entry.user_rsp,
+        ss: u64::from(USER_DS),
+        fs_base: msr(MSR_FS_BASE),
+        gs_base: msr(MSR_GS_BASE),
+        ds: 0,
+        es: 0,
+        fs: 0,
+        gs: 0,
     };
     let p = &ready.process;
     let mut files = Vec::new();
@@ -179,7 +215,8 @@ fn capture_state(function: &Function, ready: &mut ReadyCall, entry: &SyscallEntr
         regions.sort_by_key(|r| r.start);
     }
     let program = &function.program;
-    let phoff = u64::from_le_bytes(program.bytes.get(32..40).and_then(|b| b.try_into().ok()).unwrap_or([0; 8])) as usize;
+    let phoff =
+        u64::from_le_bytes(program.bytes.get(32..40).and_then(|b| b.try_into().ok()).unwrap_or([0; 8])) as usize;
     let phdrs = program.bytes.get(phoff..phoff + program.phnum as usize * 56).unwrap_or(&[]).to_vec();
     Ok(fmt::SnapshotState {
         regs,
@@ -207,40 +244,81 @@ fn capture_state(function: &Function, ready: &mut ReadyCall, entry: &SyscallEntr
 
 fn segment_to_format(s: &kvm_bindings::kvm_segment) -> fmt::Segment {
     fmt::Segment {
-        base: s.base, limit: s.limit, selector: s.selector, type_: s.type_, present: s.present,
-        dpl: s.dpl, db: s.db, s: s.s, l: s.l, g: s.g, avl: s.avl,
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: s.type_,
+        present: s.present,
+        dpl: s.dpl,
+        db: s.db,
+        s: s.s,
+        l: s.l,
+        g: s.g,
+        avl: s.avl,
     }
 }
 
 fn segment_from_format(s: &fmt::Segment) -> kvm_bindings::kvm_segment {
     kvm_bindings::kvm_segment {
-        base: s.base, limit: s.limit, selector: s.selector, type_: s.type_, present: s.present,
-        dpl: s.dpl, db: s.db, s: s.s, l: s.l, g: s.g, avl: s.avl,
-        unusable: u8::from(s.present == 0), padding: 0,
+        base: s.base,
+        limit: s.limit,
+        selector: s.selector,
+        type_: s.type_,
+        present: s.present,
+        dpl: s.dpl,
+        db: s.db,
+        s: s.s,
+        l: s.l,
+        g: s.g,
+        avl: s.avl,
+        unusable: u8::from(s.present == 0),
+        padding: 0,
     }
 }
 
 /// The saved special registers over `base` (which supplies what the format does not hold).
 fn sregs_from_format(f: &fmt::SpecialRegisters, base: kvm_bindings::kvm_sregs) -> kvm_bindings::kvm_sregs {
     kvm_bindings::kvm_sregs {
-        cs: segment_from_format(&f.cs), ds: segment_from_format(&f.ds), es: segment_from_format(&f.es),
-        fs: segment_from_format(&f.fs), gs: segment_from_format(&f.gs), ss: segment_from_format(&f.ss),
-        tr: segment_from_format(&f.tr), ldt: segment_from_format(&f.ldt),
+        cs: segment_from_format(&f.cs),
+        ds: segment_from_format(&f.ds),
+        es: segment_from_format(&f.es),
+        fs: segment_from_format(&f.fs),
+        gs: segment_from_format(&f.gs),
+        ss: segment_from_format(&f.ss),
+        tr: segment_from_format(&f.tr),
+        ldt: segment_from_format(&f.ldt),
         gdt: kvm_bindings::kvm_dtable { base: f.gdt.base, limit: f.gdt.limit, ..Default::default() },
         idt: kvm_bindings::kvm_dtable { base: f.idt.base, limit: f.idt.limit, ..Default::default() },
-        cr0: f.cr0, cr2: f.cr2, cr3: f.cr3, cr4: f.cr4, cr8: f.cr8, efer: f.efer, apic_base: f.apic_base,
+        cr0: f.cr0,
+        cr2: f.cr2,
+        cr3: f.cr3,
+        cr4: f.cr4,
+        cr8: f.cr8,
+        efer: f.efer,
+        apic_base: f.apic_base,
         ..base
     }
 }
 
 fn sregs_to_format(s: &kvm_bindings::kvm_sregs) -> fmt::SpecialRegisters {
     fmt::SpecialRegisters {
-        cs: segment_to_format(&s.cs), ds: segment_to_format(&s.ds), es: segment_to_format(&s.es),
-        fs: segment_to_format(&s.fs), gs: segment_to_format(&s.gs), ss: segment_to_format(&s.ss),
-        tr: segment_to_format(&s.tr), ldt: segment_to_format(&s.ldt),
+        cs: segment_to_format(&s.cs),
+        ds: segment_to_format(&s.ds),
+        es: segment_to_format(&s.es),
+        fs: segment_to_format(&s.fs),
+        gs: segment_to_format(&s.gs),
+        ss: segment_to_format(&s.ss),
+        tr: segment_to_format(&s.tr),
+        ldt: segment_to_format(&s.ldt),
         gdt: fmt::DescriptorTable { base: s.gdt.base, limit: s.gdt.limit },
         idt: fmt::DescriptorTable { base: s.idt.base, limit: s.idt.limit },
-        cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4, cr8: s.cr8, efer: s.efer, apic_base: s.apic_base,
+        cr0: s.cr0,
+        cr2: s.cr2,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        cr8: s.cr8,
+        efer: s.efer,
+        apic_base: s.apic_base,
     }
 }
 
@@ -295,21 +373,32 @@ impl SnapshotImage {
         let snapshot = fmt::read_snapshot(path, &fmt::Limits::for_memory(function.memory_size())).map_err(fmt_err)?;
         fmt::verify_payload(path, &snapshot).map_err(fmt_err)?;
         let state = &snapshot.state;
-        let identity = state.identity.as_ref().ok_or_else(|| mismatch("no SNAPCALL identity note (a KM snapshot needs km)"))?;
+        let identity =
+            state.identity.as_ref().ok_or_else(|| mismatch("no SNAPCALL identity note (a KM snapshot needs km)"))?;
         if identity.memory_size != function.memory_size() {
-            return Err(mismatch(&format!("taken with {} bytes of memory, the bundle now asks for {}", identity.memory_size, function.memory_size())));
+            return Err(mismatch(&format!(
+                "taken with {} bytes of memory, the bundle now asks for {}",
+                identity.memory_size,
+                function.memory_size()
+            )));
         }
         if identity.bundle_hash != bundle_hash(function)? {
             return Err(SnapshotError::Stale { path: path.into() });
         }
         let pending = state.pending_syscall.ok_or_else(|| mismatch("no pending syscall"))?;
-        if !matches!(pending.nr, syscalls::nr::READ | syscalls::nr::READV | syscalls::nr::PREAD64) || pending.args[0] != 0 {
+        if !matches!(pending.nr, syscalls::nr::READ | syscalls::nr::READV | syscalls::nr::PREAD64)
+            || pending.args[0] != 0
+        {
             return Err(mismatch("the pending syscall is not a read of stdin"));
         }
         for (i, s) in snapshot.segments.iter().enumerate() {
             let mapped = mm::page_up(s.file_size).and_then(|len| s.file_offset.checked_add(len));
-            if s.guest_addr < USER_START || mapped.is_none_or(|end| end > snapshot.file_len.next_multiple_of(PAGE_SIZE)) {
-                return Err(mismatch(&format!("segment {i} at {:#x} is outside user memory or the file", s.guest_addr)));
+            if s.guest_addr < USER_START || mapped.is_none_or(|end| end > snapshot.file_len.next_multiple_of(PAGE_SIZE))
+            {
+                return Err(mismatch(&format!(
+                    "segment {i} at {:#x} is outside user memory or the file",
+                    s.guest_addr
+                )));
             }
         }
         if state.xsave.len() != std::mem::size_of::<kvm_xsave>() {
@@ -320,7 +409,11 @@ impl SnapshotImage {
             *word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
         let msr = |i: u32| state.msrs.iter().find(|(k, _)| *k == i).map_or(0, |(_, v)| *v);
-        let msrs = vec![(MSR_FS_BASE, state.regs.fs_base), (MSR_GS_BASE, state.regs.gs_base), (MSR_KERNEL_GS_BASE, msr(MSR_KERNEL_GS_BASE))];
+        let msrs = vec![
+            (MSR_FS_BASE, state.regs.fs_base),
+            (MSR_GS_BASE, state.regs.gs_base),
+            (MSR_KERNEL_GS_BASE, msr(MSR_KERNEL_GS_BASE)),
+        ];
         let xcr0 = state.xcrs.iter().find(|(i, _)| *i == 0).map_or(0x3, |(_, v)| *v);
         let mut regions = Vec::new();
         let mut brk_start = state.brk;
@@ -346,10 +439,24 @@ impl SnapshotImage {
             .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
         let file = File::open(path).map_err(|source| SnapshotError::Open { path: path.into(), source })?;
         let id = NEXT_IMAGE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if vdso_base.is_some_and(|b| b.checked_add(crate::vdso::VDSO_REGION_SIZE).is_none_or(|end| end > function.memory_size())) {
+        if vdso_base.is_some_and(|b| {
+            b.checked_add(crate::vdso::VDSO_REGION_SIZE).is_none_or(|end| end > function.memory_size())
+        }) {
             return Err(mismatch("the vDSO region lies outside guest memory"));
         }
-        Ok(SnapshotImage { id, path: path.into(), file, snapshot, xsave, msrs, xcr0, brk_start, regions, pending, vdso_base })
+        Ok(SnapshotImage {
+            id,
+            path: path.into(),
+            file,
+            snapshot,
+            xsave,
+            msrs,
+            xcr0,
+            brk_start,
+            regions,
+            pending,
+            vdso_base,
+        })
     }
 
     /// The parsed snapshot (for inspection and reports).
@@ -379,8 +486,12 @@ impl SnapshotImage {
         for s in &self.snapshot.segments {
             let len = mm::page_up(s.file_size).unwrap_or(0);
             match memory {
-                RestoreMemory::CopyOnWrite => vm.memory.map_file_private(GuestAddr(s.guest_addr), len, &self.file, s.file_offset)?,
-                RestoreMemory::EagerHuge => vm.memory.copy_from_file(GuestAddr(s.guest_addr), s.file_size, &self.file, s.file_offset)?,
+                RestoreMemory::CopyOnWrite => {
+                    vm.memory.map_file_private(GuestAddr(s.guest_addr), len, &self.file, s.file_offset)?
+                }
+                RestoreMemory::EagerHuge => {
+                    vm.memory.copy_from_file(GuestAddr(s.guest_addr), s.file_size, &self.file, s.file_offset)?
+                }
             }
         }
         // 2. vCPU: FPU/SSE/AVX state, TLS bases, general registers; it will enter the
@@ -401,9 +512,24 @@ impl SnapshotImage {
         vm::set_msrs(&vm.vcpu, &self.msrs)?;
         let r = &self.snapshot.state.regs;
         let regs = kvm_regs {
-            r15: r.r15, r14: r.r14, r13: r.r13, r12: r.r12, rbp: r.rbp, rbx: r.rbx, r11: r.r11,
-            r10: r.r10, r9: r.r9, r8: r.r8, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi,
-            rax: 0, rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2,
+            r15: r.r15,
+            r14: r.r14,
+            r13: r.r13,
+            r12: r.r12,
+            rbp: r.rbp,
+            rbx: r.rbx,
+            r11: r.r11,
+            r10: r.r10,
+            r9: r.r9,
+            r8: r.r8,
+            rcx: r.rcx,
+            rdx: r.rdx,
+            rsi: r.rsi,
+            rdi: r.rdi,
+            rax: 0,
+            rip: SYSCALL_RETURN_PATH,
+            rsp: KERNEL_STACK_TOP,
+            rflags: 0x2,
         };
         vm.vcpu.set_regs(&regs).map_err(vm::ioctl("KVM_SET_REGS"))?;
         vm.prepared_for = Some(self.id);
@@ -412,13 +538,23 @@ impl SnapshotImage {
 
     /// Restores into `vm` (unless the pool already did) and completes the pending stdin read
     /// with `request`.
-    pub(crate) fn restore(&self, function: &Function, mut vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, SnapshotError> {
+    pub(crate) fn restore(
+        &self,
+        function: &Function,
+        mut vm: EmptyVm,
+        request: &[u8],
+    ) -> Result<ReadyCall, SnapshotError> {
         if vm.prepared_for != Some(self.id) {
             self.prepare(&mut vm, RestoreMemory::CopyOnWrite)?;
         }
         // The process: address space, files, the request on stdin.
-        let space = AddressSpace::from_parts(function.memory_size(), self.brk_start, self.snapshot.state.brk, self.regions.clone())
-            .map_err(|_| SnapshotError::Mismatch { path: self.path.clone(), what: "region map".into() })?;
+        let space = AddressSpace::from_parts(
+            function.memory_size(),
+            self.brk_start,
+            self.snapshot.state.brk,
+            self.regions.clone(),
+        )
+        .map_err(|_| SnapshotError::Mismatch { path: self.path.clone(), what: "region map".into() })?;
         let mut process = Process::new(
             space,
             function.rootfs.clone(),
@@ -436,7 +572,12 @@ impl SnapshotImage {
         let p = self.pending;
         let result = match syscalls::handle(&mut process, &mut vm.memory, p.nr, p.args) {
             Outcome::Return(v) => v,
-            other => return Err(SnapshotError::Mismatch { path: self.path.clone(), what: format!("pending read gave {other:?}") }),
+            other => {
+                return Err(SnapshotError::Mismatch {
+                    path: self.path.clone(),
+                    what: format!("pending read gave {other:?}"),
+                })
+            }
         };
         let r = &self.snapshot.state.regs;
         write_user_return(&mut vm.memory, r.rip, r.rsp, r.eflags, result)?;
@@ -465,6 +606,7 @@ fn reopen(p: &mut Process, f: &fmt::OpenFile) -> Result<(), SnapshotError> {
     }
     let fd = u64::try_from(f.fd).map_err(|_| err(libc::EBADF))?;
     let cloexec = f.flags & libc::O_CLOEXEC != 0;
-    let entry = Fd { kind: FdKind::File(OpenFile { host, path: f.path.clone(), flags: f.flags & !libc::O_CLOEXEC }), cloexec };
+    let entry =
+        Fd { kind: FdKind::File(OpenFile { host, path: f.path.clone(), flags: f.flags & !libc::O_CLOEXEC }), cloexec };
     p.fds.insert_at(fd, entry).map_err(|e| err(e.0))
 }

@@ -392,7 +392,11 @@ pub fn invariant_tsc() -> bool {
 /// Writes a fresh time page for `vcpu`'s guest at `base`: what a cold start and every restore
 /// call. ≈ 5 µs on kvm-pvm, nearly all of it the one vCPU ioctl of [`TscOffset::measure`];
 /// [`refresh_with_offset`] skips it.
-pub fn refresh(vcpu: &kvm_ioctls::VcpuFd, mem: &mut GuestMemory, base: GuestAddr) -> Result<TimePage, crate::vm::VmError> {
+pub fn refresh(
+    vcpu: &kvm_ioctls::VcpuFd,
+    mem: &mut GuestMemory,
+    base: GuestAddr,
+) -> Result<TimePage, crate::vm::VmError> {
     let offset = TscOffset::measure(vcpu)?;
     let page = TimePage::compute(sample_now(offset), tsc_hz());
     page.write_to(mem, base)?;

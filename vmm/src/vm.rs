@@ -41,16 +41,8 @@ pub const MSR_SYSENTER_CS: u32 = 0x174;
 
 /// MSRs a snapshot saves and a restore sets (the syscall MSRs are the same in every VM, but
 /// saving them keeps the snapshot self-describing).
-pub const SAVED_MSRS: [u32; 8] = [
-    MSR_STAR,
-    MSR_LSTAR,
-    MSR_CSTAR,
-    MSR_SYSCALL_MASK,
-    MSR_FS_BASE,
-    MSR_GS_BASE,
-    MSR_KERNEL_GS_BASE,
-    MSR_SYSENTER_CS,
-];
+pub const SAVED_MSRS: [u32; 8] =
+    [MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_SYSENTER_CS];
 
 /// A VM no call has used yet: ready to have a program loaded or a snapshot restored into it.
 ///
@@ -95,7 +87,8 @@ impl EmptyVm {
     /// vCPU up), so do it here, where the pool pays for it: run a CPL0 stub that exits at
     /// once, then complete that exit (KVM_RUN with immediate_exit) so registers can be set.
     fn warm_up(&mut self) -> Result<(), VmError> {
-        let regs = kvm_bindings::kvm_regs { rip: WARM_UP_STUB, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
+        let regs =
+            kvm_bindings::kvm_regs { rip: WARM_UP_STUB, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
         self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
         match self.vcpu.run() {
             Ok(kvm_ioctls::VcpuExit::IoOut(port, _)) if port == WARM_UP_PORT => {}

@@ -41,7 +41,12 @@ pub fn output(function: &Function, request: &[u8]) -> Output {
 pub fn error(function: &Function, request: &[u8]) -> CallError {
     let mut f = call(function, request);
     match f.take_outcome() {
-        Ok(o) => panic!("{}: expected an error, got exit {} stdout {:?}", function.name(), o.exit_code, String::from_utf8_lossy(&o.stdout)),
+        Ok(o) => panic!(
+            "{}: expected an error, got exit {} stdout {:?}",
+            function.name(),
+            o.exit_code,
+            String::from_utf8_lossy(&o.stdout)
+        ),
         Err(e) => e,
     }
 }

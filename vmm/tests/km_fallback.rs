@@ -103,7 +103,10 @@ fn a_missing_km_says_so() {
     let err = f.locate_km(Some(Path::new("/nonexistent/km"))).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, KmError::Missing { .. }));
-    assert!(msg.contains("needs Kontain's km") && msg.contains("/nonexistent/km") && msg.contains("snapcall.runner=km"), "{msg}");
+    assert!(
+        msg.contains("needs Kontain's km") && msg.contains("/nonexistent/km") && msg.contains("snapcall.runner=km"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

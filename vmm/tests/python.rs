@@ -33,7 +33,10 @@ fn bodies() -> Vec<Vec<u8>> {
     let big: String = (0..(1 << 20) / 16).map(|i| format!("{:015}", i) + ",").collect();
     v.push(format!("{{\"big\": \"{big}\"}}").into_bytes());
     for i in 0..91 {
-        v.push(format!("{{\"n\": {i}, \"s\": \"{}\", \"nested\": {{\"list\": [{i}, \"x\"]}}}}", "y".repeat(i * 7)).into_bytes());
+        v.push(
+            format!("{{\"n\": {i}, \"s\": \"{}\", \"nested\": {{\"list\": [{i}, \"x\"]}}}}", "y".repeat(i * 7))
+                .into_bytes(),
+        );
     }
     v
 }

@@ -124,11 +124,33 @@ fn corrupt_snapshots_are_refused_without_panicking() {
         ("empty", Vec::new()),
         ("truncated header", good[..40].to_vec()),
         ("truncated memory", good[..good.len() / 2].to_vec()),
-        ("wrong class", { let mut b = good.clone(); b[4] = 1; b }),
-        ("wrong machine", { let mut b = good.clone(); b[18] = 3; b }),
-        ("flipped memory byte", { let mut b = good.clone(); let i = b.len() - 100; b[i] ^= 1; b }),
-        ("flipped note byte", { let mut b = good.clone(); b[0x300] ^= 0x55; b }),
-        ("absurd phnum", { let mut b = good.clone(); b[56] = 0xFF; b[57] = 0xFF; b }),
+        ("wrong class", {
+            let mut b = good.clone();
+            b[4] = 1;
+            b
+        }),
+        ("wrong machine", {
+            let mut b = good.clone();
+            b[18] = 3;
+            b
+        }),
+        ("flipped memory byte", {
+            let mut b = good.clone();
+            let i = b.len() - 100;
+            b[i] ^= 1;
+            b
+        }),
+        ("flipped note byte", {
+            let mut b = good.clone();
+            b[0x300] ^= 0x55;
+            b
+        }),
+        ("absurd phnum", {
+            let mut b = good.clone();
+            b[56] = 0xFF;
+            b[57] = 0xFF;
+            b
+        }),
     ];
     for (what, bytes) in cases {
         std::fs::write(&path, &bytes).unwrap();

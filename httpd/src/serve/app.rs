@@ -38,7 +38,13 @@ impl App {
 
     /// One call: take a VM, start (restore) the function in it, run, respond. The VM is
     /// released by the loop through [`Handler::sent`] once the response is on the wire.
-    fn call_native(&self, f: &Entry, function: &Function, request: &[u8], queued: Duration) -> (Response, Option<FinishedCall>) {
+    fn call_native(
+        &self,
+        f: &Entry,
+        function: &Function,
+        request: &[u8],
+        queued: Duration,
+    ) -> (Response, Option<FinishedCall>) {
         let started = Instant::now();
         let mut timing = Timing::default();
         timing.push(Phase::Queue, queued);
@@ -78,7 +84,8 @@ impl App {
                 let failure = status::call_error(&e);
                 let mut resp = self.failed(f, failure, &e.to_string(), &[], timing, started);
                 if failure.kind == ErrorKind::Deadline {
-                    resp.headers.push(format!("X-Snapcall-Timeout-Ms: {}", function.config().limits.timeout.as_millis()));
+                    resp.headers
+                        .push(format!("X-Snapcall-Timeout-Ms: {}", function.config().limits.timeout.as_millis()));
                 }
                 resp
             }
@@ -110,7 +117,15 @@ impl App {
         }
     }
 
-    fn failed(&self, f: &Entry, failure: Failure, detail: &str, stderr: &[u8], timing: Timing, started: Instant) -> Response {
+    fn failed(
+        &self,
+        f: &Entry,
+        failure: Failure,
+        detail: &str,
+        stderr: &[u8],
+        timing: Timing,
+        started: Instant,
+    ) -> Response {
         let queued = timing.phases.first().map(|p| p.1).unwrap_or_default();
         let total = queued + started.elapsed();
         f.metrics.record(total, &timing, Some(failure.kind));
@@ -132,13 +147,19 @@ impl App {
 
     fn pool_gauges(&self, out: &mut String) {
         let p = self.runtime.pool_stats();
-        let _ = writeln!(out, "# HELP snapcall_pool_ready_vms Empty VMs ready in the pool.\n# TYPE snapcall_pool_ready_vms gauge");
+        let _ = writeln!(
+            out,
+            "# HELP snapcall_pool_ready_vms Empty VMs ready in the pool.\n# TYPE snapcall_pool_ready_vms gauge"
+        );
         let _ = writeln!(out, "snapcall_pool_ready_vms {}", p.ready);
         let _ = writeln!(out, "# HELP snapcall_vms_created_total VMs created (pool and inline).\n# TYPE snapcall_vms_created_total counter");
         let _ = writeln!(out, "snapcall_vms_created_total {}", p.created);
         let _ = writeln!(out, "# HELP snapcall_vms_created_inline_total VMs created on a call's path because the pool was empty.\n# TYPE snapcall_vms_created_inline_total counter");
         let _ = writeln!(out, "snapcall_vms_created_inline_total {}", p.created_inline);
-        let _ = writeln!(out, "# HELP snapcall_vms_destroyed_total VMs destroyed.\n# TYPE snapcall_vms_destroyed_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP snapcall_vms_destroyed_total VMs destroyed.\n# TYPE snapcall_vms_destroyed_total counter"
+        );
         let _ = writeln!(out, "snapcall_vms_destroyed_total {}", p.destroyed);
         let _ = writeln!(out, "# HELP snapcall_functions Functions being served.\n# TYPE snapcall_functions gauge");
         let _ = writeln!(out, "snapcall_functions {}", self.registry.len());

@@ -43,7 +43,11 @@ pub enum Event {
 #[derive(Debug)]
 enum State {
     Head,
-    Body { head: Head, body: Vec<u8>, rest: BodyRest },
+    Body {
+        head: Head,
+        body: Vec<u8>,
+        rest: BodyRest,
+    },
     /// A request was handed out or a rejection made; nothing is parsed until `reset`.
     Busy,
 }

@@ -200,11 +200,7 @@ impl<H: Handler> EventLoop<H> {
         // whenever a socket completes, which makes `signal_pending()` true in the kernel:
         // KVM_CREATE_VM (mm_take_all_locks) then failed with EINTR in ~6% of calls under
         // 8 connections of load, and KVM_RUN was interrupted for nothing.
-        let ring = IoUring::builder()
-            .setup_cqsize(8192)
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(1024)?;
+        let ring = IoUring::builder().setup_cqsize(8192).setup_single_issuer().setup_defer_taskrun().build(1024)?;
         Ok(EventLoop {
             ring,
             listener: Some(listener),
@@ -290,9 +286,11 @@ impl<H: Handler> EventLoop<H> {
 
     fn arm_wake(&mut self) {
         let ptr: *mut u64 = &mut *self.wake_buf;
-        let entry = opcode::Read::new(types::Fd(self.wake.as_raw_fd()), ptr.cast(), 8)
-            .build()
-            .user_data(tag(NO_SLOT as usize, 0, OP_WAKE));
+        let entry = opcode::Read::new(types::Fd(self.wake.as_raw_fd()), ptr.cast(), 8).build().user_data(tag(
+            NO_SLOT as usize,
+            0,
+            OP_WAKE,
+        ));
         self.push(entry);
     }
 
@@ -667,7 +665,11 @@ impl<H: Handler> EventLoop<H> {
             } else if s.queued {
                 (Deadline::None, Duration::ZERO)
             } else if s.conn.mid_request() {
-                if s.conn.busy() { (Deadline::None, Duration::ZERO) } else { Self::read_deadline(s, cfg) }
+                if s.conn.busy() {
+                    (Deadline::None, Duration::ZERO)
+                } else {
+                    Self::read_deadline(s, cfg)
+                }
             } else if self.draining.is_some() {
                 (Deadline::Grace, Duration::ZERO)
             } else {

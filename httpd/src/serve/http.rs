@@ -233,7 +233,9 @@ impl ChunkedDecoder {
                     continue;
                 }
                 Size { value, digits } => match (b as char).to_digit(16) {
-                    Some(d) if digits < 15 => self.state = Size { value: value * 16 + u64::from(d), digits: digits + 1 },
+                    Some(d) if digits < 15 => {
+                        self.state = Size { value: value * 16 + u64::from(d), digits: digits + 1 }
+                    }
                     Some(_) => return bad("chunk size too long"),
                     None if digits == 0 => return bad("missing chunk size"),
                     None if b == b';' || b == b' ' || b == b'\t' => self.state = Extension { value },
@@ -329,7 +331,13 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response { status, content_type: content_type.to_owned(), headers: Vec::new(), body, server_timing: String::new() }
+        Response {
+            status,
+            content_type: content_type.to_owned(),
+            headers: Vec::new(),
+            body,
+            server_timing: String::new(),
+        }
     }
 
     /// A short JSON error body: `{"error":"...","detail":"..."}`.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::conn::Request;
 use super::event_loop::{EventLoop, Handler, LoopConfig, Shared};
-use super::workers::Workers;
 use super::http::{Head, Method, Response};
 use super::metrics::Metrics;
+use super::workers::Workers;
 
 struct Echo {
     sent: AtomicUsize,
@@ -118,11 +118,8 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, Vec<u8>)
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
             let status: u16 = head[9..12].parse().unwrap();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .map(|v| v.parse().unwrap())
-                .unwrap_or(0);
+            let len: usize =
+                head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).map(|v| v.parse().unwrap()).unwrap_or(0);
             if buf.len() >= end + 4 + len {
                 let body = buf[end + 4..end + 4 + len].to_vec();
                 buf.drain(..end + 4 + len);

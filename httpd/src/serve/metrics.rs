@@ -196,7 +196,9 @@ impl Metrics {
                 let _ = writeln!(out, "snapcall_call_errors_total{{function=\"{name}\",kind=\"{}\"}} {n}", kind.name());
             }
         }
-        out.push_str("# HELP snapcall_call_duration_seconds End-to-end call latency (request read to response queued).\n");
+        out.push_str(
+            "# HELP snapcall_call_duration_seconds End-to-end call latency (request read to response queued).\n",
+        );
         out.push_str("# TYPE snapcall_call_duration_seconds histogram\n");
         for (name, m) in &functions {
             m.latency.render(&mut out, "snapcall_call_duration_seconds", &format!("function=\"{name}\""));
@@ -212,17 +214,26 @@ impl Metrics {
         out.push_str("# HELP snapcall_http_responses_total HTTP responses by status (0: other).\n");
         out.push_str("# TYPE snapcall_http_responses_total counter\n");
         for (i, status) in STATUSES.iter().enumerate() {
-            let _ = writeln!(out, "snapcall_http_responses_total{{code=\"{status}\"}} {}", self.responses[i].load(Relaxed));
+            let _ =
+                writeln!(out, "snapcall_http_responses_total{{code=\"{status}\"}} {}", self.responses[i].load(Relaxed));
         }
         let counters = [
             ("snapcall_connections_accepted_total", "Connections accepted.", &self.connections_accepted),
-            ("snapcall_connections_refused_total", "Connections refused at the connection limit.", &self.connections_refused),
+            (
+                "snapcall_connections_refused_total",
+                "Connections refused at the connection limit.",
+                &self.connections_refused,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         }
         let name = "snapcall_connections_open";
-        let _ = writeln!(out, "# HELP {name} Open client connections.\n# TYPE {name} gauge\n{name} {}", self.connections_open.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP {name} Open client connections.\n# TYPE {name} gauge\n{name} {}",
+            self.connections_open.load(Relaxed)
+        );
         let name = "snapcall_timeouts_total";
         let _ = writeln!(out, "# HELP {name} Connections cut off by a read or write timeout.\n# TYPE {name} counter");
         for (kind, v) in [

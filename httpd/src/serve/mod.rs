@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_loop::{EventLoop, Handler, LoopConfig, Shared};
-use workers::Workers;
 use metrics::Metrics;
+use workers::Workers;
 
 /// Opens a non-blocking-free (io_uring drives it) TCP listener with `SO_REUSEPORT`.
 fn listener(addr: SocketAddr) -> io::Result<OwnedFd> {
@@ -99,7 +99,8 @@ fn local_port(fd: &OwnedFd) -> io::Result<u16> {
     let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: pointers to live locals of the right sizes.
-    if unsafe { libc::getsockname(fd.as_raw_fd(), (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) } != 0 {
+    if unsafe { libc::getsockname(fd.as_raw_fd(), (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     // sin_port and sin6_port sit at the same offset, right after the family.
@@ -206,7 +207,8 @@ pub fn serve<H: Handler>(
             .spawn(move || EventLoop::new(l, wake, h, m, sh, lc, w)?.run())?;
         threads.push(t);
     }
-    let mode = if cfg.workers > 0 { format!("calls on {} worker threads", cfg.workers) } else { "calls inline".to_owned() };
+    let mode =
+        if cfg.workers > 0 { format!("calls on {} worker threads", cfg.workers) } else { "calls inline".to_owned() };
     eprintln!("snapcall serve: listening on http://{addr} ({} event loops, {mode})", threads.len());
 
     let wake_all = |wakes: &[OwnedFd]| {

@@ -216,7 +216,9 @@ impl Registry {
         // The pool stops restoring VMs ahead for versions no longer served. A call still
         // running on an old version keeps its entry and gets an inline VM if it needs one.
         for (name, entry) in old.iter() {
-            if let (false, Runner::Native(function)) = (next.get(name).is_some_and(|n| Arc::ptr_eq(n, entry)), &entry.runner) {
+            if let (false, Runner::Native(function)) =
+                (next.get(name).is_some_and(|n| Arc::ptr_eq(n, entry)), &entry.runner)
+            {
                 runtime.forget(function);
             }
         }

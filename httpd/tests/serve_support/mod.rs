@@ -19,7 +19,8 @@ pub fn bundles() -> (PathBuf, PathBuf) {
     static BUILT: OnceLock<()> = OnceLock::new();
     let target = root().join("target");
     BUILT.get_or_init(|| {
-        let needed = ["functions/echo-c", "functions/hello-c", "test-functions/exit-code", "test-functions/infinite-loop"];
+        let needed =
+            ["functions/echo-c", "functions/hello-c", "test-functions/exit-code", "test-functions/infinite-loop"];
         if needed.iter().all(|n| target.join(n).join("config.json").is_file()) {
             return;
         }
@@ -123,7 +124,12 @@ impl Server {
         // SAFETY: waitid fills `info` for our own child; WNOWAIT leaves the child to be
         // reaped by `Child::wait` later.
         let rc = unsafe {
-            libc::waitid(libc::P_PID, self.pid() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT)
+            libc::waitid(
+                libc::P_PID,
+                self.pid() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
         };
         // SAFETY: si_pid/si_status are valid to read after waitid reported a child.
         let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
@@ -281,7 +287,9 @@ impl Client {
             match self.stream.read(&mut b) {
                 Ok(0) => return true,
                 Ok(_) => continue,
-                Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
+                Err(e) => {
+                    return e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut
+                }
             }
         }
     }

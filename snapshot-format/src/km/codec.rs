@@ -20,11 +20,7 @@ const PHDR_SIZE: usize = 56;
 
 fn check_size(c: &Cursor<'_>, found: u32, expected: usize) -> Result<(), FormatError> {
     if found as usize != expected {
-        return Err(FormatError::NoteRecordSize {
-            at: c.at(),
-            found: found.into(),
-            expected: expected as u64,
-        });
+        return Err(FormatError::NoteRecordSize { at: c.at(), found: found.into(), expected: expected as u64 });
     }
     Ok(())
 }
@@ -103,10 +99,7 @@ pub(super) fn encode_prstatus(o: &mut Out, p: &PrStatus) {
     o.zeros(4);
 }
 
-pub(super) fn parse_mapped_files(
-    c: &mut Cursor<'_>,
-    limits: &Limits,
-) -> Result<MappedFiles, FormatError> {
+pub(super) fn parse_mapped_files(c: &mut Cursor<'_>, limits: &Limits) -> Result<MappedFiles, FormatError> {
     let count = c.u64("count")?;
     let page_size = c.u64("page_size")?;
     let n = c.count(count, 24, limits.max_list_entries, "count")?;
@@ -115,12 +108,7 @@ pub(super) fn parse_mapped_files(
         let start = c.u64("start")?;
         let end = c.u64("end")?;
         let file_ofs = c.u64("file_ofs")?;
-        files.push(MappedFile {
-            start,
-            end,
-            file_ofs,
-            path: String::new(),
-        });
+        files.push(MappedFile { start, end, file_ofs, path: String::new() });
     }
     for f in &mut files {
         f.path = c.cstr(limits.max_string_bytes, "file name")?;
@@ -141,10 +129,7 @@ pub(super) fn encode_mapped_files(o: &mut Out, m: &MappedFiles) {
     }
 }
 
-pub(super) fn parse_auxv(
-    c: &mut Cursor<'_>,
-    limits: &Limits,
-) -> Result<Vec<(u64, u64)>, FormatError> {
+pub(super) fn parse_auxv(c: &mut Cursor<'_>, limits: &Limits) -> Result<Vec<(u64, u64)>, FormatError> {
     if !c.remaining().is_multiple_of(16) {
         return Err(FormatError::NoteBadSize {
             at: c.at(),
@@ -152,12 +137,7 @@ pub(super) fn parse_auxv(
             actual: c.remaining() as u64,
         });
     }
-    let n = c.count(
-        c.remaining() as u64 / 16,
-        16,
-        limits.max_list_entries,
-        "auxv entries",
-    )?;
+    let n = c.count(c.remaining() as u64 / 16, 16, limits.max_list_entries, "auxv entries")?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push((c.u64("a_type")?, c.u64("a_val")?));
@@ -185,9 +165,9 @@ fn parse_counted_str(
     let at = c.at();
     let b = c.bytes_capped(len.into(), limits.max_string_bytes + 1, field)?;
     match b.split_last() {
-        Some((0, s)) if !s.contains(&0) => std::str::from_utf8(s)
-            .map(|s| Some(s.to_owned()))
-            .map_err(|_| FormatError::NoteBadString { at, field }),
+        Some((0, s)) if !s.contains(&0) => {
+            std::str::from_utf8(s).map(|s| Some(s.to_owned())).map_err(|_| FormatError::NoteBadString { at, field })
+        }
         _ => Err(FormatError::NoteBadString { at, field }),
     }
 }
@@ -201,13 +181,7 @@ pub(super) fn parse_monitor(c: &mut Cursor<'_>, limits: &Limits) -> Result<KmMon
     let tbrk = c.u64("tbrk")?;
     let label = parse_counted_str(c, label_length, limits, "label")?;
     let description = parse_counted_str(c, description_length, limits, "description")?;
-    Ok(KmMonitor {
-        monitor_type,
-        brk,
-        tbrk,
-        label,
-        description,
-    })
+    Ok(KmMonitor { monitor_type, brk, tbrk, label, description })
 }
 
 fn counted_len(s: &Option<String>) -> u32 {
@@ -243,9 +217,7 @@ pub(super) fn parse_vcpu(c: &mut Cursor<'_>, limits: &Limits) -> Result<KmVcpu, 
     let hypercall = c.u16("hypercall")?;
     let restart = c.u16("restart")?;
     let fp_format = c.u32("fp_format")?;
-    let fp_data = c
-        .bytes_capped(c.remaining() as u64, limits.max_xsave_bytes, "fp data")?
-        .to_vec();
+    let fp_data = c.bytes_capped(c.remaining() as u64, limits.max_xsave_bytes, "fp data")?.to_vec();
     Ok(KmVcpu {
         vcpu_id,
         stack_top,
@@ -285,11 +257,7 @@ pub(super) fn encode_vcpu(o: &mut Out, v: &KmVcpu) {
     o.bytes(&v.fp_data);
 }
 
-pub(super) fn parse_payload(
-    c: &mut Cursor<'_>,
-    versioned: bool,
-    limits: &Limits,
-) -> Result<KmPayload, FormatError> {
+pub(super) fn parse_payload(c: &mut Cursor<'_>, versioned: bool, limits: &Limits) -> Result<KmPayload, FormatError> {
     let (version, load_adjust, dlopen) = if versioned {
         let version = c.u32("version")?;
         c.pad(4)?;
@@ -300,21 +268,10 @@ pub(super) fn parse_payload(
     let ehdr = c.bytes(EHDR_SIZE, "ehdr")?.to_vec();
     let phnum = ehdr_phnum(&ehdr);
     let phdrs = c
-        .bytes_capped(
-            u64::from(phnum) * PHDR_SIZE as u64,
-            limits.max_list_entries * PHDR_SIZE as u64,
-            "phdrs",
-        )?
+        .bytes_capped(u64::from(phnum) * PHDR_SIZE as u64, limits.max_list_entries * PHDR_SIZE as u64, "phdrs")?
         .to_vec();
     let path = c.cstr(limits.max_string_bytes, "file name")?;
-    Ok(KmPayload {
-        version,
-        load_adjust,
-        dlopen,
-        ehdr,
-        phdrs,
-        path,
-    })
+    Ok(KmPayload { version, load_adjust, dlopen, ehdr, phdrs, path })
 }
 
 pub(super) fn encode_payload(o: &mut Out, p: &KmPayload) {
@@ -372,20 +329,9 @@ pub(super) fn parse_file(c: &mut Cursor<'_>, limits: &Limits) -> Result<KmFile, 
     c.pad(4)?;
     let path = c.cstr(limits.max_string_bytes, "file name")?;
     c.align(4, "file name padding")?;
-    let pipe_data = c
-        .bytes_capped(datalength.into(), limits.max_data_bytes, "datalength")?
-        .to_vec();
+    let pipe_data = c.bytes_capped(datalength.into(), limits.max_data_bytes, "datalength")?.to_vec();
     c.align(4, "pipe data padding")?;
-    Ok(KmFile {
-        fd,
-        how,
-        flags,
-        mode,
-        pipesize,
-        data,
-        path,
-        pipe_data,
-    })
+    Ok(KmFile { fd, how, flags, mode, pipesize, data, path, pipe_data })
 }
 
 pub(super) fn encode_file(o: &mut Out, f: &KmFile) {
@@ -443,33 +389,16 @@ pub(super) fn parse_socket(c: &mut Cursor<'_>, limits: &Limits) -> Result<KmSock
     let other = c.u32("other")?;
     let addrlen = c.u32("addrlen")?;
     let datalength = c.u32("datalength")?;
-    let addr = c
-        .bytes_capped(addrlen.into(), limits.max_data_bytes, "addrlen")?
-        .to_vec();
+    let addr = c.bytes_capped(addrlen.into(), limits.max_data_bytes, "addrlen")?.to_vec();
     c.align(4, "address padding")?;
-    let data = c
-        .bytes_capped(datalength.into(), limits.max_data_bytes, "datalength")?
-        .to_vec();
+    let data = c.bytes_capped(datalength.into(), limits.max_data_bytes, "datalength")?.to_vec();
     c.align(4, "data padding")?;
-    Ok(KmSocket {
-        fd,
-        how,
-        state,
-        backlog,
-        domain,
-        type_,
-        protocol,
-        other,
-        addr,
-        data,
-    })
+    Ok(KmSocket { fd, how, state, backlog, domain, type_, protocol, other, addr, data })
 }
 
 pub(super) fn encode_socket(o: &mut Out, s: &KmSocket) {
     o.u32(SOCKET_SIZE as u32);
-    for v in [
-        s.fd, s.how, s.state, s.backlog, s.domain, s.type_, s.protocol, s.other,
-    ] {
+    for v in [s.fd, s.how, s.state, s.backlog, s.domain, s.type_, s.protocol, s.other] {
         o.u32(v);
     }
     o.u32(s.addr.len() as u32);
@@ -486,19 +415,10 @@ pub(super) fn parse_epollfd(c: &mut Cursor<'_>, limits: &Limits) -> Result<KmEpo
     let fd = c.u32("fd")?;
     let flags = c.u32("flags")?;
     let nevent = c.u32("nevent")?;
-    let n = c.count(
-        nevent.into(),
-        EVENT_SIZE as u64,
-        limits.max_list_entries,
-        "nevent",
-    )?;
+    let n = c.count(nevent.into(), EVENT_SIZE as u64, limits.max_list_entries, "nevent")?;
     let mut events = Vec::with_capacity(n);
     for _ in 0..n {
-        events.push(KmEpollEvent {
-            fd: c.u32("event fd")?,
-            events: c.u32("event")?,
-            data: c.u64("data")?,
-        });
+        events.push(KmEpollEvent { fd: c.u32("event fd")?, events: c.u32("event")?, data: c.u64("data")? });
     }
     Ok(KmEpollFd { fd, flags, events })
 }
@@ -523,13 +443,7 @@ pub(super) fn parse_sighand(c: &mut Cursor<'_>) -> Result<KmSigHand, FormatError
     let flags = c.u32("flags")?;
     let mask = c.u32("mask")?;
     let restorer = c.u64("restorer")?;
-    Ok(KmSigHand {
-        signo,
-        handler,
-        flags,
-        mask,
-        restorer,
-    })
+    Ok(KmSigHand { signo, handler, flags, mask, restorer })
 }
 
 pub(super) fn encode_sighand(o: &mut Out, s: &KmSigHand) {
@@ -541,33 +455,19 @@ pub(super) fn encode_sighand(o: &mut Out, s: &KmSigHand) {
     o.u64(s.restorer);
 }
 
-pub(super) fn parse_iocontexts(
-    c: &mut Cursor<'_>,
-    limits: &Limits,
-) -> Result<KmIoContexts, FormatError> {
+pub(super) fn parse_iocontexts(c: &mut Cursor<'_>, limits: &Limits) -> Result<KmIoContexts, FormatError> {
     let size = c.u32("size")?;
     let nr = c.u32("nr_contexts")?;
     let next_context = c.u64("piocontext")?;
-    let n = c.count(
-        nr.into(),
-        IOCONTEXT_SIZE as u64,
-        limits.max_list_entries,
-        "nr_contexts",
-    )?;
+    let n = c.count(nr.into(), IOCONTEXT_SIZE as u64, limits.max_list_entries, "nr_contexts")?;
     check_size(c, size, IOCONTEXTS_SIZE + n * IOCONTEXT_SIZE)?;
     let mut contexts = Vec::with_capacity(n);
     for _ in 0..n {
         let nr_events = c.u32("nr_events")?;
         c.pad(4)?;
-        contexts.push(KmIoContext {
-            nr_events,
-            context: c.u64("iocontext")?,
-        });
+        contexts.push(KmIoContext { nr_events, context: c.u64("iocontext")? });
     }
-    Ok(KmIoContexts {
-        next_context,
-        contexts,
-    })
+    Ok(KmIoContexts { next_context, contexts })
 }
 
 pub(super) fn encode_iocontexts(o: &mut Out, i: &KmIoContexts) {
@@ -582,8 +482,6 @@ pub(super) fn encode_iocontexts(o: &mut Out, i: &KmIoContexts) {
 }
 
 // Sizes of KM's C structs, pinned: a change here breaks KM compatibility.
-const _: () =
-    assert!(MONITOR_SIZE == 32 && VCPU_SIZE == 96 && GUEST_SIZE == 72 && GUESTV_SIZE == 88);
-const _: () =
-    assert!(FILE_SIZE == 40 && SOCKET_SIZE == 44 && EPOLLFD_SIZE == 16 && EVENT_SIZE == 16);
+const _: () = assert!(MONITOR_SIZE == 32 && VCPU_SIZE == 96 && GUEST_SIZE == 72 && GUESTV_SIZE == 88);
+const _: () = assert!(FILE_SIZE == 40 && SOCKET_SIZE == 44 && EPOLLFD_SIZE == 16 && EVENT_SIZE == 16);
 const _: () = assert!(SIGHAND_SIZE == 32 && IOCONTEXTS_SIZE == 16 && IOCONTEXT_SIZE == 16);

@@ -20,19 +20,7 @@ pub fn guest_ehdr(phnum: u16) -> Vec<u8> {
 }
 
 pub fn seg(base: u64, sel: u16) -> Segment {
-    Segment {
-        base,
-        limit: 0xffff_ffff,
-        selector: sel,
-        type_: 11,
-        present: 1,
-        dpl: 3,
-        db: 0,
-        s: 1,
-        l: 1,
-        g: 1,
-        avl: 0,
-    }
+    Segment { base, limit: 0xffff_ffff, selector: sel, type_: 11, present: 1, dpl: 3, db: 0, s: 1, l: 1, g: 1, avl: 0 }
 }
 
 /// A state with every field set.
@@ -48,26 +36,10 @@ pub fn full_state() -> SnapshotState {
             fs: seg(0x7000_0000, 0),
             gs: seg(0, 0),
             ss: seg(0, 0x2b),
-            tr: Segment {
-                base: 0x3000,
-                limit: 0x67,
-                selector: 0x40,
-                type_: 11,
-                present: 1,
-                ..Default::default()
-            },
-            ldt: Segment {
-                type_: 2,
-                ..Default::default()
-            },
-            gdt: DescriptorTable {
-                base: 0x1000,
-                limit: 0x7f,
-            },
-            idt: DescriptorTable {
-                base: 0x2000,
-                limit: 0xfff,
-            },
+            tr: Segment { base: 0x3000, limit: 0x67, selector: 0x40, type_: 11, present: 1, ..Default::default() },
+            ldt: Segment { type_: 2, ..Default::default() },
+            gdt: DescriptorTable { base: 0x1000, limit: 0x7f },
+            idt: DescriptorTable { base: 0x2000, limit: 0xfff },
             cr0: 0x8005_0033,
             cr2: 0xdead_0000,
             cr3: 0x10_0000,
@@ -76,11 +48,7 @@ pub fn full_state() -> SnapshotState {
             efer: 0xd01,
             apic_base: 0xfee0_0900,
         }),
-        msrs: vec![
-            (0xc000_0081, 0x23_0010_0000_0000),
-            (0xc000_0100, 0x7000_0000),
-            (0x10, 12345),
-        ],
+        msrs: vec![(0xc000_0081, 0x23_0010_0000_0000), (0xc000_0100, 0x7000_0000), (0x10, 12345)],
         xcrs: vec![(0, 7)],
         xsave: (0..4096u32).map(|i| (i * 7) as u8).collect(),
         auxv: vec![(6, 4096), (25, 0x7fff_0000), (0, 0)],
@@ -93,68 +61,17 @@ pub fn full_state() -> SnapshotState {
             load_adjust: 0,
         },
         files: vec![
-            OpenFile {
-                fd: 0,
-                flags: 0,
-                offset: 0,
-                mode: 0o20666,
-                path: "/dev/stdin".into(),
-            },
-            OpenFile {
-                fd: 3,
-                flags: 0o2000000,
-                offset: 42,
-                mode: 0o100644,
-                path: "/etc/passwd".into(),
-            },
+            OpenFile { fd: 0, flags: 0, offset: 0, mode: 0o20666, path: "/dev/stdin".into() },
+            OpenFile { fd: 3, flags: 0o2000000, offset: 42, mode: 0o100644, path: "/etc/passwd".into() },
         ],
-        pending_syscall: Some(PendingSyscall {
-            nr: 0,
-            args: [0, 0x7fff_1000, 65536, 0, 0, 0],
-        }),
+        pending_syscall: Some(PendingSyscall { nr: 0, args: [0, 0x7fff_1000, 65536, 0, 0, 0] }),
         regions: vec![
-            Region {
-                start: 0x40_0000,
-                len: 0x2000,
-                prot: 5,
-                kind: RegionKind::Image,
-                path: Some("/bin/fn".into()),
-            },
-            Region {
-                start: 0x60_0000,
-                len: 0x1000,
-                prot: 3,
-                kind: RegionKind::Brk,
-                path: None,
-            },
-            Region {
-                start: 0xf00_0000,
-                len: 0x1000,
-                prot: 3,
-                kind: RegionKind::Mmap,
-                path: Some(String::new()),
-            },
-            Region {
-                start: 0xfff_f000,
-                len: 0x1000,
-                prot: 3,
-                kind: RegionKind::Stack,
-                path: None,
-            },
-            Region {
-                start: 0xfff_0000,
-                len: 0x1000,
-                prot: 5,
-                kind: RegionKind::Vdso,
-                path: None,
-            },
-            Region {
-                start: 0x1000,
-                len: 0x1000,
-                prot: 0,
-                kind: RegionKind::Other,
-                path: None,
-            },
+            Region { start: 0x40_0000, len: 0x2000, prot: 5, kind: RegionKind::Image, path: Some("/bin/fn".into()) },
+            Region { start: 0x60_0000, len: 0x1000, prot: 3, kind: RegionKind::Brk, path: None },
+            Region { start: 0xf00_0000, len: 0x1000, prot: 3, kind: RegionKind::Mmap, path: Some(String::new()) },
+            Region { start: 0xfff_f000, len: 0x1000, prot: 3, kind: RegionKind::Stack, path: None },
+            Region { start: 0xfff_0000, len: 0x1000, prot: 5, kind: RegionKind::Vdso, path: None },
+            Region { start: 0x1000, len: 0x1000, prot: 0, kind: RegionKind::Other, path: None },
         ],
         identity: Some(Identity::new([0xab; 32], 256 << 20, "/bin/fn")),
         km_notes: vec![KmNote::SigHand(KmSigHand {
@@ -164,11 +81,7 @@ pub fn full_state() -> SnapshotState {
             mask: 0,
             restorer: 0x40_3000,
         })],
-        unknown_notes: vec![RawNote {
-            owner: "LINUX".into(),
-            note_type: 0x202,
-            desc: vec![1, 2, 3, 4, 5],
-        }],
+        unknown_notes: vec![RawNote { owner: "LINUX".into(), note_type: 0x202, desc: vec![1, 2, 3, 4, 5] }],
     }
 }
 
@@ -176,26 +89,15 @@ pub fn full_state() -> SnapshotState {
 pub fn memory_pages() -> (Vec<u8>, Vec<u8>) {
     let mut image = vec![0u8; 3 * 4096];
     image[..4096].fill(0x90);
-    image[2 * 4096..]
-        .iter_mut()
-        .enumerate()
-        .for_each(|(i, b)| *b = i as u8);
+    image[2 * 4096..].iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
     let stack = vec![0x55u8; 4096];
     (image, stack)
 }
 
 pub fn memory<'a>(image: &'a [u8], stack: &'a [u8]) -> Vec<MemorySegment<'a>> {
     vec![
-        MemorySegment {
-            guest_addr: 0x40_0000,
-            data: image,
-            prot: PF_R | PF_X,
-        },
-        MemorySegment {
-            guest_addr: 0xfff_f000,
-            data: stack,
-            prot: PF_R | PF_W,
-        },
+        MemorySegment { guest_addr: 0x40_0000, data: image, prot: PF_R | PF_X },
+        MemorySegment { guest_addr: 0xfff_f000, data: stack, prot: PF_R | PF_W },
     ]
 }
 
@@ -205,9 +107,7 @@ pub fn limits() -> Limits {
 
 /// A fresh scratch directory under the target dir (or /tmp).
 pub fn scratch(name: &str) -> std::path::PathBuf {
-    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(Into::into)
-        .unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("CARGO_TARGET_TMPDIR").map(Into::into).unwrap_or_else(std::env::temp_dir);
     let d = base.join(format!("snapfmt-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();

@@ -16,7 +16,15 @@ fn region_holds_the_time_page_and_the_image() {
     assert!(VDSO_IMAGE.len() as u64 <= VDSO_REGION_SIZE - IMAGE_OFFSET);
     assert!(VDSO_REGION_SIZE.is_multiple_of(PAGE_SIZE));
     assert_eq!(VDSO_REGION_SIZE, 2 * PAGE_SIZE, "the image fits one page today");
-    for name in ["__vdso_clock_gettime", "__vdso_gettimeofday", "__vdso_time", "__vdso_clock_getres", "__vdso_getcpu", "clock_gettime", "time"] {
+    for name in [
+        "__vdso_clock_gettime",
+        "__vdso_gettimeofday",
+        "__vdso_time",
+        "__vdso_clock_getres",
+        "__vdso_getcpu",
+        "clock_gettime",
+        "time",
+    ] {
         assert!(symbol(name).is_some_and(|o| o < VDSO_IMAGE.len() as u64), "{name} missing");
     }
     assert_eq!(symbol("__vdso_clock_gettime"), symbol("clock_gettime"));
@@ -313,7 +321,8 @@ fn tsc_relation_experiment() {
     };
     // rdtsc -> rdi; 1000 more rdtscs; rdtsc -> rsi; ud2 (an exception exit).
     let code: &[u8] = &[
-        0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0x48, 0x89, 0xC7, // rdtsc; shl rdx,32; or rax,rdx; mov rdi,rax
+        0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0x48, 0x89,
+        0xC7, // rdtsc; shl rdx,32; or rax,rdx; mov rdi,rax
         0xB9, 0xE8, 0x03, 0x00, 0x00, // mov ecx, 1000
         0x0F, 0x31, 0xFF, 0xC9, 0x75, 0xFA, // L: rdtsc; dec ecx; jnz L
         0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0x48, 0x89, 0xC6, // ... mov rsi,rax
@@ -321,7 +330,8 @@ fn tsc_relation_experiment() {
     ];
     vm.memory.write(GuestAddr(USER_START), code).unwrap();
     crate::call::write_user_return(&mut vm.memory, USER_START, USER_START + 0x10_0000, 0, 0).unwrap();
-    let regs = kvm_bindings::kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 2, ..Default::default() };
+    let regs =
+        kvm_bindings::kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 2, ..Default::default() };
     vm.vcpu.set_regs(&regs).unwrap();
     let (offset_before, width) = TscOffset::measure_bracket(&vm.vcpu).unwrap();
     let h0 = host_tsc();
@@ -336,7 +346,9 @@ fn tsc_relation_experiment() {
     eprintln!("host tsc around KVM_RUN: {h0} .. {h1} ({} ticks)", h1 - h0);
     eprintln!("guest rdtsc first {g0} last {g1}: {} ticks for 1001 rdtsc", g1.wrapping_sub(g0));
     eprintln!("guest - host: first {} (from h0), last {} (to h1)", g0 as i64 - h0 as i64, g1 as i64 - h1 as i64);
-    eprintln!("TscOffset::measure before {offset_before:?} (KVM_GET_MSRS bracket {width} ticks) after {offset_after:?}");
+    eprintln!(
+        "TscOffset::measure before {offset_before:?} (KVM_GET_MSRS bracket {width} ticks) after {offset_after:?}"
+    );
     let t = std::time::Instant::now();
     for _ in 0..100 {
         refresh(&vm.vcpu, &mut vm.memory, GuestAddr(USER_START + 0x1000)).unwrap();
@@ -360,7 +372,10 @@ fn tsc_relation_experiment() {
     assert!(g1 > g0, "guest TSC runs");
     // The offset KVM_GET_MSRS gave predicts the guest's reading within the KVM_RUN bracket.
     let predicted = |h: u64| h.wrapping_add(offset_before.0 as u64);
-    assert!(predicted(h0) <= g0 + hz / 100_000 && g1 <= predicted(h1) + hz / 100_000, "guest TSC outside the predicted bracket");
+    assert!(
+        predicted(h0) <= g0 + hz / 100_000 && g1 <= predicted(h1) + hz / 100_000,
+        "guest TSC outside the predicted bracket"
+    );
     assert!(offset_before.0.abs_diff(offset_after.0) < hz / 100_000, "offset stable to 10 µs");
     if let Some(khz) = khz {
         let ppm = (i128::from(khz) * 1000 - i128::from(hz)).abs() * 1_000_000 / i128::from(hz);
@@ -439,10 +454,15 @@ fn cpython_reads_the_clock_through_the_vdso() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/functions/hellowithdata-py");
     let body = br#"{"data": {"k": [1, 2, 3]}}"#;
     let t = std::time::Instant::now();
-    let Some((without, calls_without, _, _, exits_without)) = run_with_vdso(&dir, body, None::<fn(&mut TimePage)>) else { return };
+    let Some((without, calls_without, _, _, exits_without)) = run_with_vdso(&dir, body, None::<fn(&mut TimePage)>)
+    else {
+        return;
+    };
     let t_without = t.elapsed();
     let t = std::time::Instant::now();
-    let Some((with, calls_with, _, _, exits_with)) = run_with_vdso(&dir, body, Some(|_: &mut TimePage| {})) else { return };
+    let Some((with, calls_with, _, _, exits_with)) = run_with_vdso(&dir, body, Some(|_: &mut TimePage| {})) else {
+        return;
+    };
     let t_with = t.elapsed();
     eprintln!("hellowithdata-py cold: {exits_without} exits in {t_without:?} without the vDSO, {exits_with} exits in {t_with:?} with it");
     assert_eq!(without.exit_code, 0, "{}", String::from_utf8_lossy(&without.stderr));
@@ -506,7 +526,11 @@ fn a_real_guest_with_an_invalid_page_gets_the_time_from_syscalls() {
         let Some(run) = run_clock_guest(bundle, b"loops=200", |p| p.valid = false) else { continue };
         assert!(run.during_run("realtime_ns", 1), "{bundle}: realtime");
         assert!(run.during_run("time", 1_000_000_000), "{bundle}: time");
-        assert!(run.calls.iter().filter(|&&nr| nr == 228).count() >= 200, "{bundle}: clock_gettime went to the monitor: {:?}", run.calls);
+        assert!(
+            run.calls.iter().filter(|&&nr| nr == 228).count() >= 200,
+            "{bundle}: clock_gettime went to the monitor: {:?}",
+            run.calls
+        );
         eprintln!("{bundle}, invalid page: 200 clock_gettime syscalls took {} ns", run.get("loop_ns"));
     }
 }

@@ -126,7 +126,12 @@ pub struct ServerChild {
 impl ServerChild {
     /// Spawns `cmd` with stderr to `log` and waits (≤ 60 s) for `marker` followed by
     /// `http://ADDR` to appear in it.
-    pub fn start(mut cmd: Command, log: &Path, marker: &str, progress: &'static Progress) -> Result<ServerChild, String> {
+    pub fn start(
+        mut cmd: Command,
+        log: &Path,
+        marker: &str,
+        progress: &'static Progress,
+    ) -> Result<ServerChild, String> {
         let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(file);
         let child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;

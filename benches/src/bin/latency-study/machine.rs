@@ -22,7 +22,9 @@ impl Machine {
         let cpuinfo = read("/proc/cpuinfo");
         let cpu = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
         let online_cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
         let memory_gib = read("/proc/meminfo")

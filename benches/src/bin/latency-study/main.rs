@@ -106,7 +106,15 @@ pub struct Phases {
 
 impl Phases {
     pub fn none() -> Phases {
-        Phases { vm: f64::NAN, load: f64::NAN, run: f64::NAN, release: f64::NAN, queue: f64::NAN, server_total: f64::NAN, exits: f64::NAN }
+        Phases {
+            vm: f64::NAN,
+            load: f64::NAN,
+            run: f64::NAN,
+            release: f64::NAN,
+            queue: f64::NAN,
+            server_total: f64::NAN,
+            exits: f64::NAN,
+        }
     }
 }
 
@@ -150,9 +158,29 @@ struct Sizes {
 impl Sizes {
     fn new(quick: bool) -> Sizes {
         if quick {
-            Sizes { floor_steps: 40, floor_exits: 1000, fast: 100, c_cold: 40, py_per_call: 12, py_cold: 4, py_snap: 40, curl: 12, cap: Duration::from_secs(3) }
+            Sizes {
+                floor_steps: 40,
+                floor_exits: 1000,
+                fast: 100,
+                c_cold: 40,
+                py_per_call: 12,
+                py_cold: 4,
+                py_snap: 40,
+                curl: 12,
+                cap: Duration::from_secs(3),
+            }
         } else {
-            Sizes { floor_steps: 500, floor_exits: 5000, fast: 1000, c_cold: 500, py_per_call: 200, py_cold: 100, py_snap: 500, curl: 200, cap: Duration::from_secs(75) }
+            Sizes {
+                floor_steps: 500,
+                floor_exits: 5000,
+                fast: 1000,
+                c_cold: 500,
+                py_per_call: 200,
+                py_cold: 100,
+                py_snap: 500,
+                curl: 200,
+                cap: Duration::from_secs(75),
+            }
         }
     }
     /// Units the progress bar counts: each call weighs its rough cost in ms ([`cost`]).
@@ -160,7 +188,10 @@ impl Sizes {
         let n = |x: usize| x as u64;
         let floor = n(self.floor_steps) * 3 + n(self.floor_exits / 100) * ExitKind::ALL.len() as u64;
         let native = n(self.fast) * 3 * cost::FAST + n(self.py_per_call) * cost::PY_PROCESS;
-        let calls = n(self.c_cold) * cost::C_COLD + n(self.fast) * cost::FAST + n(self.py_cold) * cost::PY_COLD + n(self.py_snap) * cost::PY_SNAP;
+        let calls = n(self.c_cold) * cost::C_COLD
+            + n(self.fast) * cost::FAST
+            + n(self.py_cold) * cost::PY_COLD
+            + n(self.py_snap) * cost::PY_SNAP;
         let curl = n(self.curl) * (cost::CURL * 4 + cost::PY_COLD / 2);
         floor + native + 4 * calls + curl // library and HTTP, each with and without the pool
     }
@@ -194,7 +225,14 @@ fn ms_of(d: Duration) -> f64 {
 impl Study {
     /// Runs `call` `warmup` times unrecorded, then up to `n` times (or until the time cap),
     /// `GAP` apart, recording each total and phases.
-    fn measure(&mut self, name: &str, group: Group, n: usize, cost: u64, mut call: impl FnMut() -> CallResult) -> Option<usize> {
+    fn measure(
+        &mut self,
+        name: &str,
+        group: Group,
+        n: usize,
+        cost: u64,
+        mut call: impl FnMut() -> CallResult,
+    ) -> Option<usize> {
         self.progress.set_label(name);
         let warmup = warmup_calls(n);
         for _ in 0..warmup {
@@ -206,7 +244,13 @@ impl Study {
             std::thread::sleep(GAP);
         }
         let started = Instant::now();
-        let mut s = Series { name: name.to_string(), group, totals: Vec::with_capacity(n), phases: Vec::new(), inline_vms: None };
+        let mut s = Series {
+            name: name.to_string(),
+            group,
+            totals: Vec::with_capacity(n),
+            phases: Vec::new(),
+            inline_vms: None,
+        };
         for i in 0..n {
             if started.elapsed() > self.sizes.cap {
                 self.problems.push(format!("{name}: stopped at the time cap after {i} of {n} calls"));
@@ -269,18 +313,29 @@ fn main() {
     std::fs::create_dir_all(&args.out).unwrap_or_else(|e| fatal(&format!("{}: {e}", args.out.display())));
     let out = args.out.canonicalize().unwrap_or(args.out.clone());
     let machine = machine::Machine::probe();
-    let command = format!("cargo run --release -p benches --bin latency-study --{}", if args.quick { " --quick" } else { "" });
-    eprintln!("latency-study: {} on {} ({} cores, {}, {}), writing to {}", if args.quick { "quick run" } else { "full run" }, machine.cpu, machine.cores, machine.kernel, machine.kvm, out.display());
+    let command =
+        format!("cargo run --release -p benches --bin latency-study --{}", if args.quick { " --quick" } else { "" });
+    eprintln!(
+        "latency-study: {} on {} ({} cores, {}, {}), writing to {}",
+        if args.quick { "quick run" } else { "full run" },
+        machine.cpu,
+        machine.cores,
+        machine.kernel,
+        machine.kvm,
+        out.display()
+    );
 
     // Private copies of the bundles with fresh snapshots: a concurrent rebuild of the shared
     // bundles cannot change what is measured halfway through.
     let functions = out.join("functions");
     let _ = std::fs::remove_dir_all(&functions);
     for name in [C_FN, PY_FN] {
-        copy_tree(&benches::bundle(name), &functions.join(name)).unwrap_or_else(|e| fatal(&format!("copying bundle {name}: {e}")));
+        copy_tree(&benches::bundle(name), &functions.join(name))
+            .unwrap_or_else(|e| fatal(&format!("copying bundle {name}: {e}")));
         let dir = functions.join(name);
         let cold = Function::load(&dir, StartMode::Cold).unwrap_or_else(|e| fatal(&format!("{name}: {e}")));
-        vmm::snapshot::take_snapshot(&cold, &dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap_or_else(|e| fatal(&format!("{name}: snapshot: {e}")));
+        vmm::snapshot::take_snapshot(&cold, &dir.join(vmm::snapshot::SNAPSHOT_FILE))
+            .unwrap_or_else(|e| fatal(&format!("{name}: snapshot: {e}")));
     }
     let snapcall = snapcall_binary();
     let logs = out.join("logs");
@@ -311,7 +366,11 @@ fn main() {
 
     let report = report::write_report(&study, &machine, &command, elapsed, &out);
     println!("{report}");
-    eprintln!("latency-study: wrote {}/results.md, samples.csv, summary.csv, latency.svg in {:.0} s", out.display(), elapsed.as_secs_f64());
+    eprintln!(
+        "latency-study: wrote {}/results.md, samples.csv, summary.csv, latency.svg in {:.0} s",
+        out.display(),
+        elapsed.as_secs_f64()
+    );
 }
 
 fn fatal(msg: &str) -> ! {

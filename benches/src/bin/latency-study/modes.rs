@@ -8,14 +8,22 @@ use std::time::{Duration, Instant};
 use vmm::probe::{self, ExitKind, ExitProbe};
 use vmm::{Function, Runtime, RuntimeConfig, StartMode};
 
-use crate::{cost, http, ms_of, native, warmup_calls, Group, Phases, Series, Study, C_FN, POOL, PROBE_MEMORY, PY_FN, REQUEST};
+use crate::{
+    cost, http, ms_of, native, warmup_calls, Group, Phases, Series, Study, C_FN, POOL, PROBE_MEMORY, PY_FN, REQUEST,
+};
 
 // ---------------------------------------------------------------- 1. physical floor
 
 pub(crate) fn floor(st: &mut Study) {
     let n = st.sizes.floor_steps;
     st.progress.set_label("floor: VM creation steps");
-    let names = ["KVM_CREATE_VM", "set memory (mmap + KVM_SET_USER_MEMORY_REGION)", "KVM_CREATE_VCPU", "KVM_SET_CPUID2", "destroy VM (never run)"];
+    let names = [
+        "KVM_CREATE_VM",
+        "set memory (mmap + KVM_SET_USER_MEMORY_REGION)",
+        "KVM_CREATE_VCPU",
+        "KVM_SET_CPUID2",
+        "destroy VM (never run)",
+    ];
     let mut cols: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let t = Instant::now();
     for _ in 0..n {
@@ -37,7 +45,13 @@ pub(crate) fn floor(st: &mut Study) {
         st.progress.tick(1);
     }
     for (name, totals) in names.iter().zip(cols) {
-        st.series.push(Series { name: name.to_string(), group: Group::Floor, totals, phases: vec![], inline_vms: None });
+        st.series.push(Series {
+            name: name.to_string(),
+            group: Group::Floor,
+            totals,
+            phases: vec![],
+            inline_vms: None,
+        });
     }
 
     st.progress.set_label("floor: whole VM, first KVM_RUN, destroy");
@@ -126,7 +140,13 @@ pub(crate) fn floor(st: &mut Study) {
             }
             Err(e) => st.problems.push(format!("{}: {e}", kind.name())),
         }
-        st.series.push(Series { name: kind.name().into(), group: Group::Floor, totals, phases: vec![], inline_vms: None });
+        st.series.push(Series {
+            name: kind.name().into(),
+            group: Group::Floor,
+            totals,
+            phases: vec![],
+            inline_vms: None,
+        });
     }
 }
 
@@ -154,7 +174,9 @@ fn check_echo(out: &[u8]) -> Result<(), String> {
 pub(crate) fn native_baselines(st: &mut Study, functions: &Path, logs: &Path) {
     let echo = functions.join(C_FN).join("rootfs/bin/echo-c");
     let prog = native::Program::new(&echo, &["echo-c".into()], &["PATH=/bin".into(), "HOME=/".into()]);
-    for (name, how) in [("fork+exec+wait echo-c", native::Spawn::ForkExec), ("posix_spawn+wait echo-c", native::Spawn::PosixSpawn)] {
+    for (name, how) in
+        [("fork+exec+wait echo-c", native::Spawn::ForkExec), ("posix_spawn+wait echo-c", native::Spawn::PosixSpawn)]
+    {
         st.measure(name, Group::Native, st.sizes.fast, cost::FAST, || {
             let t = Instant::now();
             let out = prog.call(how, REQUEST)?;
@@ -173,13 +195,19 @@ pub(crate) fn native_baselines(st: &mut Study, functions: &Path, logs: &Path) {
         .chain(["--module", "hellowithdata", "--handler", "handler", "--function-name", PY_FN].map(String::from))
         .collect();
     let py = native::Program::new(&python, &py_args, &python_env(&rootfs));
-    st.measure("python3 per call (bundle CPython, native)", Group::Native, st.sizes.py_per_call, cost::PY_PROCESS, || {
-        let t = Instant::now();
-        let out = py.call(native::Spawn::PosixSpawn, REQUEST)?;
-        let total = ms_of(t.elapsed());
-        check_echo(&out)?;
-        Ok((total, None))
-    });
+    st.measure(
+        "python3 per call (bundle CPython, native)",
+        Group::Native,
+        st.sizes.py_per_call,
+        cost::PY_PROCESS,
+        || {
+            let t = Instant::now();
+            let out = py.call(native::Spawn::PosixSpawn, REQUEST)?;
+            let total = ms_of(t.elapsed());
+            check_echo(&out)?;
+            Ok((total, None))
+        },
+    );
 
     // The warm server: same interpreter, runtime and handler, kept alive between calls.
     let mut cmd = Command::new(&python);
@@ -195,7 +223,15 @@ pub(crate) fn native_baselines(st: &mut Study, functions: &Path, logs: &Path) {
         .args(["--module", "hellowithdata", "--handler", "handler"]);
     match http::ServerChild::start(cmd, &logs.join("warm-python-server.log"), "listening on", st.progress) {
         Ok(server) => {
-            http_mode(st, &server, "/hellowithdata", "warm Python HTTP server (keep-alive)", st.sizes.fast, cost::FAST, false);
+            http_mode(
+                st,
+                &server,
+                "/hellowithdata",
+                "warm Python HTTP server (keep-alive)",
+                st.sizes.fast,
+                cost::FAST,
+                false,
+            );
             curl_mode(st, &server, "/hellowithdata", "curl → warm Python server (Kubeless stand-in)", cost::CURL);
         }
         Err(e) => {
@@ -285,7 +321,8 @@ fn http_mode(st: &mut Study, server: &http::ServerChild, path: &str, name: &str,
             return;
         }
     };
-    let inline = |s: &http::ServerChild| s.get_text("/metrics").and_then(|m| metric(&m, "snapcall_vms_created_inline_total"));
+    let inline =
+        |s: &http::ServerChild| s.get_text("/metrics").and_then(|m| metric(&m, "snapcall_vms_created_inline_total"));
     let before = if snapcall { inline(server) } else { None };
     let count = st.measure(name, Group::Http, n, cost, || {
         let t = Instant::now();
@@ -336,7 +373,11 @@ fn curl_mode(st: &mut Study, server: &http::ServerChild, path: &str, name: &str,
             .map_err(|e| format!("curl: {e}"))?;
         let total = ms_of(t.elapsed());
         if out.stdout != b"200" {
-            return Err(format!("curl: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "curl: {} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok((total, None))
     });
@@ -353,7 +394,8 @@ pub(crate) fn over_http(st: &mut Study, functions: &Path, logs: &Path, snapcall:
                 cmd.arg("--cold");
             }
             let log = logs.join(format!("serve-{mode}-pool{pool}.log"));
-            let (c_n, py_n) = if cold { (st.sizes.c_cold, st.sizes.py_cold) } else { (st.sizes.fast, st.sizes.py_snap) };
+            let (c_n, py_n) =
+                if cold { (st.sizes.c_cold, st.sizes.py_cold) } else { (st.sizes.fast, st.sizes.py_snap) };
             let (c_cost, py_cost) = if cold { (cost::C_COLD, cost::PY_COLD) } else { (cost::FAST, cost::PY_SNAP) };
             let curl_py_cost = if cold { cost::PY_COLD } else { cost::CURL };
             let with_curl = pool > 0;
@@ -369,7 +411,15 @@ pub(crate) fn over_http(st: &mut Study, functions: &Path, logs: &Path, snapcall:
             std::thread::sleep(Duration::from_millis(200)); // let the pool fill
             let pool_name = if pool == 0 { "no pool" } else { "pool" };
             for (fname, lang, n, c) in [(C_FN, "C", c_n, c_cost), (PY_FN, "Python", py_n, py_cost)] {
-                http_mode(st, &server, &format!("/{fname}"), &format!("{lang} {mode}, HTTP keep-alive, {pool_name}"), n, c, true);
+                http_mode(
+                    st,
+                    &server,
+                    &format!("/{fname}"),
+                    &format!("{lang} {mode}, HTTP keep-alive, {pool_name}"),
+                    n,
+                    c,
+                    true,
+                );
             }
             if with_curl {
                 for (fname, lang, c) in [(C_FN, "C", cost::CURL), (PY_FN, "Python", curl_py_cost)] {

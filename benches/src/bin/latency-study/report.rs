@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::stats::{self, mean, ms, quantile, summarize};
 use crate::{machine, Group, Series, Study, GAP};
 
-pub const STATS_HEADER: &str = "| mode | mean | std | min | 25% | 50% | 75% | max | p99 | n |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|";
+pub const STATS_HEADER: &str =
+    "| mode | mean | std | min | 25% | 50% | 75% | max | p99 | n |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|";
 
 pub fn stats_row(s: &Series) -> String {
     let d = summarize(&s.totals);
@@ -55,12 +56,14 @@ pub fn breakdown_table(series: &[Series]) -> String {
             let v: Vec<f64> = s.phases.iter().map(f).filter(|x| !x.is_nan()).collect();
             mean(&v)
         };
-        let (vm, load, run, release, queue) = (col(|p| p.vm), col(|p| p.load), col(|p| p.run), col(|p| p.release), col(|p| p.queue));
+        let (vm, load, run, release, queue) =
+            (col(|p| p.vm), col(|p| p.load), col(|p| p.run), col(|p| p.release), col(|p| p.queue));
         let server = col(|p| p.server_total);
         let total = mean(&s.totals);
         let sum: f64 = [vm, load, run, release, queue].iter().filter(|x| !x.is_nan()).sum();
         let cover = sum / total;
-        let mut wire: Vec<f64> = s.totals.iter().zip(&s.phases).map(|(t, p)| t - p.server_total).filter(|x| !x.is_nan()).collect();
+        let mut wire: Vec<f64> =
+            s.totals.iter().zip(&s.phases).map(|(t, p)| t - p.server_total).filter(|x| !x.is_nan()).collect();
         wire.sort_by(|a, b| a.total_cmp(b));
         let exits = col(|p| p.exits);
         let _ = writeln!(
@@ -85,7 +88,8 @@ pub fn breakdown_table(series: &[Series]) -> String {
 }
 
 pub fn samples_csv(series: &[Series]) -> String {
-    let mut out = String::from("group,mode,sample,total_ms,vm_ms,load_ms,run_ms,release_ms,queue_ms,server_total_ms,exits\n");
+    let mut out =
+        String::from("group,mode,sample,total_ms,vm_ms,load_ms,run_ms,release_ms,queue_ms,server_total_ms,exits\n");
     let f = |x: f64| if x.is_nan() { String::new() } else { format!("{x:.6}") };
     for s in series {
         for (i, t) in s.totals.iter().enumerate() {
@@ -170,13 +174,22 @@ pub fn svg(series: &[Series], title: &str) -> String {
         let px = x(v);
         let label = if e < 0 { format!("{v}") } else { format!("{}", v as u64) };
         let _ = writeln!(o, r##"<line x1="{px:.1}" y1="{top:.0}" x2="{px:.1}" y2="{bottom:.0}" stroke="#ccc"/>"##);
-        let _ = writeln!(o, r##"<text x="{px:.1}" y="{:.0}" text-anchor="middle" fill="#333">{label}</text>"##, bottom + 14.0);
-        let _ = writeln!(o, r##"<text x="{px:.1}" y="{:.0}" text-anchor="middle" fill="#333">{label}</text>"##, top - 6.0);
+        let _ = writeln!(
+            o,
+            r##"<text x="{px:.1}" y="{:.0}" text-anchor="middle" fill="#333">{label}</text>"##,
+            bottom + 14.0
+        );
+        let _ =
+            writeln!(o, r##"<text x="{px:.1}" y="{:.0}" text-anchor="middle" fill="#333">{label}</text>"##, top - 6.0);
     }
     for (v, name) in [(0.25, "0.25 ms bar"), (1.0, "1 ms bar")] {
         let px = x(v);
-        let _ = writeln!(o, r##"<line x1="{px:.1}" y1="{top:.0}" x2="{px:.1}" y2="{bottom:.0}" stroke="#c00" stroke-dasharray="4,3"/>"##);
-        let _ = writeln!(o, r##"<text x="{:.1}" y="{:.0}" fill="#c00" font-size="9">{name}</text>"##, px + 3.0, top + 10.0);
+        let _ = writeln!(
+            o,
+            r##"<line x1="{px:.1}" y1="{top:.0}" x2="{px:.1}" y2="{bottom:.0}" stroke="#c00" stroke-dasharray="4,3"/>"##
+        );
+        let _ =
+            writeln!(o, r##"<text x="{:.1}" y="{:.0}" fill="#c00" font-size="9">{name}</text>"##, px + 3.0, top + 10.0);
     }
     let mut y = top + 4.0;
     let mut last = None;
@@ -184,7 +197,13 @@ pub fn svg(series: &[Series], title: &str) -> String {
         if last != Some(s.group) {
             last = Some(s.group);
             y += row_h * 0.4;
-            let _ = writeln!(o, r##"<text x="10" y="{:.1}" font-weight="bold" fill="{}">{}</text>"##, y + 10.0, s.group.color(), esc(s.group.title()));
+            let _ = writeln!(
+                o,
+                r##"<text x="10" y="{:.1}" font-weight="bold" fill="{}">{}</text>"##,
+                y + 10.0,
+                s.group.color(),
+                esc(s.group.title())
+            );
             y += row_h;
         }
         let mut v = s.totals.clone();
@@ -193,7 +212,13 @@ pub fn svg(series: &[Series], title: &str) -> String {
         let (p1, p25, p50, p75, p99, max) = (q(0.01), q(0.25), q(0.5), q(0.75), q(0.99), q(1.0));
         let cy = y + row_h / 2.0;
         let c = s.group.color();
-        let _ = writeln!(o, r##"<text x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"##, label_w - 8.0, cy + 4.0, esc(&s.name));
+        let _ = writeln!(
+            o,
+            r##"<text x="{:.0}" y="{:.1}" text-anchor="end">{}</text>"##,
+            label_w - 8.0,
+            cy + 4.0,
+            esc(&s.name)
+        );
         let _ = writeln!(o, r##"<line x1="{:.1}" y1="{cy:.1}" x2="{:.1}" y2="{cy:.1}" stroke="{c}"/>"##, x(p1), x(p99));
         let _ = writeln!(
             o,
@@ -203,14 +228,20 @@ pub fn svg(series: &[Series], title: &str) -> String {
             (x(p75) - x(p25)).max(1.0),
             row_h - 6.0
         );
-        let _ = writeln!(o, r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="2"/>"##, x(p50), y + 2.0, x(p50), y + row_h - 2.0);
+        let _ = writeln!(
+            o,
+            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="2"/>"##,
+            x(p50),
+            y + 2.0,
+            x(p50),
+            y + row_h - 2.0
+        );
         let _ = writeln!(o, r##"<circle cx="{:.1}" cy="{cy:.1}" r="2" fill="{c}"/>"##, x(max));
         y += row_h;
     }
     o.push_str("</svg>\n");
     o
 }
-
 
 fn find<'a>(st: &'a Study, name: &str) -> Option<&'a Series> {
     st.series.iter().find(|s| s.name == name && !s.totals.is_empty())
@@ -236,11 +267,17 @@ fn seed_table(st: &Study) -> String {
         ("snapcall C snapshot", "curl → snapcall C snapshot (pool)"),
         ("snapcall C cold", "curl → snapcall C cold (pool)"),
     ];
-    let mut cols: Vec<(String, [f64; 9])> = seed.iter().map(|(n, v)| (format!("seed: {n}"), [v[0], v[1], v[2], v[3], v[4], v[5], v[6], f64::NAN, 10.0])).collect();
+    let mut cols: Vec<(String, [f64; 9])> = seed
+        .iter()
+        .map(|(n, v)| (format!("seed: {n}"), [v[0], v[1], v[2], v[3], v[4], v[5], v[6], f64::NAN, 10.0]))
+        .collect();
     for (label, name) in ours {
         if let Some(s) = find(st, name) {
             let d = summarize(&s.totals);
-            cols.push((format!("ours: {label}"), [d.mean, d.std, d.min, d.p25, d.p50, d.p75, d.max, d.p99, d.n as f64]));
+            cols.push((
+                format!("ours: {label}"),
+                [d.mean, d.std, d.min, d.p25, d.p50, d.p75, d.max, d.p99, d.n as f64],
+            ));
         }
     }
     let mut o = String::from("| ms |");
@@ -276,7 +313,13 @@ fn bars(st: &Study) -> String {
             Some(v) => {
                 let _ = writeln!(o, "| {mode}: p50 ≤ {abs} ms | {} ms | {} |", ms(v), verdict(v <= abs));
                 if let Some(r) = rel_to {
-                    let _ = writeln!(o, "| {mode}: p50 ≤ {rel_max}× {rel_name} p50 ({} ms) | {:.2}× | {} |", ms(r), v / r, verdict(v / r <= rel_max));
+                    let _ = writeln!(
+                        o,
+                        "| {mode}: p50 ≤ {rel_max}× {rel_name} p50 ({} ms) | {:.2}× | {} |",
+                        ms(r),
+                        v / r,
+                        verdict(v / r <= rel_max)
+                    );
                 }
             }
             None => {
@@ -289,7 +332,15 @@ fn bars(st: &Study) -> String {
         let total = stats::mean(&s.totals);
         let sum: f64 = s.phases.iter().map(|p| p.vm + p.load + p.run + p.release).sum::<f64>() / s.phases.len() as f64;
         let off = (sum / total - 1.0) * 100.0;
-        let _ = writeln!(o, "| {}: phases sum to the total within 5 % | Σ {} of {} ms ({:+.1} %) | {} |", s.name, ms(sum), ms(total), off, verdict(off.abs() <= 5.0));
+        let _ = writeln!(
+            o,
+            "| {}: phases sum to the total within 5 % | Σ {} of {} ms ({:+.1} %) | {} |",
+            s.name,
+            ms(sum),
+            ms(total),
+            off,
+            verdict(off.abs() <= 5.0)
+        );
     }
     for s in st.series.iter().filter(|s| s.group == Group::Http && !s.phases.is_empty()) {
         let server = stats::mean(&s.phases.iter().map(|p| p.server_total).collect::<Vec<_>>());

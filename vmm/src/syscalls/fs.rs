@@ -1,0 +1,199 @@
+//! Paths, opens, stat, directories, fds: all confined to the rootfs.
+
+use super::*;
+
+// ---------------------------------------------------------------- files and paths
+
+/// Reads a path argument and makes it absolute (as the program sees it) against `dirfd`.
+pub(super) fn guest_path(p: &Process, mem: &GuestMemory, dirfd: u64, path: u64) -> Result<String, Errno> {
+    let raw = mem.read_user_cstr(path, PATH_MAX)?.ok_or(ENAMETOOLONG)?;
+    let path = String::from_utf8(raw).map_err(|_| ENOENT)?;
+    if path.starts_with('/') {
+        return Ok(path);
+    }
+    let base = if dirfd == AT_FDCWD || dirfd as u32 as i32 == -100 {
+        p.cwd.clone()
+    } else {
+        match &p.fds.get(dirfd)?.kind {
+            FdKind::File(f) => f.path.clone(),
+            _ => return Err(ENOTDIR),
+        }
+    };
+    Ok(join_guest_path(&base, &path))
+}
+
+pub(super) fn sys_openat(p: &mut Process, mem: &mut GuestMemory, dirfd: u64, path: u64, flags: u64) -> SysResult {
+    let flags = flags as i32;
+    let path = guest_path(p, mem, dirfd, path)?;
+    let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE; // O_TMPFILE includes O_DIRECTORY
+    if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 || tmpfile {
+        return Err(EROFS);
+    }
+    let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
+    let host = p.rootfs.open_in_root(&path, libc::O_RDONLY | (flags & passthrough))?;
+    let cloexec = flags & libc::O_CLOEXEC != 0;
+    p.fds.insert(Fd { kind: FdKind::File(OpenFile { host, path, flags }), cloexec }, 0)
+}
+
+/// Writes a host `struct stat` into the guest, with the ownership the program should see.
+pub(super) fn put_stat(mem: &mut GuestMemory, buf: u64, mut st: libc::stat) -> SysResult {
+    st.st_uid = GUEST_UID as u32;
+    st.st_gid = GUEST_UID as u32;
+    // SAFETY: `libc::stat` is plain old data; viewing it as bytes for the copy is sound.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&st as *const libc::stat).cast::<u8>(), std::mem::size_of::<libc::stat>())
+    };
+    mem.write_user(buf, bytes)?;
+    Ok(0)
+}
+
+pub(super) fn host_fstat(fd: &impl AsRawFd) -> Result<libc::stat, Errno> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on an fd we own, writing into a properly sized struct.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(st)
+}
+
+pub(super) fn stream_stat() -> libc::stat {
+    // SAFETY: an all-zero `stat` is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_mode = libc::S_IFIFO | 0o600;
+    st.st_blksize = 4096;
+    st.st_nlink = 1;
+    st
+}
+
+pub(super) fn sys_fstat(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64) -> SysResult {
+    let st = match &p.fds.get(fd)?.kind {
+        FdKind::File(f) => host_fstat(&f.host)?,
+        _ => stream_stat(),
+    };
+    put_stat(mem, buf, st)
+}
+
+pub(super) fn sys_stat_path(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    dirfd: u64,
+    path: u64,
+    buf: u64,
+    flags: u64,
+) -> SysResult {
+    if flags & AT_EMPTY_PATH != 0 && mem.read_user_cstr(path, 1)?.is_some_and(|s| s.is_empty()) {
+        return sys_fstat(p, mem, dirfd, buf);
+    }
+    let path = guest_path(p, mem, dirfd, path)?;
+    let nofollow = if flags & AT_SYMLINK_NOFOLLOW != 0 { libc::O_NOFOLLOW } else { 0 };
+    let fd = p.rootfs.open_in_root(&path, libc::O_PATH | nofollow)?;
+    put_stat(mem, buf, host_fstat(&fd)?)
+}
+
+pub(super) fn sys_access(p: &mut Process, mem: &mut GuestMemory, dirfd: u64, path: u64, mode: u64) -> SysResult {
+    let path = guest_path(p, mem, dirfd, path)?;
+    p.rootfs.open_in_root(&path, libc::O_PATH)?;
+    if mode & libc::W_OK as u64 != 0 {
+        Err(EROFS)
+    } else {
+        Ok(0)
+    }
+}
+
+pub(super) fn sys_readlink(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    dirfd: u64,
+    path: u64,
+    buf: u64,
+    size: u64,
+) -> SysResult {
+    let path = guest_path(p, mem, dirfd, path)?;
+    if size == 0 || size > i32::MAX as u64 {
+        return Err(EINVAL);
+    }
+    let target: Vec<u8> = if path == "/proc/self/exe" {
+        p.exe_path.as_bytes().to_vec()
+    } else {
+        let fd = p.rootfs.open_in_root(&path, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let mut out = vec![0u8; PATH_MAX];
+        // SAFETY: readlinkat on an O_PATH fd we own with an empty path, into a buffer of
+        // PATH_MAX bytes; the result is checked.
+        let n = unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        out.truncate(n as usize);
+        out
+    };
+    let n = target.len().min(size as usize);
+    mem.write_user(buf, &target[..n])?;
+    Ok(n as u64)
+}
+
+pub(super) fn sys_getcwd(p: &mut Process, mem: &mut GuestMemory, buf: u64, size: u64) -> SysResult {
+    let mut cwd = p.cwd.clone().into_bytes();
+    cwd.push(0);
+    if (size as usize) < cwd.len() {
+        return Err(ERANGE);
+    }
+    mem.write_user(buf, &cwd)?;
+    Ok(cwd.len() as u64)
+}
+
+pub(super) fn sys_chdir(p: &mut Process, mem: &mut GuestMemory, path: u64) -> SysResult {
+    let path = guest_path(p, mem, AT_FDCWD, path)?;
+    p.rootfs.open_in_root(&path, libc::O_PATH | libc::O_DIRECTORY)?;
+    p.cwd = path;
+    Ok(0)
+}
+
+pub(super) fn sys_getdents64(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64) -> SysResult {
+    let FdKind::File(f) = &p.fds.get(fd)?.kind else { return Err(ENOTDIR) };
+    let dst = mem.user_slice_mut(buf, count.min(1 << 20))?;
+    // SAFETY: getdents64 on an fd we own into a checked range of guest memory; the record
+    // format the kernel writes is the one the program expects.
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, f.host.as_raw_fd(), dst.as_mut_ptr(), dst.len()) };
+    if n < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(n as u64)
+    }
+}
+
+pub(super) fn sys_dup3(p: &mut Process, old: u64, new: u64, flags: u64, is_dup2: bool) -> SysResult {
+    p.fds.get(old)?;
+    if old == new {
+        return if is_dup2 { Ok(new) } else { Err(EINVAL) };
+    }
+    if flags & !(libc::O_CLOEXEC as u64) != 0 {
+        return Err(EINVAL);
+    }
+    let entry = p.fds.duplicate(old, flags != 0)?;
+    p.fds.insert_at(new, entry)?;
+    Ok(new)
+}
+
+pub(super) fn sys_fcntl(p: &mut Process, fd: u64, cmd: u64, arg: u64) -> SysResult {
+    let entry = p.fds.get_mut(fd)?;
+    match cmd as i32 {
+        libc::F_GETFD => Ok(u64::from(entry.cloexec)),
+        libc::F_SETFD => {
+            entry.cloexec = arg & 1 != 0;
+            Ok(0)
+        }
+        libc::F_GETFL => Ok(match &entry.kind {
+            FdKind::Stdin => libc::O_RDONLY as u64,
+            FdKind::Stdout | FdKind::Stderr => libc::O_WRONLY as u64,
+            FdKind::File(f) => (f.flags & !libc::O_CLOEXEC) as u64,
+        }),
+        libc::F_SETFL => Ok(0),
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            let cloexec = cmd as i32 == libc::F_DUPFD_CLOEXEC;
+            let dup = p.fds.duplicate(fd, cloexec)?;
+            p.fds.insert(dup, usize::try_from(arg).map_err(|_| EINVAL)?)
+        }
+        _ => Err(EINVAL),
+    }
+}

@@ -1,0 +1,137 @@
+//! read, write and their vector and positioned forms; lseek.
+
+use super::*;
+
+// ---------------------------------------------------------------- reading and writing
+
+pub(super) fn sys_read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64) -> SysResult {
+    let count = count.min(0x7fff_f000);
+    match &p.fds.get(fd)?.kind {
+        FdKind::Stdin => {
+            let rest = p.stdin.get(p.stdin_pos..).unwrap_or(&[]);
+            let n = rest.len().min(count as usize);
+            mem.write_user(buf, &rest[..n])?;
+            p.stdin_pos += n;
+            Ok(n as u64)
+        }
+        FdKind::Stdout | FdKind::Stderr => Err(EBADF),
+        FdKind::File(f) => {
+            let dst = mem.user_slice_mut(buf, count)?;
+            // SAFETY: `dst` is a checked, exclusively borrowed range of guest memory.
+            let n = unsafe { libc::read(f.host.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len()) };
+            if n < 0 {
+                Err(Errno::last())
+            } else {
+                Ok(n as u64)
+            }
+        }
+    }
+}
+
+pub(super) fn sys_pread(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64, off: u64) -> SysResult {
+    let count = count.min(0x7fff_f000);
+    match &p.fds.get(fd)?.kind {
+        FdKind::File(f) => {
+            let off = libc::off_t::try_from(off).map_err(|_| EINVAL)?;
+            let dst = mem.user_slice_mut(buf, count)?;
+            // SAFETY: `dst` is a checked, exclusively borrowed range of guest memory.
+            let n = unsafe { libc::pread(f.host.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len(), off) };
+            if n < 0 {
+                Err(Errno::last())
+            } else {
+                Ok(n as u64)
+            }
+        }
+        _ => Err(ESPIPE),
+    }
+}
+
+/// Reads the iovec array at `iov` (at most IOV_MAX entries) as (base, len) pairs.
+pub(super) fn read_iovecs(mem: &GuestMemory, iov: u64, count: u64) -> Result<Vec<(u64, u64)>, Errno> {
+    if count > 1024 {
+        return Err(EINVAL);
+    }
+    let bytes = mem.user_slice(iov, count * 16)?;
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|c| {
+            let word = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap_or([0; 8]));
+            (word(0), word(8))
+        })
+        .collect())
+}
+
+pub(super) fn sys_readv(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u64, count: u64) -> SysResult {
+    let mut total = 0;
+    for (base, len) in read_iovecs(mem, iov, count)? {
+        let n = sys_read(p, mem, fd, base, len)?;
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+pub(super) fn append_output(p: &mut Process, fd: u64, data: &[u8]) -> Result<(), Stop> {
+    let used = p.stdout.len() + p.stderr.len();
+    if used + data.len() > p.max_output {
+        return Err(Stop::OutputLimit { limit: p.max_output });
+    }
+    let is_stdout = matches!(p.fds.get(fd).map(|f| &f.kind), Ok(FdKind::Stdout));
+    if is_stdout {
+        p.stdout.extend_from_slice(data)
+    } else {
+        p.stderr.extend_from_slice(data)
+    }
+    Ok(())
+}
+
+pub(super) fn write(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64) -> Outcome {
+    match p.fds.get(fd).map(|f| &f.kind) {
+        Ok(FdKind::Stdout | FdKind::Stderr) => {}
+        Ok(_) => return ret(Err(EBADF)),
+        Err(e) => return ret(Err(e)),
+    }
+    let data = match mem.user_slice(buf, count) {
+        Ok(d) => d,
+        Err(_) => return ret(Err(EFAULT)),
+    };
+    match append_output(p, fd, data) {
+        Ok(()) => Outcome::Return(count),
+        Err(stop) => Outcome::Stop(stop),
+    }
+}
+
+pub(super) fn writev(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u64, count: u64) -> Outcome {
+    let iovecs = match read_iovecs(mem, iov, count) {
+        Ok(v) => v,
+        Err(e) => return ret(Err(e)),
+    };
+    let mut total = 0u64;
+    for (base, len) in iovecs {
+        match write(p, mem, fd, base, len) {
+            Outcome::Return(n) if (n as i64) >= 0 => total += n,
+            Outcome::Return(err) if total == 0 => return Outcome::Return(err),
+            Outcome::Return(_) => break,
+            other => return other,
+        }
+    }
+    Outcome::Return(total)
+}
+
+pub(super) fn sys_lseek(p: &mut Process, fd: u64, off: u64, whence: u64) -> SysResult {
+    match &p.fds.get(fd)?.kind {
+        FdKind::File(f) => {
+            let whence = i32::try_from(whence).map_err(|_| EINVAL)?;
+            // SAFETY: lseek on an fd we own; the result is checked.
+            let r = unsafe { libc::lseek(f.host.as_raw_fd(), off as i64, whence) };
+            if r < 0 {
+                Err(Errno::last())
+            } else {
+                Ok(r as u64)
+            }
+        }
+        _ => Err(ESPIPE),
+    }
+}

@@ -1,0 +1,62 @@
+//! mmap of files (anonymous memory is `mm::AddressSpace`) and madvise.
+
+use super::*;
+
+// ---------------------------------------------------------------- memory
+
+pub(super) fn sys_mmap(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> SysResult {
+    let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2] as u32, a[3] as i32, a[4], a[5]);
+    let kind = flags & libc::MAP_TYPE;
+    if kind != libc::MAP_PRIVATE && kind != libc::MAP_SHARED {
+        return Err(EINVAL);
+    }
+    let fixed = if flags & libc::MAP_FIXED_NOREPLACE != 0 {
+        Fixed::NoReplace
+    } else if flags & libc::MAP_FIXED != 0 {
+        Fixed::Replace
+    } else {
+        Fixed::Hint
+    };
+    if flags & libc::MAP_ANONYMOUS != 0 {
+        return p.space.mmap(addr, len, prot, fixed, mem);
+    }
+    // A read-only view of a rootfs file: copied in (the files are small and read-only).
+    if off % 4096 != 0 {
+        return Err(EINVAL);
+    }
+    let host_fd = match &p.fds.get(fd)?.kind {
+        FdKind::File(f) => f.host.as_raw_fd(),
+        _ => return Err(EACCES),
+    };
+    if kind == libc::MAP_SHARED && prot & PROT_WRITE != 0 {
+        return Err(EACCES);
+    }
+    let start = p.space.mmap(addr, len, prot, fixed, mem)?;
+    let dst = mem.user_slice_mut(start, len)?;
+    let mut done = 0usize;
+    while done < dst.len() {
+        let rest = &mut dst[done..];
+        // SAFETY: pread into a checked range of guest memory from an fd we own.
+        let n = unsafe { libc::pread(host_fd, rest.as_mut_ptr().cast(), rest.len(), (off + done as u64) as i64) };
+        if n <= 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    Ok(start)
+}
+
+pub(super) fn sys_madvise(p: &mut Process, mem: &mut GuestMemory, addr: u64, len: u64, advice: u64) -> SysResult {
+    const MADV_DONTNEED: u64 = 4;
+    const MADV_FREE: u64 = 8;
+    if !addr.is_multiple_of(4096) {
+        return Err(EINVAL);
+    }
+    if advice == MADV_DONTNEED || advice == MADV_FREE {
+        let len = crate::mm::page_up(len).ok_or(EINVAL)?;
+        mem.user_slice(addr, len)?;
+        mem.discard(crate::layout::GuestAddr(addr), len).map_err(|_| ENOMEM)?;
+    }
+    let _ = p;
+    Ok(0)
+}

@@ -1,0 +1,172 @@
+//! The Linux syscalls a static glibc, musl or CPython program makes, implemented against
+//! [`Process`] and [`GuestMemory`]. A plain function of (state, memory, number, arguments):
+//! no KVM here, so every path is testable without a VM.
+//!
+//! Every pointer and length comes from the guest and is checked before use: a bad pointer is
+//! EFAULT, never a monitor crash. Unknown syscalls return ENOSYS and are counted.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use crate::errno::*;
+use crate::files::{join_guest_path, Fd, FdKind, OpenFile, PATH_MAX};
+use crate::memory::{BadAddress, GuestMemory};
+use crate::mm::{Fixed, PROT_WRITE};
+use crate::process::*;
+
+mod fs;
+mod io;
+mod memory;
+mod names;
+mod signals;
+mod system;
+mod time;
+
+use fs::*;
+use io::*;
+use memory::*;
+pub use names::name;
+use signals::*;
+use system::*;
+use time::*;
+
+/// What the run loop does after a syscall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Resume the program with this rax.
+    Return(u64),
+    /// Set the FS base (TLS pointer), then resume with rax = 0.
+    SetFsBase(u64),
+    /// End the call.
+    Stop(Stop),
+}
+
+type SysResult = Result<u64, Errno>;
+
+impl From<BadAddress> for Errno {
+    fn from(_: BadAddress) -> Errno {
+        EFAULT
+    }
+}
+
+fn ret(r: SysResult) -> Outcome {
+    Outcome::Return(match r {
+        Ok(v) => v,
+        Err(Errno(e)) => (-i64::from(e)) as u64,
+    })
+}
+
+/// x86-64 syscall numbers we name.
+pub mod nr {
+    pub const READ: u64 = 0;
+    pub const WRITE: u64 = 1;
+    pub const READV: u64 = 19;
+    pub const PREAD64: u64 = 17;
+    pub const EXIT: u64 = 60;
+    pub const EXIT_GROUP: u64 = 231;
+    pub const CLOCK_GETTIME: u64 = 228;
+    pub const ARCH_PRCTL: u64 = 158;
+}
+
+/// Syscalls refused outright: no processes, no network, no signals to others.
+const REFUSED: &[u64] = &[
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, // sockets
+    56, 57, 58, 59, 322, 435, // clone, fork, vfork, execve, execveat, clone3
+    101, // ptrace
+];
+/// Syscalls that would modify the filesystem, which is read-only.
+const WRITES_FS: &[u64] =
+    &[76, 82, 83, 84, 85, 86, 87, 88, 90, 92, 94, 133, 258, 259, 260, 263, 264, 265, 266, 268, 316];
+
+/// Handles syscall `nr` with `args` for `p`, whose memory is `mem`.
+pub fn handle(p: &mut Process, mem: &mut GuestMemory, nr: u64, args: [u64; 6]) -> Outcome {
+    p.stats.syscalls += 1;
+    let outcome = dispatch(p, mem, nr, args);
+    if let Some(trace) = p.trace.as_mut() {
+        let result = match &outcome {
+            Outcome::Return(v) => Some(*v as i64),
+            Outcome::SetFsBase(_) => Some(0),
+            Outcome::Stop(_) => None,
+        };
+        trace(&SyscallRecord { nr, args, result });
+    }
+    outcome
+}
+
+fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Outcome {
+    match nr {
+        0 => ret(sys_read(p, mem, a[0], a[1], a[2])),
+        1 => write(p, mem, a[0], a[1], a[2]),
+        2 => ret(sys_openat(p, mem, AT_FDCWD, a[0], a[1])),
+        3 => ret(p.fds.close(a[0]).map(|_| 0)),
+        4 => ret(sys_stat_path(p, mem, AT_FDCWD, a[0], a[1], 0)),
+        5 => ret(sys_fstat(p, mem, a[0], a[1])),
+        6 => ret(sys_stat_path(p, mem, AT_FDCWD, a[0], a[1], AT_SYMLINK_NOFOLLOW)),
+        8 => ret(sys_lseek(p, a[0], a[1], a[2])),
+        9 => ret(sys_mmap(p, mem, a)),
+        10 => ret(p.space.mprotect(a[0], a[1], a[2] as u32).map(|_| 0)),
+        11 => ret(p.space.munmap(a[0], a[1], mem).map(|_| 0)),
+        12 => Outcome::Return(p.space.brk_to(a[0], mem)),
+        13 => ret(sys_rt_sigaction(p, mem, a[0], a[1], a[2], a[3])),
+        14 => ret(sys_rt_sigprocmask(p, mem, a[0], a[1], a[2], a[3])),
+        16 => ret(p.fds.get(a[0]).and(Err(ENOTTY))),
+        17 => ret(sys_pread(p, mem, a[0], a[1], a[2], a[3])),
+        19 => ret(sys_readv(p, mem, a[0], a[1], a[2])),
+        20 => writev(p, mem, a[0], a[1], a[2]),
+        21 => ret(sys_access(p, mem, AT_FDCWD, a[0], a[1])),
+        24 => Outcome::Return(0), // sched_yield
+        25 => ret(p.space.mremap(a[0], a[1], a[2], a[3] & 1 != 0 && a[3] & !1 == 0, mem)),
+        28 => ret(sys_madvise(p, mem, a[0], a[1], a[2])),
+        32 => ret(p.fds.duplicate(a[0], false).and_then(|f| p.fds.insert(f, 0))),
+        33 => ret(sys_dup3(p, a[0], a[1], 0, true)),
+        35 => ret(sys_nanosleep(p, mem, a[0], a[1])),
+        39 | 186 => Outcome::Return(GUEST_PID),
+        60 | 231 => Outcome::Stop(Stop::Exit((a[0] & 0xFF) as i32)),
+        61 => ret(Err(ECHILD)),
+        62 => sys_kill(p, a[0], a[1]),
+        63 => ret(sys_uname(mem, a[0])),
+        72 => ret(sys_fcntl(p, a[0], a[1], a[2])),
+        73..=75 => ret(p.fds.get(a[0]).map(|_| 0)),
+        79 => ret(sys_getcwd(p, mem, a[0], a[1])),
+        80 => ret(sys_chdir(p, mem, a[0])),
+        89 => ret(sys_readlink(p, mem, AT_FDCWD, a[0], a[1], a[2])),
+        95 => Outcome::Return(std::mem::replace(&mut p.umask, a[0] as u32 & 0o777) as u64),
+        96 => ret(sys_gettimeofday(mem, a[0])),
+        97 => ret(sys_prlimit(p, mem, a[0] as u32, 0, a[1])),
+        99 => ret(sys_sysinfo(p, mem, a[0])),
+        102 | 104 | 107 | 108 => Outcome::Return(GUEST_UID),
+        110 => Outcome::Return(GUEST_PPID),
+        111 | 121 | 124 => Outcome::Return(GUEST_PID), // getpgrp, getpgid, getsid
+        131 => ret(sys_sigaltstack(p, mem, a[0], a[1])),
+        158 => sys_arch_prctl(p, mem, a[0], a[1]),
+        200 => sys_kill(p, GUEST_PID, a[1]),
+        201 => ret(sys_time(mem, a[0])),
+        202 => ret(sys_futex(mem, a[0], a[1], a[2], a[3])),
+        204 => ret(sys_sched_getaffinity(mem, a[1], a[2])),
+        217 => ret(sys_getdents64(p, mem, a[0], a[1], a[2])),
+        218 => Outcome::Return(GUEST_PID), // set_tid_address returns the tid
+        228 => ret(sys_clock_gettime(mem, a[0], a[1])),
+        229 => ret(sys_clock_getres(mem, a[0], a[1])),
+        230 => ret(sys_clock_nanosleep(p, mem, a[0], a[1], a[2], a[3])),
+        234 => sys_kill(p, a[0], a[2]), // tgkill(tgid, tid, sig)
+        257 => ret(sys_openat(p, mem, a[0], a[1], a[2])),
+        262 => ret(sys_stat_path(p, mem, a[0], a[1], a[2], a[3])),
+        267 => ret(sys_readlink(p, mem, a[0], a[1], a[2], a[3])),
+        269 | 439 => ret(sys_access(p, mem, a[0], a[1], a[2])),
+        273 => Outcome::Return(0), // set_robust_list
+        292 => ret(sys_dup3(p, a[0], a[1], a[2], false)),
+        302 => ret(sys_prlimit(p, mem, a[1] as u32, a[2], a[3])),
+        318 => ret(sys_getrandom(mem, a[0], a[1])),
+        334 => ret(Err(ENOSYS)), // rseq: glibc carries on without it
+        n if REFUSED.contains(&n) => ret(Err(EPERM)),
+        n if WRITES_FS.contains(&n) => ret(Err(EROFS)),
+        n => {
+            *p.stats.unknown.entry(n).or_insert(0) += 1;
+            ret(Err(ENOSYS))
+        }
+    }
+}
+
+const AT_FDCWD: u64 = (-100i64) as u64;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_EMPTY_PATH: u64 = 0x1000;

@@ -1,0 +1,106 @@
+//! Process and system facts: arch_prctl, uname, sysinfo, rlimits, getrandom, futex.
+
+use super::*;
+
+// ---------------------------------------------------------------- process and system facts
+
+pub(super) fn sys_arch_prctl(p: &mut Process, mem: &mut GuestMemory, code: u64, addr: u64) -> Outcome {
+    const ARCH_SET_FS: u64 = 0x1002;
+    const ARCH_GET_FS: u64 = 0x1003;
+    match code {
+        ARCH_SET_FS => {
+            // A non-canonical base would make the next VM entry fail.
+            if addr >= 0x0000_8000_0000_0000 {
+                return ret(Err(EPERM));
+            }
+            p.fs_base = addr;
+            Outcome::SetFsBase(addr)
+        }
+        ARCH_GET_FS => ret(mem.write_user(addr, &p.fs_base.to_le_bytes()).map(|_| 0).map_err(Into::into)),
+        _ => ret(Err(EINVAL)),
+    }
+}
+
+pub(super) fn sys_uname(mem: &mut GuestMemory, buf: u64) -> SysResult {
+    let mut u = [0u8; 65 * 6];
+    for (i, field) in ["Linux", "snapcall", "6.1.0-snapcall", "#1 SMP", "x86_64", "(none)"].iter().enumerate() {
+        u[i * 65..i * 65 + field.len()].copy_from_slice(field.as_bytes());
+    }
+    mem.write_user(buf, &u)?;
+    Ok(0)
+}
+
+pub(super) fn sys_sysinfo(p: &mut Process, mem: &mut GuestMemory, buf: u64) -> SysResult {
+    let total = p.space.memory_size();
+    let free = total.saturating_sub(p.space.used_bytes());
+    let mut s = [0u8; 112];
+    s[32..40].copy_from_slice(&total.to_le_bytes()); // totalram
+    s[40..48].copy_from_slice(&free.to_le_bytes()); // freeram
+    s[80..82].copy_from_slice(&1u16.to_le_bytes()); // procs
+    s[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
+    mem.write_user(buf, &s)?;
+    Ok(0)
+}
+
+pub(super) fn sys_sched_getaffinity(mem: &mut GuestMemory, len: u64, mask: u64) -> SysResult {
+    if len < 8 {
+        return Err(EINVAL);
+    }
+    mem.write_user(mask, &1u64.to_le_bytes())?;
+    Ok(8)
+}
+
+pub(super) fn sys_prlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32, _new: u64, old: u64) -> SysResult {
+    const INF: u64 = u64::MAX;
+    let (cur, max) = match resource {
+        3 => (crate::layout::STACK_RESERVE, INF), // RLIMIT_STACK
+        7 => (crate::files::MAX_FDS as u64, crate::files::MAX_FDS as u64), // RLIMIT_NOFILE
+        2 | 9 => (p.space.memory_size(), p.space.memory_size()), // RLIMIT_DATA, RLIMIT_AS
+        0..=15 => (INF, INF),
+        _ => return Err(EINVAL),
+    };
+    if old != 0 {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&cur.to_le_bytes());
+        b[8..].copy_from_slice(&max.to_le_bytes());
+        mem.write_user(old, &b)?;
+    }
+    Ok(0)
+}
+
+pub(super) fn sys_getrandom(mem: &mut GuestMemory, buf: u64, len: u64) -> SysResult {
+    let dst = mem.user_slice_mut(buf, len.min(33_554_431))?;
+    let mut filled = 0;
+    while filled < dst.len() {
+        let rest = &mut dst[filled..];
+        // SAFETY: getrandom into a checked range of guest memory.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        filled += n as usize;
+    }
+    Ok(filled as u64)
+}
+
+/// futex with one thread: nobody else can change the word or wake us.
+pub(super) fn sys_futex(mem: &mut GuestMemory, uaddr: u64, op: u64, val: u64, timeout: u64) -> SysResult {
+    const FUTEX_WAIT: u64 = 0;
+    const FUTEX_WAKE: u64 = 1;
+    const FUTEX_WAIT_BITSET: u64 = 9;
+    const FUTEX_WAKE_BITSET: u64 = 10;
+    match op & 0x7f {
+        FUTEX_WAKE | FUTEX_WAKE_BITSET => Ok(0),
+        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
+            let word = u32::from_le_bytes(mem.read_user_array::<4>(uaddr)?);
+            if word != val as u32 {
+                Err(EAGAIN)
+            } else if timeout != 0 {
+                Err(ETIMEDOUT)
+            } else {
+                Err(EINVAL)
+            }
+        }
+        _ => Err(ENOSYS),
+    }
+}
