@@ -171,7 +171,7 @@ if [ $HAVE_STRACE = 1 ]; then
         awk '/execve\(/ {buf = ""} {buf = buf $0 "\n"} END {printf "%s", buf}' "$TMP/trace" >"$TMP/guest"
         exe_line="$(head -1 "$TMP/guest")"
         total=$(grep -cvE '^\S+ \+\+\+|^\S+ ---' "$TMP/guest")
-        first=$(grep -n 'read(0,' "$TMP/guest" | head -1 | cut -d: -f1)
+        first=$(grep -nE '(read|readv)\(0,' "$TMP/guest" | head -1 | cut -d: -f1)
         before=$(( ${first:-1} - 2 )) # minus the execve line and the read itself
         after=$(( total - ${first:-1} + 1 ))
         printf '     %s: %d syscalls natively (%d after execve before the first read(0) [snapshot point], %d from it on)\n' \
