@@ -20,6 +20,27 @@ pub enum MemoryError {
     Discard { addr: GuestAddr, len: u64, source: std::io::Error },
 }
 
+/// The data extents (not the holes) of `file[offset, offset+len)`, as (offset, len) pairs.
+pub fn file_data_extents(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    let end = offset.checked_add(len).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut extents = Vec::new();
+    let mut pos = offset;
+    while pos < end {
+        // SAFETY: lseek on a file we hold; SEEK_DATA/SEEK_HOLE only query extents (the file
+        // offset they move is not used: all reads are positioned).
+        let data = unsafe { libc::lseek(file.as_raw_fd(), pos as i64, libc::SEEK_DATA) };
+        if data < 0 || data as u64 >= end {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
+        let (data, hole) = (data as u64, if hole < 0 { end } else { (hole as u64).min(end) });
+        extents.push((data, hole - data));
+        pos = hole;
+    }
+    Ok(extents)
+}
+
 /// A guest pointer the program handed us was bad (maps to EFAULT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadAddress {
@@ -263,9 +284,8 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Copies the data (not the holes) of `file[file_offset, file_offset+len)` to `addr`.
-    /// Holes stay untouched, so they cost nothing until the guest touches them.
-    pub fn copy_from_file(
+    /// Reads `len` bytes of `file` at `file_offset` into guest memory at `addr`.
+    pub fn read_from_file(
         &mut self,
         addr: GuestAddr,
         len: u64,
@@ -273,24 +293,8 @@ impl GuestMemory {
         file_offset: u64,
     ) -> Result<(), MemoryError> {
         use std::os::unix::fs::FileExt;
-        let err = |source| MemoryError::MapFile { addr, len, source };
-        let end = file_offset.checked_add(len).ok_or_else(|| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
-        self.check(addr, len)?;
-        let mut pos = file_offset;
-        while pos < end {
-            // SAFETY: lseek on a file we hold; SEEK_DATA/SEEK_HOLE only query extents.
-            let data = unsafe { libc::lseek(file.as_raw_fd(), pos as i64, libc::SEEK_DATA) };
-            if data < 0 || data as u64 >= end {
-                break;
-            }
-            // SAFETY: as above.
-            let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
-            let (data, hole) = (data as u64, if hole < 0 { end } else { (hole as u64).min(end) });
-            let dst = self.slice_mut(GuestAddr(addr.0 + (data - file_offset)), hole - data)?;
-            file.read_exact_at(dst, data).map_err(err)?;
-            pos = hole;
-        }
-        Ok(())
+        let dst = self.slice_mut(addr, len)?;
+        file.read_exact_at(dst, file_offset).map_err(|source| MemoryError::MapFile { addr, len, source })
     }
 
     /// Copies `len` bytes within guest memory from `src` to `dst` (ranges may overlap).
