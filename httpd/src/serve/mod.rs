@@ -15,7 +15,7 @@
 pub mod app;
 pub mod conn;
 pub mod event_loop;
-pub mod http;
+pub use httpd::http;
 #[cfg(test)]
 mod loop_tests;
 pub mod metrics;
