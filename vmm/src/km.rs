@@ -202,8 +202,7 @@ fn pump(child: &mut Child, request: &[u8], limits: &Limits) -> Result<(Vec<u8>, 
             if p.revents == 0 {
                 continue;
             }
-            if stdin.as_ref().is_some_and(|f| f.as_raw_fd() == p.fd) {
-                let f = stdin.as_mut().expect("checked");
+            if let Some(f) = stdin.as_mut().filter(|f| f.as_raw_fd() == p.fd) {
                 match f.write(&request[written..]) {
                     Ok(n) => written += n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
