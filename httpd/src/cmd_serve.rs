@@ -32,6 +32,9 @@ pub struct Args {
     /// VMs kept ready per function (0: create and destroy each VM inline).
     #[arg(long, default_value_t = 4)]
     pool_size: usize,
+    /// A function with no call for this long gives its ready VMs back (scale to zero), seconds.
+    #[arg(long, default_value_t = 60)]
+    pool_idle_secs: u64,
     /// Kontain's km executable, for bundles only km can run (default: $SNAPCALL_KM, then km on $PATH).
     #[arg(long)]
     km: Option<PathBuf>,
@@ -83,7 +86,8 @@ pub fn main(args: Args) -> ExitCode {
     // got 4-5x slower; one loop with the pool and reaper threads beside it doubled calls/s.
     let threads =
         args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
-    let runtime = match vmm::Runtime::new(vmm::RuntimeConfig { pool_size: args.pool_size }) {
+    let pool = vmm::RuntimeConfig { pool_size: args.pool_size, idle_timeout: Duration::from_secs(args.pool_idle_secs) };
+    let runtime = match vmm::Runtime::new(pool) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("snapcall serve: cannot start the VM runtime: {e}");

@@ -26,7 +26,7 @@ fn pooled_call(runtime: &Runtime, f: &Function, request: &[u8]) -> vmm::Output {
 #[test]
 fn vms_restored_ahead_give_every_call_a_fresh_copy() {
     let (dir, f) = snapshotted_copy("counter");
-    let runtime = Runtime::new(RuntimeConfig { pool_size: 2 }).unwrap();
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 2, ..Default::default() }).unwrap();
     runtime.prepare(&f);
     runtime.wait_until_full();
     assert!(runtime.pool_stats().ready >= 2);
@@ -45,7 +45,7 @@ fn vms_restored_ahead_give_every_call_a_fresh_copy() {
 fn cold_functions_get_empty_vms_and_the_pool_can_be_off() {
     let f = load("echo-c", StartMode::Cold);
     for pool_size in [0, 3] {
-        let runtime = Runtime::new(RuntimeConfig { pool_size }).unwrap();
+        let runtime = Runtime::new(RuntimeConfig { pool_size, ..Default::default() }).unwrap();
         runtime.prepare(&f);
         for i in 0..20u64 {
             let request = bytes(500, i);
@@ -62,12 +62,33 @@ fn cold_functions_get_empty_vms_and_the_pool_can_be_off() {
 #[test]
 fn a_forgotten_function_releases_its_ready_vms() {
     let (dir, f) = snapshotted_copy("echo-c");
-    let runtime = Runtime::new(RuntimeConfig { pool_size: 2 }).unwrap();
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 2, ..Default::default() }).unwrap();
     runtime.prepare(&f);
     runtime.wait_until_full();
     runtime.forget(&f);
     assert_eq!(runtime.pool_stats().ready, 0);
     // Calls still work, inline.
     assert_eq!(pooled_call(&runtime, &f, b"after").stdout, b"after");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_idle_function_gives_its_ready_vms_back_and_refills_on_its_next_call() {
+    let (dir, f) = snapshotted_copy("hello-c");
+    let config = RuntimeConfig { pool_size: 2, idle_timeout: std::time::Duration::from_millis(400) };
+    let runtime = Runtime::new(config).unwrap();
+    runtime.prepare(&f);
+    runtime.wait_until_full();
+    assert_eq!(runtime.pool_stats().ready, 2);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let stats = runtime.pool_stats();
+    assert_eq!((stats.ready, stats.evicted), (0, 2), "idle: nothing held ({stats:?})");
+    // The next call still works (inline), and brings the pool back.
+    assert_eq!(pooled_call(&runtime, &f, b"back").stdout, b"Hello from C! You sent 4 bytes.\n");
+    let started = std::time::Instant::now();
+    while runtime.pool_stats().ready < 2 && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(runtime.pool_stats().ready, 2, "refilled after a call");
     std::fs::remove_dir_all(dir).unwrap();
 }

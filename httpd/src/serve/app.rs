@@ -161,6 +161,8 @@ impl App {
             "# HELP snapcall_vms_destroyed_total VMs destroyed.\n# TYPE snapcall_vms_destroyed_total counter"
         );
         let _ = writeln!(out, "snapcall_vms_destroyed_total {}", p.destroyed);
+        let _ = writeln!(out, "# HELP snapcall_vms_evicted_total Ready VMs destroyed because their function went idle.\n# TYPE snapcall_vms_evicted_total counter");
+        let _ = writeln!(out, "snapcall_vms_evicted_total {}", p.evicted);
         let _ = writeln!(out, "# HELP snapcall_functions Functions being served.\n# TYPE snapcall_functions gauge");
         let _ = writeln!(out, "snapcall_functions {}", self.registry.len());
     }

@@ -245,7 +245,7 @@ pub(crate) fn native_baselines(st: &mut Study, functions: &Path, logs: &Path) {
 
 pub(crate) fn library(st: &mut Study, functions: &Path) {
     for pool in [0, POOL] {
-        let runtime = match Runtime::new(RuntimeConfig { pool_size: pool }) {
+        let runtime = match Runtime::new(RuntimeConfig { pool_size: pool, ..Default::default() }) {
             Ok(r) => r,
             Err(e) => {
                 st.problems.push(format!("vmm runtime: {e}"));
