@@ -348,8 +348,8 @@ pub struct SnapshotImage {
     /// (index, value) of the MSRs a restore sets: the TLS bases.
     msrs: Vec<(u32, u64)>,
     xcr0: u64,
-    brk_start: u64,
-    regions: Vec<mm::Region>,
+    /// The program's address space at the snapshot, validated once here; each call clones it.
+    space: AddressSpace,
     pending: fmt::PendingSyscall,
     /// Where the vDSO's time page is, refreshed at every restore.
     vdso_base: Option<u64>,
@@ -438,7 +438,7 @@ impl SnapshotImage {
             };
             regions.push(mm::Region { start: r.start, end, prot: r.prot, kind });
         }
-        AddressSpace::from_parts(function.memory_size(), brk_start, state.brk, regions.clone())
+        let space = AddressSpace::from_parts(function.memory_size(), brk_start, state.brk, regions)
             .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
         let file = File::open(path).map_err(|source| SnapshotError::Open { path: path.into(), source })?;
         let mut data = Vec::new();
@@ -453,20 +453,7 @@ impl SnapshotImage {
         }) {
             return Err(mismatch("the vDSO region lies outside guest memory"));
         }
-        Ok(SnapshotImage {
-            id,
-            path: path.into(),
-            file,
-            snapshot,
-            xsave,
-            msrs,
-            xcr0,
-            brk_start,
-            regions,
-            pending,
-            vdso_base,
-            data,
-        })
+        Ok(SnapshotImage { id, path: path.into(), file, snapshot, xsave, msrs, xcr0, space, pending, vdso_base, data })
     }
 
     /// The parsed snapshot (for inspection and reports).
@@ -561,13 +548,7 @@ impl SnapshotImage {
             self.prepare(&mut vm, RestoreMemory::CopyOnWrite)?;
         }
         // The process: address space, files, the request on stdin.
-        let space = AddressSpace::from_parts(
-            function.memory_size(),
-            self.brk_start,
-            self.snapshot.state.brk,
-            self.regions.clone(),
-        )
-        .map_err(|_| SnapshotError::Mismatch { path: self.path.clone(), what: "region map".into() })?;
+        let space = self.space.clone();
         let mut process = Process::new(
             space,
             function.rootfs.clone(),
