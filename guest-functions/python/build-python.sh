@@ -34,14 +34,8 @@ for f in "$LIBPY" "$CONFIG_DIR/config.c" "$CONFIG_DIR/python.o" /usr/lib/x86_64-
     [ -e "$f" ] || die "missing $f: run scripts/install-deps.sh"
 done
 
-needs_build() {
-    local out="$1"; shift
-    [ "$FORCE" = 1 ] && return 0
-    [ -e "$out" ] || return 0
-    local f
-    for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done
-    return 1
-}
+# shellcheck source=../bundle-lib.sh
+source "$GF/bundle-lib.sh"
 
 # ------------------------------------------------------------------ CPython source (cached)
 find_src() { { ls -d "$SRC_PARENT"/python$PYVER-*/ 2>/dev/null || true; } | head -1 | sed 's:/$::'; }
@@ -190,20 +184,6 @@ if needs_build "$STAMP" "$PYBIN" "$HERE/build-python.sh" "$STDLIB_SRC/os.py"; th
 fi
 
 # ------------------------------------------------------------------ bundles
-json_str() { local s="$1"; s="${s//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
-json_list() {
-    local first=1 item
-    printf '['
-    for item in "$@"; do [ $first = 1 ] || printf ', '; first=0; json_str "$item"; done
-    printf ']'
-}
-write_if_changed() {
-    local file="$1" tmp
-    tmp="$(mktemp "$file.XXXXXX")"
-    cat >"$tmp"
-    if [ -e "$file" ] && cmp -s "$tmp" "$file"; then rm -f "$tmp"; else chmod 0644 "$tmp"; mv -f "$tmp" "$file"; fi
-}
-
 PY_ENV="$(json_list PATH=/usr/bin HOME=/ PYTHONHOME=/usr PYTHONPATH=/function PYTHONUTF8=1 \
     PYTHONCOERCECLOCALE=0 PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1)"
 
@@ -233,27 +213,9 @@ for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
     args="$(json_list /usr/bin/python3 -S -B /runtime/snapcall_runtime.py \
         --module "$module" --handler "$handler" --function-name "$name" \
         --timeout-ms "$tmo" --memory-mib "$mem")"
-    write_if_changed "$dir/config.json" <<EOF
-{
-  "ociVersion": "1.0.2",
-  "process": {
-    "terminal": false,
-    "user": {"uid": 0, "gid": 0},
-    "args": $args,
-    "env": $PY_ENV,
-    "cwd": "/"
-  },
-  "root": {"path": "rootfs", "readonly": true},
-  "hostname": "snapcall",
-  "annotations": {
-    "snapcall.content_type": $(json_str "$ctype"),
-    "snapcall.memory_mib": "$mem",
-    "snapcall.timeout_ms": "$tmo",
-    "snapcall.python.module": $(json_str "$module"),
-    "snapcall.python.handler": $(json_str "$handler")
-  }
-}
-EOF
+    write_config "$dir" "$args" "$PY_ENV" \
+        "snapcall.content_type=$ctype" "snapcall.memory_mib=$mem" "snapcall.timeout_ms=$tmo" \
+        "snapcall.python.module=$module" "snapcall.python.handler=$handler"
 }
 
 P="$HERE/functions"
