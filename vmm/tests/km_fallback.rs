@@ -1,7 +1,9 @@
 //! The km fallback's process plumbing, exercised with a small STAND-IN for Kontain's km (a
 //! shell script written by this test). No test here claims to have run real KM.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use vmm::km::{needs_km, KmError, KmFunction};
@@ -21,9 +23,16 @@ fn km_bundle(tag: &str, mode: &str, timeout_ms: u64) -> PathBuf {
     dir
 }
 
-/// The stand-in km: a shell script that acts out a mode.
+/// The stand-in km: a shell script that acts out a mode. Written once per test process and put in
+/// place by a rename, so no test ever executes a half-written script while another writes it.
 fn stand_in_km() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(write_stand_in_km).clone()
+}
+
+fn write_stand_in_km() -> PathBuf {
     let path = std::env::temp_dir().join(format!("km-stand-in-{}", std::process::id()));
+    let partial = path.with_extension("partial");
     let script = r#"#!/bin/sh
 # STAND-IN for Kontain's km, used only by snapcall's tests of the km fallback plumbing.
 case "$STANDIN_MODE" in
@@ -34,8 +43,9 @@ case "$STANDIN_MODE" in
   signal) kill -9 $$ ;;
 esac
 "#;
-    std::fs::write(&path, script).unwrap();
-    std::process::Command::new("chmod").arg("755").arg(&path).status().unwrap();
+    std::fs::write(&partial, script).unwrap();
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&partial, &path).unwrap();
     path
 }
 
