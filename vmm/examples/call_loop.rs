@@ -4,6 +4,9 @@
 //! ```text
 //! cargo run --release -p vmm --example call_loop -- target/functions/echo-c 1000 'hello'
 //! ```
+//!
+//! With `SNAPCALL_PACED=1` it waits for the pool to be full before each call, so every call
+//! gets a VM restored ahead (the pool's best case) instead of racing the pool's refill.
 
 use std::time::{Duration, Instant};
 
@@ -19,8 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let function = Function::load(bundle.as_ref(), StartMode::Snapshot)?;
     runtime.prepare(&function);
     runtime.wait_until_full();
+    let paced = std::env::var_os("SNAPCALL_PACED").is_some_and(|v| v == "1");
     let (mut vm_t, mut start_t, mut run_t, mut total_t) = (vec![], vec![], vec![], vec![]);
     for _ in 0..n {
+        if paced {
+            runtime.wait_until_full();
+        }
         let t0 = Instant::now();
         let vm = runtime.take_vm(&function)?;
         let t1 = Instant::now();

@@ -55,6 +55,8 @@ pub const SYSCALL_ENTRY: u64 = STUB_ADDR;
 pub const SYSCALL_RETURN_PATH: u64 = SYSCALL_ENTRY + 7;
 /// A CPL0 stub a new vCPU runs once, in the pool, to take its slow first KVM_RUN.
 pub const WARM_UP_STUB: u64 = STUB_ADDR + 0x80;
+/// The pre-fault loop (CPL3), see [`prefault_stub`].
+pub const PREFAULT_STUB: u64 = STUB_ADDR + 0x90;
 pub const EXCEPTION_STUBS: u64 = STUB_ADDR + 0x100;
 pub const EXCEPTION_STUB_SIZE: u64 = 16;
 /// The syscall page (user-readable, not writable): the value the stub loads into rax, then
@@ -62,6 +64,13 @@ pub const EXCEPTION_STUB_SIZE: u64 = 16;
 pub const SYSCALL_PAGE: u64 = 0xB000;
 pub const SYSCALL_RESULT_ADDR: u64 = SYSCALL_PAGE;
 pub const SYSCALL_FRAME_ADDR: u64 = SYSCALL_PAGE + 8;
+/// The pre-fault loop's table of guest addresses to touch (user-readable, like the page).
+pub const PREFAULT_TABLE: u64 = SYSCALL_PAGE + 0x100;
+/// How many addresses the table holds; more take several passes.
+pub const PREFAULT_TABLE_ENTRIES: usize = ((PAGE_SIZE - 0x100) / 8) as usize;
+// The table lies after the iret frame (5 words) and ends with the page.
+const _: () = assert!(PREFAULT_TABLE >= SYSCALL_FRAME_ADDR + 40);
+const _: () = assert!(PREFAULT_TABLE + PREFAULT_TABLE_ENTRIES as u64 * 8 == SYSCALL_PAGE + PAGE_SIZE);
 /// Page table for the first 2 MiB (4 KiB pages, so page 0 can be absent and the stub pages
 /// user-accessible while the rest stays supervisor-only).
 pub const LOW_PT_ADDR: u64 = 0xC000;
@@ -151,6 +160,29 @@ pub fn warm_up_stub() -> [u8; 4] {
     [0xE6, WARM_UP_PORT as u8, 0xEB, 0xFE]
 }
 
+/// The pre-fault loop, entered at CPL3 with `rsi` = a table of guest addresses and `rcx` =
+/// their number (> 0): reads one byte at each address, then rings the doorbell.
+///
+/// ```text
+/// 1: mov rax, [rsi]; mov al, [rax]; add rsi, 8; dec rcx; jnz 1b
+///    mov [DOORBELL_ADDR], al; jmp $
+/// ```
+/// The reads run natively, so KVM builds the VM's guest-physical mappings (the shadow or EPT
+/// entries) here, in the pool, instead of on the call's first touch of each page.
+pub fn prefault_stub() -> Vec<u8> {
+    let mut code = vec![
+        0x48, 0x8B, 0x06, // mov rax, [rsi]
+        0x8A, 0x00, // mov al, [rax]
+        0x48, 0x83, 0xC6, 0x08, // add rsi, 8
+        0x48, 0xFF, 0xC9, // dec rcx
+        0x75, 0xF2, // jnz -14 (back to the first instruction)
+        0x88, 0x04, 0x25, // mov [disp32], al
+    ];
+    code.extend_from_slice(&(DOORBELL_ADDR as u32).to_le_bytes());
+    code.extend_from_slice(&[0xEB, 0xFE]); // jmp $
+    code
+}
+
 /// Whether the CPU pushes an error code for `vector`.
 pub fn exception_has_error_code(vector: u8) -> bool {
     matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
@@ -198,6 +230,14 @@ mod tests {
     #[test]
     fn the_syscall_stub_fits_before_the_exception_stubs() {
         assert!(syscall_stub().len() as u64 <= EXCEPTION_STUBS - SYSCALL_ENTRY);
+    }
+
+    #[test]
+    fn the_prefault_stub_fits_between_the_warm_up_and_exception_stubs() {
+        assert!(WARM_UP_STUB + warm_up_stub().len() as u64 <= PREFAULT_STUB);
+        assert!(PREFAULT_STUB + prefault_stub().len() as u64 <= EXCEPTION_STUBS);
+        // The loop body is 14 bytes and the jnz jumps back over all of it.
+        assert_eq!(prefault_stub()[13] as i8, -14);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod loader;
 pub mod memory;
 pub mod mm;
 pub mod pool;
+mod prefault;
 pub mod probe;
 pub mod process;
 pub mod snapshot;

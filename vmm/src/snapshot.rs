@@ -356,6 +356,8 @@ pub struct SnapshotImage {
     /// The snapshot's data (not its holes): (guest address, file offset, length), found once
     /// here so an eager restore only reads.
     data: Vec<(u64, u64, u64)>,
+    /// One guest address in each 2 MiB window of `data`, for [`EmptyVm::prefault`].
+    prefault_addresses: Vec<u64>,
 }
 
 impl SnapshotImage {
@@ -453,7 +455,21 @@ impl SnapshotImage {
         }) {
             return Err(mismatch("the vDSO region lies outside guest memory"));
         }
-        Ok(SnapshotImage { id, path: path.into(), file, snapshot, xsave, msrs, xcr0, space, pending, vdso_base, data })
+        let prefault_addresses = crate::prefault::touch_addresses(data.iter().map(|&(addr, _, len)| (addr, len)));
+        Ok(SnapshotImage {
+            id,
+            path: path.into(),
+            file,
+            snapshot,
+            xsave,
+            msrs,
+            xcr0,
+            space,
+            pending,
+            vdso_base,
+            data,
+            prefault_addresses,
+        })
     }
 
     /// The parsed snapshot (for inspection and reports).
@@ -492,6 +508,8 @@ impl SnapshotImage {
                 for &(addr, file_offset, len) in &self.data {
                     vm.memory.read_from_file(GuestAddr(addr), len, &self.file, file_offset)?;
                 }
+                // Map what the call will touch now, not on its first touches (prefault.rs).
+                vm.prefault(&self.prefault_addresses)?;
             }
         }
         // 2. vCPU: FPU/SSE/AVX state, TLS bases, general registers; it will enter the

@@ -24,6 +24,8 @@ pub enum VmError {
     Ioctl { ioctl: &'static str, errno: i32 },
     #[error("the new vCPU's warm-up run did not exit as expected: {0}")]
     WarmUp(String),
+    #[error("the pre-fault run did not exit as expected: {0}")]
+    Prefault(String),
 }
 
 pub(crate) fn ioctl(name: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
@@ -146,6 +148,10 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     const WRITABLE: u64 = 1 << 1;
     const USER: u64 = 1 << 2;
     const HUGE: u64 = 1 << 7;
+    // Accessed and dirty from the start: the CPU (or, with shadow paging, KVM) need not set
+    // them on a page's first read and again on its first write, and a read is enough to map
+    // a page writable (which the pool's pre-fault relies on).
+    const ACCESSED_DIRTY: u64 = (1 << 5) | (1 << 6);
     // Identity map [0, size) with 2 MiB pages; the first one is supervisor-only.
     mem.write_u64(GuestAddr(PML4_ADDR), PDPT_ADDR | PRESENT | WRITABLE | USER)?;
     let gigabytes = mem.size().div_ceil(1 << 30);
@@ -156,7 +162,8 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     let mut entries = Vec::with_capacity((mem.size() / LARGE_PAGE) as usize * 8);
     entries.extend_from_slice(&(LOW_PT_ADDR | PRESENT | WRITABLE | USER).to_le_bytes());
     for i in 1..mem.size() / LARGE_PAGE {
-        entries.extend_from_slice(&((i * LARGE_PAGE) | PRESENT | WRITABLE | HUGE | USER).to_le_bytes());
+        entries
+            .extend_from_slice(&((i * LARGE_PAGE) | PRESENT | WRITABLE | HUGE | USER | ACCESSED_DIRTY).to_le_bytes());
     }
     mem.write(GuestAddr(PD_ADDR), &entries)?;
     // The first 2 MiB in 4 KiB pages: page 0 absent (NULL faults), monitor structures
@@ -211,6 +218,7 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
 
     mem.write(GuestAddr(SYSCALL_ENTRY), &syscall_stub())?;
     mem.write(GuestAddr(WARM_UP_STUB), &warm_up_stub())?;
+    mem.write(GuestAddr(PREFAULT_STUB), &prefault_stub())?;
     for v in 0..IDT_VECTORS {
         mem.write(GuestAddr(EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE), &exception_stub(v as u8))?;
     }

@@ -77,6 +77,7 @@ pub fn vm_error(e: &VmError) -> Failure {
         VmError::Memory(_) => failure(503, ErrorKind::Host, "vm_memory"),
         VmError::Ioctl { .. } => failure(500, ErrorKind::Host, "vm_ioctl"),
         VmError::WarmUp(_) => failure(500, ErrorKind::Host, "vm_warm_up"),
+        VmError::Prefault(_) => failure(500, ErrorKind::Host, "vm_prefault"),
     }
 }
 

@@ -1,0 +1,140 @@
+//! Pre-faulting a VM the pool restored ahead, so the call that gets it does not pay for it.
+//!
+//! A brand-new VM has no guest-physical mappings yet: KVM builds each one on the guest's first
+//! touch (an EPT/NPT entry on VT-x/AMD-V, a shadow page-table entry under kvm-pvm), and under
+//! nested kvm-pvm every such fault is a trip through two hypervisors. A restored CPython call
+//! touches a few dozen 2 MiB windows of the snapshot, so those first touches were a large part
+//! of its run phase.
+//!
+//! The pool therefore runs a tiny loop in the VM before any call does: at CPL3, natively, it
+//! reads one byte in every 2 MiB window that holds snapshot data, then rings the doorbell
+//! ([`crate::layout::prefault_stub`]). Only then does the restore set the program's registers.
+//! Nothing of the program runs and no guest state the program can see changes: the reads
+//! only make KVM map the memory the restore has already written. (On a host kernel with
+//! `KVM_PRE_FAULT_MEMORY` and TDP the same could be done without running the guest; running
+//! it is what works everywhere, including shadow paging.)
+
+use kvm_bindings::kvm_regs;
+use kvm_ioctls::VcpuExit;
+
+use crate::call::write_user_return;
+use crate::layout::{
+    GuestAddr, DOORBELL_GPA, KERNEL_STACK_TOP, LARGE_PAGE, PREFAULT_STUB, PREFAULT_TABLE, PREFAULT_TABLE_ENTRIES,
+    SYSCALL_RETURN_PATH,
+};
+use crate::vm::{ioctl, EmptyVm, VmError};
+
+/// One address in each 2 MiB window that `extents` (guest address, length) touch, in
+/// ascending order: the first address of the extents in that window.
+pub(crate) fn touch_addresses(extents: impl IntoIterator<Item = (u64, u64)>) -> Vec<u64> {
+    let mut touches: Vec<u64> = Vec::new();
+    let mut sorted: Vec<(u64, u64)> = extents.into_iter().filter(|&(_, len)| len > 0).collect();
+    sorted.sort_unstable();
+    for (start, len) in sorted {
+        let last = start.saturating_add(len - 1);
+        let mut addr = start;
+        loop {
+            let window = addr / LARGE_PAGE;
+            if touches.last().is_none_or(|&t| t / LARGE_PAGE < window) {
+                touches.push(addr);
+            }
+            match (window + 1).checked_mul(LARGE_PAGE) {
+                Some(next) if next <= last => addr = next,
+                _ => break,
+            }
+        }
+    }
+    touches
+}
+
+impl EmptyVm {
+    /// Reads one byte at each of `addresses` from CPL3 inside the VM (see the module docs).
+    /// Must run before the program's state is set: it uses the vCPU's registers.
+    pub(crate) fn prefault(&mut self, addresses: &[u64]) -> Result<(), VmError> {
+        for chunk in addresses.chunks(PREFAULT_TABLE_ENTRIES) {
+            let table: Vec<u8> = chunk.iter().flat_map(|a| a.to_le_bytes()).collect();
+            self.memory.write(GuestAddr(PREFAULT_TABLE), &table)?;
+            // Enter the loop through the syscall stub's return path (`iretq` to CPL3), which
+            // works from the CPL0 a new vCPU starts at and from the CPL3 the loop ends at.
+            write_user_return(&mut self.memory, PREFAULT_STUB, 0, 0, 0)?;
+            let regs = kvm_regs {
+                rip: SYSCALL_RETURN_PATH,
+                rsp: KERNEL_STACK_TOP,
+                rflags: 0x2,
+                rsi: PREFAULT_TABLE,
+                rcx: chunk.len() as u64,
+                ..Default::default()
+            };
+            self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+            loop {
+                match self.vcpu.run() {
+                    Ok(VcpuExit::MmioWrite(addr, _)) if addr == DOORBELL_GPA => break,
+                    Ok(other) => return Err(VmError::Prefault(format!("{other:?}"))),
+                    Err(e) if e.errno() == libc::EINTR => continue,
+                    Err(e) => return Err(ioctl("KVM_RUN")(e)),
+                }
+            }
+        }
+        // Let KVM finish the doorbell's MMIO exit before anyone sets registers.
+        self.vcpu.set_kvm_immediate_exit(1);
+        let completed = match self.vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            other => Err(VmError::Prefault(format!("completing the last exit gave {other:?}"))),
+        };
+        self.vcpu.set_kvm_immediate_exit(0);
+        // The table is the monitor's; leave no trace of it in the guest.
+        self.memory.write(GuestAddr(PREFAULT_TABLE), &[0; PREFAULT_TABLE_ENTRIES * 8])?;
+        completed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::USER_START;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn one_touch_per_window_at_the_first_data_in_it() {
+        // Two extents in one window, one spanning three windows, one empty, out of order.
+        let extents = [(10 * MIB, 3 * MIB), (2 * MIB + 4096, 4096), (3 * MIB, 4096), (20 * MIB, 0)];
+        assert_eq!(touch_addresses(extents), vec![2 * MIB + 4096, 10 * MIB, 12 * MIB]);
+        assert_eq!(touch_addresses([(4 * MIB - 4096, 8192)]), vec![4 * MIB - 4096, 4 * MIB]);
+        assert!(touch_addresses([]).is_empty());
+    }
+
+    #[test]
+    fn extents_at_the_top_of_the_address_space_do_not_overflow() {
+        assert_eq!(touch_addresses([(u64::MAX - 10, 11)]), vec![u64::MAX - 10]);
+    }
+
+    // The rest run the loop in a real VM.
+
+    #[test]
+    fn several_passes_leave_guest_memory_as_it_was_and_the_table_cleared() {
+        let mut vm = EmptyVm::create(32 << 20).expect("KVM is needed for this test");
+        // One touch per 4 KiB page of user memory: more than one table's worth.
+        let addresses: Vec<u64> = (USER_START..32 << 20).step_by(4096).collect();
+        assert!(addresses.len() > 2 * PREFAULT_TABLE_ENTRIES);
+        let pattern: Vec<u8> = (0..(30u64 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        vm.memory.write(GuestAddr(USER_START), &pattern).unwrap();
+
+        vm.prefault(&addresses).unwrap();
+
+        assert!(vm.memory.slice(GuestAddr(USER_START), 30 << 20).unwrap() == pattern.as_slice());
+        let table = vm.memory.slice(GuestAddr(PREFAULT_TABLE), PREFAULT_TABLE_ENTRIES as u64 * 8).unwrap();
+        assert!(table.iter().all(|&b| b == 0));
+        // The vCPU is usable afterwards: a second run works the same.
+        vm.prefault(&addresses[..3]).unwrap();
+    }
+
+    #[test]
+    fn an_address_outside_guest_memory_ends_in_an_error() {
+        let mut vm = EmptyVm::create(32 << 20).expect("KVM is needed for this test");
+        match vm.prefault(&[USER_START, 64 << 20]) {
+            Err(VmError::Prefault(what)) => assert!(what.contains("IoOut"), "{what}"),
+            other => panic!("expected a pre-fault error, got {other:?}"),
+        }
+    }
+}
