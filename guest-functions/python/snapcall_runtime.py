@@ -6,7 +6,7 @@
 snapcall snapshots the guest at its first read of fd 0, and every call is a fresh copy of that
 snapshot. So everything that can be done before the request arrives is done first: imports
 (including the user's module), warming json/datetime, gc.freeze(). Only then is stdin read to
-EOF; after it everything is per-call: fresh randomness, the event, the handler call, the answer.
+its end; after it everything is per-call: fresh randomness, the event, the handler call, the answer.
 
 The handler is called as handler(event, context), with the event
     {"data": <JSON value | str | bytes>, "event-id": <uuid4 hex>, "event-time": <UTC ISO 8601>,
@@ -78,7 +78,15 @@ def _seconds(ms):
 _READ_BUF = bytearray(65536)
 
 
-def _read_all(fd):
+def _is_regular_file(fd):
+    # S_ISREG without importing stat.
+    return (os.fstat(fd).st_mode & 0o170000) == 0o100000
+
+
+def _read_all(fd, is_file):
+    """Reads fd to its end. snapcall's fd 0 is a regular file holding the whole request, where
+    a short read is the end: that saves the final read() (a VM exit). A pipe (under km, or
+    run by hand) is read until read() returns 0."""
     chunks = []
     view = memoryview(_READ_BUF)
     while True:
@@ -89,6 +97,8 @@ def _read_all(fd):
         if not n:
             return b"".join(chunks)
         chunks.append(bytes(view[:n]))
+        if is_file and n < len(view):
+            return b"".join(chunks)
 
 
 def _write_all(fd, data):
@@ -162,12 +172,13 @@ def main():
             _encode(handler(_event(bytes.fromhex(warmup)), context))
         except BaseException:
             _fail("snapcall_runtime: the warm-up request failed\n%s" % traceback.format_exc())
+    stdin_is_file = _is_regular_file(0)
     gc.collect()
     gc.freeze()
     sys.stderr.flush()
 
     # ---- the request: the first read of fd 0 is where snapcall takes the snapshot ----
-    body = _read_all(0)
+    body = _read_all(0, stdin_is_file)
 
     # Every restored instance starts from identical memory: reseed from fresh entropy. One
     # getrandom for the seed and the event id: each syscall is a VM exit (~27 us here).

@@ -115,9 +115,14 @@ fn processes_and_sockets_are_refused() {
 
 #[test]
 fn the_syscall_zoo_behaves_like_linux() {
-    let out = output(&load("syscall-zoo", StartMode::Cold), b"");
+    let out = output(&load("syscall-zoo", StartMode::Cold), b"request!");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let expect = [
+        "fstat(0): regular=1 st_size=8",
+        "lseek(0, SEEK_END): 8",
+        "pread(0, 3, 2): 3 \"que\"",
+        "lseek(0, -1, SEEK_SET): -1 EINVAL",
+        "read(0) after lseek(1): 7 \"equest!\"",
         "getpid: 100",
         "uname: Linux",
         "getcwd: /",

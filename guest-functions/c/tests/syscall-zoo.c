@@ -48,6 +48,22 @@ int main(void)
     while (read(0, rbuf, sizeof rbuf) > 0)
         ;
 
+    /* fd 0 is the whole request as a read-only regular file. */
+    struct stat st0;
+    if (fstat(0, &st0) == 0)
+        line("fstat(0)", "regular=%d st_size=%lld", S_ISREG(st0.st_mode), (long long)st0.st_size);
+    else
+        line("fstat(0)", "%s", errname(errno));
+    line("lseek(0, SEEK_END)", "%lld", (long long)lseek(0, 0, SEEK_END));
+    ssize_t pn = pread(0, rbuf, 3, 2);
+    line("pread(0, 3, 2)", "%zd \"%.*s\"", pn, (int)(pn > 0 ? pn : 0), rbuf);
+    errno = 0;
+    off_t bad = lseek(0, -1, SEEK_SET);
+    line("lseek(0, -1, SEEK_SET)", "%lld %s", (long long)bad, errname(errno));
+    lseek(0, 1, SEEK_SET);
+    ssize_t rn = read(0, rbuf, sizeof rbuf);
+    line("read(0) after lseek(1)", "%zd \"%.*s\"", rn, (int)(rn > 0 ? rn : 0), rbuf);
+
     line("getpid", "%ld", (long)getpid());
     line("gettid", "%ld", (long)syscall(SYS_gettid));
     line("getppid", "%ld", (long)getppid());

@@ -57,6 +57,21 @@ pub(super) fn host_fstat(fd: &impl AsRawFd) -> Result<libc::stat, Errno> {
     Ok(st)
 }
 
+/// fd 0: a read-only regular file holding the whole request (it is all here before the
+/// program runs), so `fstat` gives its size and a short read means end of file, as with
+/// `program < request`.
+pub(super) fn request_stat(len: usize) -> libc::stat {
+    // SAFETY: an all-zero `stat` is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_mode = libc::S_IFREG | 0o400;
+    st.st_size = len as i64;
+    st.st_blocks = len.div_ceil(512) as i64;
+    st.st_blksize = 4096;
+    st.st_nlink = 1;
+    st
+}
+
+/// fds 1 and 2: the response streams.
 pub(super) fn stream_stat() -> libc::stat {
     // SAFETY: an all-zero `stat` is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -69,7 +84,8 @@ pub(super) fn stream_stat() -> libc::stat {
 pub(super) fn sys_fstat(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64) -> SysResult {
     let st = match &p.fds.get(fd)?.kind {
         FdKind::File(f) => host_fstat(&f.host)?,
-        _ => stream_stat(),
+        FdKind::Stdin => request_stat(p.stdin.len()),
+        FdKind::Stdout | FdKind::Stderr => stream_stat(),
     };
     put_stat(mem, buf, st)
 }

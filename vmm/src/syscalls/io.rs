@@ -31,6 +31,15 @@ pub(super) fn sys_read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64
 pub(super) fn sys_pread(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64, off: u64) -> SysResult {
     let count = count.min(0x7fff_f000);
     match &p.fds.get(fd)?.kind {
+        FdKind::Stdin => {
+            if (off as i64) < 0 {
+                return Err(EINVAL);
+            }
+            let rest = usize::try_from(off).ok().and_then(|o| p.stdin.get(o..)).unwrap_or(&[]);
+            let n = rest.len().min(count as usize);
+            mem.write_user(buf, &rest[..n])?;
+            Ok(n as u64)
+        }
         FdKind::File(f) => {
             let off = libc::off_t::try_from(off).map_err(|_| EINVAL)?;
             let dst = mem.user_slice_mut(buf, count)?;
@@ -71,6 +80,25 @@ pub(super) fn sys_readv(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u6
         }
     }
     Ok(total)
+}
+
+/// lseek's arithmetic on a file of `len` bytes read up to `pos` (the request on fd 0).
+fn seek_in(len: i64, pos: i64, off: i64, whence: u64) -> Result<i64, Errno> {
+    let new = match whence as i32 {
+        libc::SEEK_SET => Some(off),
+        libc::SEEK_CUR => pos.checked_add(off),
+        libc::SEEK_END => len.checked_add(off),
+        // The request has no holes: data runs from 0 to len, one hole at len.
+        libc::SEEK_DATA if (0..len).contains(&off) => Some(off),
+        libc::SEEK_HOLE if (0..len).contains(&off) => Some(len),
+        libc::SEEK_DATA | libc::SEEK_HOLE => return Err(if off < 0 { EINVAL } else { ENXIO }),
+        _ => return Err(EINVAL),
+    };
+    match new {
+        Some(n) if n >= 0 => Ok(n),
+        Some(_) => Err(EINVAL),
+        None => Err(EOVERFLOW),
+    }
 }
 
 pub(super) fn append_output(p: &mut Process, fd: u64, data: &[u8]) -> Result<(), Stop> {
@@ -122,6 +150,11 @@ pub(super) fn writev(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u64, 
 
 pub(super) fn sys_lseek(p: &mut Process, fd: u64, off: u64, whence: u64) -> SysResult {
     match &p.fds.get(fd)?.kind {
+        FdKind::Stdin => {
+            let pos = seek_in(p.stdin.len() as i64, p.stdin_pos as i64, off as i64, whence)?;
+            p.stdin_pos = usize::try_from(pos).map_err(|_| EINVAL)?;
+            Ok(pos as u64)
+        }
         FdKind::File(f) => {
             let whence = i32::try_from(whence).map_err(|_| EINVAL)?;
             // SAFETY: lseek on an fd we own; the result is checked.
