@@ -234,6 +234,9 @@ pub fn render_text(snap: &Snapshot) -> String {
         }
         None => o.push_str("identity: none (not written by snapcall)\n"),
     }
+    if let Some(cwd) = &st.cwd {
+        let _ = writeln!(o, "cwd: {cwd}");
+    }
     let v = restore_verdict(snap);
     match v.restorer {
         Restorer::Native => o.push_str("restore: native (snapcall vmm)\n"),

@@ -23,6 +23,8 @@ pub const NT_SNAPCALL_PENDING_SYSCALL: u32 = 0x5343_0005;
 pub const NT_SNAPCALL_REGIONS: u32 = 0x5343_0006;
 /// Format version, bundle hash, memory size, program path and payload hash.
 pub const NT_SNAPCALL_IDENTITY: u32 = 0x5343_0007;
+/// Process state that lives in the monitor, not in guest memory: the working directory.
+pub const NT_SNAPCALL_PROCESS: u32 = 0x5343_0008;
 
 /// Size of the `NT_SNAPCALL_SREGS` descriptor.
 pub const SREGS_SIZE: usize = 8 * SEGMENT_SIZE + 2 * 16 + 7 * 8;
@@ -41,6 +43,7 @@ pub fn note_type_name(note_type: u32) -> Option<&'static str> {
         NT_SNAPCALL_PENDING_SYSCALL => "NT_SNAPCALL_PENDING_SYSCALL",
         NT_SNAPCALL_REGIONS => "NT_SNAPCALL_REGIONS",
         NT_SNAPCALL_IDENTITY => "NT_SNAPCALL_IDENTITY",
+        NT_SNAPCALL_PROCESS => "NT_SNAPCALL_PROCESS",
         _ => return None,
     })
 }
@@ -217,6 +220,22 @@ pub(crate) fn encode_regions(v: &[Region]) -> Vec<u8> {
         o.bytes(p.as_bytes());
         o.align(8);
     }
+    o.buf
+}
+
+/// Process: `u32 cwd_len, u32 0`, then `cwd_len` bytes of the working directory (a path
+/// inside the rootfs).
+pub(crate) fn parse_process(c: &mut Cursor<'_>, limits: &Limits) -> Result<String, FormatError> {
+    let cwd_len = c.u32("cwd_len")?;
+    let _reserved = c.u32("reserved")?;
+    c.str_len(cwd_len.into(), limits.max_string_bytes, "cwd")
+}
+
+pub(crate) fn encode_process(cwd: &str) -> Vec<u8> {
+    let mut o = Out::default();
+    o.u32(cwd.len() as u32);
+    o.u32(0);
+    o.bytes(cwd.as_bytes());
     o.buf
 }
 

@@ -329,6 +329,9 @@ pub struct SnapshotState {
     pub pending_syscall: Option<PendingSyscall>,
     /// The monitor's memory map (SNAPCALL `NT_SNAPCALL_REGIONS`).
     pub regions: Vec<Region>,
+    /// The working directory (SNAPCALL `NT_SNAPCALL_PROCESS`); `None` when not recorded
+    /// (a KM snapshot, or one written before the note existed): the bundle's cwd applies.
+    pub cwd: Option<String>,
     /// Identity and format version (SNAPCALL `NT_SNAPCALL_IDENTITY`); `None` in a KM snapshot.
     pub identity: Option<Identity>,
     /// KM notes not folded into the fields above (further vCPUs, sockets, pipes, signal

@@ -196,6 +196,10 @@ pub(crate) fn layout<'a>(state: &SnapshotState, memory: &[MemorySegment<'a>]) ->
         }
     }
     records.push(sc(snapcall::NT_SNAPCALL_REGIONS, snapcall::encode_regions(&state.regions)));
+    if let Some(cwd) = &state.cwd {
+        check_str("cwd", cwd)?;
+        records.push(sc(snapcall::NT_SNAPCALL_PROCESS, snapcall::encode_process(cwd)));
+    }
     for u in &state.unknown_notes {
         check_str("unknown note owner", &u.owner)?;
         if u.owner.len() > 255 || u.desc.len() > u32::MAX as usize {

@@ -368,6 +368,15 @@ fn bad_region_kind() {
 }
 
 #[test]
+fn cwd_longer_than_its_note() {
+    let mut b = valid();
+    let off = note_offset(&b, SNAPCALL_OWNER, NT_SNAPCALL_PROCESS);
+    put32(&mut b, off + 12 + 8, 1 << 20); // cwd_len
+    let e = parse(&b).unwrap_err();
+    assert!(e.to_string().contains("cwd"), "{e}");
+}
+
+#[test]
 fn absurd_list_count() {
     let mut b = valid();
     let off = note_offset(&b, SNAPCALL_OWNER, NT_SNAPCALL_MSRS);

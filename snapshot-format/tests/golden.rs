@@ -42,6 +42,7 @@ fn golden_state() -> SnapshotState {
         avl: 0,
     };
     SnapshotState {
+        cwd: None, // the golden file predates NT_SNAPCALL_PROCESS; its bytes stay fixed
         regs: Registers {
             rip: 0x40_1000,
             rsp: 0xfff_fe80,

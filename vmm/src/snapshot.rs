@@ -236,6 +236,7 @@ fn capture_state(
         files,
         pending_syscall: Some(fmt::PendingSyscall { nr: entry.nr, args: entry.args }),
         regions,
+        cwd: Some(p.cwd.clone()),
         identity: Some(fmt::Identity::new(bundle_hash(function)?, function.memory_size(), program.path.clone())),
         km_notes: Vec::new(),
         unknown_notes: Vec::new(),
@@ -597,7 +598,8 @@ impl SnapshotImage {
             space,
             function.rootfs.clone(),
             function.program.path.clone(),
-            function.config.cwd.clone(),
+            // The program may have changed directory before its first read.
+            self.snapshot.state.cwd.clone().unwrap_or_else(|| function.config.cwd.clone()),
             function.config.limits.max_output_bytes,
         );
         process.auxv = self.snapshot.state.auxv.clone();

@@ -80,10 +80,10 @@ fn one_snapshot_restores_in_two_threads_at_once() {
 }
 
 #[test]
-fn files_open_at_snapshot_time_are_reopened_at_their_offset() {
+fn open_files_and_the_working_directory_survive_the_snapshot() {
     let (dir, f) = snapshotted("open-file", "files");
     for _ in 0..3 {
-        assert_eq!(output(&f, b"go").stdout, b"fd=3 rest=klmnopqrstuvwxyz\n\n");
+        assert_eq!(output(&f, b"go").stdout, b"fd=3 rest=klmnopqrstuvwxyz\n cwd=/data relative=abc\n");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

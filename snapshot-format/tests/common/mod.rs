@@ -52,6 +52,7 @@ pub fn full_state() -> SnapshotState {
         xcrs: vec![(0, 7)],
         xsave: (0..4096u32).map(|i| (i * 7) as u8).collect(),
         auxv: vec![(6, 4096), (25, 0x7fff_0000), (0, 0)],
+        cwd: Some("/srv/app".into()),
         brk: 0x60_0000,
         mmap_top: 0xf00_0000,
         guest: GuestInfo {
