@@ -209,11 +209,21 @@ impl Runtime {
                 None => PoolKey::Empty(function.memory_size()),
             };
             let mut ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
-            let vm = ready.get_mut(&key).and_then(|r| {
-                r.last_used = Instant::now();
-                r.vms.pop()
-            });
-            self.shared.wanted.notify_one();
+            let (vm, left) = match ready.get_mut(&key) {
+                Some(r) => {
+                    r.last_used = Instant::now();
+                    (r.vms.pop(), r.vms.len())
+                }
+                None => (None, 0),
+            };
+            drop(ready);
+            // The pool normally refills from `release`, after the response is out: waking the
+            // filler here would start a restore (milliseconds of CPU for CPython) just as this
+            // call starts running, and on a small machine the call would wait for a core.
+            // Only a list running low wakes it now.
+            if vm.is_none() || left < self.shared.target.div_ceil(2) {
+                self.shared.wanted.notify_one();
+            }
             if let Some(vm) = vm {
                 return Ok(vm);
             }
@@ -232,7 +242,8 @@ impl Runtime {
         }
     }
 
-    /// Hands a finished call's VM to the reaper; call this after the response is sent.
+    /// Hands a finished call's VM to the reaper and lets the pool refill; call this after
+    /// the response is sent, so neither competes with the call for a core.
     pub fn release(&self, mut call: FinishedCall) {
         let Some(vm) = call.vm.take() else { return };
         if self.shared.target == 0 {
@@ -241,6 +252,7 @@ impl Runtime {
             return;
         }
         self.retire(vm);
+        self.shared.wanted.notify_one();
     }
 
     /// Counters for monitoring.
