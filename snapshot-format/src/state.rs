@@ -192,6 +192,8 @@ pub enum RegionKind {
     Vdso,
     /// Anything else.
     Other,
+    /// A mapping of snapcall's entropy device, refilled with fresh randomness at restore.
+    Entropy,
 }
 
 impl RegionKind {
@@ -204,6 +206,7 @@ impl RegionKind {
             RegionKind::Stack => 3,
             RegionKind::Vdso => 4,
             RegionKind::Other => 5,
+            RegionKind::Entropy => 6,
         }
     }
 
@@ -216,6 +219,7 @@ impl RegionKind {
             3 => RegionKind::Stack,
             4 => RegionKind::Vdso,
             5 => RegionKind::Other,
+            6 => RegionKind::Entropy,
             _ => return None,
         })
     }

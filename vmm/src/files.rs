@@ -16,6 +16,11 @@ pub const MAX_FDS: usize = 1024;
 /// Longest path the program may pass (PATH_MAX).
 pub const PATH_MAX: usize = 4096;
 
+/// The monitor's entropy device: `read()` returns fresh host randomness; `mmap()` maps a page
+/// the monitor refills with fresh randomness at every restore, so a program snapshotted
+/// after mapping it reads per-call entropy from memory, with no syscall (no VM exit).
+pub const ENTROPY_DEVICE: &str = "/dev/snapcall-entropy";
+
 /// What one fd refers to.
 #[derive(Debug)]
 pub enum FdKind {
@@ -24,6 +29,8 @@ pub enum FdKind {
     Stderr,
     /// A file or directory of the rootfs.
     File(OpenFile),
+    /// [`ENTROPY_DEVICE`].
+    Entropy,
 }
 
 /// A rootfs file the program opened.
@@ -110,6 +117,7 @@ impl FdTable {
             FdKind::Stdin => FdKind::Stdin,
             FdKind::Stdout => FdKind::Stdout,
             FdKind::Stderr => FdKind::Stderr,
+            FdKind::Entropy => FdKind::Entropy,
             FdKind::File(f) => {
                 // SAFETY: F_DUPFD_CLOEXEC on an fd we own; the result is checked.
                 let new = unsafe { libc::fcntl(f.host.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };

@@ -21,6 +21,9 @@ pub enum RegionKind {
     Stack,
     /// The vDSO and its time page (see [`crate::vdso`]).
     Vdso,
+    /// A mapping of the entropy device ([`crate::files::ENTROPY_DEVICE`]): refilled with fresh
+    /// randomness at every restore.
+    Entropy,
 }
 
 /// One mapped range `[start, end)`.
@@ -112,6 +115,13 @@ impl AddressSpace {
     /// Bytes the program holds (regions plus brk heap), for sysinfo.
     pub fn used_bytes(&self) -> u64 {
         self.regions.values().map(|r| r.end - r.start).sum::<u64>() + (self.brk - self.brk_start)
+    }
+
+    /// Marks the region that starts at `start` as being of `kind`.
+    pub fn set_kind(&mut self, start: u64, kind: RegionKind) {
+        if let Some(r) = self.regions.get_mut(&start) {
+            r.kind = kind;
+        }
     }
 
     fn insert(&mut self, r: Region) {

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use snapshot_format as fmt;
 
 use crate::call::{write_user_return, CallError, CallStats, LoopEnd, PhaseTimings, ReadyCall, SyscallEntry};
-use crate::files::{Fd, FdKind, OpenFile};
+use crate::files::{Fd, FdKind, OpenFile, ENTROPY_DEVICE};
 use crate::function::Function;
 use crate::layout::*;
 use crate::mm::{self, AddressSpace, RegionKind};
@@ -35,6 +35,8 @@ pub const SNAPSHOT_FILE: &str = "snapshot.kmsnap";
 pub enum SnapshotError {
     #[error("{path}: {source}")]
     Format { path: PathBuf, source: fmt::FormatError },
+    #[error("cannot refill the entropy page: errno {errno}")]
+    Entropy { errno: i32 },
     #[error("{path}: stale snapshot: the bundle's config.json or program changed since it was taken (run `snapcall snapshot` again)")]
     Stale { path: PathBuf },
     #[error("{path}: not a snapcall snapshot of this function: {what}")]
@@ -179,6 +181,13 @@ fn capture_state(
     for (fd, f) in p.fds.iter() {
         match (&f.kind, fd) {
             (FdKind::Stdin, 0) | (FdKind::Stdout, 1) | (FdKind::Stderr, 2) => {}
+            (FdKind::Entropy, _) => files.push(fmt::OpenFile {
+                fd: fd as i32,
+                flags: libc::O_RDONLY | if f.cloexec { libc::O_CLOEXEC } else { 0 },
+                offset: 0,
+                mode: 0,
+                path: ENTROPY_DEVICE.into(),
+            }),
             (FdKind::File(of), _) => {
                 // SAFETY: lseek(SEEK_CUR) on an fd we own only reads its offset.
                 let offset = unsafe { libc::lseek(of.host.as_raw_fd(), 0, libc::SEEK_CUR) };
@@ -200,6 +209,7 @@ fn capture_state(
             RegionKind::Mmap => fmt::RegionKind::Mmap,
             RegionKind::Stack => fmt::RegionKind::Stack,
             RegionKind::Vdso => fmt::RegionKind::Vdso,
+            RegionKind::Entropy => fmt::RegionKind::Entropy,
         };
         regions.push(fmt::Region { start: r.start, len: r.end - r.start, prot: r.prot, kind, path: None });
     }
@@ -363,6 +373,9 @@ pub struct SnapshotImage {
     /// this image ahead: each eager restore is then a memcpy, not a read() through the page
     /// cache (measured: that read was about a third of the pool's time per CPython VM).
     resident: std::sync::OnceLock<Vec<u8>>,
+    /// Mappings of the entropy device (start, length), refilled at every restore so that no
+    /// two calls see the same "random" bytes.
+    entropy: Vec<(u64, u64)>,
 }
 
 impl SnapshotImage {
@@ -428,6 +441,7 @@ impl SnapshotImage {
         let mut regions = Vec::new();
         let mut brk_start = state.brk;
         let mut vdso_base = None;
+        let mut entropy = Vec::new();
         for r in &state.regions {
             let end = r.start.checked_add(r.len).ok_or_else(|| mismatch("region overflows"))?;
             let kind = match r.kind {
@@ -438,6 +452,10 @@ impl SnapshotImage {
                     RegionKind::Vdso
                 }
                 fmt::RegionKind::Stack => RegionKind::Stack,
+                fmt::RegionKind::Entropy => {
+                    entropy.push((r.start, r.len));
+                    RegionKind::Entropy
+                }
                 fmt::RegionKind::Brk => {
                     brk_start = r.start;
                     continue;
@@ -475,6 +493,7 @@ impl SnapshotImage {
             data,
             prefault_addresses,
             resident: std::sync::OnceLock::new(),
+            entropy,
         })
     }
 
@@ -621,6 +640,11 @@ impl SnapshotImage {
         };
         let r = &self.snapshot.state.regs;
         write_user_return(&mut vm.memory, r.rip, r.rsp, r.eflags, result)?;
+        // Per-call randomness for programs that mapped the entropy device.
+        for &(start, len) in &self.entropy {
+            let page = vm.memory.slice_mut(GuestAddr(start), len)?;
+            crate::syscalls::fill_random(page).map_err(|e| SnapshotError::Entropy { errno: e.0 })?;
+        }
         // The clock: the snapshot may be minutes old and this VM's TSC offset its own.
         if let Some(base) = self.vdso_base {
             crate::vdso::refresh_with_offset(vm.tsc_offset, &mut vm.memory, GuestAddr(base))?;
@@ -638,14 +662,17 @@ impl SnapshotImage {
 /// Reopens a file that was open at snapshot time, at the same fd, offset and flags.
 fn reopen(p: &mut Process, f: &fmt::OpenFile) -> Result<(), SnapshotError> {
     let err = |errno: i32| SnapshotError::Reopen { fd: f.fd, path: f.path.clone(), errno };
+    let fd = u64::try_from(f.fd).map_err(|_| err(libc::EBADF))?;
+    let cloexec = f.flags & libc::O_CLOEXEC != 0;
+    if f.path == ENTROPY_DEVICE {
+        return p.fds.insert_at(fd, Fd { kind: FdKind::Entropy, cloexec }).map_err(|e| err(e.0));
+    }
     let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
     let host = p.rootfs.open_in_root(&f.path, libc::O_RDONLY | (f.flags & passthrough)).map_err(|e| err(e.0))?;
     // SAFETY: lseek on the fd we just opened.
     if unsafe { libc::lseek(host.as_raw_fd(), f.offset as i64, libc::SEEK_SET) } < 0 {
         return Err(err(crate::errno::Errno::last().0));
     }
-    let fd = u64::try_from(f.fd).map_err(|_| err(libc::EBADF))?;
-    let cloexec = f.flags & libc::O_CLOEXEC != 0;
     let entry =
         Fd { kind: FdKind::File(OpenFile { host, path: f.path.clone(), flags: f.flags & !libc::O_CLOEXEC }), cloexec };
     p.fds.insert_at(fd, entry).map_err(|e| err(e.0))

@@ -88,6 +88,20 @@ fn open_files_and_the_working_directory_survive_the_snapshot() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn the_entropy_page_is_fresh_in_every_restored_call() {
+    let (dir, f) = snapshotted("entropy", "fresh");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let out = String::from_utf8(output(&f, b"go").stdout).unwrap();
+        assert!(out.ends_with(" write=-1 EBADF mmap(offset)=EINVAL open(O_WRONLY)=-1 EROFS\n"), "{out}");
+        let mapped = out.split_whitespace().next().unwrap().to_owned();
+        let read = out.split_whitespace().nth(1).unwrap().to_owned();
+        assert!(seen.insert(mapped.clone()) && seen.insert(read.clone()), "bytes repeated: {out}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn load_err(dir: &Path) -> String {
     match Function::load(dir, StartMode::Snapshot) {
         Ok(_) => panic!("{} was accepted", dir.display()),

@@ -29,9 +29,15 @@ pub(super) fn sys_openat(p: &mut Process, mem: &mut GuestMemory, dirfd: u64, pat
     if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 || tmpfile {
         return Err(EROFS);
     }
+    let cloexec = flags & libc::O_CLOEXEC != 0;
+    if path == ENTROPY_DEVICE {
+        if flags & libc::O_DIRECTORY != 0 {
+            return Err(ENOTDIR);
+        }
+        return p.fds.insert(Fd { kind: FdKind::Entropy, cloexec }, 0);
+    }
     let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
     let host = p.rootfs.open_in_root(&path, libc::O_RDONLY | (flags & passthrough))?;
-    let cloexec = flags & libc::O_CLOEXEC != 0;
     p.fds.insert(Fd { kind: FdKind::File(OpenFile { host, path, flags }), cloexec }, 0)
 }
 
@@ -71,6 +77,16 @@ pub(super) fn request_stat(len: usize) -> libc::stat {
     st
 }
 
+/// The entropy device: a read-only character device, like /dev/urandom.
+pub(super) fn entropy_stat() -> libc::stat {
+    // SAFETY: an all-zero `stat` is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_mode = libc::S_IFCHR | 0o444;
+    st.st_blksize = 4096;
+    st.st_nlink = 1;
+    st
+}
+
 /// fds 1 and 2: the response streams.
 pub(super) fn stream_stat() -> libc::stat {
     // SAFETY: an all-zero `stat` is a valid value.
@@ -86,6 +102,7 @@ pub(super) fn sys_fstat(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u6
         FdKind::File(f) => host_fstat(&f.host)?,
         FdKind::Stdin => request_stat(p.stdin.len()),
         FdKind::Stdout | FdKind::Stderr => stream_stat(),
+        FdKind::Entropy => entropy_stat(),
     };
     put_stat(mem, buf, st)
 }
@@ -200,7 +217,7 @@ pub(super) fn sys_fcntl(p: &mut Process, fd: u64, cmd: u64, arg: u64) -> SysResu
             Ok(0)
         }
         libc::F_GETFL => Ok(match &entry.kind {
-            FdKind::Stdin => libc::O_RDONLY as u64,
+            FdKind::Stdin | FdKind::Entropy => libc::O_RDONLY as u64,
             FdKind::Stdout | FdKind::Stderr => libc::O_WRONLY as u64,
             FdKind::File(f) => (f.flags & !libc::O_CLOEXEC) as u64,
         }),

@@ -15,6 +15,11 @@ pub(super) fn sys_read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64
             Ok(n as u64)
         }
         FdKind::Stdout | FdKind::Stderr => Err(EBADF),
+        FdKind::Entropy => {
+            let dst = mem.user_slice_mut(buf, count)?;
+            fill_random(dst)?;
+            Ok(dst.len() as u64)
+        }
         FdKind::File(f) => {
             let dst = mem.user_slice_mut(buf, count)?;
             // SAFETY: `dst` is a checked, exclusively borrowed range of guest memory.
@@ -80,6 +85,26 @@ pub(super) fn sys_readv(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u6
         }
     }
     Ok(total)
+}
+
+/// Fills `dst` with host randomness (getrandom, which does not block once the host's pool
+/// is initialised).
+pub(crate) fn fill_random(dst: &mut [u8]) -> Result<(), Errno> {
+    let mut done = 0;
+    while done < dst.len() {
+        let rest = &mut dst[done..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, which we own.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = Errno::last();
+            if e == EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
 }
 
 /// lseek's arithmetic on a file of `len` bytes read up to `pos` (the request on fd 0).

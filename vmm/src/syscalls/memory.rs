@@ -26,6 +26,7 @@ pub(super) fn sys_mmap(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> S
     }
     let host_fd = match &p.fds.get(fd)?.kind {
         FdKind::File(f) => f.host.as_raw_fd(),
+        FdKind::Entropy => return mmap_entropy(p, mem, addr, len, prot, fixed, off),
         _ => return Err(EACCES),
     };
     if kind == libc::MAP_SHARED && prot & PROT_WRITE != 0 {
@@ -43,6 +44,33 @@ pub(super) fn sys_mmap(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> S
         }
         done += n as usize;
     }
+    Ok(start)
+}
+
+/// Most pages one mapping of the entropy device may have.
+const MAX_ENTROPY_PAGES: u64 = 16;
+
+/// A mapping of the entropy device: fresh randomness now, and again at every restore (the
+/// region's kind tells the restore to refill it).
+fn mmap_entropy(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    addr: u64,
+    len: u64,
+    prot: u32,
+    fixed: Fixed,
+    off: u64,
+) -> SysResult {
+    if off != 0 {
+        return Err(EINVAL);
+    }
+    if len > MAX_ENTROPY_PAGES * 4096 {
+        return Err(ENOMEM);
+    }
+    let start = p.space.mmap(addr, len, prot, fixed, mem)?;
+    let len = crate::mm::page_up(len).ok_or(EINVAL)?;
+    p.space.set_kind(start, crate::mm::RegionKind::Entropy);
+    fill_random(mem.user_slice_mut(start, len)?)?;
     Ok(start)
 }
 

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::errno::*;
-use crate::files::{join_guest_path, Fd, FdKind, OpenFile, PATH_MAX};
+use crate::files::{join_guest_path, Fd, FdKind, OpenFile, ENTROPY_DEVICE, PATH_MAX};
 use crate::memory::{BadAddress, GuestMemory};
 use crate::mm::{Fixed, PROT_WRITE};
 use crate::process::*;
@@ -23,6 +23,7 @@ mod system;
 mod time;
 
 use fs::*;
+pub(crate) use io::fill_random;
 use io::*;
 use memory::*;
 pub use names::name;
