@@ -201,7 +201,9 @@ impl Runtime {
     }
 
     /// A VM no call has used, for `function`: from the pool (restored ahead when the
-    /// function has a snapshot), or created now when the pool has none.
+    /// function has a snapshot), or created now when the pool has none. The pool refills
+    /// when the call's VM is handed back with [`Self::release`] (after the response), or at
+    /// once when this leaves the function's list below half its target.
     pub fn take_vm(&self, function: &Function) -> Result<EmptyVm, VmError> {
         if self.shared.target > 0 {
             let key = match function.snapshot() {
@@ -272,6 +274,8 @@ impl Runtime {
     /// Blocks until the pool holds its target number of VMs for every size asked for
     /// (benchmarks use it to measure calls, not the pool's warm-up).
     pub fn wait_until_full(&self) {
+        // The filler may be asleep (it is woken by `release`, or when a list runs low).
+        self.shared.wanted.notify_one();
         let started = Instant::now();
         while started.elapsed().as_secs() < 30 {
             {
