@@ -269,7 +269,7 @@ pub(crate) fn library(st: &mut Study, functions: &Path) {
                 };
                 runtime.prepare(&f);
                 runtime.wait_until_full();
-                let inline_before = runtime.pool_stats().created_inline;
+                let before = runtime.pool_stats();
                 let name = format!("{lang} {mode}, library call, {}", if pool == 0 { "no pool" } else { "pool" });
                 let count = st.measure(&name, Group::Library, n, c, || {
                     let t0 = Instant::now();
@@ -299,10 +299,12 @@ pub(crate) fn library(st: &mut Study, functions: &Path) {
                     Ok((ms_of(t3 - t0), Some(phases)))
                 });
                 if let (Some(count), true) = (count, pool > 0) {
-                    let inline = runtime.pool_stats().created_inline - inline_before;
+                    let after = runtime.pool_stats();
+                    let inline = after.created_inline - before.created_inline;
+                    let ahead = (after.created - before.created).saturating_sub(inline);
+                    let fill = (after.fill_cpu - before.fill_cpu).as_secs_f64();
                     if let Some(s) = st.series.last_mut() {
-                        // Warm-up calls are included in the count of inline creations.
-                        s.inline_vms = Some(format!("{inline} of {} (incl. warm-up)", count + warmup_calls(n)));
+                        s.inline_vms = Some(pool_note(inline, count + warmup_calls(n), ahead, fill));
                     }
                 }
             }
@@ -321,9 +323,16 @@ fn http_mode(st: &mut Study, server: &http::ServerChild, path: &str, name: &str,
             return;
         }
     };
-    let inline =
-        |s: &http::ServerChild| s.get_text("/metrics").and_then(|m| metric(&m, "snapcall_vms_created_inline_total"));
-    let before = if snapcall { inline(server) } else { None };
+    // (VMs created inline, VMs created, seconds of pool CPU) from the server's /metrics.
+    let pool = |s: &http::ServerChild| {
+        let m = s.get_text("/metrics")?;
+        Some((
+            metric(&m, "snapcall_vms_created_inline_total")? as u64,
+            metric(&m, "snapcall_vms_created_total")? as u64,
+            metric(&m, "snapcall_pool_fill_cpu_seconds_total")?,
+        ))
+    };
+    let before = if snapcall { pool(server) } else { None };
     let count = st.measure(name, Group::Http, n, cost, || {
         let t = Instant::now();
         let r = client.post(path, "application/json", REQUEST)?;
@@ -349,16 +358,28 @@ fn http_mode(st: &mut Study, server: &http::ServerChild, path: &str, name: &str,
         Ok((total, phases))
     });
     drop(client);
-    let after = if snapcall { inline(server) } else { None };
+    let after = if snapcall { pool(server) } else { None };
     if let (Some(b), Some(a), Some(count)) = (before, after, count) {
         if let Some(s) = st.series.last_mut() {
-            s.inline_vms = Some(format!("{} of {} (incl. warm-up)", a - b, count + warmup_calls(n)));
+            let inline = a.0 - b.0;
+            let ahead = (a.1 - b.1).saturating_sub(inline);
+            s.inline_vms = Some(pool_note(inline, count + warmup_calls(n), ahead, a.2 - b.2));
         }
     }
 }
 
-fn metric(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).map(|v| v as u64)
+/// The pool column: how many calls (warm-up included) found the pool empty, and the pool's
+/// CPU per VM it made ahead meanwhile (its background cost, competing with the calls).
+fn pool_note(inline: u64, calls: usize, made_ahead: u64, fill_cpu_secs: f64) -> String {
+    if made_ahead == 0 {
+        return format!("{inline} of {calls} (incl. warm-up)");
+    }
+    format!("{inline} of {calls} (incl. warm-up); {:.2} ms", fill_cpu_secs * 1e3 / made_ahead as f64)
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
 fn curl_mode(st: &mut Study, server: &http::ServerChild, path: &str, name: &str, cost: u64) {

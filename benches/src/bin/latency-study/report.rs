@@ -49,7 +49,7 @@ pub fn stats_tables(series: &[Series]) -> String {
 /// Mean of each phase, their sum, and how it compares with the mean measured total.
 pub fn breakdown_table(series: &[Series]) -> String {
     let mut out = String::from(
-        "| mode | vm | load/restore | run | release | queue | phases Σ | server total | client total | Σ / total | client − server, p50 | exits | VMs created inline |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| mode | vm | load/restore | run | release | queue | phases Σ | server total | client total | Σ / total | client − server, p50 | exits | VMs created inline; pool CPU per VM made ahead |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for s in series.iter().filter(|s| !s.phases.is_empty()) {
         let col = |f: fn(&crate::Phases) -> f64| {
