@@ -373,8 +373,8 @@ pub struct SnapshotImage {
     /// this image ahead: each eager restore is then a memcpy, not a read() through the page
     /// cache (measured: that read was about a third of the pool's time per CPython VM).
     resident: std::sync::OnceLock<Vec<u8>>,
-    /// Mappings of the entropy device (start, length), refilled at every restore so that no
-    /// two calls see the same "random" bytes.
+    /// Mappings of the entropy device (start, length), refilled in every VM the snapshot is
+    /// restored into, so that no two calls see the same "random" bytes.
     entropy: Vec<(u64, u64)>,
 }
 
@@ -540,6 +540,13 @@ impl SnapshotImage {
                 vm.prefault(&self.prefault_addresses)?;
             }
         }
+        // Fresh randomness for programs that mapped the entropy device. Every VM is used by
+        // exactly one call, so filling it here (in the pool, off the call's path: getrandom
+        // of a 4 KiB page takes ≈15 µs) still gives each call bytes no other call saw.
+        for &(start, len) in &self.entropy {
+            let page = vm.memory.slice_mut(GuestAddr(start), len)?;
+            crate::syscalls::fill_random(page).map_err(|e| SnapshotError::Entropy { errno: e.0 })?;
+        }
         // 2. vCPU: FPU/SSE/AVX state, TLS bases, general registers; it will enter the
         // program through the stub's iretq, whose frame and rax `restore` writes.
         // The special registers exactly as captured: in the syscall stub, at CPL0 on VT-x/
@@ -640,11 +647,6 @@ impl SnapshotImage {
         };
         let r = &self.snapshot.state.regs;
         write_user_return(&mut vm.memory, r.rip, r.rsp, r.eflags, result)?;
-        // Per-call randomness for programs that mapped the entropy device.
-        for &(start, len) in &self.entropy {
-            let page = vm.memory.slice_mut(GuestAddr(start), len)?;
-            crate::syscalls::fill_random(page).map_err(|e| SnapshotError::Entropy { errno: e.0 })?;
-        }
         // The clock: the snapshot may be minutes old and this VM's TSC offset its own.
         if let Some(base) = self.vdso_base {
             crate::vdso::refresh_with_offset(vm.tsc_offset, &mut vm.memory, GuestAddr(base))?;
