@@ -94,6 +94,7 @@ c_bundle "$TESTS" big-output glibc "$T/big-output.c" snapcall.content_type=appli
 c_bundle "$TESTS" exit-code glibc "$T/exit-code.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" open-file glibc "$T/open-file.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" entropy glibc "$T/entropy.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" ring-scribble glibc "$T/ring-scribble.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" fpu-state glibc "$T/fpu-state.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" clock glibc "$T/clock.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" clock-musl musl "$T/clock.c" "$TXT" snapcall.memory_mib=64

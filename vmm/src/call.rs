@@ -204,9 +204,13 @@ impl ReadyCall {
         // long as `self.vm`; the Deadline is dropped at the end of this function, on this
         // thread, before `self.vm` can go away.
         let _deadline = unsafe { Deadline::arm(immediate_exit, self.timeout) }.map_err(CallError::Timer)?;
+        crate::output_ring::publish(&self.process, &mut self.vm.memory);
         loop {
             self.stats.exits += 1;
-            let event = match self.vm.vcpu.run() {
+            let ran = self.vm.vcpu.run();
+            // What the program wrote without exiting comes before whatever this exit is.
+            crate::output_ring::drain(&mut self.process, &mut self.vm.memory).map_err(stop_error)?;
+            let event = match ran {
                 Ok(exit) => classify(&exit),
                 Err(e) if e.errno() == libc::EINTR => {
                     if Instant::now() >= deadline_at {
@@ -241,6 +245,7 @@ impl ReadyCall {
                     return Err(CallError::Deadline(self.timeout));
                 }
                 write_user_return(&mut self.vm.memory, call.return_rip, call.user_rsp, call.rflags, result)?;
+                crate::output_ring::publish(&self.process, &mut self.vm.memory);
                 continue;
             }
             match event {

@@ -106,6 +106,11 @@ impl FdTable {
         Ok(())
     }
 
+    /// Whether `fd` is one of the response streams (stdout or stderr, wherever it now sits).
+    pub fn is_response_stream(&self, fd: u64) -> bool {
+        matches!(self.get(fd).map(|f| &f.kind), Ok(FdKind::Stdout | FdKind::Stderr))
+    }
+
     pub fn close(&mut self, fd: u64) -> Result<(), Errno> {
         let slot = usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)).ok_or(EBADF)?;
         slot.take().map(drop).ok_or(EBADF)

@@ -59,6 +59,9 @@ pub const WARM_UP_STUB: u64 = STUB_ADDR + 0x80;
 pub const PREFAULT_STUB: u64 = STUB_ADDR + 0x90;
 pub const EXCEPTION_STUBS: u64 = STUB_ADDR + 0x100;
 pub const EXCEPTION_STUB_SIZE: u64 = 16;
+/// Where LSTAR points: the fast path for `write(1|2, ...)` into the output ring
+/// ([`crate::output_ring`]), which jumps to [`SYSCALL_ENTRY`] for everything else.
+pub const FAST_SYSCALL_ENTRY: u64 = STUB_ADDR + 0x400;
 /// The syscall page (user-readable, not writable): the value the stub loads into rax, then
 /// the `iretq` frame (rip, cs, rflags, rsp, ss) the monitor writes before every resume.
 pub const SYSCALL_PAGE: u64 = 0xB000;
@@ -71,6 +74,25 @@ pub const PREFAULT_TABLE_ENTRIES: usize = ((PAGE_SIZE - 0x100) / 8) as usize;
 // The table lies after the iret frame (5 words) and ends with the page.
 const _: () = assert!(PREFAULT_TABLE >= SYSCALL_FRAME_ADDR + 40);
 const _: () = assert!(PREFAULT_TABLE + PREFAULT_TABLE_ENTRIES as u64 * 8 == SYSCALL_PAGE + PAGE_SIZE);
+/// The output ring's header page (user-writable: the stub writes it at CPL3 under kvm-pvm).
+/// u64 fields; the addresses are also in `stub/fast_write.S`.
+pub const OUTPUT_HEADER: u64 = 0x2_1000;
+/// Bit `fd` set: the stub may buffer writes to fd 1 / fd 2.
+pub const OUTPUT_HEADER_ENABLED: u64 = OUTPUT_HEADER;
+/// Bytes of the ring in use.
+pub const OUTPUT_HEADER_USED: u64 = OUTPUT_HEADER + 8;
+/// End of guest memory (the stub's bound for the program's buffer).
+pub const OUTPUT_HEADER_MEM_END: u64 = OUTPUT_HEADER + 16;
+/// The ring: entries `u64 fd, u64 count, data padded to 8`.
+pub const OUTPUT_RING: u64 = 0x2_2000;
+pub const OUTPUT_RING_SIZE: u64 = 0x1_0000;
+const _: () = assert!(OUTPUT_HEADER >= KERNEL_STACK_TOP && OUTPUT_RING + OUTPUT_RING_SIZE <= USER_START);
+
+/// The fast path's machine code, linked at [`FAST_SYSCALL_ENTRY`] (`stub/fast_write.S`,
+/// assembled by `stub/build.sh`; a test checks the two agree when binutils are installed).
+pub const FAST_WRITE_STUB: &[u8] = include_bytes!("stub/fast_write.bin");
+const _: () = assert!(FAST_SYSCALL_ENTRY + FAST_WRITE_STUB.len() as u64 <= STUB_ADDR + PAGE_SIZE);
+
 /// Page table for the first 2 MiB (4 KiB pages, so page 0 can be absent and the stub pages
 /// user-accessible while the rest stays supervisor-only).
 pub const LOW_PT_ADDR: u64 = 0xC000;

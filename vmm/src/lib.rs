@@ -35,6 +35,7 @@ pub mod layout;
 pub mod loader;
 pub mod memory;
 pub mod mm;
+mod output_ring;
 pub mod pool;
 mod prefault;
 pub mod probe;

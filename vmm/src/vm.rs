@@ -179,6 +179,11 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     low[(STUB_ADDR / PAGE_SIZE) as usize] = STUB_ADDR | PRESENT | USER;
     low[(SYSCALL_PAGE / PAGE_SIZE) as usize] = SYSCALL_PAGE | PRESENT | USER;
     low[(DOORBELL_ADDR / PAGE_SIZE) as usize] = DOORBELL_GPA | PRESENT | WRITABLE | USER;
+    // The output ring and its header: written by the fast-write stub, which runs at CPL3
+    // under kvm-pvm (see output_ring.rs); the monitor trusts nothing in them.
+    for page in (OUTPUT_HEADER..OUTPUT_RING + OUTPUT_RING_SIZE).step_by(PAGE_SIZE as usize) {
+        low[(page / PAGE_SIZE) as usize] = page | PRESENT | WRITABLE | USER;
+    }
     let low: Vec<u8> = low.iter().flat_map(|e| e.to_le_bytes()).collect();
     mem.write(GuestAddr(LOW_PT_ADDR), &low)?;
 
@@ -219,6 +224,8 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     mem.write(GuestAddr(SYSCALL_ENTRY), &syscall_stub())?;
     mem.write(GuestAddr(WARM_UP_STUB), &warm_up_stub())?;
     mem.write(GuestAddr(PREFAULT_STUB), &prefault_stub())?;
+    mem.write(GuestAddr(FAST_SYSCALL_ENTRY), FAST_WRITE_STUB)?;
+    mem.write_u64(GuestAddr(OUTPUT_HEADER_MEM_END), mem.size())?;
     for v in 0..IDT_VECTORS {
         mem.write(GuestAddr(EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE), &exception_stub(v as u8))?;
     }
@@ -292,7 +299,7 @@ fn set_cpl3_long_mode(vcpu: &VcpuFd, xcr0: u64) -> Result<(), VmError> {
     let fmask = 0x100 | 0x400 | 0x200 | 0x3000 | 0x4_0000 | 0x4000;
     let entries = [
         (MSR_STAR, star),
-        (MSR_LSTAR, SYSCALL_ENTRY),
+        (MSR_LSTAR, FAST_SYSCALL_ENTRY),
         (MSR_CSTAR, 0),
         (MSR_SYSCALL_MASK, fmask),
         (MSR_FS_BASE, 0),

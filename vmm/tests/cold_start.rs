@@ -114,6 +114,14 @@ fn processes_and_sockets_are_refused() {
 }
 
 #[test]
+fn scribbling_on_the_output_ring_only_loses_what_the_program_destroyed() {
+    let out = output(&load("ring-scribble", StartMode::Cold), b"x");
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "abce\nwrite(0x1000): -1 EFAULT\n");
+    assert_eq!(out.stderr, b"");
+}
+
+#[test]
 fn the_syscall_zoo_behaves_like_linux() {
     let out = output(&load("syscall-zoo", StartMode::Cold), b"request!");
     let text = String::from_utf8_lossy(&out.stdout).to_string();

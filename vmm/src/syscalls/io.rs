@@ -126,7 +126,7 @@ fn seek_in(len: i64, pos: i64, off: i64, whence: u64) -> Result<i64, Errno> {
     }
 }
 
-pub(super) fn append_output(p: &mut Process, fd: u64, data: &[u8]) -> Result<(), Stop> {
+pub(crate) fn append_output(p: &mut Process, fd: u64, data: &[u8]) -> Result<(), Stop> {
     let used = p.stdout.len() + p.stderr.len();
     if used + data.len() > p.max_output {
         return Err(Stop::OutputLimit { limit: p.max_output });

@@ -23,8 +23,8 @@ mod system;
 mod time;
 
 use fs::*;
-pub(crate) use io::fill_random;
 use io::*;
+pub(crate) use io::{append_output, fill_random};
 use memory::*;
 pub use names::name;
 use signals::*;
