@@ -39,8 +39,6 @@ pub(crate) fn drain(p: &mut Process, mem: &mut GuestMemory) -> Result<(), Stop> 
     }
     let _ = mem.write_u64(GuestAddr(OUTPUT_HEADER_USED), 0);
     let Ok(ring) = mem.slice(GuestAddr(OUTPUT_RING), used) else { return Ok(()) };
-    // Copy out first: `append_output` needs the process mutably, the ring is guest memory.
-    let ring = ring.to_vec();
     let mut at = 0u64;
     while at + ENTRY_HEADER <= used {
         let word = |i: u64| {

@@ -75,13 +75,8 @@ impl EmptyVm {
                 }
             }
         }
-        // Let KVM finish the doorbell's MMIO exit before anyone sets registers.
-        self.vcpu.set_kvm_immediate_exit(1);
-        let completed = match self.vcpu.run() {
-            Err(e) if e.errno() == libc::EINTR => Ok(()),
-            other => Err(VmError::Prefault(format!("completing the last exit gave {other:?}"))),
-        };
-        self.vcpu.set_kvm_immediate_exit(0);
+        let completed =
+            self.complete_exit().map_err(|got| VmError::Prefault(format!("completing the last exit gave {got}")));
         // The table is the monitor's; leave no trace of it in the guest.
         self.memory.write(GuestAddr(PREFAULT_TABLE), &[0; PREFAULT_TABLE_ENTRIES * 8])?;
         completed

@@ -99,10 +99,17 @@ impl EmptyVm {
             }
             Err(e) => return Err(ioctl("KVM_RUN")(e)),
         }
+        self.complete_exit().map_err(|got| VmError::WarmUp(format!("completing the warm-up exit gave {got}")))
+    }
+
+    /// Lets KVM finish the port or MMIO exit the vCPU stopped at (it does so only on the next
+    /// KVM_RUN) without running guest code: KVM_RUN with immediate_exit. Must come before
+    /// anyone sets registers. On failure, what that KVM_RUN gave instead.
+    pub(crate) fn complete_exit(&mut self) -> Result<(), String> {
         self.vcpu.set_kvm_immediate_exit(1);
         let completed = match self.vcpu.run() {
             Err(e) if e.errno() == libc::EINTR => Ok(()),
-            other => Err(VmError::WarmUp(format!("completing the warm-up exit gave {other:?}"))),
+            other => Err(format!("{other:?}")),
         };
         self.vcpu.set_kvm_immediate_exit(0);
         completed

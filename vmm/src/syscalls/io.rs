@@ -8,9 +8,7 @@ pub(super) fn sys_read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64
     let count = count.min(0x7fff_f000);
     match &p.fds.get(fd)?.kind {
         FdKind::Stdin => {
-            let rest = p.stdin.get(p.stdin_pos..).unwrap_or(&[]);
-            let n = rest.len().min(count as usize);
-            mem.write_user(buf, &rest[..n])?;
+            let n = read_request_at(p, mem, p.stdin_pos, buf, count)?;
             p.stdin_pos += n;
             Ok(n as u64)
         }
@@ -40,10 +38,9 @@ pub(super) fn sys_pread(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u6
             if (off as i64) < 0 {
                 return Err(EINVAL);
             }
-            let rest = usize::try_from(off).ok().and_then(|o| p.stdin.get(o..)).unwrap_or(&[]);
-            let n = rest.len().min(count as usize);
-            mem.write_user(buf, &rest[..n])?;
-            Ok(n as u64)
+            // An offset past the end (or past usize) reads nothing, as at end of file.
+            let at = usize::try_from(off).unwrap_or(usize::MAX);
+            Ok(read_request_at(p, mem, at, buf, count)? as u64)
         }
         FdKind::File(f) => {
             let off = libc::off_t::try_from(off).map_err(|_| EINVAL)?;
@@ -58,6 +55,14 @@ pub(super) fn sys_pread(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u6
         }
         _ => Err(ESPIPE),
     }
+}
+
+/// Copies up to `count` bytes of the request (fd 0) from offset `at` to the guest's `buf`.
+fn read_request_at(p: &Process, mem: &mut GuestMemory, at: usize, buf: u64, count: u64) -> Result<usize, Errno> {
+    let rest = p.stdin.get(at..).unwrap_or(&[]);
+    let n = rest.len().min(usize::try_from(count).unwrap_or(usize::MAX));
+    mem.write_user(buf, &rest[..n])?;
+    Ok(n)
 }
 
 /// Reads the iovec array at `iov` (at most IOV_MAX entries) as (base, len) pairs.
@@ -85,26 +90,6 @@ pub(super) fn sys_readv(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u6
         }
     }
     Ok(total)
-}
-
-/// Fills `dst` with host randomness (getrandom, which does not block once the host's pool
-/// is initialised).
-pub(crate) fn fill_random(dst: &mut [u8]) -> Result<(), Errno> {
-    let mut done = 0;
-    while done < dst.len() {
-        let rest = &mut dst[done..];
-        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, which we own.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = Errno::last();
-            if e == EINTR {
-                continue;
-            }
-            return Err(e);
-        }
-        done += n as usize;
-    }
-    Ok(())
 }
 
 /// lseek's arithmetic on a file of `len` bytes read up to `pos` (the request on fd 0).

@@ -23,11 +23,12 @@ mod system;
 mod time;
 
 use fs::*;
+pub(crate) use io::append_output;
 use io::*;
-pub(crate) use io::{append_output, fill_random};
 use memory::*;
 pub use names::name;
 use signals::*;
+pub(crate) use system::fill_random;
 use system::*;
 use time::*;
 

@@ -70,17 +70,28 @@ pub(super) fn sys_prlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32,
 
 pub(super) fn sys_getrandom(mem: &mut GuestMemory, buf: u64, len: u64) -> SysResult {
     let dst = mem.user_slice_mut(buf, len.min(33_554_431))?;
-    let mut filled = 0;
-    while filled < dst.len() {
-        let rest = &mut dst[filled..];
-        // SAFETY: getrandom into a checked range of guest memory.
+    fill_random(dst)?;
+    Ok(dst.len() as u64)
+}
+
+/// Fills `dst` with host randomness (getrandom, which does not block once the host's pool
+/// is initialised).
+pub(crate) fn fill_random(dst: &mut [u8]) -> Result<(), Errno> {
+    let mut done = 0;
+    while done < dst.len() {
+        let rest = &mut dst[done..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, which we own.
         let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
         if n < 0 {
-            return Err(Errno::last());
+            let e = Errno::last();
+            if e == EINTR {
+                continue;
+            }
+            return Err(e);
         }
-        filled += n as usize;
+        done += n as usize;
     }
-    Ok(filled as u64)
+    Ok(())
 }
 
 /// futex with one thread: nobody else can change the word or wake us.

@@ -300,9 +300,9 @@ pub(crate) fn library(st: &mut Study, functions: &Path) {
                 });
                 if let (Some(count), true) = (count, pool > 0) {
                     let after = runtime.pool_stats();
-                    let inline = after.created_inline - before.created_inline;
-                    let ahead = (after.created - before.created).saturating_sub(inline);
-                    let fill = (after.fill_cpu - before.fill_cpu).as_secs_f64();
+                    let inline = after.created_inline.saturating_sub(before.created_inline);
+                    let ahead = after.created.saturating_sub(before.created).saturating_sub(inline);
+                    let fill = after.fill_cpu.saturating_sub(before.fill_cpu).as_secs_f64();
                     if let Some(s) = st.series.last_mut() {
                         s.inline_vms = Some(pool_note(inline, count + warmup_calls(n), ahead, fill));
                     }
@@ -361,9 +361,9 @@ fn http_mode(st: &mut Study, server: &http::ServerChild, path: &str, name: &str,
     let after = if snapcall { pool(server) } else { None };
     if let (Some(b), Some(a), Some(count)) = (before, after, count) {
         if let Some(s) = st.series.last_mut() {
-            let inline = a.0 - b.0;
-            let ahead = (a.1 - b.1).saturating_sub(inline);
-            s.inline_vms = Some(pool_note(inline, count + warmup_calls(n), ahead, a.2 - b.2));
+            let inline = a.0.saturating_sub(b.0);
+            let ahead = a.1.saturating_sub(b.1).saturating_sub(inline);
+            s.inline_vms = Some(pool_note(inline, count + warmup_calls(n), ahead, (a.2 - b.2).max(0.0)));
         }
     }
 }
