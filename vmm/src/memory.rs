@@ -56,7 +56,20 @@ pub struct BadAddress {
 pub struct GuestMemory {
     base: NonNull<u8>,
     size: u64,
+    /// Guest ranges `[start, end)` mapped from a file (copy-on-write), sorted: discarding
+    /// there needs a new anonymous mapping (MADV_DONTNEED would bring the file back).
+    file_backed: Vec<(u64, u64)>,
+    /// Anonymous mappings `discard` has put over file-backed ranges so far (see
+    /// [`MAX_DISCARD_REMAPS`]).
+    discard_remaps: u32,
 }
+
+/// Most host mappings a guest's munmaps may split its memory into. Each `discard` over a
+/// file-backed range replaces it with a fresh anonymous mapping, a new VMA; a guest that
+/// unmaps every other page would otherwise make one per page until the host process hits
+/// `vm.max_map_count` and its next allocation aborts it. Past this budget a discard zeroes
+/// the pages in place instead (they stay private copies, inside the guest's memory cap).
+pub const MAX_DISCARD_REMAPS: u32 = 64;
 
 // SAFETY: GuestMemory owns its mapping exclusively; moving it to another thread moves that
 // ownership (the pool creates VMs on one thread and runs them on another).
@@ -84,7 +97,7 @@ impl GuestMemory {
         }
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or(MemoryError::Reserve { size, source: std::io::Error::from_raw_os_error(libc::ENOMEM) })?;
-        Ok(GuestMemory { base, size })
+        Ok(GuestMemory { base, size, file_backed: Vec::new(), discard_remaps: 0 })
     }
 
     /// Size of guest memory in bytes.
@@ -197,7 +210,12 @@ impl GuestMemory {
     }
 
     /// Makes `[addr, addr+len)` read as zero again and gives whole pages back to the host
-    /// (a fresh anonymous mapping replaces them, also over a snapshot's private file mapping).
+    /// where that costs no new host mapping.
+    ///
+    /// Anonymous memory is dropped with `MADV_DONTNEED` (it then reads as zero, and the VMA
+    /// is untouched). A file-backed (snapshot) range gets a fresh anonymous mapping over it,
+    /// at most [`MAX_DISCARD_REMAPS`] times per VM; after that its pages are zeroed in place.
+    /// Either way the number of host mappings a guest can cause stays bounded.
     pub fn discard(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
         self.check(addr, len)?;
         let start = addr.0;
@@ -210,9 +228,49 @@ impl GuestMemory {
         }
         self.slice_mut(addr, page_start - start)?.fill(0);
         self.slice_mut(GuestAddr(page_end), end - page_end)?.fill(0);
-        self.remap_anonymous(GuestAddr(page_start), page_end - page_start)
+        let mut at = page_start;
+        while at < page_end {
+            // The next piece that is either wholly file-backed or wholly anonymous.
+            let file = self.file_backed.iter().find(|&&(s, e)| e > at && s < page_end).copied();
+            let (piece_end, is_file) = match file {
+                Some((s, e)) if s <= at => (e.min(page_end), true),
+                Some((s, _)) => (s, false),
+                None => (page_end, false),
+            };
+            let piece = GuestAddr(at);
+            if !is_file {
+                self.drop_anonymous(piece, piece_end - at)?;
+            } else if self.discard_remaps < MAX_DISCARD_REMAPS {
+                self.remap_anonymous(piece, piece_end - at)?;
+                self.discard_remaps += 1;
+                subtract_range(&mut self.file_backed, at, piece_end);
+            } else {
+                self.slice_mut(piece, piece_end - at)?.fill(0);
+            }
+            at = piece_end;
+        }
+        Ok(())
     }
 
+    /// Host mappings `discard` has made so far (for tests and the leak checks).
+    pub fn discard_remaps(&self) -> u32 {
+        self.discard_remaps
+    }
+
+    /// `MADV_DONTNEED` over anonymous guest memory: the pages go back to the host and read
+    /// as zero on the next touch.
+    fn drop_anonymous(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
+        let off = self.check(addr, len)?;
+        // SAFETY: advice on a page-aligned range inside our own private anonymous mapping;
+        // it only replaces the pages' contents with zeros (KVM's MMU notifier drops its view).
+        if unsafe { libc::madvise(self.base.as_ptr().add(off).cast(), len as usize, libc::MADV_DONTNEED) } != 0 {
+            return Err(MemoryError::Discard { addr, len, source: std::io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+
+    /// A fresh anonymous mapping over `[addr, addr+len)` (page-aligned): zero pages, with
+    /// whatever file mapping was there dropped.
     fn remap_anonymous(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
         let off = self.check(addr, len)?;
         // SAFETY: [off, off+len) is a page-aligned range inside our own mapping; MAP_FIXED
@@ -270,6 +328,8 @@ impl GuestMemory {
         if ptr == libc::MAP_FAILED {
             return Err(MemoryError::MapFile { addr, len, source: std::io::Error::last_os_error() });
         }
+        let pos = self.file_backed.partition_point(|&(s, _)| s < addr.0);
+        self.file_backed.insert(pos, (addr.0, addr.0 + len));
         Ok(())
     }
 
@@ -307,6 +367,24 @@ impl GuestMemory {
     }
 }
 
+/// Removes `[start, end)` from a sorted list of disjoint ranges.
+fn subtract_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for &(s, e) in ranges.iter() {
+        if e <= start || s >= end {
+            out.push((s, e));
+            continue;
+        }
+        if s < start {
+            out.push((s, start));
+        }
+        if e > end {
+            out.push((end, e));
+        }
+    }
+    *ranges = out;
+}
+
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         // SAFETY: we own this mapping of exactly `size` bytes and no borrow of it outlives
@@ -337,6 +415,52 @@ mod tests {
         let end = 32 << 20;
         mem.write_user(end - 2, b"ab").unwrap();
         assert!(mem.read_user_cstr(end - 2, 4096).is_err());
+    }
+
+    /// Host mappings (lines of /proc/self/maps) that overlap `mem`.
+    fn host_mappings_of(mem: &GuestMemory) -> usize {
+        let (lo, hi) = (mem.host_base(), mem.host_base() + mem.size());
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let (range, _) = l.split_once(' ')?;
+                let (a, b) = range.split_once('-')?;
+                Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+            })
+            .filter(|&(a, b)| a < hi && b > lo)
+            .count()
+    }
+
+    #[test]
+    fn unmapping_every_other_page_makes_a_bounded_number_of_host_mappings() {
+        let mut mem = GuestMemory::new(64 << 20).unwrap();
+        let file_len = 16 << 20;
+        let path = std::env::temp_dir().join(format!("snapcall-discard-{}", std::process::id()));
+        std::fs::write(&path, vec![0xAB; file_len]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let file_at = 4 << 20;
+        mem.map_file_private(GuestAddr(file_at), file_len as u64, &file, 0).unwrap();
+        mem.advise_huge_pages(GuestAddr(USER_START), (64 << 20) - USER_START).unwrap();
+        let anon_at = 32 << 20;
+        mem.slice_mut(GuestAddr(anon_at), 16 << 20).unwrap().fill(0xCD);
+        let before = host_mappings_of(&mem);
+        for page in (0..(file_len as u64 / PAGE_SIZE)).step_by(2) {
+            mem.discard(GuestAddr(file_at + page * PAGE_SIZE), PAGE_SIZE).unwrap();
+            mem.discard(GuestAddr(anon_at + page * PAGE_SIZE), PAGE_SIZE).unwrap();
+        }
+        let after = host_mappings_of(&mem);
+        assert!(after <= before + 2 * MAX_DISCARD_REMAPS as usize + 2, "{before} -> {after} host mappings");
+        assert_eq!(mem.discard_remaps(), MAX_DISCARD_REMAPS);
+        for (at, fill) in [(file_at, 0xAB), (anon_at, 0xCD)] {
+            let s = mem.slice(GuestAddr(at), 16 << 20).unwrap();
+            for (i, page) in s.chunks(PAGE_SIZE as usize).enumerate() {
+                let want = if i % 2 == 0 { 0 } else { fill };
+                assert!(page.iter().all(|&b| b == want), "page {i} at {at:#x}");
+            }
+        }
+        drop(file);
+        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
