@@ -105,9 +105,7 @@ impl BundleConfig {
             Some(Value::String(s)) => dir.join(s),
             Some(_) => return Err(field("root.path", "must be a string")),
         };
-        if !rootfs.is_dir() {
-            return Err(field("root.path", &format!("{} is not a directory", rootfs.display())));
-        }
+        let rootfs = rootfs_inside(dir, &rootfs).map_err(|problem| field("root.path", &problem))?;
         let mut annotations = Vec::new();
         match json.get("annotations") {
             None => {}
@@ -173,6 +171,26 @@ impl BundleConfig {
     }
 }
 
+/// The rootfs directory `rootfs`, resolved (symlinks and `..` included), provided it lies
+/// strictly inside the bundle directory `dir`: a bundle may not make the host's `/`, or any
+/// directory outside itself, the guest's root.
+fn rootfs_inside(dir: &Path, rootfs: &Path) -> Result<PathBuf, String> {
+    let bundle = dir.canonicalize().map_err(|e| format!("bundle directory {}: {e}", dir.display()))?;
+    let resolved = rootfs.canonicalize().map_err(|e| format!("{}: {e}", rootfs.display()))?;
+    if !resolved.is_dir() {
+        return Err(format!("{} is not a directory", rootfs.display()));
+    }
+    if resolved == bundle || !resolved.starts_with(&bundle) {
+        return Err(format!(
+            "{} resolves to {}, which is not inside the bundle directory {}",
+            rootfs.display(),
+            resolved.display(),
+            bundle.display()
+        ));
+    }
+    Ok(resolved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,7 +199,8 @@ mod tests {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("snapcall-bundle-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        std::fs::create_dir_all(dir.join("rootfs/inner")).unwrap();
+        std::os::unix::fs::symlink("/", dir.join("outside-link")).unwrap();
         std::fs::write(dir.join("config.json"), config).unwrap();
         let r = BundleConfig::load(&dir);
         (dir, r)
@@ -204,6 +223,16 @@ mod tests {
     }
 
     #[test]
+    fn a_root_inside_the_bundle_is_accepted_and_resolved() {
+        for path in ["rootfs", "rootfs/inner", "./rootfs/../rootfs/inner/.."] {
+            let (dir, r) = bundle(&format!(r#"{{"process":{{"args":["/f"]}},"root":{{"path":"{path}"}}}}"#));
+            let c = r.unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(c.rootfs.starts_with(dir.canonicalize().unwrap()) && c.rootfs.is_absolute(), "{path}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
     fn errors_name_the_file_and_field() {
         for (config, field) in [
             (r#"{"process":{}}"#, "process.args"),
@@ -212,6 +241,11 @@ mod tests {
             (r#"{"process":{"args":["/f"]},"annotations":{"snapcall.memory_mib":"lots"}}"#, "snapcall.memory_mib"),
             (r#"{"process":{"args":["/f"]},"annotations":{"snapcall.memory_mib":"8"}}"#, "snapcall.memory_mib"),
             (r#"{"process":{"args":["/f"]},"root":{"path":"nope"}}"#, "root.path"),
+            (r#"{"process":{"args":["/f"]},"root":{"path":"/"}}"#, "root.path"),
+            (r#"{"process":{"args":["/f"]},"root":{"path":"../../../../../../.."}}"#, "root.path"),
+            (r#"{"process":{"args":["/f"]},"root":{"path":"rootfs/../.."}}"#, "root.path"),
+            (r#"{"process":{"args":["/f"]},"root":{"path":"."}}"#, "root.path"),
+            (r#"{"process":{"args":["/f"]},"root":{"path":"outside-link"}}"#, "root.path"),
         ] {
             let (dir, r) = bundle(config);
             let msg = r.unwrap_err().to_string();
