@@ -170,7 +170,45 @@ impl Rootfs {
 
     /// Opens a guest path (absolute, or relative to the rootfs root) confined to the rootfs.
     /// `host_flags` are the host open flags (O_RDONLY, O_PATH, O_DIRECTORY, O_NOFOLLOW...).
+    ///
+    /// Only regular files and directories are ever opened for reading: a FIFO would block
+    /// the monitor's thread in open(2) until some writer appeared, and a device node would
+    /// hand the guest a host device (`/dev/kmsg`, a disk). So a real open first takes an
+    /// `O_PATH` handle (which opens nothing), checks the file's type, and only then reopens
+    /// that very inode through `/proc/self/fd`; anything else is EACCES, as on a `nodev`
+    /// mount. `O_PATH` opens (stat, access, chdir) may name any file type.
     pub fn open_in_root(&self, guest_path: &str, host_flags: i32) -> Result<OwnedFd, Errno> {
+        if host_flags & libc::O_PATH != 0 {
+            return self.open_path(guest_path, host_flags);
+        }
+        let handle =
+            self.open_path(guest_path, libc::O_PATH | (host_flags & (libc::O_NOFOLLOW | libc::O_DIRECTORY)))?;
+        // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on an O_PATH fd we own, into a properly sized struct.
+        if unsafe { libc::fstat(handle.as_raw_fd(), &mut st) } < 0 {
+            return Err(Errno::last());
+        }
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG | libc::S_IFDIR => {}
+            // A symlink is only left unresolved under O_NOFOLLOW, where Linux says ELOOP.
+            libc::S_IFLNK => return Err(ELOOP),
+            _ => return Err(EACCES),
+        }
+        let reopen = CString::new(format!("/proc/self/fd/{}", handle.as_raw_fd())).map_err(|_| EINVAL)?;
+        // O_NOFOLLOW would refuse the /proc link itself; the handle already honoured it.
+        let flags = (host_flags & !libc::O_NOFOLLOW) | libc::O_CLOEXEC | libc::O_NOCTTY;
+        // SAFETY: open of a NUL-terminated /proc path naming our own O_PATH fd; checked.
+        let fd = unsafe { libc::open(reopen.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: the kernel gave us a new fd that nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// `openat2(rootfs, guest_path, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` with `host_flags`.
+    fn open_path(&self, guest_path: &str, host_flags: i32) -> Result<OwnedFd, Errno> {
         let c = CString::new(guest_path).map_err(|_| EINVAL)?;
         // SAFETY: open_how is plain old data; all-zero is valid (mode 0, no flags).
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -240,6 +278,39 @@ mod tests {
             assert_eq!(content, b"inside\n", "{p} resolved inside the rootfs");
         }
         assert_eq!(root.open_in_root("/proc/self/root/etc/hostname", libc::O_RDONLY).err(), Some(ENOENT));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("snapcall-rootfs-special-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("dev")).unwrap();
+        std::fs::write(dir.join("file"), b"x").unwrap();
+        let c = |p: &str| CString::new(dir.join(p).to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo/mknod of paths in our own temporary directory.
+        unsafe {
+            assert_eq!(libc::mkfifo(c("fifo").as_ptr(), 0o666), 0);
+            // /dev/null's numbers (1, 3); tests run as root, as the README's test command does.
+            assert_eq!(libc::mknod(c("dev/null").as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)), 0);
+        }
+        let _ = std::os::unix::fs::symlink("/dev/null", dir.join("link-to-dev"));
+        let root = Rootfs::open(&dir).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opener = root.clone();
+        std::thread::spawn(move || {
+            let results: Vec<_> = ["/fifo", "/dev/null", "/link-to-dev", "/file", "/dev"]
+                .iter()
+                .map(|p| opener.open_in_root(p, libc::O_RDONLY).err())
+                .collect();
+            let _ = tx.send(results);
+        });
+        // A FIFO's open would block until a writer came: a hang is the failure.
+        let results = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("open_in_root blocked");
+        assert_eq!(results, [Some(EACCES), Some(EACCES), Some(EACCES), None, None]);
+        assert_eq!(root.open_in_root("/file", libc::O_RDONLY | libc::O_NOFOLLOW).err(), None);
+        assert_eq!(root.open_in_root("/link-to-dev", libc::O_RDONLY | libc::O_NOFOLLOW).err(), Some(ELOOP));
+        // stat-like opens see every type.
+        assert!(root.open_in_root("/fifo", libc::O_PATH).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
