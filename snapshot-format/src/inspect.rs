@@ -234,6 +234,21 @@ pub fn render_text(snap: &Snapshot) -> String {
         }
         None => o.push_str("identity: none (not written by snapcall)\n"),
     }
+    if let Some(ws) = &st.working_set {
+        let pages = |written: bool| ws.iter().filter(|r| r.written == written).map(|r| u64::from(r.pages)).sum::<u64>();
+        let _ = writeln!(
+            o,
+            "working set: {} ranges, {} pages read, {} pages written ({} KiB)",
+            ws.len(),
+            pages(false),
+            pages(true),
+            (pages(false) + pages(true)) * 4
+        );
+        for r in ws {
+            let end = r.start + u64::from(r.pages) * 4096;
+            let _ = writeln!(o, "  {:#014x}-{end:#014x} {}", r.start, if r.written { "written" } else { "read" });
+        }
+    }
     if let Some(cwd) = &st.cwd {
         let _ = writeln!(o, "cwd: {cwd}");
     }

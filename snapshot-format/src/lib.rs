@@ -55,6 +55,7 @@ pub use read::{parse_snapshot, read_snapshot, verify_payload, verify_payload_byt
 pub use state::{
     DescriptorTable, GuestInfo, Identity, Limits, LoadSegment, MemorySegment, NoteEntry, NoteKind, OpenFile,
     PendingSyscall, RawNote, Region, RegionKind, Registers, Segment, Snapshot, SnapshotState, SpecialRegisters,
+    WorkingSetRange,
 };
 pub use write::{encode_snapshot, write_snapshot, MONITOR_LABEL};
 

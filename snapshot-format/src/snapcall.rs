@@ -5,7 +5,9 @@
 
 use crate::bytes::{Cursor, Out};
 use crate::error::FormatError;
-use crate::state::{DescriptorTable, Identity, Limits, PendingSyscall, Region, RegionKind, Segment, SpecialRegisters};
+use crate::state::{
+    DescriptorTable, Identity, Limits, PendingSyscall, Region, RegionKind, Segment, SpecialRegisters, WorkingSetRange,
+};
 
 /// Owner name of snapcall's notes.
 pub const SNAPCALL_OWNER: &str = "SNAPCALL";
@@ -25,12 +27,15 @@ pub const NT_SNAPCALL_REGIONS: u32 = 0x5343_0006;
 pub const NT_SNAPCALL_IDENTITY: u32 = 0x5343_0007;
 /// Process state that lives in the monitor, not in guest memory: the working directory.
 pub const NT_SNAPCALL_PROCESS: u32 = 0x5343_0008;
+/// The working set: the guest pages restored calls read and write.
+pub const NT_SNAPCALL_WORKSET: u32 = 0x5343_0009;
 
 /// Size of the `NT_SNAPCALL_SREGS` descriptor.
 pub const SREGS_SIZE: usize = 8 * SEGMENT_SIZE + 2 * 16 + 7 * 8;
 const SEGMENT_SIZE: usize = 24;
 const PAIR_SIZE: u64 = 16;
 const REGION_SIZE: u64 = 32;
+const WORKSET_RANGE_SIZE: u64 = 16;
 const IDENTITY_FIXED: usize = 80;
 
 /// Symbolic name of a SNAPCALL note type, `None` if unknown.
@@ -44,6 +49,7 @@ pub fn note_type_name(note_type: u32) -> Option<&'static str> {
         NT_SNAPCALL_REGIONS => "NT_SNAPCALL_REGIONS",
         NT_SNAPCALL_IDENTITY => "NT_SNAPCALL_IDENTITY",
         NT_SNAPCALL_PROCESS => "NT_SNAPCALL_PROCESS",
+        NT_SNAPCALL_WORKSET => "NT_SNAPCALL_WORKSET",
         _ => return None,
     })
 }
@@ -236,6 +242,46 @@ pub(crate) fn encode_process(cwd: &str) -> Vec<u8> {
     o.u32(cwd.len() as u32);
     o.u32(0);
     o.bytes(cwd.as_bytes());
+    o.buf
+}
+
+/// Working set: `u32 count, u32 0`, then per range `u64 start, u32 pages, u32 flags` (bit 0:
+/// written); starts 4 KiB aligned, ranges ascending and disjoint, other flag bits zero.
+pub(crate) fn parse_working_set(c: &mut Cursor<'_>, limits: &Limits) -> Result<Vec<WorkingSetRange>, FormatError> {
+    let count = c.u32("count")?;
+    c.pad(4)?;
+    let n = c.count(count.into(), WORKSET_RANGE_SIZE, limits.max_list_entries, "count")?;
+    let mut v: Vec<WorkingSetRange> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let at = c.at();
+        let start = c.u64("workset.start")?;
+        let pages = c.u32("workset.pages")?;
+        let flags = c.u32("workset.flags")?;
+        if start % 4096 != 0 {
+            return Err(FormatError::NoteBadValue { at, field: "workset.start", value: start });
+        }
+        if flags & !1 != 0 {
+            return Err(FormatError::NoteBadValue { at, field: "workset.flags", value: flags.into() });
+        }
+        let after_previous =
+            v.last().is_none_or(|p| p.start.checked_add(u64::from(p.pages) * 4096).is_some_and(|end| end <= start));
+        if pages == 0 || !after_previous || start.checked_add(u64::from(pages) * 4096).is_none() {
+            return Err(FormatError::NoteBadValue { at, field: "workset.pages", value: pages.into() });
+        }
+        v.push(WorkingSetRange { start, pages, written: flags & 1 != 0 });
+    }
+    Ok(v)
+}
+
+pub(crate) fn encode_working_set(v: &[WorkingSetRange]) -> Vec<u8> {
+    let mut o = Out::default();
+    o.u32(v.len() as u32);
+    o.zeros(4);
+    for r in v {
+        o.u64(r.start);
+        o.u32(r.pages);
+        o.u32(u32::from(r.written));
+    }
     o.buf
 }
 

@@ -304,6 +304,17 @@ pub struct RawNote {
     pub desc: Vec<u8>,
 }
 
+/// A run of 4 KiB guest pages that restored calls touch: read only, or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WorkingSetRange {
+    /// First page's guest address (4 KiB aligned).
+    pub start: u64,
+    /// Number of 4 KiB pages.
+    pub pages: u32,
+    /// Whether calls write these pages (else they only read them).
+    pub written: bool,
+}
+
 /// Everything in a snapshot except guest memory.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct SnapshotState {
@@ -336,6 +347,9 @@ pub struct SnapshotState {
     /// The working directory (SNAPCALL `NT_SNAPCALL_PROCESS`); `None` when not recorded
     /// (a KM snapshot, or one written before the note existed): the bundle's cwd applies.
     pub cwd: Option<String>,
+    /// The pages restored calls touch (SNAPCALL `NT_SNAPCALL_WORKSET`), recorded by running
+    /// warm-up calls after capture; `None` when not recorded (a KM snapshot, or an older one).
+    pub working_set: Option<Vec<WorkingSetRange>>,
     /// Identity and format version (SNAPCALL `NT_SNAPCALL_IDENTITY`); `None` in a KM snapshot.
     pub identity: Option<Identity>,
     /// KM notes not folded into the fields above (further vCPUs, sockets, pipes, signal

@@ -200,6 +200,12 @@ pub(crate) fn layout<'a>(state: &SnapshotState, memory: &[MemorySegment<'a>]) ->
         check_str("cwd", cwd)?;
         records.push(sc(snapcall::NT_SNAPCALL_PROCESS, snapcall::encode_process(cwd)));
     }
+    if let Some(ws) = &state.working_set {
+        if ws.len() > u32::MAX as usize {
+            return Err(unrepresentable("working set", "more than 2^32 ranges"));
+        }
+        records.push(sc(snapcall::NT_SNAPCALL_WORKSET, snapcall::encode_working_set(ws)));
+    }
     for u in &state.unknown_notes {
         check_str("unknown note owner", &u.owner)?;
         if u.owner.len() > 255 || u.desc.len() > u32::MAX as usize {

@@ -377,6 +377,28 @@ fn cwd_longer_than_its_note() {
 }
 
 #[test]
+fn working_set_ranges_must_be_aligned_ascending_and_flagged_as_known() {
+    let off = note_offset(&valid(), SNAPCALL_OWNER, NT_SNAPCALL_WORKSET) + 12 + 8;
+    let first = off + 8; // after `u32 count, u32 0`
+    let second = first + 16;
+    for (what, at, value, field) in [
+        ("unaligned start", first, 0x40_0001u64, "workset.start"),
+        ("a range before the previous one's end", second, 0x40_1000, "workset.pages"),
+    ] {
+        let mut b = valid();
+        put64(&mut b, at, value);
+        let e = parse(&b).unwrap_err();
+        assert!(matches!(e, FormatError::NoteBadValue { field: f, .. } if f == field), "{what}: {e}");
+    }
+    let mut b = valid();
+    put32(&mut b, first + 8, 0); // no pages
+    assert!(matches!(parse(&b).unwrap_err(), FormatError::NoteBadValue { field: "workset.pages", .. }));
+    let mut b = valid();
+    put32(&mut b, first + 12, 2); // an unknown flag
+    assert!(matches!(parse(&b).unwrap_err(), FormatError::NoteBadValue { field: "workset.flags", .. }));
+}
+
+#[test]
 fn absurd_list_count() {
     let mut b = valid();
     let off = note_offset(&b, SNAPCALL_OWNER, NT_SNAPCALL_MSRS);

@@ -42,7 +42,8 @@ fn golden_state() -> SnapshotState {
         avl: 0,
     };
     SnapshotState {
-        cwd: None, // the golden file predates NT_SNAPCALL_PROCESS; its bytes stay fixed
+        cwd: None,         // the golden file predates NT_SNAPCALL_PROCESS; its bytes stay fixed
+        working_set: None, // and NT_SNAPCALL_WORKSET
         regs: Registers {
             rip: 0x40_1000,
             rsp: 0xfff_fe80,

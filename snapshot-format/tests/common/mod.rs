@@ -53,6 +53,11 @@ pub fn full_state() -> SnapshotState {
         xsave: (0..4096u32).map(|i| (i * 7) as u8).collect(),
         auxv: vec![(6, 4096), (25, 0x7fff_0000), (0, 0)],
         cwd: Some("/srv/app".into()),
+        working_set: Some(vec![
+            WorkingSetRange { start: 0x40_0000, pages: 3, written: false },
+            WorkingSetRange { start: 0x40_3000, pages: 1, written: true },
+            WorkingSetRange { start: 0x7fff_f000, pages: 1, written: true },
+        ]),
         brk: 0x60_0000,
         mmap_top: 0xf00_0000,
         guest: GuestInfo {
