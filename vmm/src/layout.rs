@@ -58,6 +58,8 @@ pub const WARM_UP_STUB: u64 = STUB_ADDR + 0x80;
 /// The pre-fault loop (CPL3), see [`prefault_stub`].
 pub const PREFAULT_STUB: u64 = STUB_ADDR + 0x90;
 pub const EXCEPTION_STUBS: u64 = STUB_ADDR + 0x100;
+/// Flag in a pre-fault table entry: write the byte back (see [`prefault_stub`]).
+pub const PREFAULT_WRITE: u64 = 1;
 pub const EXCEPTION_STUB_SIZE: u64 = 16;
 /// Where LSTAR points: the fast path for `write(1|2, ...)` into the output ring
 /// ([`crate::output_ring`]), which jumps to [`SYSCALL_ENTRY`] for everything else.
@@ -183,22 +185,28 @@ pub fn warm_up_stub() -> [u8; 4] {
 }
 
 /// The pre-fault loop, entered at CPL3 with `rsi` = a table of guest addresses and `rcx` =
-/// their number (> 0): reads one byte at each address, then rings the doorbell.
+/// their number (> 0): reads one byte at each address, and writes it back unchanged where
+/// the address has bit 0 set ([`PREFAULT_WRITE`]), then rings the doorbell.
 ///
 /// ```text
-/// 1: mov rax, [rsi]; mov al, [rax]; add rsi, 8; dec rcx; jnz 1b
-///    mov [DOORBELL_ADDR], al; jmp $
+/// 1: mov rax, [rsi]; btr rax, 0; mov dl, [rax]; jnc 2f; mov [rax], dl
+/// 2: add rsi, 8; dec rcx; jnz 1b
+///    mov [DOORBELL_ADDR], dl; jmp $
 /// ```
-/// The reads run natively, so KVM builds the VM's guest-physical mappings (the shadow or EPT
-/// entries) here, in the pool, instead of on the call's first touch of each page.
+/// The touches run natively, so KVM builds the VM's guest-physical mappings (the shadow or
+/// EPT entries) here, in the pool, instead of on the call's first touch of each page; a
+/// write makes KVM map the page writable, which a read of a page only the host wrote may not.
 pub fn prefault_stub() -> Vec<u8> {
     let mut code = vec![
         0x48, 0x8B, 0x06, // mov rax, [rsi]
-        0x8A, 0x00, // mov al, [rax]
+        0x48, 0x0F, 0xBA, 0xF0, 0x00, // btr rax, 0 (CF = the write flag)
+        0x8A, 0x10, // mov dl, [rax]
+        0x73, 0x02, // jnc +2
+        0x88, 0x10, // mov [rax], dl
         0x48, 0x83, 0xC6, 0x08, // add rsi, 8
         0x48, 0xFF, 0xC9, // dec rcx
-        0x75, 0xF2, // jnz -14 (back to the first instruction)
-        0x88, 0x04, 0x25, // mov [disp32], al
+        0x75, 0xE9, // jnz -23 (back to the first instruction)
+        0x88, 0x14, 0x25, // mov [disp32], dl
     ];
     code.extend_from_slice(&(DOORBELL_ADDR as u32).to_le_bytes());
     code.extend_from_slice(&[0xEB, 0xFE]); // jmp $
@@ -258,8 +266,11 @@ mod tests {
     fn the_prefault_stub_fits_between_the_warm_up_and_exception_stubs() {
         assert!(WARM_UP_STUB + warm_up_stub().len() as u64 <= PREFAULT_STUB);
         assert!(PREFAULT_STUB + prefault_stub().len() as u64 <= EXCEPTION_STUBS);
-        // The loop body is 14 bytes and the jnz jumps back over all of it.
-        assert_eq!(prefault_stub()[13] as i8, -14);
+        // The loop body is 23 bytes and the jnz jumps back over all of it; the write-back is
+        // skipped by a jnc over exactly its 2 bytes.
+        let stub = prefault_stub();
+        assert_eq!((stub[21], stub[22] as i8), (0x75, -23));
+        assert_eq!((stub[10], stub[11], &stub[12..14]), (0x73, 2, &[0x88u8, 0x10][..]));
     }
 
     #[test]

@@ -42,8 +42,10 @@ pub mod probe;
 pub mod process;
 pub mod snapshot;
 pub mod syscalls;
+mod userfault;
 pub mod vdso;
 pub mod vm;
+mod working_set;
 
 pub use bundle::{BundleConfig, BundleError, Limits, Runner};
 pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall};

@@ -5,7 +5,7 @@
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 
-use crate::layout::{GuestAddr, PAGE_SIZE, USER_START};
+use crate::layout::{GuestAddr, LARGE_PAGE, PAGE_SIZE, USER_START};
 
 /// Errors of guest memory management.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,10 @@ pub enum MemoryError {
     MapFile { addr: GuestAddr, len: u64, source: std::io::Error },
     #[error("could not discard guest range {addr}+{len:#x}: {source}")]
     Discard { addr: GuestAddr, len: u64, source: std::io::Error },
+    #[error("could not populate guest range {addr}+{len:#x}: {source}")]
+    Populate { addr: GuestAddr, len: u64, source: std::io::Error },
+    #[error("reading /proc/self/pagemap: {source}")]
+    Pagemap { source: std::io::Error },
 }
 
 /// The data extents (not the holes) of `file[offset, offset+len)`, as (offset, len) pairs.
@@ -39,6 +43,37 @@ pub fn file_data_extents(file: &std::fs::File, offset: u64, len: u64) -> std::io
         pos = hole;
     }
     Ok(extents)
+}
+
+/// A sealed memfd of `len` bytes holding `file`'s data extents `(guest address, file offset,
+/// length)` at their file offsets (holes stay holes): an in-memory image that every VM can
+/// map copy-on-write and that nobody, the file's owner included, can change or shrink.
+pub fn sealed_copy(file: &std::fs::File, len: u64, extents: &[(u64, u64, u64)]) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: memfd_create with a NUL-terminated name and valid flags; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"snapcall-snapshot".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let copy = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    copy.set_len(len)?;
+    let mut buf = vec![0u8; 1 << 20];
+    for &(_, offset, extent_len) in extents {
+        let mut done = 0;
+        while done < extent_len {
+            let n = (extent_len - done).min(buf.len() as u64) as usize;
+            file.read_exact_at(&mut buf[..n], offset + done)?;
+            copy.write_all_at(&buf[..n], offset + done)?;
+            done += n as u64;
+        }
+    }
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on the memfd we own; nothing maps it shared-writable.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(copy)
 }
 
 /// A guest pointer the program handed us was bad (maps to EFAULT).
@@ -330,6 +365,77 @@ impl GuestMemory {
         }
         let pos = self.file_backed.partition_point(|&(s, _)| s < addr.0);
         self.file_backed.insert(pos, (addr.0, addr.0 + len));
+        Ok(())
+    }
+
+    /// Populates the host page tables behind `[addr, addr+len)` (page-aligned) ahead of the
+    /// guest's touches: with `write`, each page becomes this VM's private copy now (a
+    /// copy-on-write break, or a zero page of anonymous memory); without, file-backed pages
+    /// are mapped shared and read-only. (MADV_POPULATE_READ/WRITE, Linux 5.14.)
+    pub fn populate(&mut self, addr: GuestAddr, len: u64, write: bool) -> Result<(), MemoryError> {
+        const MADV_POPULATE_READ: i32 = 22;
+        const MADV_POPULATE_WRITE: i32 = 23;
+        let off = self.check(addr, len)?;
+        let advice = if write { MADV_POPULATE_WRITE } else { MADV_POPULATE_READ };
+        // SAFETY: advice on a range inside our own mapping; populating changes no contents
+        // (a write-populate breaks copy-on-write, which a guest write would do anyway).
+        if unsafe { libc::madvise(self.base.as_ptr().add(off).cast(), len as usize, advice) } != 0 {
+            return Err(MemoryError::Populate { addr, len, source: std::io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+
+    /// The pages of `[from, to)` (page-aligned) that the host has mapped, from
+    /// `/proc/self/pagemap`, each with whether it is a private copy of this VM's (written,
+    /// or anonymous) rather than a page shared with the file or memfd it maps.
+    pub(crate) fn resident_pages(&self, from: GuestAddr, to: GuestAddr) -> Result<Vec<(u64, bool)>, MemoryError> {
+        use std::os::unix::fs::FileExt;
+        const PRESENT: u64 = 1 << 63;
+        const FILE_OR_SHARED: u64 = 1 << 61;
+        let len = to.0.saturating_sub(from.0);
+        let off = self.check(from, len)?;
+        let pages = (len / PAGE_SIZE) as usize;
+        let io = |source| MemoryError::Pagemap { source };
+        let pagemap = std::fs::File::open("/proc/self/pagemap").map_err(io)?;
+        let mut raw = vec![0u8; pages * 8];
+        let first = (self.host_base() + off as u64) / PAGE_SIZE;
+        pagemap.read_exact_at(&mut raw, first * 8).map_err(io)?;
+        let mut out = Vec::new();
+        for (i, entry) in raw.chunks_exact(8).enumerate() {
+            let entry = u64::from_le_bytes(entry.try_into().unwrap_or([0; 8]));
+            if entry & PRESENT != 0 {
+                out.push((from.0 + i as u64 * PAGE_SIZE, entry & FILE_OR_SHARED == 0));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes the 2 MiB window at `window` private anonymous memory backed by a huge page, with
+    /// the bytes of `extents` (guest address, file offset, length) that fall in it read from
+    /// `source` at their file offsets, and zeros elsewhere: a whole window the guest then maps
+    /// with one fault (see `working_set.rs` for when that beats 4 KiB pages).
+    pub fn copy_into_huge_page(
+        &mut self,
+        window: GuestAddr,
+        source: &std::fs::File,
+        extents: &[(u64, u64, u64)],
+    ) -> Result<(), MemoryError> {
+        use std::os::unix::fs::FileExt;
+        let (start, end) = (window.0, window.0 + LARGE_PAGE);
+        self.remap_anonymous(window, LARGE_PAGE)?;
+        subtract_range(&mut self.file_backed, start, end);
+        self.advise_huge_pages(window, LARGE_PAGE)?;
+        for &(addr, offset, len) in extents {
+            let (from, to) = (addr.max(start), addr.saturating_add(len).min(end));
+            if from < to {
+                let dst = self.slice_mut(GuestAddr(from), to - from)?;
+                source.read_exact_at(dst, offset + (from - addr)).map_err(|source| MemoryError::MapFile {
+                    addr: GuestAddr(from),
+                    len: to - from,
+                    source,
+                })?;
+            }
+        }
         Ok(())
     }
 

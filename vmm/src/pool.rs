@@ -340,7 +340,7 @@ fn fill(shared: &Shared) {
                 let image = shared.images.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
                 image.and_then(|image| {
                     let mut vm = EmptyVm::create(image.memory_size()).ok()?;
-                    image.prepare(&mut vm, RestoreMemory::EagerHuge).ok()?;
+                    image.prepare(&mut vm, RestoreMemory::Ahead).ok()?;
                     Some(vm)
                 })
             }

@@ -2,13 +2,14 @@
 //!
 //! A brand-new VM has no guest-physical mappings yet: KVM builds each one on the guest's first
 //! touch (an EPT/NPT entry on VT-x/AMD-V, a shadow page-table entry under kvm-pvm), and under
-//! nested kvm-pvm every such fault is a trip through two hypervisors. A restored CPython call
-//! touches a few dozen 2 MiB windows of the snapshot, so those first touches were a large part
-//! of its run phase.
+//! nested kvm-pvm every such fault is a trip through two hypervisors. A restored call touches
+//! a few dozen (C) to a few hundred (CPython) 4 KiB pages, so those first touches were a large
+//! part of its run phase.
 //!
 //! The pool therefore runs a tiny loop in the VM before any call does: at CPL3, natively, it
-//! reads one byte in every 2 MiB window that holds snapshot data, then rings the doorbell
-//! ([`crate::layout::prefault_stub`]). Only then does the restore set the program's registers.
+//! reads one byte in every page of the snapshot's recorded working set (`working_set.rs`),
+//! then rings the doorbell ([`crate::layout::prefault_stub`]). Only then does the restore set
+//! the program's registers.
 //! Nothing of the program runs and no guest state the program can see changes: the reads
 //! only make KVM map the memory the restore has already written. (On a host kernel with
 //! `KVM_PRE_FAULT_MEMORY` and TDP the same could be done without running the guest; running
@@ -19,33 +20,10 @@ use kvm_ioctls::VcpuExit;
 
 use crate::call::write_user_return;
 use crate::layout::{
-    GuestAddr, DOORBELL_GPA, KERNEL_STACK_TOP, LARGE_PAGE, PREFAULT_STUB, PREFAULT_TABLE, PREFAULT_TABLE_ENTRIES,
+    GuestAddr, DOORBELL_GPA, KERNEL_STACK_TOP, PREFAULT_STUB, PREFAULT_TABLE, PREFAULT_TABLE_ENTRIES,
     SYSCALL_RETURN_PATH,
 };
 use crate::vm::{ioctl, EmptyVm, VmError};
-
-/// One address in each 2 MiB window that `extents` (guest address, length) touch, in
-/// ascending order: the first address of the extents in that window.
-pub(crate) fn touch_addresses(extents: impl IntoIterator<Item = (u64, u64)>) -> Vec<u64> {
-    let mut touches: Vec<u64> = Vec::new();
-    let mut sorted: Vec<(u64, u64)> = extents.into_iter().filter(|&(_, len)| len > 0).collect();
-    sorted.sort_unstable();
-    for (start, len) in sorted {
-        let last = start.saturating_add(len - 1);
-        let mut addr = start;
-        loop {
-            let window = addr / LARGE_PAGE;
-            if touches.last().is_none_or(|&t| t / LARGE_PAGE < window) {
-                touches.push(addr);
-            }
-            match (window + 1).checked_mul(LARGE_PAGE) {
-                Some(next) if next <= last => addr = next,
-                _ => break,
-            }
-        }
-    }
-    touches
-}
 
 impl EmptyVm {
     /// Reads one byte at each of `addresses` from CPL3 inside the VM (see the module docs).
@@ -88,24 +66,6 @@ mod tests {
     use super::*;
     use crate::layout::USER_START;
 
-    const MIB: u64 = 1 << 20;
-
-    #[test]
-    fn one_touch_per_window_at_the_first_data_in_it() {
-        // Two extents in one window, one spanning three windows, one empty, out of order.
-        let extents = [(10 * MIB, 3 * MIB), (2 * MIB + 4096, 4096), (3 * MIB, 4096), (20 * MIB, 0)];
-        assert_eq!(touch_addresses(extents), vec![2 * MIB + 4096, 10 * MIB, 12 * MIB]);
-        assert_eq!(touch_addresses([(4 * MIB - 4096, 8192)]), vec![4 * MIB - 4096, 4 * MIB]);
-        assert!(touch_addresses([]).is_empty());
-    }
-
-    #[test]
-    fn extents_at_the_top_of_the_address_space_do_not_overflow() {
-        assert_eq!(touch_addresses([(u64::MAX - 10, 11)]), vec![u64::MAX - 10]);
-    }
-
-    // The rest run the loop in a real VM.
-
     #[test]
     fn several_passes_leave_guest_memory_as_it_was_and_the_table_cleared() {
         let mut vm = EmptyVm::create(32 << 20).expect("KVM is needed for this test");
@@ -116,6 +76,9 @@ mod tests {
         vm.memory.write(GuestAddr(USER_START), &pattern).unwrap();
 
         vm.prefault(&addresses).unwrap();
+        // Entries flagged for writing write back what they read.
+        let written: Vec<u64> = addresses.iter().map(|a| a | crate::layout::PREFAULT_WRITE).collect();
+        vm.prefault(&written).unwrap();
 
         assert!(vm.memory.slice(GuestAddr(USER_START), 30 << 20).unwrap() == pattern.as_slice());
         let table = vm.memory.slice(GuestAddr(PREFAULT_TABLE), PREFAULT_TABLE_ENTRIES as u64 * 8).unwrap();

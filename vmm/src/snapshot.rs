@@ -87,7 +87,7 @@ pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, 
         LoopEnd::StdinRead(entry) => entry,
         LoopEnd::Exited(code) => return Err(CallError::NoStdinRead(code).into()),
     };
-    let state = capture_state(function, &mut ready, &entry)?;
+    let mut state = capture_state(function, &mut ready, &entry)?;
     // A restore always writes a fresh time page; until it does, the vDSO must fall back to
     // syscalls rather than trust the capture's clock.
     if let Some(r) = state.regions.iter().find(|r| r.kind == fmt::RegionKind::Vdso) {
@@ -101,7 +101,14 @@ pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, 
         memory_bytes += r.len;
         segments.push(fmt::MemorySegment { guest_addr: r.start, data, prot: elf_prot(r.prot) });
     }
-    fmt::write_snapshot(out, &state, &segments).map_err(|source| SnapshotError::Format { path: out.into(), source })?;
+    let write = |state: &fmt::SnapshotState| {
+        fmt::write_snapshot(out, state, &segments).map_err(|source| SnapshotError::Format { path: out.into(), source })
+    };
+    write(&state)?;
+    // The pages calls touch can only be learnt by running calls from the file just written;
+    // the snapshot is then written again with them (the memory and state are unchanged).
+    state.working_set = Some(crate::working_set::record(function, out)?);
+    write(&state)?;
     Ok(SnapshotReport {
         path: out.into(),
         memory_bytes,
@@ -247,6 +254,7 @@ fn capture_state(
         pending_syscall: Some(fmt::PendingSyscall { nr: entry.nr, args: entry.args }),
         regions,
         cwd: Some(p.cwd.clone()),
+        working_set: None,
         identity: Some(fmt::Identity::new(bundle_hash(function)?, function.memory_size(), program.path.clone())),
         km_notes: Vec::new(),
         unknown_notes: Vec::new(),
@@ -340,10 +348,16 @@ pub enum RestoreMemory {
     /// pages cost nothing, the page cache is shared, and each page the call touches costs a
     /// fault (4 KiB at a time). What an inline restore on the call path uses.
     CopyOnWrite,
-    /// Copy the segments' data into transparent-huge-page backed memory: costs a copy
-    /// (milliseconds for CPython), but the guest then runs several times faster. What the
-    /// pool uses, off the call path.
-    EagerHuge,
+    /// Map each segment copy-on-write from the image's sealed in-memory copy (shared by every
+    /// VM), then make the recorded working set present: the pages calls write become this
+    /// VM's private copies now, the pages they only read are mapped shared, and a loop in the
+    /// guest maps all of them into the VM (`prefault.rs`). A VM then costs the host about
+    /// what its call writes, and its call faults only on pages outside the recorded set.
+    /// What the pool does, off the call path.
+    Ahead,
+    /// Map nothing: a userfaultfd server fills each page on its first touch (the working-set
+    /// recorder, `working_set.rs`).
+    OnDemand,
 }
 
 static NEXT_IMAGE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -367,12 +381,15 @@ pub struct SnapshotImage {
     /// The snapshot's data (not its holes): (guest address, file offset, length), found once
     /// here so an eager restore only reads.
     data: Vec<(u64, u64, u64)>,
-    /// One guest address in each 2 MiB window of `data`, for [`EmptyVm::prefault`].
-    prefault_addresses: Vec<u64>,
-    /// `data`'s bytes, back to back, read from the file once when the pool first restores
-    /// this image ahead: each eager restore is then a memcpy, not a read() through the page
-    /// cache (measured: that read was about a third of the pool's time per CPython VM).
-    resident: std::sync::OnceLock<Vec<u8>>,
+    /// Where the pool puts the working set recorded in the snapshot (nothing when it has
+    /// none): which 2 MiB windows it copies into huge pages, which 4 KiB pages it populates,
+    /// and what its guest loop touches ([`EmptyVm::prefault`]).
+    placement: crate::working_set::Placement,
+    /// The snapshot's data in a sealed memfd at the file's offsets, made when the pool first
+    /// restores this image ahead: every VM maps its segments from it copy-on-write, so pages
+    /// no call writes exist once in host memory, and a snapshot file replaced or truncated
+    /// while serving cannot fault the monitor.
+    shared: std::sync::OnceLock<File>,
     /// Mappings of the entropy device (start, length), refilled in every VM the snapshot is
     /// restored into, so that no two calls see the same "random" bytes.
     entropy: Vec<(u64, u64)>,
@@ -478,7 +495,20 @@ impl SnapshotImage {
         }) {
             return Err(mismatch("the vDSO region lies outside guest memory"));
         }
-        let prefault_addresses = crate::prefault::touch_addresses(data.iter().map(|&(addr, _, len)| (addr, len)));
+        let working_set = state.working_set.as_deref().unwrap_or_default();
+        let outside = |r: &&fmt::WorkingSetRange| {
+            r.start < USER_START
+                || r.start.checked_add(u64::from(r.pages) * PAGE_SIZE).is_none_or(|end| end > function.memory_size())
+        };
+        if let Some(r) = working_set.iter().find(|r| outside(r)) {
+            return Err(mismatch(&format!("working set range at {:#x} lies outside user memory", r.start)));
+        }
+        let placement = match &state.working_set {
+            Some(recorded) => crate::working_set::place(recorded, crate::working_set::huge_window_pages()),
+            // No working set (a snapshot from before it was recorded): every window holding
+            // data goes huge, as the pool always did before.
+            None => crate::working_set::place_by_data(data.iter().map(|&(addr, _, len)| (addr, len))),
+        };
         Ok(SnapshotImage {
             id,
             path: path.into(),
@@ -491,8 +521,8 @@ impl SnapshotImage {
             pending,
             vdso_base,
             data,
-            prefault_addresses,
-            resident: std::sync::OnceLock::new(),
+            placement,
+            shared: std::sync::OnceLock::new(),
             entropy,
         })
     }
@@ -517,28 +547,25 @@ impl SnapshotImage {
     /// time; [`Self::restore`] does it inline when the VM was not prepared.
     pub(crate) fn prepare(&self, vm: &mut EmptyVm, memory: RestoreMemory) -> Result<(), SnapshotError> {
         // 1. Memory.
-        match memory {
-            RestoreMemory::CopyOnWrite => {
-                for s in &self.snapshot.segments {
-                    let len = mm::page_up(s.file_size).unwrap_or(0);
-                    vm.memory.map_file_private(GuestAddr(s.guest_addr), len, &self.file, s.file_offset)?;
-                }
+        let backing = match memory {
+            RestoreMemory::CopyOnWrite => Some(self.shared.get().unwrap_or(&self.file)),
+            RestoreMemory::Ahead => Some(self.shared_copy()?),
+            RestoreMemory::OnDemand => None,
+        };
+        for s in self.snapshot.segments.iter().filter(|_| backing.is_some()) {
+            let Some(backing) = backing else { break };
+            let len = mm::page_up(s.file_size).unwrap_or(0);
+            vm.memory.map_file_private(GuestAddr(s.guest_addr), len, backing, s.file_offset)?;
+        }
+        if memory == RestoreMemory::Ahead {
+            for &window in &self.placement.huge_windows {
+                vm.memory.copy_into_huge_page(GuestAddr(window), backing.unwrap_or(&self.file), &self.data)?;
             }
-            RestoreMemory::EagerHuge => {
-                // All of user memory, not only the windows dense with snapshot data: measured
-                // (call_loop, 3 alternating rounds), advising only windows holding >= 512 KiB
-                // made CPython calls ~45% slower and did not let the pool refill faster.
-                let size = vm.memory.size();
-                vm.memory.advise_huge_pages(GuestAddr(USER_START), size - USER_START)?;
-                let mut bytes = self.resident_data()?;
-                for &(addr, _, len) in &self.data {
-                    let (chunk, rest) = bytes.split_at(len as usize);
-                    vm.memory.write(GuestAddr(addr), chunk)?;
-                    bytes = rest;
-                }
-                // Map what the call will touch now, not on its first touches (prefault.rs).
-                vm.prefault(&self.prefault_addresses)?;
+            for r in &self.placement.small {
+                vm.memory.populate(GuestAddr(r.start), u64::from(r.pages) * PAGE_SIZE, r.written)?;
             }
+            // Map what the call will touch into the VM now, not on its first touches.
+            vm.prefault(&self.placement.prefault)?;
         }
         // Fresh randomness for programs that mapped the entropy device. Every VM is used by
         // exactly one call, so filling it here (in the pool, off the call's path: getrandom
@@ -589,22 +616,22 @@ impl SnapshotImage {
         Ok(())
     }
 
-    /// The snapshot's data in memory (see `resident`), read on first use.
-    fn resident_data(&self) -> Result<&[u8], SnapshotError> {
-        if let Some(bytes) = self.resident.get() {
-            return Ok(bytes);
+    /// What the snapshot holds for the page at `guest_addr`: the file's bytes where it has
+    /// data, zeros elsewhere (for the working-set recorder, which fills pages on demand).
+    pub(crate) fn original_pages(&self) -> Result<OriginalPages, SnapshotError> {
+        let file = self.file.try_clone().map_err(|source| SnapshotError::Open { path: self.path.clone(), source })?;
+        Ok(OriginalPages { file, extents: self.data.clone() })
+    }
+
+    /// The sealed in-memory copy of the snapshot's data (see `shared`), made on first use.
+    fn shared_copy(&self) -> Result<&File, SnapshotError> {
+        if let Some(file) = self.shared.get() {
+            return Ok(file);
         }
-        let total: u64 = self.data.iter().map(|&(_, _, len)| len).sum();
-        let mut bytes = vec![0u8; total as usize];
-        let mut at = 0usize;
-        for &(_, file_offset, len) in &self.data {
-            let dst = &mut bytes[at..at + len as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&self.file, dst, file_offset)
-                .map_err(|source| SnapshotError::Open { path: self.path.clone(), source })?;
-            at += len as usize;
-        }
-        // Two pool threads may both have read it; either copy will do.
-        Ok(self.resident.get_or_init(|| bytes))
+        let io = |source| SnapshotError::Open { path: self.path.clone(), source };
+        let copy = crate::memory::sealed_copy(&self.file, self.snapshot.file_len, &self.data).map_err(io)?;
+        // Two pool threads may both have made one; either will do.
+        Ok(self.shared.get_or_init(|| copy))
     }
 
     /// Restores into `vm` (unless the pool already did) and completes the pending stdin read
@@ -658,6 +685,29 @@ impl SnapshotImage {
             timings: PhaseTimings::default(),
             stats: CallStats { restored: true, ..Default::default() },
         })
+    }
+}
+
+/// The snapshot's page contents, readable from any thread.
+pub(crate) struct OriginalPages {
+    file: File,
+    /// (guest address, file offset, length) of the snapshot's data.
+    extents: Vec<(u64, u64, u64)>,
+}
+
+impl OriginalPages {
+    /// Writes the snapshot's bytes for the 4 KiB page at `guest_addr` into `page` (left as
+    /// it is, zeros, where the snapshot has none).
+    pub(crate) fn read(&self, guest_addr: u64, page: &mut [u8]) {
+        let end = guest_addr + page.len() as u64;
+        for &(addr, offset, len) in &self.extents {
+            let (from, to) = (addr.max(guest_addr), (addr + len).min(end));
+            if from < to {
+                let dst = &mut page[(from - guest_addr) as usize..(to - guest_addr) as usize];
+                // A read error leaves zeros: the recorder then sees the page as written.
+                let _ = std::os::unix::fs::FileExt::read_exact_at(&self.file, dst, offset + (from - addr));
+            }
+        }
     }
 }
 

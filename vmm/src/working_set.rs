@@ -1,0 +1,186 @@
+//! The working set: which guest pages a restored call touches, recorded once when the
+//! snapshot is taken, so that the pool can make exactly those present in each VM ahead.
+//!
+//! Recording runs a few calls from the snapshot just written, each in a fresh VM whose user
+//! memory is empty and registered with userfaultfd (`userfault.rs`): every first touch, by
+//! the guest through KVM or by the monitor on its behalf, is reported and served with the
+//! snapshot's bytes for that page, write-protected, so that the page's first write is
+//! reported too. That is exact for what those calls did
+//! and costs nothing at call time. (Measured alternatives: the host's page map after a
+//! copy-on-write call counts 4-16× too many reads, because the kernel maps up to 64 KiB
+//! around each file read fault; KVM's dirty log sees only writes; guest access bits would
+//! need 4 KiB guest page tables.)
+//! A call that touches something else still works: those pages just fault when touched.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use snapshot_format::WorkingSetRange;
+
+use crate::function::Function;
+use crate::layout::{GuestAddr, LARGE_PAGE, PAGE_SIZE, PREFAULT_WRITE, USER_START};
+use crate::snapshot::{RestoreMemory, SnapshotError, SnapshotImage};
+use crate::userfault::Userfault;
+use crate::vm::EmptyVm;
+
+/// Requests the recording calls get: the bundle's warm-up request (or a short one), and an
+/// empty one, so both the handler's usual path and the end-of-input path are covered.
+fn recording_requests(function: &Function) -> [Vec<u8>; 2] {
+    let warm = function.config.warmup_request.clone().unwrap_or_else(|| b"snapcall working-set probe".to_vec());
+    [warm, Vec::new()]
+}
+
+/// Runs recording calls from the snapshot at `path` and returns the pages they touched.
+/// A call's own failure (the function rejects the probe request) is no error here: the
+/// pages it touched are still what a call touches.
+pub(crate) fn record(function: &Function, path: &Path) -> Result<Vec<WorkingSetRange>, SnapshotError> {
+    let image = SnapshotImage::open(function, path)?;
+    let mut pages: BTreeMap<u64, bool> = BTreeMap::new();
+    for request in recording_requests(function) {
+        let mut vm = EmptyVm::create(image.memory_size())?;
+        let (base, size) = (vm.memory.host_base(), vm.memory.size());
+        let original = image.original_pages()?;
+        let fill = move |host_addr: u64, page: &mut [u8]| original.read(host_addr - base, page);
+        let touched = match Userfault::new(base + USER_START, size - USER_START, fill) {
+            Ok(userfault) => {
+                image.prepare(&mut vm, RestoreMemory::OnDemand)?;
+                let finished = image.restore(function, vm, &request)?.run();
+                drop(finished);
+                userfault.finish().into_iter().map(|t| (t.host_addr - base, t.write)).collect()
+            }
+            // No userfaultfd here (unprivileged): what the host mapped, which over-counts
+            // reads by the kernel's fault-around (up to 64 KiB around each read).
+            Err(_) => {
+                let finished = image.restore(function, vm, &request)?.run();
+                let Some(vm) = finished.vm.as_ref() else { continue };
+                vm.memory.resident_pages(GuestAddr(USER_START), GuestAddr(size))?
+            }
+        };
+        for (addr, written) in touched {
+            *pages.entry(addr).or_default() |= written;
+        }
+    }
+    Ok(ranges(pages))
+}
+
+/// Coalesces (page address, written) pairs, ascending, into ranges of like pages.
+fn ranges(pages: BTreeMap<u64, bool>) -> Vec<WorkingSetRange> {
+    let mut out: Vec<WorkingSetRange> = Vec::new();
+    for (addr, written) in pages {
+        match out.last_mut() {
+            Some(r)
+                if r.written == written && r.start + u64::from(r.pages) * PAGE_SIZE == addr && r.pages < u32::MAX =>
+            {
+                r.pages += 1
+            }
+            _ => out.push(WorkingSetRange { start: addr, pages: 1, written }),
+        }
+    }
+    out
+}
+
+/// A 2 MiB window holding at least this many working-set pages is copied into a huge page
+/// rather than mapped 4 KiB at a time. Under kvm-pvm a guest's first touch of a 4 KiB page
+/// costs ≈6.6 µs (a shadow-MMU fault through two hypervisors), and zeroing plus copying one
+/// 2 MiB huge page about as much as ≈50-100 of those; each such window also costs the host
+/// 2 MiB per VM instead of 4 KiB per written page. See docs/vmm.md for the measurements.
+/// `SNAPCALL_HUGE_WINDOW_PAGES` overrides it (read once per process), for measuring.
+pub const HUGE_WINDOW_PAGES: usize = 128;
+
+/// [`HUGE_WINDOW_PAGES`], or `SNAPCALL_HUGE_WINDOW_PAGES` when set to a number.
+pub(crate) fn huge_window_pages() -> usize {
+    static PAGES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGES.get_or_init(|| {
+        std::env::var("SNAPCALL_HUGE_WINDOW_PAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(HUGE_WINDOW_PAGES)
+    })
+}
+
+/// How the pool lays a snapshot's working set into a VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Placement {
+    /// 2 MiB windows whose data is copied into a private huge page.
+    pub huge_windows: Vec<u64>,
+    /// The working set outside those windows, populated 4 KiB at a time.
+    pub small: Vec<WorkingSetRange>,
+    /// Pre-fault table entries: every page of `small` (with [`PREFAULT_WRITE`] on written
+    /// ones), and one per huge window.
+    pub prefault: Vec<u64>,
+}
+
+/// Splits `ranges` into huge windows (those with at least `huge_pages` of its pages) and
+/// 4 KiB pages.
+pub(crate) fn place(ranges: &[WorkingSetRange], huge_pages: usize) -> Placement {
+    let mut per_window: BTreeMap<u64, usize> = BTreeMap::new();
+    for page in pages(ranges) {
+        *per_window.entry(page / LARGE_PAGE * LARGE_PAGE).or_default() += 1;
+    }
+    let huge_windows: Vec<u64> = per_window.into_iter().filter(|&(_, n)| n >= huge_pages).map(|(w, _)| w).collect();
+    let is_huge = |page: u64| huge_windows.binary_search(&(page / LARGE_PAGE * LARGE_PAGE)).is_ok();
+    let mut small = BTreeMap::new();
+    let mut prefault: Vec<u64> = huge_windows.iter().map(|&w| w | PREFAULT_WRITE).collect();
+    for r in ranges {
+        for page in pages(std::slice::from_ref(r)).filter(|&p| !is_huge(p)) {
+            small.insert(page, r.written);
+            prefault.push(page | if r.written { PREFAULT_WRITE } else { 0 });
+        }
+    }
+    prefault.sort_unstable();
+    Placement { huge_windows, small: self::ranges(small), prefault }
+}
+
+/// The placement of a snapshot with no recorded working set: every 2 MiB window holding any
+/// of the `extents` (guest address, length) of its data is a huge window.
+pub(crate) fn place_by_data(extents: impl IntoIterator<Item = (u64, u64)>) -> Placement {
+    let mut windows = std::collections::BTreeSet::new();
+    for (addr, len) in extents.into_iter().filter(|&(_, len)| len > 0) {
+        let last = addr.saturating_add(len - 1) / LARGE_PAGE;
+        windows.extend((addr / LARGE_PAGE..=last).map(|w| w * LARGE_PAGE));
+    }
+    let huge_windows: Vec<u64> = windows.into_iter().collect();
+    let prefault = huge_windows.iter().map(|&w| w | PREFAULT_WRITE).collect();
+    Placement { huge_windows, small: Vec::new(), prefault }
+}
+
+/// Every page address of `ranges`, ascending.
+fn pages(ranges: &[WorkingSetRange]) -> impl Iterator<Item = u64> + '_ {
+    ranges.iter().flat_map(|r| (0..u64::from(r.pages)).map(move |i| r.start + i * PAGE_SIZE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_neighbours_merge_and_unlike_ones_do_not() {
+        let p = |a: u64| a * PAGE_SIZE;
+        let pages = BTreeMap::from([(p(10), false), (p(11), false), (p(12), true), (p(13), true), (p(20), true)]);
+        let r = ranges(pages);
+        let want = [(p(10), 2, false), (p(12), 2, true), (p(20), 1, true)];
+        assert_eq!(r.iter().map(|r| (r.start, r.pages, r.written)).collect::<Vec<_>>(), want);
+        let all_small = place(&r, usize::MAX);
+        assert_eq!(all_small.prefault, [p(10), p(11), p(12) | 1, p(13) | 1, p(20) | 1]);
+        assert_eq!((all_small.small, all_small.huge_windows), (r.clone(), vec![]));
+    }
+
+    #[test]
+    fn dense_windows_go_huge_and_get_one_touch() {
+        let w = LARGE_PAGE;
+        let r = vec![
+            WorkingSetRange { start: w, pages: 3, written: false },
+            WorkingSetRange { start: w + 3 * PAGE_SIZE, pages: 1, written: true },
+            WorkingSetRange { start: 3 * w + PAGE_SIZE, pages: 2, written: true },
+        ];
+        let placed = place(&r, 4);
+        assert_eq!(placed.huge_windows, [w]);
+        assert_eq!(placed.small, [r[2]]);
+        assert_eq!(placed.prefault, [w | 1, (3 * w + PAGE_SIZE) | 1, (3 * w + 2 * PAGE_SIZE) | 1]);
+    }
+
+    #[test]
+    fn without_a_working_set_every_window_with_data_goes_huge() {
+        let w = LARGE_PAGE;
+        let placed = place_by_data([(w + 4096, 4096), (3 * w - 4096, 8192), (9 * w, 0)]);
+        assert_eq!(placed.huge_windows, [w, 2 * w, 3 * w]);
+        assert_eq!(placed.prefault, [w | 1, 2 * w | 1, 3 * w | 1]);
+    }
+}
