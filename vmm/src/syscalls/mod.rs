@@ -15,6 +15,7 @@ use crate::mm::{Fixed, PROT_WRITE};
 use crate::process::*;
 
 mod fs;
+mod futex;
 mod io;
 mod memory;
 mod names;
@@ -23,6 +24,7 @@ mod system;
 mod time;
 
 use fs::*;
+use futex::*;
 pub(crate) use io::append_output;
 use io::*;
 use memory::*;
@@ -143,7 +145,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         158 => sys_arch_prctl(p, mem, a[0], a[1]),
         200 => sys_kill(p, GUEST_PID, a[1]),
         201 => ret(sys_time(mem, a[0])),
-        202 => ret(sys_futex(mem, a[0], a[1], a[2], a[3])),
+        202 => sys_futex(p, mem, a[0], a[1], a[2], a[3], a[5]),
         204 => ret(sys_sched_getaffinity(mem, a[1], a[2])),
         217 => ret(sys_getdents64(p, mem, a[0], a[1], a[2])),
         218 => Outcome::Return(GUEST_PID), // set_tid_address returns the tid
@@ -172,3 +174,6 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
 const AT_FDCWD: u64 = (-100i64) as u64;
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_EMPTY_PATH: u64 = 0x1000;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The syscall layer without a VM: a `Process` over a temporary rootfs and plain guest memory.
+
+use super::*;
+use crate::files::Rootfs;
+use crate::mm::AddressSpace;
+
+const MEM: u64 = 32 << 20;
+/// A free scratch page in user memory (the test's "program" lives at 4 MiB).
+const SCRATCH: u64 = 0x20_0000;
+
+struct Guest {
+    p: Process,
+    mem: GuestMemory,
+    _root: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A rootfs directory removed when the test ends.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!("snapcall-syscalls-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(path.join("data")).unwrap();
+            std::fs::write(path.join("data/hello.txt"), b"hello\n").unwrap();
+            Dir(path)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn guest() -> Guest {
+    let root = tempdir::Dir::new();
+    let space = AddressSpace::new(MEM, 4 << 20, 5 << 20).unwrap();
+    let mut p = Process::new(space, Rootfs::open(&root.0).unwrap(), "/bin/x".into(), "/".into(), 1 << 20);
+    p.deadline = Some(Instant::now() + Duration::from_secs(10));
+    Guest { p, mem: GuestMemory::new(MEM).unwrap(), _root: root }
+}
+
+impl Guest {
+    fn call(&mut self, nr: u64, args: &[u64]) -> Outcome {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        handle(&mut self.p, &mut self.mem, nr, a)
+    }
+    /// The raw return value: a result, or minus an errno.
+    fn sys(&mut self, nr: u64, args: &[u64]) -> i64 {
+        match self.call(nr, args) {
+            Outcome::Return(v) => v as i64,
+            other => panic!("syscall {nr} did not return: {other:?}"),
+        }
+    }
+    fn put(&mut self, addr: u64, bytes: &[u8]) {
+        self.mem.write_user(addr, bytes).unwrap();
+    }
+    fn put_timespec(&mut self, addr: u64, d: Duration) {
+        let mut b = (d.as_secs() as i64).to_le_bytes().to_vec();
+        b.extend_from_slice(&i64::from(d.subsec_nanos()).to_le_bytes());
+        self.put(addr, &b);
+    }
+}
+
+fn err(e: Errno) -> i64 {
+    -i64::from(e.0)
+}
+
+/// `clock`'s reading now, as a duration since its epoch.
+fn clock_now(clock: i32) -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a local.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+// ---------------------------------------------------------------- futex
+
+const FUTEX: u64 = 202;
+const FUTEX_WAIT: u64 = 0;
+const FUTEX_WAKE: u64 = 1;
+const FUTEX_WAIT_BITSET: u64 = 9;
+const FUTEX_PRIVATE: u64 = 128;
+const FUTEX_CLOCK_REALTIME: u64 = 256;
+const WORD: u64 = SCRATCH;
+const TIMEOUT: u64 = SCRATCH + 64;
+
+/// Runs `f` and returns its result and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed())
+}
+
+#[test]
+fn a_futex_wait_with_a_relative_timeout_sleeps_it_out_then_times_out() {
+    let mut g = guest();
+    g.put(WORD, &7u32.to_le_bytes());
+    g.put_timespec(TIMEOUT, Duration::from_millis(60));
+    let (r, took) = timed(|| g.sys(FUTEX, &[WORD, FUTEX_WAIT | FUTEX_PRIVATE, 7, TIMEOUT]));
+    assert_eq!(r, err(ETIMEDOUT));
+    assert!(took >= Duration::from_millis(60), "returned after {took:?}");
+}
+
+#[test]
+fn a_futex_wait_bitset_sleeps_until_its_absolute_monotonic_or_realtime_timeout() {
+    let mut g = guest();
+    g.put(WORD, &7u32.to_le_bytes());
+    for (flag, clock) in [(0, libc::CLOCK_MONOTONIC), (FUTEX_CLOCK_REALTIME, libc::CLOCK_REALTIME)] {
+        g.put_timespec(TIMEOUT, clock_now(clock) + Duration::from_millis(60));
+        let (r, took) = timed(|| g.sys(FUTEX, &[WORD, FUTEX_WAIT_BITSET | flag, 7, TIMEOUT, 0, u64::from(u32::MAX)]));
+        assert_eq!(r, err(ETIMEDOUT), "clock {clock}");
+        assert!(took >= Duration::from_millis(50), "clock {clock}: returned after {took:?}");
+        // A time already past times out at once.
+        g.put_timespec(TIMEOUT, clock_now(clock) - Duration::from_secs(1));
+        let (r, took) = timed(|| g.sys(FUTEX, &[WORD, FUTEX_WAIT_BITSET | flag, 7, TIMEOUT, 0, 1]));
+        assert_eq!(r, err(ETIMEDOUT));
+        assert!(took < Duration::from_millis(50), "clock {clock}: a past time slept {took:?}");
+    }
+}
+
+#[test]
+fn a_futex_wait_never_sleeps_past_the_calls_deadline() {
+    let mut g = guest();
+    g.p.deadline = Some(Instant::now() + Duration::from_millis(80));
+    g.put(WORD, &7u32.to_le_bytes());
+    g.put_timespec(TIMEOUT, Duration::from_secs(3600));
+    let (r, took) = timed(|| g.sys(FUTEX, &[WORD, FUTEX_WAIT, 7, TIMEOUT]));
+    // The run loop sees the deadline passed and ends the call with CallError::Deadline.
+    assert_eq!(r, err(ETIMEDOUT));
+    assert!(took >= Duration::from_millis(70) && took < Duration::from_secs(2), "slept {took:?}");
+}
+
+#[test]
+fn a_futex_wait_nothing_can_wake_ends_the_call() {
+    let mut g = guest();
+    g.put(WORD, &7u32.to_le_bytes());
+    match g.call(FUTEX, &[WORD, FUTEX_WAIT | FUTEX_PRIVATE, 7, 0]) {
+        Outcome::Stop(Stop::Unsupported(why)) => assert!(why.contains("nothing can ever wake it"), "{why}"),
+        other => panic!("expected the call to end, got {other:?}"),
+    }
+}
+
+#[test]
+fn futex_arguments_are_checked_in_linuxs_order() {
+    let mut g = guest();
+    g.put(WORD, &7u32.to_le_bytes());
+    g.put_timespec(TIMEOUT, Duration::from_millis(1));
+    let wait = |g: &mut Guest, op: u64, uaddr: u64, val: u64, timeout: u64, val3: u64| {
+        g.sys(FUTEX, &[uaddr, op, val, timeout, 0, val3])
+    };
+    assert_eq!(wait(&mut g, FUTEX_WAIT, WORD, 8, TIMEOUT, 0), err(EAGAIN), "the word differs");
+    assert_eq!(wait(&mut g, FUTEX_WAIT, WORD, 8, 0, 0), err(EAGAIN), "differs, no timeout");
+    assert_eq!(wait(&mut g, FUTEX_WAIT, WORD + 1, 7, TIMEOUT, 0), err(EINVAL), "unaligned");
+    assert_eq!(wait(&mut g, FUTEX_WAIT, 0x1000, 7, TIMEOUT, 0), err(EFAULT), "monitor page");
+    assert_eq!(wait(&mut g, FUTEX_WAIT, WORD, 8, 0x1000, 0), err(EFAULT), "bad timeout pointer first");
+    assert_eq!(wait(&mut g, FUTEX_WAIT_BITSET, WORD, 7, TIMEOUT, 0), err(EINVAL), "empty bitset");
+    assert_eq!(wait(&mut g, FUTEX_WAIT | FUTEX_CLOCK_REALTIME, WORD, 7, TIMEOUT, 0), err(ENOSYS));
+    assert_eq!(wait(&mut g, FUTEX_WAKE | FUTEX_CLOCK_REALTIME, WORD, 1, 0, 0), err(ENOSYS));
+    assert_eq!(wait(&mut g, FUTEX_WAKE, WORD, 1, 0, 0), 0, "nobody to wake");
+    assert_eq!(wait(&mut g, 0x200 | FUTEX_WAIT, WORD, 7, TIMEOUT, 0), err(ENOSYS), "unknown op bits");
+    g.put(TIMEOUT + 8, &1_000_000_000i64.to_le_bytes());
+    assert_eq!(wait(&mut g, FUTEX_WAIT, WORD, 8, TIMEOUT, 0), err(EINVAL), "tv_nsec out of range");
+}
