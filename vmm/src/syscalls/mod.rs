@@ -117,7 +117,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         17 => ret(sys_pread(p, mem, a[0], a[1], a[2], a[3])),
         19 => ret(sys_readv(p, mem, a[0], a[1], a[2])),
         20 => writev(p, mem, a[0], a[1], a[2]),
-        21 => ret(sys_access(p, mem, AT_FDCWD, a[0], a[1])),
+        21 => ret(sys_access(p, mem, AT_FDCWD, a[0], a[1], 0)),
         24 => Outcome::Return(0), // sched_yield
         25 => ret(p.space.mremap(a[0], a[1], a[2], a[3] & 1 != 0 && a[3] & !1 == 0, mem)),
         28 => ret(sys_madvise(p, mem, a[0], a[1], a[2])),
@@ -156,7 +156,8 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         257 => ret(sys_openat(p, mem, a[0], a[1], a[2])),
         262 => ret(sys_stat_path(p, mem, a[0], a[1], a[2], a[3])),
         267 => ret(sys_readlink(p, mem, a[0], a[1], a[2], a[3])),
-        269 | 439 => ret(sys_access(p, mem, a[0], a[1], a[2])),
+        269 => ret(sys_access(p, mem, a[0], a[1], a[2], 0)),
+        439 => ret(sys_access(p, mem, a[0], a[1], a[2], a[3])),
         273 => Outcome::Return(0), // set_robust_list
         292 => ret(sys_dup3(p, a[0], a[1], a[2], false)),
         302 => ret(sys_prlimit(p, mem, a[1] as u32, a[2], a[3])),

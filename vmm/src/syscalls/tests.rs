@@ -165,3 +165,48 @@ fn futex_arguments_are_checked_in_linuxs_order() {
     g.put(TIMEOUT + 8, &1_000_000_000i64.to_le_bytes());
     assert_eq!(wait(&mut g, FUTEX_WAIT, WORD, 8, TIMEOUT, 0), err(EINVAL), "tv_nsec out of range");
 }
+
+// ---------------------------------------------------------------- paths
+
+const EMPTY: u64 = SCRATCH + 0x100;
+const DATA: u64 = SCRATCH + 0x200;
+const BUF: u64 = SCRATCH + 0x1000;
+const AT_FDCWD: u64 = -100i64 as u64;
+const AT_EMPTY_PATH: u64 = 0x1000;
+
+#[test]
+fn an_empty_path_names_nothing_unless_at_empty_path_says_it_names_the_fd() {
+    let mut g = guest();
+    g.put(EMPTY, b"\0");
+    g.put(DATA, b"/data\0");
+    assert_eq!(g.sys(2, &[EMPTY, 0]), err(ENOENT), "open");
+    assert_eq!(g.sys(257, &[AT_FDCWD, EMPTY, 0]), err(ENOENT), "openat");
+    assert_eq!(g.sys(4, &[EMPTY, BUF]), err(ENOENT), "stat");
+    assert_eq!(g.sys(6, &[EMPTY, BUF]), err(ENOENT), "lstat");
+    assert_eq!(g.sys(262, &[AT_FDCWD, EMPTY, BUF, 0]), err(ENOENT), "newfstatat without AT_EMPTY_PATH");
+    assert_eq!(g.sys(21, &[EMPTY, 4]), err(ENOENT), "access");
+    assert_eq!(g.sys(269, &[AT_FDCWD, EMPTY, 4]), err(ENOENT), "faccessat");
+    assert_eq!(g.sys(439, &[AT_FDCWD, EMPTY, 4, 0]), err(ENOENT), "faccessat2 without AT_EMPTY_PATH");
+    assert_eq!(g.sys(89, &[EMPTY, BUF, 100]), err(ENOENT), "readlink");
+    assert_eq!(g.sys(267, &[AT_FDCWD, EMPTY, BUF, 100]), err(ENOENT), "readlinkat on the cwd");
+    assert_eq!(g.sys(80, &[EMPTY]), err(ENOENT), "chdir");
+    assert_eq!(g.p.cwd, "/");
+
+    let dir = g.sys(2, &[DATA, libc::O_DIRECTORY as u64]);
+    assert!(dir >= 3, "open /data: {dir}");
+    let dir = dir as u64;
+    assert_eq!(g.sys(257, &[dir, EMPTY, 0]), err(ENOENT), "openat(fd, \"\")");
+    assert_eq!(g.sys(267, &[dir, EMPTY, BUF, 100]), err(ENOENT), "readlinkat of a directory fd");
+    // AT_EMPTY_PATH: the call is about the fd (or the cwd) itself.
+    assert_eq!(g.sys(262, &[dir, EMPTY, BUF, AT_EMPTY_PATH]), 0);
+    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
+    assert_eq!(mode & libc::S_IFMT, libc::S_IFDIR);
+    assert_eq!(g.sys(262, &[AT_FDCWD, EMPTY, BUF, AT_EMPTY_PATH]), 0, "fstatat(AT_FDCWD, \"\") is the cwd");
+    assert_eq!(g.sys(439, &[dir, EMPTY, 4, AT_EMPTY_PATH]), 0, "faccessat2(fd, \"\", R_OK)");
+    assert_eq!(g.sys(439, &[dir, EMPTY, 2, AT_EMPTY_PATH]), err(EROFS), "faccessat2(fd, \"\", W_OK)");
+    assert_eq!(g.sys(439, &[77, EMPTY, 4, AT_EMPTY_PATH]), err(EBADF));
+    assert_eq!(g.sys(262, &[77, EMPTY, BUF, AT_EMPTY_PATH]), err(EBADF));
+    // A bad pointer is EFAULT whatever the flags.
+    assert_eq!(g.sys(262, &[dir, 0x1000, BUF, AT_EMPTY_PATH]), err(EFAULT));
+    assert_eq!(g.sys(439, &[dir, 0, 4, AT_EMPTY_PATH]), err(EFAULT));
+}
