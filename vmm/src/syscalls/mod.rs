@@ -143,7 +143,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         111 | 121 | 124 => Outcome::Return(GUEST_PID), // getpgrp, getpgid, getsid
         131 => ret(sys_sigaltstack(p, mem, a[0], a[1])),
         158 => sys_arch_prctl(p, mem, a[0], a[1]),
-        200 => sys_kill(p, GUEST_PID, a[1]),
+        200 => sys_tgkill(p, None, a[0], a[1]),
         201 => ret(sys_time(mem, a[0])),
         202 => sys_futex(p, mem, a[0], a[1], a[2], a[3], a[5]),
         204 => ret(sys_sched_getaffinity(mem, a[1], a[2])),
@@ -152,7 +152,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         228 => ret(sys_clock_gettime(mem, a[0], a[1])),
         229 => ret(sys_clock_getres(mem, a[0], a[1])),
         230 => ret(sys_clock_nanosleep(p, mem, a[0], a[1], a[2], a[3])),
-        234 => sys_kill(p, a[0], a[2]), // tgkill(tgid, tid, sig)
+        234 => sys_tgkill(p, Some(a[0]), a[1], a[2]),
         257 => ret(sys_openat(p, mem, a[0], a[1], a[2])),
         262 => ret(sys_stat_path(p, mem, a[0], a[1], a[2], a[3])),
         267 => ret(sys_readlink(p, mem, a[0], a[1], a[2], a[3])),

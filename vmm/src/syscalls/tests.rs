@@ -210,3 +210,27 @@ fn an_empty_path_names_nothing_unless_at_empty_path_says_it_names_the_fd() {
     assert_eq!(g.sys(262, &[dir, 0x1000, BUF, AT_EMPTY_PATH]), err(EFAULT));
     assert_eq!(g.sys(439, &[dir, 0, 4, AT_EMPTY_PATH]), err(EFAULT));
 }
+
+// ---------------------------------------------------------------- signals
+
+#[test]
+fn tkill_and_tgkill_reach_only_the_programs_own_thread() {
+    let mut g = guest();
+    let tid = g.sys(186, &[]) as u64; // gettid
+    let (tkill, tgkill) = (200, 234);
+    assert_eq!(g.sys(tkill, &[tid, 0]), 0, "signal 0 to itself: it exists");
+    assert_eq!(g.sys(tgkill, &[tid, tid, 0]), 0);
+    assert_eq!(g.sys(tkill, &[tid + 1, 0]), err(ESRCH));
+    assert_eq!(g.sys(tkill, &[12345, 9]), err(ESRCH), "SIGKILL to another thread does not end the call");
+    assert_eq!(g.sys(tgkill, &[tid, tid + 1, 9]), err(ESRCH));
+    assert_eq!(g.sys(tgkill, &[tid + 1, tid, 9]), err(ESRCH), "our tid in another thread group");
+    assert_eq!(g.sys(tkill, &[0, 0]), err(EINVAL));
+    assert_eq!(g.sys(tkill, &[u64::MAX, 0]), err(EINVAL), "tid -1");
+    assert_eq!(g.sys(tgkill, &[0, tid, 0]), err(EINVAL));
+    assert_eq!(g.sys(tkill, &[tid, 65]), err(EINVAL));
+    assert_eq!(g.sys(tkill, &[12345, 65]), err(ESRCH), "ESRCH before EINVAL, as Linux");
+    assert_eq!(g.call(tgkill, &[tid, tid, 6]), Outcome::Stop(Stop::Signal(6)), "abort()");
+    assert_eq!(g.call(tkill, &[tid, 15]), Outcome::Stop(Stop::Signal(15)));
+    assert_eq!(g.sys(62, &[12345, 9]), err(ESRCH), "kill of another process");
+    assert_eq!(g.sys(62, &[u64::from(u32::MAX), 0]), 0, "kill(-1) as a 32-bit pid_t includes the program");
+}
