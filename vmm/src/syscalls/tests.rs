@@ -234,3 +234,31 @@ fn tkill_and_tgkill_reach_only_the_programs_own_thread() {
     assert_eq!(g.sys(62, &[12345, 9]), err(ESRCH), "kill of another process");
     assert_eq!(g.sys(62, &[u64::from(u32::MAX), 0]), 0, "kill(-1) as a 32-bit pid_t includes the program");
 }
+
+// ---------------------------------------------------------------- mmap of a file
+
+#[test]
+fn a_file_mapping_whose_end_does_not_fit_an_off_t_is_eoverflow() {
+    let mut g = guest();
+    g.put(DATA, b"/data/hello.txt\0");
+    let fd = g.sys(2, &[DATA, 0]);
+    assert!(fd >= 3);
+    let mmap = |g: &mut Guest, len: u64, off: u64| {
+        g.sys(9, &[0, len, libc::PROT_READ as u64, libc::MAP_PRIVATE as u64, fd as u64, off])
+    };
+    for (off, len) in [(1u64 << 63, 4096), (!4095, 4096), ((1 << 63) - 4096, 4096 + 1), ((1 << 63) - 8192, 8192)] {
+        assert_eq!(mmap(&mut g, len, off), err(EOVERFLOW), "offset {off:#x} length {len:#x}");
+    }
+    assert_eq!(mmap(&mut g, 4096, 4095), err(EINVAL), "unaligned offset");
+    assert_eq!(mmap(&mut g, u64::MAX, 0), err(ENOMEM));
+    assert_eq!(mmap(&mut g, (1 << 62) + 4096, 1 << 62), err(ENOMEM), "no room comes first, as in Linux");
+    // Offsets within an off_t map (past the end of the file: zeros, as the monitor copies).
+    let at = mmap(&mut g, 4096, 0);
+    assert!(at > 0);
+    assert_eq!(g.mem.user_slice(at as u64, 6).unwrap(), b"hello\n");
+    let at = mmap(&mut g, 4096, 1 << 62);
+    assert!(at > 0, "{at}");
+    assert!(g.mem.user_slice(at as u64, 4096).unwrap().iter().all(|&b| b == 0));
+    let at = mmap(&mut g, 4096, (1 << 63) - 8192);
+    assert!(at > 0, "the last page an off_t reaches: {at}");
+}
