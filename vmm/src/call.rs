@@ -69,8 +69,12 @@ pub struct CallStats {
     /// VM exits (KVM_RUN returns), including the final one.
     pub exits: u64,
     pub syscalls: u64,
-    /// Syscalls answered ENOSYS, by number.
+    /// Syscalls answered ENOSYS, by number (at most `MAX_UNKNOWN_SYSCALL_NUMBERS` numbers).
     pub unknown_syscalls: std::collections::BTreeMap<u64, u64>,
+    /// Unknown syscalls not in `unknown_syscalls` because it was full.
+    pub unknown_syscalls_dropped: u64,
+    /// Syscalls `--trace-syscalls` did not see because the call had traced its maximum.
+    pub traced_syscalls_dropped: u64,
     /// Whether the call started from a snapshot.
     pub restored: bool,
     /// Host page faults taken by the calling thread while the guest ran: each first touch
@@ -187,6 +191,8 @@ impl ReadyCall {
         };
         self.stats.syscalls = self.process.stats.syscalls;
         self.stats.unknown_syscalls = std::mem::take(&mut self.process.stats.unknown);
+        self.stats.unknown_syscalls_dropped = self.process.stats.unknown_dropped;
+        self.stats.traced_syscalls_dropped = self.process.stats.trace_dropped;
         FinishedCall { vm: Some(self.vm), outcome, timings: self.timings, stats: self.stats }
     }
 

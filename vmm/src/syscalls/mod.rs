@@ -86,13 +86,13 @@ const WRITES_FS: &[u64] =
 pub fn handle(p: &mut Process, mem: &mut GuestMemory, nr: u64, args: [u64; 6]) -> Outcome {
     p.stats.syscalls += 1;
     let outcome = dispatch(p, mem, nr, args);
-    if let Some(trace) = p.trace.as_mut() {
+    if p.trace.is_some() {
         let result = match &outcome {
             Outcome::Return(v) => Some(*v as i64),
             Outcome::SetFsBase(_) => Some(0),
             Outcome::Stop(_) => None,
         };
-        trace(&SyscallRecord { nr, args, result });
+        p.trace(&SyscallRecord { nr, args, result });
     }
     outcome
 }
@@ -166,7 +166,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         n if REFUSED.contains(&n) => ret(Err(EPERM)),
         n if WRITES_FS.contains(&n) => ret(Err(EROFS)),
         n => {
-            *p.stats.unknown.entry(n).or_insert(0) += 1;
+            p.stats.count_unknown(n);
             ret(Err(ENOSYS))
         }
     }

@@ -262,3 +262,35 @@ fn a_file_mapping_whose_end_does_not_fit_an_off_t_is_eoverflow() {
     let at = mmap(&mut g, 4096, (1 << 63) - 8192);
     assert!(at > 0, "the last page an off_t reaches: {at}");
 }
+
+// ---------------------------------------------------------------- bookkeeping
+
+#[test]
+fn unknown_syscall_numbers_are_counted_up_to_a_cap_and_the_rest_only_tallied() {
+    let mut g = guest();
+    let numbers: Vec<u64> = (1000..3000).chain([u64::MAX, 1 << 63, 0xdead_beef]).collect();
+    for &nr in &numbers {
+        assert_eq!(g.sys(nr, &[]), err(ENOSYS));
+    }
+    assert_eq!(g.sys(1000, &[]), err(ENOSYS), "a number already counted");
+    let stats = &g.p.stats;
+    assert_eq!(stats.unknown.len(), MAX_UNKNOWN_SYSCALL_NUMBERS);
+    assert_eq!(stats.unknown.get(&1000), Some(&2));
+    assert_eq!(stats.unknown_dropped, (numbers.len() - MAX_UNKNOWN_SYSCALL_NUMBERS) as u64);
+    assert_eq!(stats.syscalls, numbers.len() as u64 + 1);
+}
+
+#[test]
+fn the_tracer_sees_a_bounded_number_of_syscalls_and_the_rest_are_counted() {
+    let mut g = guest();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = seen.clone();
+    g.p.trace = Some(Box::new(move |_| {
+        sink.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }));
+    for _ in 0..MAX_TRACED_SYSCALLS + 10 {
+        g.sys(39, &[]); // getpid
+    }
+    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), MAX_TRACED_SYSCALLS);
+    assert_eq!(g.p.stats.trace_dropped, 10);
+}
