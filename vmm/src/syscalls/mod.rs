@@ -76,6 +76,7 @@ pub mod nr {
 const REFUSED: &[u64] = &[
     41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, // sockets
     56, 57, 58, 59, 322, 435, // clone, fork, vfork, execve, execveat, clone3
+    288, 299, 307, // accept4, recvmmsg, sendmmsg
     101, // ptrace
 ];
 /// Syscalls that would modify the filesystem, which is read-only.
@@ -136,7 +137,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         89 => ret(sys_readlink(p, mem, AT_FDCWD, a[0], a[1], a[2])),
         95 => Outcome::Return(std::mem::replace(&mut p.umask, a[0] as u32 & 0o777) as u64),
         96 => ret(sys_gettimeofday(mem, a[0])),
-        97 => ret(sys_prlimit(p, mem, a[0] as u32, 0, a[1])),
+        97 => ret(sys_getrlimit(p, mem, a[0] as u32, a[1])),
         99 => ret(sys_sysinfo(p, mem, a[0])),
         102 | 104 | 107 | 108 => Outcome::Return(GUEST_UID),
         110 => Outcome::Return(GUEST_PPID),

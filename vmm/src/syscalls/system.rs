@@ -68,6 +68,15 @@ pub(super) fn sys_prlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32,
     Ok(0)
 }
 
+/// getrlimit: prlimit64's read, except that the result pointer is not optional.
+pub(super) fn sys_getrlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32, old: u64) -> SysResult {
+    sys_prlimit(p, mem, resource, 0, old)?; // EINVAL first, as in Linux
+    if old == 0 {
+        return Err(EFAULT);
+    }
+    Ok(0)
+}
+
 pub(super) fn sys_getrandom(mem: &mut GuestMemory, buf: u64, len: u64) -> SysResult {
     let dst = mem.user_slice_mut(buf, len.min(33_554_431))?;
     fill_random(dst)?;

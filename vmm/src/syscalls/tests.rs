@@ -294,3 +294,26 @@ fn the_tracer_sees_a_bounded_number_of_syscalls_and_the_rest_are_counted() {
     assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), MAX_TRACED_SYSCALLS);
     assert_eq!(g.p.stats.trace_dropped, 10);
 }
+
+// ---------------------------------------------------------------- refusals and required pointers
+
+#[test]
+fn every_socket_call_is_refused_like_the_rest_of_networking() {
+    let mut g = guest();
+    // socket .. setsockopt, accept4, recvmmsg, sendmmsg
+    for nr in (41..=55).chain([288, 299, 307]) {
+        assert_eq!(g.sys(nr, &[0, 0, 0]), err(EPERM), "syscall {nr}");
+    }
+    assert!(g.p.stats.unknown.is_empty());
+}
+
+#[test]
+fn getrlimit_needs_its_result_pointer_where_prlimit64_does_not() {
+    let mut g = guest();
+    const RLIMIT_NOFILE: u64 = 7;
+    assert_eq!(g.sys(97, &[RLIMIT_NOFILE, 0]), err(EFAULT), "getrlimit(NOFILE, NULL)");
+    assert_eq!(g.sys(97, &[99, 0]), err(EINVAL), "a bad resource first, as Linux");
+    assert_eq!(g.sys(97, &[RLIMIT_NOFILE, BUF]), 0);
+    assert_eq!(g.mem.read_user_u64(BUF).unwrap(), crate::files::MAX_FDS as u64);
+    assert_eq!(g.sys(302, &[0, RLIMIT_NOFILE, 0, 0]), 0, "prlimit64 with nothing to read or set");
+}
