@@ -99,6 +99,8 @@ c_bundle "$TESTS" fpu-state glibc "$T/fpu-state.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" clock glibc "$T/clock.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" clock-musl musl "$T/clock.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" munmap-checkerboard glibc "$T/munmap-checkerboard.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" hostile glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.max_output_bytes=1048576
+c_bundle "$TESTS" hostile-short-deadline glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=1000
 
 # path-escape: symlinks inside the rootfs that point out of it; the monitor must not follow them
 # to the host.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::kvm_regs;
 
 use crate::deadline::Deadline;
-use crate::exits::{classify, Event};
+use crate::exits::{classify, explain_internal_error, Event, InternalError};
 use crate::layout::*;
 use crate::process::{Process, Stop};
 use crate::syscalls::{self, Outcome};
@@ -32,8 +32,8 @@ pub enum CallError {
     OutsideMemory { addr: u64 },
     #[error("guest triple-faulted (KVM shutdown exit)")]
     TripleFault,
-    #[error("KVM internal error (suberror {suberror}); under kvm-pvm an SSE instruction at CPL0 causes this")]
-    KvmInternal { suberror: u32 },
+    #[error("KVM internal error at rip {rip:#x}, cpl {cpl}: {what} (suberror {suberror})")]
+    KvmInternal { suberror: u32, what: &'static str, rip: u64, cpl: u8 },
     #[error("unexpected VM exit: {0}")]
     UnexpectedExit(String),
     #[error("the program did not read its request before exiting with status {0}, so there is nothing to snapshot")]
@@ -69,8 +69,12 @@ pub struct CallStats {
     /// VM exits (KVM_RUN returns), including the final one.
     pub exits: u64,
     pub syscalls: u64,
-    /// Syscalls answered ENOSYS, by number.
+    /// Syscalls answered ENOSYS, by number (at most `MAX_UNKNOWN_SYSCALL_NUMBERS` numbers).
     pub unknown_syscalls: std::collections::BTreeMap<u64, u64>,
+    /// Unknown syscalls not in `unknown_syscalls` because it was full.
+    pub unknown_syscalls_dropped: u64,
+    /// Syscalls `--trace-syscalls` did not see because the call had traced its maximum.
+    pub traced_syscalls_dropped: u64,
     /// Whether the call started from a snapshot.
     pub restored: bool,
     /// Host page faults taken by the calling thread while the guest ran: each first touch
@@ -187,6 +191,8 @@ impl ReadyCall {
         };
         self.stats.syscalls = self.process.stats.syscalls;
         self.stats.unknown_syscalls = std::mem::take(&mut self.process.stats.unknown);
+        self.stats.unknown_syscalls_dropped = self.process.stats.unknown_dropped;
+        self.stats.traced_syscalls_dropped = self.process.stats.trace_dropped;
         FinishedCall { vm: Some(self.vm), outcome, timings: self.timings, stats: self.stats }
     }
 
@@ -253,14 +259,30 @@ impl ReadyCall {
                 Event::Exception(vector) => return Err(self.guest_fault(vector)),
                 Event::OutsideMemory { addr } => return Err(CallError::OutsideMemory { addr }),
                 Event::Shutdown => return Err(CallError::TripleFault),
-                Event::InternalError => {
-                    // SAFETY: reading the `internal` member of the exit union after an
-                    // internal-error exit, which is the member KVM filled.
-                    let suberror = unsafe { self.vm.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                    return Err(CallError::KvmInternal { suberror });
-                }
+                Event::InternalError => return Err(self.internal_error()),
                 Event::Unexpected(what) => return Err(CallError::UnexpectedExit(what)),
             }
+        }
+    }
+
+    /// A KVM internal-error exit, told apart by where the vCPU stood.
+    fn internal_error(&mut self) -> CallError {
+        // SAFETY: reading the `internal` member of the exit union after an internal-error
+        // exit, which is the member KVM filled.
+        let suberror = unsafe { self.vm.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+        let rip = self.vm.vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+        let cpl = self.vm.vcpu.get_sregs().map(|s| s.cs.dpl).unwrap_or(0);
+        match explain_internal_error(suberror, rip, cpl) {
+            InternalError::MonitorPageFetch { page } => CallError::GuestFault {
+                vector: 14,
+                name: page,
+                rip,
+                // What a #PF would push for this fetch: present, user, instruction fetch.
+                error_code: PF_PRESENT | PF_USER | PF_FETCH,
+                cr2: rip,
+                cpl,
+            },
+            InternalError::Kvm { what } => CallError::KvmInternal { suberror, what, rip, cpl },
         }
     }
 
@@ -304,6 +326,11 @@ pub(crate) fn write_user_return(
     mem.write_u64(GuestAddr(SYSCALL_RESULT_ADDR), rax)?;
     Ok(())
 }
+
+/// #PF error code bits.
+const PF_PRESENT: u64 = 1;
+const PF_USER: u64 = 1 << 2;
+const PF_FETCH: u64 = 1 << 4;
 
 fn is_stdin_read(nr: u64, args: &[u64; 6]) -> bool {
     matches!(nr, syscalls::nr::READ | syscalls::nr::READV | syscalls::nr::PREAD64) && args[0] == 0

@@ -51,5 +51,5 @@ pub use bundle::{BundleConfig, BundleError, Limits, Runner};
 pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall};
 pub use function::{Function, FunctionError, StartError, StartMode};
 pub use pool::{PoolStats, Runtime, RuntimeConfig};
-pub use process::SyscallRecord;
+pub use process::{SyscallRecord, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};
 pub use vm::{EmptyVm, VmError};

@@ -267,7 +267,10 @@ impl AddressSpace {
             Some((_, r)) if r.end >= old_end && r.kind == RegionKind::Mmap => r.clone(),
             _ => return Err(EFAULT),
         };
-        if new_len <= old_len {
+        if new_len == old_len {
+            return Ok(old); // nothing to do (Linux too, once the range is known to be mapped)
+        }
+        if new_len < old_len {
             self.munmap(old + new_len, old_len - new_len, mem)?;
             return Ok(old);
         }
@@ -382,6 +385,10 @@ mod tests {
         assert_ne!(n, a);
         assert!(m.slice(GuestAddr(n), 4096).unwrap().iter().all(|&x| x == 5));
         assert_eq!(s.mremap(n, 8192, 4096, false, &mut m), Ok(n));
+        assert_eq!(s.mremap(n, 4096, 4096, false, &mut m), Ok(n), "the same size: the same mapping");
+        assert_eq!(s.mremap(n, 4000, 4096, true, &mut m), Ok(n), "the same size in pages");
+        assert!(m.slice(GuestAddr(n), 4096).unwrap().iter().all(|&x| x == 5));
+        assert_eq!(s.mremap(0x100_0000, 4096, 4096, true, &mut m), Err(EFAULT), "the same size, unmapped");
         assert_eq!(s.mremap(0x40_0000, 4096, 8192, true, &mut m), Err(EFAULT), "the image is not mremap-able");
     }
 

@@ -53,9 +53,9 @@ pub(crate) fn drain(p: &mut Process, mem: &mut GuestMemory) -> Result<(), Stop> 
         let data = &ring[data_start as usize..(data_start + count) as usize];
         p.stats.syscalls += 1;
         let appended = append_output(p, fd, data);
-        if let Some(trace) = p.trace.as_mut() {
+        if p.trace.is_some() {
             let args = [fd, OUTPUT_RING + data_start, count, 0, 0, 0];
-            trace(&SyscallRecord { nr: 1, args, result: appended.as_ref().ok().map(|_| count as i64) });
+            p.trace(&SyscallRecord { nr: 1, args, result: appended.as_ref().ok().map(|_| count as i64) });
         }
         appended?;
         at = data_start + count.next_multiple_of(8);

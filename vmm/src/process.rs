@@ -38,12 +38,38 @@ pub struct SyscallRecord {
 /// Receives every syscall as it completes (`--trace-syscalls`).
 pub type SyscallTracer = Box<dyn FnMut(&SyscallRecord) + Send>;
 
-/// Counts of what the program did, per call.
+/// Most distinct unknown syscall numbers counted per call: a program calling every number
+/// there is must not grow the monitor's memory. Later numbers only add to `unknown_dropped`.
+pub const MAX_UNKNOWN_SYSCALL_NUMBERS: usize = 64;
+/// Most syscalls handed to the tracer per call (a tracer may keep them all); the rest are
+/// counted in `trace_dropped`.
+pub const MAX_TRACED_SYSCALLS: u64 = 100_000;
+
+/// Counts of what the program did, per call. Bounded whatever the program does.
 #[derive(Debug, Clone, Default)]
 pub struct SyscallStats {
     pub syscalls: u64,
-    /// Syscalls answered with ENOSYS because we do not implement them, by number.
+    /// Syscalls answered with ENOSYS because we do not implement them, by number (at most
+    /// [`MAX_UNKNOWN_SYSCALL_NUMBERS`] numbers).
     pub unknown: std::collections::BTreeMap<u64, u64>,
+    /// Unknown syscalls whose number found `unknown` full.
+    pub unknown_dropped: u64,
+    /// Syscalls not handed to the tracer because it had [`MAX_TRACED_SYSCALLS`] already.
+    pub trace_dropped: u64,
+    traced: u64,
+}
+
+impl SyscallStats {
+    /// Counts one unknown syscall `nr`.
+    pub fn count_unknown(&mut self, nr: u64) {
+        if let Some(n) = self.unknown.get_mut(&nr) {
+            *n += 1;
+        } else if self.unknown.len() < MAX_UNKNOWN_SYSCALL_NUMBERS {
+            self.unknown.insert(nr, 1);
+        } else {
+            self.unknown_dropped += 1;
+        }
+    }
 }
 
 /// A recorded `rt_sigaction` (never delivered).
@@ -85,6 +111,17 @@ pub struct Process {
 }
 
 impl Process {
+    /// Hands `record` to the tracer, if there is one and it has not had its fill this call.
+    pub fn trace(&mut self, record: &SyscallRecord) {
+        let Some(trace) = self.trace.as_mut() else { return };
+        if self.stats.traced < MAX_TRACED_SYSCALLS {
+            self.stats.traced += 1;
+            trace(record);
+        } else {
+            self.stats.trace_dropped += 1;
+        }
+    }
+
     /// A process with fds 0/1/2 open, cwd `cwd` and the given address space.
     pub fn new(space: AddressSpace, rootfs: Rootfs, exe_path: String, cwd: String, max_output: usize) -> Self {
         Process {

@@ -335,7 +335,7 @@ pub fn sample_now(offset: TscOffset) -> ClockSample {
         let monotonic_ns = clock_ns(libc::CLOCK_MONOTONIC);
         let t1 = host_tsc();
         let width = t1.wrapping_sub(t0);
-        let mid = t0 + width / 2;
+        let mid = t0.wrapping_add(width / 2);
         let s = ClockSample { guest_tsc: mid.wrapping_add(offset.0 as u64), realtime_ns, monotonic_ns };
         if best.is_none_or(|(w, _)| width < w) {
             best = Some((width, s));
@@ -354,7 +354,7 @@ pub fn calibrate_tsc_hz(span: Duration) -> u64 {
             let ns = clock_ns(libc::CLOCK_MONOTONIC);
             let t1 = host_tsc();
             if t1.wrapping_sub(t0) < best.0 {
-                best = (t1.wrapping_sub(t0), t0 + (t1 - t0) / 2, ns);
+                best = (t1.wrapping_sub(t0), t0.wrapping_add(t1.wrapping_sub(t0) / 2), ns);
             }
         }
         (best.1, best.2)

@@ -49,6 +49,7 @@ static inline const char *errname(int e)
     case EOPNOTSUPP: return "EOPNOTSUPP";
     case ENOTSOCK: return "ENOTSOCK";
     case EOVERFLOW: return "EOVERFLOW";
+    case ETIMEDOUT: return "ETIMEDOUT";
     default: return "E?";
     }
 }

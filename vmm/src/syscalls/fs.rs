@@ -5,9 +5,14 @@ use super::*;
 // ---------------------------------------------------------------- files and paths
 
 /// Reads a path argument and makes it absolute (as the program sees it) against `dirfd`.
+/// An empty path names nothing (ENOENT), as in Linux: the syscalls that take AT_EMPTY_PATH
+/// check for it with [`is_empty_path`] first.
 pub(super) fn guest_path(p: &Process, mem: &GuestMemory, dirfd: u64, path: u64) -> Result<String, Errno> {
     let raw = mem.read_user_cstr(path, PATH_MAX)?.ok_or(ENAMETOOLONG)?;
     let path = String::from_utf8(raw).map_err(|_| ENOENT)?;
+    if path.is_empty() {
+        return Err(ENOENT);
+    }
     if path.starts_with('/') {
         return Ok(path);
     }
@@ -20,6 +25,20 @@ pub(super) fn guest_path(p: &Process, mem: &GuestMemory, dirfd: u64, path: u64) 
         }
     };
     Ok(join_guest_path(&base, &path))
+}
+
+/// Whether the path argument is "" (a bad pointer is EFAULT, as reading the path would be).
+pub(super) fn is_empty_path(mem: &GuestMemory, path: u64) -> Result<bool, Errno> {
+    Ok(mem.read_user_cstr(path, 1)?.is_some_and(|s| s.is_empty()))
+}
+
+/// The fd an AT_EMPTY_PATH call with an empty path operates on must exist (the cwd always does).
+fn check_empty_path_dirfd(p: &Process, dirfd: u64) -> Result<(), Errno> {
+    if dirfd == AT_FDCWD || dirfd as u32 as i32 == -100 {
+        Ok(())
+    } else {
+        p.fds.get(dirfd).map(|_| ())
+    }
 }
 
 pub(super) fn sys_openat(p: &mut Process, mem: &mut GuestMemory, dirfd: u64, path: u64, flags: u64) -> SysResult {
@@ -115,7 +134,11 @@ pub(super) fn sys_stat_path(
     buf: u64,
     flags: u64,
 ) -> SysResult {
-    if flags & AT_EMPTY_PATH != 0 && mem.read_user_cstr(path, 1)?.is_some_and(|s| s.is_empty()) {
+    if flags & AT_EMPTY_PATH != 0 && is_empty_path(mem, path)? {
+        if dirfd == AT_FDCWD || dirfd as u32 as i32 == -100 {
+            let cwd = guest_cwd(p)?;
+            return put_stat(mem, buf, host_fstat(&cwd)?);
+        }
         return sys_fstat(p, mem, dirfd, buf);
     }
     let path = guest_path(p, mem, dirfd, path)?;
@@ -124,9 +147,21 @@ pub(super) fn sys_stat_path(
     put_stat(mem, buf, host_fstat(&fd)?)
 }
 
-pub(super) fn sys_access(p: &mut Process, mem: &mut GuestMemory, dirfd: u64, path: u64, mode: u64) -> SysResult {
-    let path = guest_path(p, mem, dirfd, path)?;
-    p.rootfs.open_in_root(&path, libc::O_PATH)?;
+/// access, faccessat (`flags` 0) and faccessat2.
+pub(super) fn sys_access(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    dirfd: u64,
+    path: u64,
+    mode: u64,
+    flags: u64,
+) -> SysResult {
+    if flags & AT_EMPTY_PATH != 0 && is_empty_path(mem, path)? {
+        check_empty_path_dirfd(p, dirfd)?;
+    } else {
+        let path = guest_path(p, mem, dirfd, path)?;
+        p.rootfs.open_in_root(&path, libc::O_PATH)?;
+    }
     if mode & libc::W_OK as u64 != 0 {
         Err(EROFS)
     } else {
@@ -142,27 +177,41 @@ pub(super) fn sys_readlink(
     buf: u64,
     size: u64,
 ) -> SysResult {
-    let path = guest_path(p, mem, dirfd, path)?;
+    // readlinkat(fd, "") reads the link `fd` itself is (opened O_PATH|O_NOFOLLOW), no flag needed.
+    let empty_on_fd = is_empty_path(mem, path)? && !(dirfd == AT_FDCWD || dirfd as u32 as i32 == -100);
+    let path = if empty_on_fd { None } else { Some(guest_path(p, mem, dirfd, path)?) };
     if size == 0 || size > i32::MAX as u64 {
         return Err(EINVAL);
     }
-    let target: Vec<u8> = if path == "/proc/self/exe" {
-        p.exe_path.as_bytes().to_vec()
-    } else {
-        let fd = p.rootfs.open_in_root(&path, libc::O_PATH | libc::O_NOFOLLOW)?;
-        let mut out = vec![0u8; PATH_MAX];
-        // SAFETY: readlinkat on an O_PATH fd we own with an empty path, into a buffer of
-        // PATH_MAX bytes; the result is checked.
-        let n = unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), out.as_mut_ptr().cast(), out.len()) };
-        if n < 0 {
-            return Err(Errno::last());
-        }
-        out.truncate(n as usize);
-        out
+    let target: Vec<u8> = match path {
+        Some(path) if path == "/proc/self/exe" => p.exe_path.as_bytes().to_vec(),
+        Some(path) => read_link(&p.rootfs.open_in_root(&path, libc::O_PATH | libc::O_NOFOLLOW)?)?,
+        None => match &p.fds.get(dirfd)?.kind {
+            FdKind::File(f) => read_link(&f.host)?,
+            _ => return Err(ENOENT),
+        },
     };
     let n = target.len().min(size as usize);
     mem.write_user(buf, &target[..n])?;
     Ok(n as u64)
+}
+
+/// The target of the symlink `fd` is (ENOENT or EINVAL from the host when it is not one).
+fn read_link(fd: &impl AsRawFd) -> Result<Vec<u8>, Errno> {
+    let mut out = vec![0u8; PATH_MAX];
+    // SAFETY: readlinkat on an fd we own with an empty path, into a buffer of PATH_MAX bytes;
+    // the result is checked.
+    let n = unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    out.truncate(n as usize);
+    Ok(out)
+}
+
+/// The working directory, opened in the rootfs.
+fn guest_cwd(p: &Process) -> Result<std::os::fd::OwnedFd, Errno> {
+    p.rootfs.open_in_root(&p.cwd, libc::O_PATH | libc::O_DIRECTORY)
 }
 
 pub(super) fn sys_getcwd(p: &mut Process, mem: &mut GuestMemory, buf: u64, size: u64) -> SysResult {

@@ -32,19 +32,36 @@ pub(super) fn sys_mmap(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> S
     if kind == libc::MAP_SHARED && prot & PROT_WRITE != 0 {
         return Err(EACCES);
     }
+    check_file_range(off, len, p.space.memory_size())?;
     let start = p.space.mmap(addr, len, prot, fixed, mem)?;
     let dst = mem.user_slice_mut(start, len)?;
     let mut done = 0usize;
     while done < dst.len() {
         let rest = &mut dst[done..];
+        // Within i64 (check_file_range), so neither the sum nor the cast can wrap.
+        let Some(at) = off.checked_add(done as u64).and_then(|at| i64::try_from(at).ok()) else { break };
         // SAFETY: pread into a checked range of guest memory from an fd we own.
-        let n = unsafe { libc::pread(host_fd, rest.as_mut_ptr().cast(), rest.len(), (off + done as u64) as i64) };
+        let n = unsafe { libc::pread(host_fd, rest.as_mut_ptr().cast(), rest.len(), at) };
         if n <= 0 {
             break;
         }
         done += n as usize;
     }
     Ok(start)
+}
+
+/// Linux's limit on a file mapping: the file offset of its end (length in whole pages) must
+/// be a valid `off_t`, EOVERFLOW otherwise (an offset of 2^63 or more never is). A length no
+/// gap could hold is ENOMEM first, as Linux finds no room before it looks at the file.
+fn check_file_range(off: u64, len: u64, memory_size: u64) -> Result<(), Errno> {
+    let len = crate::mm::page_up(len).ok_or(ENOMEM)?;
+    if len > memory_size {
+        return Err(ENOMEM);
+    }
+    match off.checked_add(len) {
+        Some(end) if end <= i64::MAX as u64 => Ok(()),
+        _ => Err(EOVERFLOW),
+    }
 }
 
 /// Most pages one mapping of the entropy device may have.

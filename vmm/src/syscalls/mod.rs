@@ -15,6 +15,7 @@ use crate::mm::{Fixed, PROT_WRITE};
 use crate::process::*;
 
 mod fs;
+mod futex;
 mod io;
 mod memory;
 mod names;
@@ -23,6 +24,7 @@ mod system;
 mod time;
 
 use fs::*;
+use futex::*;
 pub(crate) use io::append_output;
 use io::*;
 use memory::*;
@@ -74,6 +76,7 @@ pub mod nr {
 const REFUSED: &[u64] = &[
     41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, // sockets
     56, 57, 58, 59, 322, 435, // clone, fork, vfork, execve, execveat, clone3
+    288, 299, 307, // accept4, recvmmsg, sendmmsg
     101, // ptrace
 ];
 /// Syscalls that would modify the filesystem, which is read-only.
@@ -84,13 +87,13 @@ const WRITES_FS: &[u64] =
 pub fn handle(p: &mut Process, mem: &mut GuestMemory, nr: u64, args: [u64; 6]) -> Outcome {
     p.stats.syscalls += 1;
     let outcome = dispatch(p, mem, nr, args);
-    if let Some(trace) = p.trace.as_mut() {
+    if p.trace.is_some() {
         let result = match &outcome {
             Outcome::Return(v) => Some(*v as i64),
             Outcome::SetFsBase(_) => Some(0),
             Outcome::Stop(_) => None,
         };
-        trace(&SyscallRecord { nr, args, result });
+        p.trace(&SyscallRecord { nr, args, result });
     }
     outcome
 }
@@ -115,7 +118,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         17 => ret(sys_pread(p, mem, a[0], a[1], a[2], a[3])),
         19 => ret(sys_readv(p, mem, a[0], a[1], a[2])),
         20 => writev(p, mem, a[0], a[1], a[2]),
-        21 => ret(sys_access(p, mem, AT_FDCWD, a[0], a[1])),
+        21 => ret(sys_access(p, mem, AT_FDCWD, a[0], a[1], 0)),
         24 => Outcome::Return(0), // sched_yield
         25 => ret(p.space.mremap(a[0], a[1], a[2], a[3] & 1 != 0 && a[3] & !1 == 0, mem)),
         28 => ret(sys_madvise(p, mem, a[0], a[1], a[2])),
@@ -134,27 +137,28 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         89 => ret(sys_readlink(p, mem, AT_FDCWD, a[0], a[1], a[2])),
         95 => Outcome::Return(std::mem::replace(&mut p.umask, a[0] as u32 & 0o777) as u64),
         96 => ret(sys_gettimeofday(mem, a[0])),
-        97 => ret(sys_prlimit(p, mem, a[0] as u32, 0, a[1])),
+        97 => ret(sys_getrlimit(p, mem, a[0] as u32, a[1])),
         99 => ret(sys_sysinfo(p, mem, a[0])),
         102 | 104 | 107 | 108 => Outcome::Return(GUEST_UID),
         110 => Outcome::Return(GUEST_PPID),
         111 | 121 | 124 => Outcome::Return(GUEST_PID), // getpgrp, getpgid, getsid
         131 => ret(sys_sigaltstack(p, mem, a[0], a[1])),
         158 => sys_arch_prctl(p, mem, a[0], a[1]),
-        200 => sys_kill(p, GUEST_PID, a[1]),
+        200 => sys_tgkill(p, None, a[0], a[1]),
         201 => ret(sys_time(mem, a[0])),
-        202 => ret(sys_futex(mem, a[0], a[1], a[2], a[3])),
+        202 => sys_futex(p, mem, a[0], a[1], a[2], a[3], a[5]),
         204 => ret(sys_sched_getaffinity(mem, a[1], a[2])),
         217 => ret(sys_getdents64(p, mem, a[0], a[1], a[2])),
         218 => Outcome::Return(GUEST_PID), // set_tid_address returns the tid
         228 => ret(sys_clock_gettime(mem, a[0], a[1])),
         229 => ret(sys_clock_getres(mem, a[0], a[1])),
         230 => ret(sys_clock_nanosleep(p, mem, a[0], a[1], a[2], a[3])),
-        234 => sys_kill(p, a[0], a[2]), // tgkill(tgid, tid, sig)
+        234 => sys_tgkill(p, Some(a[0]), a[1], a[2]),
         257 => ret(sys_openat(p, mem, a[0], a[1], a[2])),
         262 => ret(sys_stat_path(p, mem, a[0], a[1], a[2], a[3])),
         267 => ret(sys_readlink(p, mem, a[0], a[1], a[2], a[3])),
-        269 | 439 => ret(sys_access(p, mem, a[0], a[1], a[2])),
+        269 => ret(sys_access(p, mem, a[0], a[1], a[2], 0)),
+        439 => ret(sys_access(p, mem, a[0], a[1], a[2], a[3])),
         273 => Outcome::Return(0), // set_robust_list
         292 => ret(sys_dup3(p, a[0], a[1], a[2], false)),
         302 => ret(sys_prlimit(p, mem, a[1] as u32, a[2], a[3])),
@@ -163,7 +167,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         n if REFUSED.contains(&n) => ret(Err(EPERM)),
         n if WRITES_FS.contains(&n) => ret(Err(EROFS)),
         n => {
-            *p.stats.unknown.entry(n).or_insert(0) += 1;
+            p.stats.count_unknown(n);
             ret(Err(ENOSYS))
         }
     }
@@ -172,3 +176,6 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
 const AT_FDCWD: u64 = (-100i64) as u64;
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_EMPTY_PATH: u64 = 0x1000;
+
+#[cfg(test)]
+mod tests;

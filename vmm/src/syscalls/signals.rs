@@ -72,15 +72,40 @@ pub(super) fn sys_sigaltstack(p: &mut Process, mem: &mut GuestMemory, ss: u64, o
     Ok(0)
 }
 
-/// kill/tkill/tgkill: only the program itself exists. A fatal signal ends the call.
+/// The program's pid, and its one thread's tid, as the pid_t the kernel compares.
+const SELF: i32 = GUEST_PID as i32;
+
+/// kill(pid, sig): only the program itself exists (pid 0, its group, and -1, every process
+/// it may signal, include it).
 pub(super) fn sys_kill(p: &mut Process, pid: u64, sig: u64) -> Outcome {
-    if pid != GUEST_PID && pid as i64 != 0 && pid as i64 != -1 {
+    let pid = pid as i32; // pid_t
+    if pid != SELF && pid != 0 && pid != -1 {
         return ret(Err(ESRCH));
     }
+    signal_self(p, sig)
+}
+
+/// tkill(tid, sig) and tgkill(tgid, tid, sig) (`tgid` None for tkill): the program's one
+/// thread has the tid gettid returns, which is its pid.
+pub(super) fn sys_tgkill(p: &mut Process, tgid: Option<u64>, tid: u64, sig: u64) -> Outcome {
+    let (tid, tgid) = (tid as i32, tgid.map_or(SELF, |t| t as i32)); // pid_t
+    if tid <= 0 || tgid <= 0 {
+        return ret(Err(EINVAL));
+    }
+    if tid != SELF || tgid != SELF {
+        return ret(Err(ESRCH));
+    }
+    signal_self(p, sig)
+}
+
+/// A signal to the program itself: ignored, fatal (ends the call), or caught by a handler we
+/// cannot run.
+fn signal_self(p: &mut Process, sig: u64) -> Outcome {
+    let sig = sig as i32; // int
     if sig == 0 {
         return Outcome::Return(0);
     }
-    if sig > 64 {
+    if !(1..=64).contains(&sig) {
         return ret(Err(EINVAL));
     }
     let action = p.sigactions[(sig - 1) as usize];
@@ -91,7 +116,7 @@ pub(super) fn sys_kill(p: &mut Process, pid: u64, sig: u64) -> Outcome {
             if matches!(sig, 17 | 18 | 23 | 28) {
                 Outcome::Return(0)
             } else {
-                Outcome::Stop(Stop::Signal(sig as i32))
+                Outcome::Stop(Stop::Signal(sig))
             }
         }
         _ => Outcome::Stop(Stop::Unsupported(format!("signal {sig} has a handler, and snapcall delivers no signals"))),

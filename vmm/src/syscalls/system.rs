@@ -1,4 +1,4 @@
-//! Process and system facts: arch_prctl, uname, sysinfo, rlimits, getrandom, futex.
+//! Process and system facts: arch_prctl, uname, sysinfo, rlimits, getrandom.
 
 use super::*;
 
@@ -68,6 +68,15 @@ pub(super) fn sys_prlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32,
     Ok(0)
 }
 
+/// getrlimit: prlimit64's read, except that the result pointer is not optional.
+pub(super) fn sys_getrlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32, old: u64) -> SysResult {
+    sys_prlimit(p, mem, resource, 0, old)?; // EINVAL first, as in Linux
+    if old == 0 {
+        return Err(EFAULT);
+    }
+    Ok(0)
+}
+
 pub(super) fn sys_getrandom(mem: &mut GuestMemory, buf: u64, len: u64) -> SysResult {
     let dst = mem.user_slice_mut(buf, len.min(33_554_431))?;
     fill_random(dst)?;
@@ -92,26 +101,4 @@ pub(crate) fn fill_random(dst: &mut [u8]) -> Result<(), Errno> {
         done += n as usize;
     }
     Ok(())
-}
-
-/// futex with one thread: nobody else can change the word or wake us.
-pub(super) fn sys_futex(mem: &mut GuestMemory, uaddr: u64, op: u64, val: u64, timeout: u64) -> SysResult {
-    const FUTEX_WAIT: u64 = 0;
-    const FUTEX_WAKE: u64 = 1;
-    const FUTEX_WAIT_BITSET: u64 = 9;
-    const FUTEX_WAKE_BITSET: u64 = 10;
-    match op & 0x7f {
-        FUTEX_WAKE | FUTEX_WAKE_BITSET => Ok(0),
-        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
-            let word = u32::from_le_bytes(mem.read_user_array::<4>(uaddr)?);
-            if word != val as u32 {
-                Err(EAGAIN)
-            } else if timeout != 0 {
-                Err(ETIMEDOUT)
-            } else {
-                Err(EINVAL)
-            }
-        }
-        _ => Err(ENOSYS),
-    }
 }

@@ -57,14 +57,16 @@ pub(super) fn sys_time(mem: &mut GuestMemory, tloc: u64) -> SysResult {
 
 pub(super) fn read_duration(mem: &GuestMemory, addr: u64) -> Result<Duration, Errno> {
     let secs = mem.read_user_u64(addr)? as i64;
-    let nanos = mem.read_user_u64(addr + 8)? as i64;
+    let nanos = mem.read_user_u64(addr.checked_add(8).ok_or(EFAULT)?)? as i64;
     if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
         return Err(EINVAL);
     }
     Ok(Duration::new(secs as u64, nanos as u32))
 }
 
-/// Sleeps, but never past the call's deadline (the run loop then ends the call).
+/// Sleeps, but never past the call's deadline (the run loop then ends the call: a sleep
+/// that reaches the deadline ends it as a busy loop would). nanosleep, clock_nanosleep and
+/// futex waits with a timeout all sleep here.
 pub(super) fn sleep(p: &Process, d: Duration) {
     let d = match p.deadline {
         Some(deadline) => d.min(deadline.saturating_duration_since(Instant::now())),
@@ -79,6 +81,12 @@ pub(super) fn sys_nanosleep(p: &mut Process, mem: &mut GuestMemory, req: u64, _r
     Ok(0)
 }
 
+/// How long until `clock` reads `at` (zero if it already has): an absolute timeout.
+pub(super) fn time_until(clock: u64, at: Duration) -> Result<Duration, Errno> {
+    let now = host_clock(clock)?;
+    Ok(at.saturating_sub(Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32)))
+}
+
 pub(super) fn sys_clock_nanosleep(
     p: &mut Process,
     mem: &mut GuestMemory,
@@ -87,13 +95,9 @@ pub(super) fn sys_clock_nanosleep(
     req: u64,
     _rem: u64,
 ) -> SysResult {
+    const TIMER_ABSTIME: u64 = 1;
     let d = read_duration(mem, req)?;
-    let d = if flags & 1 != 0 {
-        let now = host_clock(clock)?;
-        d.saturating_sub(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
-    } else {
-        d
-    };
+    let d = if flags & TIMER_ABSTIME != 0 { time_until(clock, d)? } else { d };
     sleep(p, d);
     Ok(0)
 }

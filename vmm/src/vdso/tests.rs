@@ -254,7 +254,9 @@ fn the_vdso_reader_retries_while_the_writer_is_mid_update() {
     let at = sample_now(TscOffset(0));
     let p0 = TimePage::compute(at, hz);
     let p1 = TimePage::compute(
-        ClockSample { guest_tsc: at.guest_tsc - 500 * hz, realtime_ns: at.realtime_ns - 500 * SEC, ..at },
+        // The TSC counts from the host's boot (or the VM's creation), so 500 s of ticks back
+        // may be "before zero": the vDSO's arithmetic wraps, and so does this.
+        ClockSample { guest_tsc: at.guest_tsc.wrapping_sub(500 * hz), realtime_ns: at.realtime_ns - 500 * SEC, ..at },
         hz,
     );
     v.set_page(&p0.to_bytes(0));
@@ -546,7 +548,7 @@ fn a_page_computed_for_another_vm_is_refused_or_right() {
         return;
     }
     let Some(run) = run_clock_guest("clock", b"", |p| {
-        p.tsc_base -= hz * 3 / 10;
+        p.tsc_base = p.tsc_base.wrapping_sub(hz * 3 / 10);
         p.realtime_ns -= 300_000_000;
         p.monotonic_ns -= 300_000_000;
     }) else {

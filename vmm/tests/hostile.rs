@@ -1,0 +1,280 @@
+//! Hostile guests against the real KVM: each test names one class of attack and asserts its
+//! exact outcome (the errno the program sees, or the exact `CallError`). The guest is
+//! `guest-functions/c/tests/hostile.c`, which runs the scenario its request names.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+use vmm::layout::DOORBELL_ADDR;
+use vmm::{CallError, Function, StartMode, MAX_UNKNOWN_SYSCALL_NUMBERS};
+
+fn hostile() -> Function {
+    load("hostile", StartMode::Cold)
+}
+
+fn stdout_of(f: &Function, scenario: &str) -> String {
+    let out = output(f, scenario.as_bytes());
+    assert_eq!(out.exit_code, 0, "{scenario}: stderr {:?}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn every_pointer_taking_syscall_refuses_every_bad_pointer_with_efault() {
+    let f = hostile();
+    let calls = [
+        "read(file, p, 8)",
+        "pread64(0, p, 8, 0)",
+        "write(1, p, 8)",
+        "readv(file, p, 1)",
+        "writev(1, p, 1)",
+        "readv(file, {p, 8}, 1)",
+        "writev(1, {p, 8}, 1)",
+        "open(p)",
+        "openat(AT_FDCWD, p)",
+        "stat(p, buf)",
+        "stat(self, p)",
+        "lstat(self, p)",
+        "fstat(1, p)",
+        "newfstatat(AT_FDCWD, p, buf, 0)",
+        "newfstatat(AT_FDCWD, self, p, 0)",
+        "access(p)",
+        "faccessat2(AT_FDCWD, p)",
+        "readlink(p, buf, 64)",
+        "readlink(/proc/self/exe, p, 64)",
+        "getcwd(p, 64)",
+        "chdir(p)",
+        "uname(p)",
+        "gettimeofday(p, NULL)",
+        "time(p)",
+        "sysinfo(p)",
+        "clock_gettime(REALTIME, p)",
+        "clock_getres(REALTIME, p)",
+        "nanosleep(p, NULL)",
+        "clock_nanosleep(MONOTONIC, 0, p, NULL)",
+        "rt_sigaction(SIGUSR1, p, NULL)",
+        "rt_sigaction(SIGUSR1, NULL, p)",
+        "rt_sigprocmask(SIG_BLOCK, p, NULL)",
+        "rt_sigprocmask(SIG_BLOCK, NULL, p)",
+        "sigaltstack(NULL, p)",
+        "arch_prctl(ARCH_GET_FS, p)",
+        "futex(p, FUTEX_WAIT, 7, NULL)",
+        "futex(&word, FUTEX_WAIT, 8, p)",
+        "sched_getaffinity(0, 128, p)",
+        "getdents64(dir, p, 4096)",
+        "getrlimit(RLIMIT_NOFILE, p)",
+        "prlimit64(0, RLIMIT_NOFILE, NULL, p)",
+        "getrandom(p, 8, 0)",
+    ];
+    // NULL (page 0), a monitor page, the first byte past memory, a range that runs off its
+    // end (a path there has no NUL before it), and the top of the address space.
+    let pointers = ["NULL", "0x1000", "end", "end-1", "u64::MAX"];
+    // Where Linux gives something else than EFAULT, so do we:
+    let expected_result = |call: &str, pointer: &str| match (call, pointer) {
+        // NULL means "none" for these.
+        (
+            "gettimeofday(p, NULL)"
+            | "time(p)"
+            | "clock_getres(REALTIME, p)"
+            | "rt_sigaction(SIGUSR1, p, NULL)"
+            | "rt_sigaction(SIGUSR1, NULL, p)"
+            | "rt_sigprocmask(SIG_BLOCK, p, NULL)"
+            | "rt_sigprocmask(SIG_BLOCK, NULL, p)"
+            | "sigaltstack(NULL, p)"
+            | "prlimit64(0, RLIMIT_NOFILE, NULL, p)",
+            "NULL",
+        ) => "ok",
+        // A futex word must be aligned, which Linux checks before it reads the word.
+        ("futex(p, FUTEX_WAIT, 7, NULL)", "end-1" | "u64::MAX") => "EINVAL",
+        // No timeout, and the word differs: EAGAIN.
+        ("futex(&word, FUTEX_WAIT, 8, p)", "NULL") => "EAGAIN",
+        _ => "EFAULT",
+    };
+    let mut expected = format!("memory end: {:#x}\n", f.memory_size());
+    for call in calls {
+        for pointer in pointers {
+            expected += &format!("{call}({pointer}): {}\n", expected_result(call, pointer));
+        }
+    }
+    expected += "cwd still: /\ndone\n";
+    assert_eq!(stdout_of(&f, "pointers"), expected);
+}
+
+#[test]
+fn process_creation_exec_sockets_and_ptrace_are_all_eperm() {
+    let out = output(&load("forbidden", StartMode::Cold), b"");
+    let calls = [
+        "fork",
+        "vfork",
+        "clone(SIGCHLD)",
+        "clone(CLONE_VM|CLONE_THREAD)",
+        "clone3",
+        "execve(/bin/sh)",
+        "execveat(/bin/sh)",
+        "socket(AF_INET)",
+        "socket(AF_UNIX)",
+        "socketpair(AF_UNIX)",
+        "connect(0)",
+        "accept4(0)",
+        "sendmmsg(0)",
+        "recvmmsg(0)",
+        "ptrace(PTRACE_TRACEME)",
+        "ptrace(PTRACE_ATTACH, 1)",
+    ];
+    let expected: String = calls.iter().map(|c| format!("{c}: -1 EPERM\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    assert_eq!(out.exit_code, 0);
+}
+
+#[test]
+fn privileged_instructions_end_the_call_with_a_general_protection_fault_at_cpl3() {
+    let f = hostile();
+    for insn in ["hlt", "cli", "sti", "wrmsr", "rdmsr", "in", "out", "mov-cr3", "lgdt"] {
+        let e = error(&f, insn.as_bytes());
+        let CallError::GuestFault { vector, rip, error_code, cr2, cpl, .. } = e else {
+            panic!("{insn}: expected a guest fault, got {e}")
+        };
+        assert_eq!((vector, error_code, cr2, cpl), (13, 0, 0, 3), "{insn}");
+        assert!((0x40_0000..0x60_0000).contains(&rip), "{insn}: rip {rip:#x} is in the program");
+        assert_eq!(
+            e.to_string(),
+            format!("guest fault: #GP general protection (vector 13) at rip {rip:#x}, error code 0x0, cr2 0x0, cpl 3")
+        );
+    }
+}
+
+#[test]
+fn executing_the_doorbell_page_is_reported_as_an_instruction_fetch_there() {
+    let e = error(&hostile(), b"exec-doorbell");
+    assert!(
+        matches!(
+            e,
+            CallError::GuestFault { vector: 14, rip: DOORBELL_ADDR, error_code: 0x15, cr2: DOORBELL_ADDR, cpl: 3, .. }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "guest fault: #PF instruction fetch from the doorbell page (a monitor page with no memory behind it) \
+             (vector 14) at rip {DOORBELL_ADDR:#x}, error code 0x15, cr2 {DOORBELL_ADDR:#x}, cpl 3"
+        )
+    );
+}
+
+#[test]
+fn an_fd_bomb_stops_at_emfile_and_closing_makes_room_again() {
+    let max = vmm::files::MAX_FDS;
+    let expected = format!(
+        "opened {} (fds 3..{}), then EMFILE\nafter closing 103: open gives 103\nand then EMFILE\n\
+         after closing all: open gives 3, reads 4 \"ELF\"\ndone\n",
+        max - 3,
+        max - 1
+    );
+    assert_eq!(stdout_of(&hostile(), "fd-bomb"), expected);
+}
+
+#[test]
+fn an_output_flood_ends_at_the_cap_by_any_path() {
+    let f = hostile();
+    assert_eq!(f.config().limits.max_output_bytes, 1 << 20, "the bundle's cap");
+    // Small writes go through the output ring (stdout and stderr), big vectors through writev.
+    for scenario in ["flood-ring", "flood-stderr", "flood-writev"] {
+        match error(&f, scenario.as_bytes()) {
+            CallError::OutputLimit { limit } => assert_eq!(limit, 1 << 20, "{scenario}"),
+            other => panic!("{scenario}: expected the output cap, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn a_futex_wait_sleeps_out_its_relative_or_absolute_timeout() {
+    let started = Instant::now();
+    let text = stdout_of(&hostile(), "futex-timeout");
+    assert_eq!(
+        text,
+        "FUTEX_WAIT 300ms: ETIMEDOUT, slept >= 300ms: 1\n\
+         FUTEX_WAIT_BITSET MONOTONIC +200ms: ETIMEDOUT, woke after the time: 1\n\
+         FUTEX_WAIT_BITSET REALTIME +200ms: ETIMEDOUT, woke after the time: 1\n\
+         FUTEX_WAIT on a changed word: EAGAIN\ndone\n"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(700), "the host slept too: {:?}", started.elapsed());
+}
+
+#[test]
+fn a_futex_wait_nothing_can_wake_ends_the_call_at_once() {
+    let f = hostile();
+    let mut finished = call(&f, b"futex-forever");
+    match finished.take_outcome().err() {
+        Some(CallError::Unsupported(why)) => {
+            assert!(
+                why.starts_with("futex wait on 0x")
+                    && why.ends_with("with no timeout: the program has one thread, so nothing can ever wake it"),
+                "{why}"
+            )
+        }
+        other => panic!("expected the call to end as unsupported, got {other:?}"),
+    }
+    let ran = finished.timings().run;
+    assert!(ran < f.config().limits.timeout / 2, "ran {ran:?}: it must not wait for the deadline");
+}
+
+#[test]
+fn a_futex_timeout_past_the_deadline_ends_the_call_at_the_deadline() {
+    let f = load("hostile-short-deadline", StartMode::Cold);
+    let timeout = f.config().limits.timeout;
+    let mut finished = call(&f, b"futex-past-deadline");
+    match finished.take_outcome() {
+        Err(CallError::Deadline(d)) => assert_eq!(d, timeout),
+        other => panic!("expected the deadline, got {other:?}"),
+    }
+    let ran = finished.timings().run;
+    assert!(ran >= timeout && ran < timeout * 2, "ran {ran:?} for a {timeout:?} deadline");
+}
+
+#[test]
+fn thousands_of_distinct_unknown_syscalls_keep_bounded_bookkeeping() {
+    let f = hostile();
+    let mut finished = call(&f, b"unknown-syscalls");
+    let out = finished.take_outcome().unwrap_or_else(|e| panic!("{e}"));
+    let total = 29_000 + 2_000;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{total} unknown syscalls, {total} ENOSYS\ndone\n"));
+    let stats = finished.stats();
+    assert_eq!(stats.unknown_syscalls.len(), MAX_UNKNOWN_SYSCALL_NUMBERS);
+    assert_eq!(stats.unknown_syscalls.values().sum::<u64>() + stats.unknown_syscalls_dropped, total);
+    assert_eq!(stats.unknown_syscalls.get(&1000), Some(&1), "the first numbers are the ones kept");
+}
+
+/// A copy of the py-time bundle with its handler replaced by `source`.
+fn python_bundle(tag: &str, source: &str) -> std::path::PathBuf {
+    let dst = std::env::temp_dir().join(format!("snapcall-hostile-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    let copied = std::process::Command::new("cp").arg("-a").arg(bundle("py-time")).arg(&dst).status();
+    assert!(copied.is_ok_and(|s| s.success()), "copying py-time");
+    let _ = std::fs::remove_file(dst.join(vmm::snapshot::SNAPSHOT_FILE));
+    let _ = std::fs::remove_dir_all(dst.join("rootfs/function/__pycache__"));
+    std::fs::write(dst.join("rootfs/function/py_time.py"), source).unwrap();
+    dst
+}
+
+#[test]
+fn python_lock_acquire_with_a_timeout_waits_that_long() {
+    let dir = python_bundle(
+        "lock",
+        "import threading, time\n\
+         def handler(event, context):\n    \
+             lock = threading.Lock()\n    \
+             lock.acquire()\n    \
+             t = time.monotonic()\n    \
+             got = lock.acquire(timeout=0.5)\n    \
+             return {'got': got, 'waited_ms': int((time.monotonic() - t) * 1000)}\n",
+    );
+    let f = Function::load(&dir, StartMode::Cold).unwrap();
+    let out = output(&f, b"{}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.exit_code, 0, "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["got"], false, "{text}");
+    let waited = v["waited_ms"].as_u64().unwrap_or(0);
+    assert!((500..2000).contains(&waited), "waited {waited} ms: {text}");
+}
