@@ -35,6 +35,9 @@ pub struct Args {
     /// A function with no call for this long gives its ready VMs back (scale to zero), seconds.
     #[arg(long, default_value_t = 60)]
     pool_idle_secs: u64,
+    /// Threads making VMs ahead (more keep up with a faster arrival rate, each costing a core).
+    #[arg(long, default_value_t = 1)]
+    pool_threads: usize,
     /// Kontain's km executable, for bundles only km can run (default: $SNAPCALL_KM, then km on $PATH).
     #[arg(long)]
     km: Option<PathBuf>,
@@ -86,7 +89,11 @@ pub fn main(args: Args) -> ExitCode {
     // got 4-5x slower; one loop with the pool and reaper threads beside it doubled calls/s.
     let threads =
         args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
-    let pool = vmm::RuntimeConfig { pool_size: args.pool_size, idle_timeout: Duration::from_secs(args.pool_idle_secs) };
+    let pool = vmm::RuntimeConfig {
+        pool_size: args.pool_size,
+        idle_timeout: Duration::from_secs(args.pool_idle_secs),
+        fill_threads: args.pool_threads,
+    };
     let runtime = match vmm::Runtime::new(pool) {
         Ok(r) => r,
         Err(e) => {

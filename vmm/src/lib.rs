@@ -50,6 +50,6 @@ mod working_set;
 pub use bundle::{BundleConfig, BundleError, Limits, Runner};
 pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall};
 pub use function::{Function, FunctionError, StartError, StartMode};
-pub use pool::{PoolStats, Runtime, RuntimeConfig};
+pub use pool::{FunctionPoolStats, PoolStats, Runtime, RuntimeConfig};
 pub use process::{SyscallRecord, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};
 pub use vm::{EmptyVm, VmError};

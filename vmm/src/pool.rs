@@ -41,16 +41,33 @@ pub struct RuntimeConfig {
     /// until its next call, so an idle function holds no memory (scale to zero). Its next call
     /// creates a VM inline.
     pub idle_timeout: Duration,
+    /// Threads making VMs ahead. More than one lets the pool keep up with a faster arrival
+    /// rate where there are cores to spare; each competes with calls for a core.
+    pub fill_threads: usize,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { pool_size: 4, idle_timeout: Duration::from_secs(60) }
+        RuntimeConfig { pool_size: 4, idle_timeout: Duration::from_secs(60), fill_threads: 1 }
     }
 }
 
+/// Pool counters of one function (of one memory size, for functions without a snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FunctionPoolStats {
+    /// The function's name (for a memory size shared by several cold functions: the first
+    /// one that asked).
+    pub name: String,
+    /// VMs ready for it now.
+    pub ready: usize,
+    /// VMs its calls took from the pool.
+    pub hits: u64,
+    /// Calls that found its list empty and created their VM inline.
+    pub misses: u64,
+}
+
 /// Counters for /metrics.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PoolStats {
     /// VMs ready in the pool now.
     pub ready: usize,
@@ -65,6 +82,8 @@ pub struct PoolStats {
     pub fill_cpu: Duration,
     /// CPU time the reaper spent destroying used VMs.
     pub reap_cpu: Duration,
+    /// Per function, by name.
+    pub functions: Vec<FunctionPoolStats>,
 }
 
 /// CPU time of the calling thread so far.
@@ -86,12 +105,17 @@ fn charge<T>(total: &AtomicU64, work: impl FnOnce() -> T) -> T {
 /// The ready VMs of one key, and when a call last asked for one.
 struct Ready {
     vms: Vec<EmptyVm>,
+    /// VMs a filler thread is making for this key now.
+    making: usize,
     last_used: Instant,
+    name: String,
+    hits: u64,
+    misses: u64,
 }
 
 impl Ready {
-    fn new() -> Ready {
-        Ready { vms: Vec::new(), last_used: Instant::now() }
+    fn new(name: &str) -> Ready {
+        Ready { vms: Vec::new(), making: 0, last_used: Instant::now(), name: name.into(), hits: 0, misses: 0 }
     }
 }
 
@@ -150,7 +174,7 @@ impl Runtime {
                 }
             })
             .map_err(|e| VmError::Ioctl { ioctl: "spawn reaper thread", errno: e.raw_os_error().unwrap_or(0) })?];
-        if config.pool_size > 0 {
+        for _ in 0..if config.pool_size > 0 { config.fill_threads.max(1) } else { 0 } {
             let filler = shared.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -180,8 +204,8 @@ impl Runtime {
             None => PoolKey::Empty(function.memory_size()),
         };
         let mut ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
-        ready.entry(key).or_insert_with(Ready::new).last_used = Instant::now();
-        self.shared.wanted.notify_one();
+        ready.entry(key).or_insert_with(|| Ready::new(function.name())).last_used = Instant::now();
+        self.shared.wanted.notify_all();
     }
 
     /// Stops keeping VMs ready for `function` (e.g. its bundle was replaced) and destroys
@@ -214,7 +238,13 @@ impl Runtime {
             let (vm, left) = match ready.get_mut(&key) {
                 Some(r) => {
                     r.last_used = Instant::now();
-                    (r.vms.pop(), r.vms.len())
+                    let vm = r.vms.pop();
+                    if vm.is_some() {
+                        r.hits += 1;
+                    } else {
+                        r.misses += 1;
+                    }
+                    (vm, r.vms.len())
                 }
                 None => (None, 0),
             };
@@ -224,7 +254,7 @@ impl Runtime {
             // call starts running, and on a small machine the call would wait for a core.
             // Only a list running low wakes it now.
             if vm.is_none() || left < self.shared.target.div_ceil(2) {
-                self.shared.wanted.notify_one();
+                self.shared.wanted.notify_all();
             }
             if let Some(vm) = vm {
                 return Ok(vm);
@@ -254,7 +284,7 @@ impl Runtime {
             return;
         }
         self.retire(vm);
-        self.shared.wanted.notify_one();
+        self.shared.wanted.notify_all();
     }
 
     /// Counters for monitoring.
@@ -268,6 +298,19 @@ impl Runtime {
             evicted: self.shared.evicted.load(Ordering::Relaxed),
             fill_cpu: Duration::from_nanos(self.shared.fill_cpu_ns.load(Ordering::Relaxed)),
             reap_cpu: Duration::from_nanos(self.shared.reap_cpu_ns.load(Ordering::Relaxed)),
+            functions: {
+                let mut f: Vec<FunctionPoolStats> = ready
+                    .values()
+                    .map(|r| FunctionPoolStats {
+                        name: r.name.clone(),
+                        ready: r.vms.len(),
+                        hits: r.hits,
+                        misses: r.misses,
+                    })
+                    .collect();
+                f.sort_by(|a, b| a.name.cmp(&b.name));
+                f
+            },
         }
     }
 
@@ -275,7 +318,7 @@ impl Runtime {
     /// (benchmarks use it to measure calls, not the pool's warm-up).
     pub fn wait_until_full(&self) {
         // The filler may be asleep (it is woken by `release`, or when a list runs low).
-        self.shared.wanted.notify_one();
+        self.shared.wanted.notify_all();
         let started = Instant::now();
         while started.elapsed().as_secs() < 30 {
             {
@@ -326,7 +369,10 @@ fn fill(shared: &Shared) {
                     ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
                     continue;
                 }
-                if let Some((&key, _)) = ready.iter().find(|(_, r)| r.vms.len() < shared.target && !idle(r)) {
+                if let Some((&key, r)) =
+                    ready.iter_mut().find(|(_, r)| r.vms.len() + r.making < shared.target && !idle(r))
+                {
+                    r.making += 1;
                     break key;
                 }
                 // Wake up now and then to notice functions going idle.
@@ -345,6 +391,9 @@ fn fill(shared: &Shared) {
                 })
             }
         });
+        if let Some(r) = shared.ready.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key) {
+            r.making = r.making.saturating_sub(1);
+        }
         match made {
             Some(vm) => {
                 shared.created.fetch_add(1, Ordering::Relaxed);

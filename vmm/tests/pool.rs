@@ -77,7 +77,7 @@ fn a_forgotten_function_releases_its_ready_vms() {
 #[test]
 fn an_idle_function_gives_its_ready_vms_back_and_refills_on_its_next_call() {
     let (dir, f) = snapshotted_copy("hello-c");
-    let config = RuntimeConfig { pool_size: 2, idle_timeout: std::time::Duration::from_millis(400) };
+    let config = RuntimeConfig { pool_size: 2, idle_timeout: std::time::Duration::from_millis(400), fill_threads: 1 };
     let runtime = Runtime::new(config).unwrap();
     runtime.prepare(&f);
     runtime.wait_until_full();
@@ -92,5 +92,28 @@ fn an_idle_function_gives_its_ready_vms_back_and_refills_on_its_next_call() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(runtime.pool_stats().ready, 2, "refilled after a call");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_pool_counts_hits_and_misses_per_function_and_parallel_fillers_do_not_overshoot() {
+    let (dir, f) = snapshotted_copy("echo-c");
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 3, fill_threads: 2, ..Default::default() }).unwrap();
+    runtime.prepare(&f);
+    runtime.wait_until_full();
+    // Two fillers racing for one function still stop at its target.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let stats = runtime.pool_stats();
+    assert_eq!(stats.ready, 3, "{stats:?}");
+    assert_eq!(stats.created, 3, "{stats:?}");
+    let vms: Vec<_> = (0..5).map(|_| runtime.take_vm(&f).unwrap()).collect();
+    let stats = runtime.pool_stats();
+    let mine = stats.functions.iter().find(|s| s.name == f.name()).expect("per-function stats");
+    assert_eq!(mine.hits + mine.misses, 5, "{mine:?}");
+    assert!(mine.hits >= 3 && mine.misses >= 1, "five takes from a pool of three: {mine:?}");
+    for vm in vms {
+        let finished = f.start(vm, b"x").unwrap().run();
+        runtime.release(finished);
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
