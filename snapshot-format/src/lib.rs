@@ -51,7 +51,9 @@ pub use elf::{encode_note, EHDR_SIZE, EM_X86_64, ET_CORE, PAGE_SIZE, PF_R, PF_W,
 pub use error::{FormatError, NoteAt};
 pub use inspect::{render_json, render_text, restore_verdict, KmOnlyReason, RestoreVerdict, Restorer};
 pub use km::KmNote;
-pub use read::{parse_snapshot, read_snapshot, verify_payload, verify_payload_bytes};
+pub use read::{
+    parse_snapshot, read_snapshot, read_snapshot_file, verify_payload, verify_payload_bytes, verify_payload_file,
+};
 pub use state::{
     DescriptorTable, GuestInfo, Identity, Limits, LoadSegment, MemorySegment, NoteEntry, NoteKind, OpenFile,
     PendingSyscall, RawNote, Region, RegionKind, Registers, Segment, Snapshot, SnapshotState, SpecialRegisters,

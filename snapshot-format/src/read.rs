@@ -97,6 +97,30 @@ pub fn read_snapshot(path: &Path, limits: &Limits) -> Result<Snapshot, FormatErr
     parse(&open(path)?, limits)
 }
 
+/// [`read_snapshot`] on a file already open (`path` names it in errors): reading and later
+/// mapping one open file leaves no window for the path to be swapped in between.
+///
+/// # Errors
+/// As [`read_snapshot`].
+pub fn read_snapshot_file(file: &File, path: &Path, limits: &Limits) -> Result<Snapshot, FormatError> {
+    parse(&file_source(file, path)?, limits)
+}
+
+/// [`verify_payload`] on a file already open (see [`read_snapshot_file`]).
+///
+/// # Errors
+/// As [`verify_payload`].
+pub fn verify_payload_file(file: &File, path: &Path, snapshot: &Snapshot) -> Result<(), FormatError> {
+    verify(&file_source(file, path)?, snapshot)
+}
+
+fn file_source<'a>(file: &File, path: &'a Path) -> Result<FileSource<'a>, FormatError> {
+    let io = |op: &'static str| move |source| FormatError::Io { op, path: path.to_owned(), source };
+    let file = file.try_clone().map_err(io("dup"))?;
+    let len = file.metadata().map_err(io("stat"))?.len();
+    Ok(FileSource { file, path, len })
+}
+
 /// [`read_snapshot`] on a snapshot held in memory (tests, fuzzing, `inspect` of a pipe).
 ///
 /// # Errors

@@ -19,6 +19,7 @@ use crate::mm::{self, AddressSpace};
 use crate::process::Process;
 use crate::snapshot::{SnapshotError, SnapshotImage};
 use crate::vdso;
+use crate::verified::Stamp;
 use crate::vm::{self, EmptyVm, VmError};
 
 /// Whether calls start from the bundle's snapshot.
@@ -39,6 +40,8 @@ pub enum FunctionError {
     Rootfs { function: String, path: String, source: std::io::Error },
     #[error("{function}: cannot read program {path} in its rootfs: errno {errno}")]
     Program { function: String, path: String, errno: i32 },
+    #[error("{function}: program {path} changed since the function was loaded; load it again")]
+    ProgramChanged { function: String, path: String },
     #[error("{function}: {source}")]
     Load { function: String, source: LoadError },
     #[error("{function}: {source}")]
@@ -56,12 +59,20 @@ pub enum StartError {
     Restore { function: String, source: Box<SnapshotError> },
     #[error("{function}: {source}")]
     Vm { function: String, source: VmError },
+    #[error(transparent)]
+    Program(Box<FunctionError>),
 }
 
 /// A function bundle ready to be called.
 pub struct Function {
     pub(crate) config: BundleConfig,
-    pub(crate) program: Program,
+    /// The program's path inside the rootfs (`args[0]`).
+    pub(crate) program_path: String,
+    /// Which version of the program file this function was loaded against.
+    pub(crate) program_stamp: Stamp,
+    /// The program, read and parsed when first needed: a restore from a snapshot verified
+    /// before ([`crate::verified`]) never reads it.
+    program: std::sync::OnceLock<Program>,
     pub(crate) rootfs: Rootfs,
     pub(crate) snapshot: Option<std::sync::Arc<SnapshotImage>>,
 }
@@ -78,20 +89,44 @@ impl Function {
             source,
         })?;
         let program_path = config.args[0].clone();
-        let bytes = read_in_root(&rootfs, &program_path).map_err(|errno| FunctionError::Program {
-            function: name.clone(),
-            path: program_path.clone(),
-            errno,
-        })?;
-        let program = Program::parse(&program_path, bytes, config.limits.memory_bytes)
-            .map_err(|source| FunctionError::Load { function: name.clone(), source })?;
-        let mut function = Function { config, program, rootfs, snapshot: None };
+        let program_err = |errno| FunctionError::Program { function: name.clone(), path: program_path.clone(), errno };
+        let handle = rootfs.open_in_root(&program_path, libc::O_PATH).map_err(|e| program_err(e.0))?;
+        let program_stamp = Stamp::of_file(&std::fs::File::from(handle)).map_err(|e| program_err(errno_of(e)))?;
+        let mut function = Function {
+            config,
+            program_path,
+            program_stamp,
+            program: std::sync::OnceLock::new(),
+            rootfs,
+            snapshot: None,
+        };
         if mode == StartMode::Snapshot {
             function.snapshot = SnapshotImage::open_for(&function)
                 .map_err(|source| FunctionError::Snapshot { function: name.clone(), source: Box::new(source) })?
                 .map(std::sync::Arc::new);
         }
+        // Without a snapshot calls start cold: find out now whether the program can.
+        if function.snapshot.is_none() {
+            function.program()?;
+        }
         Ok(function)
+    }
+
+    /// The program, read and parsed on first use. It must be the version the function was
+    /// loaded against (the same stamp), or the snapshot checks made then would not hold.
+    pub(crate) fn program(&self) -> Result<&Program, FunctionError> {
+        if let Some(p) = self.program.get() {
+            return Ok(p);
+        }
+        let name = self.name();
+        let err = |errno| FunctionError::Program { function: name.into(), path: self.program_path.clone(), errno };
+        let (bytes, stamp) = read_in_root(&self.rootfs, &self.program_path).map_err(err)?;
+        if stamp != self.program_stamp {
+            return Err(FunctionError::ProgramChanged { function: name.into(), path: self.program_path.clone() });
+        }
+        let program = Program::parse(&self.program_path, bytes, self.config.limits.memory_bytes)
+            .map_err(|source| FunctionError::Load { function: name.into(), source })?;
+        Ok(self.program.get_or_init(|| program))
     }
 
     /// The function's name (its bundle directory's name).
@@ -162,11 +197,12 @@ impl Function {
         let load_err = |source| StartError::Load { function: self.name().into(), source };
         let vm_err = |source| StartError::Vm { function: self.name().into(), source };
         let sys = crate::kvm::system().map_err(|e| vm_err(e.into()))?;
-        self.program.load(&mut vm.memory).map_err(load_err)?;
+        let program = self.program().map_err(|e| StartError::Program(Box::new(e)))?;
+        program.load(&mut vm.memory).map_err(load_err)?;
         let mut random = [0u8; 16];
         // SAFETY: getrandom into a local buffer.
         unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
-        let mut space = AddressSpace::new(vm.memory_size(), self.program.image_start, self.program.image_end)
+        let mut space = AddressSpace::new(vm.memory_size(), program.image_start, program.image_end)
             .map_err(|_| load_err(LoadError::StackTooLarge))?;
         // The vDSO: clock reads at CPL3 from a time page the monitor keeps current.
         let vdso = layout::vdso_base(vm.memory_size());
@@ -175,18 +211,18 @@ impl Function {
             .map_err(|_| load_err(LoadError::StackTooLarge))?;
         let page = vdso::TimePage::compute(vdso::sample_now(vm.tsc_offset), vdso::tsc_hz());
         let ehdr = vdso::install(&mut vm.memory, GuestAddr(vdso), &page).map_err(|e| load_err(e.into()))?;
-        let stack = build_stack(&mut vm.memory, &self.program, &self.config.args, env, sys.hwcap, random, Some(ehdr))
+        let stack = build_stack(&mut vm.memory, program, &self.config.args, env, sys.hwcap, random, Some(ehdr))
             .map_err(load_err)?;
         let mut process = Process::new(
             space,
             self.rootfs.clone(),
-            self.program.path.clone(),
+            program.path.clone(),
             self.config.cwd.clone(),
             self.config.limits.max_output_bytes,
         );
         process.auxv = stack.auxv;
         // Enter the program through the stub's return path: iretq to entry at CPL3.
-        crate::call::write_user_return(&mut vm.memory, self.program.entry, stack.rsp, 0, 0).map_err(vm_err)?;
+        crate::call::write_user_return(&mut vm.memory, program.entry, stack.rsp, 0, 0).map_err(vm_err)?;
         let regs = kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
         vm.vcpu.set_regs(&regs).map_err(|e| vm_err(vm::ioctl("KVM_SET_REGS")(e)))?;
         Ok(ReadyCall {
@@ -199,11 +235,18 @@ impl Function {
     }
 }
 
-/// Reads a whole file of the rootfs (confined to it like every guest open).
-pub(crate) fn read_in_root(rootfs: &Rootfs, path: &str) -> Result<Vec<u8>, i32> {
+fn errno_of(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Reads a whole file of the rootfs (confined to it like every guest open), with the stamp
+/// of the version read.
+pub(crate) fn read_in_root(rootfs: &Rootfs, path: &str) -> Result<(Vec<u8>, Stamp), i32> {
     use std::io::Read;
-    let fd = rootfs.open_in_root(path, libc::O_RDONLY).map_err(|e| e.0)?;
-    let mut bytes = Vec::new();
-    std::fs::File::from(fd).read_to_end(&mut bytes).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-    Ok(bytes)
+    let errno = errno_of;
+    let mut file = std::fs::File::from(rootfs.open_in_root(path, libc::O_RDONLY).map_err(|e| e.0)?);
+    let stamp = Stamp::of_file(&file).map_err(errno)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(file.metadata().map_err(errno)?.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(errno)?;
+    Ok((bytes, stamp))
 }

@@ -44,6 +44,7 @@ pub mod snapshot;
 pub mod syscalls;
 mod userfault;
 pub mod vdso;
+mod verified;
 pub mod vm;
 mod working_set;
 

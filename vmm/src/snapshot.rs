@@ -43,6 +43,10 @@ pub enum SnapshotError {
     Mismatch { path: PathBuf, what: String },
     #[error("{path}: cannot open: {source}")]
     Open { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Program(Box<crate::function::FunctionError>),
+    #[error("{path}: the snapshot file was written to after it was verified; load the function again")]
+    Changed { path: PathBuf },
     #[error("running to the first stdin read: {0}")]
     Run(#[from] CallError),
     #[error("fd {fd} is {what}; only files of the rootfs (and fds 0-2) can be snapshotted")]
@@ -73,7 +77,8 @@ pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
     let mut h = Sha256::new();
     h.update((config.len() as u64).to_le_bytes());
     h.update(&config);
-    h.update(&function.program.bytes);
+    let program = function.program().map_err(|e| SnapshotError::Program(Box::new(e)))?;
+    h.update(&program.bytes);
     Ok(h.finalize().into())
 }
 
@@ -231,7 +236,7 @@ fn capture_state(
         });
         regions.sort_by_key(|r| r.start);
     }
-    let program = &function.program;
+    let program = function.program().map_err(|e| SnapshotError::Program(Box::new(e)))?;
     let phoff =
         u64::from_le_bytes(program.bytes.get(32..40).and_then(|b| b.try_into().ok()).unwrap_or([0; 8])) as usize;
     let phdrs = program.bytes.get(phoff..phoff + program.phnum as usize * 56).unwrap_or(&[]).to_vec();
@@ -390,6 +395,8 @@ pub struct SnapshotImage {
     /// no call writes exist once in host memory, and a snapshot file replaced or truncated
     /// while serving cannot fault the monitor.
     shared: std::sync::OnceLock<File>,
+    /// The version of the file that was verified; the shared copy is made only from it.
+    stamp: crate::verified::Stamp,
     /// Mappings of the entropy device (start, length), refilled in every VM the snapshot is
     /// restored into, so that no two calls see the same "random" bytes.
     entropy: Vec<(u64, u64)>,
@@ -410,8 +417,21 @@ impl SnapshotImage {
     pub fn open(function: &Function, path: &Path) -> Result<SnapshotImage, SnapshotError> {
         let fmt_err = |source| SnapshotError::Format { path: path.into(), source };
         let mismatch = |what: &str| SnapshotError::Mismatch { path: path.into(), what: what.into() };
-        let snapshot = fmt::read_snapshot(path, &fmt::Limits::for_memory(function.memory_size())).map_err(fmt_err)?;
-        fmt::verify_payload(path, &snapshot).map_err(fmt_err)?;
+        let open_err = |source| SnapshotError::Open { path: path.into(), source };
+        // One open file from here on: parsed, verified, and later copied from.
+        let file = File::open(path).map_err(open_err)?;
+        let stamps = [
+            crate::verified::Stamp::of_file(&file).map_err(open_err)?,
+            crate::verified::Stamp::of_path(&function.config.dir.join("config.json")).map_err(open_err)?,
+            function.program_stamp,
+        ];
+        let cache = crate::verified::VerifiedCache::open();
+        let verified_before = cache.as_ref().is_some_and(|c| c.is_verified(path, &stamps));
+        let limits = fmt::Limits::for_memory(function.memory_size());
+        let snapshot = fmt::read_snapshot_file(&file, path, &limits).map_err(fmt_err)?;
+        if !verified_before {
+            fmt::verify_payload_file(&file, path, &snapshot).map_err(fmt_err)?;
+        }
         let state = &snapshot.state;
         let identity =
             state.identity.as_ref().ok_or_else(|| mismatch("no SNAPCALL identity note (a KM snapshot needs km)"))?;
@@ -422,7 +442,7 @@ impl SnapshotImage {
                 function.memory_size()
             )));
         }
-        if identity.bundle_hash != bundle_hash(function)? {
+        if !verified_before && identity.bundle_hash != bundle_hash(function)? {
             return Err(SnapshotError::Stale { path: path.into() });
         }
         let pending = state.pending_syscall.ok_or_else(|| mismatch("no pending syscall"))?;
@@ -482,7 +502,6 @@ impl SnapshotImage {
         }
         let space = AddressSpace::from_parts(function.memory_size(), brk_start, state.brk, regions)
             .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
-        let file = File::open(path).map_err(|source| SnapshotError::Open { path: path.into(), source })?;
         let mut data = Vec::new();
         for seg in &snapshot.segments {
             let extents = crate::memory::file_data_extents(&file, seg.file_offset, seg.file_size)
@@ -509,8 +528,16 @@ impl SnapshotImage {
             // data goes huge, as the pool always did before.
             None => crate::working_set::place_by_data(data.iter().map(|&(addr, _, len)| (addr, len))),
         };
+        // Both checks passed on this version of the three files: later opens may skip them,
+        // unless the snapshot changed while it was being read.
+        if let (false, Some(cache)) = (verified_before, &cache) {
+            if crate::verified::Stamp::of_file(&file).ok() == Some(stamps[0]) {
+                cache.record(path, &stamps);
+            }
+        }
         Ok(SnapshotImage {
             id,
+            stamp: stamps[0],
             path: path.into(),
             file,
             snapshot,
@@ -630,6 +657,10 @@ impl SnapshotImage {
         }
         let io = |source| SnapshotError::Open { path: self.path.clone(), source };
         let copy = crate::memory::sealed_copy(&self.file, self.snapshot.file_len, &self.data).map_err(io)?;
+        // Written to since it was opened and verified? Then the copy may hold anything.
+        if crate::verified::Stamp::of_file(&self.file).map_err(io)? != self.stamp {
+            return Err(SnapshotError::Changed { path: self.path.clone() });
+        }
         // Two pool threads may both have made one; either will do.
         Ok(self.shared.get_or_init(|| copy))
     }
@@ -650,7 +681,7 @@ impl SnapshotImage {
         let mut process = Process::new(
             space,
             function.rootfs.clone(),
-            function.program.path.clone(),
+            function.program_path.clone(),
             // The program may have changed directory before its first read.
             self.snapshot.state.cwd.clone().unwrap_or_else(|| function.config.cwd.clone()),
             function.config.limits.max_output_bytes,

@@ -50,6 +50,7 @@ pub fn start_error(e: &StartError) -> Failure {
         StartError::WrongVmSize { .. } => failure(500, ErrorKind::Host, "wrong_vm_size"),
         StartError::Load { .. } => failure(500, ErrorKind::Host, "load"),
         StartError::Restore { .. } => failure(500, ErrorKind::Host, "restore"),
+        StartError::Program(_) => failure(500, ErrorKind::Host, "program"),
         StartError::Vm { source, .. } => vm_error(source),
     }
 }
