@@ -76,6 +76,7 @@ fn connection_limit_answers_503() {
     assert_eq!(r.status, 503);
     assert_eq!(r.header("Retry-After"), Some("1"));
     assert!(r.header("Server-Timing").is_some());
+    assert!(serve_support::has_current_date(&r, 5), "{:?}", r.headers);
     drop(held);
     let t = Instant::now();
     loop {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use super::conn::{Conn, Event, ReadLimits, Request};
-use super::http::{self, Head, Method, Response};
+use super::http::{self, Head, Method, Persistence, Response};
 use super::metrics::Metrics;
 use super::workers::{Mailbox, Offload, Workers};
 
@@ -83,9 +83,6 @@ const RECV_BUF: usize = 16 * 1024;
 const MAX_BACKLOG: usize = 256 * 1024;
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(50);
-/// Sent (best effort) to a connection over the connection limit.
-const OVER_LIMIT: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nServer-Timing: total;dur=0.000\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 fn tag(slot: usize, gen: u32, op: u64) -> u64 {
     ((slot as u64) << 32) | (u64::from(gen & 0x00ff_ffff) << 8) | op
@@ -384,9 +381,10 @@ impl<H: Handler> EventLoop<H> {
         if open >= self.cfg.max_connections {
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
             self.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: `fd` is a connected socket we own; OVER_LIMIT is a valid buffer.
+            let refusal = http::over_limit();
+            // SAFETY: `fd` is a connected socket we own; `refusal` is a live local buffer.
             unsafe {
-                libc::send(fd, OVER_LIMIT.as_ptr().cast(), OVER_LIMIT.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+                libc::send(fd, refusal.as_ptr().cast(), refusal.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
                 libc::close(fd);
             }
             return;
@@ -612,7 +610,7 @@ impl<H: Handler> EventLoop<H> {
             return;
         };
         let close = close || !head.keep_alive || draining || s.peer_closed;
-        resp.write_to(&mut s.next, head.method == Method::Head, close);
+        resp.write_to(&mut s.next, head.method == Method::Head, Persistence::of(head, close));
         s.done_next.extend(done);
         if close {
             s.close_after_send = true;
@@ -736,7 +734,7 @@ impl<H: Handler> EventLoop<H> {
                     let mut resp = Response::json_error(reject.status(), reject.code(), reject.reason());
                     resp.server_timing = "total;dur=0.000".to_owned();
                     self.metrics.count_response(resp.status);
-                    resp.write_to(&mut s.next, false, true);
+                    resp.write_to(&mut s.next, false, Persistence::Close);
                     s.close_after_send = true;
                     s.deadline_kind = Deadline::Send;
                     s.deadline = now + self.cfg.send_timeout.min(Duration::from_secs(1));
