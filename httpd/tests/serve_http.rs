@@ -327,3 +327,24 @@ fn python_hellowithdata_like_the_seed() {
         assert_eq!(r.text(), body);
     }
 }
+
+/// A failed call's error body carries the tail of the program's stderr (bounded), after the
+/// error itself, for a fault and for a deadline.
+#[test]
+fn failed_calls_answer_with_the_tail_of_the_programs_stderr() {
+    let srv = Server::start(&functions_dir(&["stderr-then-fail"]), &[]);
+    let mut c = srv.connect();
+    for (request, status, error) in [("fault", 502, "guest_fault"), ("spin", 504, "deadline")] {
+        let r = c.request("POST", "/stderr-then-fail", &[], request.as_bytes());
+        assert_eq!(r.status, status, "{}", r.text());
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON error body");
+        assert_eq!(body["error"], error);
+        let tail = body["stderr_tail"].as_str().expect("stderr_tail");
+        assert_eq!(tail.len(), 4096, "the last 4 KiB of 6.4 KB");
+        assert!(tail.ends_with(&format!("last words before {request}\n")), "{tail:?}");
+        assert!(tail.contains("stderr line 399\n") && !tail.contains("stderr line 000\n"));
+        // After the error message: `detail` comes first in the body.
+        let text = r.text();
+        assert!(text.find("\"detail\"").unwrap() < text.find("\"stderr_tail\"").unwrap(), "{text}");
+    }
+}

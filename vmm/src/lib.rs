@@ -46,7 +46,7 @@ pub mod vdso;
 pub mod vm;
 
 pub use bundle::{BundleConfig, BundleError, Limits, Runner};
-pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall};
+pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall, STDERR_TAIL_BYTES};
 pub use function::{Function, FunctionError, StartError, StartMode};
 pub use pool::{PoolStats, Runtime, RuntimeConfig};
 pub use process::SyscallRecord;

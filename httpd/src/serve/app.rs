@@ -17,8 +17,8 @@ use super::registry::{Entry, Registry, Runner};
 use super::routes::{self, Route};
 use super::status::{self, Failure};
 
-/// How much of a failed call's stderr goes into its 502 body.
-const STDERR_TAIL: usize = 2048;
+/// How much of a failed call's stderr goes into its error body (vmm keeps as much).
+const STDERR_TAIL: usize = vmm::STDERR_TAIL_BYTES;
 
 pub struct App {
     pub runtime: Runtime,
@@ -82,7 +82,7 @@ impl App {
             },
             Err(e) => {
                 let failure = status::call_error(&e);
-                let mut resp = self.failed(f, failure, &e.to_string(), &[], timing, started);
+                let mut resp = self.failed(f, failure, &e.to_string(), finished.stderr_tail(), timing, started);
                 if failure.kind == ErrorKind::Deadline {
                     resp.headers
                         .push(format!("X-Snapcall-Timeout-Ms: {}", function.config().limits.timeout.as_millis()));
