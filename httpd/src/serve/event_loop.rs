@@ -17,30 +17,12 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::conn::{Conn, Event, ReadLimits, Request};
+use super::conn::{Conn, Event, ReadLimits};
+use super::handler::Admission;
+pub use super::handler::Handler;
 use super::http::{self, Head, Method, Persistence, Response};
 use super::metrics::Metrics;
-use super::workers::{Mailbox, Offload, Workers};
-
-/// What the loop asks of the application (routing and the call itself).
-pub trait Handler: Send + Sync + 'static {
-    /// Kept until the response that produced it has been written to the socket, then handed
-    /// to [`Handler::sent`] (the used VM: it is torn down only after the client has its bytes).
-    type Done: Send;
-
-    /// Decides from the head alone whether the body is worth reading (route and method known).
-    fn accept_head(&self, head: &Head) -> bool;
-    /// Whether the request runs a function (and so counts against the in-flight limit).
-    fn is_call(&self, head: &Head) -> bool;
-    /// Serves one complete request. `queued` is how long it waited behind other requests.
-    fn handle(&self, req: Request, queued: Duration) -> (Response, Option<Self::Done>);
-    /// The answer to a head refused by `accept_head` whose body was not read.
-    fn refused(&self, head: &Head) -> Response;
-    /// The answer to a call over the in-flight limit.
-    fn overloaded(&self, head: &Head) -> Response;
-    /// The response carrying `done` was sent (or its connection died).
-    fn sent(&self, done: Self::Done);
-}
+use super::workers::{Job, Mailbox, Offload, Workers};
 
 /// Timeouts and limits of the event loops.
 #[derive(Debug, Clone)]
@@ -134,15 +116,6 @@ struct Slot<D> {
     deadline_kind: Deadline,
 }
 
-/// A complete request waiting to run, and where its answer goes.
-pub(super) struct Job {
-    pub(super) slot: usize,
-    pub(super) gen: u32,
-    pub(super) req: Request,
-    pub(super) at: Instant,
-    pub(super) admitted: bool,
-}
-
 /// One event loop. Build with [`EventLoop::new`], then [`EventLoop::run`] on its own thread.
 pub struct EventLoop<H: Handler> {
     ring: IoUring,
@@ -157,7 +130,7 @@ pub struct EventLoop<H: Handler> {
     free: Vec<usize>,
     next_gen: u32,
     live: usize,
-    runq: VecDeque<Job>,
+    runq: VecDeque<Job<H::Permit>>,
     draining: Option<Instant>,
     /// `Some` in worker mode: calls go to these threads instead of running inline.
     workers: Option<Offload<H>>,
@@ -454,9 +427,7 @@ impl<H: Handler> EventLoop<H> {
         let results = std::mem::take(&mut *mailbox.results.lock().unwrap_or_else(|e| e.into_inner()));
         for f in results {
             self.outstanding -= 1;
-            if f.admitted {
-                self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
             let alive = matches!(&self.slots[f.slot], Some(s) if s.gen == f.gen && s.phase == Phase::Open);
             if !alive {
                 if let Some(done) = f.done {
@@ -560,19 +531,26 @@ impl<H: Handler> EventLoop<H> {
                 Event::NeedMore => break,
                 Event::SendContinue => s.next.extend_from_slice(http::CONTINUE),
                 Event::Request(req) => {
-                    let mut admitted = false;
-                    if self.handler.is_call(&req.head) {
-                        if self.shared.inflight.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_inflight {
-                            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-                            let resp = self.handler.overloaded(&req.head);
+                    let permit = match self.handler.admit(&req.head) {
+                        Admission::Local => None,
+                        Admission::Refused(resp) => {
                             self.respond(idx, &req.head, resp, None, false);
                             continue;
                         }
-                        admitted = true;
-                    }
+                        Admission::Call(permit) => {
+                            if self.shared.inflight.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_inflight {
+                                self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+                                drop(permit);
+                                let resp = self.handler.overloaded(&req.head);
+                                self.respond(idx, &req.head, resp, None, false);
+                                continue;
+                            }
+                            Some(permit)
+                        }
+                    };
                     s.queued = true;
                     let gen = s.gen;
-                    self.runq.push_back(Job { slot: idx, gen, req, at: Instant::now(), admitted });
+                    self.runq.push_back(Job { slot: idx, gen, req, at: Instant::now(), permit });
                     break;
                 }
                 Event::Refused(head) => {
@@ -619,24 +597,26 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Runs queued requests, each inline, sending each response before the next call.
+    /// Hands queued calls to the workers, and answers the rest (local requests, and calls in
+    /// `--inline-calls` mode) here, sending each response before the next.
     fn run_jobs(&mut self) {
         while let Some(job) = self.runq.pop_front() {
+            let call = job.permit.is_some();
             let alive = matches!(&self.slots[job.slot], Some(s) if s.gen == job.gen && s.phase == Phase::Open);
             if !alive {
-                if job.admitted {
+                if call {
                     self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
                 }
                 continue;
             }
-            if let Some((workers, mailbox)) = &self.workers {
+            if let (Some((workers, mailbox)), true) = (&self.workers, call) {
                 self.outstanding += 1;
                 workers.push(job, mailbox.clone());
                 continue;
             }
             let head = job.req.head.clone();
-            let (resp, done) = self.handler.handle(job.req, job.at.elapsed());
-            if job.admitted {
+            let (resp, done) = self.handler.handle(job.req, job.permit, job.at.elapsed());
+            if call {
                 self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
             }
             self.finish_job(job.slot, &head, resp, done);
@@ -695,6 +675,9 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn sweep(&mut self, now: Instant) {
+        if let Some((workers, _)) = &self.workers {
+            workers.grow_if_stalled(now);
+        }
         if self.accept_paused && self.draining.is_none() {
             self.accept_paused = false;
             self.arm_accept();
