@@ -26,8 +26,8 @@ pub struct Args {
     /// other core runs the VM pool and reaper threads, see docs/httpd.md).
     #[arg(long)]
     threads: Option<usize>,
-    /// Worker threads calls run on at start (default: one per core); more are added while
-    /// every worker is busy and calls wait, up to --max-inflight.
+    /// Calls making progress at once, on worker threads (default: one per two cores); a call
+    /// running over 500 ms stops counting and another worker takes the next (up to --max-inflight).
     #[arg(long)]
     workers: Option<usize>,
     /// Run calls on the event loop that read them instead (for measurement only: one long
@@ -141,8 +141,10 @@ pub fn main(args: Args) -> ExitCode {
     let calls = if args.inline_calls {
         serve::CallThreads::Inline
     } else {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        serve::CallThreads::Workers { threads: args.workers.unwrap_or(cores).max(1) }
+        // As many calls at once as there were loops running inline calls (one per two cores,
+        // measured in docs/httpd.md); stuck calls do not count (workers.rs).
+        let per_two_cores = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        serve::CallThreads::Workers { threads: args.workers.unwrap_or(per_two_cores).max(1) }
     };
     let cfg = serve::ServerConfig { listen: args.listen, threads, calls, loops };
 

@@ -415,8 +415,10 @@ impl<H: Handler> EventLoop<H> {
         if self.shared.shutdown.load(Ordering::SeqCst) {
             self.start_drain();
         }
-        // Keep listening while workers may still report back (or shutdown may come).
-        if (res >= 0 || res == -libc::EINTR) && (self.draining.is_none() || self.outstanding > 0) {
+        // Keep listening while workers may still report back (or shutdown may come): calls out
+        // on workers, and calls just queued by `take_results` that `run_jobs` hands out next.
+        let pending = self.outstanding > 0 || !self.runq.is_empty();
+        if (res >= 0 || res == -libc::EINTR) && (self.draining.is_none() || pending) {
             self.arm_wake();
         }
     }
@@ -676,7 +678,7 @@ impl<H: Handler> EventLoop<H> {
 
     fn sweep(&mut self, now: Instant) {
         if let Some((workers, _)) = &self.workers {
-            workers.grow_if_stalled(now);
+            workers.replace_stuck(now);
         }
         if self.accept_paused && self.draining.is_none() {
             self.accept_paused = false;

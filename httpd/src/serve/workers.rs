@@ -3,11 +3,15 @@
 //! however long one call spins.
 //!
 //! A loop pushes a [`Job`] with its [`Mailbox`]; a worker runs it and leaves the answer in the
-//! mailbox, then writes the loop's eventfd so the loop picks it up. The pool starts with
-//! `threads` workers; when every worker is busy and the oldest waiting call has waited longer
-//! than [`STALL`] (a call that spins until its deadline holds its worker), the loops' deadline
-//! sweep adds one more, up to `max_threads` (the in-flight limit, so an admitted call never
-//! waits for a thread for long). Added threads stay: the pool keeps its peak size.
+//! mailbox, then writes the loop's eventfd so the loop picks it up.
+//!
+//! Concurrency is `concurrency` calls *making progress*: a worker takes a job only while fewer
+//! than that many calls have been running for less than [`STUCK`]. Calls on 2 cores do not get
+//! faster by running more at once (docs/httpd.md, Threading), and more at once made the VM
+//! reaper fall behind (1000+ used VMs alive, then calls hitting their deadlines). A call running
+//! longer than [`STUCK`] (one spinning to its deadline) stops counting: the loops' sweep then
+//! wakes a parked worker, or starts one, up to `max_threads`, so other calls go on. Threads are
+//! never ended (their number is bounded by the in-flight limit), only parked.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -20,8 +24,8 @@ use super::conn::Request;
 use super::handler::Handler;
 use super::http::{Head, Response};
 
-/// How long the oldest waiting call may wait while every worker is busy before one is added.
-pub const STALL: Duration = Duration::from_millis(100);
+/// A call running longer than this no longer counts against the pool's concurrency.
+pub const STUCK: Duration = Duration::from_millis(500);
 
 /// A complete request waiting to run, and where its answer goes.
 pub(super) struct Job<P> {
@@ -56,11 +60,20 @@ type Queued<H> = (Job<<H as Handler>::Permit>, Arc<Mailbox<H>>);
 
 struct State<H: Handler> {
     queue: VecDeque<Queued<H>>,
+    /// When each call now running started.
+    running: Vec<Instant>,
     /// Worker threads started.
     threads: usize,
-    /// Workers waiting for a job.
+    /// Workers parked, waiting for a job they may take.
     idle: usize,
     stop: bool,
+}
+
+impl<H: Handler> State<H> {
+    /// Calls running for less than [`STUCK`].
+    fn progressing(&self, now: Instant) -> usize {
+        self.running.iter().filter(|t| now.saturating_duration_since(**t) < STUCK).count()
+    }
 }
 
 /// The worker threads, shared by all loops.
@@ -68,18 +81,22 @@ pub struct Workers<H: Handler> {
     handler: Arc<H>,
     state: Mutex<State<H>>,
     more: Condvar,
+    /// Calls making progress at once, at most.
+    concurrency: usize,
     max_threads: usize,
     handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl<H: Handler> Workers<H> {
-    /// Starts `threads` workers (at least one); the pool may grow to `max_threads`.
+    /// Starts `threads` workers (at least one), which is also the number of calls making
+    /// progress at once; the pool may grow to `max_threads` while calls are stuck.
     pub fn start(handler: Arc<H>, threads: usize, max_threads: usize) -> std::io::Result<Arc<Self>> {
         let threads = threads.max(1);
         let workers = Arc::new(Workers {
             handler,
-            state: Mutex::new(State { queue: VecDeque::new(), threads: 0, idle: 0, stop: false }),
+            state: Mutex::new(State { queue: VecDeque::new(), running: Vec::new(), threads: 0, idle: 0, stop: false }),
             more: Condvar::new(),
+            concurrency: threads,
             max_threads: max_threads.max(threads),
             handles: Mutex::new(Vec::new()),
         });
@@ -113,14 +130,18 @@ impl<H: Handler> Workers<H> {
     /// Body of one worker thread: runs calls until [`Workers::stop`].
     fn work(&self) {
         loop {
-            let (job, mailbox) = {
+            let (job, mailbox, started) = {
                 let mut st = self.lock();
                 loop {
-                    if let Some(item) = st.queue.pop_front() {
-                        break item;
-                    }
-                    if st.stop {
+                    if st.queue.is_empty() && st.stop {
                         return;
+                    }
+                    let now = Instant::now();
+                    if !st.queue.is_empty() && st.progressing(now) < self.concurrency {
+                        if let Some((job, mailbox)) = st.queue.pop_front() {
+                            st.running.push(now);
+                            break (job, mailbox, now);
+                        }
                     }
                     st.idle += 1;
                     st = self.more.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -128,6 +149,12 @@ impl<H: Handler> Workers<H> {
                 }
             };
             let finished = self.run(job);
+            {
+                let mut st = self.lock();
+                if let Some(i) = st.running.iter().position(|t| *t == started) {
+                    st.running.swap_remove(i);
+                }
+            }
             mailbox.results.lock().unwrap_or_else(|e| e.into_inner()).push(finished);
             let one = 1u64;
             // SAFETY: 8-byte write of a local to the loop's eventfd, which the mailbox owns.
@@ -152,14 +179,20 @@ impl<H: Handler> Workers<H> {
         self.more.notify_one();
     }
 
-    /// Called from the loops' sweep: adds a worker if every worker is busy and the oldest
-    /// waiting call has waited longer than [`STALL`] (busy workers are running calls that take
-    /// long, possibly spinning to their deadline).
-    pub(super) fn grow_if_stalled(self: &Arc<Self>, now: Instant) {
+    /// Called from the loops' sweep: when calls wait and some of the running ones are stuck
+    /// (running longer than [`STUCK`]), wakes a parked worker to take one, or starts a worker.
+    pub(super) fn replace_stuck(self: &Arc<Self>, now: Instant) {
         {
             let mut st = self.lock();
-            let stalled = st.queue.front().is_some_and(|(job, _)| now.saturating_duration_since(job.at) > STALL);
-            if !stalled || st.idle > 0 || st.threads >= self.max_threads || st.stop {
+            if st.queue.is_empty() || st.stop || st.progressing(now) >= self.concurrency {
+                return;
+            }
+            if st.idle > 0 {
+                drop(st);
+                self.more.notify_one();
+                return;
+            }
+            if st.threads >= self.max_threads {
                 return;
             }
             st.threads += 1;
