@@ -1,6 +1,6 @@
 //! One io_uring event loop: accepts on its own `SO_REUSEPORT` listener, reads and writes its
-//! connections, enforces the read/idle/send timeouts, and runs complete requests inline
-//! through a [`Handler`], one at a time, in arrival order.
+//! connections, enforces the read/idle/send timeouts, and passes complete requests to a
+//! [`Handler`]: calls go to the worker threads (`workers.rs`), the rest is answered here.
 //!
 //! Every connection is a slot in a slab. Each submitted operation carries
 //! `slot << 32 | generation << 8 | op` as its user data, so a completion for a slot that was
@@ -132,7 +132,7 @@ pub struct EventLoop<H: Handler> {
     live: usize,
     runq: VecDeque<Job<H::Permit>>,
     draining: Option<Instant>,
-    /// `Some` in worker mode: calls go to these threads instead of running inline.
+    /// `Some` unless `--inline-calls`: calls go to these threads instead of running here.
     workers: Option<Offload<H>>,
     /// Calls handed to workers and not yet back.
     outstanding: usize,
