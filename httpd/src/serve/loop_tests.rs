@@ -21,6 +21,9 @@ struct Echo {
     /// `/block` calls wait until this is true.
     open: Mutex<bool>,
     opened: Condvar,
+    /// `/slow` calls running now, and the most that ever ran at once.
+    slow_now: AtomicUsize,
+    slow_peak: AtomicUsize,
 }
 
 impl Echo {
@@ -49,7 +52,10 @@ impl Handler for Echo {
             return (Response::new(status, "text/plain", b"local".to_vec()), None);
         }
         if req.head.path.starts_with("/slow") {
+            let now = self.slow_now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.slow_peak.fetch_max(now, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(300));
+            self.slow_now.fetch_sub(1, Ordering::SeqCst);
         }
         if req.head.path.starts_with("/block") {
             let mut open = self.open.lock().unwrap();
@@ -105,7 +111,13 @@ impl TestServer {
         // SAFETY: dup of our own eventfd.
         let dup = unsafe { std::os::fd::FromRawFd::from_raw_fd(libc::dup(wake.as_raw_fd())) };
         let shared = Arc::new(Shared::default());
-        let handler = Arc::new(Echo { sent: AtomicUsize::new(0), open: Mutex::new(false), opened: Condvar::new() });
+        let handler = Arc::new(Echo {
+            sent: AtomicUsize::new(0),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            slow_now: AtomicUsize::new(0),
+            slow_peak: AtomicUsize::new(0),
+        });
         let (h, sh) = (handler.clone(), shared.clone());
         let metrics = Arc::new(Metrics::default());
         let pool = (workers > 0).then(|| Workers::start(handler.clone(), workers, cfg.max_inflight).unwrap());
@@ -362,5 +374,24 @@ fn a_blocked_call_stalls_neither_healthz_nor_other_calls() {
     srv.handler.release_blocked();
     let mut bbuf = Vec::new();
     assert_eq!(read_response(&mut blocked, &mut bbuf).2, b"b");
+    srv.stop().unwrap();
+}
+
+#[test]
+fn calls_that_make_progress_do_not_grow_the_pool() {
+    // Three 300 ms calls at once on a pool of one: each is under the 500 ms after which a call
+    // counts as stuck, so they run one after the other on the one worker (more threads running
+    // VMs at once only contend; see workers.rs).
+    let srv = TestServer::start_with(|_| {}, 1);
+    let mut conns: Vec<TcpStream> = (0..3).map(|_| srv.connect()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.write_all(format!("POST /slow HTTP/1.1\r\nContent-Length: 1\r\n\r\n{i}").as_bytes()).unwrap();
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut buf = Vec::new();
+        assert_eq!(read_response(c, &mut buf).2, i.to_string().into_bytes());
+    }
+    assert_eq!(srv.handler.slow_peak.load(Ordering::SeqCst), 1);
+    assert_eq!(srv.workers.as_ref().unwrap().threads(), 1);
     srv.stop().unwrap();
 }
