@@ -92,6 +92,7 @@ c_bundle "$TESTS" counter glibc "$T/counter.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" syscall-zoo glibc "$T/syscall-zoo.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" big-output glibc "$T/big-output.c" snapcall.content_type=application/octet-stream snapcall.memory_mib=64
 c_bundle "$TESTS" exit-code glibc "$T/exit-code.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" stderr-then-fail glibc "$T/stderr-then-fail.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=1000
 c_bundle "$TESTS" open-file glibc "$T/open-file.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" entropy glibc "$T/entropy.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" ring-scribble glibc "$T/ring-scribble.c" "$TXT" snapcall.memory_mib=64

@@ -34,7 +34,7 @@ fn http(c: &mut Criterion) {
         resp.server_timing = "queue;dur=0.001, vm;dur=0.002, restore;dur=0.009, run;dur=0.310, total;dur=0.330".into();
         b.iter(|| {
             let mut out = Vec::with_capacity(512);
-            black_box(&resp).write_to(&mut out, false, false);
+            black_box(&resp).write_to(&mut out, false, httpd::http::Persistence::KeepAlive);
             out
         })
     });

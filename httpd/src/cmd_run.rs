@@ -30,20 +30,43 @@ pub struct Args {
 /// Exit status for calls that produced no exit status of their own.
 const STATUS_CALL_FAILED: u8 = 125;
 
+/// Why `snapcall run` produced no exit status of the program's own.
+struct Failure {
+    message: String,
+    /// A failed call's last bytes of stderr, printed after the message.
+    stderr_tail: Vec<u8>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure { message, stderr_tail: Vec::new() }
+    }
+}
+
 pub fn main(args: Args) -> ExitCode {
     match run(&args) {
         Ok(code) => ExitCode::from(code),
-        Err(message) => {
+        Err(Failure { message, stderr_tail }) => {
             eprintln!("snapcall run: {message}");
+            if !stderr_tail.is_empty() {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "snapcall run: the program's stderr (last {} bytes):", stderr_tail.len());
+                let _ = err.write_all(&stderr_tail);
+                let _ = writeln!(
+                    err,
+                    "{}snapcall run: end of the program's stderr",
+                    if stderr_tail.ends_with(b"\n") { "" } else { "\n" }
+                );
+            }
             ExitCode::from(STATUS_CALL_FAILED)
         }
     }
 }
 
-fn run(args: &Args) -> Result<u8, String> {
+fn run(args: &Args) -> Result<u8, Failure> {
     let config = vmm::BundleConfig::load(&args.bundle).map_err(|e| e.to_string())?;
     if let Some(why) = vmm::km::needs_km(&config) {
-        return run_with_km(args, why);
+        return Ok(run_with_km(args, why)?);
     }
     let mode = if args.cold { StartMode::Cold } else { StartMode::Snapshot };
     let function = Function::load(&args.bundle, mode).map_err(|e| e.to_string())?;
@@ -85,7 +108,9 @@ fn run(args: &Args) -> Result<u8, String> {
             std::io::stderr().write_all(&out.stderr).map_err(|e| format!("writing stderr: {e}"))?;
             Ok((out.exit_code & 0xFF) as u8)
         }
-        Err(e) => Err(format!("{}: {e}", function.name())),
+        Err(e) => {
+            Err(Failure { message: format!("{}: {e}", function.name()), stderr_tail: finished.stderr_tail().to_vec() })
+        }
     }
 }
 

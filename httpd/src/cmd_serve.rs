@@ -11,7 +11,7 @@ mod serve;
 
 use serve::app::App;
 use serve::metrics::Metrics;
-use serve::registry::{Registry, Summary};
+use serve::registry::{Caps, Registry, Summary};
 
 /// Command-line arguments of `snapcall serve`.
 #[derive(clap::Args)]
@@ -26,9 +26,14 @@ pub struct Args {
     /// other core runs the VM pool and reaper threads, see docs/httpd.md).
     #[arg(long)]
     threads: Option<usize>,
-    /// Run calls on this many worker threads instead of inline on the event loops (0).
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
+    /// Calls making progress at once, on worker threads (default: one per two cores); a call
+    /// running over 500 ms stops counting and another worker takes the next (up to --max-inflight).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Run calls on the event loop that read them instead (for measurement only: one long
+    /// call then delays every other request of its loop, /healthz included).
+    #[arg(long, conflicts_with = "workers")]
+    inline_calls: bool,
     /// VMs kept ready per function (0: create and destroy each VM inline).
     #[arg(long, default_value_t = 4)]
     pool_size: usize,
@@ -53,6 +58,15 @@ pub struct Args {
     /// Calls admitted and not yet answered, all loops together (503 above).
     #[arg(long, default_value_t = 256)]
     max_inflight: usize,
+    /// Calls of one function admitted and not yet answered (429 above).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    max_concurrency_per_function: u64,
+    /// Longest per-call deadline a bundle may set (a longer snapcall.timeout_ms is lowered to it), ms.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_timeout_ms: u64,
+    /// Largest guest memory a bundle may ask for (a bundle asking more is not loaded), MiB.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    max_memory_mib: u64,
     /// From a request's first byte to the end of its head, ms.
     #[arg(long, default_value_t = 10_000)]
     header_timeout_ms: u64,
@@ -103,7 +117,9 @@ pub fn main(args: Args) -> ExitCode {
     };
     let mode = if args.cold { vmm::StartMode::Cold } else { vmm::StartMode::Snapshot };
     let metrics = Arc::new(Metrics::default());
-    let registry = Registry::new(args.functions.clone(), mode);
+    let caps =
+        Caps { max_timeout: Duration::from_millis(args.max_timeout_ms), max_memory_bytes: args.max_memory_mib << 20 };
+    let registry = Registry::new(args.functions.clone(), mode, caps);
     match registry.rescan(&runtime, &metrics) {
         Ok(s) => log_summary(&s),
         Err(e) => {
@@ -111,7 +127,13 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let app = Arc::new(App { runtime, registry, metrics: metrics.clone(), km: args.km.clone() });
+    let app = Arc::new(App {
+        runtime,
+        registry,
+        metrics: metrics.clone(),
+        km: args.km.clone(),
+        max_concurrency_per_function: usize::try_from(args.max_concurrency_per_function).unwrap_or(usize::MAX),
+    });
 
     let mut loops = serve::default_loop_config();
     loops.limits.max_body = args.max_body_bytes;
@@ -121,7 +143,17 @@ pub fn main(args: Args) -> ExitCode {
     loops.body_timeout = Duration::from_millis(args.body_timeout_ms);
     loops.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
     loops.shutdown_grace = Duration::from_millis(args.shutdown_grace_ms);
-    let cfg = serve::ServerConfig { listen: args.listen, threads, workers: args.workers, loops };
+    // Calls never run on a loop thread (unless --inline-calls): a call spinning to its
+    // deadline must not stall /healthz and every other request of its loop.
+    let calls = if args.inline_calls {
+        serve::CallThreads::Inline
+    } else {
+        // As many calls at once as there were loops running inline calls (one per two cores,
+        // measured in docs/httpd.md); stuck calls do not count (workers.rs).
+        let per_two_cores = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        serve::CallThreads::Workers { threads: args.workers.unwrap_or(per_two_cores).max(1) }
+    };
+    let cfg = serve::ServerConfig { listen: args.listen, threads, calls, loops };
 
     let reload_app = app.clone();
     let result = serve::serve(cfg, app, metrics, move || {

@@ -5,3 +5,6 @@
 
 #[path = "serve/http.rs"]
 pub mod http;
+
+#[path = "serve/date.rs"]
+pub mod date;

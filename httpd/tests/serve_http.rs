@@ -4,7 +4,7 @@ mod serve_support;
 
 use std::time::Duration;
 
-use serve_support::{curl, encode, functions_dir, Client, Server};
+use serve_support::{curl, encode, functions_dir, has_current_date, Client, Server};
 
 const FUNCTIONS: &[&str] = &["echo-c", "hello-c", "exit-code", "null-deref", "infinite-loop", "big-output"];
 
@@ -95,6 +95,54 @@ fn binary_bodies_keep_alive_pipelining_chunked_and_continue() {
     c10.send_raw(b"GET /healthz HTTP/1.0\r\n\r\n");
     assert_eq!(c10.read_response().unwrap().status, 200);
     assert!(c10.closed());
+}
+
+/// What ApacheBench's `ab -k` does: HTTP/1.0 with `Connection: Keep-Alive`, several requests
+/// on one connection. It waits for the close unless the response says `Connection: keep-alive`.
+#[test]
+fn http10_keep_alive_like_ab_and_a_date_on_every_response() {
+    let srv = server(&[]);
+    let ab_request = |body: &str| {
+        format!(
+            "POST /function/echo-c HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: 127.0.0.1\r\nUser-Agent: \
+             ApacheBench/2.3\r\nAccept: */*\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut c = srv.connect();
+    for i in 0..3 {
+        let body = format!("ab-{i}");
+        c.send_raw(ab_request(&body).as_bytes());
+        let r = c.read_response().expect("an answer on the kept-alive HTTP/1.0 connection");
+        assert_eq!((r.status, r.text()), (200, body));
+        assert_eq!(r.header("Connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"));
+        assert!(has_current_date(&r, 5), "{:?}", r.headers);
+    }
+    // An error response on the same connection: still kept alive, still dated.
+    c.send_raw(b"GET /nope HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.read_response().unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("Connection").map(str::to_ascii_lowercase).as_deref(), Some("keep-alive"));
+    assert!(has_current_date(&r, 5), "{:?}", r.headers);
+
+    // HTTP/1.0 without keep-alive, and HTTP/1.1 with `Connection: close`: answered with
+    // `Connection: close`, then closed.
+    for req in [&b"GET /healthz HTTP/1.0\r\n\r\n"[..], b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"] {
+        let mut c = srv.connect();
+        c.send_raw(req);
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Connection"), Some("close"));
+        assert!(has_current_date(&r, 5), "{:?}", r.headers);
+        assert!(c.closed());
+    }
+    // HTTP/1.1 keep-alive: the default, nothing said, connection reused.
+    let mut c = srv.connect();
+    for _ in 0..2 {
+        let r = c.request("GET", "/healthz", &[], b"");
+        assert_eq!((r.status, r.header("Connection")), (200, None));
+        assert!(has_current_date(&r, 5), "{:?}", r.headers);
+    }
 }
 
 #[test]
@@ -277,5 +325,26 @@ fn python_hellowithdata_like_the_seed() {
         assert_eq!(r.status, 200, "{}", r.text());
         // event['data'] is the request body, returned as JSON.
         assert_eq!(r.text(), body);
+    }
+}
+
+/// A failed call's error body carries the tail of the program's stderr (bounded), after the
+/// error itself, for a fault and for a deadline.
+#[test]
+fn failed_calls_answer_with_the_tail_of_the_programs_stderr() {
+    let srv = Server::start(&functions_dir(&["stderr-then-fail"]), &[]);
+    let mut c = srv.connect();
+    for (request, status, error) in [("fault", 502, "guest_fault"), ("spin", 504, "deadline")] {
+        let r = c.request("POST", "/stderr-then-fail", &[], request.as_bytes());
+        assert_eq!(r.status, status, "{}", r.text());
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON error body");
+        assert_eq!(body["error"], error);
+        let tail = body["stderr_tail"].as_str().expect("stderr_tail");
+        assert_eq!(tail.len(), 4096, "the last 4 KiB of 6.4 KB");
+        assert!(tail.ends_with(&format!("last words before {request}\n")), "{tail:?}");
+        assert!(tail.contains("stderr line 399\n") && !tail.contains("stderr line 000\n"));
+        // After the error message: `detail` comes first in the body.
+        let text = r.text();
+        assert!(text.find("\"detail\"").unwrap() < text.find("\"stderr_tail\"").unwrap(), "{text}");
     }
 }

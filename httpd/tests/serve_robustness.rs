@@ -76,6 +76,7 @@ fn connection_limit_answers_503() {
     assert_eq!(r.status, 503);
     assert_eq!(r.header("Retry-After"), Some("1"));
     assert!(r.header("Server-Timing").is_some());
+    assert!(serve_support::has_current_date(&r, 5), "{:?}", r.headers);
     drop(held);
     let t = Instant::now();
     loop {
@@ -208,4 +209,73 @@ fn handled_signals_are_blocked_in_every_thread() {
     }
     let mut c = srv.connect();
     assert_eq!(srv.call(&mut c, "POST", "/echo-c", b"alive").text(), "alive");
+}
+
+/// Nothing is readable on `c` right now: its response has not been sent.
+fn nothing_yet(c: &mut Client) -> bool {
+    use std::io::Read;
+    c.stream.set_nonblocking(true).unwrap();
+    let r = c.stream.read(&mut [0u8; 16]);
+    c.stream.set_nonblocking(false).unwrap();
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// A call spinning until its deadline (which its bundle sets to an hour) holds a worker
+/// thread, not the event loop: /healthz and another function are answered meanwhile, a second
+/// call of the same function is refused at the per-function limit, and the deadline in force
+/// is the server's cap, not the bundle's hour.
+#[test]
+fn a_spinning_call_stalls_neither_healthz_nor_other_functions() {
+    let dir = functions_dir(&["echo-c", "infinite-loop"]);
+    let config = dir.join("infinite-loop/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let hour = text.replace("\"snapcall.timeout_ms\": \"1000\"", "\"snapcall.timeout_ms\": \"3600000\"");
+    assert_ne!(text, hour, "infinite-loop's config.json changed shape");
+    std::fs::write(&config, hour).unwrap();
+    // One loop and one worker at start: the spinning call takes that worker.
+    let args = ["--threads", "1", "--workers", "1", "--max-timeout-ms", "5000", "--max-concurrency-per-function", "1"];
+    let srv = Server::start(&dir, &args);
+    assert!(srv
+        .log
+        .lock()
+        .unwrap()
+        .contains("infinite-loop: snapcall.timeout_ms 3600000 lowered to this server's --max-timeout-ms 5000"));
+
+    let mut busy = srv.connect();
+    busy.send_raw(&encode("POST", "/infinite-loop", &[], b"spin"));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let r = srv.connect().request("POST", "/infinite-loop", &[], b"again");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert!(r.text().contains("too_many_requests") && r.text().contains("--max-concurrency-per-function"));
+    let mut c = srv.connect();
+    let r = c.request("GET", "/healthz", &[], b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    let r = c.request("POST", "/function/echo-c", &[], b"meanwhile");
+    assert_eq!((r.status, r.text().as_str()), (200, "meanwhile"));
+    assert!(nothing_yet(&mut busy), "the spinning call ended before the others were answered");
+
+    let r = busy.read_response().expect("the spinning call's answer");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.header("X-Snapcall-Timeout-Ms"), Some("5000"));
+    assert_eq!(srv.metric("snapcall_call_errors_total{function=\"infinite-loop\",kind=\"concurrency\"}"), 1.0);
+    assert_eq!(srv.metric("snapcall_calls_in_flight{function=\"infinite-loop\"}"), 0.0);
+    // Its slot is free again.
+    let r = srv.connect().request("POST", "/infinite-loop", &[], b"once more");
+    assert_eq!(r.status, 504);
+}
+
+/// A bundle asking for more guest memory than --max-memory-mib is not loaded, and says why.
+#[test]
+fn a_bundle_over_the_memory_cap_is_refused_at_load() {
+    let srv = Server::start(&functions_dir(&["echo-c", "hello-c"]), &["--max-memory-mib", "32"]);
+    let log = srv.log.lock().unwrap().clone();
+    assert!(
+        log.contains("echo-c: not loaded: its config.json asks for 64 MiB of guest memory (snapcall.memory_mib), over this server's --max-memory-mib 32"),
+        "{log}"
+    );
+    let mut c = srv.connect();
+    assert_eq!(c.request("POST", "/echo-c", &[], b"x").status, 404);
+    assert_eq!(c.request("GET", "/healthz", &[], b"").status, 200);
 }

@@ -100,10 +100,15 @@ pub struct ReadyCall {
     pub(crate) stats: CallStats,
 }
 
+/// How much of a failed call's stderr [`FinishedCall::stderr_tail`] keeps: the last 4 KiB.
+pub const STDERR_TAIL_BYTES: usize = 4096;
+
 /// A call that has ended: its outcome, and the used VM waiting to be destroyed.
 pub struct FinishedCall {
     pub(crate) vm: Option<EmptyVm>,
     outcome: Result<Output, CallError>,
+    /// A failed call's last [`STDERR_TAIL_BYTES`] of stderr (empty when it exited).
+    stderr_tail: Vec<u8>,
     timings: PhaseTimings,
     stats: CallStats,
 }
@@ -116,6 +121,13 @@ impl FinishedCall {
     /// Takes the outcome out (leaving an empty output), e.g. to send it without copying.
     pub fn take_outcome(&mut self) -> Result<Output, CallError> {
         std::mem::replace(&mut self.outcome, Ok(Output::default()))
+    }
+    /// When the call failed (fault, deadline, signal, output cap, ...): the last
+    /// [`STDERR_TAIL_BYTES`] the program wrote to stderr before it, usually the program's own
+    /// account of what went wrong. Empty when the program exited (its whole stderr is in
+    /// [`Output::stderr`]) or wrote nothing to stderr.
+    pub fn stderr_tail(&self) -> &[u8] {
+        &self.stderr_tail
     }
     pub fn timings(&self) -> PhaseTimings {
         self.timings
@@ -189,11 +201,15 @@ impl ReadyCall {
             Ok(LoopEnd::StdinRead(_)) => Err(CallError::UnexpectedExit("stopped at a stdin read".into())),
             Err(e) => Err(e),
         };
+        let stderr_tail = match &outcome {
+            Ok(_) => Vec::new(),
+            Err(_) => tail(&self.process.stderr, STDERR_TAIL_BYTES).to_vec(),
+        };
         self.stats.syscalls = self.process.stats.syscalls;
         self.stats.unknown_syscalls = std::mem::take(&mut self.process.stats.unknown);
         self.stats.unknown_syscalls_dropped = self.process.stats.unknown_dropped;
         self.stats.traced_syscalls_dropped = self.process.stats.trace_dropped;
-        FinishedCall { vm: Some(self.vm), outcome, timings: self.timings, stats: self.stats }
+        FinishedCall { vm: Some(self.vm), outcome, stderr_tail, timings: self.timings, stats: self.stats }
     }
 
     /// What the program wrote to stderr so far (for error reports).
@@ -331,6 +347,11 @@ pub(crate) fn write_user_return(
 const PF_PRESENT: u64 = 1;
 const PF_USER: u64 = 1 << 2;
 const PF_FETCH: u64 = 1 << 4;
+
+/// The last `max` bytes of `bytes`.
+fn tail(bytes: &[u8], max: usize) -> &[u8] {
+    &bytes[bytes.len().saturating_sub(max)..]
+}
 
 fn is_stdin_read(nr: u64, args: &[u64; 6]) -> bool {
     matches!(nr, syscalls::nr::READ | syscalls::nr::READV | syscalls::nr::PREAD64) && args[0] == 0

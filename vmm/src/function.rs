@@ -5,7 +5,7 @@
 //! its initial stack; a restore maps the snapshot copy-on-write and sets the saved vCPU state.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_regs;
 
@@ -132,6 +132,12 @@ impl Function {
     /// The function's name (its bundle directory's name).
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Lowers the per-call deadline to at most `max` (an operator's cap over what the
+    /// bundle's config.json asks for); [`Function::config`] shows the deadline in force.
+    pub fn cap_timeout(&mut self, max: Duration) {
+        self.config.limits.timeout = self.config.limits.timeout.min(max);
     }
     /// Its bundle configuration (limits, content type, annotations).
     pub fn config(&self) -> &BundleConfig {

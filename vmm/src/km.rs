@@ -80,6 +80,11 @@ impl KmFunction {
     pub fn config(&self) -> &BundleConfig {
         &self.config
     }
+
+    /// Lowers the per-call deadline to at most `max` (an operator's cap).
+    pub fn cap_timeout(&mut self, max: Duration) {
+        self.config.limits.timeout = self.config.limits.timeout.min(max);
+    }
     /// Why this function runs under km.
     pub fn why(&self) -> &str {
         &self.why

@@ -49,7 +49,7 @@ pub mod vm;
 mod working_set;
 
 pub use bundle::{BundleConfig, BundleError, Limits, Runner};
-pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall};
+pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall, STDERR_TAIL_BYTES};
 pub use function::{Function, FunctionError, StartError, StartMode};
 pub use pool::{FunctionPoolStats, PoolStats, Runtime, RuntimeConfig};
 pub use process::{SyscallRecord, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};

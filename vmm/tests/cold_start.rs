@@ -53,6 +53,32 @@ fn crashing_guests_end_with_a_fault_naming_vector_and_rip() {
     assert!(msg.contains("#PF") && msg.contains("rip 0x4"), "{msg}");
 }
 
+/// A failed call keeps the last `STDERR_TAIL_BYTES` of what the program wrote to stderr:
+/// often its own explanation of the failure.
+#[test]
+fn a_failed_call_keeps_the_tail_of_its_stderr() {
+    for mode in [StartMode::Cold, StartMode::Snapshot] {
+        let f = load("stderr-then-fail", mode);
+        for (request, want_deadline) in [(&b"fault"[..], false), (b"spin", true)] {
+            let mut finished = call(&f, request);
+            match finished.take_outcome() {
+                Err(CallError::Deadline(_)) if want_deadline => {}
+                Err(CallError::GuestFault { vector: 14, .. }) if !want_deadline => {}
+                other => panic!("{mode:?} {request:?}: unexpected outcome {other:?}"),
+            }
+            let tail = String::from_utf8(finished.stderr_tail().to_vec()).unwrap();
+            let last = format!("last words before {}\n", std::str::from_utf8(request).unwrap());
+            assert_eq!(tail.len(), vmm::STDERR_TAIL_BYTES, "{mode:?}: bounded, and full: 6.4 KB were written");
+            assert!(tail.ends_with(&last), "{mode:?}: {tail:?}");
+            assert!(tail.contains("stderr line 399\n") && !tail.contains("stderr line 000"), "{mode:?}");
+        }
+    }
+    // A call that exits has its whole stderr in the output, and no separate tail.
+    let mut finished = call(&load("exit-code", StartMode::Cold), b"");
+    assert_eq!(finished.take_outcome().unwrap().stderr, b"bye");
+    assert!(finished.stderr_tail().is_empty());
+}
+
 #[test]
 fn an_endless_loop_is_stopped_at_the_deadline() {
     let f = load("infinite-loop", StartMode::Cold);

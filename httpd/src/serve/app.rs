@@ -10,15 +10,15 @@ use vmm::km::KmFunction;
 use vmm::{FinishedCall, Function, Output, Runtime};
 
 use super::conn::Request;
-use super::event_loop::Handler;
+use super::handler::{Admission, Handler};
 use super::http::{json_string, Head, Response};
 use super::metrics::{ErrorKind, Metrics, Phase, Timing};
 use super::registry::{Entry, Registry, Runner};
 use super::routes::{self, Route};
 use super::status::{self, Failure};
 
-/// How much of a failed call's stderr goes into its 502 body.
-const STDERR_TAIL: usize = 2048;
+/// How much of a failed call's stderr goes into its error body (vmm keeps as much).
+const STDERR_TAIL: usize = vmm::STDERR_TAIL_BYTES;
 
 pub struct App {
     pub runtime: Runtime,
@@ -26,6 +26,20 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Kontain's km, for functions only km can run (None: $SNAPCALL_KM, then $PATH).
     pub km: Option<PathBuf>,
+    /// Calls of one function admitted and not yet answered, at most (429 above).
+    pub max_concurrency_per_function: usize,
+}
+
+/// An admitted call: the function it was admitted for (looked up once, when its request was
+/// complete) and its place in that function's concurrency limit, given back when dropped.
+pub struct CallPermit {
+    entry: Arc<Entry>,
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        self.entry.metrics.leave();
+    }
 }
 
 impl App {
@@ -82,7 +96,7 @@ impl App {
             },
             Err(e) => {
                 let failure = status::call_error(&e);
-                let mut resp = self.failed(f, failure, &e.to_string(), &[], timing, started);
+                let mut resp = self.failed(f, failure, &e.to_string(), finished.stderr_tail(), timing, started);
                 if failure.kind == ErrorKind::Deadline {
                     resp.headers
                         .push(format!("X-Snapcall-Timeout-Ms: {}", function.config().limits.timeout.as_millis()));
@@ -186,6 +200,7 @@ fn not_found(path: &str, started: Instant) -> Response {
 
 impl Handler for App {
     type Done = FinishedCall;
+    type Permit = CallPermit;
 
     fn accept_head(&self, head: &Head) -> bool {
         let route = routes::route(&head.path);
@@ -199,11 +214,32 @@ impl Handler for App {
         }
     }
 
-    fn is_call(&self, head: &Head) -> bool {
-        matches!(routes::route(&head.path), Route::Function(_)) && self.accept_head(head)
+    fn admit(&self, head: &Head) -> Admission<CallPermit> {
+        let route = routes::route(&head.path);
+        let Route::Function(name) = route else { return Admission::Local };
+        if routes::disallowed(route, &head.method).is_some() {
+            return Admission::Local;
+        }
+        let Some(entry) = self.registry.get(name) else { return Admission::Local };
+        if !entry.metrics.try_enter(self.max_concurrency_per_function) {
+            entry.metrics.record_refusal(ErrorKind::Concurrency);
+            let detail = format!(
+                "{} calls of {name} are in flight, this server's limit per function \
+                 (--max-concurrency-per-function); retry later",
+                self.max_concurrency_per_function
+            );
+            let mut resp = Response::json_error(429, "too_many_requests", &detail);
+            resp.headers.push("Retry-After: 1".into());
+            resp.server_timing = Timing::default().header(Duration::ZERO);
+            return Admission::Refused(resp);
+        }
+        Admission::Call(CallPermit { entry })
     }
 
-    fn handle(&self, req: Request, queued: Duration) -> (Response, Option<FinishedCall>) {
+    fn handle(&self, req: Request, permit: Option<CallPermit>, queued: Duration) -> (Response, Option<FinishedCall>) {
+        if let Some(permit) = permit {
+            return self.call(&permit.entry, &req.body, queued);
+        }
         let started = Instant::now();
         let route = routes::route(&req.head.path);
         if routes::disallowed(route, &req.head.method).is_some() {
@@ -216,10 +252,8 @@ impl Handler for App {
                 (simple(200, "text/plain; version=0.0.4", text, started), None)
             }
             Route::NotFound => (not_found(&req.head.path, started), None),
-            Route::Function(name) => match self.registry.get(name) {
-                None => (not_found(&req.head.path, started), None),
-                Some(entry) => self.call(&entry, &req.body, queued),
-            },
+            // A function route without a permit: the function is gone (or never was).
+            Route::Function(_) => (not_found(&req.head.path, started), None),
         }
     }
 

@@ -1,6 +1,6 @@
 //! One io_uring event loop: accepts on its own `SO_REUSEPORT` listener, reads and writes its
-//! connections, enforces the read/idle/send timeouts, and runs complete requests inline
-//! through a [`Handler`], one at a time, in arrival order.
+//! connections, enforces the read/idle/send timeouts, and passes complete requests to a
+//! [`Handler`]: calls go to the worker threads (`workers.rs`), the rest is answered here.
 //!
 //! Every connection is a slot in a slab. Each submitted operation carries
 //! `slot << 32 | generation << 8 | op` as its user data, so a completion for a slot that was
@@ -17,30 +17,12 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::conn::{Conn, Event, ReadLimits, Request};
-use super::http::{self, Head, Method, Response};
+use super::conn::{Conn, Event, ReadLimits};
+use super::handler::Admission;
+pub use super::handler::Handler;
+use super::http::{self, Head, Method, Persistence, Response};
 use super::metrics::Metrics;
-use super::workers::{Mailbox, Offload, Workers};
-
-/// What the loop asks of the application (routing and the call itself).
-pub trait Handler: Send + Sync + 'static {
-    /// Kept until the response that produced it has been written to the socket, then handed
-    /// to [`Handler::sent`] (the used VM: it is torn down only after the client has its bytes).
-    type Done: Send;
-
-    /// Decides from the head alone whether the body is worth reading (route and method known).
-    fn accept_head(&self, head: &Head) -> bool;
-    /// Whether the request runs a function (and so counts against the in-flight limit).
-    fn is_call(&self, head: &Head) -> bool;
-    /// Serves one complete request. `queued` is how long it waited behind other requests.
-    fn handle(&self, req: Request, queued: Duration) -> (Response, Option<Self::Done>);
-    /// The answer to a head refused by `accept_head` whose body was not read.
-    fn refused(&self, head: &Head) -> Response;
-    /// The answer to a call over the in-flight limit.
-    fn overloaded(&self, head: &Head) -> Response;
-    /// The response carrying `done` was sent (or its connection died).
-    fn sent(&self, done: Self::Done);
-}
+use super::workers::{Job, Mailbox, Offload, Workers};
 
 /// Timeouts and limits of the event loops.
 #[derive(Debug, Clone)]
@@ -83,9 +65,6 @@ const RECV_BUF: usize = 16 * 1024;
 const MAX_BACKLOG: usize = 256 * 1024;
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(50);
-/// Sent (best effort) to a connection over the connection limit.
-const OVER_LIMIT: &[u8] =
-    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nServer-Timing: total;dur=0.000\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 fn tag(slot: usize, gen: u32, op: u64) -> u64 {
     ((slot as u64) << 32) | (u64::from(gen & 0x00ff_ffff) << 8) | op
@@ -137,15 +116,6 @@ struct Slot<D> {
     deadline_kind: Deadline,
 }
 
-/// A complete request waiting to run, and where its answer goes.
-pub(super) struct Job {
-    pub(super) slot: usize,
-    pub(super) gen: u32,
-    pub(super) req: Request,
-    pub(super) at: Instant,
-    pub(super) admitted: bool,
-}
-
 /// One event loop. Build with [`EventLoop::new`], then [`EventLoop::run`] on its own thread.
 pub struct EventLoop<H: Handler> {
     ring: IoUring,
@@ -160,9 +130,9 @@ pub struct EventLoop<H: Handler> {
     free: Vec<usize>,
     next_gen: u32,
     live: usize,
-    runq: VecDeque<Job>,
+    runq: VecDeque<Job<H::Permit>>,
     draining: Option<Instant>,
-    /// `Some` in worker mode: calls go to these threads instead of running inline.
+    /// `Some` unless `--inline-calls`: calls go to these threads instead of running here.
     workers: Option<Offload<H>>,
     /// Calls handed to workers and not yet back.
     outstanding: usize,
@@ -384,9 +354,10 @@ impl<H: Handler> EventLoop<H> {
         if open >= self.cfg.max_connections {
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
             self.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: `fd` is a connected socket we own; OVER_LIMIT is a valid buffer.
+            let refusal = http::over_limit();
+            // SAFETY: `fd` is a connected socket we own; `refusal` is a live local buffer.
             unsafe {
-                libc::send(fd, OVER_LIMIT.as_ptr().cast(), OVER_LIMIT.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+                libc::send(fd, refusal.as_ptr().cast(), refusal.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
                 libc::close(fd);
             }
             return;
@@ -444,8 +415,10 @@ impl<H: Handler> EventLoop<H> {
         if self.shared.shutdown.load(Ordering::SeqCst) {
             self.start_drain();
         }
-        // Keep listening while workers may still report back (or shutdown may come).
-        if (res >= 0 || res == -libc::EINTR) && (self.draining.is_none() || self.outstanding > 0) {
+        // Keep listening while workers may still report back (or shutdown may come): calls out
+        // on workers, and calls just queued by `take_results` that `run_jobs` hands out next.
+        let pending = self.outstanding > 0 || !self.runq.is_empty();
+        if (res >= 0 || res == -libc::EINTR) && (self.draining.is_none() || pending) {
             self.arm_wake();
         }
     }
@@ -456,9 +429,7 @@ impl<H: Handler> EventLoop<H> {
         let results = std::mem::take(&mut *mailbox.results.lock().unwrap_or_else(|e| e.into_inner()));
         for f in results {
             self.outstanding -= 1;
-            if f.admitted {
-                self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
             let alive = matches!(&self.slots[f.slot], Some(s) if s.gen == f.gen && s.phase == Phase::Open);
             if !alive {
                 if let Some(done) = f.done {
@@ -562,19 +533,26 @@ impl<H: Handler> EventLoop<H> {
                 Event::NeedMore => break,
                 Event::SendContinue => s.next.extend_from_slice(http::CONTINUE),
                 Event::Request(req) => {
-                    let mut admitted = false;
-                    if self.handler.is_call(&req.head) {
-                        if self.shared.inflight.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_inflight {
-                            self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
-                            let resp = self.handler.overloaded(&req.head);
+                    let permit = match self.handler.admit(&req.head) {
+                        Admission::Local => None,
+                        Admission::Refused(resp) => {
                             self.respond(idx, &req.head, resp, None, false);
                             continue;
                         }
-                        admitted = true;
-                    }
+                        Admission::Call(permit) => {
+                            if self.shared.inflight.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_inflight {
+                                self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+                                drop(permit);
+                                let resp = self.handler.overloaded(&req.head);
+                                self.respond(idx, &req.head, resp, None, false);
+                                continue;
+                            }
+                            Some(permit)
+                        }
+                    };
                     s.queued = true;
                     let gen = s.gen;
-                    self.runq.push_back(Job { slot: idx, gen, req, at: Instant::now(), admitted });
+                    self.runq.push_back(Job { slot: idx, gen, req, at: Instant::now(), permit });
                     break;
                 }
                 Event::Refused(head) => {
@@ -612,7 +590,7 @@ impl<H: Handler> EventLoop<H> {
             return;
         };
         let close = close || !head.keep_alive || draining || s.peer_closed;
-        resp.write_to(&mut s.next, head.method == Method::Head, close);
+        resp.write_to(&mut s.next, head.method == Method::Head, Persistence::of(head, close));
         s.done_next.extend(done);
         if close {
             s.close_after_send = true;
@@ -621,24 +599,26 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Runs queued requests, each inline, sending each response before the next call.
+    /// Hands queued calls to the workers, and answers the rest (local requests, and calls in
+    /// `--inline-calls` mode) here, sending each response before the next.
     fn run_jobs(&mut self) {
         while let Some(job) = self.runq.pop_front() {
+            let call = job.permit.is_some();
             let alive = matches!(&self.slots[job.slot], Some(s) if s.gen == job.gen && s.phase == Phase::Open);
             if !alive {
-                if job.admitted {
+                if call {
                     self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
                 }
                 continue;
             }
-            if let Some((workers, mailbox)) = &self.workers {
+            if let (Some((workers, mailbox)), true) = (&self.workers, call) {
                 self.outstanding += 1;
                 workers.push(job, mailbox.clone());
                 continue;
             }
             let head = job.req.head.clone();
-            let (resp, done) = self.handler.handle(job.req, job.at.elapsed());
-            if job.admitted {
+            let (resp, done) = self.handler.handle(job.req, job.permit, job.at.elapsed());
+            if call {
                 self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
             }
             self.finish_job(job.slot, &head, resp, done);
@@ -697,6 +677,9 @@ impl<H: Handler> EventLoop<H> {
     }
 
     fn sweep(&mut self, now: Instant) {
+        if let Some((workers, _)) = &self.workers {
+            workers.replace_stuck(now);
+        }
         if self.accept_paused && self.draining.is_none() {
             self.accept_paused = false;
             self.arm_accept();
@@ -736,7 +719,7 @@ impl<H: Handler> EventLoop<H> {
                     let mut resp = Response::json_error(reject.status(), reject.code(), reject.reason());
                     resp.server_timing = "total;dur=0.000".to_owned();
                     self.metrics.count_response(resp.status);
-                    resp.write_to(&mut s.next, false, true);
+                    resp.write_to(&mut s.next, false, Persistence::Close);
                     s.close_after_send = true;
                     s.deadline_kind = Deadline::Send;
                     s.deadline = now + self.cfg.send_timeout.min(Duration::from_secs(1));

@@ -307,6 +307,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -346,12 +347,15 @@ impl Response {
         Response::new(status, "application/json", body.into_bytes())
     }
 
-    /// Serialises the response onto `out`. `head_only` drops the body (HEAD requests);
-    /// `close` adds `Connection: close`.
-    pub fn write_to(&self, out: &mut Vec<u8>, head_only: bool, close: bool) {
-        let mut h = String::with_capacity(160 + self.server_timing.len());
+    /// Serialises the response onto `out`, with a `Date` header. `head_only` drops the body
+    /// (HEAD requests); `connection` says what to tell the client about the connection.
+    pub fn write_to(&self, out: &mut Vec<u8>, head_only: bool, connection: Persistence) {
+        let mut h = String::with_capacity(192 + self.server_timing.len());
         let _ = write!(h, "HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
-        let _ = write!(h, "Content-Type: {}\r\nContent-Length: {}\r\n", self.content_type, self.body.len());
+        h.push_str("Date: ");
+        // IMF-fixdate is ASCII by construction.
+        h.push_str(std::str::from_utf8(&crate::date::now()).unwrap_or_default());
+        let _ = write!(h, "\r\nContent-Type: {}\r\nContent-Length: {}\r\n", self.content_type, self.body.len());
         if !self.server_timing.is_empty() {
             let _ = write!(h, "Server-Timing: {}\r\n", self.server_timing);
         }
@@ -359,15 +363,62 @@ impl Response {
             h.push_str(extra);
             h.push_str("\r\n");
         }
-        if close {
-            h.push_str("Connection: close\r\n");
-        }
+        h.push_str(connection.header());
         h.push_str("\r\n");
         out.extend_from_slice(h.as_bytes());
         if !head_only {
             out.extend_from_slice(&self.body);
         }
     }
+}
+
+/// What happens to the connection after a response (RFC 9112 §9.3), and so which
+/// `Connection` header it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// HTTP/1.1 kept open: persistence is the default, nothing to say.
+    KeepAlive,
+    /// HTTP/1.0 kept open because the client asked with `Connection: keep-alive`: the
+    /// response must say so, or the client waits for the close that never comes.
+    KeepAlive10,
+    /// Closed after this response: `Connection: close`.
+    Close,
+}
+
+impl Persistence {
+    /// What a response to `head` says, given whether the server closes the connection.
+    pub fn of(head: &Head, close: bool) -> Persistence {
+        match (close || !head.keep_alive, head.http11) {
+            (true, _) => Persistence::Close,
+            (false, true) => Persistence::KeepAlive,
+            (false, false) => Persistence::KeepAlive10,
+        }
+    }
+
+    fn header(self) -> &'static str {
+        match self {
+            Persistence::KeepAlive => "",
+            Persistence::KeepAlive10 => "Connection: keep-alive\r\n",
+            Persistence::Close => "Connection: close\r\n",
+        }
+    }
+}
+
+const OVER_LIMIT_HEAD: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nDate: ";
+const OVER_LIMIT_TAIL: &[u8] =
+    b"\r\nRetry-After: 1\r\nServer-Timing: total;dur=0.000\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const OVER_LIMIT_LEN: usize = OVER_LIMIT_HEAD.len() + crate::date::LEN + OVER_LIMIT_TAIL.len();
+
+/// The bare 503 a connection over the connection limit gets before it is closed (built on
+/// the stack: that path must not allocate when the server is flooded).
+pub fn over_limit() -> [u8; OVER_LIMIT_LEN] {
+    let mut out = [0u8; OVER_LIMIT_LEN];
+    let (head, rest) = out.split_at_mut(OVER_LIMIT_HEAD.len());
+    let (date, tail) = rest.split_at_mut(crate::date::LEN);
+    head.copy_from_slice(OVER_LIMIT_HEAD);
+    date.copy_from_slice(&crate::date::now());
+    tail.copy_from_slice(OVER_LIMIT_TAIL);
+    out
 }
 
 /// The interim response to `Expect: 100-continue`.
@@ -501,18 +552,58 @@ mod tests {
         );
     }
 
+    /// The response with its `Date` value replaced by `<date>` (checked to be an IMF-fixdate).
+    fn written(r: &Response, connection: Persistence) -> String {
+        let mut out = Vec::new();
+        r.write_to(&mut out, false, connection);
+        let text = String::from_utf8(out).unwrap();
+        let start = text.find("\r\nDate: ").expect("a Date header") + 8;
+        let date = &text[start..start + crate::date::LEN];
+        assert!(date.ends_with(" GMT") && date.as_bytes()[3] == b',', "{date}");
+        format!("{}<date>{}", &text[..start], &text[start + crate::date::LEN..])
+    }
+
     #[test]
     fn response_bytes() {
         let mut r = Response::new(200, "text/plain", b"hi".to_vec());
         r.server_timing = "run;dur=1.000".into();
         r.headers.push("Retry-After: 1".into());
-        let mut out = Vec::new();
-        r.write_to(&mut out, false, true);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nServer-Timing: run;dur=1.000\r\n\
-             Retry-After: 1\r\nConnection: close\r\n\r\nhi"
+            written(&r, Persistence::Close),
+            "HTTP/1.1 200 OK\r\nDate: <date>\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
+             Server-Timing: run;dur=1.000\r\nRetry-After: 1\r\nConnection: close\r\n\r\nhi"
         );
+    }
+
+    #[test]
+    fn connection_header_follows_rfc_9112_section_9_3() {
+        let parsed = |req: &[u8]| head(req).unwrap().unwrap().0;
+        let http10 = parsed(b"GET / HTTP/1.0\r\n\r\n");
+        let http10_ka = parsed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let http11 = parsed(b"GET / HTTP/1.1\r\n\r\n");
+        let http11_close = parsed(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(Persistence::of(&http10, false), Persistence::Close);
+        assert_eq!(Persistence::of(&http10_ka, false), Persistence::KeepAlive10);
+        assert_eq!(Persistence::of(&http10_ka, true), Persistence::Close);
+        assert_eq!(Persistence::of(&http11, false), Persistence::KeepAlive);
+        assert_eq!(Persistence::of(&http11, true), Persistence::Close);
+        assert_eq!(Persistence::of(&http11_close, false), Persistence::Close);
+
+        let r = Response::new(200, "text/plain", Vec::new());
+        let tail = |p| written(&r, p).split("Content-Length: 0\r\n").nth(1).unwrap().to_owned();
+        assert_eq!(tail(Persistence::KeepAlive10), "Connection: keep-alive\r\n\r\n");
+        assert_eq!(tail(Persistence::KeepAlive), "\r\n");
+        assert_eq!(tail(Persistence::Close), "Connection: close\r\n\r\n");
+    }
+
+    #[test]
+    fn over_limit_is_a_complete_503_with_a_date() {
+        let bytes = over_limit();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\nDate: "), "{text}");
+        assert!(text.ends_with("Content-Length: 0\r\nConnection: close\r\n\r\n"), "{text}");
+        let date = &text[OVER_LIMIT_HEAD.len()..OVER_LIMIT_HEAD.len() + crate::date::LEN];
+        assert!(date.ends_with(" GMT") && !date.contains('\0'), "{date}");
     }
 
     #[test]

@@ -5,34 +5,66 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn::Request;
-use super::event_loop::{EventLoop, Handler, LoopConfig, Shared};
+use super::event_loop::{EventLoop, LoopConfig, Shared};
+use super::handler::{Admission, Handler};
 use super::http::{Head, Method, Response};
 use super::metrics::Metrics;
 use super::workers::Workers;
 
 struct Echo {
     sent: AtomicUsize,
+    /// `/block` calls wait until this is true.
+    open: Mutex<bool>,
+    opened: Condvar,
+    /// `/slow` calls running now, and the most that ever ran at once.
+    slow_now: AtomicUsize,
+    slow_peak: AtomicUsize,
+}
+
+impl Echo {
+    fn release_blocked(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
 }
 
 impl Handler for Echo {
     type Done = ();
+    type Permit = ();
     fn accept_head(&self, head: &Head) -> bool {
-        head.path.starts_with("/echo") || head.path.starts_with("/slow")
+        ["/echo", "/slow", "/block", "/panic"].iter().any(|p| head.path.starts_with(p))
     }
-    fn is_call(&self, head: &Head) -> bool {
-        head.path != "/healthz"
+    fn admit(&self, head: &Head) -> Admission<()> {
+        if self.accept_head(head) {
+            Admission::Call(())
+        } else {
+            Admission::Local
+        }
     }
-    fn handle(&self, req: Request, _queued: Duration) -> (Response, Option<()>) {
-        if !self.accept_head(&req.head) {
-            return (Response::new(404, "text/plain", b"nope".to_vec()), None);
+    fn handle(&self, req: Request, permit: Option<()>, _queued: Duration) -> (Response, Option<()>) {
+        if permit.is_none() {
+            let status = if req.head.path == "/healthz" { 200 } else { 404 };
+            return (Response::new(status, "text/plain", b"local".to_vec()), None);
         }
         if req.head.path.starts_with("/slow") {
+            let now = self.slow_now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.slow_peak.fetch_max(now, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(300));
+            self.slow_now.fetch_sub(1, Ordering::SeqCst);
+        }
+        if req.head.path.starts_with("/block") {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+        if req.head.path.starts_with("/panic") {
+            panic!("test handler panics on purpose");
         }
         let mut r = Response::new(200, "application/octet-stream", req.body);
         r.server_timing = "run;dur=0.001".into();
@@ -56,6 +88,7 @@ struct TestServer {
     wake: OwnedFd,
     shared: Arc<Shared>,
     handler: Arc<Echo>,
+    workers: Option<Arc<Workers<Echo>>>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -64,7 +97,7 @@ impl TestServer {
         Self::start_with(tweak, 0)
     }
 
-    /// With `workers` > 0, calls run on that many worker threads instead of inline.
+    /// With `workers` > 0, calls run on worker threads (that many at start) instead of inline.
     fn start_with(tweak: impl FnOnce(&mut LoopConfig), workers: usize) -> TestServer {
         let mut cfg = super::default_loop_config();
         cfg.limits.max_body = 1024;
@@ -78,23 +111,26 @@ impl TestServer {
         // SAFETY: dup of our own eventfd.
         let dup = unsafe { std::os::fd::FromRawFd::from_raw_fd(libc::dup(wake.as_raw_fd())) };
         let shared = Arc::new(Shared::default());
-        let handler = Arc::new(Echo { sent: AtomicUsize::new(0) });
+        let handler = Arc::new(Echo {
+            sent: AtomicUsize::new(0),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            slow_now: AtomicUsize::new(0),
+            slow_peak: AtomicUsize::new(0),
+        });
         let (h, sh) = (handler.clone(), shared.clone());
         let metrics = Arc::new(Metrics::default());
-        let pool = (workers > 0).then(|| Arc::new(Workers::<Echo>::default()));
-        for _ in 0..workers {
-            let (w, h) = (pool.clone().unwrap(), handler.clone());
-            std::thread::spawn(move || w.work(&*h));
-        }
-        let stopper = pool.clone();
+        let pool = (workers > 0).then(|| Workers::start(handler.clone(), workers, cfg.max_inflight).unwrap());
+        let (stopper, loop_pool) = (pool.clone(), pool.clone());
         let thread = std::thread::spawn(move || {
-            let r = EventLoop::new(l, dup, h, metrics, sh, cfg, pool)?.run();
+            let r = EventLoop::new(l, dup, h, metrics, sh, cfg, loop_pool)?.run();
             if let Some(w) = stopper {
-                w.stop();
+                w.stop().expect("workers stop");
             }
             r
         });
-        TestServer { addr: SocketAddr::from(([127, 0, 0, 1], port)), wake, shared, handler, thread: Some(thread) }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        TestServer { addr, wake, shared, handler, workers: pool, thread: Some(thread) }
     }
 
     fn connect(&self) -> TcpStream {
@@ -299,4 +335,63 @@ fn worker_mode_pipelines_in_order_and_drains() {
     assert!(is_closed(&mut s));
     stopper.join().unwrap().unwrap();
     assert_eq!(handler.sent.load(Ordering::Relaxed), 11);
+}
+
+/// Nothing is readable on `s` right now (its response has not been sent).
+fn nothing_yet(s: &mut TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 16];
+    let r = s.read(&mut b);
+    s.set_nonblocking(false).unwrap();
+    matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[test]
+fn a_blocked_call_stalls_neither_healthz_nor_other_calls() {
+    // One worker at start, taken by a call that does not end until the test says so.
+    let srv = TestServer::start_with(|_| {}, 1);
+    let mut blocked = srv.connect();
+    blocked.write_all(b"POST /block HTTP/1.1\r\nContent-Length: 1\r\n\r\nb").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // The loop answers /healthz itself; it never runs a call.
+    let mut health = srv.connect();
+    let mut buf = Vec::new();
+    health.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    let (st, _, body) = read_response(&mut health, &mut buf);
+    assert_eq!((st, body.as_slice()), (200, &b"local"[..]));
+    // Another call: the only worker is busy, so the pool grows and it is answered.
+    let mut other = srv.connect();
+    other.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nok").unwrap();
+    let (st, _, body) = read_response(&mut other, &mut buf);
+    assert_eq!((st, body.as_slice()), (200, &b"ok"[..]));
+    assert!(nothing_yet(&mut blocked), "the blocked call answered before it was released");
+    assert_eq!(srv.workers.as_ref().unwrap().threads(), 2);
+    // A panicking call is a 500 for that call, and its worker goes on.
+    other.write_all(b"POST /panic HTTP/1.1\r\nContent-Length: 1\r\n\r\np").unwrap();
+    assert_eq!(read_response(&mut other, &mut buf).0, 500);
+    other.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\nok").unwrap();
+    assert_eq!(read_response(&mut other, &mut buf).2, b"ok");
+    srv.handler.release_blocked();
+    let mut bbuf = Vec::new();
+    assert_eq!(read_response(&mut blocked, &mut bbuf).2, b"b");
+    srv.stop().unwrap();
+}
+
+#[test]
+fn calls_that_make_progress_do_not_grow_the_pool() {
+    // Three 300 ms calls at once on a pool of one: each is under the 500 ms after which a call
+    // counts as stuck, so they run one after the other on the one worker (more threads running
+    // VMs at once only contend; see workers.rs).
+    let srv = TestServer::start_with(|_| {}, 1);
+    let mut conns: Vec<TcpStream> = (0..3).map(|_| srv.connect()).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.write_all(format!("POST /slow HTTP/1.1\r\nContent-Length: 1\r\n\r\n{i}").as_bytes()).unwrap();
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let mut buf = Vec::new();
+        assert_eq!(read_response(c, &mut buf).2, i.to_string().into_bytes());
+    }
+    assert_eq!(srv.handler.slow_peak.load(Ordering::SeqCst), 1);
+    assert_eq!(srv.workers.as_ref().unwrap().threads(), 1);
+    srv.stop().unwrap();
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::AcqRel, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,18 +86,21 @@ pub enum ErrorKind {
     Host,
     /// Too many calls in flight: 503.
     Overloaded,
+    /// Too many calls of this function in flight (`--max-concurrency-per-function`): 429.
+    Concurrency,
     /// The method is not allowed on a function route: 405.
     Method,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Exit,
         ErrorKind::Fault,
         ErrorKind::OutputLimit,
         ErrorKind::Deadline,
         ErrorKind::Host,
         ErrorKind::Overloaded,
+        ErrorKind::Concurrency,
         ErrorKind::Method,
     ];
 
@@ -109,6 +112,7 @@ impl ErrorKind {
             ErrorKind::Deadline => "deadline",
             ErrorKind::Host => "host",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Concurrency => "concurrency",
             ErrorKind::Method => "method",
         }
     }
@@ -125,6 +129,8 @@ pub struct FnMetrics {
     errors: [AtomicU64; ErrorKind::ALL.len()],
     latency: Histogram,
     phases: [Histogram; Phase::ALL.len()],
+    /// Calls admitted and not yet answered (the per-function concurrency limit counts these).
+    in_flight: AtomicUsize,
 }
 
 impl FnMetrics {
@@ -140,6 +146,16 @@ impl FnMetrics {
         }
     }
 
+    /// Counts one more call in flight, unless `limit` are already: then false, nothing counted.
+    pub fn try_enter(&self, limit: usize) -> bool {
+        self.in_flight.fetch_update(AcqRel, Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()
+    }
+
+    /// One call admitted by [`FnMetrics::try_enter`] is answered.
+    pub fn leave(&self) {
+        self.in_flight.fetch_sub(1, AcqRel);
+    }
+
     /// Records a request refused before any VM was involved.
     pub fn record_refusal(&self, kind: ErrorKind) {
         self.calls.fetch_add(1, Relaxed);
@@ -148,7 +164,7 @@ impl FnMetrics {
 }
 
 /// Statuses counted in `snapcall_http_responses_total`.
-const STATUSES: [u16; 13] = [200, 400, 404, 405, 408, 413, 431, 500, 501, 502, 503, 504, 0];
+const STATUSES: [u16; 14] = [200, 400, 404, 405, 408, 413, 429, 431, 500, 501, 502, 503, 504, 0];
 
 /// Server-wide counters and the per-function table.
 #[derive(Default)]
@@ -187,6 +203,11 @@ impl Metrics {
         out.push_str("# TYPE snapcall_calls_total counter\n");
         for (name, m) in &functions {
             let _ = writeln!(out, "snapcall_calls_total{{function=\"{name}\"}} {}", m.calls.load(Relaxed));
+        }
+        out.push_str("# HELP snapcall_calls_in_flight Calls admitted and not yet answered, per function.\n");
+        out.push_str("# TYPE snapcall_calls_in_flight gauge\n");
+        for (name, m) in &functions {
+            let _ = writeln!(out, "snapcall_calls_in_flight{{function=\"{name}\"}} {}", m.in_flight.load(Relaxed));
         }
         out.push_str("# HELP snapcall_call_errors_total Failed calls per function and kind.\n");
         out.push_str("# TYPE snapcall_call_errors_total counter\n");

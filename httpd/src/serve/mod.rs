@@ -2,19 +2,21 @@
 //!
 //! - `http`: request heads, chunked decoding, response bytes (pure).
 //! - `conn`: one connection's protocol state machine (pure).
-//! - `event_loop`: io_uring loop per core: accept, recv, send, timeouts, inline calls.
+//! - `handler`: what the loops ask of the application (admission, calls).
+//! - `event_loop`: io_uring loop: accept, recv, send, timeouts, local answers.
 //! - `routes`: paths and methods.
 //! - `metrics`: Prometheus counters/histograms and `Server-Timing`.
 //! - `app`: the [`event_loop::Handler`] that runs calls on the vmm crate.
 //! - `status`: the one mapping from vmm errors to HTTP statuses.
 //! - `registry`: bundle discovery at start and on SIGHUP.
-//! - `workers`: the optional worker threads (`--workers N`) calls can be handed to.
+//! - `workers`: the worker threads calls run on (never on a loop thread, by default).
 //!
 //! This file wires them: listeners, threads, signals.
 
 pub mod app;
 pub mod conn;
 pub mod event_loop;
+pub mod handler;
 pub use httpd::http;
 #[cfg(test)]
 mod loop_tests;
@@ -151,13 +153,24 @@ pub fn block_signals() -> libc::sigset_t {
     set
 }
 
+/// Where calls run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallThreads {
+    /// On worker threads: `threads` at start, more (up to `--max-inflight`) while every
+    /// worker is busy and calls wait (see `workers.rs`). The loops only do I/O and answer
+    /// `/healthz` and `/metrics`, so a spinning call stalls nobody else.
+    Workers { threads: usize },
+    /// On the loop thread that read the request (`--inline-calls`, kept for measurement): a
+    /// long call delays every other request of its loop, `/healthz` included.
+    Inline,
+}
+
 /// Server settings beyond the loops' own.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub threads: usize,
-    /// 0: calls run inline on the loops; N: on N worker threads.
-    pub workers: usize,
+    pub calls: CallThreads,
     pub loops: LoopConfig,
 }
 
@@ -181,14 +194,10 @@ pub fn serve<H: Handler>(
         listeners.push(listener(addr)?);
     }
     let shared = Arc::new(Shared::default());
-    let workers = (cfg.workers > 0).then(|| Arc::new(Workers::<H>::default()));
-    let mut worker_threads = Vec::new();
-    if let Some(w) = &workers {
-        for i in 0..cfg.workers {
-            let (w, h) = (w.clone(), handler.clone());
-            worker_threads.push(std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || w.work(&h))?);
-        }
-    }
+    let workers = match cfg.calls {
+        CallThreads::Workers { threads } => Some(Workers::start(handler.clone(), threads, cfg.loops.max_inflight)?),
+        CallThreads::Inline => None,
+    };
     let mut wakes = Vec::new();
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
@@ -207,8 +216,10 @@ pub fn serve<H: Handler>(
             .spawn(move || EventLoop::new(l, wake, h, m, sh, lc, w)?.run())?;
         threads.push(t);
     }
-    let mode =
-        if cfg.workers > 0 { format!("calls on {} worker threads", cfg.workers) } else { "calls inline".to_owned() };
+    let mode = match cfg.calls {
+        CallThreads::Workers { threads } => format!("calls on {threads}+ worker threads"),
+        CallThreads::Inline => "calls inline".to_owned(),
+    };
     eprintln!("snapcall serve: listening on http://{addr} ({} event loops, {mode})", threads.len());
 
     let wake_all = |wakes: &[OwnedFd]| {
@@ -248,10 +259,7 @@ pub fn serve<H: Handler>(
     }
     // The loops waited for every call they handed out, so the queue is empty.
     if let Some(w) = &workers {
-        w.stop();
-    }
-    for t in worker_threads {
-        if t.join().is_err() {
+        if w.stop().is_err() {
             result = Err(io::Error::other("worker panicked"));
         }
     }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use vmm::km::{needs_km, KmFunction};
 use vmm::{BundleConfig, Function, FunctionError, Runtime, StartMode};
@@ -83,15 +83,54 @@ fn fingerprint(bundle: &Path) -> Fingerprint {
     fp
 }
 
+/// The operator's caps on what a bundle's config.json may ask for (`--max-timeout-ms`,
+/// `--max-memory-mib`).
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// A longer `snapcall.timeout_ms` is lowered to this (the call just ends sooner).
+    pub max_timeout: Duration,
+    /// A larger `snapcall.memory_mib` is refused at load: the guest's memory size is part of
+    /// its snapshot and its program's layout, so it cannot be lowered behind its back.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps { max_timeout: Duration::MAX, max_memory_bytes: u64::MAX }
+    }
+}
+
 /// Loads a bundle for the runner it needs: km when its annotation or its snapshot asks for
-/// km (`vmm::km::needs_km`), else the native vmm.
-fn load_runner(dir: &Path, mode: StartMode) -> Result<Runner, String> {
+/// km (`vmm::km::needs_km`), else the native vmm. The caps are applied before anything is
+/// loaded or snapshotted.
+fn load_runner(dir: &Path, mode: StartMode, caps: Caps) -> Result<Runner, String> {
     let config = BundleConfig::load(dir).map_err(|e| e.to_string())?;
+    let (memory, timeout) = (config.limits.memory_bytes, config.limits.timeout);
+    if memory > caps.max_memory_bytes {
+        return Err(format!(
+            "its config.json asks for {} MiB of guest memory (snapcall.memory_mib), over this server's \
+             --max-memory-mib {}",
+            memory >> 20,
+            caps.max_memory_bytes >> 20
+        ));
+    }
+    if timeout > caps.max_timeout {
+        eprintln!(
+            "snapcall serve: {}: snapcall.timeout_ms {} lowered to this server's --max-timeout-ms {}",
+            config.name,
+            timeout.as_millis(),
+            caps.max_timeout.as_millis()
+        );
+    }
     if let Some(why) = needs_km(&config) {
         eprintln!("snapcall serve: {}: runs under km: {why}", config.name);
-        return KmFunction::load(dir, why).map(Runner::Km).map_err(|e| e.to_string());
+        let mut f = KmFunction::load(dir, why).map_err(|e| e.to_string())?;
+        f.cap_timeout(caps.max_timeout);
+        return Ok(Runner::Km(f));
     }
-    load(dir, mode).map(Runner::Native).map_err(|e| e.to_string())
+    let mut f = load(dir, mode).map_err(|e| e.to_string())?;
+    f.cap_timeout(caps.max_timeout);
+    Ok(Runner::Native(f))
 }
 
 /// Loads a bundle. In snapshot mode a valid `snapshot.kmsnap` is used as is; a missing,
@@ -141,12 +180,13 @@ pub struct Summary {
 pub struct Registry {
     dir: PathBuf,
     mode: StartMode,
+    caps: Caps,
     table: RwLock<Arc<BTreeMap<String, Arc<Entry>>>>,
 }
 
 impl Registry {
-    pub fn new(dir: PathBuf, mode: StartMode) -> Registry {
-        Registry { dir, mode, table: RwLock::new(Arc::new(BTreeMap::new())) }
+    pub fn new(dir: PathBuf, mode: StartMode, caps: Caps) -> Registry {
+        Registry { dir, mode, caps, table: RwLock::new(Arc::new(BTreeMap::new())) }
     }
 
     /// The function called `name`, if served.
@@ -187,7 +227,7 @@ impl Registry {
                 summary.kept += 1;
                 continue;
             }
-            match load_runner(&path, self.mode) {
+            match load_runner(&path, self.mode, self.caps) {
                 Ok(runner) => {
                     if let Runner::Native(function) = &runner {
                         runtime.prepare(function);

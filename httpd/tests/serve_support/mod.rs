@@ -315,3 +315,11 @@ pub fn curl(args: &[&str]) -> (bool, String) {
     let out = Command::new("curl").args(["-sS", "--max-time", "30"]).args(args).output().expect("run curl");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Whether `resp` has a `Date` header that is an IMF-fixdate of a second within the last
+/// `secs` seconds (RFC 9110 §6.6.1: every response from a server with a clock).
+pub fn has_current_date(resp: &Resp, secs: u64) -> bool {
+    let Some(date) = resp.header("Date") else { return false };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    (0..=secs).any(|back| httpd::date::format(now - back).as_slice() == date.as_bytes())
+}
