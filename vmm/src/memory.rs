@@ -46,9 +46,15 @@ pub fn file_data_extents(file: &std::fs::File, offset: u64, len: u64) -> std::io
 }
 
 /// A sealed memfd of `len` bytes holding `file`'s data extents `(guest address, file offset,
-/// length)` at their file offsets (holes stay holes): an in-memory image that every VM can
-/// map copy-on-write and that nobody, the file's owner included, can change or shrink.
-pub fn sealed_copy(file: &std::fs::File, len: u64, extents: &[(u64, u64, u64)]) -> std::io::Result<std::fs::File> {
+/// length)`, each at offset `place(guest address)` (holes stay holes): an in-memory image
+/// that every VM can map copy-on-write and that nobody, the file's owner included, can
+/// change or shrink.
+pub fn sealed_copy(
+    file: &std::fs::File,
+    len: u64,
+    extents: &[(u64, u64, u64)],
+    place: impl Fn(u64) -> u64,
+) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::FileExt;
     // SAFETY: memfd_create with a NUL-terminated name and valid flags; the result is checked.
     let fd = unsafe { libc::memfd_create(c"snapcall-snapshot".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
@@ -59,12 +65,12 @@ pub fn sealed_copy(file: &std::fs::File, len: u64, extents: &[(u64, u64, u64)]) 
     let copy = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     copy.set_len(len)?;
     let mut buf = vec![0u8; 1 << 20];
-    for &(_, offset, extent_len) in extents {
+    for &(addr, offset, extent_len) in extents {
         let mut done = 0;
         while done < extent_len {
             let n = (extent_len - done).min(buf.len() as u64) as usize;
             file.read_exact_at(&mut buf[..n], offset + done)?;
-            copy.write_all_at(&buf[..n], offset + done)?;
+            copy.write_all_at(&buf[..n], place(addr) + done)?;
             done += n as u64;
         }
     }

@@ -394,7 +394,7 @@ pub struct SnapshotImage {
     /// restores this image ahead: every VM maps its segments from it copy-on-write, so pages
     /// no call writes exist once in host memory, and a snapshot file replaced or truncated
     /// while serving cannot fault the monitor.
-    shared: std::sync::OnceLock<File>,
+    shared: std::sync::OnceLock<SharedImage>,
     /// The version of the file that was verified; the shared copy is made only from it.
     stamp: crate::verified::Stamp,
     /// Mappings of the entropy device (start, length), refilled in every VM the snapshot is
@@ -574,19 +574,26 @@ impl SnapshotImage {
     /// time; [`Self::restore`] does it inline when the VM was not prepared.
     pub(crate) fn prepare(&self, vm: &mut EmptyVm, memory: RestoreMemory) -> Result<(), SnapshotError> {
         // 1. Memory.
-        let backing = match memory {
-            RestoreMemory::CopyOnWrite => Some(self.shared.get().unwrap_or(&self.file)),
+        let shared = match memory {
             RestoreMemory::Ahead => Some(self.shared_copy()?),
+            RestoreMemory::CopyOnWrite => self.shared.get(),
             RestoreMemory::OnDemand => None,
         };
-        for s in self.snapshot.segments.iter().filter(|_| backing.is_some()) {
-            let Some(backing) = backing else { break };
-            let len = mm::page_up(s.file_size).unwrap_or(0);
-            vm.memory.map_file_private(GuestAddr(s.guest_addr), len, backing, s.file_offset)?;
+        match (memory, shared) {
+            (RestoreMemory::OnDemand, _) => {}
+            // One mapping for the whole span: every mmap in this process makes KVM check the
+            // range against every live VM (its MMU notifier), so a VM should cost few of them.
+            (_, Some(image)) => vm.memory.map_file_private(GuestAddr(image.start), image.len, &image.file, 0)?,
+            (_, None) => {
+                for s in &self.snapshot.segments {
+                    let len = mm::page_up(s.file_size).unwrap_or(0);
+                    vm.memory.map_file_private(GuestAddr(s.guest_addr), len, &self.file, s.file_offset)?;
+                }
+            }
         }
-        if memory == RestoreMemory::Ahead {
+        if let (RestoreMemory::Ahead, Some(image)) = (memory, shared) {
             for &window in &self.placement.huge_windows {
-                vm.memory.copy_into_huge_page(GuestAddr(window), backing.unwrap_or(&self.file), &self.data)?;
+                vm.memory.copy_into_huge_page(GuestAddr(window), &image.file, &image.extents)?;
             }
             for r in &self.placement.small {
                 vm.memory.populate(GuestAddr(r.start), u64::from(r.pages) * PAGE_SIZE, r.written)?;
@@ -651,18 +658,23 @@ impl SnapshotImage {
     }
 
     /// The sealed in-memory copy of the snapshot's data (see `shared`), made on first use.
-    fn shared_copy(&self) -> Result<&File, SnapshotError> {
-        if let Some(file) = self.shared.get() {
-            return Ok(file);
+    fn shared_copy(&self) -> Result<&SharedImage, SnapshotError> {
+        if let Some(image) = self.shared.get() {
+            return Ok(image);
         }
         let io = |source| SnapshotError::Open { path: self.path.clone(), source };
-        let copy = crate::memory::sealed_copy(&self.file, self.snapshot.file_len, &self.data).map_err(io)?;
+        let span = |s: &fmt::LoadSegment| (s.guest_addr, s.guest_addr + mm::page_up(s.file_size).unwrap_or(0));
+        let start = self.snapshot.segments.iter().map(|s| span(s).0).min().unwrap_or(USER_START);
+        let end = self.snapshot.segments.iter().map(|s| span(s).1).max().unwrap_or(start);
+        // In the copy, guest address `a` is at offset `a - start`.
+        let extents: Vec<(u64, u64, u64)> = self.data.iter().map(|&(addr, _, len)| (addr, addr - start, len)).collect();
+        let copy = crate::memory::sealed_copy(&self.file, end - start, &self.data, |addr| addr - start).map_err(io)?;
         // Written to since it was opened and verified? Then the copy may hold anything.
         if crate::verified::Stamp::of_file(&self.file).map_err(io)? != self.stamp {
             return Err(SnapshotError::Changed { path: self.path.clone() });
         }
         // Two pool threads may both have made one; either will do.
-        Ok(self.shared.get_or_init(|| copy))
+        Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, extents }))
     }
 
     /// Restores into `vm` (unless the pool already did) and completes the pending stdin read
@@ -717,6 +729,17 @@ impl SnapshotImage {
             stats: CallStats { restored: true, ..Default::default() },
         })
     }
+}
+
+/// The snapshot's data in a sealed memfd, laid out by guest address: offset 0 is guest
+/// address `start`, and the `len` bytes cover every segment (gaps between them are holes,
+/// which read as zeros), so one mapping puts the whole snapshot into a VM.
+pub(crate) struct SharedImage {
+    file: File,
+    start: u64,
+    len: u64,
+    /// The snapshot's data as (guest address, offset in `file`, length).
+    extents: Vec<(u64, u64, u64)>,
 }
 
 /// The snapshot's page contents, readable from any thread.
