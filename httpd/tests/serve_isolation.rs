@@ -32,5 +32,9 @@ fn concurrent_calls_never_see_another_calls_memory() {
     // One VM per call at least (the pool may have made a few more ahead).
     let created = srv.metric("snapcall_vms_created_total") - created_before;
     assert!(created >= (conns * per_conn) as f64, "{created} VMs for {} calls", conns * per_conn);
+    // Each call either found a VM ready or made one inline, and /metrics says which, per function.
+    let hits = srv.metric("snapcall_pool_function_hits_total{function=\"counter\"}");
+    let misses = srv.metric("snapcall_pool_function_misses_total{function=\"counter\"}");
+    assert_eq!(hits + misses, (conns * per_conn) as f64, "{hits} hits + {misses} misses");
     std::fs::remove_dir_all(dir).unwrap();
 }

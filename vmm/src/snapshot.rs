@@ -500,6 +500,9 @@ impl SnapshotImage {
             };
             regions.push(mm::Region { start: r.start, end, prot: r.prot, kind });
         }
+        if entropy.iter().map(|&(_, len)| len).sum::<u64>() > crate::syscalls::MAX_ENTROPY_PAGES * PAGE_SIZE {
+            return Err(mismatch("more entropy-device pages than a process may map"));
+        }
         let space = AddressSpace::from_parts(function.memory_size(), brk_start, state.brk, regions)
             .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
         let mut data = Vec::new();

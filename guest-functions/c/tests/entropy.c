@@ -44,6 +44,13 @@ int main(void)
     printf(" mmap(offset)=%s", off == MAP_FAILED ? errname(errno) : "mapped?!");
     errno = 0;
     int wr = open("/dev/snapcall-entropy", O_WRONLY);
-    printf(" open(O_WRONLY)=%d %s\n", wr, errname(errno));
+    printf(" open(O_WRONLY)=%d %s", wr, errname(errno));
+    /* At most 16 pages of the device, all mappings together (the page above is one). */
+    errno = 0;
+    void *more = mmap(NULL, 15 * 4096, PROT_READ, MAP_SHARED, fd, 0);
+    printf(" mmap(15 more)=%s", more == MAP_FAILED ? errname(errno) : "OK");
+    errno = 0;
+    void *over = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    printf(" mmap(1 more)=%s\n", over == MAP_FAILED ? errname(errno) : "mapped?!");
     return 0;
 }

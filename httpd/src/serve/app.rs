@@ -181,6 +181,32 @@ impl App {
         let _ = writeln!(out, "snapcall_pool_fill_cpu_seconds_total {:.6}", p.fill_cpu.as_secs_f64());
         let _ = writeln!(out, "# HELP snapcall_pool_reap_cpu_seconds_total CPU time spent destroying used VMs after their responses.\n# TYPE snapcall_pool_reap_cpu_seconds_total counter");
         let _ = writeln!(out, "snapcall_pool_reap_cpu_seconds_total {:.6}", p.reap_cpu.as_secs_f64());
+        let per_function: [(&str, &str, &str, fn(&vmm::FunctionPoolStats) -> String); 4] = [
+            ("snapcall_pool_function_ready_vms", "gauge", "VMs ready in the pool for this function.", |f| {
+                f.ready.to_string()
+            }),
+            ("snapcall_pool_function_hits_total", "counter", "Calls of this function that found a VM ready.", |f| {
+                f.hits.to_string()
+            }),
+            (
+                "snapcall_pool_function_misses_total",
+                "counter",
+                "Calls of this function that created their VM inline.",
+                |f| f.misses.to_string(),
+            ),
+            (
+                "snapcall_pool_function_fill_cpu_seconds_total",
+                "counter",
+                "CPU time the pool spent making this function's VMs ahead.",
+                |f| format!("{:.6}", f.fill_cpu.as_secs_f64()),
+            ),
+        ];
+        for (name, kind, help, value) in per_function {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for f in &p.functions {
+                let _ = writeln!(out, "{name}{{function=\"{}\"}} {}", f.name, value(f));
+            }
+        }
         let _ = writeln!(out, "# HELP snapcall_functions Functions being served.\n# TYPE snapcall_functions gauge");
         let _ = writeln!(out, "snapcall_functions {}", self.registry.len());
     }

@@ -64,8 +64,10 @@ fn check_file_range(off: u64, len: u64, memory_size: u64) -> Result<(), Errno> {
     }
 }
 
-/// Most pages one mapping of the entropy device may have.
-const MAX_ENTROPY_PAGES: u64 = 16;
+/// Most pages of the entropy device a process may have mapped, all mappings together: each
+/// is refilled with host randomness in every VM its snapshot is restored into, on the pool's
+/// thread, so an unbounded number would let one function spend the pool's time.
+pub(crate) const MAX_ENTROPY_PAGES: u64 = 16;
 
 /// A mapping of the entropy device: fresh randomness now, and again at every restore (the
 /// region's kind tells the restore to refill it).
@@ -81,7 +83,9 @@ fn mmap_entropy(
     if off != 0 {
         return Err(EINVAL);
     }
-    if len > MAX_ENTROPY_PAGES * 4096 {
+    let mapped: u64 =
+        p.space.regions().filter(|r| r.kind == crate::mm::RegionKind::Entropy).map(|r| r.end - r.start).sum();
+    if crate::mm::page_up(len).is_none_or(|len| mapped + len > MAX_ENTROPY_PAGES * 4096) {
         return Err(ENOMEM);
     }
     let start = p.space.mmap(addr, len, prot, fixed, mem)?;

@@ -27,6 +27,7 @@ use fs::*;
 use futex::*;
 pub(crate) use io::append_output;
 use io::*;
+pub(crate) use memory::MAX_ENTROPY_PAGES;
 use memory::*;
 pub use names::name;
 use signals::*;
