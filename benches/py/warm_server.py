@@ -26,6 +26,8 @@ def main():
     ap.add_argument("--module", required=True)
     ap.add_argument("--handler", required=True)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--threaded", action="store_true",
+                    help="a thread per connection (the load sweep's many connections)")
     args = ap.parse_args()
 
     sys.path[:0] = [args.function_dir, args.runtime_dir]
@@ -59,7 +61,9 @@ def main():
         def log_message(self, fmt, *a):
             pass
 
-    class Server(http.server.HTTPServer):
+    base = http.server.ThreadingHTTPServer if args.threaded else http.server.HTTPServer
+
+    class Server(base):
         def server_bind(self):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             super().server_bind()

@@ -428,8 +428,13 @@ impl GuestMemory {
     ) -> Result<(), MemoryError> {
         use std::os::unix::fs::FileExt;
         let (start, end) = (window.0, window.0 + LARGE_PAGE);
-        self.remap_anonymous(window, LARGE_PAGE)?;
-        subtract_range(&mut self.file_backed, start, end);
+        // Only a window that is file-backed needs a fresh mapping (an mmap, which KVM's MMU
+        // notifier makes cost more the more VMs are alive); anonymous memory just gets the
+        // advice.
+        if self.file_backed.iter().any(|&(s, e)| s < end && e > start) {
+            self.remap_anonymous(window, LARGE_PAGE)?;
+            subtract_range(&mut self.file_backed, start, end);
+        }
         self.advise_huge_pages(window, LARGE_PAGE)?;
         for &(addr, offset, len) in extents {
             let (from, to) = (addr.max(start), addr.saturating_add(len).min(end));

@@ -582,11 +582,18 @@ impl SnapshotImage {
             RestoreMemory::CopyOnWrite => self.shared.get(),
             RestoreMemory::OnDemand => None,
         };
+        // Few mappings per VM: every mmap over guest memory makes KVM check the range against
+        // every live VM in the process (its MMU notifier), so a restore maps the shared copy
+        // once per run of 4 KiB windows, and fills huge windows in the anonymous memory the
+        // VM already has.
+        let huge: &[u64] = if memory == RestoreMemory::Ahead { &self.placement.huge_windows } else { &[] };
         match (memory, shared) {
             (RestoreMemory::OnDemand, _) => {}
-            // One mapping for the whole span: every mmap in this process makes KVM check the
-            // range against every live VM (its MMU notifier), so a VM should cost few of them.
-            (_, Some(image)) => vm.memory.map_file_private(GuestAddr(image.start), image.len, &image.file, 0)?,
+            (_, Some(image)) => {
+                for (start, end) in spans_between(image.start, image.start + image.len, huge) {
+                    vm.memory.map_file_private(GuestAddr(start), end - start, &image.file, start - image.start)?;
+                }
+            }
             (_, None) => {
                 for s in &self.snapshot.segments {
                     let len = mm::page_up(s.file_size).unwrap_or(0);
@@ -595,7 +602,7 @@ impl SnapshotImage {
             }
         }
         if let (RestoreMemory::Ahead, Some(image)) = (memory, shared) {
-            for &window in &self.placement.huge_windows {
+            for &window in huge {
                 vm.memory.copy_into_huge_page(GuestAddr(window), &image.file, &image.extents)?;
             }
             for r in &self.placement.small {
@@ -734,6 +741,26 @@ impl SnapshotImage {
     }
 }
 
+/// `[start, end)` without the 2 MiB windows in `huge` (sorted): the runs left, in order.
+fn spans_between(start: u64, end: u64, huge: &[u64]) -> Vec<(u64, u64)> {
+    let mut spans = Vec::new();
+    let mut at = start;
+    for &w in huge {
+        let (w_start, w_end) = (w.max(start), (w + LARGE_PAGE).min(end));
+        if w_start >= w_end {
+            continue;
+        }
+        if at < w_start {
+            spans.push((at, w_start));
+        }
+        at = at.max(w_end);
+    }
+    if at < end {
+        spans.push((at, end));
+    }
+    spans
+}
+
 /// The snapshot's data in a sealed memfd, laid out by guest address: offset 0 is guest
 /// address `start`, and the `len` bytes cover every segment (gaps between them are holes,
 /// which read as zeros), so one mapping puts the whole snapshot into a VM.
@@ -785,4 +812,18 @@ fn reopen(p: &mut Process, f: &fmt::OpenFile) -> Result<(), SnapshotError> {
     let entry =
         Fd { kind: FdKind::File(OpenFile { host, path: f.path.clone(), flags: f.flags & !libc::O_CLOEXEC }), cloexec };
     p.fds.insert_at(fd, entry).map_err(|e| err(e.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_between_huge_windows_cover_the_rest_exactly() {
+        let w = LARGE_PAGE;
+        assert_eq!(spans_between(w, 5 * w, &[]), [(w, 5 * w)]);
+        assert_eq!(spans_between(w, 5 * w, &[w, 3 * w]), [(2 * w, 3 * w), (4 * w, 5 * w)]);
+        assert_eq!(spans_between(w + 4096, 3 * w - 4096, &[w, 2 * w]), Vec::<(u64, u64)>::new());
+        assert_eq!(spans_between(w, 2 * w, &[7 * w]), [(w, 2 * w)]);
+    }
 }

@@ -158,6 +158,11 @@ impl ServerChild {
         Err(format!("server did not report listening within 60 s; see {}", log.display()))
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A GET, answered body as text (for /metrics).
     pub fn get_text(&self, path: &str) -> Option<String> {
         let mut s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT).ok()?;

@@ -14,10 +14,14 @@
 //! 4. snapcall over HTTP keep-alive (`snapcall serve` as a child on 127.0.0.1);
 //! 5. the seed's method: serial `curl` processes.
 //!
+//! `--load` runs the load sweep instead (`load.rs`): latency and CPU per call against an
+//! offered rate, open loop, written to load.md, load.csv and load.svg.
+//!
 //! Every call is checked (status 200, the echoed body). Every loop is bounded by a sample
 //! count and a time cap, and a watchdog ends the run if nothing progresses for two minutes.
 
 mod http;
+mod load;
 mod machine;
 mod modes;
 mod native;
@@ -281,29 +285,32 @@ impl Study {
 
 struct Args {
     quick: bool,
+    load: bool,
     out: PathBuf,
 }
 
 fn parse_args() -> Args {
     let mut quick = false;
+    let mut load = false;
     let mut out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("study");
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--load" => load = true,
             "--out" => out = PathBuf::from(it.next().unwrap_or_else(|| usage("--out needs a directory"))),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown argument {other}")),
         }
     }
-    Args { quick, out }
+    Args { quick, load, out }
 }
 
 fn usage(err: &str) -> ! {
     if !err.is_empty() {
         eprintln!("latency-study: {err}");
     }
-    eprintln!("usage: cargo run --release -p benches --bin latency-study -- [--quick] [--out DIR]\n\n  --quick    fewer calls per mode (under a minute)\n  --out DIR  where results.md, samples.csv, summary.csv and latency.svg go (default target/study)");
+    eprintln!("usage: cargo run --release -p benches --bin latency-study -- [--quick] [--load] [--out DIR]\n\n  --quick    fewer calls per mode (under a minute)\n  --load     the load sweep instead: latency and CPU per call against an offered rate (load.md, load.csv, load.svg)\n  --out DIR  where results.md, samples.csv, summary.csv and latency.svg go (default target/study)");
     std::process::exit(if err.is_empty() { 0 } else { 2 });
 }
 
@@ -341,6 +348,27 @@ fn main() {
     let logs = out.join("logs");
     let _ = std::fs::create_dir_all(&logs);
 
+    if args.load {
+        let started = Instant::now();
+        let curves = load::sweep(&functions, &logs, &snapcall, args.quick, Progress::new(1));
+        let table = load::table(&curves);
+        let md = format!(
+            "# Load sweep\n\n`{command} --load` on {} ({} cores, {}, {}), {:.0} s.\n\n{table}\n![latency against offered rate](load.svg)\n",
+            machine.cpu,
+            machine.cores,
+            machine.kernel,
+            machine.kvm,
+            started.elapsed().as_secs_f64()
+        );
+        let write = |name: &str, text: &str| {
+            std::fs::write(out.join(name), text).unwrap_or_else(|e| fatal(&format!("{name}: {e}")));
+        };
+        write("load.md", &md);
+        write("load.csv", &load::csv(&curves));
+        write("load.svg", &load::svg(&curves, "Latency against offered rate, open loop (2-core kvm-pvm host)"));
+        println!("{md}");
+        return;
+    }
     let started = Instant::now();
     let progress = Progress::new(sizes.total());
     let mut study = Study { progress, sizes, series: Vec::new(), problems: Vec::new(), sections: Vec::new() };

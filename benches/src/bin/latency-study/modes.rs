@@ -152,7 +152,7 @@ pub(crate) fn floor(st: &mut Study) {
 
 // ---------------------------------------------------------------- 2. native baselines
 
-fn python_env(rootfs: &Path) -> Vec<String> {
+pub(crate) fn python_env(rootfs: &Path) -> Vec<String> {
     vec![
         format!("PYTHONHOME={}", rootfs.join("usr").display()),
         format!("PYTHONPATH={}", rootfs.join("function").display()),
