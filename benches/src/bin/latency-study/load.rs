@@ -7,6 +7,8 @@
 //! to send it. So a server that falls behind shows it as growing latency (queueing) instead
 //! of quietly slowing the client down (what a closed-loop client such as wrk measures).
 //! Calls are sent by [`CONNECTIONS`] client threads, each with one keep-alive connection.
+//! Before each sweep one serial point: one connection, a call due every 2 ms (the pacing at
+//! which the p99 targets of issue 10 are set).
 //! The knee of a curve is the first rate at which the server no longer keeps up: fewer than
 //! 95 % of the offered calls answered in time, or a p99 over ten times the lowest rate's.
 
@@ -22,9 +24,13 @@ use crate::{http, native, progress::Progress, C_FN, PY_FN, REQUEST};
 
 /// Client threads (each one connection, one call in flight).
 const CONNECTIONS: usize = 32;
+/// The serial point before each sweep: one connection, a call due every 2 ms.
+const SERIAL_RATE: f64 = 500.0;
 
 /// One rate of one mode.
 pub struct Point {
+    /// Client connections (1: the serial, paced point).
+    pub conns: usize,
     pub offered: f64,
     pub achieved: f64,
     pub p50: f64,
@@ -71,6 +77,7 @@ fn children_cpu() -> f64 {
 /// Runs `call` open loop at `rate` per second for `secs`, on [`CONNECTIONS`] threads that
 /// each get their own state from `connect`. Returns (latencies ms sorted, errors, wall secs).
 fn open_loop<S>(
+    conns: usize,
     rate: f64,
     secs: f64,
     connect: impl Fn() -> Result<S, String> + Sync,
@@ -83,7 +90,7 @@ fn open_loop<S>(
     let start = Instant::now() + Duration::from_millis(50);
     let give_up = start + Duration::from_secs_f64(secs + 10.0);
     std::thread::scope(|s| {
-        for _ in 0..CONNECTIONS {
+        for _ in 0..conns {
             s.spawn(|| {
                 let Ok(mut state) = connect() else {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -121,9 +128,10 @@ fn open_loop<S>(
     (l, errors.load(Ordering::Relaxed), wall)
 }
 
-fn point(rate: f64, secs: f64, (lat, errors, wall): (Vec<f64>, u64, f64), cpu_secs: f64) -> Point {
+fn point(conns: usize, rate: f64, secs: f64, (lat, errors, wall): (Vec<f64>, u64, f64), cpu_secs: f64) -> Point {
     let n = lat.len() as f64;
     Point {
+        conns,
         offered: rate,
         achieved: n / wall.max(secs),
         p50: percentile(&lat, 0.5),
@@ -135,10 +143,12 @@ fn point(rate: f64, secs: f64, (lat, errors, wall): (Vec<f64>, u64, f64), cpu_se
 
 fn http_curve(name: &str, addr: SocketAddr, pid: u32, path: &str, rates: &[f64], secs: f64) -> Curve {
     let mut points = Vec::new();
-    for &rate in rates {
-        eprintln!("latency-study --load: {name} at {rate} calls/s");
+    // First one connection, calls 2 ms apart (serial, paced), then the sweep.
+    for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
+        eprintln!("latency-study --load: {name} at {rate} calls/s on {conns} connection(s)");
         let before = process_cpu(pid);
         let run = open_loop(
+            conns,
             rate,
             secs,
             || http::Client::connect(addr),
@@ -148,7 +158,7 @@ fn http_curve(name: &str, addr: SocketAddr, pid: u32, path: &str, rates: &[f64],
                 Err(e) => Err(e),
             },
         );
-        points.push(point(rate, secs, run, process_cpu(pid) - before));
+        points.push(point(conns, rate, secs, run, process_cpu(pid) - before));
         std::thread::sleep(Duration::from_millis(500)); // let the pool refill between rates
     }
     Curve { name: name.into(), points }
@@ -175,10 +185,11 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
 
     let echo = functions.join(C_FN).join("rootfs/bin/echo-c");
     let mut points = Vec::new();
-    for &rate in rates {
-        eprintln!("latency-study --load: fork+exec+wait at {rate} calls/s");
+    for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
+        eprintln!("latency-study --load: fork+exec+wait at {rate} calls/s on {conns} thread(s)");
         let before = children_cpu();
         let run = open_loop(
+            conns,
             rate,
             secs,
             // One prepared argv/envp per client thread (it holds raw pointers for exec).
@@ -189,7 +200,7 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
                 Err(e) => Err(e),
             },
         );
-        points.push(point(rate, secs, run, children_cpu() - before));
+        points.push(point(conns, rate, secs, run, children_cpu() - before));
     }
     curves.push(Curve { name: "fork+exec+wait echo-c (no HTTP)".into(), points });
 
@@ -215,21 +226,25 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
 
 /// The first offered rate a curve does not keep up with (see the module docs).
 pub fn knee(c: &Curve) -> Option<f64> {
-    let base = c.points.first()?.p99;
-    c.points.iter().find(|p| p.achieved < 0.95 * p.offered || p.p99 > 10.0 * base || p.errors > 0).map(|p| p.offered)
+    let sweep: Vec<&Point> = c.points.iter().filter(|p| p.conns > 1).collect();
+    let base = sweep.first()?.p99;
+    sweep.into_iter().find(|p| p.achieved < 0.95 * p.offered || p.p99 > 10.0 * base || p.errors > 0).map(|p| p.offered)
 }
 
 /// The Markdown table.
 pub fn table(curves: &[Curve]) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "| mode | offered calls/s | achieved | p50 ms | p99 ms | errors | host CPU per call ms |");
-    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        o,
+        "| mode | connections | offered calls/s | achieved | p50 ms | p99 ms | errors | host CPU per call ms |"
+    );
+    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|");
     for c in curves {
         for p in &c.points {
             let _ = writeln!(
                 o,
-                "| {} | {:.0} | {:.0} | {:.3} | {:.3} | {} | {:.3} |",
-                c.name, p.offered, p.achieved, p.p50, p.p99, p.errors, p.cpu_ms
+                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {} | {:.3} |",
+                c.name, p.conns, p.offered, p.achieved, p.p50, p.p99, p.errors, p.cpu_ms
             );
         }
     }
@@ -242,13 +257,13 @@ pub fn table(curves: &[Curve]) -> String {
 }
 
 pub fn csv(curves: &[Curve]) -> String {
-    let mut o = String::from("mode,offered,achieved,p50_ms,p99_ms,errors,cpu_ms_per_call\n");
+    let mut o = String::from("mode,connections,offered,achieved,p50_ms,p99_ms,errors,cpu_ms_per_call\n");
     for c in curves {
         for p in &c.points {
             let _ = writeln!(
                 o,
-                "{},{},{:.1},{:.4},{:.4},{},{:.4}",
-                c.name, p.offered, p.achieved, p.p50, p.p99, p.errors, p.cpu_ms
+                "{},{},{},{:.1},{:.4},{:.4},{},{:.4}",
+                c.name, p.conns, p.offered, p.achieved, p.p50, p.p99, p.errors, p.cpu_ms
             );
         }
     }
@@ -259,7 +274,7 @@ pub fn csv(curves: &[Curve]) -> String {
 pub fn svg(curves: &[Curve], title: &str) -> String {
     let (w, h, left, right, top, bottom) = (860.0, 520.0, 70.0, 250.0, 40.0, 50.0);
     let colors = ["#e31a1c", "#1f78b4", "#33a02c", "#ff7f00", "#6a3d9a"];
-    let all: Vec<&Point> = curves.iter().flat_map(|c| &c.points).collect();
+    let all: Vec<&Point> = curves.iter().flat_map(|c| &c.points).filter(|p| p.conns > 1).collect();
     let finite = |v: f64| v.is_finite() && v > 0.0;
     let (rmin, rmax) = all.iter().map(|p| p.offered).fold((f64::MAX, 0f64), |(a, b), r| (a.min(r), b.max(r)));
     let lats: Vec<f64> = all.iter().flat_map(|p| [p.p50, p.p99]).filter(|&v| finite(v)).collect();
@@ -286,7 +301,7 @@ pub fn svg(curves: &[Curve], title: &str) -> String {
             r##"<line x1="{left}" x2="{x1}" y1="{yy:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{tx}" y="{ty:.1}" text-anchor="end">{v} ms</text>"##
         );
     }
-    for p in curves.first().map_or(&[][..], |c| &c.points[..]) {
+    for p in curves.first().map_or(&[][..], |c| &c.points[..]).iter().filter(|p| p.conns > 1) {
         let (xx, y2, ty, r) = (x(p.offered), h - bottom, h - bottom + 18.0, p.offered);
         let _ = writeln!(
             o,
@@ -305,6 +320,7 @@ pub fn svg(curves: &[Curve], title: &str) -> String {
             let pts: Vec<String> = c
                 .points
                 .iter()
+                .filter(|p| p.conns > 1)
                 .map(|p| (p.offered, if q > 0.9 { p.p99 } else { p.p50 }))
                 .filter(|&(_, l)| finite(l))
                 .map(|(r, l)| format!("{:.1},{:.1}", x(r), y(l)))
