@@ -69,6 +69,9 @@ pub struct FunctionPoolStats {
     pub fill_cpu: Duration,
 }
 
+/// Used VMs waiting for the reaper before `release` destroys them itself (see `retire`).
+pub const REAPER_BACKLOG: usize = 8;
+
 /// Counters for /metrics.
 #[derive(Debug, Clone, Default)]
 pub struct PoolStats {
@@ -152,7 +155,7 @@ struct Shared {
 /// Owns the VM pool, its filler thread and the reaper thread.
 pub struct Runtime {
     shared: Arc<Shared>,
-    reaper: Option<mpsc::Sender<EmptyVm>>,
+    reaper: Option<mpsc::SyncSender<EmptyVm>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -174,7 +177,7 @@ impl Runtime {
             reap_cpu_ns: AtomicU64::new(0),
             shutting_down: false.into(),
         });
-        let (tx, rx) = mpsc::channel::<EmptyVm>();
+        let (tx, rx) = mpsc::sync_channel::<EmptyVm>(REAPER_BACKLOG);
         let reaper_shared = shared.clone();
         let mut threads = vec![std::thread::Builder::new()
             .name("snapcall-reaper".into())
@@ -277,13 +280,20 @@ impl Runtime {
         EmptyVm::create(function.memory_size())
     }
 
+    /// Destroys `vm` on the reaper thread, or here when the reaper is [`REAPER_BACKLOG`] VMs
+    /// behind: a reaper that falls behind leaves hundreds of dead VMs alive, and each live VM
+    /// makes every mmap and munmap in the process slower (KVM's MMU notifier checks them all),
+    /// so the backlog would feed itself.
     fn retire(&self, vm: EmptyVm) {
-        if let Some(tx) = &self.reaper {
-            if let Err(mpsc::SendError(vm)) = tx.send(vm) {
-                drop(vm);
-                self.shared.destroyed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let vm = match &self.reaper {
+            Some(tx) => match tx.try_send(vm) {
+                Ok(()) => return,
+                Err(mpsc::TrySendError::Full(vm) | mpsc::TrySendError::Disconnected(vm)) => vm,
+            },
+            None => vm,
+        };
+        charge(&self.shared.reap_cpu_ns, || drop(vm));
+        self.shared.destroyed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Hands a finished call's VM to the reaper and lets the pool refill; call this after

@@ -118,3 +118,18 @@ fn the_pool_counts_hits_and_misses_per_function_and_parallel_fillers_do_not_over
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn used_vms_never_pile_up_behind_the_reaper() {
+    let f = load("echo-c", StartMode::Cold);
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 1, ..Default::default() }).unwrap();
+    let mut finished: Vec<_> = (0..40).map(|_| f.start(runtime.take_vm(&f).unwrap(), b"x").unwrap().run()).collect();
+    // Forty used VMs released back to back, far faster than one reaper thread destroys them.
+    while let Some(call) = finished.pop() {
+        runtime.release(call);
+        let s = runtime.pool_stats();
+        let waiting = (s.created - s.destroyed) as usize - finished.len() - s.ready;
+        // At most REAPER_BACKLOG queued, plus one being destroyed and one the pool is making.
+        assert!(waiting <= vmm::pool::REAPER_BACKLOG + 2, "{waiting} used VMs not yet destroyed: {s:?}");
+    }
+}
