@@ -44,14 +44,14 @@ pub(crate) fn record(function: &Function, path: &Path) -> Result<Vec<WorkingSetR
         let touched = match Userfault::new(base + USER_START, size - USER_START, fill) {
             Ok(userfault) => {
                 image.prepare(&mut vm, RestoreMemory::OnDemand)?;
-                let finished = image.restore(function, vm, &request)?.run();
+                let finished = bounded(image.restore(function, vm, &request)?).run();
                 drop(finished);
                 userfault.finish().into_iter().map(|t| (t.host_addr - base, t.write)).collect()
             }
             // No userfaultfd here (unprivileged): what the host mapped, which over-counts
             // reads by the kernel's fault-around (up to 64 KiB around each read).
             Err(_) => {
-                let finished = image.restore(function, vm, &request)?.run();
+                let finished = bounded(image.restore(function, vm, &request)?).run();
                 let Some(vm) = finished.vm.as_ref() else { continue };
                 vm.memory.resident_pages(GuestAddr(USER_START), GuestAddr(size))?
             }
@@ -61,6 +61,16 @@ pub(crate) fn record(function: &Function, path: &Path) -> Result<Vec<WorkingSetR
         }
     }
     Ok(ranges(pages))
+}
+
+/// Longest a recording call may run: a function that spins (or takes its whole deadline,
+/// which a bundle may set to an hour) must not hold up taking its snapshot, and what it
+/// touched until then is still its working set.
+const RECORDING_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn bounded(mut call: crate::call::ReadyCall) -> crate::call::ReadyCall {
+    call.timeout = call.timeout.min(RECORDING_DEADLINE);
+    call
 }
 
 /// Coalesces (page address, written) pairs, ascending, into ranges of like pages.
