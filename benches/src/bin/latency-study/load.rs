@@ -141,11 +141,19 @@ fn point(conns: usize, rate: f64, secs: f64, (lat, errors, wall): (Vec<f64>, u64
     }
 }
 
-fn http_curve(name: &str, addr: SocketAddr, pid: u32, path: &str, rates: &[f64], secs: f64) -> Curve {
+fn http_curve(
+    name: &str,
+    addr: SocketAddr,
+    pid: u32,
+    path: &str,
+    rates: &[f64],
+    secs: f64,
+    progress: &Progress,
+) -> Curve {
     let mut points = Vec::new();
     // First one connection, calls 2 ms apart (serial, paced), then the sweep.
     for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
-        eprintln!("latency-study --load: {name} at {rate} calls/s on {conns} connection(s)");
+        progress.set_label(&format!("{name} at {rate} calls/s on {conns} connection(s)"));
         let before = process_cpu(pid);
         let run = open_loop(
             conns,
@@ -159,10 +167,14 @@ fn http_curve(name: &str, addr: SocketAddr, pid: u32, path: &str, rates: &[f64],
             },
         );
         points.push(point(conns, rate, secs, run, process_cpu(pid) - before));
+        progress.tick(1);
         std::thread::sleep(Duration::from_millis(500)); // let the pool refill between rates
     }
     Curve { name: name.into(), points }
 }
+
+/// Points a sweep measures (for the progress bar): four modes, the serial point and five rates.
+pub const POINTS: u64 = 4 * 6;
 
 /// Runs the sweep and returns the curves.
 pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progress: &'static Progress) -> Vec<Curve> {
@@ -177,7 +189,7 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
             std::thread::sleep(Duration::from_millis(300));
             for (fname, lang) in [(C_FN, "C"), (PY_FN, "Python")] {
                 let name = format!("{lang} snapshot (snapcall serve)");
-                curves.push(http_curve(&name, server.addr, server.pid(), &format!("/{fname}"), rates, secs));
+                curves.push(http_curve(&name, server.addr, server.pid(), &format!("/{fname}"), rates, secs, progress));
             }
         }
         Err(e) => eprintln!("latency-study --load: snapcall serve: {e}"),
@@ -186,7 +198,7 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
     let echo = functions.join(C_FN).join("rootfs/bin/echo-c");
     let mut points = Vec::new();
     for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
-        eprintln!("latency-study --load: fork+exec+wait at {rate} calls/s on {conns} thread(s)");
+        progress.set_label(&format!("fork+exec+wait at {rate} calls/s on {conns} thread(s)"));
         let before = children_cpu();
         let run = open_loop(
             conns,
@@ -201,6 +213,7 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
             },
         );
         points.push(point(conns, rate, secs, run, children_cpu() - before));
+        progress.tick(1);
     }
     curves.push(Curve { name: "fork+exec+wait echo-c (no HTTP)".into(), points });
 
@@ -217,7 +230,7 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
     match http::ServerChild::start(cmd, &logs.join("load-warm-python.log"), "listening on", progress) {
         Ok(server) => {
             let name = "warm Python server (threaded)";
-            curves.push(http_curve(name, server.addr, server.pid(), "/hellowithdata", rates, secs));
+            curves.push(http_curve(name, server.addr, server.pid(), "/hellowithdata", rates, secs, progress));
         }
         Err(e) => eprintln!("latency-study --load: warm Python server: {e}"),
     }

@@ -350,7 +350,7 @@ fn main() {
 
     if args.load {
         let started = Instant::now();
-        let curves = load::sweep(&functions, &logs, &snapcall, args.quick, Progress::new(1));
+        let curves = load::sweep(&functions, &logs, &snapcall, args.quick, Progress::new(load::POINTS));
         let table = load::table(&curves);
         let md = format!(
             "# Load sweep\n\n`{command} --load` on {} ({} cores, {}, {}), {:.0} s.\n\n{table}\n![latency against offered rate](load.svg)\n",
