@@ -99,4 +99,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps.sh: installing ${missing[*]}"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Let shmem use transparent huge pages where a program asks (madvise): the VM pool keeps each
+# snapshot's data in a memfd, and VMs then map the windows no call writes 2 MiB at a time,
+# shared (docs/vmm.md). "advise" changes nothing for programs that do not ask. Not persistent
+# across reboots; skipped where the file is missing or read-only.
+THP_SHMEM=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+if [ -w "$THP_SHMEM" ] && grep -q '\[never\]' "$THP_SHMEM"; then
+    echo advise >"$THP_SHMEM" 2>/dev/null || true
+fi
 echo "install-deps.sh: ok"

@@ -48,13 +48,16 @@ pub fn file_data_extents(file: &std::fs::File, offset: u64, len: u64) -> std::io
 /// A sealed memfd of `len` bytes holding `file`'s data extents `(guest address, file offset,
 /// length)`, each at offset `place(guest address)` (holes stay holes): an in-memory image
 /// that every VM can map copy-on-write and that nobody, the file's owner included, can
-/// change or shrink.
+/// change or shrink. It is filled through a mapping advised for huge pages, so where the
+/// host lets shmem use them (`/sys/kernel/mm/transparent_hugepage/shmem_enabled` is
+/// `advise`, `within_size` or `always`) it is held in 2 MiB pages that VMs can map whole;
+/// the `bool` says whether it was.
 pub fn sealed_copy(
     file: &std::fs::File,
     len: u64,
     extents: &[(u64, u64, u64)],
     place: impl Fn(u64) -> u64,
-) -> std::io::Result<std::fs::File> {
+) -> std::io::Result<(std::fs::File, bool)> {
     use std::os::unix::fs::FileExt;
     // SAFETY: memfd_create with a NUL-terminated name and valid flags; the result is checked.
     let fd = unsafe { libc::memfd_create(c"snapcall-snapshot".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
@@ -64,22 +67,54 @@ pub fn sealed_copy(
     // SAFETY: `fd` was just created and is owned by nobody else.
     let copy = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     copy.set_len(len)?;
-    let mut buf = vec![0u8; 1 << 20];
-    for &(addr, offset, extent_len) in extents {
-        let mut done = 0;
-        while done < extent_len {
-            let n = (extent_len - done).min(buf.len() as u64) as usize;
-            file.read_exact_at(&mut buf[..n], offset + done)?;
-            copy.write_all_at(&buf[..n], place(addr) + done)?;
-            done += n as u64;
-        }
+    let map_len = usize::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: a new shared mapping of the memfd we own, of its whole length; checked.
+    let ptr = unsafe {
+        libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: advice on the mapping just made; it changes no contents.
+    unsafe { libc::madvise(ptr, map_len, libc::MADV_HUGEPAGE) };
+    let filled = (|| {
+        for &(addr, offset, extent_len) in extents {
+            let at = usize::try_from(place(addr)).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+            let n = usize::try_from(extent_len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+            if at.checked_add(n).is_none_or(|end| end > map_len) {
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            // SAFETY: [at, at+n) lies inside our mapping of `map_len` bytes (checked above),
+            // which nothing else references while we fill it.
+            let dst = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>().add(at), n) };
+            file.read_exact_at(dst, offset)?;
+        }
+        Ok(shmem_pmd_mapped(ptr as u64))
+    })();
+    // SAFETY: unmapping the mapping made above; no reference into it outlives this point.
+    unsafe { libc::munmap(ptr, map_len) };
+    let huge = filled?;
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
     // SAFETY: F_ADD_SEALS on the memfd we own; nothing maps it shared-writable.
     if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(copy)
+    Ok((copy, huge))
+}
+
+/// Whether the mapping starting at `addr` has shmem huge pages mapped (smaps'
+/// `ShmemPmdMapped`).
+fn shmem_pmd_mapped(addr: u64) -> bool {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let header = format!("{addr:x}-");
+    smaps
+        .lines()
+        .skip_while(|l| !l.starts_with(&header))
+        .skip(1)
+        .take_while(|l| l.split(':').next().is_some_and(|k| k.chars().all(|c| c.is_ascii_alphabetic() || c == '_')))
+        .find_map(|l| l.strip_prefix("ShmemPmdMapped:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .is_some_and(|kib| kib > 0)
 }
 
 /// A guest pointer the program handed us was bad (maps to EFAULT).
@@ -590,5 +625,37 @@ mod tests {
         assert!(s[..100].iter().all(|&b| b == 7));
         assert!(s[100..100 + 2 * PAGE_SIZE as usize].iter().all(|&b| b == 0));
         assert!(s[100 + 2 * PAGE_SIZE as usize..].iter().all(|&b| b == 7));
+    }
+}
+
+#[cfg(test)]
+mod sealed_copy_tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn the_copy_holds_the_extents_where_placed_and_cannot_be_written() {
+        let path = std::env::temp_dir().join(format!("snapcall-sealed-{}", std::process::id()));
+        let data: Vec<u8> = (0..3 * PAGE_SIZE as usize).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        // Two extents of the file, placed 4 MiB and 6 MiB into the copy.
+        let extents = [(0x40_0000, 0, PAGE_SIZE), (0x60_0000, PAGE_SIZE, 2 * PAGE_SIZE)];
+        let (copy, huge) = sealed_copy(&file, 8 << 20, &extents, |a| a).unwrap();
+        let mut got = vec![0u8; PAGE_SIZE as usize];
+        copy.read_exact_at(&mut got, 0x40_0000).unwrap();
+        assert_eq!(got, data[..PAGE_SIZE as usize]);
+        let mut got = vec![0u8; 2 * PAGE_SIZE as usize];
+        copy.read_exact_at(&mut got, 0x60_0000).unwrap();
+        assert_eq!(got, data[PAGE_SIZE as usize..]);
+        copy.read_exact_at(&mut got[..16], 0x10_0000).unwrap();
+        assert!(got[..16].iter().all(|&b| b == 0), "holes read as zeros");
+        assert_eq!(copy.write_at(b"x", 0).map_err(|e| e.raw_os_error()), Err(Some(libc::EPERM)), "sealed");
+        assert_eq!(copy.set_len(1).map_err(|e| e.raw_os_error()), Err(Some(libc::EPERM)), "sealed");
+        let shmem = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled").unwrap_or_default();
+        if shmem.contains("[never]") || shmem.contains("[deny]") {
+            assert!(!huge, "no shmem huge pages on this host, yet the copy claims them");
+        }
+        std::fs::remove_file(path).unwrap();
     }
 }

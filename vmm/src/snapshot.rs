@@ -386,10 +386,8 @@ pub struct SnapshotImage {
     /// The snapshot's data (not its holes): (guest address, file offset, length), found once
     /// here so an eager restore only reads.
     data: Vec<(u64, u64, u64)>,
-    /// Where the pool puts the working set recorded in the snapshot (nothing when it has
-    /// none): which 2 MiB windows it copies into huge pages, which 4 KiB pages it populates,
-    /// and what its guest loop touches ([`EmptyVm::prefault`]).
-    placement: crate::working_set::Placement,
+    /// The working set recorded in the snapshot, if it has one.
+    working_set: Option<Vec<fmt::WorkingSetRange>>,
     /// The snapshot's data in a sealed memfd at the file's offsets, made when the pool first
     /// restores this image ahead: every VM maps its segments from it copy-on-write, so pages
     /// no call writes exist once in host memory, and a snapshot file replaced or truncated
@@ -525,12 +523,7 @@ impl SnapshotImage {
         if let Some(r) = working_set.iter().find(|r| outside(r)) {
             return Err(mismatch(&format!("working set range at {:#x} lies outside user memory", r.start)));
         }
-        let placement = match &state.working_set {
-            Some(recorded) => crate::working_set::place(recorded, crate::working_set::huge_window_pages()),
-            // No working set (a snapshot from before it was recorded): every window holding
-            // data goes huge, as the pool always did before.
-            None => crate::working_set::place_by_data(data.iter().map(|&(addr, _, len)| (addr, len))),
-        };
+        let working_set = state.working_set.clone();
         // Both checks passed on this version of the three files: later opens may skip them,
         // unless the snapshot changed while it was being read.
         if let (false, Some(cache)) = (verified_before, &cache) {
@@ -551,7 +544,7 @@ impl SnapshotImage {
             pending,
             vdso_base,
             data,
-            placement,
+            working_set,
             shared: std::sync::OnceLock::new(),
             entropy,
         })
@@ -586,12 +579,19 @@ impl SnapshotImage {
         // every live VM in the process (its MMU notifier), so a restore maps the shared copy
         // once per run of 4 KiB windows, and fills huge windows in the anonymous memory the
         // VM already has.
-        let huge: &[u64] = if memory == RestoreMemory::Ahead { &self.placement.huge_windows } else { &[] };
+        let huge: &[u64] = match (memory, shared) {
+            (RestoreMemory::Ahead, Some(image)) => &image.placement.huge_windows,
+            _ => &[],
+        };
         match (memory, shared) {
             (RestoreMemory::OnDemand, _) => {}
             (_, Some(image)) => {
                 for (start, end) in spans_between(image.start, image.start + image.len, huge) {
                     vm.memory.map_file_private(GuestAddr(start), end - start, &image.file, start - image.start)?;
+                    if image.huge {
+                        // Windows no call writes then map the copy's 2 MiB pages whole.
+                        vm.memory.advise_huge_pages(GuestAddr(start), end - start)?;
+                    }
                 }
             }
             (_, None) => {
@@ -605,11 +605,15 @@ impl SnapshotImage {
             for &window in huge {
                 vm.memory.copy_into_huge_page(GuestAddr(window), &image.file, &image.extents)?;
             }
-            for r in &self.placement.small {
-                vm.memory.populate(GuestAddr(r.start), u64::from(r.pages) * PAGE_SIZE, r.written)?;
+            // Written pages first: a write splits a shared 2 MiB page into 4 KiB ones, and
+            // the window's reads must then be mapped at that size.
+            for written in [true, false] {
+                for r in image.placement.small.iter().filter(|r| r.written == written) {
+                    vm.memory.populate(GuestAddr(r.start), u64::from(r.pages) * PAGE_SIZE, r.written)?;
+                }
             }
             // Map what the call will touch into the VM now, not on its first touches.
-            vm.prefault(&self.placement.prefault)?;
+            vm.prefault(&image.placement.prefault)?;
         }
         // Fresh randomness for programs that mapped the entropy device. Every VM is used by
         // exactly one call, so filling it here (in the pool, off the call's path: getrandom
@@ -674,17 +678,26 @@ impl SnapshotImage {
         }
         let io = |source| SnapshotError::Open { path: self.path.clone(), source };
         let span = |s: &fmt::LoadSegment| (s.guest_addr, s.guest_addr + mm::page_up(s.file_size).unwrap_or(0));
-        let start = self.snapshot.segments.iter().map(|s| span(s).0).min().unwrap_or(USER_START);
-        let end = self.snapshot.segments.iter().map(|s| span(s).1).max().unwrap_or(start);
+        // 2 MiB-aligned at both ends, so the copy's huge pages line up with guest windows.
+        let start =
+            self.snapshot.segments.iter().map(|s| span(s).0).min().unwrap_or(USER_START) / LARGE_PAGE * LARGE_PAGE;
+        let end = self.snapshot.segments.iter().map(|s| span(s).1).max().unwrap_or(start).next_multiple_of(LARGE_PAGE);
         // In the copy, guest address `a` is at offset `a - start`.
         let extents: Vec<(u64, u64, u64)> = self.data.iter().map(|&(addr, _, len)| (addr, addr - start, len)).collect();
-        let copy = crate::memory::sealed_copy(&self.file, end - start, &self.data, |addr| addr - start).map_err(io)?;
+        let (copy, huge) =
+            crate::memory::sealed_copy(&self.file, end - start, &self.data, |addr| addr - start).map_err(io)?;
         // Written to since it was opened and verified? Then the copy may hold anything.
         if crate::verified::Stamp::of_file(&self.file).map_err(io)? != self.stamp {
             return Err(SnapshotError::Changed { path: self.path.clone() });
         }
         // Two pool threads may both have made one; either will do.
-        Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, extents }))
+        let placement = match &self.working_set {
+            Some(recorded) => crate::working_set::place(recorded, crate::working_set::huge_window_pages(), huge),
+            // No working set (a snapshot from before it was recorded): every window holding
+            // data goes huge, as the pool always did before.
+            None => crate::working_set::place_by_data(self.data.iter().map(|&(addr, _, len)| (addr, len))),
+        };
+        Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, extents, huge, placement }))
     }
 
     /// Restores into `vm` (unless the pool already did) and completes the pending stdin read
@@ -776,6 +789,11 @@ pub(crate) struct SharedImage {
     len: u64,
     /// The snapshot's data as (guest address, offset in `file`, length).
     extents: Vec<(u64, u64, u64)>,
+    /// Whether the copy is held in 2 MiB pages (shmem huge pages allowed on this host).
+    huge: bool,
+    /// Where the pool puts the working set: which 2 MiB windows become private huge pages,
+    /// which 4 KiB pages it populates, what its guest loop touches ([`EmptyVm::prefault`]).
+    placement: crate::working_set::Placement,
 }
 
 /// The snapshot's page contents, readable from any thread.

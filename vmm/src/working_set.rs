@@ -118,13 +118,21 @@ pub(crate) struct Placement {
 }
 
 /// Splits `ranges` into huge windows (those with at least `huge_pages` of its pages) and
-/// 4 KiB pages.
-pub(crate) fn place(ranges: &[WorkingSetRange], huge_pages: usize) -> Placement {
-    let mut per_window: BTreeMap<u64, usize> = BTreeMap::new();
-    for page in pages(ranges) {
-        *per_window.entry(page / LARGE_PAGE * LARGE_PAGE).or_default() += 1;
+/// 4 KiB pages. With `shared_huge` (the shared copy is held in 2 MiB pages, which a window
+/// nobody writes maps whole, shared, for free), only windows that calls write qualify.
+pub(crate) fn place(ranges: &[WorkingSetRange], huge_pages: usize, shared_huge: bool) -> Placement {
+    let mut per_window: BTreeMap<u64, (usize, bool)> = BTreeMap::new();
+    for r in ranges {
+        for page in pages(std::slice::from_ref(r)) {
+            let w = per_window.entry(page / LARGE_PAGE * LARGE_PAGE).or_default();
+            *w = (w.0 + 1, w.1 || r.written);
+        }
     }
-    let huge_windows: Vec<u64> = per_window.into_iter().filter(|&(_, n)| n >= huge_pages).map(|(w, _)| w).collect();
+    let huge_windows: Vec<u64> = per_window
+        .into_iter()
+        .filter(|&(_, (n, written))| n >= huge_pages && (written || !shared_huge))
+        .map(|(w, _)| w)
+        .collect();
     let is_huge = |page: u64| huge_windows.binary_search(&(page / LARGE_PAGE * LARGE_PAGE)).is_ok();
     let mut small = BTreeMap::new();
     let mut prefault: Vec<u64> = huge_windows.iter().map(|&w| w | PREFAULT_WRITE).collect();
@@ -167,7 +175,7 @@ mod tests {
         let r = ranges(pages);
         let want = [(p(10), 2, false), (p(12), 2, true), (p(20), 1, true)];
         assert_eq!(r.iter().map(|r| (r.start, r.pages, r.written)).collect::<Vec<_>>(), want);
-        let all_small = place(&r, usize::MAX);
+        let all_small = place(&r, usize::MAX, false);
         assert_eq!(all_small.prefault, [p(10), p(11), p(12) | 1, p(13) | 1, p(20) | 1]);
         assert_eq!((all_small.small, all_small.huge_windows), (r.clone(), vec![]));
     }
@@ -180,8 +188,12 @@ mod tests {
             WorkingSetRange { start: w + 3 * PAGE_SIZE, pages: 1, written: true },
             WorkingSetRange { start: 3 * w + PAGE_SIZE, pages: 2, written: true },
         ];
-        let placed = place(&r, 4);
+        let placed = place(&r, 4, false);
         assert_eq!(placed.huge_windows, [w]);
+        // A dense window nobody writes stays shared when the shared copy is in huge pages.
+        let read_only = [WorkingSetRange { start: w, pages: 8, written: false }];
+        assert_eq!(place(&read_only, 4, false).huge_windows, [w]);
+        assert!(place(&read_only, 4, true).huge_windows.is_empty());
         assert_eq!(placed.small, [r[2]]);
         assert_eq!(placed.prefault, [w | 1, (3 * w + PAGE_SIZE) | 1, (3 * w + 2 * PAGE_SIZE) | 1]);
     }
