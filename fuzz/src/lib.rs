@@ -453,7 +453,18 @@ pub fn fuzz(target: &mut dyn Target, budget: Budget) -> Report {
     report.rss_start_kib = rss_kib();
     let mut i = 0usize;
     let mut corpus_bytes: usize = corpus.iter().map(Vec::len).sum();
+    let mut progress_at = Duration::from_secs(60);
     while start.elapsed() < budget.time && report.executions < budget.executions {
+        if start.elapsed() >= progress_at {
+            progress_at += Duration::from_secs(60);
+            eprintln!(
+                "fuzz {name}: {} runs, {} executions, {:.0} s, {} failures",
+                report.runs,
+                report.executions,
+                start.elapsed().as_secs_f64(),
+                report.failures.len()
+            );
+        }
         let input = if i < seeds.len() {
             seeds[i].clone()
         } else if rng.one_in(4) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vmm::{BundleConfig, BundleError};
 
-use crate::{signature, Mutator, Outcome, Target};
+use crate::{signature, Mutator, Outcome, Rng, Target};
 
 pub struct Config {
     dir: PathBuf,
@@ -101,6 +101,104 @@ impl Target for Config {
             "\"4096\"",
         ];
         Mutator { dictionary: tokens.iter().map(|t| t.as_bytes().to_vec()).collect(), max_len: 16 * 1024 }
+    }
+
+    /// A structurally valid config.json with each field drawn from values that probe its check
+    /// (byte mutations alone rarely keep JSON valid while changing a value to a wrong one).
+    fn generate(&mut self, rng: &mut Rng) -> Option<Vec<u8>> {
+        fn json_value(rng: &mut Rng, strings: &[&str]) -> String {
+            match rng.below(10) {
+                0 => "null".into(),
+                1 => format!("{}", rng.next_u64() as i64),
+                2 => "[]".into(),
+                3 => "{}".into(),
+                4 => "true".into(),
+                _ => serde_json::to_string(rng.pick(strings)).unwrap_or_default(),
+            }
+        }
+        const PATHS: &[&str] = &[
+            "rootfs",
+            "inner",
+            "up",
+            "abs",
+            "other",
+            "rootfs/out",
+            "..",
+            ".",
+            "",
+            "/",
+            "/etc",
+            "rootfs/../..",
+            "rootfs/./bin",
+            "up/bundle/rootfs",
+            "config.json",
+            "missing",
+            "rootfs/bin",
+            "\u{0}",
+            "rootfs\u{0}x",
+        ];
+        const ARGS: &[&str] = &["/bin/x", "bin/x", "", "/", "/bin/../../x", "\u{0}"];
+        const NUMBERS: &[&str] = &[
+            "0",
+            "1",
+            "31",
+            "32",
+            "33",
+            "64",
+            "4096",
+            "4097",
+            "3600000",
+            "3600001",
+            "1073741824",
+            "1073741825",
+            "-1",
+            "",
+            " 64",
+            "64 ",
+            "0x40",
+            "1e3",
+            "18446744073709551616",
+            "km",
+            "native",
+            "KM",
+            "{}",
+        ];
+        const KEYS: &[&str] = &[
+            "snapcall.memory_mib",
+            "snapcall.timeout_ms",
+            "snapcall.max_output_bytes",
+            "snapcall.runner",
+            "snapcall.content_type",
+            "snapcall.warmup_request",
+            "snapcall.python.module",
+            "other",
+        ];
+        let mut fields = Vec::new();
+        if !rng.one_in(10) {
+            let mut process = Vec::new();
+            if !rng.one_in(8) {
+                let n = rng.below(3) + usize::from(!rng.one_in(6));
+                let args: Vec<String> = (0..n).map(|_| json_value(rng, ARGS)).collect();
+                process.push(format!("\"args\":[{}]", args.join(",")));
+            }
+            if rng.one_in(2) {
+                process.push(format!("\"env\":[{}]", json_value(rng, &["A=B", "", "PATH=/bin"])));
+            }
+            if rng.one_in(2) {
+                process.push(format!("\"cwd\":{}", json_value(rng, &["/", "/data", "data", "", "/.."])));
+            }
+            fields.push(format!("\"process\":{{{}}}", process.join(",")));
+        }
+        if !rng.one_in(4) {
+            fields.push(format!("\"root\":{{\"path\":{}}}", json_value(rng, PATHS)));
+        }
+        if rng.one_in(2) {
+            let n = rng.below(4);
+            let ann: Vec<String> =
+                (0..n).map(|_| format!("\"{}\":{}", rng.pick(KEYS), json_value(rng, NUMBERS))).collect();
+            fields.push(format!("\"annotations\":{{{}}}", ann.join(",")));
+        }
+        Some(format!("{{{}}}", fields.join(",")).into_bytes())
     }
 
     fn run(&mut self, input: &[u8]) -> Outcome {
