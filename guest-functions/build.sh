@@ -102,6 +102,7 @@ c_bundle "$TESTS" clock-musl musl "$T/clock.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" munmap-checkerboard glibc "$T/munmap-checkerboard.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" hostile glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.max_output_bytes=1048576
 c_bundle "$TESTS" hostile-short-deadline glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=1000
+c_bundle "$TESTS" fuzz-syscalls glibc "$T/fuzz-syscalls.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=2000 snapcall.max_output_bytes=67108864
 
 # path-escape: symlinks inside the rootfs that point out of it; the monitor must not follow them
 # to the host.
@@ -111,6 +112,11 @@ ln -sfn ../../../../etc/passwd "$TESTS/path-escape/rootfs/escape-rel"
 # syscall-zoo: a data file to stat/read/list.
 mkdir -p "$TESTS/syscall-zoo/rootfs/data"
 printf 'hello\n' | write_if_changed "$TESTS/syscall-zoo/rootfs/data/hello.txt"
+
+# fuzz-syscalls: files and an escaping symlink for the fuzzed path arguments.
+mkdir -p "$TESTS/fuzz-syscalls/rootfs/data"
+printf 'hello\n' | write_if_changed "$TESTS/fuzz-syscalls/rootfs/data/hello.txt"
+ln -sfn /etc/passwd "$TESTS/fuzz-syscalls/rootfs/escape"
 
 # open-file: a file it holds open across its first stdin read (snapshots reopen it).
 mkdir -p "$TESTS/open-file/rootfs/data"

@@ -18,7 +18,7 @@ pub enum KvmError {
     Open(i32),
     #[error("KVM lacks a capability snapcall needs: {0}")]
     MissingCapability(&'static str),
-    #[error("{ioctl} failed: errno {errno}")]
+    #[error("{ioctl} failed: errno {errno} ({})", std::io::Error::from_raw_os_error(*.errno))]
     Ioctl { ioctl: &'static str, errno: i32 },
 }
 

@@ -20,7 +20,8 @@ pub enum VmError {
     BadMemorySize(u64),
     #[error(transparent)]
     Memory(#[from] MemoryError),
-    #[error("{ioctl} failed: errno {errno}")]
+    /// The errno and its description: "Too many open files" says what to fix, "24" does not.
+    #[error("{ioctl} failed: errno {errno} ({})", std::io::Error::from_raw_os_error(*.errno))]
     Ioctl { ioctl: &'static str, errno: i32 },
     #[error("the new vCPU's warm-up run did not exit as expected: {0}")]
     WarmUp(String),
@@ -92,12 +93,18 @@ impl EmptyVm {
         let regs =
             kvm_bindings::kvm_regs { rip: WARM_UP_STUB, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
         self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
-        match self.vcpu.run() {
-            Ok(kvm_ioctls::VcpuExit::IoOut(port, _)) if port == WARM_UP_PORT => {}
-            Ok(other) => {
-                return Err(VmError::WarmUp(format!("{other:?}")));
+        loop {
+            match self.vcpu.run() {
+                Ok(kvm_ioctls::VcpuExit::IoOut(port, _)) if port == WARM_UP_PORT => break,
+                Ok(other) => {
+                    return Err(VmError::WarmUp(format!("{other:?}")));
+                }
+                // A signal for this thread (any handler's, not ours: no deadline is armed
+                // here) interrupted the run before the stub's exit: run on. A storm of them
+                // once failed VM creation with "KVM_RUN failed: errno 4".
+                Err(e) if e.errno() == libc::EINTR => continue,
+                Err(e) => return Err(ioctl("KVM_RUN")(e)),
             }
-            Err(e) => return Err(ioctl("KVM_RUN")(e)),
         }
         self.complete_exit().map_err(|got| VmError::WarmUp(format!("completing the warm-up exit gave {got}")))
     }
