@@ -134,16 +134,11 @@ fn snapshot_file_replaced_or_deleted_while_serving() {
     snapshot_file_faults("0", false);
 }
 
-/// Known defect, for vmm/src/snapshot.rs (being rewritten as this is written): the inline
-/// copy-on-write restore (`RestoreMemory::CopyOnWrite`, used whenever the pool is empty, so
-/// also under load with the pool on) maps the snapshot *file* `MAP_PRIVATE`, not the sealed
-/// in-memory copy the pool uses. Truncating the file under a running server then makes the
-/// monitor's next access to those pages a SIGBUS that kills the whole server ("killed by
-/// signal 7" here, with `--pool-size 4` as well as 0), and a rewrite in place changes pages
-/// no call has copied yet. The fix is to map the sealed copy (`shared_copy`) on that path
-/// too. Run with `--ignored` to check it.
+/// The snapshot file truncated or rewritten in place under a running server, pool off and
+/// on. Guest memory only ever maps the sealed in-memory copy of the snapshot, so this cannot
+/// SIGBUS the server (it did, "killed by signal 7", while calls made inline mapped the file
+/// itself), and a rewrite changes no page a call sees.
 #[test]
-#[ignore = "known defect: the inline restore maps the snapshot file; truncating it SIGBUSes the server"]
 fn snapshot_file_truncated_or_rewritten_in_place_while_serving() {
     snapshot_file_faults("0", true);
     snapshot_file_faults("4", true);
@@ -361,14 +356,10 @@ fn vm_creation_failing_under_the_pool_is_a_clear_5xx_and_the_pool_recovers() {
     assert!(!srv.log.lock().unwrap().contains("panicked"));
 }
 
-/// Known defect, for vmm/src/pool.rs (being rewritten as this is written): when the filler
-/// cannot make a VM for a function with a snapshot it *removes that function's list* ("stop
-/// spinning on a function that cannot be restored"), so one transient EMFILE or ENOMEM turns
-/// the pool off for the function until something prepares it again (a reload): every later
-/// call creates its VM inline. A transient failure should back off and retry instead. Run
-/// with `--ignored` to check it.
+/// A transient VM creation failure (EMFILE here) must not turn the pool off for the
+/// function: the filler backs off and retries (it used to drop the function's list, so every
+/// later call created its VM inline until a reload).
 #[test]
-#[ignore = "known defect: a transient VM creation failure turns the pool off for the function"]
 fn the_pool_refills_after_a_transient_vm_creation_failure() {
     let srv = Server::start(&functions_dir(&["echo-c"]), &["--threads", "1"]);
     let pid = srv.pid();

@@ -69,6 +69,9 @@ pub struct FunctionPoolStats {
     pub fill_cpu: Duration,
 }
 
+/// Longest the filler waits before retrying a function whose VMs it failed to make.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Used VMs waiting for the reaper before `release` destroys them itself (see `retire`).
 pub const REAPER_BACKLOG: usize = 8;
 
@@ -118,6 +121,9 @@ struct Ready {
     hits: u64,
     misses: u64,
     fill_cpu: Duration,
+    /// Failed attempts to make a VM for this key in a row, and when to try again.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
 
 impl Ready {
@@ -130,6 +136,8 @@ impl Ready {
             hits: 0,
             misses: 0,
             fill_cpu: Duration::ZERO,
+            failures: 0,
+            retry_at: None,
         }
     }
 }
@@ -392,8 +400,10 @@ fn fill(shared: &Shared) {
                     ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
                     continue;
                 }
-                if let Some((&key, r)) =
-                    ready.iter_mut().find(|(_, r)| r.vms.len() + r.making < shared.target && !idle(r))
+                let backing_off = |r: &Ready| r.retry_at.is_some_and(|t| Instant::now() < t);
+                if let Some((&key, r)) = ready
+                    .iter_mut()
+                    .find(|(_, r)| r.vms.len() + r.making < shared.target && !idle(r) && !backing_off(r))
                 {
                     r.making += 1;
                     break key;
@@ -426,19 +436,23 @@ fn fill(shared: &Shared) {
                 shared.created.fetch_add(1, Ordering::Relaxed);
                 let mut ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
                 match ready.get_mut(&key) {
-                    Some(r) => r.vms.push(vm),
+                    Some(r) => {
+                        r.vms.push(vm);
+                        (r.failures, r.retry_at) = (0, None);
+                    }
                     None => drop(vm), // forgotten meanwhile
                 }
             }
             None => {
-                // Leave the key for a later try, but stop spinning on a function that
-                // cannot be restored (its calls will report why, inline).
+                // Keep the function (the failure may pass: EMFILE, ENOMEM), but back off, 100 ms
+                // doubling to 5 s, so one that cannot be restored does not keep a core busy.
+                // Its calls create their VMs inline meanwhile and report why they fail.
                 let mut ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
-                if let PoolKey::Restored(_) = key {
-                    ready.remove(&key);
+                if let Some(r) = ready.get_mut(&key) {
+                    r.failures = r.failures.saturating_add(1);
+                    let backoff = Duration::from_millis(100).saturating_mul(1 << r.failures.min(6)).min(MAX_BACKOFF);
+                    r.retry_at = Some(Instant::now() + backoff);
                 }
-                drop(ready);
-                std::thread::sleep(Duration::from_millis(100));
             }
         }
     }

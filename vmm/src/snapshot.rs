@@ -709,13 +709,14 @@ impl SnapshotImage {
         request: &[u8],
     ) -> Result<ReadyCall, SnapshotError> {
         if vm.prepared_for != Some(self.id) {
-            // Once the pool has made the shared copy, a VM made on the call's path gets the
-            // same preparation: populating and pre-faulting the working set in bulk costs
+            // A VM made on the call's path gets the pool's preparation, from the sealed copy
+            // (made now if this is the first): guest memory then never maps the snapshot file
+            // itself, so truncating the file while serving cannot SIGBUS the monitor
+            // (serve_faults.rs), and populating and pre-faulting the working set in bulk costs
             // less than faulting it in page by page during the call (wrk, hellowithdata-py, 8
             // connections: 131/127 calls/s against 113/112, CPU per call 8.1/8.5 ms against
-            // 9.1/9.4; echo-c within noise). A one-shot run, with no copy yet, maps the file.
-            let how = if self.shared.get().is_some() { RestoreMemory::Ahead } else { RestoreMemory::CopyOnWrite };
-            self.prepare(&mut vm, how)?;
+            // 9.1/9.4; echo-c within noise).
+            self.prepare(&mut vm, RestoreMemory::Ahead)?;
         }
         // The process: address space, files, the request on stdin.
         let space = self.space.clone();
