@@ -203,6 +203,6 @@ mod tests {
         let w = LARGE_PAGE;
         let placed = place_by_data([(w + 4096, 4096), (3 * w - 4096, 8192), (9 * w, 0)]);
         assert_eq!(placed.huge_windows, [w, 2 * w, 3 * w]);
-        assert_eq!(placed.prefault, [w | 1, 2 * w | 1, 3 * w | 1]);
+        assert_eq!(placed.prefault, [w | 1, (2 * w) | 1, (3 * w) | 1]);
     }
 }

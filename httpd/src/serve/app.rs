@@ -181,7 +181,8 @@ impl App {
         let _ = writeln!(out, "snapcall_pool_fill_cpu_seconds_total {:.6}", p.fill_cpu.as_secs_f64());
         let _ = writeln!(out, "# HELP snapcall_pool_reap_cpu_seconds_total CPU time spent destroying used VMs after their responses.\n# TYPE snapcall_pool_reap_cpu_seconds_total counter");
         let _ = writeln!(out, "snapcall_pool_reap_cpu_seconds_total {:.6}", p.reap_cpu.as_secs_f64());
-        let per_function: [(&str, &str, &str, fn(&vmm::FunctionPoolStats) -> String); 4] = [
+        type Sample = fn(&vmm::FunctionPoolStats) -> String;
+        let per_function: [(&str, &str, &str, Sample); 4] = [
             ("snapcall_pool_function_ready_vms", "gauge", "VMs ready in the pool for this function.", |f| {
                 f.ready.to_string()
             }),
