@@ -110,7 +110,9 @@ fn the_pool_counts_hits_and_misses_per_function_and_parallel_fillers_do_not_over
     let stats = runtime.pool_stats();
     let mine = stats.functions.iter().find(|s| s.name == f.name()).expect("per-function stats");
     assert_eq!(mine.hits + mine.misses, 5, "{mine:?}");
-    assert!(mine.hits >= 3 && mine.misses >= 1, "five takes from a pool of three: {mine:?}");
+    // Three were ready; the other two are hits or misses depending on how fast the two
+    // fillers refill, but each take is counted once.
+    assert!(mine.hits >= 3, "five takes from a full pool of three: {mine:?}");
     assert!(mine.fill_cpu > std::time::Duration::ZERO && mine.fill_cpu <= stats.fill_cpu, "{mine:?} {stats:?}");
     for vm in vms {
         let finished = f.start(vm, b"x").unwrap().run();
