@@ -326,13 +326,19 @@ fn vm_creation_failing_with_emfile_or_enomem_is_a_clear_5xx_and_the_server_recov
     assert!(!log.contains("panicked"), "{log}");
 }
 
-#[test]
-fn vm_creation_failing_under_the_pool_is_a_clear_5xx_and_the_pool_recovers() {
+/// A server of echo-c on one loop, one call answered and at least one VM ready in its pool.
+fn echo_server_with_its_pool_filled() -> (Server, Client) {
     let srv = Server::start(&functions_dir(&["echo-c"]), &["--threads", "1"]);
-    let pid = srv.pid();
     let mut c = srv.connect();
     echo(&srv, &mut c, "warm");
     wait_for("the pool filled", Duration::from_secs(20), || srv.metric("snapcall_pool_ready_vms") >= 1.0);
+    (srv, c)
+}
+
+#[test]
+fn vm_creation_failing_under_the_pool_is_a_clear_5xx_and_the_pool_recovers() {
+    let (srv, mut c) = echo_server_with_its_pool_filled();
+    let pid = srv.pid();
     let old = set_rlimit(pid, libc::RLIMIT_NOFILE, 3);
     // The ready VMs are served first; once they are gone the calls fail clearly.
     let (mut ok, mut failed) = (0, 0);
@@ -361,11 +367,8 @@ fn vm_creation_failing_under_the_pool_is_a_clear_5xx_and_the_pool_recovers() {
 /// later call created its VM inline until a reload).
 #[test]
 fn the_pool_refills_after_a_transient_vm_creation_failure() {
-    let srv = Server::start(&functions_dir(&["echo-c"]), &["--threads", "1"]);
+    let (srv, mut c) = echo_server_with_its_pool_filled();
     let pid = srv.pid();
-    let mut c = srv.connect();
-    echo(&srv, &mut c, "warm");
-    wait_for("the pool filled", Duration::from_secs(20), || srv.metric("snapcall_pool_ready_vms") >= 1.0);
     let old = set_rlimit(pid, libc::RLIMIT_NOFILE, 3);
     for i in 0..8 {
         let _ = srv.call(&mut c, "POST", "/echo-c", format!("drain {i}").as_bytes());
