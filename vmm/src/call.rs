@@ -20,6 +20,8 @@ pub enum CallError {
         "guest fault: {name} (vector {vector}) at rip {rip:#x}, error code {error_code:#x}, cr2 {cr2:#x}, cpl {cpl}"
     )]
     GuestFault { vector: u8, name: &'static str, rip: u64, error_code: u64, cr2: u64, cpl: u8 },
+    #[error("stack overflow: the program ran down through its 8 MiB stack into the guard page at {guard:#x} (rip {rip:#x}, address {addr:#x})")]
+    StackOverflow { rip: u64, addr: u64, guard: u64 },
     #[error("deadline of {0:?} passed")]
     Deadline(Duration),
     #[error("output went over the cap of {limit} bytes")]
@@ -320,6 +322,10 @@ impl ReadyCall {
         }
         let (error_code, rip, cs) =
             if exception_has_error_code(vector) { (word(0), word(1), word(2)) } else { (0, word(0), word(1)) };
+        let guard = crate::layout::stack_guard(self.vm.memory.size());
+        if vector == 14 && (guard..guard + PAGE_SIZE).contains(&cr2) {
+            return CallError::StackOverflow { rip, addr: cr2, guard };
+        }
         CallError::GuestFault {
             vector,
             name: exception_name(vector),

@@ -90,6 +90,18 @@ pub const OUTPUT_RING: u64 = 0x2_2000;
 pub const OUTPUT_RING_SIZE: u64 = 0x1_0000;
 const _: () = assert!(OUTPUT_HEADER >= KERNEL_STACK_TOP && OUTPUT_RING + OUTPUT_RING_SIZE <= USER_START);
 
+/// The page table of the stack's lowest 2 MiB window, whose first page is the stack guard
+/// (read by the CPU's page walk only: no guest virtual address maps it).
+pub const STACK_GUARD_PT_ADDR: u64 = 0x3_2000;
+const _: () = assert!(STACK_GUARD_PT_ADDR >= OUTPUT_RING + OUTPUT_RING_SIZE && STACK_GUARD_PT_ADDR < USER_START);
+
+/// The stack guard: the lowest page of the stack reserve is never mapped, so a program that
+/// runs down through its whole stack faults there ("stack overflow") instead of writing on
+/// into whatever lies below (the vDSO, then the mmap area).
+pub fn stack_guard(memory_size: u64) -> u64 {
+    memory_size - STACK_RESERVE
+}
+
 /// The fast path's machine code, linked at [`FAST_SYSCALL_ENTRY`] (`stub/fast_write.S`,
 /// assembled by `stub/build.sh`; a test checks the two agree when binutils are installed).
 pub const FAST_WRITE_STUB: &[u8] = include_bytes!("stub/fast_write.bin");

@@ -180,6 +180,15 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
             .extend_from_slice(&((i * LARGE_PAGE) | PRESENT | WRITABLE | HUGE | USER | ACCESSED_DIRTY).to_le_bytes());
     }
     mem.write(GuestAddr(PD_ADDR), &entries)?;
+    // The stack's lowest window in 4 KiB pages, its first one absent: the stack guard.
+    let guard = stack_guard(mem.size());
+    let mut window = [0u64; 512];
+    for (i, e) in window.iter_mut().enumerate().skip(1) {
+        *e = (guard + i as u64 * PAGE_SIZE) | PRESENT | WRITABLE | USER | ACCESSED_DIRTY;
+    }
+    let window: Vec<u8> = window.iter().flat_map(|e| e.to_le_bytes()).collect();
+    mem.write(GuestAddr(STACK_GUARD_PT_ADDR), &window)?;
+    mem.write_u64(GuestAddr(PD_ADDR + guard / LARGE_PAGE * 8), STACK_GUARD_PT_ADDR | PRESENT | WRITABLE | USER)?;
     // The first 2 MiB in 4 KiB pages: page 0 absent (NULL faults), monitor structures
     // supervisor-only, the stub and syscall pages user-readable (see `syscall_stub`), the
     // doorbell pointing outside guest memory, everything else absent.

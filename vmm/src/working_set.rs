@@ -121,21 +121,25 @@ pub(crate) struct Placement {
 /// 4 KiB pages. With `shared_huge` (the shared copy is held in 2 MiB pages, which a window
 /// nobody writes maps whole, shared, for free), only windows that calls write qualify.
 pub(crate) fn place(ranges: &[WorkingSetRange], huge_pages: usize, shared_huge: bool) -> Placement {
-    let mut per_window: BTreeMap<u64, (usize, bool)> = BTreeMap::new();
+    // Per window: pages, whether any is written, and its first page (the one a huge window's
+    // pre-fault touches: a page calls touch, so never one the guest cannot map, such as the
+    // stack guard).
+    let mut per_window: BTreeMap<u64, (usize, bool, u64)> = BTreeMap::new();
     for r in ranges {
         for page in pages(std::slice::from_ref(r)) {
-            let w = per_window.entry(page / LARGE_PAGE * LARGE_PAGE).or_default();
-            *w = (w.0 + 1, w.1 || r.written);
+            let w = per_window.entry(page / LARGE_PAGE * LARGE_PAGE).or_insert((0, false, page));
+            *w = (w.0 + 1, w.1 || r.written, w.2.min(page));
         }
     }
-    let huge_windows: Vec<u64> = per_window
+    let chosen: Vec<(u64, u64)> = per_window
         .into_iter()
-        .filter(|&(_, (n, written))| n >= huge_pages && (written || !shared_huge))
-        .map(|(w, _)| w)
+        .filter(|&(_, (n, written, _))| n >= huge_pages && (written || !shared_huge))
+        .map(|(w, (_, _, first))| (w, first))
         .collect();
+    let huge_windows: Vec<u64> = chosen.iter().map(|&(w, _)| w).collect();
     let is_huge = |page: u64| huge_windows.binary_search(&(page / LARGE_PAGE * LARGE_PAGE)).is_ok();
     let mut small = BTreeMap::new();
-    let mut prefault: Vec<u64> = huge_windows.iter().map(|&w| w | PREFAULT_WRITE).collect();
+    let mut prefault: Vec<u64> = chosen.iter().map(|&(_, first)| first | PREFAULT_WRITE).collect();
     for r in ranges {
         for page in pages(std::slice::from_ref(r)).filter(|&p| !is_huge(p)) {
             small.insert(page, r.written);
@@ -149,13 +153,18 @@ pub(crate) fn place(ranges: &[WorkingSetRange], huge_pages: usize, shared_huge: 
 /// The placement of a snapshot with no recorded working set: every 2 MiB window holding any
 /// of the `extents` (guest address, length) of its data is a huge window.
 pub(crate) fn place_by_data(extents: impl IntoIterator<Item = (u64, u64)>) -> Placement {
-    let mut windows = std::collections::BTreeSet::new();
+    // Window -> its first data address (what the pre-fault touches).
+    let mut windows: BTreeMap<u64, u64> = BTreeMap::new();
     for (addr, len) in extents.into_iter().filter(|&(_, len)| len > 0) {
         let last = addr.saturating_add(len - 1) / LARGE_PAGE;
-        windows.extend((addr / LARGE_PAGE..=last).map(|w| w * LARGE_PAGE));
+        for w in addr / LARGE_PAGE..=last {
+            let first = addr.max(w * LARGE_PAGE) & !(PAGE_SIZE - 1);
+            let e = windows.entry(w * LARGE_PAGE).or_insert(first);
+            *e = (*e).min(first);
+        }
     }
-    let huge_windows: Vec<u64> = windows.into_iter().collect();
-    let prefault = huge_windows.iter().map(|&w| w | PREFAULT_WRITE).collect();
+    let huge_windows: Vec<u64> = windows.keys().copied().collect();
+    let prefault = windows.values().map(|&first| first | PREFAULT_WRITE).collect();
     Placement { huge_windows, small: Vec::new(), prefault }
 }
 
@@ -203,6 +212,6 @@ mod tests {
         let w = LARGE_PAGE;
         let placed = place_by_data([(w + 4096, 4096), (3 * w - 4096, 8192), (9 * w, 0)]);
         assert_eq!(placed.huge_windows, [w, 2 * w, 3 * w]);
-        assert_eq!(placed.prefault, [w | 1, (2 * w) | 1, (3 * w) | 1]);
+        assert_eq!(placed.prefault, [(w + 4096) | 1, (3 * w - 4096) | 1, (3 * w) | 1]);
     }
 }

@@ -278,3 +278,31 @@ fn python_lock_acquire_with_a_timeout_waits_that_long() {
     let waited = v["waited_ms"].as_u64().unwrap_or(0);
     assert!((500..2000).contains(&waited), "waited {waited} ms: {text}");
 }
+
+#[test]
+fn running_down_the_whole_stack_is_reported_as_a_stack_overflow_cold_and_restored() {
+    let cold = load("deep-recursion", StartMode::Cold);
+    let dir = std::env::temp_dir().join(format!("snapcall-hostile-{}-deep-recursion", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(bundle("deep-recursion"))
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success());
+    let snap_fn = Function::load(&dir, StartMode::Cold).unwrap();
+    vmm::snapshot::take_snapshot(&snap_fn, &dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap();
+    let restored = Function::load(&dir, StartMode::Snapshot).unwrap();
+    assert!(restored.has_snapshot());
+    for f in [&cold, &restored] {
+        match error(f, b"go") {
+            CallError::StackOverflow { addr, guard, .. } => {
+                assert_eq!(guard, f.memory_size() - (8 << 20), "the guard is the stack reserve's lowest page");
+                assert!((guard..guard + 4096).contains(&addr), "{addr:#x}");
+            }
+            other => panic!("expected a stack overflow, got {other}"),
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

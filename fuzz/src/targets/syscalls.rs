@@ -78,6 +78,7 @@ const RAW: &[u64] = &[
 fn guest_caused(e: &CallError) -> bool {
     match e {
         CallError::GuestFault { .. }
+        | CallError::StackOverflow { .. }
         | CallError::Deadline(_)
         | CallError::OutputLimit { .. }
         | CallError::Signal(_)

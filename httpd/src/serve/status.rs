@@ -31,6 +31,7 @@ pub fn call_error(e: &CallError) -> Failure {
         CallError::OutputLimit { .. } => failure(502, ErrorKind::OutputLimit, "output_limit"),
         // The guest did something that ends it: its fault, a bad gateway.
         CallError::GuestFault { .. } => failure(502, ErrorKind::Fault, "guest_fault"),
+        CallError::StackOverflow { .. } => failure(502, ErrorKind::Fault, "stack_overflow"),
         CallError::Signal(_) => failure(502, ErrorKind::Fault, "signal"),
         CallError::Unsupported(_) => failure(502, ErrorKind::Fault, "unsupported"),
         CallError::OutsideMemory { .. } => failure(502, ErrorKind::Fault, "outside_memory"),
