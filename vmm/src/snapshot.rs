@@ -5,10 +5,11 @@
 //! for its request) and saves memory, registers, FPU/XSAVE state, MSRs, XCRs, the address
 //! space map, open files and the pending read, in KM's ELF-core layout (`snapshot-format`).
 //!
-//! Restore maps every memory segment copy-on-write (`MAP_PRIVATE` of the snapshot file) over
-//! a pooled VM's memory: untouched pages cost nothing and the page cache is shared by every
-//! call, while each page a call writes is private to that call. The pending read is then
-//! completed with the request and the program resumes as if it had just received it.
+//! Restore maps a sealed in-memory copy of the snapshot copy-on-write over a fresh VM's
+//! memory and makes the snapshot's recorded working set present (`working_set.rs`): pages no
+//! call writes are shared by every VM, each page a call writes is private to that call. The
+//! pending read is then completed with the request and the program resumes as if it had just
+//! received it.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -349,9 +350,9 @@ fn sregs_to_format(s: &kvm_bindings::kvm_sregs) -> fmt::SpecialRegisters {
 /// How a restore fills guest memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreMemory {
-    /// Map each segment `MAP_PRIVATE` from the snapshot file: nothing is copied, untouched
-    /// pages cost nothing, the page cache is shared, and each page the call touches costs a
-    /// fault (4 KiB at a time). What an inline restore on the call path uses.
+    /// Map the image's sealed in-memory copy `MAP_PRIVATE` and nothing more: untouched
+    /// pages cost nothing and each page the call touches costs a fault. The working-set
+    /// recorder's fallback (it reads back which pages the host mapped).
     CopyOnWrite,
     /// Map each segment copy-on-write from the image's sealed in-memory copy (shared by every
     /// VM), then make the recorded working set present: the pages calls write become this
@@ -388,10 +389,10 @@ pub struct SnapshotImage {
     data: Vec<(u64, u64, u64)>,
     /// The working set recorded in the snapshot, if it has one.
     working_set: Option<Vec<fmt::WorkingSetRange>>,
-    /// The snapshot's data in a sealed memfd at the file's offsets, made when the pool first
-    /// restores this image ahead: every VM maps its segments from it copy-on-write, so pages
-    /// no call writes exist once in host memory, and a snapshot file replaced or truncated
-    /// while serving cannot fault the monitor.
+    /// The snapshot's data in a sealed memfd laid out by guest address, made at the first
+    /// restore: every VM maps it copy-on-write, so pages no call writes exist once in host
+    /// memory, and a snapshot file replaced or truncated while serving cannot fault the
+    /// monitor.
     shared: std::sync::OnceLock<SharedImage>,
     /// The version of the file that was verified; the shared copy is made only from it.
     stamp: crate::verified::Stamp,
@@ -515,12 +516,11 @@ impl SnapshotImage {
         }) {
             return Err(mismatch("the vDSO region lies outside guest memory"));
         }
-        let working_set = state.working_set.as_deref().unwrap_or_default();
         let outside = |r: &&fmt::WorkingSetRange| {
             r.start < USER_START
                 || r.start.checked_add(u64::from(r.pages) * PAGE_SIZE).is_none_or(|end| end > function.memory_size())
         };
-        if let Some(r) = working_set.iter().find(|r| outside(r)) {
+        if let Some(r) = state.working_set.iter().flatten().find(outside) {
             return Err(mismatch(&format!("working set range at {:#x} lies outside user memory", r.start)));
         }
         let working_set = state.working_set.clone();
@@ -569,40 +569,26 @@ impl SnapshotImage {
     /// the program as soon as the pending read is completed. The pool does this ahead of
     /// time; [`Self::restore`] does it inline when the VM was not prepared.
     pub(crate) fn prepare(&self, vm: &mut EmptyVm, memory: RestoreMemory) -> Result<(), SnapshotError> {
-        // 1. Memory.
-        let shared = match memory {
-            RestoreMemory::Ahead => Some(self.shared_copy()?),
-            RestoreMemory::CopyOnWrite => self.shared.get(),
-            RestoreMemory::OnDemand => None,
-        };
-        // Few mappings per VM: every mmap over guest memory makes KVM check the range against
-        // every live VM in the process (its MMU notifier), so a restore maps the shared copy
-        // once per run of 4 KiB windows, and fills huge windows in the anonymous memory the
-        // VM already has.
-        let huge: &[u64] = match (memory, shared) {
-            (RestoreMemory::Ahead, Some(image)) => &image.placement.huge_windows,
-            _ => &[],
-        };
-        match (memory, shared) {
-            (RestoreMemory::OnDemand, _) => {}
-            (_, Some(image)) => {
-                for (start, end) in spans_between(image.start, image.start + image.len, huge) {
-                    vm.memory.map_file_private(GuestAddr(start), end - start, &image.file, start - image.start)?;
-                    if image.huge {
-                        // Windows no call writes then map the copy's 2 MiB pages whole.
-                        vm.memory.advise_huge_pages(GuestAddr(start), end - start)?;
-                    }
-                }
-            }
-            (_, None) => {
-                for s in &self.snapshot.segments {
-                    let len = mm::page_up(s.file_size).unwrap_or(0);
-                    vm.memory.map_file_private(GuestAddr(s.guest_addr), len, &self.file, s.file_offset)?;
+        // 1. Memory. Guest memory only ever maps the sealed copy, never the file itself, so
+        // the file truncated or rewritten under a running server cannot SIGBUS the monitor.
+        if memory != RestoreMemory::OnDemand {
+            let image = self.shared_copy()?;
+            // Few mappings per VM: every mmap over guest memory makes KVM check the range
+            // against every live VM in the process (its MMU notifier), so the copy is mapped
+            // once per run of windows, and huge windows are filled in the anonymous memory
+            // the VM already has.
+            let huge: &[u64] = if memory == RestoreMemory::Ahead { &image.placement.huge_windows } else { &[] };
+            for (start, end) in spans_between(image.start, image.start + image.len, huge) {
+                vm.memory.map_file_private(GuestAddr(start), end - start, &image.file, start - image.start)?;
+                if image.huge && memory == RestoreMemory::Ahead {
+                    // Windows no call writes then map the copy's 2 MiB pages whole. (Not for
+                    // the recorder's fallback, which reads back which 4 KiB pages were mapped.)
+                    vm.memory.advise_huge_pages(GuestAddr(start), end - start)?;
                 }
             }
         }
-        if let (RestoreMemory::Ahead, Some(image)) = (memory, shared) {
-            for &window in huge {
+        if let (RestoreMemory::Ahead, Some(image)) = (memory, self.shared.get()) {
+            for &window in &image.placement.huge_windows {
                 vm.memory.copy_into_huge_page(GuestAddr(window), &image.file, &image.extents)?;
             }
             // Written pages first: a write splits a shared 2 MiB page into 4 KiB ones, and
@@ -664,11 +650,12 @@ impl SnapshotImage {
         Ok(())
     }
 
-    /// What the snapshot holds for the page at `guest_addr`: the file's bytes where it has
-    /// data, zeros elsewhere (for the working-set recorder, which fills pages on demand).
-    pub(crate) fn original_pages(&self) -> Result<OriginalPages, SnapshotError> {
-        let file = self.file.try_clone().map_err(|source| SnapshotError::Open { path: self.path.clone(), source })?;
-        Ok(OriginalPages { file, extents: self.data.clone() })
+    /// The snapshot's page contents, readable from any thread (for the working-set recorder,
+    /// which fills pages on demand): the sealed copy, made now if it is not yet.
+    pub(crate) fn shared_pages(&self) -> Result<SharedPages, SnapshotError> {
+        let image = self.shared_copy()?;
+        let file = image.file.try_clone().map_err(|source| SnapshotError::Open { path: self.path.clone(), source })?;
+        Ok(SharedPages { file, start: image.start, len: image.len })
     }
 
     /// The sealed in-memory copy of the snapshot's data (see `shared`), made on first use.
@@ -797,25 +784,22 @@ pub(crate) struct SharedImage {
     placement: crate::working_set::Placement,
 }
 
-/// The snapshot's page contents, readable from any thread.
-pub(crate) struct OriginalPages {
+/// The sealed copy's pages by guest address, readable from any thread.
+pub(crate) struct SharedPages {
     file: File,
-    /// (guest address, file offset, length) of the snapshot's data.
-    extents: Vec<(u64, u64, u64)>,
+    start: u64,
+    len: u64,
 }
 
-impl OriginalPages {
-    /// Writes the snapshot's bytes for the 4 KiB page at `guest_addr` into `page` (left as
-    /// it is, zeros, where the snapshot has none).
+impl SharedPages {
+    /// Writes the snapshot's bytes for the page at `guest_addr` into `page`, which is left as
+    /// it is (zeros) outside the copy's span.
     pub(crate) fn read(&self, guest_addr: u64, page: &mut [u8]) {
-        let end = guest_addr + page.len() as u64;
-        for &(addr, offset, len) in &self.extents {
-            let (from, to) = (addr.max(guest_addr), (addr + len).min(end));
-            if from < to {
-                let dst = &mut page[(from - guest_addr) as usize..(to - guest_addr) as usize];
-                // A read error leaves zeros: the recorder then sees the page as written.
-                let _ = std::os::unix::fs::FileExt::read_exact_at(&self.file, dst, offset + (from - addr));
-            }
+        let inside = guest_addr >= self.start
+            && guest_addr.checked_add(page.len() as u64).is_some_and(|end| end <= self.start + self.len);
+        if inside {
+            // The copy is sealed and as long as its span: a read inside it cannot fail short.
+            let _ = std::os::unix::fs::FileExt::read_exact_at(&self.file, page, guest_addr - self.start);
         }
     }
 }

@@ -34,23 +34,32 @@ fn recording_requests(function: &Function) -> [Vec<u8>; 2] {
 /// A call's own failure (the function rejects the probe request) is no error here: the
 /// pages it touched are still what a call touches.
 pub(crate) fn record(function: &Function, path: &Path) -> Result<Vec<WorkingSetRange>, SnapshotError> {
+    record_with(function, path, true)
+}
+
+/// [`record`], with userfaultfd when `userfault` is set and the host allows it, else from
+/// the host's page map.
+fn record_with(function: &Function, path: &Path, userfault: bool) -> Result<Vec<WorkingSetRange>, SnapshotError> {
     let image = SnapshotImage::open(function, path)?;
     let mut pages: BTreeMap<u64, bool> = BTreeMap::new();
     for request in recording_requests(function) {
         let mut vm = EmptyVm::create(image.memory_size())?;
         let (base, size) = (vm.memory.host_base(), vm.memory.size());
-        let original = image.original_pages()?;
-        let fill = move |host_addr: u64, page: &mut [u8]| original.read(host_addr - base, page);
-        let touched = match Userfault::new(base + USER_START, size - USER_START, fill) {
-            Ok(userfault) => {
+        let shared = image.shared_pages()?;
+        let fill = move |host_addr: u64, page: &mut [u8]| shared.read(host_addr - base, page);
+        let server = if userfault { Userfault::new(base + USER_START, size - USER_START, fill).ok() } else { None };
+        let touched = match server {
+            Some(server) => {
                 image.prepare(&mut vm, RestoreMemory::OnDemand)?;
                 let finished = bounded(image.restore(function, vm, &request)?).run();
                 drop(finished);
-                userfault.finish().into_iter().map(|t| (t.host_addr - base, t.write)).collect()
+                server.finish().into_iter().map(|t| (t.host_addr - base, t.write)).collect()
             }
-            // No userfaultfd here (unprivileged): what the host mapped, which over-counts
-            // reads by the kernel's fault-around (up to 64 KiB around each read).
-            Err(_) => {
+            // No userfaultfd here (unprivileged): what the host mapped after a plain
+            // copy-on-write restore, which over-counts reads by the kernel's fault-around (up
+            // to 64 KiB around each read).
+            None => {
+                image.prepare(&mut vm, RestoreMemory::CopyOnWrite)?;
                 let finished = bounded(image.restore(function, vm, &request)?).run();
                 let Some(vm) = finished.vm.as_ref() else { continue };
                 vm.memory.resident_pages(GuestAddr(USER_START), GuestAddr(size))?
@@ -213,5 +222,32 @@ mod tests {
         let placed = place_by_data([(w + 4096, 4096), (3 * w - 4096, 8192), (9 * w, 0)]);
         assert_eq!(placed.huge_windows, [w, 2 * w, 3 * w]);
         assert_eq!(placed.prefault, [(w + 4096) | 1, (3 * w - 4096) | 1, (3 * w) | 1]);
+    }
+
+    /// Both recording methods on a real snapshot: the page map may over-count reads (the
+    /// kernel maps neighbours of a faulting page: up to 16, or a whole 2 MiB folio of the
+    /// shared copy), never miss a page, and sees exactly the writes userfaultfd sees.
+    #[test]
+    fn the_page_map_fallback_records_at_least_what_userfaultfd_records() {
+        use crate::function::{Function, StartMode};
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/functions/echo-c");
+        let dir = std::env::temp_dir().join(format!("snapcall-workset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(std::process::Command::new("cp").arg("-a").arg(&src).arg(&dir).status().unwrap().success());
+        let path = dir.join(crate::snapshot::SNAPSHOT_FILE);
+        let _ = std::fs::remove_file(&path);
+        let cold = Function::load(&dir, StartMode::Cold).unwrap();
+        crate::snapshot::take_snapshot(&cold, &path).unwrap();
+        let exact = record_with(&cold, &path, true).unwrap();
+        let coarse = record_with(&cold, &path, false).unwrap();
+        let set = |r: &[WorkingSetRange], written: bool| -> std::collections::BTreeSet<u64> {
+            r.iter().filter(|r| !written || r.written).flat_map(|r| pages(std::slice::from_ref(r))).collect()
+        };
+        assert!(!exact.is_empty() && set(&exact, true).len() < set(&exact, false).len(), "{exact:?}");
+        assert!(set(&coarse, false).is_superset(&set(&exact, false)), "a touched page missing: {coarse:?}");
+        assert!(set(&coarse, true).is_superset(&set(&exact, true)), "a written page missing: {coarse:?}");
+        // Writes are exact either way: the private copies a copy-on-write restore made.
+        assert_eq!(set(&coarse, true), set(&exact, true));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
