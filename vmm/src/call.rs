@@ -266,6 +266,8 @@ impl ReadyCall {
                 }
                 let result = match syscalls::handle(&mut self.process, &mut self.vm.memory, call.nr, call.args) {
                     Outcome::Return(v) => v,
+                    // One guest thread: only the wait's timeout (or the deadline) can end it.
+                    Outcome::Block(wait) => syscalls::finish_alone(&self.process, wait).map_err(stop_error)?,
                     Outcome::SetFsBase(base) => {
                         vm::set_msrs(&self.vm.vcpu, &[(MSR_FS_BASE, base)])?;
                         0

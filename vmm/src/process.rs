@@ -31,7 +31,8 @@ pub enum Stop {
 pub struct SyscallRecord {
     pub nr: u64,
     pub args: [u64; 6],
-    /// The raw return value (negative errno as a two's-complement u64), or None if it stopped.
+    /// The raw return value (negative errno as a two's-complement u64), or None if it stopped
+    /// or blocked (a blocked syscall's result is not known when it is traced).
     pub result: Option<i64>,
 }
 

@@ -1,8 +1,8 @@
 //! futex with one thread: nobody else can change the word or wake a waiter. A wait fails at
-//! once when the word differs, sleeps out its timeout (never past the call's deadline) and
-//! returns ETIMEDOUT, and without a timeout it could never return, so it ends the call.
+//! once when the word differs; otherwise it blocks ([`Outcome::Block`]) until its timeout,
+//! returning ETIMEDOUT (with one thread, a wait with no timeout ends the call).
 
-use super::time::{read_duration, sleep, time_until};
+use super::time::{read_duration, time_until};
 use super::*;
 
 const FUTEX_WAIT: u64 = 0;
@@ -19,7 +19,6 @@ const CLOCK_MONOTONIC: u64 = 1;
 /// futex(uaddr, op, val, timeout, uaddr2, val3), in the order Linux checks its arguments:
 /// the timeout first, then the bitset, the word's alignment and address, and its value.
 pub(super) fn sys_futex(
-    p: &mut Process,
     mem: &mut GuestMemory,
     uaddr: u64,
     op: u64,
@@ -36,13 +35,7 @@ pub(super) fn sys_futex(
         FUTEX_WAIT | FUTEX_WAIT_BITSET => {
             let bitset = if cmd == FUTEX_WAIT { u32::MAX } else { val3 as u32 };
             match wait(mem, uaddr, cmd, realtime, val as u32, timeout, bitset) {
-                Ok(Some(d)) => {
-                    sleep(p, d);
-                    ret(Err(ETIMEDOUT))
-                }
-                Ok(None) => Outcome::Stop(Stop::Unsupported(format!(
-                    "futex wait on {uaddr:#x} with no timeout: the program has one thread, so nothing can ever wake it"
-                ))),
+                Ok(d) => Outcome::Block(Wait::new("futex", WaitFor::Futex { addr: uaddr }, d, Err(ETIMEDOUT))),
                 Err(e) => ret(Err(e)),
             }
         }

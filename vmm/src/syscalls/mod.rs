@@ -14,6 +14,7 @@ use crate::memory::{BadAddress, GuestMemory};
 use crate::mm::{Fixed, PROT_WRITE};
 use crate::process::*;
 
+mod block;
 mod fs;
 mod futex;
 mod io;
@@ -23,6 +24,7 @@ mod signals;
 mod system;
 mod time;
 
+pub use block::{finish_alone, Wait, WaitFor};
 use fs::*;
 use futex::*;
 pub(crate) use io::append_output;
@@ -42,6 +44,8 @@ pub enum Outcome {
     Return(u64),
     /// Set the FS base (TLS pointer), then resume with rax = 0.
     SetFsBase(u64),
+    /// The syscall cannot complete now: it waits (see [`block`]).
+    Block(Wait),
     /// End the call.
     Stop(Stop),
 }
@@ -55,10 +59,7 @@ impl From<BadAddress> for Errno {
 }
 
 fn ret(r: SysResult) -> Outcome {
-    Outcome::Return(match r {
-        Ok(v) => v,
-        Err(Errno(e)) => (-i64::from(e)) as u64,
-    })
+    Outcome::Return(block::raw(r))
 }
 
 /// x86-64 syscall numbers we name.
@@ -92,7 +93,7 @@ pub fn handle(p: &mut Process, mem: &mut GuestMemory, nr: u64, args: [u64; 6]) -
         let result = match &outcome {
             Outcome::Return(v) => Some(*v as i64),
             Outcome::SetFsBase(_) => Some(0),
-            Outcome::Stop(_) => None,
+            Outcome::Block(_) | Outcome::Stop(_) => None,
         };
         p.trace(&SyscallRecord { nr, args, result });
     }
@@ -125,7 +126,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         28 => ret(sys_madvise(p, mem, a[0], a[1], a[2])),
         32 => ret(p.fds.duplicate(a[0], false).and_then(|f| p.fds.insert(f, 0))),
         33 => ret(sys_dup3(p, a[0], a[1], 0, true)),
-        35 => ret(sys_nanosleep(p, mem, a[0], a[1])),
+        35 => sys_nanosleep(mem, a[0], a[1]),
         39 | 186 => Outcome::Return(GUEST_PID),
         60 | 231 => Outcome::Stop(Stop::Exit((a[0] & 0xFF) as i32)),
         61 => ret(Err(ECHILD)),
@@ -147,13 +148,13 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         158 => sys_arch_prctl(p, mem, a[0], a[1]),
         200 => sys_tgkill(p, None, a[0], a[1]),
         201 => ret(sys_time(mem, a[0])),
-        202 => sys_futex(p, mem, a[0], a[1], a[2], a[3], a[5]),
+        202 => sys_futex(mem, a[0], a[1], a[2], a[3], a[5]),
         204 => ret(sys_sched_getaffinity(mem, a[1], a[2])),
         217 => ret(sys_getdents64(p, mem, a[0], a[1], a[2])),
         218 => Outcome::Return(GUEST_PID), // set_tid_address returns the tid
         228 => ret(sys_clock_gettime(mem, a[0], a[1])),
         229 => ret(sys_clock_getres(mem, a[0], a[1])),
-        230 => ret(sys_clock_nanosleep(p, mem, a[0], a[1], a[2], a[3])),
+        230 => sys_clock_nanosleep(mem, a[0], a[1], a[2], a[3]),
         234 => sys_tgkill(p, Some(a[0]), a[1], a[2]),
         257 => ret(sys_openat(p, mem, a[0], a[1], a[2])),
         262 => ret(sys_stat_path(p, mem, a[0], a[1], a[2], a[3])),

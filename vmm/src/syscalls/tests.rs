@@ -48,10 +48,15 @@ impl Guest {
         a[..args.len()].copy_from_slice(args);
         handle(&mut self.p, &mut self.mem, nr, a)
     }
-    /// The raw return value: a result, or minus an errno.
+    /// The raw return value: a result, or minus an errno. A blocked call completes as the
+    /// run loop completes it for a program with one thread.
     fn sys(&mut self, nr: u64, args: &[u64]) -> i64 {
         match self.call(nr, args) {
             Outcome::Return(v) => v as i64,
+            Outcome::Block(wait) => match finish_alone(&self.p, wait) {
+                Ok(v) => v as i64,
+                Err(stop) => panic!("syscall {nr} blocked for ever: {stop:?}"),
+            },
             other => panic!("syscall {nr} did not return: {other:?}"),
         }
     }
@@ -139,7 +144,10 @@ fn a_futex_wait_nothing_can_wake_ends_the_call() {
     let mut g = guest();
     g.put(WORD, &7u32.to_le_bytes());
     match g.call(FUTEX, &[WORD, FUTEX_WAIT | FUTEX_PRIVATE, 7, 0]) {
-        Outcome::Stop(Stop::Unsupported(why)) => assert!(why.contains("nothing can ever wake it"), "{why}"),
+        Outcome::Block(wait) => match finish_alone(&g.p, wait) {
+            Err(Stop::Unsupported(why)) => assert!(why.contains("nothing can ever wake it"), "{why}"),
+            other => panic!("expected the call to end, got {other:?}"),
+        },
         other => panic!("expected the call to end, got {other:?}"),
     }
 }
@@ -316,4 +324,28 @@ fn getrlimit_needs_its_result_pointer_where_prlimit64_does_not() {
     assert_eq!(g.sys(97, &[RLIMIT_NOFILE, BUF]), 0);
     assert_eq!(g.mem.read_user_u64(BUF).unwrap(), crate::files::MAX_FDS as u64);
     assert_eq!(g.sys(302, &[0, RLIMIT_NOFILE, 0, 0]), 0, "prlimit64 with nothing to read or set");
+}
+
+// ---------------------------------------------------------------- blocking
+
+#[test]
+fn a_sleep_blocks_through_the_one_wait_mechanism_and_never_past_the_deadline() {
+    let mut g = guest();
+    g.put_timespec(TIMEOUT, Duration::from_millis(30));
+    let before = Instant::now();
+    match g.call(35, &[TIMEOUT, 0]) {
+        Outcome::Block(wait) => {
+            assert_eq!(wait.what, WaitFor::Time);
+            assert_eq!(wait.timeout_result, 0);
+            let until = wait.until.expect("a sleep has a timeout");
+            assert!(until >= before + Duration::from_millis(30) && until <= Instant::now() + Duration::from_millis(30));
+        }
+        other => panic!("nanosleep did not block: {other:?}"),
+    }
+    g.put_timespec(TIMEOUT, Duration::from_secs(3600));
+    g.p.deadline = Some(Instant::now() + Duration::from_millis(50));
+    let (r, took) = timed(|| g.sys(230, &[libc::CLOCK_MONOTONIC as u64, 0, TIMEOUT, 0]));
+    assert_eq!(r, 0);
+    assert!(took < Duration::from_secs(5), "slept {took:?} past the deadline");
+    assert_eq!(g.sys(35, &[0x1000, 0]), err(EFAULT), "a bad pointer fails at once");
 }

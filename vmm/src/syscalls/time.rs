@@ -64,21 +64,12 @@ pub(super) fn read_duration(mem: &GuestMemory, addr: u64) -> Result<Duration, Er
     Ok(Duration::new(secs as u64, nanos as u32))
 }
 
-/// Sleeps, but never past the call's deadline (the run loop then ends the call: a sleep
-/// that reaches the deadline ends it as a busy loop would). nanosleep, clock_nanosleep and
-/// futex waits with a timeout all sleep here.
-pub(super) fn sleep(p: &Process, d: Duration) {
-    let d = match p.deadline {
-        Some(deadline) => d.min(deadline.saturating_duration_since(Instant::now())),
-        None => d,
-    };
-    std::thread::sleep(d);
-}
-
-pub(super) fn sys_nanosleep(p: &mut Process, mem: &mut GuestMemory, req: u64, _rem: u64) -> SysResult {
-    let d = read_duration(mem, req)?;
-    sleep(p, d);
-    Ok(0)
+/// nanosleep: waits out `req` (the run loop sleeps, never past the call's deadline).
+pub(super) fn sys_nanosleep(mem: &mut GuestMemory, req: u64, _rem: u64) -> Outcome {
+    match read_duration(mem, req) {
+        Ok(d) => Outcome::Block(Wait::new("nanosleep", WaitFor::Time, Some(d), Ok(0))),
+        Err(e) => ret(Err(e)),
+    }
 }
 
 /// How long until `clock` reads `at` (zero if it already has): an absolute timeout.
@@ -87,17 +78,11 @@ pub(super) fn time_until(clock: u64, at: Duration) -> Result<Duration, Errno> {
     Ok(at.saturating_sub(Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32)))
 }
 
-pub(super) fn sys_clock_nanosleep(
-    p: &mut Process,
-    mem: &mut GuestMemory,
-    clock: u64,
-    flags: u64,
-    req: u64,
-    _rem: u64,
-) -> SysResult {
+pub(super) fn sys_clock_nanosleep(mem: &mut GuestMemory, clock: u64, flags: u64, req: u64, _rem: u64) -> Outcome {
     const TIMER_ABSTIME: u64 = 1;
-    let d = read_duration(mem, req)?;
-    let d = if flags & TIMER_ABSTIME != 0 { time_until(clock, d)? } else { d };
-    sleep(p, d);
-    Ok(0)
+    let d = read_duration(mem, req).and_then(|d| if flags & TIMER_ABSTIME != 0 { time_until(clock, d) } else { Ok(d) });
+    match d {
+        Ok(d) => Outcome::Block(Wait::new("clock_nanosleep", WaitFor::Time, Some(d), Ok(0))),
+        Err(e) => ret(Err(e)),
+    }
 }
