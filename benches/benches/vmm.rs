@@ -49,7 +49,7 @@ fn calls(c: &mut Criterion) {
                 // What the server's pool leaves on the call path: the snapshot was restored
                 // into the VM ahead (huge-page copy, vCPU state, first KVM_RUN).
                 let runtime = Runtime::new(RuntimeConfig { pool_size: 2, ..Default::default() }).unwrap();
-                runtime.prepare(&f);
+                runtime.keep_ready(&f);
                 group.bench_function(format!("{mode}/start+run (VM restored ahead by the pool)"), |b| {
                     b.iter_batched(
                         || {

@@ -93,7 +93,7 @@ fn run(args: &Args) -> Result<u8, Failure> {
             "timing: create_vm={:.3}ms {}={:.3}ms run={:.3}ms teardown={:.3}ms exits={} syscalls={} host_page_faults={}",
             ms(create),
             if stats.restored { "restore" } else { "load" },
-            ms(timings.load),
+            ms(timings.start),
             ms(timings.run),
             ms(teardown),
             stats.exits,

@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let function = Function::load(bundle.as_ref(), StartMode::Snapshot)?;
-    runtime.prepare(&function);
+    runtime.keep_ready(&function);
     runtime.wait_until_full();
     let paced = std::env::var_os("SNAPCALL_PACED").is_some_and(|v| v == "1");
     let (mut vm_t, mut start_t, mut run_t, mut total_t) = (vec![], vec![], vec![], vec![]);

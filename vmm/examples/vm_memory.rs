@@ -24,7 +24,7 @@ fn rollup() -> HashMap<String, u64> {
 
 fn held(function: &Function, n: usize) -> Result<HashMap<String, u64>, Box<dyn std::error::Error>> {
     let runtime = Runtime::new(RuntimeConfig { pool_size: n, ..Default::default() })?;
-    runtime.prepare(function);
+    runtime.keep_ready(function);
     runtime.wait_until_full();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let stats = runtime.pool_stats();

@@ -59,8 +59,9 @@ pub struct Output {
 pub struct PhaseTimings {
     /// Taking a VM from the pool (or creating one when the pool is empty).
     pub vm: Duration,
-    /// Loading the program (cold) or restoring the snapshot.
-    pub load: Duration,
+    /// Starting the program in the VM: [`crate::Function::start`], which loads it (cold)
+    /// or restores its snapshot.
+    pub start: Duration,
     /// Running until exit.
     pub run: Duration,
 }
@@ -251,7 +252,7 @@ impl ReadyCall {
                     self.vm.vcpu.set_kvm_immediate_exit(0);
                     continue;
                 }
-                Err(e) => return Err(vm::ioctl("KVM_RUN")(e).into()),
+                Err(e) => return Err(VmError::from(crate::ioctl::ioctl("KVM_RUN")(e)).into()),
             };
             let entry = match event {
                 Event::Syscall => {

@@ -12,7 +12,7 @@ use kvm_bindings::kvm_regs;
 use crate::bundle::{BundleConfig, BundleError};
 use crate::call::{CallStats, PhaseTimings, ReadyCall};
 use crate::files::Rootfs;
-use crate::layout::{self, GuestAddr};
+use crate::layout::GuestAddr;
 use crate::layout::{KERNEL_STACK_TOP, SYSCALL_RETURN_PATH};
 use crate::loader::{build_stack, LoadError, Program};
 use crate::mm::{self, AddressSpace};
@@ -20,7 +20,7 @@ use crate::process::Process;
 use crate::snapshot::{SnapshotError, SnapshotImage};
 use crate::vdso;
 use crate::verified::Stamp;
-use crate::vm::{self, EmptyVm, VmError};
+use crate::vm::{EmptyVm, VmError};
 
 /// Whether calls start from the bundle's snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +178,7 @@ impl Function {
                 ready
             }
         };
-        ready.timings.load = started.elapsed();
+        ready.timings.start = started.elapsed();
         Ok(ready)
     }
 
@@ -204,18 +204,19 @@ impl Function {
         let vm_err = |source| StartError::Vm { function: self.name().into(), source };
         let sys = crate::kvm::system().map_err(|e| vm_err(e.into()))?;
         let program = self.program().map_err(|e| StartError::Program(Box::new(e)))?;
-        program.load(&mut vm.memory).map_err(load_err)?;
+        program.copy_into(&mut vm.memory).map_err(load_err)?;
         let mut random = [0u8; 16];
-        // SAFETY: getrandom into a local buffer.
-        unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        crate::syscalls::fill_random(&mut random)
+            .map_err(|e| load_err(LoadError::Random(std::io::Error::from_raw_os_error(e.0))))?;
+        let no_room = |what| load_err(LoadError::NoRoom { path: program.path.clone(), what });
         let mut space = AddressSpace::new(vm.memory_size(), program.image_start, program.image_end)
-            .map_err(|_| load_err(LoadError::StackTooLarge))?;
+            .map_err(|_| no_room("the stack"))?;
         // The vDSO: clock reads at CPL3 from a time page the monitor keeps current.
-        let vdso = layout::vdso_base(vm.memory_size());
+        let vdso = vdso::base_for(vm.memory_size());
         space
             .reserve(vdso, vdso::VDSO_REGION_SIZE, mm::PROT_READ | mm::PROT_EXEC, mm::RegionKind::Vdso)
-            .map_err(|_| load_err(LoadError::StackTooLarge))?;
-        let page = vdso::TimePage::compute(vdso::sample_now(vm.tsc_offset), vdso::tsc_hz());
+            .map_err(|_| no_room("the vDSO below the stack"))?;
+        let page = vdso::TimePage::compute(vdso::sample_now(vm.tsc_offset), crate::tsc::tsc_hz());
         let ehdr = vdso::install(&mut vm.memory, GuestAddr(vdso), &page).map_err(|e| load_err(e.into()))?;
         let stack = build_stack(&mut vm.memory, program, &self.config.args, env, sys.hwcap, random, Some(ehdr))
             .map_err(load_err)?;
@@ -230,7 +231,7 @@ impl Function {
         // Enter the program through the stub's return path: iretq to entry at CPL3.
         crate::call::write_user_return(&mut vm.memory, program.entry, stack.rsp, 0, 0).map_err(vm_err)?;
         let regs = kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
-        vm.vcpu.set_regs(&regs).map_err(|e| vm_err(vm::ioctl("KVM_SET_REGS")(e)))?;
+        vm.vcpu.set_regs(&regs).map_err(|e| vm_err(crate::ioctl::ioctl("KVM_SET_REGS")(e).into()))?;
         Ok(ReadyCall {
             vm,
             process,

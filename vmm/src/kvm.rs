@@ -11,15 +11,20 @@ use std::sync::OnceLock;
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 
+use crate::ioctl::{ioctl, IoctlError};
+
 /// Why `/dev/kvm` could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KvmError {
-    #[error("cannot open /dev/kvm (is KVM enabled, and may this user use it?): errno {0}")]
-    Open(i32),
+    /// Opening `/dev/kvm` failed (no KVM module, or no permission).
+    #[error("cannot open /dev/kvm (is KVM enabled, and may this user use it?): {0}")]
+    Open(#[source] kvm_ioctls::Error),
+    /// The kernel's KVM lacks a capability every VM needs.
     #[error("KVM lacks a capability snapcall needs: {0}")]
     MissingCapability(&'static str),
-    #[error("{ioctl} failed: errno {errno} ({})", std::io::Error::from_raw_os_error(*.errno))]
-    Ioctl { ioctl: &'static str, errno: i32 },
+    /// Reading the host's facts (CPUID) or opening the keep-alive VM failed.
+    #[error(transparent)]
+    Ioctl(#[from] IoctlError),
 }
 
 /// The opened `/dev/kvm` plus what every VM is configured from.
@@ -44,13 +49,9 @@ pub fn system() -> Result<&'static KvmSystem, KvmError> {
     SYSTEM.get_or_init(KvmSystem::open).as_ref().map_err(Clone::clone)
 }
 
-fn ioctl_err(ioctl: &'static str) -> impl Fn(kvm_ioctls::Error) -> KvmError {
-    move |e| KvmError::Ioctl { ioctl, errno: e.errno() }
-}
-
 impl KvmSystem {
     fn open() -> Result<KvmSystem, KvmError> {
-        let kvm = Kvm::new().map_err(|e| KvmError::Open(e.errno()))?;
+        let kvm = Kvm::new().map_err(KvmError::Open)?;
         for (cap, name) in [
             (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
             (Cap::Xsave, "KVM_CAP_XSAVE"),
@@ -62,7 +63,7 @@ impl KvmSystem {
                 return Err(KvmError::MissingCapability(name));
             }
         }
-        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
         let leaf = |function: u32, index: u32| {
             cpuid.as_slice().iter().find(|e| e.function == function && e.index == index).copied()
         };
@@ -72,8 +73,8 @@ impl KvmSystem {
             xcr0 |= 0xE0;
         }
         let hwcap = leaf(1, 0).map(|e| u64::from(e.edx)).unwrap_or(0);
-        let vm = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
-        let vcpu = vm.create_vcpu(0).map_err(ioctl_err("KVM_CREATE_VCPU"))?;
+        let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         let tsc_khz = vcpu.get_tsc_khz().ok().filter(|&k| k > 0);
         Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, tsc_khz, _keepalive: (vcpu, vm) })
     }

@@ -32,12 +32,6 @@ pub const MAX_MEMORY: u64 = 4 << 30;
 /// Bytes reserved for the main thread's stack at the top of guest memory.
 pub const STACK_RESERVE: u64 = 8 << 20;
 
-/// Where the vDSO region (time page, then the image) sits: just below the stack, at an
-/// address fixed by the memory size, so a restore finds it where the snapshot left it.
-pub fn vdso_base(memory_size: u64) -> u64 {
-    memory_size - STACK_RESERVE - crate::vdso::VDSO_REGION_SIZE
-}
-
 // ---- monitor area (all below USER_START) ----
 pub const PML4_ADDR: u64 = 0x1000;
 pub const PDPT_ADDR: u64 = 0x2000;

@@ -11,7 +11,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Runtime::new(RuntimeConfig::default())?;          // VM pool + reaper
 //! let echo = Function::load("target/functions/echo-c".as_ref(), StartMode::Snapshot)?;
-//! runtime.prepare(&echo);                                         // keep VMs of its size ready
+//! runtime.keep_ready(&echo);                                      // keep VMs of its size ready
 //!
 //! let vm = runtime.take_vm(&echo)?;                               // 1. take a fresh VM
 //! let ready = echo.start(vm, b"hello")?;                          // 2. restore (or cold-load)
@@ -29,6 +29,7 @@ pub mod errno;
 pub mod exits;
 pub mod files;
 pub mod function;
+mod ioctl;
 pub mod km;
 pub mod kvm;
 pub mod layout;
@@ -42,6 +43,7 @@ pub mod probe;
 pub mod process;
 pub mod snapshot;
 pub mod syscalls;
+pub mod tsc;
 mod userfault;
 pub mod vdso;
 mod verified;
@@ -51,6 +53,7 @@ mod working_set;
 pub use bundle::{BundleConfig, BundleError, Limits, Runner};
 pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall, STDERR_TAIL_BYTES};
 pub use function::{Function, FunctionError, StartError, StartMode};
+pub use ioctl::IoctlError;
 pub use pool::{FunctionPoolStats, PoolStats, Runtime, RuntimeConfig};
 pub use process::{SyscallRecord, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};
 pub use vm::{EmptyVm, VmError};

@@ -22,6 +22,10 @@ pub enum LoadError {
     DoesNotFit { path: String, addr: u64, size: u64, memory: u64 },
     #[error("initial stack does not fit: arguments and environment are too large")]
     StackTooLarge,
+    #[error("{path}: the program's image leaves no room for {what} in guest memory")]
+    NoRoom { path: String, what: &'static str },
+    #[error("no random bytes for AT_RANDOM: getrandom failed: {0}")]
+    Random(std::io::Error),
     #[error(transparent)]
     Memory(#[from] MemoryError),
 }
@@ -135,7 +139,7 @@ impl Program {
     }
 
     /// Copies the PT_LOAD segments into guest memory (the rest of each segment stays zero).
-    pub fn load(&self, mem: &mut GuestMemory) -> Result<(), LoadError> {
+    pub fn copy_into(&self, mem: &mut GuestMemory) -> Result<(), LoadError> {
         for s in &self.segments {
             let start = s.file_offset as usize;
             let data = self

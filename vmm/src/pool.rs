@@ -196,7 +196,7 @@ impl Runtime {
                     reaper_shared.destroyed.fetch_add(1, Ordering::Relaxed);
                 }
             })
-            .map_err(|e| VmError::Ioctl { ioctl: "spawn reaper thread", errno: e.raw_os_error().unwrap_or(0) })?];
+            .map_err(|source| VmError::SpawnThread { thread: "VM reaper", source })?];
         for _ in 0..if config.pool_size > 0 { config.fill_threads.max(1) } else { 0 } {
             let filler = shared.clone();
             threads.push(
@@ -206,7 +206,7 @@ impl Runtime {
                         block_signals();
                         fill(&filler)
                     })
-                    .map_err(|e| VmError::Ioctl { ioctl: "spawn pool thread", errno: e.raw_os_error().unwrap_or(0) })?,
+                    .map_err(|source| VmError::SpawnThread { thread: "VM pool filler", source })?,
             );
         }
         Ok(Runtime { shared, reaper: Some(tx), threads })
@@ -214,7 +214,7 @@ impl Runtime {
 
     /// Asks the pool to keep VMs ready for `function`: with its snapshot already restored
     /// when it has one, else empty VMs of its memory size.
-    pub fn prepare(&self, function: &Function) {
+    pub fn keep_ready(&self, function: &Function) {
         if self.shared.target == 0 {
             return;
         }

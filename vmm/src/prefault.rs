@@ -19,11 +19,12 @@ use kvm_bindings::kvm_regs;
 use kvm_ioctls::VcpuExit;
 
 use crate::call::write_user_return;
+use crate::ioctl::ioctl;
 use crate::layout::{
     GuestAddr, DOORBELL_GPA, KERNEL_STACK_TOP, PREFAULT_STUB, PREFAULT_TABLE, PREFAULT_TABLE_ENTRIES,
     SYSCALL_RETURN_PATH,
 };
-use crate::vm::{ioctl, EmptyVm, VmError};
+use crate::vm::{EmptyVm, VmError};
 
 impl EmptyVm {
     /// Reads one byte at each of `addresses` from CPL3 inside the VM (see the module docs).
@@ -49,7 +50,7 @@ impl EmptyVm {
                     Ok(VcpuExit::MmioWrite(addr, _)) if addr == DOORBELL_GPA => break,
                     Ok(other) => return Err(VmError::Prefault(format!("{other:?}"))),
                     Err(e) if e.errno() == libc::EINTR => continue,
-                    Err(e) => return Err(ioctl("KVM_RUN")(e)),
+                    Err(e) => return Err(ioctl("KVM_RUN")(e).into()),
                 }
             }
         }

@@ -16,6 +16,7 @@ use kvm_bindings::kvm_regs;
 use kvm_ioctls::VcpuExit;
 
 use crate::exits::{classify, Event};
+use crate::ioctl::{ioctl, IoctlError};
 use crate::layout::{GuestAddr, KERNEL_STACK_TOP, LARGE_PAGE, PAGE_SIZE, SYSCALL_RETURN_PATH, USER_START};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::vm::{EmptyVm, VmError};
@@ -27,18 +28,14 @@ pub enum ProbeError {
     Vm(#[from] VmError),
     #[error(transparent)]
     Memory(#[from] MemoryError),
-    #[error("{ioctl} failed: errno {errno}")]
-    Ioctl { ioctl: &'static str, errno: i32 },
+    #[error(transparent)]
+    Ioctl(#[from] IoctlError),
     #[error("probe guest: expected {expected}, got {got}")]
     UnexpectedExit { expected: &'static str, got: String },
     #[error("guest memory of {0:#x} bytes leaves no room below 1 GiB for the probe's MMIO page")]
     MemoryTooLarge(u64),
     #[error("the vCPU's page tables are not the identity map the probe expects ({0})")]
     PageTables(&'static str),
-}
-
-fn ioctl(name: &'static str) -> impl Fn(kvm_ioctls::Error) -> ProbeError {
-    move |e| ProbeError::Ioctl { ioctl: name, errno: e.errno() }
 }
 
 /// Wall time of each step of [`EmptyVm::create`] and of the teardown, in the same order.

@@ -15,13 +15,14 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use kvm_bindings::{kvm_regs, kvm_xsave, Msrs};
+use kvm_bindings::{kvm_regs, kvm_xsave};
 use sha2::{Digest, Sha256};
 use snapshot_format as fmt;
 
 use crate::call::{write_user_return, CallError, CallStats, LoopEnd, PhaseTimings, ReadyCall, SyscallEntry};
 use crate::files::{Fd, FdKind, OpenFile, ENTROPY_DEVICE};
 use crate::function::Function;
+use crate::ioctl::ioctl;
 use crate::layout::*;
 use crate::mm::{self, AddressSpace, RegionKind};
 use crate::process::Process;
@@ -44,6 +45,12 @@ pub enum SnapshotError {
     Mismatch { path: PathBuf, what: String },
     #[error("{path}: cannot open: {source}")]
     Open { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot make the in-memory copy every VM maps: {source}")]
+    SharedCopy { path: PathBuf, source: std::io::Error },
+    #[error("starting the program cold to capture it: {0}")]
+    Start(#[source] Box<crate::function::StartError>),
     #[error(transparent)]
     Program(Box<crate::function::FunctionError>),
     #[error("{path}: the snapshot file was written to after it was verified; load the function again")]
@@ -60,6 +67,12 @@ pub enum SnapshotError {
     Memory(#[from] crate::memory::MemoryError),
 }
 
+impl From<crate::ioctl::IoctlError> for SnapshotError {
+    fn from(e: crate::ioctl::IoctlError) -> Self {
+        SnapshotError::Vm(e.into())
+    }
+}
+
 /// What `take_snapshot` wrote.
 #[derive(Debug, Clone)]
 pub struct SnapshotReport {
@@ -74,7 +87,7 @@ pub struct SnapshotReport {
 /// The hash that identifies a bundle: its config.json and its program.
 pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
     let config_path = function.config.dir.join("config.json");
-    let config = std::fs::read(&config_path).map_err(|source| SnapshotError::Open { path: config_path, source })?;
+    let config = std::fs::read(&config_path).map_err(|source| SnapshotError::Read { path: config_path, source })?;
     let mut h = Sha256::new();
     h.update((config.len() as u64).to_le_bytes());
     h.update(&config);
@@ -86,9 +99,7 @@ pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
 /// Runs `function` (loaded cold) until it first reads stdin and writes its snapshot to `out`.
 pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, SnapshotError> {
     let vm = EmptyVm::create(function.memory_size())?;
-    let mut ready = function
-        .start_for_snapshot(vm)
-        .map_err(|e| SnapshotError::Mismatch { path: out.into(), what: e.to_string() })?;
+    let mut ready = function.start_for_snapshot(vm).map_err(|e| SnapshotError::Start(Box::new(e)))?;
     let entry = match ready.run_loop(true)? {
         LoopEnd::StdinRead(entry) => entry,
         LoopEnd::Exited(code) => return Err(CallError::NoStdinRead(code).into()),
@@ -144,19 +155,11 @@ fn capture_state(
 ) -> Result<fmt::SnapshotState, SnapshotError> {
     let vcpu = &ready.vm.vcpu;
     let k = vcpu.sync_regs().regs;
-    let sregs = vcpu.get_sregs().map_err(vm::ioctl("KVM_GET_SREGS"))?;
-    let mut msrs = Msrs::from_entries(
-        &SAVED_MSRS
-            .iter()
-            .map(|&index| kvm_bindings::kvm_msr_entry { index, ..Default::default() })
-            .collect::<Vec<_>>(),
-    )
-    .map_err(|_| VmError::Ioctl { ioctl: "KVM_GET_MSRS", errno: libc::E2BIG })?;
-    vcpu.get_msrs(&mut msrs).map_err(vm::ioctl("KVM_GET_MSRS"))?;
-    let msrs: Vec<(u32, u64)> = msrs.as_slice().iter().map(|e| (e.index, e.data)).collect();
+    let sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    let msrs = vm::get_msrs(vcpu, &SAVED_MSRS)?;
     let msr = |i: u32| msrs.iter().find(|(k, _)| *k == i).map_or(0, |(_, v)| *v);
-    let xcrs = vcpu.get_xcrs().map_err(vm::ioctl("KVM_GET_XCRS"))?;
-    let xsave = vcpu.get_xsave().map_err(vm::ioctl("KVM_GET_XSAVE"))?;
+    let xcrs = vcpu.get_xcrs().map_err(ioctl("KVM_GET_XCRS"))?;
+    let xsave = vcpu.get_xsave().map_err(ioctl("KVM_GET_XSAVE"))?;
     let xsave_bytes: Vec<u8> = xsave.region.iter().flat_map(|w| w.to_le_bytes()).collect();
 
     // The program's registers as it will see them when the read returns.
@@ -419,9 +422,11 @@ impl SnapshotImage {
         let open_err = |source| SnapshotError::Open { path: path.into(), source };
         // One open file from here on: parsed, verified, and later copied from.
         let file = File::open(path).map_err(open_err)?;
+        let config = function.config.dir.join("config.json");
         let stamps = [
             crate::verified::Stamp::of_file(&file).map_err(open_err)?,
-            crate::verified::Stamp::of_path(&function.config.dir.join("config.json")).map_err(open_err)?,
+            crate::verified::Stamp::of_path(&config)
+                .map_err(|source| SnapshotError::Open { path: config.clone(), source })?,
             function.program_stamp,
         ];
         let cache = crate::verified::VerifiedCache::open();
@@ -507,7 +512,7 @@ impl SnapshotImage {
         let mut data = Vec::new();
         for seg in &snapshot.segments {
             let extents = crate::memory::file_data_extents(&file, seg.file_offset, seg.file_size)
-                .map_err(|source| SnapshotError::Open { path: path.into(), source })?;
+                .map_err(|source| SnapshotError::Read { path: path.into(), source })?;
             data.extend(extents.into_iter().map(|(off, len)| (seg.guest_addr + (off - seg.file_offset), off, len)));
         }
         let id = NEXT_IMAGE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -614,15 +619,15 @@ impl SnapshotImage {
         // AMD-V or at CPL3 under kvm-pvm; either way the stub's return path (where the vCPU
         // resumes) runs at that level. Ordering: SREGS before REGS, as KVM requires.
         if let Some(saved) = &self.snapshot.state.sregs {
-            let base = vm.vcpu.get_sregs().map_err(vm::ioctl("KVM_GET_SREGS"))?;
-            vm.vcpu.set_sregs(&sregs_from_format(saved, base)).map_err(vm::ioctl("KVM_SET_SREGS"))?;
+            let base = vm.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+            vm.vcpu.set_sregs(&sregs_from_format(saved, base)).map_err(ioctl("KVM_SET_SREGS"))?;
         }
         let sys = crate::kvm::system().map_err(VmError::from)?;
         if self.xcr0 != sys.xcr0 {
             vm::set_xcr0(&vm.vcpu, self.xcr0)?;
         }
         // SAFETY: a 4096-byte kvm_xsave; XCR0 enables no feature (AMX) whose state is larger.
-        unsafe { vm.vcpu.set_xsave(&self.xsave) }.map_err(vm::ioctl("KVM_SET_XSAVE"))?;
+        unsafe { vm.vcpu.set_xsave(&self.xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?;
         vm::set_msrs(&vm.vcpu, &self.msrs)?;
         let r = &self.snapshot.state.regs;
         let regs = kvm_regs {
@@ -645,7 +650,7 @@ impl SnapshotImage {
             rsp: KERNEL_STACK_TOP,
             rflags: 0x2,
         };
-        vm.vcpu.set_regs(&regs).map_err(vm::ioctl("KVM_SET_REGS"))?;
+        vm.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
         vm.prepared_for = Some(self.id);
         Ok(())
     }
@@ -654,7 +659,8 @@ impl SnapshotImage {
     /// which fills pages on demand): the sealed copy, made now if it is not yet.
     pub(crate) fn shared_pages(&self) -> Result<SharedPages, SnapshotError> {
         let image = self.shared_copy()?;
-        let file = image.file.try_clone().map_err(|source| SnapshotError::Open { path: self.path.clone(), source })?;
+        let file =
+            image.file.try_clone().map_err(|source| SnapshotError::SharedCopy { path: self.path.clone(), source })?;
         Ok(SharedPages { file, start: image.start, len: image.len })
     }
 
@@ -663,7 +669,7 @@ impl SnapshotImage {
         if let Some(image) = self.shared.get() {
             return Ok(image);
         }
-        let io = |source| SnapshotError::Open { path: self.path.clone(), source };
+        let io = |source| SnapshotError::SharedCopy { path: self.path.clone(), source };
         let span = |s: &fmt::LoadSegment| (s.guest_addr, s.guest_addr + mm::page_up(s.file_size).unwrap_or(0));
         // 2 MiB-aligned at both ends, so the copy's huge pages line up with guest windows.
         let start =
@@ -674,7 +680,10 @@ impl SnapshotImage {
         let (copy, huge) =
             crate::memory::sealed_copy(&self.file, end - start, &self.data, |addr| addr - start).map_err(io)?;
         // Written to since it was opened and verified? Then the copy may hold anything.
-        if crate::verified::Stamp::of_file(&self.file).map_err(io)? != self.stamp {
+        if crate::verified::Stamp::of_file(&self.file)
+            .map_err(|source| SnapshotError::Open { path: self.path.clone(), source })?
+            != self.stamp
+        {
             return Err(SnapshotError::Changed { path: self.path.clone() });
         }
         // Two pool threads may both have made one; either will do.

@@ -7,30 +7,41 @@
 use kvm_bindings::{kvm_msr_entry, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, Msrs};
 use kvm_ioctls::{SyncReg, VcpuFd, VmFd};
 
+use crate::ioctl::{ioctl, IoctlError};
 use crate::kvm::{self, KvmError};
 use crate::layout::*;
 use crate::memory::{GuestMemory, MemoryError};
 
-/// Errors creating a VM.
+/// Errors creating, preparing or driving a VM.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// `/dev/kvm` could not be used.
     #[error(transparent)]
     Kvm(#[from] KvmError),
+    /// A memory size the monitor cannot lay out.
     #[error("guest memory size {0:#x} is not a multiple of 2 MiB between 32 MiB and 4 GiB")]
     BadMemorySize(u64),
+    /// Reserving, mapping or filling guest memory failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
-    /// The errno and its description: "Too many open files" says what to fix, "24" does not.
-    #[error("{ioctl} failed: errno {errno} ({})", std::io::Error::from_raw_os_error(*.errno))]
-    Ioctl { ioctl: &'static str, errno: i32 },
+    /// A KVM ioctl failed, with the kernel's error.
+    #[error(transparent)]
+    Ioctl(#[from] IoctlError),
+    /// A list of MSRs longer than one KVM_GET_MSRS/KVM_SET_MSRS takes (a monitor bug).
+    #[error("{ioctl}: {count} MSRs are more than one call takes")]
+    TooManyMsrs { ioctl: &'static str, count: usize },
+    /// KVM_GET_MSRS/KVM_SET_MSRS stopped at an MSR this vCPU does not have.
+    #[error("{ioctl} handled {done} of {asked} MSRs: the vCPU refused MSR {refused:#x}")]
+    MsrRefused { ioctl: &'static str, done: usize, asked: usize, refused: u32 },
+    /// The new vCPU's warm-up run ended otherwise than at its port exit.
     #[error("the new vCPU's warm-up run did not exit as expected: {0}")]
     WarmUp(String),
+    /// The pool's pre-fault run ended otherwise than at its doorbell.
     #[error("the pre-fault run did not exit as expected: {0}")]
     Prefault(String),
-}
-
-pub(crate) fn ioctl(name: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
-    move |e| VmError::Ioctl { ioctl: name, errno: e.errno() }
+    /// A thread of the VM pool (a filler, the reaper) could not be started.
+    #[error("cannot start the {thread} thread: {source}")]
+    SpawnThread { thread: &'static str, source: std::io::Error },
 }
 
 pub const MSR_STAR: u32 = 0xC000_0081;
@@ -60,7 +71,7 @@ pub struct EmptyVm {
     /// that [`crate::snapshot::SnapshotImage`].
     pub(crate) prepared_for: Option<u64>,
     /// Guest TSC minus host TSC (0 under kvm-pvm; per VM on VT-x/AMD-V), for the time page.
-    pub(crate) tsc_offset: crate::vdso::TscOffset,
+    pub(crate) tsc_offset: crate::tsc::TscOffset,
 }
 
 impl EmptyVm {
@@ -77,10 +88,10 @@ impl EmptyVm {
         let mut vcpu = retry_eintr(|| vm.create_vcpu(0)).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         write_monitor_area(&mut memory)?;
-        set_cpl3_long_mode(&vcpu, sys.xcr0)?;
+        set_long_mode_at_stub(&vcpu, sys.xcr0)?;
         // Exits copy the general registers into kvm_run, so a syscall's arguments cost no ioctl.
         vcpu.set_sync_valid_reg(SyncReg::Register);
-        let tsc_offset = crate::vdso::TscOffset::measure(&vcpu)?;
+        let tsc_offset = crate::tsc::TscOffset::measure(&vcpu)?;
         let mut vm = EmptyVm { vcpu, vm, memory, prepared_for: None, tsc_offset };
         vm.warm_up()?;
         Ok(vm)
@@ -103,7 +114,7 @@ impl EmptyVm {
                 // here) interrupted the run before the stub's exit: run on. A storm of them
                 // once failed VM creation with "KVM_RUN failed: errno 4".
                 Err(e) if e.errno() == libc::EINTR => continue,
-                Err(e) => return Err(ioctl("KVM_RUN")(e)),
+                Err(e) => return Err(ioctl("KVM_RUN")(e).into()),
             }
         }
         self.complete_exit().map_err(|got| VmError::WarmUp(format!("completing the warm-up exit gave {got}")))
@@ -153,7 +164,8 @@ pub(crate) unsafe fn attach_memory(vm: &VmFd, memory: &GuestMemory) -> Result<()
     };
     // SAFETY: the region describes `memory`, a live mapping of exactly `memory.size()` bytes,
     // which the caller keeps mapped for the VM's life.
-    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))
+    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    Ok(())
 }
 
 /// Writes page tables, GDT, TSS, IDT and the CPL0 stubs into the monitor area.
@@ -282,9 +294,10 @@ fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
     }
 }
 
-/// Puts the vCPU in 64-bit mode (at CPL0, about to iretq to CPL3) with paging, SSE and XSAVE enabled and the syscall
-/// MSRs pointing at the stub. Registers (rip, rsp) are set later by load or restore.
-fn set_cpl3_long_mode(vcpu: &VcpuFd, xcr0: u64) -> Result<(), VmError> {
+/// Puts the vCPU in 64-bit mode at CPL0, where the syscall stub's return path runs before it
+/// `iretq`s to the program at CPL3, with paging, SSE and XSAVE enabled and the syscall MSRs
+/// pointing at the stub. Registers (rip, rsp) are set later by a cold start or a restore.
+fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<(), VmError> {
     let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
     // The vCPU starts at CPL0 in the syscall stub's return path and enters the program with
     // `iretq`. Under kvm-pvm, a vCPU whose state is *set* to CPL3 does not switch to CPL0 on
@@ -336,19 +349,61 @@ fn set_cpl3_long_mode(vcpu: &VcpuFd, xcr0: u64) -> Result<(), VmError> {
 
 /// KVM_SET_MSRS for `(index, value)` pairs; fails unless every MSR was set.
 pub(crate) fn set_msrs(vcpu: &VcpuFd, entries: &[(u32, u64)]) -> Result<(), VmError> {
+    const IOCTL: &str = "KVM_SET_MSRS";
     let list: Vec<kvm_msr_entry> =
         entries.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
-    let msrs = Msrs::from_entries(&list).map_err(|_| VmError::Ioctl { ioctl: "KVM_SET_MSRS", errno: libc::E2BIG })?;
-    let set = vcpu.set_msrs(&msrs).map_err(ioctl("KVM_SET_MSRS"))?;
-    if set != entries.len() {
-        return Err(VmError::Ioctl { ioctl: "KVM_SET_MSRS", errno: libc::EINVAL });
+    let msrs = Msrs::from_entries(&list).map_err(|_| VmError::TooManyMsrs { ioctl: IOCTL, count: list.len() })?;
+    let done = vcpu.set_msrs(&msrs).map_err(ioctl(IOCTL))?;
+    if done != entries.len() {
+        return Err(VmError::MsrRefused { ioctl: IOCTL, done, asked: entries.len(), refused: entries[done].0 });
     }
     Ok(())
+}
+
+/// KVM_GET_MSRS for `indices`: their `(index, value)` pairs, in order; fails unless every
+/// MSR was read.
+pub(crate) fn get_msrs(vcpu: &VcpuFd, indices: &[u32]) -> Result<Vec<(u32, u64)>, VmError> {
+    const IOCTL: &str = "KVM_GET_MSRS";
+    let list: Vec<kvm_msr_entry> = indices.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
+    let mut msrs = Msrs::from_entries(&list).map_err(|_| VmError::TooManyMsrs { ioctl: IOCTL, count: list.len() })?;
+    let done = vcpu.get_msrs(&mut msrs).map_err(ioctl(IOCTL))?;
+    if done != indices.len() {
+        return Err(VmError::MsrRefused { ioctl: IOCTL, done, asked: indices.len(), refused: indices[done] });
+    }
+    Ok(msrs.as_slice().iter().map(|e| (e.index, e.data)).collect())
 }
 
 pub(crate) fn set_xcr0(vcpu: &VcpuFd, xcr0: u64) -> Result<(), VmError> {
     let mut xcrs = kvm_xcrs { nr_xcrs: 1, ..Default::default() };
     xcrs.xcrs[0].xcr = 0;
     xcrs.xcrs[0].value = xcr0;
-    vcpu.set_xcrs(&xcrs).map_err(ioctl("KVM_SET_XCRS"))
+    vcpu.set_xcrs(&xcrs).map_err(ioctl("KVM_SET_XCRS"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_msr_the_vcpu_refuses_is_named_not_turned_into_an_errno() {
+        let vm = EmptyVm::create(MIN_MEMORY).expect("create VM");
+        // 0x4000_00ff: in the hypervisor range, which KVM leaves undefined.
+        let missing = 0x4000_00ff;
+        match set_msrs(&vm.vcpu, &[(MSR_CSTAR, 0), (missing, 0)]) {
+            Err(VmError::MsrRefused { ioctl: "KVM_SET_MSRS", done: 1, asked: 2, refused }) => {
+                assert_eq!(refused, missing)
+            }
+            other => panic!("expected the refused MSR, got {other:?}"),
+        }
+        match get_msrs(&vm.vcpu, &[MSR_STAR, missing]) {
+            Err(VmError::MsrRefused { ioctl: "KVM_GET_MSRS", done: 1, asked: 2, refused }) => {
+                assert_eq!(refused, missing)
+            }
+            other => panic!("expected the refused MSR, got {other:?}"),
+        }
+        let saved = get_msrs(&vm.vcpu, &SAVED_MSRS).expect("the saved MSRs");
+        assert_eq!(saved.iter().map(|&(i, _)| i).collect::<Vec<_>>(), SAVED_MSRS);
+        assert_eq!(saved.iter().find(|&&(i, _)| i == MSR_LSTAR).map(|&(_, v)| v), Some(FAST_SYSCALL_ENTRY));
+    }
 }

@@ -41,7 +41,7 @@ fn unmapping_every_other_restored_page_makes_few_host_mappings() {
 
     // Restored ahead by the pool, into huge-page-advised anonymous memory.
     let runtime = Runtime::new(RuntimeConfig { pool_size: 1, ..Default::default() }).unwrap();
-    runtime.prepare(&f);
+    runtime.keep_ready(&f);
     runtime.wait_until_full();
     let vm = runtime.take_vm(&f).unwrap();
     let before = host_mappings();

@@ -27,7 +27,7 @@ fn pooled_call(runtime: &Runtime, f: &Function, request: &[u8]) -> vmm::Output {
 fn vms_restored_ahead_give_every_call_a_fresh_copy() {
     let (dir, f) = snapshotted_copy("counter");
     let runtime = Runtime::new(RuntimeConfig { pool_size: 2, ..Default::default() }).unwrap();
-    runtime.prepare(&f);
+    runtime.keep_ready(&f);
     runtime.wait_until_full();
     assert!(runtime.pool_stats().ready >= 2);
     for i in 0..40 {
@@ -48,7 +48,7 @@ fn cold_functions_get_empty_vms_and_the_pool_can_be_off() {
     let f = load("echo-c", StartMode::Cold);
     for pool_size in [0, 3] {
         let runtime = Runtime::new(RuntimeConfig { pool_size, ..Default::default() }).unwrap();
-        runtime.prepare(&f);
+        runtime.keep_ready(&f);
         for i in 0..20u64 {
             let request = bytes(500, i);
             assert_eq!(pooled_call(&runtime, &f, &request).stdout, request);
@@ -65,7 +65,7 @@ fn cold_functions_get_empty_vms_and_the_pool_can_be_off() {
 fn a_forgotten_function_releases_its_ready_vms() {
     let (dir, f) = snapshotted_copy("echo-c");
     let runtime = Runtime::new(RuntimeConfig { pool_size: 2, ..Default::default() }).unwrap();
-    runtime.prepare(&f);
+    runtime.keep_ready(&f);
     runtime.wait_until_full();
     runtime.forget(&f);
     assert_eq!(runtime.pool_stats().ready, 0);
@@ -79,7 +79,7 @@ fn an_idle_function_gives_its_ready_vms_back_and_refills_on_its_next_call() {
     let (dir, f) = snapshotted_copy("hello-c");
     let config = RuntimeConfig { pool_size: 2, idle_timeout: std::time::Duration::from_millis(400), fill_threads: 1 };
     let runtime = Runtime::new(config).unwrap();
-    runtime.prepare(&f);
+    runtime.keep_ready(&f);
     runtime.wait_until_full();
     assert_eq!(runtime.pool_stats().ready, 2);
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -99,7 +99,7 @@ fn an_idle_function_gives_its_ready_vms_back_and_refills_on_its_next_call() {
 fn the_pool_counts_hits_and_misses_per_function_and_parallel_fillers_do_not_overshoot() {
     let (dir, f) = snapshotted_copy("echo-c");
     let runtime = Runtime::new(RuntimeConfig { pool_size: 3, fill_threads: 2, ..Default::default() }).unwrap();
-    runtime.prepare(&f);
+    runtime.keep_ready(&f);
     runtime.wait_until_full();
     // Two fillers racing for one function still stop at its target.
     std::thread::sleep(std::time::Duration::from_millis(300));

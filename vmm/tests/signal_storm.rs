@@ -77,7 +77,7 @@ fn a_signal_storm_loses_no_request_or_output_cold_copy_on_write_or_pooled() {
     under_storm("copy-on-write", |req| output(&restored, req).stdout);
 
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    runtime.prepare(&restored);
+    runtime.keep_ready(&restored);
     under_storm("pooled", |req| {
         let vm = runtime.take_vm(&restored).expect("take_vm");
         let mut f = restored.start(vm, req).expect("start").run();

@@ -3,8 +3,9 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
+use vmm::loader::LoadError;
 use vmm::snapshot::{take_snapshot, SnapshotError, SNAPSHOT_FILE};
-use vmm::{Function, FunctionError, StartMode};
+use vmm::{Function, FunctionError, StartError, StartMode};
 
 /// Copies a bundle to a private directory (so tests can change and corrupt it freely).
 fn private_bundle(name: &str, tag: &str) -> PathBuf {
@@ -186,6 +187,32 @@ fn a_program_that_never_reads_stdin_cannot_be_snapshotted() {
     match take_snapshot(&f, &dir.join(SNAPSHOT_FILE)) {
         Err(SnapshotError::Run(e)) => assert!(e.to_string().contains("fault"), "{e}"),
         other => panic!("expected a run error, got {other:?}"),
+    }
+    assert!(!dir.join(SNAPSHOT_FILE).exists(), "nothing half-written");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_program_that_cannot_start_keeps_its_start_error_as_the_snapshots_cause() {
+    let dir = private_bundle("echo-c", "nostart");
+    // An environment larger than half the 8 MiB stack reserve: the cold start cannot build
+    // the initial stack.
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["process"]["env"] = serde_json::json!([format!("BIG={}", "x".repeat(5 << 20))]);
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let f = Function::load(&dir, StartMode::Cold).unwrap();
+    match take_snapshot(&f, &dir.join(SNAPSHOT_FILE)) {
+        Err(e @ SnapshotError::Start(_)) => {
+            let cause = std::error::Error::source(&e).expect("the StartError is the source");
+            let SnapshotError::Start(start) = &e else { unreachable!() };
+            assert_eq!(cause.to_string(), start.to_string());
+            assert!(
+                matches!(**start, StartError::Load { source: LoadError::StackTooLarge, .. }),
+                "expected the stack error as the cause, got {start:?}"
+            );
+        }
+        other => panic!("expected a start error, got {other:?}"),
     }
     assert!(!dir.join(SNAPSHOT_FILE).exists(), "nothing half-written");
     std::fs::remove_dir_all(dir).unwrap();

@@ -13,7 +13,7 @@ use super::conn::Request;
 use super::handler::{Admission, Handler};
 use super::http::{json_string, Head, Response};
 use super::metrics::{ErrorKind, Metrics, Phase, Timing};
-use super::registry::{Entry, Registry, Runner};
+use super::registry::{Entry, LoadedFunction, Registry};
 use super::routes::{self, Route};
 use super::status::{self, Failure};
 
@@ -45,8 +45,8 @@ impl Drop for CallPermit {
 impl App {
     fn call(&self, f: &Entry, request: &[u8], queued: Duration) -> (Response, Option<FinishedCall>) {
         match &f.runner {
-            Runner::Native(function) => self.call_native(f, function, request, queued),
-            Runner::Km(km) => (self.call_km(f, km, request, queued), None),
+            LoadedFunction::Native(function) => self.call_native(f, function, request, queued),
+            LoadedFunction::Km(km) => (self.call_km(f, km, request, queued), None),
         }
     }
 
@@ -79,7 +79,7 @@ impl App {
         // 3. Run to exit, fault or deadline.
         let mut finished = ready.run();
         let t = finished.timings();
-        timing.push(Phase::Restore, t.load);
+        timing.push(Phase::Restore, t.start);
         timing.push(Phase::Run, t.run);
 
         // 4. Respond.

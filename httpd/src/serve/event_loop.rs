@@ -2,7 +2,8 @@
 //! connections, enforces the read/idle/send timeouts, and passes complete requests to a
 //! [`Handler`]: calls go to the worker threads (`workers.rs`), the rest is answered here.
 //!
-//! Every connection is a slot in a slab. Each submitted operation carries
+//! Every connection is a slot in a slab (`event_loop/slot.rs`); `event_loop/lifecycle.rs` has
+//! its deadlines, lingering, closing and the drain. Each submitted operation carries
 //! `slot << 32 | generation << 8 | op` as its user data, so a completion for a slot that was
 //! closed and reused is recognised and dropped. A slot's buffers are never touched while the
 //! kernel may write into or read from them: `recv_pending`/`send_pending` guard them and a
@@ -10,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +24,10 @@ pub use super::handler::Handler;
 use super::http::{self, Head, Method, Persistence, Response};
 use super::metrics::Metrics;
 use super::workers::{Job, Mailbox, Offload, Workers};
+
+mod lifecycle;
+mod slot;
+use slot::{tag, Deadline, Phase, Slot, NO_SLOT, OP_ACCEPT, OP_RECV, OP_SEND, OP_WAKE};
 
 /// Timeouts and limits of the event loops.
 #[derive(Debug, Clone)]
@@ -54,67 +59,11 @@ pub struct Shared {
     pub shutdown: AtomicBool,
 }
 
-const OP_ACCEPT: u64 = 1;
-const OP_RECV: u64 = 2;
-const OP_SEND: u64 = 3;
-const OP_WAKE: u64 = 4;
-const NO_SLOT: u64 = 0xffff_ffff;
-
 const RECV_BUF: usize = 16 * 1024;
 /// Output queued for one connection beyond which no further pipelined request is parsed.
 const MAX_BACKLOG: usize = 256 * 1024;
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(50);
-
-fn tag(slot: usize, gen: u32, op: u64) -> u64 {
-    ((slot as u64) << 32) | (u64::from(gen & 0x00ff_ffff) << 8) | op
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deadline {
-    None,
-    Idle,
-    Header,
-    Body,
-    Send,
-    Linger,
-    Grace,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Reading requests and writing responses.
-    Open,
-    /// Final response sent and write side shut: reading and dropping until EOF or deadline.
-    Lingering,
-    /// Being torn down: waiting for pending operations to complete.
-    Closing,
-}
-
-struct Slot<D> {
-    fd: RawFd,
-    gen: u32,
-    conn: Conn,
-    rx: Box<[u8]>,
-    recv_pending: bool,
-    /// Bytes handed to the kernel (`out[out_off..]` still to go).
-    out: Vec<u8>,
-    out_off: usize,
-    /// Bytes queued behind `out`.
-    next: Vec<u8>,
-    send_pending: bool,
-    done_out: Vec<D>,
-    done_next: Vec<D>,
-    phase: Phase,
-    /// Close (gracefully) once everything queued is sent.
-    close_after_send: bool,
-    /// The client closed its side.
-    peer_closed: bool,
-    /// A request of this connection waits in (or runs from) the run queue.
-    queued: bool,
-    deadline: Instant,
-    deadline_kind: Deadline,
-}
 
 /// One event loop. Build with [`EventLoop::new`], then [`EventLoop::run`] on its own thread.
 pub struct EventLoop<H: Handler> {
@@ -666,140 +615,5 @@ impl<H: Handler> EventLoop<H> {
             }
         }
         self.arm_recv(idx);
-    }
-
-    fn read_deadline(s: &Slot<H::Done>, cfg: &LoopConfig) -> (Deadline, Duration) {
-        if s.conn.in_body() {
-            (Deadline::Body, cfg.body_timeout)
-        } else {
-            (Deadline::Header, cfg.header_timeout)
-        }
-    }
-
-    fn sweep(&mut self, now: Instant) {
-        if let Some((workers, _)) = &self.workers {
-            workers.replace_stuck(now);
-        }
-        if self.accept_paused && self.draining.is_none() {
-            self.accept_paused = false;
-            self.arm_accept();
-        }
-        if let Some(grace_end) = self.draining {
-            if now >= grace_end {
-                for idx in 0..self.slots.len() {
-                    if self.slots[idx].is_some() {
-                        self.begin_close(idx);
-                    }
-                }
-                return;
-            }
-        }
-        for idx in 0..self.slots.len() {
-            let Some(s) = self.slots[idx].as_mut() else { continue };
-            if s.phase == Phase::Closing || s.deadline_kind == Deadline::None || s.deadline_kind == Deadline::Grace {
-                continue;
-            }
-            if now < s.deadline {
-                continue;
-            }
-            match s.deadline_kind {
-                Deadline::Idle => {
-                    self.metrics.timeouts_idle.fetch_add(1, Ordering::Relaxed);
-                    self.begin_close(idx);
-                }
-                Deadline::Header | Deadline::Body => {
-                    let counter = if s.deadline_kind == Deadline::Header {
-                        &self.metrics.timeouts_header
-                    } else {
-                        &self.metrics.timeouts_body
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    // A slow client gets a 408 (best effort) and is cut off.
-                    let reject = http::Reject::Timeout;
-                    let mut resp = Response::json_error(reject.status(), reject.code(), reject.reason());
-                    resp.server_timing = "total;dur=0.000".to_owned();
-                    self.metrics.count_response(resp.status);
-                    resp.write_to(&mut s.next, false, Persistence::Close);
-                    s.close_after_send = true;
-                    s.deadline_kind = Deadline::Send;
-                    s.deadline = now + self.cfg.send_timeout.min(Duration::from_secs(1));
-                    self.flush(idx);
-                }
-                Deadline::Send => {
-                    self.metrics.timeouts_send.fetch_add(1, Ordering::Relaxed);
-                    self.begin_close(idx);
-                }
-                Deadline::Linger => self.begin_close(idx),
-                Deadline::None | Deadline::Grace => {}
-            }
-            self.settle(idx);
-        }
-    }
-
-    /// Final response sent: shut our write side and drain what the client still sends, so
-    /// closing does not reset the connection under a response it has not read yet.
-    fn begin_linger(&mut self, idx: usize) {
-        let Some(s) = self.slots[idx].as_mut() else { return };
-        if s.peer_closed {
-            self.begin_close(idx);
-            return;
-        }
-        // SAFETY: shutdown on a socket this slot owns.
-        unsafe { libc::shutdown(s.fd, libc::SHUT_WR) };
-        s.phase = Phase::Lingering;
-        s.deadline_kind = Deadline::Linger;
-        s.deadline = Instant::now() + self.cfg.linger;
-    }
-
-    /// Tears the connection down; the slot is freed once no operation is pending on it.
-    fn begin_close(&mut self, idx: usize) {
-        let Some(s) = self.slots[idx].as_mut() else { return };
-        if s.phase == Phase::Closing {
-            return;
-        }
-        s.phase = Phase::Closing;
-        if s.recv_pending || s.send_pending {
-            // Makes the pending recv/send complete now; the slot is freed in `settle`.
-            // SAFETY: shutdown on a socket this slot owns.
-            unsafe { libc::shutdown(s.fd, libc::SHUT_RDWR) };
-        } else {
-            self.free_slot(idx);
-        }
-    }
-
-    fn free_slot(&mut self, idx: usize) {
-        let Some(s) = self.slots[idx].take() else { return };
-        // SAFETY: no operation is pending on `s.fd` (checked by the callers) and the slot,
-        // the fd's only owner, is gone.
-        unsafe { libc::close(s.fd) };
-        for done in s.done_out.into_iter().chain(s.done_next) {
-            self.handler.sent(done);
-        }
-        self.free.push(idx);
-        self.live -= 1;
-        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// SIGTERM: stop accepting, close idle connections, let the others finish the request
-    /// they are in (answered with `Connection: close`) within the grace period.
-    fn start_drain(&mut self) {
-        if self.draining.is_some() {
-            return;
-        }
-        self.draining = Some(Instant::now() + self.cfg.shutdown_grace);
-        if let Some(l) = self.listener.take() {
-            // Ends the multishot accept; new connections to this port are refused.
-            // SAFETY: shutdown on the listener we own; it is closed when `l` drops.
-            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
-        }
-        for idx in 0..self.slots.len() {
-            if self.slots[idx].is_some() {
-                if let Some(s) = self.slots[idx].as_mut().filter(|s| s.phase == Phase::Open) {
-                    s.deadline_kind = Deadline::None;
-                }
-                self.settle(idx);
-            }
-        }
     }
 }

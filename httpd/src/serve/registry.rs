@@ -19,13 +19,13 @@ use super::routes;
 
 /// One loaded function.
 pub struct Entry {
-    pub runner: Runner,
+    pub runner: LoadedFunction,
     pub metrics: Arc<FnMetrics>,
     fingerprint: Fingerprint,
 }
 
-/// Who runs a function's calls.
-pub enum Runner {
+/// A loaded function, by the runner its calls need ([`vmm::Runner`], from its bundle).
+pub enum LoadedFunction {
     /// snapcall's vmm: a brand-new VM per call.
     Native(Function),
     /// Kontain's km, one process per call (the bundle or its snapshot needs km).
@@ -35,8 +35,8 @@ pub enum Runner {
 impl Entry {
     pub fn name(&self) -> &str {
         match &self.runner {
-            Runner::Native(f) => f.name(),
-            Runner::Km(f) => f.name(),
+            LoadedFunction::Native(f) => f.name(),
+            LoadedFunction::Km(f) => f.name(),
         }
     }
 }
@@ -103,7 +103,7 @@ impl Default for Caps {
 /// Loads a bundle for the runner it needs: km when its annotation or its snapshot asks for
 /// km (`vmm::km::needs_km`), else the native vmm. The caps are applied before anything is
 /// loaded or snapshotted.
-fn load_runner(dir: &Path, mode: StartMode, caps: Caps) -> Result<Runner, String> {
+fn load_runner(dir: &Path, mode: StartMode, caps: Caps) -> Result<LoadedFunction, String> {
     let config = BundleConfig::load(dir).map_err(|e| e.to_string())?;
     let (memory, timeout) = (config.limits.memory_bytes, config.limits.timeout);
     if memory > caps.max_memory_bytes {
@@ -126,11 +126,11 @@ fn load_runner(dir: &Path, mode: StartMode, caps: Caps) -> Result<Runner, String
         eprintln!("snapcall serve: {}: runs under km: {why}", config.name);
         let mut f = KmFunction::load(dir, why).map_err(|e| e.to_string())?;
         f.cap_timeout(caps.max_timeout);
-        return Ok(Runner::Km(f));
+        return Ok(LoadedFunction::Km(f));
     }
     let mut f = load(dir, mode).map_err(|e| e.to_string())?;
     f.cap_timeout(caps.max_timeout);
-    Ok(Runner::Native(f))
+    Ok(LoadedFunction::Native(f))
 }
 
 /// Loads a bundle. In snapshot mode a valid `snapshot.kmsnap` is used as is; a missing,
@@ -229,8 +229,8 @@ impl Registry {
             }
             match load_runner(&path, self.mode, self.caps) {
                 Ok(runner) => {
-                    if let Runner::Native(function) = &runner {
-                        runtime.prepare(function);
+                    if let LoadedFunction::Native(function) = &runner {
+                        runtime.keep_ready(function);
                     }
                     // Loading may have written a fresh snapshot: fingerprint what is there now.
                     let fingerprint = fingerprint(&path);
@@ -256,7 +256,7 @@ impl Registry {
         // The pool stops restoring VMs ahead for versions no longer served. A call still
         // running on an old version keeps its entry and gets an inline VM if it needs one.
         for (name, entry) in old.iter() {
-            if let (false, Runner::Native(function)) =
+            if let (false, LoadedFunction::Native(function)) =
                 (next.get(name).is_some_and(|n| Arc::ptr_eq(n, entry)), &entry.runner)
             {
                 runtime.forget(function);

@@ -77,7 +77,10 @@ pub fn vm_error(e: &VmError) -> Failure {
         VmError::Kvm(_) => failure(500, ErrorKind::Host, "kvm"),
         VmError::BadMemorySize(_) => failure(500, ErrorKind::Host, "memory_size"),
         VmError::Memory(_) => failure(503, ErrorKind::Host, "vm_memory"),
-        VmError::Ioctl { .. } => failure(500, ErrorKind::Host, "vm_ioctl"),
+        VmError::Ioctl(_) => failure(500, ErrorKind::Host, "vm_ioctl"),
+        VmError::TooManyMsrs { .. } | VmError::MsrRefused { .. } => failure(500, ErrorKind::Host, "vm_msrs"),
+        // Only Runtime::new starts threads; no call ever sees this.
+        VmError::SpawnThread { .. } => failure(503, ErrorKind::Host, "vm_thread"),
         VmError::WarmUp(_) => failure(500, ErrorKind::Host, "vm_warm_up"),
         VmError::Prefault(_) => failure(500, ErrorKind::Host, "vm_prefault"),
     }

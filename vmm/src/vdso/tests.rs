@@ -1,5 +1,7 @@
 //! Tests of the vDSO: the time math without KVM, and real guests with KVM.
 use super::*;
+use crate::tsc::*;
+use std::time::Duration;
 
 const SEC: u64 = 1_000_000_000;
 
@@ -428,7 +430,7 @@ fn run_with_vdso(
     // The loader installed the vDSO (AT_SYSINFO_EHDR) with a fresh page; tests edit that
     // page, or invalidate it to measure the syscall path.
     let mem = &mut ready.vm.memory;
-    let base = GuestAddr(crate::layout::vdso_base(mem.size()));
+    let base = GuestAddr(base_for(mem.size()));
     match page {
         Some(edit) => {
             let mut p = refresh(&ready.vm.vcpu, mem, base).unwrap();

@@ -267,7 +267,7 @@ pub(crate) fn library(st: &mut Study, functions: &Path) {
                     (_, "cold") => (st.sizes.py_cold, cost::PY_COLD),
                     _ => (st.sizes.py_snap, cost::PY_SNAP),
                 };
-                runtime.prepare(&f);
+                runtime.keep_ready(&f);
                 runtime.wait_until_full();
                 let before = runtime.pool_stats();
                 let name = format!("{lang} {mode}, library call, {}", if pool == 0 { "no pool" } else { "pool" });
@@ -290,7 +290,7 @@ pub(crate) fn library(st: &mut Study, functions: &Path) {
                     checked?;
                     let phases = Phases {
                         vm: ms_of(t1 - t0),
-                        load: ms_of(timings.load),
+                        load: ms_of(timings.start),
                         run: ms_of(timings.run),
                         release: ms_of(t3 - t2),
                         exits,
