@@ -235,6 +235,27 @@ impl Rootfs {
     }
 }
 
+/// A read-only in-memory file holding `bytes`, for files the monitor makes per call (the
+/// request head, [`crate::request::REQUEST_FILE`]): a sealed memfd, so every syscall on a
+/// rootfs file (read, pread, lseek, fstat, mmap, dup) works on it unchanged, and neither
+/// the program nor the monitor can change it after it is made.
+pub fn sealed_memory_file(name: &std::ffi::CStr, bytes: &[u8]) -> Result<OwnedFd, Errno> {
+    // SAFETY: memfd_create with a NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::io::Write::write_all(&mut &file, bytes).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on our own memfd; lseek back to the start for the program's first read.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } < 0 || unsafe { libc::lseek(fd, 0, libc::SEEK_SET) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(OwnedFd::from(file))
+}
+
 /// Joins a guest path onto a base directory (both as the program sees them). The result is
 /// only ever resolved by [`Rootfs::open_in_root`], so `..` needs no lexical handling here.
 pub fn join_guest_path(base: &str, path: &str) -> String {
@@ -263,6 +284,16 @@ mod tests {
             t.insert(t.duplicate(0, false).unwrap(), 0).unwrap();
         }
         assert_eq!(t.insert(t.duplicate(0, false).unwrap(), 0), Err(EMFILE));
+    }
+
+    #[test]
+    fn sealed_memory_files_read_back_and_refuse_writes() {
+        let fd = sealed_memory_file(c"test", b"method GET\n").unwrap();
+        let content = std::fs::read(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        assert_eq!(content, b"method GET\n");
+        // SAFETY: write of a local buffer to our own memfd, which the seal must refuse.
+        let n = unsafe { libc::write(fd.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+        assert_eq!((n, Errno::last()), (-1, EPERM));
     }
 
     #[test]

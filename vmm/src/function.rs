@@ -17,6 +17,7 @@ use crate::layout::{KERNEL_STACK_TOP, SYSCALL_RETURN_PATH};
 use crate::loader::{build_stack, LoadError, Program};
 use crate::mm::{self, AddressSpace};
 use crate::process::Process;
+use crate::request::RequestHead;
 use crate::snapshot::{SnapshotError, SnapshotImage};
 use crate::vdso;
 use crate::verified::Stamp;
@@ -158,8 +159,21 @@ impl Function {
     }
 
     /// Puts the program into `vm`, from the snapshot if there is one, with `request` as its
-    /// stdin. The VM must not have been used (the type guarantees it).
+    /// stdin and the default request head (`POST /`, no headers) in
+    /// [`crate::request::REQUEST_FILE`]. The VM must not have been used (the type guarantees it).
     pub fn start(&self, vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, StartError> {
+        self.start_request(vm, RequestHead::default(), request)
+    }
+
+    /// As [`Function::start`], for an HTTP request: `body` on stdin, `head` (moved in, not
+    /// copied) behind [`crate::request::REQUEST_FILE`].
+    pub fn start_request(&self, vm: EmptyVm, head: RequestHead, body: &[u8]) -> Result<ReadyCall, StartError> {
+        let mut ready = self.restore_or_load(vm, body)?;
+        ready.process.request_head = Some(head);
+        Ok(ready)
+    }
+
+    fn restore_or_load(&self, vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, StartError> {
         let started = Instant::now();
         if vm.memory_size() != self.memory_size() {
             return Err(StartError::WrongVmSize {

@@ -95,6 +95,9 @@ pub struct Process {
     pub exe_path: String,
     pub stdin: Vec<u8>,
     pub stdin_pos: usize,
+    /// The call's request head, for [`crate::request::REQUEST_FILE`]; `None` until the call
+    /// has a request (while a snapshot is taken).
+    pub request_head: Option<crate::request::RequestHead>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub max_output: usize,
@@ -133,6 +136,7 @@ impl Process {
             exe_path,
             stdin: Vec::new(),
             stdin_pos: 0,
+            request_head: None,
             stdout: Vec::new(),
             stderr: Vec::new(),
             max_output,

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use std::path::PathBuf;
 
 use vmm::km::KmFunction;
-use vmm::{FinishedCall, Function, Output, Runtime};
+use vmm::{FinishedCall, Function, Output, RequestHead, Runtime};
 
 use super::conn::Request;
 use super::handler::{Admission, Handler};
-use super::http::{json_string, Head, Response};
+use super::http::{json_string, Head, Method, Response};
 use super::metrics::{ErrorKind, Metrics, Phase, Timing};
 use super::registry::{Entry, LoadedFunction, Registry};
 use super::routes::{self, Route};
@@ -43,10 +43,12 @@ impl Drop for CallPermit {
 }
 
 impl App {
-    fn call(&self, f: &Entry, request: &[u8], queued: Duration) -> (Response, Option<FinishedCall>) {
+    fn call(&self, f: &Entry, req: Request, queued: Duration) -> (Response, Option<FinishedCall>) {
+        let Request { head, body } = req;
         match &f.runner {
-            LoadedFunction::Native(function) => self.call_native(f, function, request, queued),
-            LoadedFunction::Km(km) => (self.call_km(f, km, request, queued), None),
+            LoadedFunction::Native(function) => self.call_native(f, function, request_head(head), &body, queued),
+            // km gets the body on stdin only: it has no request-head channel.
+            LoadedFunction::Km(km) => (self.call_km(f, km, &body, queued), None),
         }
     }
 
@@ -56,7 +58,8 @@ impl App {
         &self,
         f: &Entry,
         function: &Function,
-        request: &[u8],
+        head: RequestHead,
+        body: &[u8],
         queued: Duration,
     ) -> (Response, Option<FinishedCall>) {
         let started = Instant::now();
@@ -71,7 +74,7 @@ impl App {
         timing.push(Phase::Vm, started.elapsed());
 
         // 2. Restore the snapshot (or cold-load the program) and hand it the request.
-        let ready = match function.start(vm, request) {
+        let ready = match function.start_request(vm, head, body) {
             Ok(ready) => ready,
             Err(e) => return (self.failed(f, status::start_error(&e), &e.to_string(), &[], timing, started), None),
         };
@@ -213,6 +216,20 @@ impl App {
     }
 }
 
+/// What the function sees of its request beyond the body: the parsed head's values moved
+/// over (the one copy of the head was made by the parser), the path after the function name.
+fn request_head(head: Head) -> RequestHead {
+    let path = match routes::route(&head.path) {
+        Route::Function { path, .. } => path.to_owned(),
+        _ => "/".to_owned(),
+    };
+    let method = match head.method {
+        Method::Other(m) => m,
+        known => known.as_str().to_owned(),
+    };
+    RequestHead { method, path, query: head.query, headers: head.headers }
+}
+
 fn simple(status: u16, content_type: &str, body: impl Into<Vec<u8>>, started: Instant) -> Response {
     let mut resp = Response::new(status, content_type, body.into());
     resp.server_timing = Timing::default().header(started.elapsed());
@@ -236,14 +253,14 @@ impl Handler for App {
         }
         match route {
             Route::Health | Route::Metrics => true,
-            Route::Function(name) => self.registry.get(name).is_some(),
+            Route::Function { name, .. } => self.registry.get(name).is_some(),
             Route::NotFound => false,
         }
     }
 
     fn admit(&self, head: &Head) -> Admission<CallPermit> {
         let route = routes::route(&head.path);
-        let Route::Function(name) = route else { return Admission::Local };
+        let Route::Function { name, .. } = route else { return Admission::Local };
         if routes::disallowed(route, &head.method).is_some() {
             return Admission::Local;
         }
@@ -265,7 +282,7 @@ impl Handler for App {
 
     fn handle(&self, req: Request, permit: Option<CallPermit>, queued: Duration) -> (Response, Option<FinishedCall>) {
         if let Some(permit) = permit {
-            return self.call(&permit.entry, &req.body, queued);
+            return self.call(&permit.entry, req, queued);
         }
         let started = Instant::now();
         let route = routes::route(&req.head.path);
@@ -280,7 +297,7 @@ impl Handler for App {
             }
             Route::NotFound => (not_found(&req.head.path, started), None),
             // A function route without a permit: the function is gone (or never was).
-            Route::Function(_) => (not_found(&req.head.path, started), None),
+            Route::Function { .. } => (not_found(&req.head.path, started), None),
         }
     }
 
@@ -288,7 +305,7 @@ impl Handler for App {
         let started = Instant::now();
         let route = routes::route(&head.path);
         if let Some(allow) = routes::disallowed(route, &head.method) {
-            if let Route::Function(name) = route {
+            if let Route::Function { name, .. } = route {
                 if let Some(entry) = self.registry.get(name) {
                     entry.metrics.record_refusal(ErrorKind::Method);
                 }
@@ -302,7 +319,7 @@ impl Handler for App {
     }
 
     fn overloaded(&self, head: &Head) -> Response {
-        if let Route::Function(name) = routes::route(&head.path) {
+        if let Route::Function { name, .. } = routes::route(&head.path) {
             if let Some(entry) = self.registry.get(name) {
                 entry.metrics.record_refusal(ErrorKind::Overloaded);
             }

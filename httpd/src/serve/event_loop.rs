@@ -515,6 +515,8 @@ impl<H: Handler> EventLoop<H> {
                     let head = Head {
                         method: Method::Get,
                         path: String::new(),
+                        query: String::new(),
+                        headers: Vec::new(),
                         http11: true,
                         keep_alive: false,
                         expect_continue: false,
@@ -565,7 +567,7 @@ impl<H: Handler> EventLoop<H> {
                 workers.push(job, mailbox.clone());
                 continue;
             }
-            let head = job.req.head.clone();
+            let head = job.req.head.for_response();
             let (resp, done) = self.handler.handle(job.req, job.permit, job.at.elapsed());
             if call {
                 self.shared.inflight.fetch_sub(1, Ordering::AcqRel);

@@ -18,6 +18,16 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method as it appeared on the request line.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Other(m) => m,
+        }
+    }
+
     fn parse(s: &str) -> Method {
         match s {
             "GET" => Method::Get,
@@ -45,6 +55,11 @@ pub struct Head {
     pub method: Method,
     /// The request target, query string removed.
     pub path: String,
+    /// The query string, without its `?` (empty if none). What a function sees of the
+    /// request beyond its path and body: moved into its `vmm::RequestHead`, not copied.
+    pub query: String,
+    /// Every header as `(lower-case name, trimmed value)`, in the client's order.
+    pub headers: Vec<(String, String)>,
     /// HTTP/1.1 (true) or HTTP/1.0 (false).
     pub http11: bool,
     /// Whether the client allows the connection to be reused after this request.
@@ -52,6 +67,28 @@ pub struct Head {
     /// `Expect: 100-continue` was sent.
     pub expect_continue: bool,
     pub framing: Framing,
+}
+
+impl Head {
+    /// What answering the request needs of its head (method, path, persistence): the head
+    /// without its query and headers, which went to the function.
+    pub fn for_response(&self) -> Head {
+        Head {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            query: String::new(),
+            headers: Vec::new(),
+            http11: self.http11,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+            framing: self.framing,
+        }
+    }
+
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Why a request could not be accepted; each maps to one status.
@@ -125,8 +162,11 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: u64) -> Result<Option<(
     if !target.starts_with('/') {
         return Err(Reject::Malformed("request target must be an absolute path"));
     }
-    let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
+    let target = target.split('#').next().unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = (path.to_owned(), query.to_owned());
     let http11 = req.version == Some(1);
+    let mut headers = Vec::with_capacity(req.headers.len());
 
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -136,6 +176,7 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: u64) -> Result<Option<(
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| Reject::Malformed("non-ASCII header value"))?;
         let value = value.trim();
+        headers.push((h.name.to_ascii_lowercase(), value.to_owned()));
         if h.name.eq_ignore_ascii_case("content-length") {
             // 1*DIGIT only: `+5` or ` 5` parse as numbers in Rust but are not lengths, and a
             // lenient reading is how request smuggling starts.
@@ -181,7 +222,7 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: u64) -> Result<Option<(
         (false, Some(n)) => Framing::Length(n),
     };
     let keep_alive = if http11 { !close } else { keep_alive_token && !close };
-    Ok(Some((Head { method, path, http11, keep_alive, expect_continue, framing }, used)))
+    Ok(Some((Head { method, path, query, headers, http11, keep_alive, expect_continue, framing }, used)))
 }
 
 /// Incremental decoder of a chunked body (RFC 9112 §7.1). Chunk extensions and trailers are
@@ -459,8 +500,25 @@ mod tests {
         assert_eq!(n, 44);
         assert_eq!(h.method, Method::Get);
         assert_eq!(h.path, "/function/echo");
+        assert_eq!(h.query, "x=1");
+        assert_eq!(h.headers, [("host".to_owned(), "a".to_owned())]);
         assert!(h.keep_alive && h.http11 && !h.expect_continue);
         assert_eq!(h.framing, Framing::None);
+    }
+
+    #[test]
+    fn query_headers_and_fragment() {
+        let req = b"PATCH /f/a?b=1&c=%20?d#frag HTTP/1.1\r\nX-Trace:  t1 \r\nAccept: */*\r\nx-trace: t2\r\n\r\n";
+        let (h, _) = head(req).unwrap().unwrap();
+        assert_eq!(h.method.as_str(), "PATCH");
+        assert_eq!((h.path.as_str(), h.query.as_str()), ("/f/a", "b=1&c=%20?d"));
+        let names: Vec<_> = h.headers.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        assert_eq!(names, ["x-trace=t1", "accept=*/*", "x-trace=t2"]);
+        assert_eq!(h.header("x-trace"), Some("t1"));
+        let (h, _) = head(b"GET /p#x?y HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!((h.path.as_str(), h.query.as_str()), ("/p", ""));
+        let r = h.for_response();
+        assert!(r.headers.is_empty() && r.path == "/p");
     }
 
     #[test]

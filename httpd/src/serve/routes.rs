@@ -1,14 +1,26 @@
 //! URL routing and method rules. Pure functions of the request head.
+//!
+//! A function is reached at `/function/NAME[/sub/path]` (OpenFaaS's gateway shape) or at
+//! `/NAME`. OpenFaaS also names a function `NAME.NAMESPACE`; snapcall serves one namespace,
+//! OpenFaaS's default [`NAMESPACE`], so `/function/NAME.openfaas-fn/...` is `NAME`. Any other
+//! dotted name is taken whole (bundle names may hold dots). Functions take every method;
+//! the sub-path, query and headers go to the function in its request head.
 
 use super::http::Method;
+
+/// The one namespace snapcall serves: OpenFaaS's default for functions.
+pub const NAMESPACE: &str = "openfaas-fn";
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
     Health,
     Metrics,
-    /// `/function/<name>[/...]` (OpenFaaS) or `/<name>`.
-    Function(&'a str),
+    /// A function: its name (namespace removed) and the path after it (`/` if none).
+    Function {
+        name: &'a str,
+        path: &'a str,
+    },
     NotFound,
 }
 
@@ -21,11 +33,15 @@ pub fn route(path: &str) -> Route<'_> {
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/function/") {
-        let name = rest.split('/').next().unwrap_or("");
-        return if valid_name(name) { Route::Function(name) } else { Route::NotFound };
+        let (segment, sub) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let name = segment.strip_suffix(NAMESPACE).and_then(|n| n.strip_suffix('.')).unwrap_or(segment);
+        return if valid_name(name) { Route::Function { name, path: sub } } else { Route::NotFound };
     }
     match path.strip_prefix('/') {
-        Some(name) if valid_name(name) => Route::Function(name),
+        Some(name) if valid_name(name) => Route::Function { name, path: "/" },
         _ => Route::NotFound,
     }
 }
@@ -43,8 +59,8 @@ pub fn disallowed(route: Route<'_>, method: &Method) -> Option<&'static str> {
     match (route, method) {
         (Route::Health | Route::Metrics, Method::Get | Method::Head) => None,
         (Route::Health | Route::Metrics, Method::Post | Method::Other(_)) => Some("GET, HEAD"),
-        (Route::Function(_), Method::Get | Method::Post) => None,
-        (Route::Function(_), Method::Head | Method::Other(_)) => Some("GET, POST"),
+        // The function decides what a method means (it sees it in its request head).
+        (Route::Function { .. }, _) => None,
         (Route::NotFound, _) => None,
     }
 }
@@ -53,13 +69,18 @@ pub fn disallowed(route: Route<'_>, method: &Method) -> Option<&'static str> {
 mod tests {
     use super::*;
 
+    fn function<'a>(name: &'a str, path: &'a str) -> Route<'a> {
+        Route::Function { name, path }
+    }
+
     #[test]
     fn routes() {
         assert_eq!(route("/healthz"), Route::Health);
         assert_eq!(route("/metrics"), Route::Metrics);
-        assert_eq!(route("/function/echo-c"), Route::Function("echo-c"));
-        assert_eq!(route("/function/echo-c/sub/path"), Route::Function("echo-c"));
-        assert_eq!(route("/echo-c"), Route::Function("echo-c"));
+        assert_eq!(route("/function/echo-c"), function("echo-c", "/"));
+        assert_eq!(route("/function/echo-c/"), function("echo-c", "/"));
+        assert_eq!(route("/function/echo-c/sub/path"), function("echo-c", "/sub/path"));
+        assert_eq!(route("/echo-c"), function("echo-c", "/"));
         assert_eq!(route("/echo-c/x"), Route::NotFound);
         assert_eq!(route("/"), Route::NotFound);
         assert_eq!(route("/function/"), Route::NotFound);
@@ -68,9 +89,28 @@ mod tests {
     }
 
     #[test]
+    fn namespaces() {
+        assert_eq!(route("/function/echo-c.openfaas-fn"), function("echo-c", "/"));
+        assert_eq!(route("/function/echo-c.openfaas-fn/a?b"), function("echo-c", "/a?b"));
+        // Another namespace is not served: the dotted name is looked up whole (and not found).
+        assert_eq!(route("/function/echo-c.other"), function("echo-c.other", "/"));
+        assert_eq!(route("/function/hello.py"), function("hello.py", "/"));
+        assert_eq!(route("/function/.openfaas-fn"), Route::NotFound);
+        assert_eq!(route("/function/openfaas-fn"), function("openfaas-fn", "/"));
+    }
+
+    #[test]
     fn methods() {
-        assert_eq!(disallowed(Route::Function("f"), &Method::Post), None);
-        assert_eq!(disallowed(Route::Function("f"), &Method::Other("PUT".into())), Some("GET, POST"));
+        for m in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"] {
+            let method = match m {
+                "GET" => Method::Get,
+                "HEAD" => Method::Head,
+                "POST" => Method::Post,
+                other => Method::Other(other.into()),
+            };
+            assert_eq!(disallowed(function("f", "/"), &method), None, "{m}");
+        }
         assert_eq!(disallowed(Route::Metrics, &Method::Post), Some("GET, HEAD"));
+        assert_eq!(disallowed(Route::Health, &Method::Other("PUT".into())), Some("GET, HEAD"));
     }
 }

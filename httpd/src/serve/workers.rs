@@ -165,7 +165,7 @@ impl<H: Handler> Workers<H> {
     /// Runs one call. A panic in the handler becomes a 500 for this call, not a lost
     /// connection and a dead worker.
     fn run(&self, job: Job<H::Permit>) -> Finished<H> {
-        let (slot, gen, head) = (job.slot, job.gen, job.req.head.clone());
+        let (slot, gen, head) = (job.slot, job.gen, job.req.head.for_response());
         let queued = job.at.elapsed();
         let handler = &self.handler;
         let (resp, done) = catch_unwind(AssertUnwindSafe(|| handler.handle(job.req, job.permit, queued)))

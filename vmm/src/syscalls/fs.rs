@@ -55,9 +55,24 @@ pub(super) fn sys_openat(p: &mut Process, mem: &mut GuestMemory, dirfd: u64, pat
         }
         return p.fds.insert(Fd { kind: FdKind::Entropy, cloexec }, 0);
     }
+    if path == REQUEST_FILE {
+        return open_request_file(p, flags, cloexec);
+    }
     let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
     let host = p.rootfs.open_in_root(&path, libc::O_RDONLY | (flags & passthrough))?;
     p.fds.insert(Fd { kind: FdKind::File(OpenFile { host, path, flags }), cloexec }, 0)
+}
+
+/// [`REQUEST_FILE`]: this call's request head, made now (a call that never opens it pays
+/// nothing). Before the first request (while a snapshot is taken) there is none: ENOENT.
+fn open_request_file(p: &mut Process, flags: i32, cloexec: bool) -> SysResult {
+    if flags & libc::O_DIRECTORY != 0 {
+        return Err(ENOTDIR);
+    }
+    let head = p.request_head.as_ref().ok_or(ENOENT)?;
+    let host = crate::files::sealed_memory_file(c"snapcall-request", &head.to_file())?;
+    let file = OpenFile { host, path: REQUEST_FILE.into(), flags: flags & !libc::O_CLOEXEC };
+    p.fds.insert(Fd { kind: FdKind::File(file), cloexec }, 0)
 }
 
 /// Writes a host `struct stat` into the guest, with the ownership the program should see.

@@ -18,14 +18,7 @@ const CLOCK_MONOTONIC: u64 = 1;
 
 /// futex(uaddr, op, val, timeout, uaddr2, val3), in the order Linux checks its arguments:
 /// the timeout first, then the bitset, the word's alignment and address, and its value.
-pub(super) fn sys_futex(
-    mem: &mut GuestMemory,
-    uaddr: u64,
-    op: u64,
-    val: u64,
-    timeout: u64,
-    val3: u64,
-) -> Outcome {
+pub(super) fn sys_futex(mem: &mut GuestMemory, uaddr: u64, op: u64, val: u64, timeout: u64, val3: u64) -> Outcome {
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     let realtime = op & FUTEX_CLOCK_REALTIME != 0;
     match cmd {

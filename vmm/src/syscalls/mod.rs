@@ -13,6 +13,7 @@ use crate::files::{join_guest_path, Fd, FdKind, OpenFile, ENTROPY_DEVICE, PATH_M
 use crate::memory::{BadAddress, GuestMemory};
 use crate::mm::{Fixed, PROT_WRITE};
 use crate::process::*;
+use crate::request::REQUEST_FILE;
 
 mod block;
 mod fs;

@@ -349,3 +349,32 @@ fn a_sleep_blocks_through_the_one_wait_mechanism_and_never_past_the_deadline() {
     assert!(took < Duration::from_secs(5), "slept {took:?} past the deadline");
     assert_eq!(g.sys(35, &[0x1000, 0]), err(EFAULT), "a bad pointer fails at once");
 }
+
+// ---------------------------------------------------------------- the request file
+
+#[test]
+fn request_file_holds_this_calls_head_read_only() {
+    const PATH: u64 = SCRATCH;
+    let mut g = guest();
+    g.put(PATH, b"/run/snapcall/request\0");
+    // No request yet (a snapshot is being taken): no file.
+    assert_eq!(g.sys(257, &[AT_FDCWD, PATH, 0]), err(ENOENT));
+    g.p.request_head = Some(crate::request::RequestHead {
+        method: "PUT".into(),
+        path: "/x".into(),
+        query: "a=1".into(),
+        headers: vec![("x-k".into(), "v".into())],
+    });
+    assert_eq!(g.sys(257, &[AT_FDCWD, PATH, libc::O_DIRECTORY as u64]), err(ENOTDIR));
+    assert_eq!(g.sys(257, &[AT_FDCWD, PATH, libc::O_RDWR as u64]), err(EROFS));
+    let fd = g.sys(257, &[AT_FDCWD, PATH, libc::O_RDONLY as u64]);
+    assert!(fd >= 3, "{fd}");
+    let expected = b"method PUT\npath /x\nquery a=1\nheader x-k: v\n";
+    assert_eq!(g.sys(nr::READ, &[fd as u64, BUF, 4096]), expected.len() as i64);
+    assert_eq!(g.mem.user_slice(BUF, expected.len() as u64).unwrap(), expected);
+    assert_eq!(g.sys(nr::READ, &[fd as u64, BUF, 4096]), 0, "end of file");
+    assert_eq!(g.sys(nr::PREAD64, &[fd as u64, BUF, 6, 7]), 6);
+    assert_eq!(g.mem.user_slice(BUF, 6).unwrap(), b"PUT\npa");
+    assert_eq!(g.sys(nr::WRITE, &[fd as u64, BUF, 1]), err(EBADF));
+    assert_eq!(g.sys(3, &[fd as u64]), 0, "close");
+}
