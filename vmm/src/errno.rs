@@ -35,6 +35,20 @@ errnos!(
     ELOOP = 40,
     ETIMEDOUT = 110,
     EXDEV = 18,
+    EBUSY = 16,
+    EFBIG = 27,
+    ENOSPC = 28,
+    EMLINK = 31,
+    EPIPE = 32,
+    ENOTEMPTY = 39,
+    ENOTSOCK = 88,
+    EMSGSIZE = 90,
+    ENOPROTOOPT = 92,
+    EPROTONOSUPPORT = 93,
+    EOPNOTSUPP = 95,
+    EAFNOSUPPORT = 97,
+    ENOTCONN = 107,
+    EDQUOT = 122,
 );
 
 impl Errno {

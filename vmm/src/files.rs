@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use crate::errno::*;
+use crate::ipc::{Endpoint, Epoll, EventFd};
 
 /// Most fds a program may hold open at once (its RLIMIT_NOFILE).
 pub const MAX_FDS: usize = 1024;
@@ -31,6 +32,43 @@ pub enum FdKind {
     File(OpenFile),
     /// [`ENTROPY_DEVICE`].
     Entropy,
+    /// A pipe end or a socket of a socketpair.
+    Endpoint(Arc<Endpoint>),
+    EventFd(Arc<EventFd>),
+    Epoll(Arc<Epoll>),
+}
+
+impl FdKind {
+    /// What it is, for errors ("fd 5 is a pipe").
+    pub fn describe(&self) -> &'static str {
+        match self {
+            FdKind::Stdin => "the request stream",
+            FdKind::Stdout | FdKind::Stderr => "a response stream",
+            FdKind::File(_) => "a file of the rootfs",
+            FdKind::Entropy => "the entropy device",
+            FdKind::Endpoint(e) if e.is_socket() => "a socket",
+            FdKind::Endpoint(_) => "a pipe",
+            FdKind::EventFd(_) => "an eventfd",
+            FdKind::Epoll(_) => "an epoll instance",
+        }
+    }
+
+    /// Which open file this is: the same for every fd `dup` made of it, different for
+    /// every other open file (epoll ends a registration when its file closes).
+    pub fn identity(&self) -> usize {
+        match self {
+            FdKind::Stdin => 1,
+            FdKind::Stdout => 2,
+            FdKind::Stderr => 3,
+            FdKind::Entropy => 4,
+            // A host fd number is unique while it is open (a dup has its own, so dups of a
+            // rootfs file count as different files here; epoll refuses them anyway).
+            FdKind::File(f) => 0x1_0000 + f.host.as_raw_fd() as usize,
+            FdKind::Endpoint(e) => Arc::as_ptr(e) as usize,
+            FdKind::EventFd(e) => Arc::as_ptr(e) as usize,
+            FdKind::Epoll(e) => Arc::as_ptr(e) as usize,
+        }
+    }
 }
 
 /// A rootfs file the program opened.
@@ -123,6 +161,9 @@ impl FdTable {
             FdKind::Stdout => FdKind::Stdout,
             FdKind::Stderr => FdKind::Stderr,
             FdKind::Entropy => FdKind::Entropy,
+            FdKind::Endpoint(e) => FdKind::Endpoint(e.clone()),
+            FdKind::EventFd(e) => FdKind::EventFd(e.clone()),
+            FdKind::Epoll(e) => FdKind::Epoll(e.clone()),
             FdKind::File(f) => {
                 // SAFETY: F_DUPFD_CLOEXEC on an fd we own; the result is checked.
                 let new = unsafe { libc::fcntl(f.host.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };

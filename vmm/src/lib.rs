@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod budget;
 pub mod bundle;
 pub mod call;
 mod deadline;
@@ -30,6 +31,7 @@ pub mod exits;
 pub mod files;
 pub mod function;
 mod ioctl;
+pub mod ipc;
 pub mod km;
 pub mod kvm;
 pub mod layout;

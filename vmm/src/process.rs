@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::budget::MemoryBudget;
 use crate::files::{FdTable, Rootfs};
 use crate::mm::AddressSpace;
 
@@ -89,6 +90,9 @@ pub const SIG_IGN: u64 = 1;
 pub struct Process {
     pub space: AddressSpace,
     pub fds: FdTable,
+    /// Host memory the monitor holds for the program (pipe buffers, written files...):
+    /// at most the program's own memory size.
+    pub budget: MemoryBudget,
     pub rootfs: Rootfs,
     pub cwd: String,
     /// The program's path inside the rootfs (readlink /proc/self/exe).
@@ -129,6 +133,7 @@ impl Process {
     /// A process with fds 0/1/2 open, cwd `cwd` and the given address space.
     pub fn new(space: AddressSpace, rootfs: Rootfs, exe_path: String, cwd: String, max_output: usize) -> Self {
         Process {
+            budget: MemoryBudget::new(space.memory_size()),
             space,
             fds: FdTable::new(),
             rootfs,

@@ -215,7 +215,10 @@ fn capture_state(
                     path: of.path.clone(),
                 });
             }
-            _ => return Err(SnapshotError::UnsupportedFd { fd, what: "a copy of a standard stream (a pipe)" }),
+            (FdKind::Stdin | FdKind::Stdout | FdKind::Stderr, _) => {
+                return Err(SnapshotError::UnsupportedFd { fd, what: "a copy of a standard stream (a pipe)" })
+            }
+            (kind, _) => return Err(SnapshotError::UnsupportedFd { fd, what: kind.describe() }),
         }
     }
     let mut regions = Vec::new();

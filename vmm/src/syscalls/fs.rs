@@ -131,12 +131,26 @@ pub(super) fn stream_stat() -> libc::stat {
     st
 }
 
+/// A pipe, socket, eventfd or epoll instance: no size, a block size of a page.
+fn ipc_stat(mode: u32) -> libc::stat {
+    // SAFETY: an all-zero `stat` is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_mode = mode;
+    st.st_blksize = 4096;
+    st.st_nlink = 1;
+    st
+}
+
 pub(super) fn sys_fstat(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64) -> SysResult {
     let st = match &p.fds.get(fd)?.kind {
         FdKind::File(f) => host_fstat(&f.host)?,
         FdKind::Stdin => request_stat(p.stdin.len()),
         FdKind::Stdout | FdKind::Stderr => stream_stat(),
         FdKind::Entropy => entropy_stat(),
+        FdKind::Endpoint(e) if e.is_socket() => ipc_stat(libc::S_IFSOCK | 0o777),
+        FdKind::Endpoint(_) => ipc_stat(libc::S_IFIFO | 0o600),
+        // eventfd and epoll are anonymous inodes: mode 0600 and no file type.
+        FdKind::EventFd(_) | FdKind::Epoll(_) => ipc_stat(0o600),
     };
     put_stat(mem, buf, st)
 }
@@ -280,17 +294,65 @@ pub(super) fn sys_fcntl(p: &mut Process, fd: u64, cmd: u64, arg: u64) -> SysResu
             entry.cloexec = arg & 1 != 0;
             Ok(0)
         }
-        libc::F_GETFL => Ok(match &entry.kind {
-            FdKind::Stdin | FdKind::Entropy => libc::O_RDONLY as u64,
-            FdKind::Stdout | FdKind::Stderr => libc::O_WRONLY as u64,
-            FdKind::File(f) => (f.flags & !libc::O_CLOEXEC) as u64,
-        }),
-        libc::F_SETFL => Ok(0),
+        libc::F_GETFL => Ok(status_flags(&entry.kind) as u64),
+        libc::F_SETFL => {
+            set_nonblocking(&entry.kind, arg & libc::O_NONBLOCK as u64 != 0);
+            Ok(0)
+        }
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
             let cloexec = cmd as i32 == libc::F_DUPFD_CLOEXEC;
             let dup = p.fds.duplicate(fd, cloexec)?;
             p.fds.insert(dup, usize::try_from(arg).map_err(|_| EINVAL)?)
         }
         _ => Err(EINVAL),
+    }
+}
+
+/// F_GETFL: the access mode and O_NONBLOCK.
+fn status_flags(kind: &FdKind) -> i32 {
+    let nonblock = |on: bool| if on { libc::O_NONBLOCK } else { 0 };
+    match kind {
+        FdKind::Stdin | FdKind::Entropy => libc::O_RDONLY,
+        FdKind::Stdout | FdKind::Stderr => libc::O_WRONLY,
+        FdKind::File(f) => f.flags & !libc::O_CLOEXEC,
+        FdKind::Endpoint(e) => {
+            let mode = match e.kind {
+                crate::ipc::EndpointKind::PipeRead => libc::O_RDONLY,
+                crate::ipc::EndpointKind::PipeWrite => libc::O_WRONLY,
+                crate::ipc::EndpointKind::Socket { .. } => libc::O_RDWR,
+            };
+            mode | nonblock(e.nonblocking())
+        }
+        FdKind::EventFd(e) => libc::O_RDWR | nonblock(e.nonblocking()),
+        FdKind::Epoll(_) => libc::O_RDONLY,
+    }
+}
+
+/// F_SETFL's O_NONBLOCK and FIONBIO: only pipes, sockets and eventfds ever wait.
+fn set_nonblocking(kind: &FdKind, on: bool) {
+    match kind {
+        FdKind::Endpoint(e) => e.set_nonblocking(on),
+        FdKind::EventFd(e) => e.set_nonblocking(on),
+        _ => {}
+    }
+}
+
+/// ioctl: FIONBIO and FIONREAD; anything else is not a terminal (ENOTTY), as for a pipe.
+pub(super) fn sys_ioctl(p: &mut Process, mem: &mut GuestMemory, fd: u64, request: u64, arg: u64) -> SysResult {
+    const FIONREAD: u64 = 0x541B;
+    const FIONBIO: u64 = 0x5421;
+    let kind = &p.fds.get(fd)?.kind;
+    match request {
+        FIONBIO => {
+            let on = mem.read_user_array::<4>(arg).map(i32::from_le_bytes)? != 0;
+            set_nonblocking(kind, on);
+            Ok(0)
+        }
+        FIONREAD => {
+            let n = bytes_ready(kind).ok_or(ENOTTY)?;
+            mem.write_user(arg, &(n.min(i32::MAX as usize) as u32).to_le_bytes())?;
+            Ok(0)
+        }
+        _ => Err(ENOTTY),
     }
 }

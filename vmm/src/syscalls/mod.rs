@@ -19,8 +19,10 @@ mod block;
 mod fs;
 mod futex;
 mod io;
+mod ipc;
 mod memory;
 mod names;
+mod poll;
 mod signals;
 mod system;
 mod time;
@@ -30,9 +32,11 @@ use fs::*;
 use futex::*;
 pub(crate) use io::append_output;
 use io::*;
+use ipc::*;
 pub(crate) use memory::MAX_ENTROPY_PAGES;
 use memory::*;
 pub use names::name;
+use poll::*;
 use signals::*;
 pub(crate) use system::fill_random;
 use system::*;
@@ -77,9 +81,8 @@ pub mod nr {
 
 /// Syscalls refused outright: no processes, no network, no signals to others.
 const REFUSED: &[u64] = &[
-    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, // sockets
     56, 57, 58, 59, 322, 435, // clone, fork, vfork, execve, execveat, clone3
-    288, 299, 307, // accept4, recvmmsg, sendmmsg
+    299, 307, // recvmmsg, sendmmsg
     101, // ptrace
 ];
 /// Syscalls that would modify the filesystem, which is read-only.
@@ -103,7 +106,7 @@ pub fn handle(p: &mut Process, mem: &mut GuestMemory, nr: u64, args: [u64; 6]) -
 
 fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Outcome {
     match nr {
-        0 => ret(sys_read(p, mem, a[0], a[1], a[2])),
+        0 => read(p, mem, a[0], a[1], a[2]),
         1 => write(p, mem, a[0], a[1], a[2]),
         2 => ret(sys_openat(p, mem, AT_FDCWD, a[0], a[1])),
         3 => ret(p.fds.close(a[0]).map(|_| 0)),
@@ -117,11 +120,14 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         12 => Outcome::Return(p.space.brk_to(a[0], mem)),
         13 => ret(sys_rt_sigaction(p, mem, a[0], a[1], a[2], a[3])),
         14 => ret(sys_rt_sigprocmask(p, mem, a[0], a[1], a[2], a[3])),
-        16 => ret(p.fds.get(a[0]).and(Err(ENOTTY))),
+        7 => sys_poll(p, mem, a[0], a[1], a[2]),
+        16 => ret(sys_ioctl(p, mem, a[0], a[1], a[2])),
         17 => ret(sys_pread(p, mem, a[0], a[1], a[2], a[3])),
-        19 => ret(sys_readv(p, mem, a[0], a[1], a[2])),
+        19 => readv(p, mem, a[0], a[1], a[2]),
         20 => writev(p, mem, a[0], a[1], a[2]),
         21 => ret(sys_access(p, mem, AT_FDCWD, a[0], a[1], 0)),
+        22 => ret(sys_pipe2(p, mem, a[0], 0)),
+        23 => sys_select(p, mem, a),
         24 => Outcome::Return(0), // sched_yield
         25 => ret(p.space.mremap(a[0], a[1], a[2], a[3] & 1 != 0 && a[3] & !1 == 0, mem)),
         28 => ret(sys_madvise(p, mem, a[0], a[1], a[2])),
@@ -129,6 +135,18 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         33 => ret(sys_dup3(p, a[0], a[1], 0, true)),
         35 => sys_nanosleep(mem, a[0], a[1]),
         39 | 186 => Outcome::Return(GUEST_PID),
+        41 => ret(Err(EPERM)), // socket(): no network, and no named sockets (see ipc.rs)
+        42 => ret(sys_connected_socket_op(p, a[0], true)),
+        43 | 49 | 50 | 288 => ret(sys_connected_socket_op(p, a[0], false)),
+        44 => sys_sendto(p, mem, a[0], a[1], a[2], a[3]),
+        45 => sys_recvfrom(p, mem, a[0], a[1], a[2], a[3], a[4], a[5]),
+        46 => sys_sendmsg(p, mem, a[0], a[1], a[2]),
+        47 => sys_recvmsg(p, mem, a[0], a[1], a[2]),
+        48 => ret(sys_shutdown(p, a[0], a[1])),
+        51 | 52 => ret(sys_getsockname(p, mem, a[0], a[1], a[2])),
+        53 => ret(sys_socketpair(p, mem, a[0], a[1], a[2], a[3])),
+        54 => ret(sys_setsockopt(p, mem, a[0], a[1], a[3], a[4])),
+        55 => ret(sys_getsockopt(p, mem, a[0], a[1], a[2], a[3], a[4])),
         60 | 231 => Outcome::Stop(Stop::Exit((a[0] & 0xFF) as i32)),
         61 => ret(Err(ECHILD)),
         62 => sys_kill(p, a[0], a[1]),
@@ -151,18 +169,29 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         201 => ret(sys_time(mem, a[0])),
         202 => sys_futex(mem, a[0], a[1], a[2], a[3], a[5]),
         204 => ret(sys_sched_getaffinity(mem, a[1], a[2])),
+        213 => ret(if a[0] as i32 <= 0 { Err(EINVAL) } else { sys_epoll_create1(p, 0) }),
         217 => ret(sys_getdents64(p, mem, a[0], a[1], a[2])),
         218 => Outcome::Return(GUEST_PID), // set_tid_address returns the tid
         228 => ret(sys_clock_gettime(mem, a[0], a[1])),
         229 => ret(sys_clock_getres(mem, a[0], a[1])),
         230 => sys_clock_nanosleep(mem, a[0], a[1], a[2], a[3]),
+        232 => epoll_wait(p, mem, a[0], a[1], a[2], Ok(millis(a[3])), "epoll_wait"),
+        233 => ret(sys_epoll_ctl(p, mem, a[0], a[1], a[2], a[3])),
         234 => sys_tgkill(p, Some(a[0]), a[1], a[2]),
         257 => ret(sys_openat(p, mem, a[0], a[1], a[2])),
         262 => ret(sys_stat_path(p, mem, a[0], a[1], a[2], a[3])),
         267 => ret(sys_readlink(p, mem, a[0], a[1], a[2], a[3])),
         269 => ret(sys_access(p, mem, a[0], a[1], a[2], 0)),
         439 => ret(sys_access(p, mem, a[0], a[1], a[2], a[3])),
+        270 => sys_pselect6(p, mem, a),
+        271 => sys_ppoll(p, mem, a),
         273 => Outcome::Return(0), // set_robust_list
+        281 => sys_epoll_pwait(p, mem, a),
+        284 => ret(sys_eventfd2(p, a[0], 0)),
+        290 => ret(sys_eventfd2(p, a[0], a[1])),
+        291 => ret(sys_epoll_create1(p, a[0])),
+        293 => ret(sys_pipe2(p, mem, a[0], a[1])),
+        441 => sys_epoll_pwait2(p, mem, a),
         292 => ret(sys_dup3(p, a[0], a[1], a[2], false)),
         302 => ret(sys_prlimit(p, mem, a[1] as u32, a[2], a[3])),
         318 => ret(sys_getrandom(mem, a[0], a[1])),

@@ -100,7 +100,7 @@ pub(super) fn sys_tgkill(p: &mut Process, tgid: Option<u64>, tid: u64, sig: u64)
 
 /// A signal to the program itself: ignored, fatal (ends the call), or caught by a handler we
 /// cannot run.
-fn signal_self(p: &mut Process, sig: u64) -> Outcome {
+pub(super) fn signal_self(p: &mut Process, sig: u64) -> Outcome {
     let sig = sig as i32; // int
     if sig == 0 {
         return Outcome::Return(0);

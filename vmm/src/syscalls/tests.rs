@@ -306,11 +306,17 @@ fn the_tracer_sees_a_bounded_number_of_syscalls_and_the_rest_are_counted() {
 // ---------------------------------------------------------------- refusals and required pointers
 
 #[test]
-fn every_socket_call_is_refused_like_the_rest_of_networking() {
+fn sockets_other_than_a_socketpair_are_refused_and_socket_calls_need_a_socket() {
     let mut g = guest();
-    // socket .. setsockopt, accept4, recvmmsg, sendmmsg
-    for nr in (41..=55).chain([288, 299, 307]) {
-        assert_eq!(g.sys(nr, &[0, 0, 0]), err(EPERM), "syscall {nr}");
+    for family in [libc::AF_INET, libc::AF_INET6, libc::AF_UNIX, libc::AF_NETLINK] {
+        assert_eq!(g.sys(41, &[family as u64, libc::SOCK_STREAM as u64, 0]), err(EPERM), "socket({family})");
+    }
+    assert_eq!(g.sys(53, &[libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, BUF]), err(EPERM));
+    assert_eq!(g.sys(53, &[99, libc::SOCK_STREAM as u64, 0, BUF]), err(EAFNOSUPPORT));
+    // connect .. getsockopt on fd 0 (not a socket) and on a closed fd.
+    for nr in (42..=55).filter(|&n| n != 41 && n != 53).chain([288]) {
+        assert_eq!(g.sys(nr, &[0, BUF, 16, 0, 0, 0]), err(ENOTSOCK), "syscall {nr} on fd 0");
+        assert_eq!(g.sys(nr, &[77, BUF, 16, 0, 0, 0]), err(EBADF), "syscall {nr} on a closed fd");
     }
     assert!(g.p.stats.unknown.is_empty());
 }
@@ -377,4 +383,335 @@ fn request_file_holds_this_calls_head_read_only() {
     assert_eq!(g.mem.user_slice(BUF, 6).unwrap(), b"PUT\npa");
     assert_eq!(g.sys(nr::WRITE, &[fd as u64, BUF, 1]), err(EBADF));
     assert_eq!(g.sys(3, &[fd as u64]), 0, "close");
+}
+
+// ---------------------------------------------------------------- pipes, sockets, eventfd, poll
+
+const PAIR: u64 = SCRATCH + 0x300;
+
+impl Guest {
+    /// Makes a pipe (pipe2 with `flags`): (read fd, write fd).
+    fn pipe(&mut self, flags: u64) -> (u64, u64) {
+        assert_eq!(self.sys(293, &[PAIR, flags]), 0);
+        self.pair()
+    }
+    fn pair(&self) -> (u64, u64) {
+        let b = self.mem.user_slice(PAIR, 8).unwrap();
+        (
+            u64::from(u32::from_le_bytes(b[..4].try_into().unwrap())),
+            u64::from(u32::from_le_bytes(b[4..].try_into().unwrap())),
+        )
+    }
+    fn write_bytes(&mut self, fd: u64, bytes: &[u8]) -> i64 {
+        self.put(DATA, bytes);
+        self.sys(1, &[fd, DATA, bytes.len() as u64])
+    }
+    fn read_bytes(&mut self, fd: u64, max: u64) -> Result<Vec<u8>, i64> {
+        let n = self.sys(0, &[fd, BUF, max]);
+        if n < 0 {
+            return Err(n);
+        }
+        Ok(self.mem.user_slice(BUF, n as u64).unwrap().to_vec())
+    }
+    /// The wait a syscall blocked on (panics if it did not block).
+    fn blocks(&mut self, nr: u64, args: &[u64]) -> Wait {
+        match self.call(nr, args) {
+            Outcome::Block(w) => w,
+            other => panic!("syscall {nr} did not block: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_pipe_carries_bytes_and_reads_end_of_file_once_its_writer_closes() {
+    let mut g = guest();
+    let (r, w) = g.pipe(0);
+    assert_eq!((r, w), (3, 4));
+    assert_eq!(g.write_bytes(w, b"hello"), 5);
+    assert_eq!(g.read_bytes(r, 100), Ok(b"hello".to_vec()));
+    assert_eq!(g.write_bytes(r, b"x"), err(EBADF), "the read end");
+    assert_eq!(g.read_bytes(w, 1), Err(err(EBADF)), "the write end");
+    assert_eq!(g.sys(8, &[r, 0, 0]), err(ESPIPE), "lseek");
+    assert_eq!(g.sys(17, &[r, BUF, 1, 0]), err(ESPIPE), "pread");
+    assert_eq!(g.read_bytes(r, 0), Ok(vec![]), "a read of nothing returns at once");
+    let dup = g.sys(32, &[w]) as u64;
+    assert_eq!(g.sys(3, &[w]), 0);
+    assert!(matches!(g.call(0, &[r, BUF, 10]), Outcome::Block(_)), "a dup of the writer is still open");
+    assert_eq!(g.sys(3, &[dup]), 0);
+    assert_eq!(g.read_bytes(r, 10), Ok(vec![]), "end of file");
+    assert_eq!(g.sys(5, &[r, BUF]), 0);
+    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
+    assert_eq!(mode & libc::S_IFMT, libc::S_IFIFO);
+}
+
+#[test]
+fn a_read_of_an_empty_pipe_waits_and_with_one_thread_ends_the_call_clearly() {
+    let mut g = guest();
+    let (r, w) = g.pipe(0);
+    let wait = g.blocks(0, &[r, BUF, 10]);
+    assert_eq!(wait.what, WaitFor::Readable { fd: r });
+    assert_eq!(wait.until, None);
+    match finish_alone(&g.p, wait) {
+        Err(Stop::Unsupported(why)) => {
+            assert!(why.contains("read waits for data on fd 3") && why.contains("nothing can ever wake it"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Non-blocking, from pipe2 or set later: EAGAIN.
+    let (r2, _w2) = g.pipe(libc::O_NONBLOCK as u64);
+    assert_eq!(g.read_bytes(r2, 10), Err(err(EAGAIN)));
+    assert_eq!(g.sys(72, &[r2, libc::F_GETFL as u64]), (libc::O_RDONLY | libc::O_NONBLOCK) as i64);
+    assert_eq!(g.sys(72, &[r, libc::F_SETFL as u64, libc::O_NONBLOCK as u64]), 0);
+    assert_eq!(g.read_bytes(r, 10), Err(err(EAGAIN)));
+    g.put(SCRATCH, &0i32.to_le_bytes());
+    assert_eq!(g.sys(16, &[r, 0x5421, SCRATCH]), 0, "FIONBIO off");
+    assert!(matches!(g.call(0, &[r, BUF, 10]), Outcome::Block(_)));
+    g.write_bytes(w, b"abc");
+    assert_eq!(g.sys(16, &[r, 0x541B, SCRATCH]), 0, "FIONREAD");
+    assert_eq!(g.mem.read_user_array::<4>(SCRATCH).unwrap(), 3u32.to_le_bytes());
+    assert_eq!(g.sys(16, &[0, 0x5401, SCRATCH]), err(ENOTTY), "TCGETS on the request");
+}
+
+#[test]
+fn a_full_pipe_blocks_its_writer_and_a_closed_reader_raises_sigpipe() {
+    let mut g = guest();
+    let (r, w) = g.pipe(0);
+    let chunk = vec![1u8; 16 * 1024];
+    g.put(DATA, &chunk);
+    for _ in 0..4 {
+        assert_eq!(g.sys(1, &[w, DATA, chunk.len() as u64]), chunk.len() as i64);
+    }
+    assert_eq!(g.blocks(1, &[w, DATA, 1]).what, WaitFor::Writable { fd: w });
+    assert_eq!(g.p.budget.used(), 64 * 1024, "queued bytes count against the memory budget");
+    assert_eq!(g.sys(3, &[r]), 0);
+    assert_eq!(g.p.budget.used(), 0, "nobody can read them: released");
+    assert_eq!(g.call(1, &[w, DATA, 1]), Outcome::Stop(Stop::Signal(13)), "SIGPIPE's default kills");
+    g.p.sigactions[12].handler = SIG_IGN;
+    assert_eq!(g.sys(1, &[w, DATA, 1]), err(EPIPE));
+    assert_eq!(g.sys(1, &[w, 0x1000, 1]), err(EFAULT), "a bad buffer");
+}
+
+#[test]
+fn pipes_cannot_hold_more_than_the_memory_budget_or_take_more_fds_than_the_limit() {
+    let mut g = guest();
+    g.p.budget = crate::budget::MemoryBudget::new(100_000);
+    let chunk = vec![1u8; 60_000];
+    g.put(DATA, &chunk);
+    let (_r1, w1) = g.pipe(libc::O_NONBLOCK as u64);
+    let (_r2, w2) = g.pipe(libc::O_NONBLOCK as u64);
+    assert_eq!(g.sys(1, &[w1, DATA, 60_000]), 60_000);
+    assert_eq!(g.sys(1, &[w2, DATA, 60_000]), 40_000, "the budget's rest");
+    assert_eq!(g.sys(1, &[w2, DATA, 1]), err(EAGAIN));
+    // fd exhaustion: pipe2 fails whole, leaving no half pair behind.
+    while g.p.fds.open_count() < crate::files::MAX_FDS - 1 {
+        g.sys(32, &[0]);
+    }
+    assert_eq!(g.sys(293, &[PAIR, 0]), err(EMFILE));
+    assert_eq!(g.p.fds.open_count(), crate::files::MAX_FDS - 1);
+    assert_eq!(g.sys(293, &[0x1000, 0]), err(EFAULT));
+    assert_eq!(g.sys(293, &[PAIR, 0o40000]), err(EINVAL), "O_DIRECT");
+}
+
+#[test]
+fn poll_reports_readiness_waits_out_its_timeout_and_flags_bad_fds() {
+    let mut g = guest();
+    let (r, w) = g.pipe(0);
+    let pollfd = |fd: i32, events: u16| {
+        let mut b = fd.to_le_bytes().to_vec();
+        b.extend_from_slice(&events.to_le_bytes());
+        b.extend_from_slice(&0xffffu16.to_le_bytes());
+        b
+    };
+    let revents = |g: &Guest, i: u64| u16::from_le_bytes(g.mem.read_user_array::<2>(BUF + 8 * i + 6).unwrap());
+    let mut set = pollfd(r as i32, 1);
+    set.extend(pollfd(w as i32, 4));
+    set.extend(pollfd(77, 1));
+    set.extend(pollfd(-1, 1));
+    g.put(BUF, &set);
+    assert_eq!(g.sys(7, &[BUF, 4, 0]), 2, "the writer and the bad fd");
+    assert_eq!((revents(&g, 0), revents(&g, 1), revents(&g, 2), revents(&g, 3)), (0, 4, 0x20, 0));
+    // Only the reader, nothing written: a timeout waits it out, -1 waits for ever.
+    g.put(BUF, &pollfd(r as i32, 1));
+    let wait = g.blocks(7, &[BUF, 1, 30]);
+    assert!(wait.until.is_some() && wait.what == WaitFor::Ready);
+    let (n, took) = timed(|| g.sys(7, &[BUF, 1, 30]));
+    assert_eq!(n, 0);
+    assert!(took >= Duration::from_millis(30));
+    assert_eq!(g.blocks(7, &[BUF, 1, u64::MAX]).until, None);
+    g.write_bytes(w, b"x");
+    assert_eq!(g.sys(7, &[BUF, 1, u64::MAX]), 1);
+    assert_eq!(revents(&g, 0), 1);
+    g.sys(3, &[w]);
+    g.read_bytes(r, 1).unwrap();
+    g.put(BUF, &pollfd(r as i32, 1)); // the read landed on it
+    assert_eq!(g.sys(7, &[BUF, 1, 0]), 1);
+    assert_eq!(revents(&g, 0), 0x10, "POLLHUP though not asked for");
+    // ppoll: a timespec, a signal mask of 8 bytes.
+    g.put_timespec(TIMEOUT, Duration::ZERO);
+    assert_eq!(g.sys(271, &[BUF, 1, TIMEOUT, SCRATCH, 8]), 1);
+    assert_eq!(g.sys(271, &[BUF, 1, TIMEOUT, SCRATCH, 4]), err(EINVAL));
+    assert_eq!(g.sys(7, &[BUF, 1 << 20, 0]), err(EINVAL), "more fds than RLIMIT_NOFILE");
+    assert_eq!(g.sys(7, &[0x1000, 1, 0]), err(EFAULT));
+}
+
+#[test]
+fn select_sets_only_the_ready_bits_and_refuses_closed_fds() {
+    let mut g = guest();
+    let (r, w) = g.pipe(0);
+    let set = |fds: &[u64]| fds.iter().fold(0u64, |acc, fd| acc | 1 << fd).to_le_bytes();
+    let (rs, ws) = (SCRATCH + 0x400, SCRATCH + 0x500);
+    g.put(rs, &set(&[r]));
+    g.put(ws, &set(&[w]));
+    g.put(TIMEOUT, &[0u8; 16]);
+    assert_eq!(g.sys(23, &[w + 1, rs, ws, 0, TIMEOUT]), 1);
+    assert_eq!(g.mem.read_user_u64(rs).unwrap(), 0, "nothing to read");
+    assert_eq!(g.mem.read_user_u64(ws).unwrap(), 1 << w);
+    g.write_bytes(w, b"x");
+    g.put(rs, &set(&[r]));
+    assert_eq!(g.sys(270, &[w + 1, rs, 0, 0, 0, 0]), 1, "pselect6, no timeout, ready now");
+    assert_eq!(g.mem.read_user_u64(rs).unwrap(), 1 << r);
+    g.put(rs, &set(&[r, 40]));
+    assert_eq!(g.sys(23, &[41, rs, 0, 0, TIMEOUT]), err(EBADF));
+    g.put(TIMEOUT + 8, &1_000_000i64.to_le_bytes());
+    assert_eq!(g.sys(23, &[1, 0, 0, 0, TIMEOUT]), err(EINVAL), "tv_usec out of range");
+    assert_eq!(g.sys(23, &[u64::MAX, 0, 0, 0, 0]), err(EINVAL), "nfds < 0");
+}
+
+#[test]
+fn epoll_reports_ready_watches_and_forgets_closed_files() {
+    let mut g = guest();
+    let ep = g.sys(291, &[libc::EPOLL_CLOEXEC as u64]) as u64;
+    let (r, w) = g.pipe(0);
+    let event = |g: &mut Guest, events: u32, data: u64| {
+        let mut b = events.to_le_bytes().to_vec();
+        b.extend_from_slice(&data.to_le_bytes());
+        g.put(SCRATCH, &b);
+    };
+    event(&mut g, 1, 0xfeed);
+    assert_eq!(g.sys(233, &[ep, 1, r, SCRATCH]), 0);
+    assert_eq!(g.sys(233, &[ep, 1, r, SCRATCH]), err(EEXIST));
+    assert_eq!(g.sys(233, &[ep, 1, ep, SCRATCH]), err(EINVAL), "epoll on itself");
+    let ep2 = g.sys(213, &[1]) as u64;
+    assert_eq!(g.sys(233, &[ep, 1, ep2, SCRATCH]), err(EINVAL), "no nesting");
+    assert_eq!(g.sys(233, &[ep, 1, 0, SCRATCH]), err(EPERM), "the request is a regular file");
+    assert_eq!(g.sys(233, &[r, 1, w, SCRATCH]), err(EINVAL), "not an epoll fd");
+    assert_eq!(g.sys(233, &[ep, 3, w, SCRATCH]), err(ENOENT), "MOD of an unwatched fd");
+    assert_eq!(g.sys(233, &[ep, 1, r, 0x1000]), err(EFAULT));
+    assert_eq!(g.sys(213, &[0]), err(EINVAL), "epoll_create(0)");
+
+    assert_eq!(g.sys(232, &[ep, BUF, 8, 0]), 0, "nothing yet");
+    assert_eq!(g.blocks(232, &[ep, BUF, 8, u64::MAX]).until, None);
+    g.write_bytes(w, b"x");
+    assert_eq!(g.sys(232, &[ep, BUF, 8, u64::MAX]), 1);
+    assert_eq!(g.mem.user_slice(BUF, 12).unwrap(), [&1u32.to_le_bytes()[..], &0xfeedu64.to_le_bytes()].concat());
+    assert_eq!(g.sys(7, &[0, 0, 0]), 0);
+    // The epoll fd itself polls readable.
+    let mut pfd = (ep as i32).to_le_bytes().to_vec();
+    pfd.extend_from_slice(&[1, 0, 0, 0]);
+    g.put(SCRATCH + 0x40, &pfd);
+    assert_eq!(g.sys(7, &[SCRATCH + 0x40, 1, 0]), 1);
+    // EPOLLONESHOT: one report, then nothing until MOD.
+    event(&mut g, 1 | crate::ipc::EPOLLONESHOT, 7);
+    assert_eq!(g.sys(233, &[ep, 3, r, SCRATCH]), 0);
+    assert_eq!(g.sys(232, &[ep, BUF, 8, 0]), 1);
+    assert_eq!(g.sys(232, &[ep, BUF, 8, 0]), 0);
+    assert_eq!(g.sys(233, &[ep, 3, r, SCRATCH]), 0);
+    assert_eq!(g.sys(232, &[ep, BUF, 8, 0]), 1);
+    // Closing the file ends its watch, even when the fd number comes back as another file.
+    let used = g.p.budget.used();
+    g.sys(3, &[r]);
+    let (r2, _w2) = g.pipe(0);
+    assert_eq!(r2, r);
+    g.sys(3, &[w]);
+    assert_eq!(g.sys(232, &[ep, BUF, 8, 0]), 0, "the new file was never added");
+    assert!(g.p.budget.used() < used, "the watch's bookkeeping is released");
+    assert_eq!(g.sys(232, &[ep, BUF, 0, 0]), err(EINVAL), "maxevents 0");
+    assert_eq!(g.sys(232, &[ep, 0x1000, 1, 0]), err(EFAULT));
+    assert_eq!(g.sys(232, &[r, BUF, 1, 0]), err(EINVAL), "not an epoll fd");
+    assert_eq!(g.sys(281, &[ep, BUF, 1, 0, SCRATCH, 16]), err(EINVAL), "epoll_pwait's mask size");
+    assert_eq!(g.sys(0, &[ep, BUF, 8]), err(EINVAL), "read of an epoll fd");
+}
+
+#[test]
+fn an_eventfd_counts_blocks_at_zero_and_needs_eight_bytes() {
+    let mut g = guest();
+    let e = g.sys(290, &[2, 0]) as u64;
+    assert_eq!(g.sys(0, &[e, BUF, 4]), err(EINVAL));
+    assert_eq!(g.sys(0, &[e, BUF, 8]), 8);
+    assert_eq!(g.mem.read_user_u64(BUF).unwrap(), 2);
+    assert_eq!(g.blocks(0, &[e, BUF, 8]).what, WaitFor::Readable { fd: e });
+    g.put(DATA, &u64::MAX.to_le_bytes());
+    assert_eq!(g.sys(1, &[e, DATA, 8]), err(EINVAL));
+    g.put(DATA, &(u64::MAX - 1).to_le_bytes());
+    assert_eq!(g.sys(1, &[e, DATA, 8]), 8);
+    g.put(DATA, &1u64.to_le_bytes());
+    assert_eq!(g.blocks(1, &[e, DATA, 8]).what, WaitFor::Writable { fd: e }, "the counter is full");
+    let sem = g.sys(290, &[3, 1 | libc::O_NONBLOCK as u64]) as u64;
+    for _ in 0..3 {
+        assert_eq!(g.sys(0, &[sem, BUF, 8]), 8);
+        assert_eq!(g.mem.read_user_u64(BUF).unwrap(), 1);
+    }
+    assert_eq!(g.sys(0, &[sem, BUF, 8]), err(EAGAIN));
+    assert_eq!(g.sys(290, &[0, 8]), err(EINVAL), "unknown flag");
+}
+
+#[test]
+fn a_socketpair_talks_both_ways_as_asyncio_uses_it() {
+    let mut g = guest();
+    let ty = (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64;
+    assert_eq!(g.sys(53, &[1, ty, 0, PAIR]), 0);
+    let (a, b) = g.pair();
+    assert_eq!(g.sys(72, &[a, libc::F_GETFD as u64]), 1, "SOCK_CLOEXEC");
+    g.put(DATA, b"ping");
+    assert_eq!(g.sys(44, &[a, DATA, 4, 0, 0, 0]), 4, "send");
+    assert_eq!(g.sys(45, &[b, BUF, 100, 2, 0, 0]), 4, "recv MSG_PEEK");
+    assert_eq!(g.sys(45, &[b, BUF, 100, 0, 0, 0]), 4);
+    assert_eq!(g.sys(45, &[b, BUF, 100, 0x40, 0, 0]), err(EAGAIN), "MSG_DONTWAIT");
+    assert!(matches!(g.call(45, &[b, BUF, 100, 0, 0, 0]), Outcome::Block(_)));
+    // sendmsg / recvmsg with two iovecs each.
+    let iov = SCRATCH + 0x600;
+    let iovecs = [DATA, 2, DATA + 2, 2].iter().flat_map(|v: &u64| v.to_le_bytes()).collect::<Vec<u8>>();
+    g.put(iov, &iovecs);
+    let msg = SCRATCH + 0x700;
+    let mut hdr = vec![0u8; 56];
+    hdr[16..24].copy_from_slice(&iov.to_le_bytes());
+    hdr[24..32].copy_from_slice(&2u64.to_le_bytes());
+    g.put(msg, &hdr);
+    assert_eq!(g.sys(46, &[b, msg, 0]), 4);
+    let riov = [BUF, 1, BUF + 100, 10].iter().flat_map(|v: &u64| v.to_le_bytes()).collect::<Vec<u8>>();
+    g.put(iov, &riov);
+    assert_eq!(g.sys(47, &[a, msg, 0]), 4);
+    assert_eq!(g.mem.user_slice(BUF, 1).unwrap(), b"p");
+    assert_eq!(g.mem.user_slice(BUF + 100, 3).unwrap(), b"ing");
+    hdr[40..48].copy_from_slice(&16u64.to_le_bytes());
+    g.put(msg, &hdr);
+    assert_eq!(g.sys(46, &[b, msg, 0]), err(EOPNOTSUPP), "SCM_RIGHTS is not offered");
+    // Names and options.
+    g.put(SCRATCH, &16u32.to_le_bytes());
+    assert_eq!(g.sys(51, &[a, BUF, SCRATCH]), 0);
+    assert_eq!(g.mem.read_user_array::<4>(SCRATCH).unwrap(), 2u32.to_le_bytes());
+    assert_eq!(g.mem.read_user_array::<2>(BUF).unwrap(), 1u16.to_le_bytes(), "AF_UNIX");
+    g.put(SCRATCH, &4u32.to_le_bytes());
+    assert_eq!(g.sys(55, &[a, 1, libc::SO_TYPE as u64, BUF, SCRATCH]), 0);
+    assert_eq!(g.mem.read_user_array::<4>(BUF).unwrap(), 1i32.to_le_bytes(), "SOCK_STREAM");
+    assert_eq!(g.sys(55, &[a, 1, 9999, BUF, SCRATCH]), err(ENOPROTOOPT));
+    assert_eq!(g.sys(55, &[a, 6, 1, BUF, SCRATCH]), err(EOPNOTSUPP), "SOL_TCP");
+    assert_eq!(g.sys(54, &[a, 1, libc::SO_SNDBUF as u64, BUF, 4]), 0);
+    assert_eq!(g.sys(42, &[a, BUF, 16]), err(Errno(libc::EISCONN)));
+    // shutdown(SHUT_WR): the peer reads end of file; writing is EPIPE (no SIGPIPE with MSG_NOSIGNAL).
+    assert_eq!(g.sys(48, &[a, 1]), 0);
+    assert_eq!(g.sys(45, &[b, BUF, 100, 0, 0, 0]), 0);
+    assert_eq!(g.sys(44, &[a, DATA, 1, 0x4000, 0, 0]), err(EPIPE));
+    assert_eq!(g.sys(48, &[a, 7]), err(EINVAL));
+    // Datagrams keep their boundaries.
+    assert_eq!(g.sys(53, &[1, libc::SOCK_DGRAM as u64, 0, PAIR]), 0);
+    let (c, d) = g.pair();
+    g.put(DATA, b"onetwo");
+    g.sys(1, &[c, DATA, 3]);
+    g.sys(1, &[c, DATA + 3, 3]);
+    assert_eq!(g.read_bytes(d, 100), Ok(b"one".to_vec()));
+    assert_eq!(g.sys(45, &[d, BUF, 1, 0x20, 0, 0]), 3, "MSG_TRUNC gives the datagram's length");
+    assert_eq!(g.sys(5, &[d, BUF]), 0);
+    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
+    assert_eq!(mode & libc::S_IFMT, libc::S_IFSOCK);
 }

@@ -1,0 +1,341 @@
+//! Readiness: poll, ppoll, select, pselect6 and epoll. Each looks at every fd it is asked
+//! about; if something is ready (or the timeout is zero) it returns at once, otherwise it
+//! blocks ([`WaitFor::Ready`]) until its timeout and then returns 0 with every result
+//! cleared, as Linux does when the time runs out.
+//!
+//! epoll is level-triggered; EPOLLET is accepted and reported as level-triggered (a program
+//! written for edge triggering reads until EAGAIN, so it sees the same data), EPOLLONESHOT
+//! disarms a watch after one report until EPOLL_CTL_MOD. A watch ends when the file it was
+//! added for closes, as in Linux. Regular files and the request stream cannot be watched
+//! (EPERM, as Linux says for files without poll), nor can another epoll instance (EINVAL:
+//! nesting is not offered).
+
+use std::sync::Arc;
+
+use super::time::read_duration;
+use super::*;
+use crate::files::MAX_FDS;
+use crate::ipc::*;
+
+/// What `kind` would report to poll now.
+pub(super) fn readiness(p: &Process, kind: &FdKind) -> u32 {
+    match kind {
+        FdKind::Stdin | FdKind::File(_) | FdKind::Entropy => ALWAYS_READY,
+        FdKind::Stdout | FdKind::Stderr => POLLOUT | POLLWRNORM,
+        FdKind::Endpoint(e) => e.readiness(),
+        FdKind::EventFd(e) => e.readiness(),
+        FdKind::Epoll(ep) => {
+            if ready_watches(p, ep, 1, false).is_empty() {
+                0
+            } else {
+                POLLIN | POLLRDNORM
+            }
+        }
+    }
+}
+
+/// Up to `max` ready watches of `ep` as (events, data); `consume` disarms one-shot watches
+/// it reports. Watches whose file has closed are dropped.
+fn ready_watches(p: &Process, ep: &Arc<Epoll>, max: usize, consume: bool) -> Vec<(u32, u64)> {
+    let mut ready = Vec::new();
+    let mut closed = Vec::new();
+    {
+        let mut watches = ep.watches();
+        for (&fd, watch) in watches.iter_mut() {
+            if ready.len() >= max {
+                break;
+            }
+            let kind = match p.fds.get(fd) {
+                Ok(f) if f.kind.identity() == watch.file => &f.kind,
+                _ => {
+                    closed.push(fd);
+                    continue;
+                }
+            };
+            if watch.disarmed {
+                continue;
+            }
+            let events = readiness(p, kind) & (watch.events | POLLERR | POLLHUP);
+            if events != 0 {
+                ready.push((events, watch.data));
+                if consume && watch.events & EPOLLONESHOT != 0 {
+                    watch.disarmed = true;
+                }
+            }
+        }
+    }
+    for fd in closed {
+        let _ = ep.remove(fd);
+    }
+    ready
+}
+
+/// The wait when nothing was ready: none for a zero timeout (return 0 now).
+fn wait_or_return(n: u64, timeout: Option<Duration>, syscall: &'static str) -> Outcome {
+    if n > 0 || timeout == Some(Duration::ZERO) {
+        Outcome::Return(n)
+    } else {
+        Outcome::Block(Wait::new(syscall, WaitFor::Ready, timeout, Ok(0)))
+    }
+}
+
+/// A poll-style timeout in milliseconds (negative: for ever).
+pub(super) fn millis(timeout: u64) -> Option<Duration> {
+    let ms = timeout as i32;
+    (ms >= 0).then(|| Duration::from_millis(ms as u64))
+}
+
+/// A timespec timeout pointer (NULL: for ever).
+fn timespec_timeout(mem: &GuestMemory, at: u64) -> Result<Option<Duration>, Errno> {
+    if at == 0 {
+        Ok(None)
+    } else {
+        read_duration(mem, at).map(Some)
+    }
+}
+
+/// A signal mask argument: only its size is checked (no signal is delivered while waiting).
+fn check_sigset(mask: u64, size: u64) -> Result<(), Errno> {
+    if mask != 0 && size != 8 {
+        Err(EINVAL)
+    } else {
+        Ok(())
+    }
+}
+
+fn poll(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    fds: u64,
+    nfds: u64,
+    timeout: Option<Duration>,
+    syscall: &'static str,
+) -> Outcome {
+    let r = (|| {
+        if nfds > MAX_FDS as u64 {
+            return Err(EINVAL);
+        }
+        let mut entries = mem.user_slice(fds, nfds * 8)?.to_vec();
+        let mut ready = 0;
+        for e in entries.chunks_exact_mut(8) {
+            let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let events = u32::from(u16::from_le_bytes([e[4], e[5]]));
+            let revents = if fd < 0 {
+                0
+            } else {
+                match p.fds.get(fd as u64) {
+                    Ok(f) => readiness(p, &f.kind) & (events | POLLERR | POLLHUP),
+                    Err(_) => POLLNVAL,
+                }
+            };
+            e[6..8].copy_from_slice(&(revents as u16).to_le_bytes());
+            ready += u64::from(revents != 0);
+        }
+        mem.write_user(fds, &entries)?;
+        Ok(ready)
+    })();
+    match r {
+        Ok(n) => wait_or_return(n, timeout, syscall),
+        Err(e) => ret(Err(e)),
+    }
+}
+
+pub(super) fn sys_poll(p: &mut Process, mem: &mut GuestMemory, fds: u64, nfds: u64, timeout_ms: u64) -> Outcome {
+    poll(p, mem, fds, nfds, millis(timeout_ms), "poll")
+}
+
+pub(super) fn sys_ppoll(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
+    match timespec_timeout(mem, a[2]).and_then(|t| check_sigset(a[3], a[4]).map(|_| t)) {
+        Ok(timeout) => poll(p, mem, a[0], a[1], timeout, "ppoll"),
+        Err(e) => ret(Err(e)),
+    }
+}
+
+fn select(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    nfds: u64,
+    sets: [u64; 3],
+    timeout: Option<Duration>,
+    syscall: &'static str,
+) -> Outcome {
+    let r = (|| {
+        let nfds = nfds as i32;
+        if nfds < 0 {
+            return Err(EINVAL);
+        }
+        let n = (nfds as usize).min(MAX_FDS);
+        let bytes = n.div_ceil(64) * 8;
+        let mut inputs = Vec::new();
+        for &set in &sets {
+            inputs.push(if set == 0 { None } else { Some(mem.user_slice(set, bytes as u64)?.to_vec()) });
+        }
+        let mut outputs = vec![vec![0u8; bytes]; 3];
+        let wanted = [POLLIN | POLLRDNORM | POLLHUP | POLLERR, POLLOUT | POLLWRNORM | POLLERR, POLLPRI];
+        let mut ready = 0;
+        for fd in 0..n {
+            let (byte, bit) = (fd / 8, 1u8 << (fd % 8));
+            let asked: Vec<bool> = inputs.iter().map(|s| s.as_ref().is_some_and(|s| s[byte] & bit != 0)).collect();
+            if !asked.contains(&true) {
+                continue;
+            }
+            let state = readiness(p, &p.fds.get(fd as u64)?.kind);
+            for i in 0..3 {
+                if asked[i] && state & wanted[i] != 0 {
+                    outputs[i][byte] |= bit;
+                    ready += 1;
+                }
+            }
+        }
+        for (set, out) in sets.iter().zip(&outputs) {
+            if *set != 0 {
+                mem.write_user(*set, out)?;
+            }
+        }
+        Ok(ready)
+    })();
+    match r {
+        Ok(n) => wait_or_return(n, timeout, syscall),
+        Err(e) => ret(Err(e)),
+    }
+}
+
+pub(super) fn sys_select(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
+    let timeout = if a[4] == 0 {
+        Ok(None)
+    } else {
+        // struct timeval: microseconds.
+        (|| {
+            let secs = mem.read_user_u64(a[4])? as i64;
+            let micros = mem.read_user_u64(a[4] + 8)? as i64;
+            if secs < 0 || !(0..1_000_000).contains(&micros) {
+                return Err(EINVAL);
+            }
+            Ok(Some(Duration::new(secs as u64, micros as u32 * 1000)))
+        })()
+    };
+    match timeout {
+        Ok(t) => select(p, mem, a[0], [a[1], a[2], a[3]], t, "select"),
+        Err(e) => ret(Err(e)),
+    }
+}
+
+pub(super) fn sys_pselect6(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
+    let timeout = timespec_timeout(mem, a[4]).and_then(|t| {
+        if a[5] != 0 {
+            // { const sigset_t *ss; size_t ss_len; }
+            let mask = mem.read_user_u64(a[5])?;
+            let size = mem.read_user_u64(a[5] + 8)?;
+            check_sigset(mask, size)?;
+        }
+        Ok(t)
+    });
+    match timeout {
+        Ok(t) => select(p, mem, a[0], [a[1], a[2], a[3]], t, "pselect6"),
+        Err(e) => ret(Err(e)),
+    }
+}
+
+// ---------------------------------------------------------------- epoll
+
+const EPOLL_CTL_ADD: u64 = 1;
+const EPOLL_CTL_DEL: u64 = 2;
+const EPOLL_CTL_MOD: u64 = 3;
+/// sizeof(struct epoll_event) on x86-64 (packed: u32 events, u64 data).
+const EPOLL_EVENT_SIZE: u64 = 12;
+
+pub(super) fn sys_epoll_create1(p: &mut Process, flags: u64) -> SysResult {
+    if flags & !(libc::EPOLL_CLOEXEC as u64) != 0 {
+        return Err(EINVAL);
+    }
+    let ep = Epoll::new(&p.budget);
+    p.fds.insert(Fd { kind: FdKind::Epoll(ep), cloexec: flags != 0 }, 0)
+}
+
+fn epoll_of(p: &Process, epfd: u64) -> Result<Arc<Epoll>, Errno> {
+    match &p.fds.get(epfd)?.kind {
+        FdKind::Epoll(ep) => Ok(ep.clone()),
+        _ => Err(EINVAL),
+    }
+}
+
+pub(super) fn sys_epoll_ctl(p: &mut Process, mem: &GuestMemory, epfd: u64, op: u64, fd: u64, event: u64) -> SysResult {
+    let (events, data) = if op == EPOLL_CTL_DEL {
+        (0, 0)
+    } else {
+        let b = mem.user_slice(event, EPOLL_EVENT_SIZE)?;
+        let events = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let data = u64::from_le_bytes(b[4..12].try_into().unwrap_or([0; 8]));
+        (events, data)
+    };
+    p.fds.get(epfd)?;
+    let target = &p.fds.get(fd)?.kind;
+    let ep = epoll_of(p, epfd)?;
+    if fd == epfd || matches!(target, FdKind::Epoll(_)) {
+        return Err(EINVAL);
+    }
+    if matches!(target, FdKind::Stdin | FdKind::File(_) | FdKind::Entropy) {
+        return Err(EPERM);
+    }
+    let file = target.identity();
+    match op {
+        EPOLL_CTL_ADD => ep.add(fd, Watch { events, data, file, disarmed: false })?,
+        EPOLL_CTL_MOD => {
+            let mut watches = ep.watches();
+            let watch = watches.get_mut(&fd).filter(|w| w.file == file).ok_or(ENOENT)?;
+            *watch = Watch { events, data, file, disarmed: false };
+        }
+        EPOLL_CTL_DEL => {
+            if ep.watches().get(&fd).is_some_and(|w| w.file != file) {
+                let _ = ep.remove(fd); // the fd number's earlier file closed
+                return Err(ENOENT);
+            }
+            ep.remove(fd)?;
+        }
+        _ => return Err(EINVAL),
+    }
+    Ok(0)
+}
+
+/// epoll_wait, epoll_pwait and epoll_pwait2 (timeout already read).
+pub(super) fn epoll_wait(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    epfd: u64,
+    events: u64,
+    max: u64,
+    timeout: Result<Option<Duration>, Errno>,
+    syscall: &'static str,
+) -> Outcome {
+    let r = (|| {
+        let max = max as i32;
+        if max <= 0 || max as u64 > i32::MAX as u64 / EPOLL_EVENT_SIZE {
+            return Err(EINVAL);
+        }
+        mem.user_slice_mut(events, max as u64 * EPOLL_EVENT_SIZE)?;
+        let ep = epoll_of(p, epfd)?;
+        let timeout = timeout?;
+        let ready = ready_watches(p, &ep, max as usize, true);
+        let mut out = Vec::with_capacity(ready.len() * EPOLL_EVENT_SIZE as usize);
+        for (ev, data) in &ready {
+            out.extend_from_slice(&ev.to_le_bytes());
+            out.extend_from_slice(&data.to_le_bytes());
+        }
+        mem.write_user(events, &out)?;
+        Ok((ready.len() as u64, timeout))
+    })();
+    match r {
+        Ok((n, timeout)) => wait_or_return(n, timeout, syscall),
+        Err(e) => ret(Err(e)),
+    }
+}
+
+pub(super) fn sys_epoll_pwait(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
+    let timeout = check_sigset(a[4], a[5]).map(|_| millis(a[3]));
+    epoll_wait(p, mem, a[0], a[1], a[2], timeout, "epoll_pwait")
+}
+
+pub(super) fn sys_epoll_pwait2(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
+    let timeout = timespec_timeout(mem, a[3]).and_then(|t| check_sigset(a[4], a[5]).map(|_| t));
+    epoll_wait(p, mem, a[0], a[1], a[2], timeout, "epoll_pwait2")
+}
