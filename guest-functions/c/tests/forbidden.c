@@ -1,5 +1,6 @@
 /* forbidden: process creation, program replacement, networking and tracing must be refused
- * by the monitor (EPERM, docs/vmm.md). One "call: result" line each. */
+ * by the monitor (EPERM, docs/vmm.md; socket calls on a non-socket fd are ENOTSOCK). One
+ * "call: result" line each. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -31,8 +32,9 @@ int main(void)
         {"execve(/bin/sh)", SYS_execve, (long)"/bin/sh", (long)argv, (long)envp, 0, 0},
         {"execveat(/bin/sh)", SYS_execveat, AT_FDCWD, (long)"/bin/sh", (long)argv, (long)envp, 0},
         {"socket(AF_INET)", SYS_socket, AF_INET, SOCK_STREAM, 0, 0, 0},
+        {"socket(AF_INET6)", SYS_socket, AF_INET6, SOCK_DGRAM, 0, 0, 0},
         {"socket(AF_UNIX)", SYS_socket, AF_UNIX, SOCK_DGRAM, 0, 0, 0},
-        {"socketpair(AF_UNIX)", SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, (long)sv, 0},
+        {"socketpair(AF_INET)", SYS_socketpair, AF_INET, SOCK_STREAM, 0, (long)sv, 0},
         {"connect(0)", SYS_connect, 0, 0, 0, 0, 0},
         {"accept4(0)", SYS_accept4, 0, 0, 0, 0, 0},
         {"sendmmsg(0)", SYS_sendmmsg, 0, 0, 0, 0, 0},

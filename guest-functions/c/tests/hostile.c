@@ -21,7 +21,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/select.h>
+#include <sys/socket.h>
 #include <sys/sysinfo.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -101,6 +105,19 @@ static long c_getdents64(uintptr_t p) { return syscall(SYS_getdents64, dir_fd, p
 static long c_getrlimit(uintptr_t p) { return syscall(SYS_getrlimit, RLIMIT_NOFILE, p); }
 static long c_prlimit64_old(uintptr_t p) { return syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, p); }
 static long c_getrandom(uintptr_t p) { return syscall(SYS_getrandom, p, 8, 0); }
+static int pipe_fds[2], epoll_fd, sock_fds[2];
+static long c_pipe2(uintptr_t p) { return syscall(SYS_pipe2, p, 0); }
+static long c_poll(uintptr_t p) { return syscall(SYS_poll, p, 1, 0); }
+static long c_select(uintptr_t p)
+{
+    struct timeval zero = {0, 0};
+    return syscall(SYS_select, 1, p, 0, 0, &zero);
+}
+static long c_epoll_ctl(uintptr_t p) { return syscall(SYS_epoll_ctl, epoll_fd, EPOLL_CTL_ADD, pipe_fds[0], p); }
+static long c_epoll_wait(uintptr_t p) { return syscall(SYS_epoll_wait, epoll_fd, p, 1, 0); }
+static long c_socketpair(uintptr_t p) { return syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, p); }
+static long c_sendmsg(uintptr_t p) { return syscall(SYS_sendmsg, sock_fds[0], p, 0); }
+static long c_recvmsg(uintptr_t p) { return syscall(SYS_recvmsg, sock_fds[0], p, MSG_DONTWAIT); }
 
 static void pointers(void)
 {
@@ -111,6 +128,8 @@ static void pointers(void)
     printf("memory end: %#lx\n", (unsigned long)memory_end);
     file_fd = open(SELF, O_RDONLY);
     dir_fd = open("/bin", O_RDONLY | O_DIRECTORY);
+    if (pipe(pipe_fds) != 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sock_fds) != 0 || (epoll_fd = epoll_create1(0)) < 0)
+        return;
     const struct {
         const char *label;
         uintptr_t p;
@@ -167,6 +186,14 @@ static void pointers(void)
         {"getrlimit(RLIMIT_NOFILE, p)", c_getrlimit},
         {"prlimit64(0, RLIMIT_NOFILE, NULL, p)", c_prlimit64_old},
         {"getrandom(p, 8, 0)", c_getrandom},
+        {"pipe2(p, 0)", c_pipe2},
+        {"poll(p, 1, 0)", c_poll},
+        {"select(1, p, NULL, NULL, &zero)", c_select},
+        {"epoll_ctl(ep, ADD, pipe, p)", c_epoll_ctl},
+        {"epoll_wait(ep, p, 1, 0)", c_epoll_wait},
+        {"socketpair(AF_UNIX, STREAM, 0, p)", c_socketpair},
+        {"sendmsg(sock, p, 0)", c_sendmsg},
+        {"recvmsg(sock, p, MSG_DONTWAIT)", c_recvmsg},
     };
     for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++)
         for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) {
