@@ -67,6 +67,11 @@ pub struct FunctionPoolStats {
     /// CPU time the pool spent making its VMs ahead (create, restore, pre-fault, the
     /// entropy refill): what its snapshot costs the pool, whichever function it delays.
     pub fill_cpu: Duration,
+    /// VMs the pool keeps ready for it while it is in use ([`Runtime::scale`]).
+    pub target: usize,
+    /// Idle: no call for the idle timeout, or scaled to zero; it holds no ready VMs and is
+    /// refilled from its next call on.
+    pub idle: bool,
 }
 
 /// Longest the filler waits before retrying a function whose VMs it failed to make.
@@ -117,6 +122,8 @@ struct Ready {
     /// VMs a filler thread is making for this key now.
     making: usize,
     last_used: Instant,
+    /// VMs kept ready for this key; `None`: the runtime's `pool_size`.
+    target: Option<usize>,
     name: String,
     hits: u64,
     misses: u64,
@@ -132,12 +139,25 @@ impl Ready {
             vms: Vec::new(),
             making: 0,
             last_used: Instant::now(),
+            target: None,
             name: name.into(),
             hits: 0,
             misses: 0,
             fill_cpu: Duration::ZERO,
             failures: 0,
             retry_at: None,
+        }
+    }
+
+    fn stats(&self, shared: &Shared) -> FunctionPoolStats {
+        FunctionPoolStats {
+            name: self.name.clone(),
+            ready: self.vms.len(),
+            hits: self.hits,
+            misses: self.misses,
+            fill_cpu: self.fill_cpu,
+            target: self.target.unwrap_or(shared.target),
+            idle: self.last_used.elapsed() >= shared.idle_timeout,
         }
     }
 }
@@ -247,6 +267,41 @@ impl Runtime {
         }
     }
 
+    /// Sets how many VMs the pool keeps ready for `function` while it is in use. `0` releases
+    /// them now, as going idle does: its ready VMs are destroyed and none are made until its
+    /// next call, which creates its VM inline and starts the refill (scale from zero). For a
+    /// function without a snapshot the setting is shared by every such function of its memory
+    /// size (they share their empty VMs).
+    pub fn scale(&self, function: &Function, replicas: usize) {
+        let key = self.key(function);
+        let mut ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let r = ready.entry(key).or_insert_with(|| Ready::new(function.name()));
+        if replicas == 0 {
+            // Idle as of now: the filler evicts its VMs on its next round.
+            r.last_used = Instant::now().checked_sub(self.shared.idle_timeout).unwrap_or(r.last_used);
+            r.target = None;
+        } else {
+            r.target = Some(replicas);
+            r.last_used = Instant::now();
+        }
+        drop(ready);
+        self.shared.wanted.notify_all();
+    }
+
+    /// The pool's counters for `function`, if it asked for VMs ([`Self::prepare`]).
+    pub fn function_stats(&self, function: &Function) -> Option<FunctionPoolStats> {
+        let key = self.key(function);
+        let ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
+        ready.get(&key).map(|r| r.stats(&self.shared))
+    }
+
+    fn key(&self, function: &Function) -> PoolKey {
+        match function.snapshot() {
+            Some(image) => PoolKey::Restored(image.id()),
+            None => PoolKey::Empty(function.memory_size()),
+        }
+    }
+
     /// A VM no call has used, for `function`: from the pool (restored ahead when the
     /// function has a snapshot), or created now when the pool has none. The pool refills
     /// when the call's VM is handed back with [`Self::release`] (after the response), or at
@@ -329,16 +384,7 @@ impl Runtime {
             fill_cpu: Duration::from_nanos(self.shared.fill_cpu_ns.load(Ordering::Relaxed)),
             reap_cpu: Duration::from_nanos(self.shared.reap_cpu_ns.load(Ordering::Relaxed)),
             functions: {
-                let mut f: Vec<FunctionPoolStats> = ready
-                    .values()
-                    .map(|r| FunctionPoolStats {
-                        name: r.name.clone(),
-                        ready: r.vms.len(),
-                        hits: r.hits,
-                        misses: r.misses,
-                        fill_cpu: r.fill_cpu,
-                    })
-                    .collect();
+                let mut f: Vec<FunctionPoolStats> = ready.values().map(|r| r.stats(&self.shared)).collect();
                 f.sort_by(|a, b| a.name.cmp(&b.name));
                 f
             },
@@ -355,7 +401,7 @@ impl Runtime {
             {
                 let ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
                 let idle = |r: &Ready| r.last_used.elapsed() >= self.shared.idle_timeout;
-                if ready.values().all(|r| r.vms.len() >= self.shared.target || idle(r)) {
+                if ready.values().all(|r| r.vms.len() >= r.target.unwrap_or(self.shared.target) || idle(r)) {
                     return;
                 }
             }
@@ -401,10 +447,9 @@ fn fill(shared: &Shared) {
                     continue;
                 }
                 let backing_off = |r: &Ready| r.retry_at.is_some_and(|t| Instant::now() < t);
-                if let Some((&key, r)) = ready
-                    .iter_mut()
-                    .find(|(_, r)| r.vms.len() + r.making < shared.target && !idle(r) && !backing_off(r))
-                {
+                if let Some((&key, r)) = ready.iter_mut().find(|(_, r)| {
+                    r.vms.len() + r.making < r.target.unwrap_or(shared.target) && !idle(r) && !backing_off(r)
+                }) {
                     r.making += 1;
                     break key;
                 }

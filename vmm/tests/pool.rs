@@ -135,3 +135,48 @@ fn used_vms_never_pile_up_behind_the_reaper() {
         assert!(waiting <= vmm::pool::REAPER_BACKLOG + 2, "{waiting} used VMs not yet destroyed: {s:?}");
     }
 }
+
+/// Polls the function's pool counters until `done` holds (10 s at most).
+fn wait_for(runtime: &Runtime, f: &Function, done: impl Fn(&vmm::FunctionPoolStats) -> bool) -> vmm::FunctionPoolStats {
+    let started = std::time::Instant::now();
+    loop {
+        let s = runtime.function_stats(f).expect("the function asked for VMs");
+        if done(&s) || started.elapsed() > std::time::Duration::from_secs(10) {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn scaling_sets_a_functions_ready_vms_and_zero_is_the_idle_release() {
+    let (dir, f) = snapshotted_copy("echo-c");
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 3, ..Default::default() }).unwrap();
+    runtime.prepare(&f);
+    let s = wait_for(&runtime, &f, |s| s.ready == 3);
+    assert_eq!((s.ready, s.target, s.idle), (3, 3, false), "{s:?}");
+    // Down to zero: its VMs are destroyed as if it had gone idle, and none are made.
+    runtime.scale(&f, 0);
+    let s = wait_for(&runtime, &f, |s| s.ready == 0);
+    assert_eq!((s.ready, s.idle), (0, true), "{s:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(runtime.function_stats(&f).unwrap().ready, 0, "an idle function is not refilled");
+    // A call still works (inline) and wakes it up: refilled to the runtime's pool size.
+    assert_eq!(pooled_call(&runtime, &f, b"from zero").stdout, b"from zero");
+    let s = wait_for(&runtime, &f, |s| s.ready == 3);
+    assert_eq!((s.ready, s.idle), (3, false), "{s:?}");
+    // A per-function target above and below the pool size.
+    runtime.scale(&f, 5);
+    let s = wait_for(&runtime, &f, |s| s.ready == 5);
+    assert_eq!((s.ready, s.target), (5, 5), "{s:?}");
+    runtime.scale(&f, 1);
+    // A lower target does not destroy ready VMs; calls use them up and the pool stops at 1.
+    for _ in 0..5 {
+        pooled_call(&runtime, &f, b"x");
+    }
+    let s = wait_for(&runtime, &f, |s| s.ready == 1);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let s2 = runtime.function_stats(&f).unwrap();
+    assert_eq!((s.ready, s2.ready, s2.target), (1, 1, 1), "{s2:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
