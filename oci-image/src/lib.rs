@@ -12,16 +12,19 @@
 //! - [`store`]: where a reference is looked up.
 //! - [`layout`]: one image layout: index, manifest, config, blobs (digests verified).
 //! - [`unpack`]: layers into a rootfs, safely.
+//! - [`program`]: the program to run, found in the rootfs; static or dynamic.
 //! - [`error`]: what can go wrong, each with a client-facing kind.
 
 pub mod error;
 pub mod layout;
+pub mod program;
 pub mod reference;
 pub mod store;
 pub mod unpack;
 
 pub use error::{ErrorKind, OciError};
 pub use layout::{Image, ImageConfig};
+pub use program::{elf_linking, find_program, Linking};
 pub use reference::ImageRef;
 pub use store::ImageStore;
-pub use unpack::{unpack_image, UnpackLimits, UnpackReport};
+pub use unpack::{unpack_image, write_file_in_root, UnpackLimits, UnpackReport};

@@ -66,6 +66,34 @@ pub struct UnpackReport {
     pub bytes: u64,
 }
 
+/// An open rootfs directory, for lookups and writes that stay inside it.
+pub struct RootDir(OwnedFd);
+
+impl RootDir {
+    pub fn open(path: &Path) -> io::Result<RootDir> {
+        open_dir(path).map(RootDir)
+    }
+}
+
+/// Opens `rel` (read-only) inside the rootfs, symlinks resolved inside it.
+pub fn open_in_root_path(root: &RootDir, rel: &Path) -> io::Result<File> {
+    open_in_root(&root.0, rel, libc::O_RDONLY).map(File::from)
+}
+
+/// Writes a fresh file `rel` (parents made, mode 0755) inside the rootfs with `mode`,
+/// replacing whatever was there; never through a symlink out of it. For files snapcall puts
+/// into an unpacked image (secrets).
+pub fn write_file_in_root(rootfs: &Path, rel: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let root = open_dir(rootfs)?;
+    let rel = clean(rel).map_err(|p| io::Error::new(io::ErrorKind::InvalidInput, p))?;
+    let rel = rel.ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
+    let (parent, name) = split(&rel);
+    let dir = dir_in_root(&root, &parent, true)?.ok_or_else(|| io::Error::from_raw_os_error(libc::ENOTDIR))?;
+    remove_any(&dir, name)?;
+    let mut f = create_file(&dir, name, mode)?;
+    io::Write::write_all(&mut f, bytes)
+}
+
 /// Unpacks `image`'s layers into `rootfs`, which must exist and be empty.
 pub fn unpack_image(image: &Image, rootfs: &Path, limits: UnpackLimits) -> Result<UnpackReport, OciError> {
     let root = open_dir(rootfs).map_err(OciError::io(format!("rootfs {}", rootfs.display())))?;

@@ -356,3 +356,50 @@ fn the_image_config_is_read() {
     assert!(layout::resolve(&base, &r, &["v2".into()]).unwrap().is_none());
     std::fs::remove_dir_all(base).unwrap();
 }
+
+#[test]
+fn programs_are_found_on_the_path_inside_the_rootfs_and_classified() {
+    let base = scratch("program");
+    let root = base.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    // A minimal static ELF header (no program headers) and a dynamic one (one PT_INTERP).
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    (elf[4], elf[5]) = (2, 1);
+    elf[18] = 62;
+    let mut dynamic = elf.clone();
+    dynamic[32] = 64; // phoff
+    dynamic[54] = 56; // phentsize
+    dynamic[56] = 1; // phnum
+    dynamic.extend_from_slice(&[3, 0, 0, 0]);
+    dynamic.resize(64 + 56, 0);
+    std::fs::write(root.join("bin/busybox"), &elf).unwrap();
+    std::os::unix::fs::symlink("/bin/busybox", root.join("bin/env")).unwrap();
+    std::fs::write(root.join("usr/bin/dyn"), &dynamic).unwrap();
+    std::fs::write(root.join("usr/bin/script"), b"#!/bin/sh\necho hi\n").unwrap();
+    // A symlink to the host's /bin/sh must not be what is found.
+    std::os::unix::fs::symlink("/etc/hostname-not-in-rootfs", root.join("bin/hostish")).unwrap();
+
+    assert_eq!(crate::find_program(&root, "env", None, "/").unwrap(), "/bin/env");
+    assert_eq!(crate::find_program(&root, "dyn", Some("/nope:/usr/bin"), "/").unwrap(), "/usr/bin/dyn");
+    assert_eq!(crate::find_program(&root, "./busybox", None, "/bin").unwrap(), "/bin/busybox");
+    assert!(crate::find_program(&root, "hostish", None, "/").is_err());
+    assert!(crate::find_program(&root, "sh", None, "/").is_err());
+    assert_eq!(crate::elf_linking(&root, "/bin/env").unwrap(), crate::Linking::Static);
+    assert_eq!(crate::elf_linking(&root, "/usr/bin/dyn").unwrap(), crate::Linking::Dynamic);
+    assert!(crate::elf_linking(&root, "/usr/bin/script").unwrap_err().to_string().contains("script"));
+
+    // Secrets go in through the same in-root writer, even where the image planted a link.
+    let outside = scratch("secret-outside");
+    std::fs::create_dir_all(root.join("var")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("var/openfaas")).unwrap();
+    let r = crate::write_file_in_root(&root, Path::new("var/openfaas/secrets/s"), b"v", 0o444);
+    assert!(r.is_err(), "a dangling in-root link is not a directory");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    std::fs::remove_file(root.join("var/openfaas")).unwrap();
+    crate::write_file_in_root(&root, Path::new("/var/openfaas/secrets/s"), b"v", 0o444).unwrap();
+    assert_eq!(std::fs::read(root.join("var/openfaas/secrets/s")).unwrap(), b"v");
+    std::fs::remove_dir_all(base).unwrap();
+    std::fs::remove_dir_all(outside).unwrap();
+}
