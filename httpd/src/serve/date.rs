@@ -33,6 +33,15 @@ pub fn format(secs: u64) -> [u8; LEN] {
     out
 }
 
+/// Formats `secs` since the Unix epoch as RFC 3339 in UTC (`2026-12-01T08:30:00Z`), what Go's
+/// `time.Time` reads from JSON.
+pub fn rfc3339(secs: u64) -> String {
+    let secs = secs.min(253_402_300_799);
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
 fn two(out: &mut [u8], v: u64) {
     out[0] = b'0' + (v / 10) as u8;
     out[1] = b'0' + (v % 10) as u8;
@@ -78,6 +87,13 @@ mod tests {
 
     fn s(secs: u64) -> String {
         String::from_utf8(format(secs).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(784_111_777), "1994-11-06T08:49:37Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -156,6 +156,11 @@ impl FnMetrics {
         self.in_flight.fetch_sub(1, AcqRel);
     }
 
+    /// Calls answered so far, refused ones included (OpenFaaS's `invocationCount`).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Relaxed)
+    }
+
     /// Records a request refused before any VM was involved.
     pub fn record_refusal(&self, kind: ErrorKind) {
         self.calls.fetch_add(1, Relaxed);

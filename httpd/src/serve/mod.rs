@@ -10,6 +10,7 @@
 //! - `status`: the one mapping from vmm errors to HTTP statuses.
 //! - `registry`: bundle discovery at start and on SIGHUP.
 //! - `workers`: the worker threads calls run on (never on a loop thread, by default).
+//! - `provider`: the OpenFaaS faas-provider API (`/system/*`) and deploys from OCI images.
 //!
 //! This file wires them: listeners, threads, signals.
 
@@ -21,6 +22,7 @@ pub use httpd::http;
 #[cfg(test)]
 mod loop_tests;
 pub mod metrics;
+pub mod provider;
 pub mod registry;
 pub mod routes;
 pub mod status;

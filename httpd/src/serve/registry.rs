@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use vmm::km::{needs_km, KmFunction};
@@ -22,6 +22,22 @@ pub struct Entry {
     pub runner: LoadedFunction,
     pub metrics: Arc<FnMetrics>,
     fingerprint: Fingerprint,
+    /// Set when a deploy replaced this version: its old bundle directory, removed once the
+    /// last call holding this entry is done (calls in flight finish on the old version).
+    retired_dir: Mutex<Option<PathBuf>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some(dir) = self.retired_dir.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            // Off the thread that dropped it (maybe a call's worker): a rootfs takes a while.
+            let _ = std::thread::Builder::new().name("retire-bundle".into()).spawn(move || {
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    eprintln!("snapcall serve: cannot remove the retired bundle {}: {e}", dir.display());
+                }
+            });
+        }
+    }
 }
 
 /// A loaded function, by the runner its calls need ([`vmm::Runner`], from its bundle).
@@ -33,6 +49,15 @@ pub enum LoadedFunction {
 }
 
 impl Entry {
+    /// This version is no longer served: the pool stops keeping VMs for it, and `dir` (its
+    /// moved-aside bundle) goes when the last call holding it ends.
+    fn retire(&self, runtime: &Runtime, dir: Option<PathBuf>) {
+        if let LoadedFunction::Native(function) = &self.runner {
+            runtime.forget(function);
+        }
+        *self.retired_dir.lock().unwrap_or_else(|e| e.into_inner()) = dir;
+    }
+
     pub fn name(&self) -> &str {
         match &self.runner {
             LoadedFunction::Native(f) => f.name(),
@@ -103,7 +128,7 @@ impl Default for Caps {
 /// Loads a bundle for the runner it needs: km when its annotation or its snapshot asks for
 /// km (`vmm::km::needs_km`), else the native vmm. The caps are applied before anything is
 /// loaded or snapshotted.
-fn load_runner(dir: &Path, mode: StartMode, caps: Caps) -> Result<LoadedFunction, String> {
+pub fn load_runner(dir: &Path, mode: StartMode, caps: Caps) -> Result<LoadedFunction, String> {
     let config = BundleConfig::load(dir).map_err(|e| e.to_string())?;
     let (memory, timeout) = (config.limits.memory_bytes, config.limits.timeout);
     if memory > caps.max_memory_bytes {
@@ -182,11 +207,75 @@ pub struct Registry {
     mode: StartMode,
     caps: Caps,
     table: RwLock<Arc<BTreeMap<String, Arc<Entry>>>>,
+    /// Held by whoever changes the table (a rescan, a deploy, a delete), so no change is lost
+    /// to another made from the same old table.
+    update: Mutex<()>,
 }
 
 impl Registry {
     pub fn new(dir: PathBuf, mode: StartMode, caps: Caps) -> Registry {
-        Registry { dir, mode, caps, table: RwLock::new(Arc::new(BTreeMap::new())) }
+        Registry { dir, mode, caps, table: RwLock::new(Arc::new(BTreeMap::new())), update: Mutex::new(()) }
+    }
+
+    /// The functions directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn mode(&self) -> StartMode {
+        self.mode
+    }
+
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    /// Every function served now, by name.
+    pub fn entries(&self) -> Arc<BTreeMap<String, Arc<Entry>>> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Serves `runner` as `name` from now on, in one step; the version it replaces (if any)
+    /// is returned, and its pool VMs released. `retired` is the replaced version's bundle
+    /// directory if it was moved aside: removed once no call holds the old version.
+    pub fn install(
+        &self,
+        name: &str,
+        runner: LoadedFunction,
+        runtime: &Runtime,
+        metrics: &Metrics,
+        retired: Option<PathBuf>,
+    ) -> Option<Arc<Entry>> {
+        let _update = self.update.lock().unwrap_or_else(|e| e.into_inner());
+        if let LoadedFunction::Native(function) = &runner {
+            runtime.prepare(function);
+        }
+        let entry = Arc::new(Entry {
+            runner,
+            metrics: metrics.function(name),
+            fingerprint: fingerprint(&self.dir.join(name)),
+            retired_dir: Mutex::new(None),
+        });
+        let mut next = (*self.entries()).clone();
+        let old = next.insert(name.to_string(), entry);
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        if let Some(old) = &old {
+            old.retire(runtime, retired);
+        }
+        old
+    }
+
+    /// Stops serving `name`; its bundle directory `retired` (moved aside by the caller) is
+    /// removed once no call holds it.
+    pub fn remove(&self, name: &str, runtime: &Runtime, retired: Option<PathBuf>) -> Option<Arc<Entry>> {
+        let _update = self.update.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = (*self.entries()).clone();
+        let old = next.remove(name);
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        if let Some(old) = &old {
+            old.retire(runtime, retired);
+        }
+        old
     }
 
     /// The function called `name`, if served.
@@ -200,6 +289,7 @@ impl Registry {
 
     /// Re-reads the functions directory; loads what is new or changed, drops what is gone.
     pub fn rescan(&self, runtime: &Runtime, metrics: &Metrics) -> std::io::Result<Summary> {
+        let _update = self.update.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut next = BTreeMap::new();
         let mut summary = Summary::default();
@@ -240,7 +330,7 @@ impl Registry {
                     } else {
                         summary.added.push(name.clone());
                     }
-                    next.insert(name, Arc::new(Entry { runner, metrics, fingerprint }));
+                    next.insert(name, Arc::new(Entry { runner, metrics, fingerprint, retired_dir: Mutex::new(None) }));
                 }
                 Err(e) => {
                     if let Some(entry) = old.get(&name) {
