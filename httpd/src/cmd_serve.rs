@@ -76,6 +76,24 @@ pub struct Args {
     /// Keep-alive connection without a request, ms.
     #[arg(long, default_value_t = 60_000)]
     idle_timeout_ms: u64,
+    /// Serve the OpenFaaS faas-provider API on /system/* (deploy, scale, secrets; docs/provider.md).
+    /// Off by default: it lets its callers run code and write into --functions.
+    #[arg(long)]
+    provider: bool,
+    /// Local image store the provider deploys images from: OCI layouts (DIR/REGISTRY/REPO/) or
+    /// archives (DIR/REGISTRY/REPO.tar), as skopeo and umoci write them.
+    #[arg(long, requires = "provider")]
+    images: Option<PathBuf>,
+    /// Require basic auth on /system/* (OpenFaaS's basic_auth=true), with the credentials in
+    /// the files basic-auth-user and basic-auth-password under --secret-mount-path.
+    #[arg(long, requires = "provider")]
+    basic_auth: bool,
+    /// Where the basic-auth credential files are (OpenFaaS's secret_mount_path).
+    #[arg(long, default_value = "/var/openfaas/secrets")]
+    secret_mount_path: PathBuf,
+    /// The most an image may unpack to (all layers, uncompressed), MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    max_image_mib: u64,
     /// On SIGTERM, how long requests in progress may take before connections are cut, ms.
     #[arg(long, default_value_t = 30_000)]
     shutdown_grace_ms: u64,
@@ -127,7 +145,36 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let provider = if args.provider {
+        let auth = if args.basic_auth {
+            match serve::provider::auth::BasicAuth::load(&args.secret_mount_path) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("snapcall serve: --basic-auth: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
+        let cfg = serve::provider::ProviderConfig {
+            namespace: serve::routes::NAMESPACE.to_string(),
+            images: args.images.clone(),
+            auth,
+            unpack: oci_image::UnpackLimits { max_bytes: args.max_image_mib << 20, ..Default::default() },
+        };
+        match serve::provider::Provider::new(cfg, &registry) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("snapcall serve: --provider: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let app = Arc::new(App {
+        provider,
         runtime,
         registry,
         metrics: metrics.clone(),

@@ -95,6 +95,8 @@ struct RunConfig {
     working_dir: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +115,8 @@ pub struct ImageConfig {
     /// Empty: `/`.
     pub working_dir: String,
     pub user: String,
+    /// The image's labels (`snapcall.*` ones say how snapcall runs it, e.g. `snapcall.response`).
+    pub labels: BTreeMap<String, String>,
     pub architecture: String,
     pub os: String,
 }
@@ -253,6 +257,7 @@ pub fn resolve(layout: &Path, reference: &ImageRef, names: &[String]) -> Result<
             env: run.env.unwrap_or_default(),
             working_dir: run.working_dir.unwrap_or_default(),
             user: run.user.unwrap_or_default(),
+            labels: run.labels.unwrap_or_default(),
             architecture: config.architecture,
             os: config.os,
         },

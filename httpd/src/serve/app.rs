@@ -13,6 +13,7 @@ use super::conn::Request;
 use super::handler::{Admission, Handler};
 use super::http::{json_string, Head, Method, Response};
 use super::metrics::{ErrorKind, Metrics, Phase, Timing};
+use super::provider::{self, ApiRequest, Provider};
 use super::registry::{Entry, LoadedFunction, Registry};
 use super::routes::{self, Route};
 use super::status::{self, Failure};
@@ -28,17 +29,22 @@ pub struct App {
     pub km: Option<PathBuf>,
     /// Calls of one function admitted and not yet answered, at most (429 above).
     pub max_concurrency_per_function: usize,
+    /// The OpenFaaS provider API on `/system/*` (`--provider`); `None`: those paths are 404.
+    pub provider: Option<Provider>,
 }
 
 /// An admitted call: the function it was admitted for (looked up once, when its request was
 /// complete) and its place in that function's concurrency limit, given back when dropped.
+/// `None`: a provider API request that may take seconds (a deploy), sent to a worker too.
 pub struct CallPermit {
-    entry: Arc<Entry>,
+    entry: Option<Arc<Entry>>,
 }
 
 impl Drop for CallPermit {
     fn drop(&mut self) {
-        self.entry.metrics.leave();
+        if let Some(entry) = &self.entry {
+            entry.metrics.leave();
+        }
     }
 }
 
@@ -216,6 +222,34 @@ impl App {
     }
 }
 
+fn method_str(m: &Method) -> &str {
+    match m {
+        Method::Other(m) => m,
+        known => known.as_str(),
+    }
+}
+
+impl App {
+    /// A `/system/*` request: the provider API's, on a worker when it may take seconds.
+    fn api(&self, req: &Request, started: Instant) -> Response {
+        let Some(p) = &self.provider.as_ref().filter(|_| provider::owns(&req.head.path)) else {
+            return not_found(&req.head.path, started);
+        };
+        let authorization = req.head.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.as_str());
+        let api = ApiRequest {
+            method: method_str(&req.head.method),
+            path: &req.head.path,
+            query: &req.head.query,
+            authorization,
+            body: &req.body,
+        };
+        let ctx = provider::Context { registry: &self.registry, runtime: &self.runtime, metrics: &self.metrics };
+        let mut resp = p.handle(&api, &ctx);
+        resp.server_timing = Timing::default().header(started.elapsed());
+        resp
+    }
+}
+
 /// What the function sees of its request beyond the body: the parsed head's values moved
 /// over (the one copy of the head was made by the parser), the path after the function name.
 fn request_head(head: Head) -> RequestHead {
@@ -253,6 +287,7 @@ impl Handler for App {
         }
         match route {
             Route::Health | Route::Metrics => true,
+            Route::System => self.provider.is_some() && provider::owns(&head.path),
             Route::Function { name, .. } => self.registry.get(name).is_some(),
             Route::NotFound => false,
         }
@@ -260,6 +295,14 @@ impl Handler for App {
 
     fn admit(&self, head: &Head) -> Admission<CallPermit> {
         let route = routes::route(&head.path);
+        if route == Route::System {
+            return match &self.provider {
+                Some(_) if provider::runs_long(method_str(&head.method), &head.path) => {
+                    Admission::Call(CallPermit { entry: None })
+                }
+                _ => Admission::Local,
+            };
+        }
         let Route::Function { name, .. } = route else { return Admission::Local };
         if routes::disallowed(route, &head.method).is_some() {
             return Admission::Local;
@@ -277,12 +320,12 @@ impl Handler for App {
             resp.server_timing = Timing::default().header(Duration::ZERO);
             return Admission::Refused(resp);
         }
-        Admission::Call(CallPermit { entry })
+        Admission::Call(CallPermit { entry: Some(entry) })
     }
 
     fn handle(&self, req: Request, permit: Option<CallPermit>, queued: Duration) -> (Response, Option<FinishedCall>) {
-        if let Some(permit) = permit {
-            return self.call(&permit.entry, req, queued);
+        if let Some(entry) = permit.as_ref().and_then(|p| p.entry.as_ref()) {
+            return self.call(entry, req, queued);
         }
         let started = Instant::now();
         let route = routes::route(&req.head.path);
@@ -295,6 +338,7 @@ impl Handler for App {
                 let text = self.metrics.render(&|out| self.pool_gauges(out));
                 (simple(200, "text/plain; version=0.0.4", text, started), None)
             }
+            Route::System => (self.api(&req, started), None),
             Route::NotFound => (not_found(&req.head.path, started), None),
             // A function route without a permit: the function is gone (or never was).
             Route::Function { .. } => (not_found(&req.head.path, started), None),

@@ -248,7 +248,7 @@ impl Registry {
     ) -> Option<Arc<Entry>> {
         let _update = self.update.lock().unwrap_or_else(|e| e.into_inner());
         if let LoadedFunction::Native(function) = &runner {
-            runtime.prepare(function);
+            runtime.keep_ready(function);
         }
         let entry = Arc::new(Entry {
             runner,

@@ -16,6 +16,8 @@ pub const NAMESPACE: &str = "openfaas-fn";
 pub enum Route<'a> {
     Health,
     Metrics,
+    /// `/system` and below: the OpenFaaS provider API (`provider/`) and the logs API.
+    System,
     /// A function: its name (namespace removed) and the path after it (`/` if none).
     Function {
         name: &'a str,
@@ -30,7 +32,11 @@ pub fn route(path: &str) -> Route<'_> {
     match path {
         "/healthz" => return Route::Health,
         "/metrics" => return Route::Metrics,
+        "/system" => return Route::System,
         _ => {}
+    }
+    if path.starts_with("/system/") {
+        return Route::System;
     }
     if let Some(rest) = path.strip_prefix("/function/") {
         let (segment, sub) = match rest.find('/') {
@@ -61,6 +67,8 @@ pub fn disallowed(route: Route<'_>, method: &Method) -> Option<&'static str> {
         (Route::Health | Route::Metrics, Method::Post | Method::Other(_)) => Some("GET, HEAD"),
         // The function decides what a method means (it sees it in its request head).
         (Route::Function { .. }, _) => None,
+        // The API answers its own 405s, per resource.
+        (Route::System, _) => None,
         (Route::NotFound, _) => None,
     }
 }
@@ -86,6 +94,10 @@ mod tests {
         assert_eq!(route("/function/"), Route::NotFound);
         assert_eq!(route("/function/.."), Route::NotFound);
         assert_eq!(route("/%2e%2e"), Route::NotFound);
+        assert_eq!(route("/system/functions"), Route::System);
+        assert_eq!(route("/system/function/echo-c"), Route::System);
+        assert_eq!(route("/system"), Route::System);
+        assert_eq!(route("/systemd"), function("systemd", "/"));
     }
 
     #[test]

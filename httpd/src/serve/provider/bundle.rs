@@ -11,6 +11,7 @@
 //! | `envVars.exec_timeout` (of-watchdog: Go duration or seconds) | `snapcall.timeout_ms` |
 //! | `envVars.content_type` (the watchdogs' setting) | `snapcall.content_type` |
 //! | `secrets` | `rootfs/var/openfaas/secrets/NAME`, mode 0444 (the guest's rootfs is read-only) |
+//! | the image's `snapcall.*` labels | the same annotations (e.g. `snapcall.response: cgi`) |
 //!
 //! The deployment itself is kept beside, in `openfaas-deployment.json`, so it comes back
 //! field for field, and survives a restart.
@@ -201,7 +202,15 @@ pub fn build(
         move |source| BundleError::Write { path, source }
     };
     // Cheap checks first: nothing is unpacked for a deployment that cannot run.
-    let mut annotations = BTreeMap::new();
+    // An image built for snapcall may say how it runs (`snapcall.response: cgi`); what the
+    // deployment sets (memory, timeout) is added over it.
+    let mut annotations: BTreeMap<String, String> = image
+        .config
+        .labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("snapcall."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if let Some(limits) = &d.limits {
         if !limits.memory.is_empty() {
             let bytes = parse_quantity(&limits.memory).ok_or_else(|| BundleError::Invalid {

@@ -464,10 +464,15 @@ impl Provider {
         }
         // The snapshot is taken here, in the staging directory (its identity is the config
         // and the program, not the path), so the swap below is a rename.
-        if let Err(e) = registry::load_runner(&staging, ctx.registry.mode(), ctx.registry.caps()) {
-            cleanup(&[&staging]);
-            return Err(ApiError::new(422, "not_runnable", format!("{name}: {e}")));
-        }
+        let mode = match registry::load_runner(&staging, ctx.registry.mode(), ctx.registry.caps()) {
+            // It cannot be snapshotted (it never reads stdin): do not try again in place.
+            Ok(LoadedFunction::Native(f)) if !f.has_snapshot() => vmm::StartMode::Cold,
+            Ok(_) => ctx.registry.mode(),
+            Err(e) => {
+                cleanup(&[&staging]);
+                return Err(ApiError::new(422, "not_runnable", format!("{name}: {e}")));
+            }
+        };
         let live = ctx.registry.dir().join(&name);
         let retired = match swap_in(&staging, &live, &self.state.join("retired").join(format!("{name}-{n}"))) {
             Ok(r) => r,
@@ -476,7 +481,7 @@ impl Provider {
                 return Err(ApiError::new(500, "host", format!("{name}: cannot move the bundle into place: {e}")));
             }
         };
-        let runner = match registry::load_runner(&live, ctx.registry.mode(), ctx.registry.caps()) {
+        let runner = match registry::load_runner(&live, mode, ctx.registry.caps()) {
             Ok(r) => r,
             Err(e) => {
                 return Err(ApiError::new(500, "host", format!("{name}: the new bundle did not load in place: {e}")))

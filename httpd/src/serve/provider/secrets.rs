@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Largest secret value (Kubernetes' limit is 1 MiB).
@@ -141,10 +141,6 @@ impl SecretStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretError::Missing(name.into())),
             Err(source) => Err(SecretError::Io { path, source }),
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
