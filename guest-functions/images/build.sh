@@ -9,6 +9,7 @@
 # DIR defaults to <repo>/target/images, laid out as the server's --images store:
 #   DIR/docker.io/functions/alpine/       env, cat, sha512sum (Debian's busybox-static)
 #   DIR/docker.io/theaxer/redirector/     ./handler: a static C redirect (the certifier's)
+#   DIR/docker.io/snapcall/version/       prints $version after $delay_ms
 #   DIR/docker.io/snapcall/dynamic/       a dynamically linked program (must be refused)
 #   DIR/docker.io/snapcall/alpine.tar     the alpine image again, as an OCI archive
 # Needs: busybox-static, gcc, musl-tools, tar, gzip, coreutils (scripts/install-deps.sh).
@@ -92,6 +93,13 @@ mkdir -p "$R/home/app"
 musl-gcc -O2 -static -o "$R/home/app/handler" "$HERE/redirector.c"
 strip "$R/home/app/handler"
 image "$OUT/docker.io/theaxer/redirector" latest "$R" "{\"Env\":[$PATH_ENV],\"WorkingDir\":\"/home/app\",\"Cmd\":[\"./handler\"],\"Labels\":{\"snapcall.response\":\"cgi\"}}"
+
+# snapcall/version: prints $version after $delay_ms (a deploy replacing a function mid-call).
+R="$WORK/version"
+mkdir -p "$R/bin"
+musl-gcc -O2 -static -o "$R/bin/version" "$HERE/version.c"
+strip "$R/bin/version"
+image "$OUT/docker.io/snapcall/version" latest "$R" "{\"Env\":[$PATH_ENV],\"Cmd\":[\"version\"]}"
 
 # snapcall/dynamic: a dynamically linked program, which a deploy must refuse with a 422.
 R="$WORK/dynamic"

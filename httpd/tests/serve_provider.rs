@@ -1,0 +1,297 @@
+//! The faas-provider API against the real server and real VMs: deploy OCI images (built by
+//! `guest-functions/images/build.sh`), read them back field for field, invoke, update,
+//! replace under a call in flight, scale, delete, secrets, basic auth, and the 4xx answers.
+
+mod serve_support;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use serve_support::{root, Client, Resp, Server};
+
+/// `target/images`, built once.
+fn images() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = root().join("target/images");
+            let status = std::process::Command::new("bash")
+                .arg(root().join("guest-functions/images/build.sh"))
+                .arg("--out")
+                .arg(&out)
+                .status()
+                .expect("run guest-functions/images/build.sh");
+            assert!(status.success(), "guest-functions/images/build.sh failed");
+            out
+        })
+        .clone()
+}
+
+fn empty_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("snapcall-provider-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn provider(tag: &str, extra: &[&str]) -> Server {
+    let images = images();
+    let mut args = vec!["--provider", "--images", images.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Server::start(&empty_dir(tag), &args)
+}
+
+fn api(c: &mut Client, method: &str, path: &str, body: &Value) -> Resp {
+    let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(body).unwrap() };
+    c.request(method, path, &[("Content-Type", "application/json")], &bytes)
+}
+
+fn json_of(r: &Resp) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+fn deploy(c: &mut Client, method: &str, d: &Value) -> Resp {
+    api(c, method, "/system/functions", d)
+}
+
+#[test]
+fn a_deployment_round_trips_and_its_function_runs_updates_and_goes() {
+    let srv = provider("roundtrip", &[]);
+    let mut c = srv.connect();
+    let d = json!({
+        "service": "env-test", "image": "docker.io/functions/alpine:latest", "namespace": "openfaas-fn",
+        "envProcess": "env", "envVars": {"custom_env": "custom_env_value"},
+        "constraints": ["node.platform.os == linux"], "labels": {"canary_build": "true"},
+        "annotations": {"important-date": "Fri Aug 10 08:21:00 BST 2018", "some-json": "{\"a\": [1, 2]}"},
+        "limits": {"memory": "64Mi", "cpu": "100m"}, "requests": {"memory": "32Mi"},
+        "readOnlyRootFilesystem": true
+    });
+    // An update of a function that does not exist is a 404 (faas-cli then POSTs).
+    assert_eq!(deploy(&mut c, "PUT", &d).status, 404);
+    let r = deploy(&mut c, "POST", &d);
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    let st = json_of(&api(&mut c, "GET", "/system/function/env-test?namespace=openfaas-fn", &Value::Null));
+    for (k, v) in d.as_object().unwrap() {
+        let k = if k == "service" { "name" } else { k.as_str() };
+        if k == "labels" {
+            assert_eq!(st[k]["canary_build"], "true");
+            assert_eq!(st[k]["faas_function"], "env-test", "OpenFaaS providers label every function");
+        } else {
+            assert_eq!(&st[k], v, "{k}");
+        }
+    }
+    assert!(st["replicas"].as_u64().unwrap() > 0, "{st}");
+    assert!(st["createdAt"].as_str().unwrap().ends_with('Z'), "{st}");
+    let list = json_of(&api(&mut c, "GET", "/system/functions", &Value::Null));
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "env-test");
+
+    // The function: the image's env, the deployment's, and the memory cap from limits.memory.
+    let r = c.request("GET", "/function/env-test.openfaas-fn", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = r.text();
+    assert!(out.contains("custom_env=custom_env_value") && out.contains("PATH=/usr/local/sbin"), "{out}");
+    let config: Value = serde_json::from_slice(&std::fs::read(srv.dir.join("env-test/config.json")).unwrap()).unwrap();
+    assert_eq!(config["annotations"]["snapcall.memory_mib"], "64");
+    assert_eq!(config["process"]["args"][0], "/bin/env");
+    let count = json_of(&api(&mut c, "GET", "/system/function/env-test", &Value::Null))["invocationCount"].as_f64();
+    assert_eq!(count, Some(1.0));
+
+    // An update replaces it.
+    let mut d2 = d.clone();
+    d2["envVars"] = json!({"custom_env": "second"});
+    assert_eq!(deploy(&mut c, "PUT", &d2).status, 202);
+    let out = c.request("POST", "/function/env-test", &[], b"").text();
+    assert!(out.contains("custom_env=second") && !out.contains("custom_env_value"), "{out}");
+    assert_eq!(json_of(&api(&mut c, "GET", "/system/function/env-test", &Value::Null))["envVars"], d2["envVars"]);
+
+    // Delete: gone from the API, the routes and the directory.
+    let del = json!({"functionName": "env-test"});
+    assert_eq!(api(&mut c, "DELETE", "/system/functions", &del).status, 202);
+    assert_eq!(api(&mut c, "DELETE", "/system/functions", &del).status, 404);
+    assert_eq!(api(&mut c, "GET", "/system/function/env-test", &Value::Null).status, 404);
+    assert_eq!(c.request("GET", "/function/env-test", &[], b"").status, 404);
+    assert!(!srv.dir.join("env-test").exists());
+    assert_eq!(json_of(&api(&mut c, "GET", "/system/functions", &Value::Null)), json!([]));
+
+    // Info and namespaces.
+    let info = json_of(&api(&mut c, "GET", "/system/info", &Value::Null));
+    assert_eq!(info["provider"]["provider"], "snapcall");
+    let sha = info["provider"]["version"]["sha"].as_str().unwrap();
+    assert!(sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "a real git sha: {sha}");
+    assert!(!info["version"]["release"].as_str().unwrap().is_empty());
+    assert_eq!(json_of(&api(&mut c, "GET", "/system/namespaces", &Value::Null)), json!(["openfaas-fn"]));
+    assert_eq!(api(&mut c, "GET", "/system/functions?namespace=other", &Value::Null).status, 400);
+}
+
+#[test]
+fn a_replace_lets_the_call_in_flight_finish_on_the_old_version() {
+    let srv = provider("replace", &[]);
+    let mut c = srv.connect();
+    let v = |version: &str, delay: &str| json!({"service": "ver", "image": "snapcall/version", "envVars": {"version": version, "delay_ms": delay}});
+    assert_eq!(deploy(&mut c, "POST", &v("v1", "3000")).status, 202);
+    let addr = srv.addr;
+    let slow = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.request("POST", "/function/ver", &[], b"").text()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(deploy(&mut c, "POST", &v("v2", "0")).status, 202);
+    assert!(!slow.is_finished(), "the deploy did not wait for the call in flight");
+    assert_eq!(slow.join().unwrap(), "v1\n", "the call in flight ran the version it started on");
+    assert_eq!(c.request("POST", "/function/ver", &[], b"").text(), "v2\n");
+    // The old version's directory goes once its last call is done.
+    let retired = srv.dir.join(".snapcall/retired");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&retired).unwrap().count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_dir(&retired).unwrap().count(), 0);
+}
+
+#[test]
+fn scaling_maps_onto_the_pool_and_zero_still_serves() {
+    let srv = provider("scale", &["--pool-size", "2"]);
+    let mut c = srv.connect();
+    let d = json!({"service": "hash", "image": "functions/alpine", "envProcess": "sha512sum",
+                   "labels": {"com.openfaas.scale.min": "3"}});
+    assert_eq!(deploy(&mut c, "POST", &d).status, 202);
+    let status = |c: &mut Client| json_of(&api(c, "GET", "/system/function/hash", &Value::Null));
+    let wait = |c: &mut Client, want: (u64, u64)| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = status(c);
+            let got = (st["replicas"].as_u64().unwrap_or(0), st["availableReplicas"].as_u64().unwrap_or(0));
+            if got == want || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(wait(&mut c, (3, 3)), (3, 3), "the min-scale label sets the ready VMs");
+    let r = api(&mut c, "POST", "/system/scale-function/hash", &json!({"serviceName": "hash", "replicas": 0}));
+    assert_eq!(r.status, 202);
+    assert_eq!(wait(&mut c, (0, 0)), (0, 0));
+    let r = c.request("POST", "/function/hash", &[], b"hello");
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("9b71d224bd62f378"), "{}", r.text());
+    let r = api(&mut c, "POST", "/system/scale-function/hash", &json!({"replicas": 1}));
+    assert_eq!(r.status, 202);
+    assert_eq!(wait(&mut c, (1, 1)), (1, 1));
+    assert_eq!(api(&mut c, "POST", "/system/scale-function/nope", &json!({"replicas": 1})).status, 404);
+}
+
+#[test]
+fn secrets_are_kept_listed_without_values_and_mounted_read_only() {
+    let srv = provider("secrets", &[]);
+    let mut c = srv.connect();
+    let s = json!({"name": "api-key", "value": "first-value", "namespace": "openfaas-fn"});
+    assert_eq!(api(&mut c, "POST", "/system/secrets", &s).status, 202);
+    assert_eq!(api(&mut c, "POST", "/system/secrets", &s).status, 409);
+    let raw = json!({"name": "raw", "rawValue": "AAEC/w=="});
+    assert_eq!(api(&mut c, "POST", "/system/secrets", &raw).status, 202);
+    let list = json_of(&api(&mut c, "GET", "/system/secrets", &Value::Null));
+    assert_eq!(
+        list,
+        json!([{"name": "api-key", "namespace": "openfaas-fn"}, {"name": "raw", "namespace": "openfaas-fn"}])
+    );
+
+    let d = json!({"service": "show", "image": "functions/alpine", "envProcess": "cat /var/openfaas/secrets/api-key",
+                   "secrets": ["api-key", "raw"]});
+    assert_eq!(deploy(&mut c, "POST", &d).status, 202);
+    assert_eq!(c.request("POST", "/function/show", &[], b"").text(), "first-value");
+    let raw_file = srv.dir.join("show/rootfs/var/openfaas/secrets/raw");
+    assert_eq!(std::fs::read(&raw_file).unwrap(), [0, 1, 2, 255]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&raw_file).unwrap().permissions().mode() & 0o777, 0o444);
+
+    let s2 = json!({"name": "api-key", "value": "second-value"});
+    assert_eq!(api(&mut c, "PUT", "/system/secrets", &s2).status, 202);
+    assert_eq!(api(&mut c, "PUT", "/system/secrets", &json!({"name": "nope", "value": "x"})).status, 404);
+    assert_eq!(deploy(&mut c, "PUT", &d).status, 202);
+    assert_eq!(c.request("POST", "/function/show", &[], b"").text(), "second-value");
+
+    assert_eq!(api(&mut c, "DELETE", "/system/secrets", &json!({"name": "raw"})).status, 202);
+    assert_eq!(api(&mut c, "DELETE", "/system/secrets", &json!({"name": "raw"})).status, 404);
+    // A deployment naming a secret that does not exist is refused.
+    let r = deploy(&mut c, "PUT", &d);
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("raw"), "{}", r.text());
+    assert_eq!(api(&mut c, "POST", "/system/secrets", &json!({"name": "../x", "value": "v"})).status, 400);
+}
+
+#[test]
+fn bad_deployments_get_clear_4xx_answers() {
+    let srv = provider("bad", &["--max-memory-mib", "512"]);
+    let mut c = srv.connect();
+    let base = json!({"service": "f", "image": "functions/alpine", "envProcess": "env"});
+    let with = |k: &str, v: Value| {
+        let mut d = base.clone();
+        d[k] = v;
+        d
+    };
+    for (d, status, says) in [
+        (with("image", json!("functions/missing:latest")), 404, "not found"),
+        (with("image", json!("../../etc")), 400, "reference"),
+        (json!({"service": "f", "image": "snapcall/dynamic"}), 422, "dynamically linked"),
+        (with("limits", json!({"memory": "2Gi"})), 413, "max-memory-mib"),
+        (with("limits", json!({"memory": "lots"})), 400, "quantity"),
+        (with("envProcess", json!("no-such-program")), 422, "not found"),
+        (with("service", json!("Bad_Name")), 400, "DNS label"),
+        (with("namespace", json!("elsewhere")), 400, "namespace"),
+        (with("envVars", json!({"exec_timeout": "soon"})), 400, "exec_timeout"),
+    ] {
+        let r = deploy(&mut c, "POST", &d);
+        assert_eq!(r.status, status, "{d}: {}", r.text());
+        assert!(r.text().contains(says), "{d}: {}", r.text());
+    }
+    let r = c.request("POST", "/system/functions", &[], b"{not json");
+    assert_eq!(r.status, 400);
+    assert_eq!(json_of(&api(&mut c, "GET", "/system/functions", &Value::Null)), json!([]), "nothing half-deployed");
+    assert_eq!(std::fs::read_dir(srv.dir.join(".snapcall/staging")).unwrap().count(), 0, "staging cleaned up");
+    // An image from an OCI archive deploys like a layout.
+    let r = deploy(&mut c, "POST", &with("image", json!("snapcall/alpine")));
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(c.request("GET", "/function/f", &[], b"").text().contains("fprocess=env"));
+    // exec_timeout is the function's deadline.
+    let d = json!({"service": "slow", "image": "snapcall/version", "envVars": {"delay_ms": "3000", "exec_timeout": "500ms"}});
+    assert_eq!(deploy(&mut c, "POST", &d).status, 202);
+    let r = c.request("GET", "/function/slow", &[], b"");
+    assert_eq!((r.status, r.header("X-Snapcall-Timeout-Ms")), (504, Some("500")), "{}", r.text());
+    let r = c.request("PATCH", "/system/functions", &[], b"");
+    assert_eq!((r.status, r.header("Allow")), (405, Some("GET, POST, PUT, DELETE")));
+}
+
+#[test]
+fn basic_auth_guards_the_api_and_leaves_functions_open() {
+    let mount = empty_dir("auth-mount");
+    std::fs::write(mount.join("basic-auth-user"), "admin\n").unwrap();
+    std::fs::write(mount.join("basic-auth-password"), "pa55word").unwrap();
+    let srv = provider("auth", &["--basic-auth", "--secret-mount-path", mount.to_str().unwrap()]);
+    let mut c = srv.connect();
+    let r = c.request("GET", "/system/info", &[], b"");
+    assert_eq!((r.status, r.header("WWW-Authenticate")), (401, Some("Basic realm=\"Restricted\"")));
+    // admin:wrong, then admin:pa55word.
+    let r = c.request("GET", "/system/functions", &[("Authorization", "Basic YWRtaW46d3Jvbmc=")], b"");
+    assert_eq!(r.status, 401);
+    let good = [("Authorization", "Basic YWRtaW46cGE1NXdvcmQ=")];
+    assert_eq!(c.request("GET", "/system/info", &good, b"").status, 200);
+    let d = serde_json::to_vec(&json!({"service": "e", "image": "functions/alpine", "envProcess": "env"})).unwrap();
+    assert_eq!(c.request("POST", "/system/functions", &[], &d).status, 401, "no deploy without auth");
+    assert_eq!(c.request("POST", "/system/functions", &good, &d).status, 202);
+    assert_eq!(c.request("GET", "/function/e", &[], b"").status, 200, "functions stay open");
+    assert_eq!(c.request("GET", "/healthz", &[], b"").status, 200);
+}
+
+#[test]
+fn without_provider_the_api_is_not_there() {
+    let srv = Server::start(&empty_dir("off"), &[]);
+    let mut c = srv.connect();
+    assert_eq!(c.request("GET", "/system/info", &[], b"").status, 404);
+    assert_eq!(c.request("POST", "/system/functions", &[], b"{}").status, 404);
+}
