@@ -288,7 +288,7 @@ impl Runtime {
         self.shared.wanted.notify_all();
     }
 
-    /// The pool's counters for `function`, if it asked for VMs ([`Self::prepare`]).
+    /// The pool's counters for `function`, if it asked for VMs ([`Self::keep_ready`]).
     pub fn function_stats(&self, function: &Function) -> Option<FunctionPoolStats> {
         let key = self.key(function);
         let ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());

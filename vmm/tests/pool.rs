@@ -152,7 +152,7 @@ fn wait_for(runtime: &Runtime, f: &Function, done: impl Fn(&vmm::FunctionPoolSta
 fn scaling_sets_a_functions_ready_vms_and_zero_is_the_idle_release() {
     let (dir, f) = snapshotted_copy("echo-c");
     let runtime = Runtime::new(RuntimeConfig { pool_size: 3, ..Default::default() }).unwrap();
-    runtime.prepare(&f);
+    runtime.keep_ready(&f);
     let s = wait_for(&runtime, &f, |s| s.ready == 3);
     assert_eq!((s.ready, s.target, s.idle), (3, 3, false), "{s:?}");
     // Down to zero: its VMs are destroyed as if it had gone idle, and none are made.
