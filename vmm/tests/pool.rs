@@ -7,7 +7,10 @@ use vmm::snapshot::{take_snapshot, SNAPSHOT_FILE};
 use vmm::{Function, Runtime, RuntimeConfig, StartMode};
 
 fn snapshotted_copy(name: &str) -> (std::path::PathBuf, Function) {
-    let dst = std::env::temp_dir().join(format!("snapcall-pool-{}-{name}", std::process::id()));
+    // Unique per call: tests running at once may copy the same bundle.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dst = std::env::temp_dir().join(format!("snapcall-pool-{}-{name}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dst);
     assert!(std::process::Command::new("cp").arg("-a").arg(bundle(name)).arg(&dst).status().unwrap().success());
     let cold = Function::load(&dst, StartMode::Cold).unwrap();
