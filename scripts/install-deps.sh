@@ -85,6 +85,9 @@ PACKAGES=(
     dpkg-dev xz-utils patch
     # testing and measuring
     strace linux-perf wrk curl ca-certificates
+    # the provider's test images (env, cat, sha512sum: guest-functions/images/build.sh) and
+    # OpenFaaS's certifier (Go, built offline from its vendored modules: scripts/certify.sh)
+    busybox-static golang-go
 )
 
 # Run apt-get update once, then install only what is missing.
