@@ -102,6 +102,27 @@ fn a_deployment_round_trips_and_its_function_runs_updates_and_goes() {
     let count = json_of(&api(&mut c, "GET", "/system/function/env-test", &Value::Null))["invocationCount"].as_f64();
     assert_eq!(count, Some(1.0));
 
+    // of-watchdog behaviours: the request in Http_* variables (the function starts cold),
+    // X-Call-Id echoed (or made), X-Start-Time.
+    let r = c.request(
+        "PATCH",
+        "/function/env-test.openfaas-fn/sub?testing=1",
+        &[("X-Call-Id", "call-42"), ("X-Custom", "v")],
+        b"",
+    );
+    let out = r.text();
+    for want in
+        ["Http_Method=PATCH", "Http_Path=/sub", "Http_Query=testing=1", "Http_X_Custom=v", "Http_X_Call_Id=call-42"]
+    {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+    assert_eq!(r.header("X-Call-Id"), Some("call-42"));
+    assert!(r.header("X-Start-Time").is_some_and(|t| t.parse::<u128>().is_ok()));
+    let made = c.request("GET", "/function/env-test", &[], b"");
+    let id = made.header("X-Call-Id").expect("a call id is made when the request has none");
+    assert_eq!((id.len(), &id[14..15]), (36, "4"), "a v4 UUID: {id}");
+    assert_ne!(c.request("GET", "/function/env-test", &[], b"").header("X-Call-Id"), Some(id));
+
     // An update replaces it.
     let mut d2 = d.clone();
     d2["envVars"] = json!({"custom_env": "second"});

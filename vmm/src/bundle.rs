@@ -60,6 +60,12 @@ pub struct BundleConfig {
     pub content_type: String,
     pub runner: Runner,
     pub warmup_request: Option<Vec<u8>>,
+    /// `snapcall.watchdog: "true"`: OpenFaaS watchdog behaviours, for functions deployed from
+    /// images (`snapcall serve --provider`). A call that starts cold gets the request in
+    /// `Http_*` environment variables ([`crate::RequestHead::watchdog_env`]); the server adds
+    /// `X-Call-Id` and `X-Start-Time` to its responses. Off by default: a plain bundle pays
+    /// nothing for it.
+    pub watchdog: bool,
     /// All annotations, for runtimes that read their own (e.g. Python's module/handler).
     pub annotations: Vec<(String, String)>,
 }
@@ -145,6 +151,13 @@ impl BundleConfig {
                 return Err(field("snapcall.runner", &format!("must be \"native\" or \"km\", not {other:?}")))
             }
         };
+        let watchdog = match get("snapcall.watchdog") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(field("snapcall.watchdog", &format!("must be \"true\" or \"false\", not {other:?}")))
+            }
+        };
         let name = dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -161,6 +174,7 @@ impl BundleConfig {
             content_type: get("snapcall.content_type").unwrap_or("application/octet-stream").to_string(),
             runner,
             warmup_request: get("snapcall.warmup_request").map(|s| s.as_bytes().to_vec()),
+            watchdog,
             annotations,
         })
     }

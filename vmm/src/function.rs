@@ -168,13 +168,24 @@ impl Function {
     /// As [`Function::start`], for an HTTP request: `body` on stdin, `head` (moved in, not
     /// copied) behind [`crate::request::REQUEST_FILE`].
     pub fn start_request(&self, vm: EmptyVm, head: RequestHead, body: &[u8]) -> Result<ReadyCall, StartError> {
-        let mut ready = self.restore_or_load(vm, body)?;
+        // A watchdog function that starts cold gets the request in its environment too.
+        let mut ready = if self.config.watchdog && self.snapshot.is_none() {
+            let mut env = self.config.env.clone();
+            env.extend(head.watchdog_env());
+            self.check_vm_size(&vm)?;
+            let started = Instant::now();
+            let mut ready = self.start_cold_with_env(vm, &env)?;
+            ready.set_stdin(body);
+            ready.timings.start = started.elapsed();
+            ready
+        } else {
+            self.restore_or_load(vm, body)?
+        };
         ready.process.request_head = Some(head);
         Ok(ready)
     }
 
-    fn restore_or_load(&self, vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, StartError> {
-        let started = Instant::now();
+    fn check_vm_size(&self, vm: &EmptyVm) -> Result<(), StartError> {
         if vm.memory_size() != self.memory_size() {
             return Err(StartError::WrongVmSize {
                 function: self.name().into(),
@@ -182,6 +193,12 @@ impl Function {
                 needed: self.memory_size(),
             });
         }
+        Ok(())
+    }
+
+    fn restore_or_load(&self, vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, StartError> {
+        let started = Instant::now();
+        self.check_vm_size(&vm)?;
         let mut ready = match &self.snapshot {
             Some(image) => image
                 .restore(self, vm, request)

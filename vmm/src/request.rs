@@ -74,6 +74,44 @@ impl RequestHead {
     }
 }
 
+impl RequestHead {
+    /// The request as the OpenFaaS watchdog puts it into a function's environment
+    /// (`Http_Method`, `Http_Path`, `Http_Query` when there is one, and `Http_<Header_Name>` for
+    /// every header, its canonical name's `-` as `_`, the first value kept), for functions
+    /// that start cold per call (see [`crate::BundleConfig::watchdog`]). NUL bytes, which no
+    /// environment entry can hold, are dropped.
+    pub fn watchdog_env(&self) -> Vec<String> {
+        let clean = |s: &str| s.replace('\0', "");
+        let mut env = Vec::with_capacity(self.headers.len() + 3);
+        env.push(format!("Http_Method={}", clean(&self.method)));
+        env.push(format!("Http_Path={}", clean(&self.path)));
+        if !self.query.is_empty() {
+            env.push(format!("Http_Query={}", clean(&self.query)));
+        }
+        for (name, value) in &self.headers {
+            let key = format!("Http_{}", canonical(name).replace('-', "_"));
+            if env.iter().any(|e| e.split('=').next() == Some(key.as_str())) {
+                continue;
+            }
+            env.push(format!("{key}={}", clean(value)));
+        }
+        env
+    }
+}
+
+/// Go's canonical header name: `content-type` is `Content-Type`.
+fn canonical(name: &str) -> String {
+    let mut upper = true;
+    name.chars()
+        .filter(|&c| c != '=' && c != '\0')
+        .map(|c| {
+            let out = if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() };
+            upper = c == '-';
+            out
+        })
+        .collect()
+}
+
 /// `key` + `value` (+ `sep`, no newline if `sep` is non-empty), line breaks replaced.
 fn line(out: &mut Vec<u8>, key: &str, value: &str, sep: &str) {
     out.extend_from_slice(key.as_bytes());
@@ -107,6 +145,33 @@ mod tests {
         );
         assert_eq!(head.header("Content-Type"), Some("text/plain"));
         assert_eq!(head.header("accept"), None);
+    }
+
+    #[test]
+    fn watchdog_env_is_what_the_openfaas_watchdog_sets() {
+        let head = RequestHead {
+            method: "PUT".into(),
+            path: "/sub".into(),
+            query: "testing=1".into(),
+            headers: vec![
+                ("content-type".into(), "text/plain".into()),
+                ("x-call-id".into(), "abc".into()),
+                ("x-call-id".into(), "second".into()),
+                ("we=ird\0".into(), "v\0w".into()),
+            ],
+        };
+        assert_eq!(
+            head.watchdog_env(),
+            [
+                "Http_Method=PUT",
+                "Http_Path=/sub",
+                "Http_Query=testing=1",
+                "Http_Content_Type=text/plain",
+                "Http_X_Call_Id=abc",
+                "Http_Weird=vw"
+            ]
+        );
+        assert!(!RequestHead::default().watchdog_env().iter().any(|e| e.starts_with("Http_Query")));
     }
 
     #[test]

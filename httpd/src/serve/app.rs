@@ -51,11 +51,22 @@ impl Drop for CallPermit {
 impl App {
     fn call(&self, f: &Entry, req: Request, queued: Duration) -> (Response, Option<FinishedCall>) {
         let Request { head, body } = req;
-        match &f.runner {
+        let watchdog = match &f.runner {
+            LoadedFunction::Native(function) => function.config().watchdog,
+            LoadedFunction::Km(km) => km.config().watchdog,
+        };
+        // OpenFaaS's watchdog and gateway answer with the request's X-Call-Id (a new one when
+        // it had none) and when the call started; only functions that ask pay for it.
+        let watchdog_headers = watchdog.then(|| watchdog_headers(&head));
+        let (mut resp, done) = match &f.runner {
             LoadedFunction::Native(function) => self.call_native(f, function, request_head(head), &body, queued),
             // km gets the body on stdin only: it has no request-head channel.
             LoadedFunction::Km(km) => (self.call_km(f, km, &body, queued), None),
+        };
+        if let Some(headers) = watchdog_headers {
+            resp.headers.extend(headers);
         }
+        (resp, done)
     }
 
     /// One call: take a VM, start (restore) the function in it, run, respond. The VM is
@@ -220,6 +231,36 @@ impl App {
         let _ = writeln!(out, "# HELP snapcall_functions Functions being served.\n# TYPE snapcall_functions gauge");
         let _ = writeln!(out, "snapcall_functions {}", self.registry.len());
     }
+}
+
+/// `X-Call-Id` (the request's, else a fresh random UUID) and `X-Start-Time` (Unix time in
+/// nanoseconds, as the OpenFaaS gateway sets it).
+fn watchdog_headers(head: &Head) -> [String; 2] {
+    let id = head
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-call-id")
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .unwrap_or_else(random_uuid);
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    [format!("X-Call-Id: {id}"), format!("X-Start-Time: {start}")]
+}
+
+/// A version 4 UUID from the kernel's randomness.
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most 16 bytes into the local buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 16 {
+        // No randomness (it never fails for 16 bytes once the pool is up): a time-based id.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        b = t.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 fn method_str(m: &Method) -> &str {

@@ -246,6 +246,8 @@ pub fn build(
             return Err(BundleError::NoSecret(name.clone()));
         }
     }
+    // OpenFaaS behaviours: Http_* variables per call when it starts cold, X-Call-Id.
+    annotations.insert("snapcall.watchdog".to_string(), "true".to_string());
     let mut args = command(d, image)?;
     let env = environment(d, image)?;
 
