@@ -105,6 +105,8 @@ c_bundle "$TESTS" hostile glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 sna
 c_bundle "$TESTS" hostile-short-deadline glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=1000
 c_bundle "$TESTS" request-echo glibc "$T/request-echo.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" ipc glibc "$T/ipc.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=5000
+c_bundle "$TESTS" threads glibc "$T/threads.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=10000
+c_bundle "$TESTS" signals glibc "$T/signals.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=10000
 c_bundle "$TESTS" fuzz-syscalls glibc "$T/fuzz-syscalls.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=2000 snapcall.max_output_bytes=67108864
 
 # path-escape: symlinks inside the rootfs that point out of it; the monitor must not follow them

@@ -10,6 +10,7 @@ use crate::deadline::Deadline;
 use crate::exits::{classify, explain_internal_error, Event, InternalError};
 use crate::layout::*;
 use crate::process::{Process, Stop};
+use crate::scheduler::{Clock, UserContext};
 use crate::syscalls::{self, Outcome};
 use crate::vm::{self, EmptyVm, VmError, MSR_FS_BASE};
 
@@ -28,6 +29,8 @@ pub enum CallError {
     OutputLimit { limit: usize },
     #[error("killed by signal {0}")]
     Signal(i32),
+    #[error("killed by signal 11: {0}")]
+    SignalFrame(#[from] crate::signal_delivery::FrameError),
     #[error("unsupported by snapcall: {0}")]
     Unsupported(String),
     #[error("guest touched guest-physical address {addr:#x}, outside its memory")]
@@ -228,7 +231,8 @@ impl ReadyCall {
         // SAFETY: `immediate_exit` points into this vCPU's kvm_run mapping, which lives as
         // long as `self.vm`; the Deadline is dropped at the end of this function, on this
         // thread, before `self.vm` can go away.
-        let _deadline = unsafe { Deadline::arm(immediate_exit, self.timeout) }.map_err(CallError::Timer)?;
+        let deadline = unsafe { Deadline::arm(immediate_exit, self.timeout) }.map_err(CallError::Timer)?;
+        let clock = Clock { timer: &deadline, deadline_at, timeout: self.timeout };
         crate::output_ring::publish(&self.process, &mut self.vm.memory);
         loop {
             self.stats.exits += 1;
@@ -250,6 +254,10 @@ impl ReadyCall {
                         return Err(CallError::Deadline(self.timeout));
                     }
                     self.vm.vcpu.set_kvm_immediate_exit(0);
+                    // Threads and alarms use the same kick for time slices and timeouts.
+                    if self.process.threads.others_exist() || self.process.itimer_real.is_some() {
+                        self.on_kick(&clock)?;
+                    }
                     continue;
                 }
                 Err(e) => return Err(VmError::from(crate::ioctl::ioctl("KVM_RUN")(e)).into()),
@@ -257,35 +265,69 @@ impl ReadyCall {
             let entry = match event {
                 Event::Syscall => {
                     let regs = self.vm.vcpu.sync_regs().regs;
-                    Some(SyscallEntry::from_regs(&regs, regs.rsp))
+                    Some((SyscallEntry::from_regs(&regs, regs.rsp), regs))
                 }
                 _ => None,
             };
-            if let Some(call) = entry {
+            if let Some((call, regs)) = entry {
                 if stop_at_stdin_read && is_stdin_read(call.nr, &call.args) {
+                    if self.process.threads.others_exist() {
+                        return Err(CallError::Unsupported(format!(
+                            "the program has {} threads at its first read of stdin, and a snapshot keeps only one: \
+                             start threads after that read (or let them exit before it)",
+                            self.process.threads.count()
+                        )));
+                    }
                     return Ok(LoopEnd::StdinRead(call));
                 }
+                self.process.threads.count_syscall();
                 let result = match syscalls::handle(&mut self.process, &mut self.vm.memory, call.nr, call.args) {
                     Outcome::Return(v) => v,
-                    // One guest thread: only the wait's timeout (or the deadline) can end it.
-                    Outcome::Block(wait) => syscalls::finish_alone(&self.process, wait).map_err(stop_error)?,
+                    // One guest thread and no alarm: only the wait's timeout (or the deadline)
+                    // can end it.
+                    Outcome::Block(wait) if self.process.alone() => {
+                        syscalls::finish_alone(&self.process, wait).map_err(stop_error)?
+                    }
                     Outcome::SetFsBase(base) => {
                         vm::set_msrs(&self.vm.vcpu, &[(MSR_FS_BASE, base)])?;
                         0
                     }
                     Outcome::Stop(Stop::Exit(code)) => return Ok(LoopEnd::Exited(code)),
                     Outcome::Stop(stop) => return Err(stop_error(stop)),
+                    threads_or_signals => {
+                        self.thread_outcome(&call, &regs, threads_or_signals, &clock)?;
+                        crate::output_ring::publish(&self.process, &mut self.vm.memory);
+                        continue;
+                    }
                 };
-                if Instant::now() >= deadline_at {
+                let now = Instant::now();
+                if now >= deadline_at {
                     return Err(CallError::Deadline(self.timeout));
                 }
-                write_user_return(&mut self.vm.memory, call.return_rip, call.user_rsp, call.rflags, result)?;
+                if self.process.timer_changed {
+                    self.rearm(&clock);
+                }
+                let p = &self.process;
+                if p.signal_ready() || p.itimer_real.is_some_and(|t| t.next <= now) || self.slice_over(now) {
+                    // A signal to run a handler for, or another thread's turn.
+                    self.process.threads.current.resume_rax = result;
+                    let ctx = UserContext::after_syscall(&call, &regs, result);
+                    self.schedule(Some(ctx), self.slice_over(now), &clock)?;
+                } else {
+                    write_user_return(&mut self.vm.memory, call.return_rip, call.user_rsp, call.rflags, result)?;
+                }
                 crate::output_ring::publish(&self.process, &mut self.vm.memory);
                 continue;
             }
             match event {
                 Event::Syscall => unreachable!("handled above"),
-                Event::Exception(vector) => return Err(self.guest_fault(vector)),
+                Event::Exception(vector) => {
+                    if let Some(handled) = self.fault_to_handler(vector) {
+                        handled?;
+                        continue;
+                    }
+                    return Err(self.guest_fault(vector));
+                }
                 Event::OutsideMemory { addr } => return Err(CallError::OutsideMemory { addr }),
                 Event::Shutdown => return Err(CallError::TripleFault),
                 Event::InternalError => return Err(self.internal_error()),
@@ -374,7 +416,7 @@ fn is_stdin_read(nr: u64, args: &[u64; 6]) -> bool {
     matches!(nr, syscalls::nr::READ | syscalls::nr::READV | syscalls::nr::PREAD64) && args[0] == 0
 }
 
-fn stop_error(stop: Stop) -> CallError {
+pub(crate) fn stop_error(stop: Stop) -> CallError {
     match stop {
         Stop::Exit(code) => CallError::UnexpectedExit(format!("exit {code}")),
         Stop::OutputLimit { limit } => CallError::OutputLimit { limit },

@@ -95,6 +95,15 @@ impl Deadline {
     }
 }
 
+impl Deadline {
+    /// Moves the next kick to `after` from now (the scheduler's time slice, a thread's
+    /// timeout or an alarm, whichever comes first, and never later than the deadline),
+    /// repeating every 10 ms after it as before.
+    pub fn kick_in(&self, after: Duration) {
+        set_timer(self.timer, after.max(Duration::from_nanos(1)), Duration::from_millis(10));
+    }
+}
+
 impl Drop for Deadline {
     fn drop(&mut self) {
         set_timer(self.timer, Duration::ZERO, Duration::ZERO);

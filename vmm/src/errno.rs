@@ -49,6 +49,7 @@ errnos!(
     EAFNOSUPPORT = 97,
     ENOTCONN = 107,
     EDQUOT = 122,
+    E2BIG = 7,
 );
 
 impl Errno {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::budget::MemoryBudget;
 use crate::files::{FdTable, Rootfs};
 use crate::mm::AddressSpace;
+use crate::threads::Threads;
 
 /// Identity the program sees (it is never real: there are no other processes or users).
 pub const GUEST_PID: u64 = 100;
@@ -23,7 +24,7 @@ pub enum Stop {
     /// The program sent itself a fatal signal (abort() does).
     Signal(i32),
     /// The program asked for something that can never complete here (e.g. a futex wait that
-    /// no other thread could wake, or a signal handler we do not deliver).
+    /// no other thread could wake).
     Unsupported(String),
 }
 
@@ -74,7 +75,7 @@ impl SyscallStats {
     }
 }
 
-/// A recorded `rt_sigaction` (never delivered).
+/// An `rt_sigaction` as the program set it (`signal_delivery.rs` acts on it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SigAction {
     pub handler: u64,
@@ -85,6 +86,13 @@ pub struct SigAction {
 
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
+
+/// ITIMER_REAL, armed: SIGALRM at `next`, then every `interval` (zero: once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealTimer {
+    pub next: Instant,
+    pub interval: std::time::Duration,
+}
 
 /// The state the syscall layer keeps for one program.
 pub struct Process {
@@ -106,9 +114,21 @@ pub struct Process {
     pub stderr: Vec<u8>,
     pub max_output: usize,
     pub sigactions: [SigAction; 64],
+    /// The current thread's signal mask, alternate signal stack and FS base (the other
+    /// threads' are parked with them in `threads`).
     pub sigmask: u64,
     pub sigaltstack: [u8; 24],
     pub fs_base: u64,
+    /// Every thread but the current one, and the current one's tid and state.
+    pub threads: Threads,
+    /// Signals sent to the process (kill, alarm) and not yet delivered, one bit per signal.
+    pub pending_signals: u64,
+    /// The si_code each pending signal was sent with (SI_USER, SI_TKILL, SI_KERNEL).
+    pub signal_codes: [i32; 64],
+    /// ITIMER_REAL (alarm, setitimer): when it next fires, and its interval.
+    pub itimer_real: Option<RealTimer>,
+    /// Set by a syscall that moved a wake-up time (setitimer): the run loop re-arms its timer.
+    pub timer_changed: bool,
     pub umask: u32,
     /// The auxv the program started with (kept for snapshots).
     pub auxv: Vec<(u64, u64)>,
@@ -119,6 +139,23 @@ pub struct Process {
 }
 
 impl Process {
+    /// Bit of signal `sig` (1..=64) in a mask.
+    pub fn sig_bit(sig: i32) -> u64 {
+        1u64 << ((sig - 1) & 63)
+    }
+
+    /// Whether nothing but time can end a wait: one thread and no alarm that could interrupt
+    /// it (a pending signal would have run already).
+    pub fn alone(&self) -> bool {
+        !self.threads.others_exist() && self.itimer_real.is_none()
+    }
+
+    /// Whether the current thread has a signal to take before it returns to the program
+    /// (cheap: the run loop asks after every syscall).
+    pub fn signal_ready(&self) -> bool {
+        (self.pending_signals | self.threads.current.pending) & !self.sigmask != 0
+    }
+
     /// Hands `record` to the tracer, if there is one and it has not had its fill this call.
     pub fn trace(&mut self, record: &SyscallRecord) {
         let Some(trace) = self.trace.as_mut() else { return };
@@ -149,6 +186,11 @@ impl Process {
             sigmask: 0,
             sigaltstack: [0; 24],
             fs_base: 0,
+            threads: Threads::new(),
+            pending_signals: 0,
+            signal_codes: [0; 64],
+            itimer_real: None,
+            timer_changed: false,
             umask: 0o022,
             auxv: Vec::new(),
             deadline: None,

@@ -82,6 +82,7 @@ fn guest_caused(e: &CallError) -> bool {
         | CallError::Deadline(_)
         | CallError::OutputLimit { .. }
         | CallError::Signal(_)
+        | CallError::SignalFrame(_)
         | CallError::Unsupported(_)
         | CallError::OutsideMemory { .. }
         | CallError::TripleFault => true,

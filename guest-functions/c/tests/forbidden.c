@@ -27,7 +27,7 @@ int main(void)
         {"fork", SYS_fork, 0, 0, 0, 0, 0},
         {"vfork", SYS_vfork, 0, 0, 0, 0, 0},
         {"clone(SIGCHLD)", SYS_clone, SIGCHLD, 0, 0, 0, 0},
-        {"clone(CLONE_VM|CLONE_THREAD)", SYS_clone, CLONE_VM | CLONE_THREAD | CLONE_SIGHAND, 0, 0, 0, 0},
+        {"clone(CLONE_VM|CLONE_THREAD)", SYS_clone, CLONE_VM | CLONE_THREAD | CLONE_SIGHAND, 0, 0, 0, 0}, /* EINVAL: a thread shares the fd table too */
         {"clone3", SYS_clone3, (long)clone_args, sizeof clone_args, 0, 0, 0},
         {"execve(/bin/sh)", SYS_execve, (long)"/bin/sh", (long)argv, (long)envp, 0, 0},
         {"execveat(/bin/sh)", SYS_execveat, AT_FDCWD, (long)"/bin/sh", (long)argv, (long)envp, 0},

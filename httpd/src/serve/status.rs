@@ -33,6 +33,7 @@ pub fn call_error(e: &CallError) -> Failure {
         CallError::GuestFault { .. } => failure(502, ErrorKind::Fault, "guest_fault"),
         CallError::StackOverflow { .. } => failure(502, ErrorKind::Fault, "stack_overflow"),
         CallError::Signal(_) => failure(502, ErrorKind::Fault, "signal"),
+        CallError::SignalFrame(_) => failure(502, ErrorKind::Fault, "signal_frame"),
         CallError::Unsupported(_) => failure(502, ErrorKind::Fault, "unsupported"),
         CallError::OutsideMemory { .. } => failure(502, ErrorKind::Fault, "outside_memory"),
         CallError::TripleFault => failure(502, ErrorKind::Fault, "triple_fault"),

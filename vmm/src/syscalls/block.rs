@@ -21,14 +21,29 @@ use super::*;
 pub enum WaitFor {
     /// Only time (nanosleep, clock_nanosleep).
     Time,
-    /// A FUTEX_WAKE on this word.
-    Futex { addr: u64 },
+    /// A FUTEX_WAKE on this word whose bitset meets `bitset` (ends the wait with 0; the
+    /// syscall is not re-run, since the word may still hold the value it waited on).
+    Futex { addr: u64, bitset: u32 },
     /// Data (or end of file) to read on this fd.
     Readable { fd: u64 },
     /// Room to write on this fd.
     Writable { fd: u64 },
     /// Any of the fds of a poll, select or epoll_wait becoming ready.
     Ready,
+    /// A signal whose handler runs (pause, rt_sigsuspend): ends with EINTR.
+    Signal,
+    /// A signal in `set` (rt_sigtimedwait), taken instead of handled: ends with its number,
+    /// its siginfo written to `info`.
+    SignalIn { set: u64, info: u64 },
+}
+
+impl WaitFor {
+    /// Whether the wait ends by running the syscall again once something it waits for may
+    /// have changed (another thread ran): an fd's readiness. Time, futex and signal waits
+    /// are ended by the scheduler with their result instead.
+    pub fn rerun(&self) -> bool {
+        matches!(self, WaitFor::Readable { .. } | WaitFor::Writable { .. } | WaitFor::Ready)
+    }
 }
 
 /// A syscall that cannot complete now.
@@ -80,10 +95,13 @@ pub fn finish_alone(p: &Process, wait: Wait) -> Result<u64, Stop> {
     Ok(wait.timeout_result)
 }
 
-fn describe(what: &WaitFor) -> String {
+/// What a wait waits for, in words (for the error when nothing can end it).
+pub(crate) fn describe(what: &WaitFor) -> String {
     match what {
         WaitFor::Time => "time".into(),
-        WaitFor::Futex { addr } => format!("a wake of the futex at {addr:#x}"),
+        WaitFor::Futex { addr, .. } => format!("a wake of the futex at {addr:#x}"),
+        WaitFor::Signal => "a signal".into(),
+        WaitFor::SignalIn { set, .. } => format!("a signal in {set:#x}"),
         WaitFor::Readable { fd } => format!("data on fd {fd}, which only the program itself could write"),
         WaitFor::Writable { fd } => format!("room on fd {fd}, which only the program itself could make by reading"),
         WaitFor::Ready => "one of its fds to become ready".into(),

@@ -1,12 +1,14 @@
-//! futex with one thread: nobody else can change the word or wake a waiter. A wait fails at
-//! once when the word differs; otherwise it blocks ([`Outcome::Block`]) until its timeout,
-//! returning ETIMEDOUT (with one thread, a wait with no timeout ends the call).
+//! futex: waits block the calling thread (the run loop runs another thread, or sleeps out
+//! the timeout, never past the call's deadline), wakes and requeues act on the call's thread
+//! table (`threads.rs`). Private and shared futexes are the same here: one address space.
 
 use super::time::{read_duration, time_until};
 use super::*;
 
 const FUTEX_WAIT: u64 = 0;
 const FUTEX_WAKE: u64 = 1;
+const FUTEX_REQUEUE: u64 = 3;
+const FUTEX_CMP_REQUEUE: u64 = 4;
 const FUTEX_WAIT_BITSET: u64 = 9;
 const FUTEX_WAKE_BITSET: u64 = 10;
 const FUTEX_PRIVATE_FLAG: u64 = 128;
@@ -16,24 +18,75 @@ const FUTEX_CLOCK_REALTIME: u64 = 256;
 const CLOCK_REALTIME: u64 = 0;
 const CLOCK_MONOTONIC: u64 = 1;
 
-/// futex(uaddr, op, val, timeout, uaddr2, val3), in the order Linux checks its arguments:
-/// the timeout first, then the bitset, the word's alignment and address, and its value.
-pub(super) fn sys_futex(mem: &mut GuestMemory, uaddr: u64, op: u64, val: u64, timeout: u64, val3: u64) -> Outcome {
+/// futex(uaddr, op, val, timeout or val2, uaddr2, val3), in the order Linux checks its
+/// arguments: the timeout first, then the bitset, the word's alignment and address, and its
+/// value. Private and shared futexes are the same here: there is one address space.
+pub(super) fn sys_futex(p: &mut Process, mem: &mut GuestMemory, args: [u64; 6]) -> Outcome {
+    let [uaddr, op, val, timeout, uaddr2, val3] = args;
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     let realtime = op & FUTEX_CLOCK_REALTIME != 0;
     match cmd {
-        FUTEX_WAKE | FUTEX_WAKE_BITSET if realtime => ret(Err(ENOSYS)),
-        FUTEX_WAKE => Outcome::Return(0),
-        FUTEX_WAKE_BITSET => ret(if val3 as u32 == 0 { Err(EINVAL) } else { Ok(0) }),
+        FUTEX_WAKE | FUTEX_WAKE_BITSET | FUTEX_REQUEUE | FUTEX_CMP_REQUEUE if realtime => ret(Err(ENOSYS)),
+        FUTEX_WAKE => ret(wake(p, uaddr, val, u32::MAX)),
+        FUTEX_WAKE_BITSET => ret(wake(p, uaddr, val, val3 as u32)),
+        FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
+            let expected = (cmd == FUTEX_CMP_REQUEUE).then_some(val3 as u32);
+            ret(requeue(p, mem, uaddr, val, timeout, uaddr2, expected))
+        }
         FUTEX_WAIT | FUTEX_WAIT_BITSET => {
             let bitset = if cmd == FUTEX_WAIT { u32::MAX } else { val3 as u32 };
             match wait(mem, uaddr, cmd, realtime, val as u32, timeout, bitset) {
-                Ok(d) => Outcome::Block(Wait::new("futex", WaitFor::Futex { addr: uaddr }, d, Err(ETIMEDOUT))),
+                Ok(d) => Outcome::Block(Wait::new("futex", WaitFor::Futex { addr: uaddr, bitset }, d, Err(ETIMEDOUT))),
                 Err(e) => ret(Err(e)),
             }
         }
         _ => ret(Err(ENOSYS)),
     }
+}
+
+fn check_word(uaddr: u64) -> Result<(), Errno> {
+    if !uaddr.is_multiple_of(4) {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+fn wake(p: &mut Process, uaddr: u64, n: u64, bitset: u32) -> SysResult {
+    if bitset == 0 {
+        return Err(EINVAL);
+    }
+    check_word(uaddr)?;
+    let n = (n as i32).max(1) as u32; // an int; Linux wakes one waiter for a count of 0 or less
+    let woken = p.threads.futex_wake(uaddr, n, bitset);
+    // A thread is ready to run now: the run loop re-arms its kick for the time slice.
+    p.timer_changed |= woken > 0;
+    Ok(u64::from(woken))
+}
+
+/// FUTEX_REQUEUE and FUTEX_CMP_REQUEUE (`expected`: the value uaddr must hold).
+fn requeue(
+    p: &mut Process,
+    mem: &GuestMemory,
+    uaddr: u64,
+    wake: u64,
+    requeue: u64,
+    uaddr2: u64,
+    expected: Option<u32>,
+) -> SysResult {
+    let (wake, requeue) = (wake as i32, requeue as i32);
+    if wake < 0 || requeue < 0 {
+        return Err(EINVAL);
+    }
+    check_word(uaddr)?;
+    check_word(uaddr2)?;
+    if let Some(expected) = expected {
+        if u32::from_le_bytes(mem.read_user_array::<4>(uaddr)?) != expected {
+            return Err(EAGAIN);
+        }
+    }
+    let moved = p.threads.futex_requeue(uaddr, wake as u32, uaddr2, requeue as u32);
+    p.timer_changed |= moved > 0;
+    Ok(u64::from(moved))
 }
 
 /// Checks a wait's arguments and word: how long it would sleep (`None`: forever), or why it

@@ -25,8 +25,10 @@ mod names;
 mod poll;
 mod signals;
 mod system;
+mod threads;
 mod time;
 
+pub(crate) use block::describe as describe_wait;
 pub use block::{finish_alone, Wait, WaitFor};
 use fs::*;
 use futex::*;
@@ -38,8 +40,14 @@ use memory::*;
 pub use names::name;
 use poll::*;
 use signals::*;
+pub(crate) use signals::{
+    disposition, expire_itimer, interrupt_waiters, lowest, Disposition, UNBLOCKABLE as UNBLOCKABLE_SIGNALS,
+};
 pub(crate) use system::fill_random;
 use system::*;
+pub(crate) use threads::new_thread;
+pub use threads::Spawn;
+use threads::*;
 use time::*;
 
 /// What the run loop does after a syscall.
@@ -53,6 +61,15 @@ pub enum Outcome {
     Block(Wait),
     /// End the call.
     Stop(Stop),
+    /// sched_yield while other threads exist: the next runnable one runs; the caller gets 0.
+    Yield,
+    /// clone/clone3 made a thread: the run loop gives it the caller's registers, and the
+    /// caller gets its tid.
+    Spawn(Spawn),
+    /// exit() of a thread while others live (its clear_child_tid is done already).
+    ExitThread,
+    /// rt_sigreturn: the run loop restores the context saved in the signal frame.
+    SigReturn,
 }
 
 type SysResult = Result<u64, Errno>;
@@ -81,7 +98,7 @@ pub mod nr {
 
 /// Syscalls refused outright: no processes, no network, no signals to others.
 const REFUSED: &[u64] = &[
-    56, 57, 58, 59, 322, 435, // clone, fork, vfork, execve, execveat, clone3
+    57, 58, 59, 322, // fork, vfork, execve, execveat (clone and clone3 make threads only)
     299, 307, // recvmmsg, sendmmsg
     101, // ptrace
 ];
@@ -96,8 +113,9 @@ pub fn handle(p: &mut Process, mem: &mut GuestMemory, nr: u64, args: [u64; 6]) -
     if p.trace.is_some() {
         let result = match &outcome {
             Outcome::Return(v) => Some(*v as i64),
-            Outcome::SetFsBase(_) => Some(0),
-            Outcome::Block(_) | Outcome::Stop(_) => None,
+            Outcome::SetFsBase(_) | Outcome::Yield => Some(0),
+            Outcome::Spawn(s) => Some(i64::from(s.tid)),
+            Outcome::Stop(_) | Outcome::Block(_) | Outcome::ExitThread | Outcome::SigReturn => None,
         };
         p.trace(&SyscallRecord { nr, args, result });
     }
@@ -121,6 +139,7 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         13 => ret(sys_rt_sigaction(p, mem, a[0], a[1], a[2], a[3])),
         14 => ret(sys_rt_sigprocmask(p, mem, a[0], a[1], a[2], a[3])),
         7 => sys_poll(p, mem, a[0], a[1], a[2]),
+        15 => Outcome::SigReturn,
         16 => ret(sys_ioctl(p, mem, a[0], a[1], a[2])),
         17 => ret(sys_pread(p, mem, a[0], a[1], a[2], a[3])),
         19 => readv(p, mem, a[0], a[1], a[2]),
@@ -128,13 +147,18 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         21 => ret(sys_access(p, mem, AT_FDCWD, a[0], a[1], 0)),
         22 => ret(sys_pipe2(p, mem, a[0], 0)),
         23 => sys_select(p, mem, a),
-        24 => Outcome::Return(0), // sched_yield
+        24 => sys_sched_yield(p),
         25 => ret(p.space.mremap(a[0], a[1], a[2], a[3] & 1 != 0 && a[3] & !1 == 0, mem)),
         28 => ret(sys_madvise(p, mem, a[0], a[1], a[2])),
         32 => ret(p.fds.duplicate(a[0], false).and_then(|f| p.fds.insert(f, 0))),
         33 => ret(sys_dup3(p, a[0], a[1], 0, true)),
+        34 => sys_pause(p),
         35 => sys_nanosleep(mem, a[0], a[1]),
-        39 | 186 => Outcome::Return(GUEST_PID),
+        36 => ret(sys_getitimer(p, mem, a[0], a[1])),
+        37 => ret(sys_alarm(p, a[0])),
+        38 => ret(sys_setitimer(p, mem, a[0], a[1], a[2])),
+        39 => Outcome::Return(GUEST_PID),
+        186 => Outcome::Return(p.threads.current.tid as u64),
         41 => ret(Err(EPERM)), // socket(): no network, and no named sockets (see ipc.rs)
         42 => ret(sys_connected_socket_op(p, a[0], true)),
         43 | 49 | 50 | 288 => ret(sys_connected_socket_op(p, a[0], false)),
@@ -147,7 +171,10 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         53 => ret(sys_socketpair(p, mem, a[0], a[1], a[2], a[3])),
         54 => ret(sys_setsockopt(p, mem, a[0], a[1], a[3], a[4])),
         55 => ret(sys_getsockopt(p, mem, a[0], a[1], a[2], a[3], a[4])),
-        60 | 231 => Outcome::Stop(Stop::Exit((a[0] & 0xFF) as i32)),
+        56 => sys_clone(p, mem, a[0], a[1], a[2], a[3], a[4]),
+        435 => sys_clone3(p, mem, a[0], a[1]),
+        60 => sys_exit_thread(p, mem, a[0]),
+        231 => Outcome::Stop(Stop::Exit((a[0] & 0xFF) as i32)),
         61 => ret(Err(ECHILD)),
         62 => sys_kill(p, a[0], a[1]),
         63 => ret(sys_uname(mem, a[0])),
@@ -163,15 +190,18 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         102 | 104 | 107 | 108 => Outcome::Return(GUEST_UID),
         110 => Outcome::Return(GUEST_PPID),
         111 | 121 | 124 => Outcome::Return(GUEST_PID), // getpgrp, getpgid, getsid
+        127 => ret(sys_rt_sigpending(p, mem, a[0], a[1])),
+        128 => sys_rt_sigtimedwait(p, mem, a[0], a[1], a[2], a[3]),
+        130 => sys_rt_sigsuspend(p, mem, a[0], a[1]),
         131 => ret(sys_sigaltstack(p, mem, a[0], a[1])),
         158 => sys_arch_prctl(p, mem, a[0], a[1]),
         200 => sys_tgkill(p, None, a[0], a[1]),
         201 => ret(sys_time(mem, a[0])),
-        202 => sys_futex(mem, a[0], a[1], a[2], a[3], a[5]),
+        202 => sys_futex(p, mem, a),
         204 => ret(sys_sched_getaffinity(mem, a[1], a[2])),
         213 => ret(if a[0] as i32 <= 0 { Err(EINVAL) } else { sys_epoll_create1(p, 0) }),
         217 => ret(sys_getdents64(p, mem, a[0], a[1], a[2])),
-        218 => Outcome::Return(GUEST_PID), // set_tid_address returns the tid
+        218 => sys_set_tid_address(p, a[0]),
         228 => ret(sys_clock_gettime(mem, a[0], a[1])),
         229 => ret(sys_clock_getres(mem, a[0], a[1])),
         230 => sys_clock_nanosleep(mem, a[0], a[1], a[2], a[3]),
@@ -185,7 +215,8 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         439 => ret(sys_access(p, mem, a[0], a[1], a[2], a[3])),
         270 => sys_pselect6(p, mem, a),
         271 => sys_ppoll(p, mem, a),
-        273 => Outcome::Return(0), // set_robust_list
+        273 => ret(sys_set_robust_list(p, a[0], a[1])),
+        274 => ret(sys_get_robust_list(p, mem, a[0], a[1], a[2])),
         281 => sys_epoll_pwait(p, mem, a),
         284 => ret(sys_eventfd2(p, a[0], 0)),
         290 => ret(sys_eventfd2(p, a[0], a[1])),

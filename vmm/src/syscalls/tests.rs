@@ -100,43 +100,183 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (r, t.elapsed())
 }
 
-#[test]
-fn a_futex_wait_with_a_relative_timeout_sleeps_it_out_then_times_out() {
-    let mut g = guest();
-    g.put(WORD, &7u32.to_le_bytes());
-    g.put_timespec(TIMEOUT, Duration::from_millis(60));
-    let (r, took) = timed(|| g.sys(FUTEX, &[WORD, FUTEX_WAIT | FUTEX_PRIVATE, 7, TIMEOUT]));
-    assert_eq!(r, err(ETIMEDOUT));
-    assert!(took >= Duration::from_millis(60), "returned after {took:?}");
-}
-
-#[test]
-fn a_futex_wait_bitset_sleeps_until_its_absolute_monotonic_or_realtime_timeout() {
-    let mut g = guest();
-    g.put(WORD, &7u32.to_le_bytes());
-    for (flag, clock) in [(0, libc::CLOCK_MONOTONIC), (FUTEX_CLOCK_REALTIME, libc::CLOCK_REALTIME)] {
-        g.put_timespec(TIMEOUT, clock_now(clock) + Duration::from_millis(60));
-        let (r, took) = timed(|| g.sys(FUTEX, &[WORD, FUTEX_WAIT_BITSET | flag, 7, TIMEOUT, 0, u64::from(u32::MAX)]));
-        assert_eq!(r, err(ETIMEDOUT), "clock {clock}");
-        assert!(took >= Duration::from_millis(50), "clock {clock}: returned after {took:?}");
-        // A time already past times out at once.
-        g.put_timespec(TIMEOUT, clock_now(clock) - Duration::from_secs(1));
-        let (r, took) = timed(|| g.sys(FUTEX, &[WORD, FUTEX_WAIT_BITSET | flag, 7, TIMEOUT, 0, 1]));
-        assert_eq!(r, err(ETIMEDOUT));
-        assert!(took < Duration::from_millis(50), "clock {clock}: a past time slept {took:?}");
+/// The wait a syscall blocked in.
+fn blocked(o: Outcome) -> Wait {
+    match o {
+        Outcome::Block(b) => b,
+        other => panic!("expected the thread to block, got {other:?}"),
     }
 }
 
 #[test]
-fn a_futex_wait_never_sleeps_past_the_calls_deadline() {
+fn a_futex_wait_with_a_relative_timeout_blocks_until_then_and_times_out() {
     let mut g = guest();
-    g.p.deadline = Some(Instant::now() + Duration::from_millis(80));
     g.put(WORD, &7u32.to_le_bytes());
-    g.put_timespec(TIMEOUT, Duration::from_secs(3600));
-    let (r, took) = timed(|| g.sys(FUTEX, &[WORD, FUTEX_WAIT, 7, TIMEOUT]));
-    // The run loop sees the deadline passed and ends the call with CallError::Deadline.
-    assert_eq!(r, err(ETIMEDOUT));
-    assert!(took >= Duration::from_millis(70) && took < Duration::from_secs(2), "slept {took:?}");
+    g.put_timespec(TIMEOUT, Duration::from_millis(60));
+    let before = Instant::now();
+    let b = blocked(g.call(FUTEX, &[WORD, FUTEX_WAIT | FUTEX_PRIVATE, 7, TIMEOUT]));
+    let until = b.until.expect("a timeout");
+    assert!(until >= before + Duration::from_millis(60) && until <= Instant::now() + Duration::from_millis(60));
+    assert_eq!(b.timeout_result as i64, err(ETIMEDOUT));
+    assert_eq!(b.what, WaitFor::Futex { addr: WORD, bitset: u32::MAX });
+    let b = crate::threads::Blocked { wait: b, nr: FUTEX };
+    assert!(!b.restartable(), "a timed wait ends with EINTR after any handler");
+}
+
+#[test]
+fn a_futex_wait_bitset_blocks_until_its_absolute_monotonic_or_realtime_timeout() {
+    let mut g = guest();
+    g.put(WORD, &7u32.to_le_bytes());
+    for (flag, clock) in [(0, libc::CLOCK_MONOTONIC), (FUTEX_CLOCK_REALTIME, libc::CLOCK_REALTIME)] {
+        g.put_timespec(TIMEOUT, clock_now(clock) + Duration::from_millis(60));
+        let b = blocked(g.call(FUTEX, &[WORD, FUTEX_WAIT_BITSET | flag, 7, TIMEOUT, 0, u64::from(u32::MAX)]));
+        let left = b.until.unwrap().saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_millis(30) && left <= Duration::from_millis(60), "clock {clock}: {left:?}");
+        // A time already past times out at once.
+        g.put_timespec(TIMEOUT, clock_now(clock) - Duration::from_secs(1));
+        let b = blocked(g.call(FUTEX, &[WORD, FUTEX_WAIT_BITSET | flag, 7, TIMEOUT, 0, 1]));
+        assert!(b.until.unwrap() <= Instant::now(), "clock {clock}");
+        assert_eq!(b.what, WaitFor::Futex { addr: WORD, bitset: 1 });
+    }
+}
+
+/// Adds a second thread to `g` (as the run loop does for a clone) and returns its tid.
+fn second_thread(g: &mut Guest) -> i32 {
+    let flags = 0x100 | 0x200 | 0x400 | 0x800 | 0x1_0000 | 0x20_0000; // VM FS FILES SIGHAND THREAD CHILD_CLEARTID
+    let Outcome::Spawn(spawn) = g.call(56, &[flags, 0x30_0000, 0, SCRATCH + 512, 0]) else { panic!("no spawn") };
+    let saved = crate::threads::Saved {
+        cpu: crate::threads::CpuContext { regs: Default::default(), xsave: Box::default() },
+        fs_base: 0,
+        sigmask: 0,
+        sigaltstack: [0; 24],
+    };
+    g.p.threads.add(crate::threads::Parked { thread: new_thread(&spawn), saved });
+    spawn.tid
+}
+
+/// The run loop's part of a block: park the current thread and run the next runnable one.
+fn block_and_switch(g: &mut Guest, wait: Wait) {
+    g.p.threads.block_current(crate::threads::Blocked { wait, nr: FUTEX });
+    let next = g.p.threads.next_runnable().expect("a runnable thread");
+    let saved = crate::threads::Saved {
+        cpu: crate::threads::CpuContext { regs: Default::default(), xsave: Box::default() },
+        fs_base: 0,
+        sigmask: g.p.sigmask,
+        sigaltstack: [0; 24],
+    };
+    g.p.threads.switch_to(next, saved);
+}
+
+#[test]
+fn a_futex_wake_from_another_thread_ends_the_wait_with_zero() {
+    let mut g = guest();
+    let tid = second_thread(&mut g);
+    assert_eq!(tid, 101);
+    g.put(WORD, &7u32.to_le_bytes());
+    let b = blocked(g.call(FUTEX, &[WORD, FUTEX_WAIT | FUTEX_PRIVATE, 7, 0]));
+    assert!(b.until.is_none(), "no timeout: with another thread it waits");
+    assert!(crate::threads::Blocked { wait: b.clone(), nr: FUTEX }.restartable());
+    block_and_switch(&mut g, b);
+    assert_eq!(g.sys(186, &[]), 101, "gettid in the second thread");
+    assert_eq!(g.sys(FUTEX, &[WORD + 4, FUTEX_WAKE, 1]), 0, "nobody waits on another word");
+    assert_eq!(g.sys(FUTEX, &[WORD, FUTEX_WAKE | FUTEX_PRIVATE, 1]), 1);
+    assert_eq!(g.sys(FUTEX, &[WORD, FUTEX_WAKE, 1]), 0, "woken already");
+    let main = g.p.threads.parked().next().unwrap();
+    assert_eq!(
+        (main.thread.tid, main.thread.state.clone(), main.thread.resume_rax),
+        (100, crate::threads::RunState::Runnable, 0)
+    );
+}
+
+#[test]
+fn a_cmp_requeue_checks_the_word_then_moves_waiters() {
+    let mut g = guest();
+    second_thread(&mut g);
+    g.put(WORD, &7u32.to_le_bytes());
+    let b = blocked(g.call(FUTEX, &[WORD, FUTEX_WAIT, 7, 0]));
+    block_and_switch(&mut g, b);
+    const CMP_REQUEUE: u64 = 4;
+    assert_eq!(g.sys(FUTEX, &[WORD, CMP_REQUEUE, 0, 1, WORD + 8, 8]), err(EAGAIN), "the word is 7, not 8");
+    assert_eq!(g.sys(FUTEX, &[WORD, CMP_REQUEUE, 0, 1, WORD + 9, 7]), err(EINVAL), "unaligned second word");
+    assert_eq!(g.sys(FUTEX, &[WORD, CMP_REQUEUE, 0, u64::MAX, WORD + 8, 7]), err(EINVAL), "negative count");
+    assert_eq!(g.sys(FUTEX, &[WORD, CMP_REQUEUE, 0, 1, WORD + 8, 7]), 1, "moved");
+    assert_eq!(g.sys(FUTEX, &[WORD, FUTEX_WAKE, 1]), 0);
+    assert_eq!(g.sys(FUTEX, &[WORD + 8, FUTEX_WAKE, 1]), 1);
+}
+
+#[test]
+fn a_thread_exit_clears_its_tid_word_and_wakes_the_joiner() {
+    let mut g = guest();
+    let tid = second_thread(&mut g);
+    let tid_word = SCRATCH + 512;
+    g.put(tid_word, &(tid as u32).to_le_bytes());
+    // The main thread joins: waits while the word holds the tid.
+    let b = blocked(g.call(FUTEX, &[tid_word, FUTEX_WAIT, tid as u64, 0]));
+    block_and_switch(&mut g, b);
+    assert_eq!(g.call(60, &[3]), Outcome::ExitThread);
+    assert_eq!(g.mem.read_user_u64(tid_word).unwrap() as u32, 0);
+    let main = g.p.threads.parked().next().unwrap();
+    assert_eq!(main.thread.state, crate::threads::RunState::Runnable);
+    // The last thread's exit ends the call.
+    let next = g.p.threads.next_runnable().unwrap();
+    g.p.threads.replace_current(next);
+    assert_eq!(g.call(60, &[3]), Outcome::Stop(Stop::Exit(3)));
+}
+
+#[test]
+fn clone_makes_threads_only_and_only_up_to_the_limit() {
+    let mut g = guest();
+    const THREAD: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x1_0000;
+    assert_eq!(g.sys(56, &[17, 0, 0, 0, 0]), err(EPERM), "fork");
+    assert_eq!(g.sys(56, &[0x100 | 0x1_0000, 0, 0, 0, 0]), err(EINVAL), "CLONE_THREAD without CLONE_SIGHAND");
+    assert_eq!(g.sys(56, &[0x1_0000 | 0x800, 0, 0, 0, 0]), err(EINVAL), "CLONE_SIGHAND without CLONE_VM");
+    assert_eq!(g.sys(56, &[0x100 | 0x800 | 0x1_0000, 0, 0, 0, 0]), err(EINVAL), "its own fd table");
+    assert_eq!(g.sys(56, &[THREAD | 0x2000_0000, 0, 0, 0, 0]), err(EINVAL), "CLONE_NEWPID");
+    assert_eq!(g.sys(56, &[THREAD | 0x8_0000, 0, 0, 0, 1 << 47]), err(EPERM), "non-canonical TLS");
+    // clone3: the struct's size and fields are checked first.
+    let args = SCRATCH + 1024;
+    g.put(args, &[0u8; 128]);
+    assert_eq!(g.sys(435, &[args, 63]), err(EINVAL), "smaller than the first version");
+    assert_eq!(g.sys(435, &[args, 8192]), err(E2BIG));
+    assert_eq!(g.sys(435, &[args, 64]), err(EPERM), "all zero: a fork");
+    g.put(args, &THREAD.to_le_bytes());
+    g.put(args + 40, &0x40_0000u64.to_le_bytes()); // stack without a size
+    assert_eq!(g.sys(435, &[args, 88]), err(EINVAL));
+    g.put(args + 48, &0x1_0000u64.to_le_bytes());
+    g.put(args + 100, &[1]);
+    assert_eq!(g.sys(435, &[args, 128]), err(E2BIG), "a non-zero field we do not know");
+    let parent_tid = SCRATCH + 2048;
+    g.put(args, &(THREAD | 0x10_0000).to_le_bytes()); // CLONE_PARENT_SETTID
+    g.put(args + 24, &parent_tid.to_le_bytes());
+    match g.call(435, &[args, 88]) {
+        Outcome::Spawn(s) => {
+            assert_eq!(s.stack, 0x41_0000, "stack + stack_size");
+            assert_eq!(s.tls, None);
+            assert_eq!(g.mem.read_user_u64(parent_tid).unwrap() as u32, s.tid as u32);
+        }
+        other => panic!("{other:?}"),
+    }
+    for _ in 1..crate::threads::MAX_THREADS {
+        second_thread(&mut g);
+    }
+    assert_eq!(g.sys(56, &[THREAD, 0, 0, 0, 0]), err(EAGAIN), "{} threads", crate::threads::MAX_THREADS);
+}
+
+#[test]
+fn thread_bookkeeping_calls_answer_for_the_calling_thread() {
+    let mut g = guest();
+    assert_eq!(g.sys(218, &[SCRATCH]), 100, "set_tid_address returns the tid");
+    assert_eq!(g.p.threads.current.clear_child_tid, SCRATCH);
+    assert_eq!(g.sys(273, &[SCRATCH + 64, 24]), 0);
+    assert_eq!(g.sys(273, &[SCRATCH + 64, 23]), err(EINVAL));
+    assert_eq!(g.sys(274, &[0, SCRATCH + 128, SCRATCH + 136]), 0);
+    assert_eq!(g.mem.read_user_u64(SCRATCH + 128).unwrap(), SCRATCH + 64);
+    assert_eq!(g.mem.read_user_u64(SCRATCH + 136).unwrap(), 24);
+    assert_eq!(g.sys(274, &[999, SCRATCH + 128, SCRATCH + 136]), err(ESRCH));
+    assert_eq!(g.sys(24, &[]), 0, "sched_yield alone");
+    second_thread(&mut g);
+    assert_eq!(g.call(24, &[]), Outcome::Yield);
+    assert_eq!(g.sys(200, &[101, 0]), 0, "tkill reaches the second thread");
 }
 
 #[test]
@@ -241,6 +381,132 @@ fn tkill_and_tgkill_reach_only_the_programs_own_thread() {
     assert_eq!(g.call(tkill, &[tid, 15]), Outcome::Stop(Stop::Signal(15)));
     assert_eq!(g.sys(62, &[12345, 9]), err(ESRCH), "kill of another process");
     assert_eq!(g.sys(62, &[u64::from(u32::MAX), 0]), 0, "kill(-1) as a 32-bit pid_t includes the program");
+}
+
+/// Installs `handler` for `sig` (with SA_RESTORER, as glibc does).
+fn set_handler(g: &mut Guest, sig: u64, handler: u64, flags: u64) {
+    let act = SCRATCH + 3072;
+    let words = [handler, flags | 0x0400_0000, 0x40_0000, 0];
+    g.put(act, &words.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
+    assert_eq!(g.sys(13, &[sig, act, 0, 8]), 0);
+}
+
+#[test]
+fn a_signal_with_a_handler_is_made_pending_for_the_run_loop_to_deliver() {
+    let mut g = guest();
+    set_handler(&mut g, 10, 0x40_1000, 0);
+    assert_eq!(g.sys(62, &[100, 10]), 0, "kill(self, SIGUSR1)");
+    assert_eq!(g.p.pending_signals, 1 << 9);
+    assert!(g.p.signal_ready());
+    assert_eq!(g.sys(234, &[100, 100, 10]), 0, "tgkill");
+    assert_eq!(g.p.threads.current.pending, 1 << 9, "a thread's own");
+    // Blocked: pending, but not ready; rt_sigpending shows it.
+    g.put(SCRATCH, &(1u64 << 9).to_le_bytes());
+    assert_eq!(g.sys(14, &[0, SCRATCH, 0, 8]), 0, "block SIGUSR1");
+    assert!(!g.p.signal_ready());
+    assert_eq!(g.sys(127, &[SCRATCH + 8, 8]), 0);
+    assert_eq!(g.mem.read_user_u64(SCRATCH + 8).unwrap(), 1 << 9);
+    // SIGKILL and SIGSTOP cannot be blocked.
+    g.put(SCRATCH, &u64::MAX.to_le_bytes());
+    assert_eq!(g.sys(14, &[2, SCRATCH, 0, 8]), 0);
+    assert_eq!(g.p.sigmask & (1 << 8 | 1 << 18), 0);
+    // A blocked signal whose default is fatal waits; an unblocked one ends the call.
+    assert_eq!(g.sys(62, &[100, 15]), 0);
+    assert_eq!(g.p.pending_signals & (1 << 14), 1 << 14);
+    assert_eq!(g.call(62, &[100, 9]), Outcome::Stop(Stop::Signal(9)));
+    // Setting SIG_IGN discards what is pending.
+    set_handler(&mut g, 10, SIG_IGN, 0);
+    assert_eq!(g.p.pending_signals & (1 << 9), 0);
+    assert_eq!(g.p.threads.current.pending, 0);
+}
+
+#[test]
+fn sigtimedwait_takes_a_pending_signal_or_blocks_until_its_timeout() {
+    let mut g = guest();
+    set_handler(&mut g, 12, 0x40_1000, 0);
+    g.put(SCRATCH, &(1u64 << 11).to_le_bytes());
+    assert_eq!(g.sys(14, &[0, SCRATCH, 0, 8]), 0);
+    g.put_timespec(TIMEOUT, Duration::ZERO);
+    assert_eq!(g.sys(128, &[SCRATCH, 0, TIMEOUT, 8]), err(EAGAIN), "nothing pending, zero timeout");
+    assert_eq!(g.sys(62, &[0, 12]), 0);
+    let info = SCRATCH + 256;
+    assert_eq!(g.sys(128, &[SCRATCH, info, 0, 8]), 12);
+    assert_eq!(g.mem.read_user_u64(info).unwrap() as u32, 12, "si_signo");
+    assert_eq!(g.p.pending_signals, 0, "taken");
+    g.put_timespec(TIMEOUT, Duration::from_millis(50));
+    let b = blocked(g.call(128, &[SCRATCH, info, TIMEOUT, 8]));
+    assert_eq!(b.timeout_result as i64, err(EAGAIN));
+    assert_eq!(b.what, WaitFor::SignalIn { set: 1 << 11, info });
+}
+
+#[test]
+fn alarm_and_setitimer_arm_one_real_timer() {
+    let mut g = guest();
+    assert_eq!(g.sys(37, &[5]), 0, "no alarm before");
+    assert!(g.p.itimer_real.is_some() && g.p.timer_changed);
+    assert_eq!(g.sys(37, &[0]), 5, "the seconds left, rounded");
+    assert!(g.p.itimer_real.is_none());
+    // setitimer: 10 ms interval, 30 ms value.
+    let tv = [0u64, 10_000, 0, 30_000];
+    g.put(SCRATCH, &tv.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
+    assert_eq!(g.sys(38, &[0, SCRATCH, 0]), 0);
+    assert_eq!(g.sys(36, &[0, SCRATCH + 64]), 0);
+    assert_eq!(g.mem.read_user_u64(SCRATCH + 64 + 8).unwrap(), 10_000, "interval");
+    let left = g.mem.read_user_u64(SCRATCH + 64 + 24).unwrap();
+    assert!(left > 0 && left <= 30_000, "{left}");
+    assert_eq!(g.sys(38, &[1, SCRATCH, 0]), err(EINVAL), "ITIMER_VIRTUAL is not kept");
+    g.put(SCRATCH + 8, &1_000_000u64.to_le_bytes());
+    assert_eq!(g.sys(38, &[0, SCRATCH, 0]), err(EINVAL), "usec out of range");
+    // Expiry: SIGALRM (default: fatal) ends the call; with a handler it is pending and the
+    // timer goes on every interval.
+    let later = Instant::now() + Duration::from_millis(40);
+    assert_eq!(expire_itimer(&mut g.p, later), Err(Stop::Signal(14)));
+    set_handler(&mut g, 14, 0x40_1000, 0);
+    assert_eq!(expire_itimer(&mut g.p, later + Duration::from_millis(20)), Ok(()));
+    assert_eq!(g.p.pending_signals, 1 << 13);
+    assert_eq!(g.p.signal_codes[13], 0x80, "SI_KERNEL");
+    let next = g.p.itimer_real.unwrap().next;
+    assert!(next > later + Duration::from_millis(20));
+}
+
+#[test]
+fn a_signal_wakes_a_blocked_thread_with_eintr_or_restarts_it() {
+    let mut g = guest();
+    second_thread(&mut g);
+    set_handler(&mut g, 10, 0x40_1000, 0x1000_0000); // SA_RESTART
+    set_handler(&mut g, 12, 0x40_1000, 0);
+    g.put(WORD, &7u32.to_le_bytes());
+    let b = blocked(g.call(FUTEX, &[WORD, FUTEX_WAIT, 7, 0]));
+    block_and_switch(&mut g, b);
+    assert_eq!(g.sys(234, &[100, 100, 10]), 0, "SIGUSR1 to the waiting main thread");
+    let main = &g.p.threads.parked().next().unwrap().thread;
+    assert_eq!(main.state, crate::threads::RunState::Runnable);
+    assert_eq!(main.restart, Some(FUTEX), "SA_RESTART: the wait starts again after the handler");
+    assert_eq!(main.resume_rax as i64, err(EINTR));
+    // Now a pause in the second thread, woken by a process signal without SA_RESTART.
+    let b = blocked(g.call(34, &[]));
+    let next = g.p.threads.next_runnable().unwrap();
+    g.p.threads.block_current(crate::threads::Blocked { wait: b, nr: 34 });
+    let saved = crate::threads::Saved {
+        cpu: crate::threads::CpuContext { regs: Default::default(), xsave: Box::default() },
+        fs_base: 0,
+        sigmask: 0,
+        sigaltstack: [0; 24],
+    };
+    g.p.threads.switch_to(next, saved);
+    // The main thread takes SIGUSR1 itself (it runs), so the paused one stays asleep...
+    assert_eq!(g.sys(62, &[0, 10]), 0);
+    let t101 = &g.p.threads.parked().next().unwrap().thread;
+    assert!(t101.blocked().is_some());
+    // ...unless the main thread blocks it.
+    g.put(SCRATCH, &(1u64 << 11).to_le_bytes());
+    assert_eq!(g.sys(14, &[0, SCRATCH, 0, 8]), 0);
+    assert_eq!(g.sys(62, &[0, 12]), 0);
+    let t101 = &g.p.threads.parked().next().unwrap().thread;
+    assert_eq!(
+        (t101.state.clone(), t101.resume_rax as i64, t101.restart),
+        (crate::threads::RunState::Runnable, err(EINTR), None)
+    );
 }
 
 // ---------------------------------------------------------------- mmap of a file
