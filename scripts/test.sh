@@ -13,4 +13,5 @@ fi
 bash guest-functions/build.sh
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast
+bash scripts/certify.sh
 bash guest-functions/test-native.sh

@@ -127,7 +127,7 @@ pub fn main(args: Args) -> ExitCode {
         fill_threads: args.pool_threads,
     };
     let runtime = match vmm::Runtime::new(pool) {
-        Ok(r) => r,
+        Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("snapcall serve: cannot start the VM runtime: {e}");
             return ExitCode::FAILURE;
@@ -137,7 +137,7 @@ pub fn main(args: Args) -> ExitCode {
     let metrics = Arc::new(Metrics::default());
     let caps =
         Caps { max_timeout: Duration::from_millis(args.max_timeout_ms), max_memory_bytes: args.max_memory_mib << 20 };
-    let registry = Registry::new(args.functions.clone(), mode, caps);
+    let registry = Arc::new(Registry::new(args.functions.clone(), mode, caps));
     match registry.rescan(&runtime, &metrics) {
         Ok(s) => log_summary(&s),
         Err(e) => {
@@ -163,7 +163,7 @@ pub fn main(args: Args) -> ExitCode {
             auth,
             unpack: oci_image::UnpackLimits { max_bytes: args.max_image_mib << 20, ..Default::default() },
         };
-        match serve::provider::Provider::new(cfg, &registry) {
+        match serve::provider::Provider::new(cfg, registry.clone(), runtime.clone(), metrics.clone()) {
             Ok(p) => Some(p),
             Err(e) => {
                 eprintln!("snapcall serve: --provider: {e}");

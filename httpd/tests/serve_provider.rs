@@ -194,6 +194,13 @@ fn scaling_maps_onto_the_pool_and_zero_still_serves() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
+    // Served cold at once, from its snapshot once the snapshot thread has taken it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !srv.log.lock().unwrap().contains("hash: now served from its snapshot") {
+        assert!(Instant::now() < deadline, "no snapshot: {}", srv.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(srv.dir.join("hash/snapshot.kmsnap").is_file());
     assert_eq!(wait(&mut c, (3, 3)), (3, 3), "the min-scale label sets the ready VMs");
     let r = api(&mut c, "POST", "/system/scale-function/hash", &json!({"serviceName": "hash", "replicas": 0}));
     assert_eq!(r.status, 202);

@@ -22,8 +22,8 @@ use super::status::{self, Failure};
 const STDERR_TAIL: usize = vmm::STDERR_TAIL_BYTES;
 
 pub struct App {
-    pub runtime: Runtime,
-    pub registry: Registry,
+    pub runtime: Arc<Runtime>,
+    pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// Kontain's km, for functions only km can run (None: $SNAPCALL_KM, then $PATH).
     pub km: Option<PathBuf>,
@@ -284,8 +284,7 @@ impl App {
             authorization,
             body: &req.body,
         };
-        let ctx = provider::Context { registry: &self.registry, runtime: &self.runtime, metrics: &self.metrics };
-        let mut resp = p.handle(&api, &ctx);
+        let mut resp = p.handle(&api);
         resp.server_timing = Timing::default().header(started.elapsed());
         resp
     }

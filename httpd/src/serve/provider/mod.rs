@@ -13,9 +13,13 @@
 //! | `GET /system/namespaces` | the one namespace served |
 //! | `GET/POST/PUT/DELETE /system/secrets` | secrets CRUD (values never listed) |
 //!
-//! Deploys take seconds (unpacking, then the snapshot), so they run on a worker thread, never
-//! on an event loop, one at a time; a deploy replaces a function in one step and calls in
-//! flight finish on the version they started on (`registry.rs`).
+//! A deploy runs on a worker thread, never on an event loop, one at a time: it resolves the
+//! image, unpacks it, checks the program and swaps the new bundle in, served cold, in about a
+//! second; every 4xx (image missing, dynamic-only program, too big) comes from this part. Its
+//! snapshot (seconds: the program runs to its first stdin read, then its working set is
+//! recorded) is taken afterwards on the provider's snapshot thread, and the snapshotted version
+//! replaces the cold one when ready, unless another deploy came first. Each swap is one step;
+//! calls in flight finish on the version they started on (`registry.rs`).
 
 pub mod auth;
 pub mod bundle;
@@ -25,7 +29,7 @@ pub mod types;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use oci_image::{ImageStore, UnpackLimits};
@@ -82,13 +86,6 @@ pub struct ApiRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// What the API needs of the server around it.
-pub struct Context<'a> {
-    pub registry: &'a Registry,
-    pub runtime: &'a Runtime,
-    pub metrics: &'a Metrics,
-}
-
 /// A failed API request: its status, a short machine-readable word and a sentence.
 #[derive(Debug)]
 pub struct ApiError {
@@ -116,14 +113,31 @@ pub enum ProviderError {
 }
 
 pub struct Provider {
+    shared: Arc<Shared>,
+    /// Deploys whose snapshot the snapshot thread is to take.
+    snapshots: Mutex<mpsc::Sender<SnapshotJob>>,
+}
+
+/// A deployed version to snapshot: the name and the deploy's generation.
+struct SnapshotJob {
+    name: String,
+    generation: u64,
+}
+
+/// What the API handlers and the snapshot thread share.
+struct Shared {
+    registry: Arc<Registry>,
+    runtime: Arc<Runtime>,
+    metrics: Arc<Metrics>,
     cfg: ProviderConfig,
     images: Option<ImageStore>,
     secrets: SecretStore,
     /// `<functions>/.snapcall`: staging, retired bundles, archive scratch, secrets.
     state: PathBuf,
     caps: BundleCaps,
-    /// The deployment of every function deployed through the API, by name.
-    records: RwLock<BTreeMap<String, DeploymentRecord>>,
+    /// The deployment of every function deployed through the API, by name, with the
+    /// generation of the deploy that made it (a snapshot is installed only for its own).
+    records: RwLock<BTreeMap<String, (DeploymentRecord, u64)>>,
     /// Replicas asked for with scale-function (or the min-scale label), by name.
     replicas: Mutex<BTreeMap<String, u64>>,
     /// One deploy or delete at a time (each may take seconds, and they share directories).
@@ -204,9 +218,15 @@ fn valid_function_name(name: &str) -> bool {
 }
 
 impl Provider {
-    /// Opens the provider's state under the functions directory and reads back the
-    /// deployments of bundles deployed before (their `openfaas-deployment.json`).
-    pub fn new(cfg: ProviderConfig, registry: &Registry) -> Result<Provider, ProviderError> {
+    /// Opens the provider's state under the functions directory, reads back the deployments
+    /// of bundles deployed before (their `openfaas-deployment.json`) and starts the snapshot
+    /// thread.
+    pub fn new(
+        cfg: ProviderConfig,
+        registry: Arc<Registry>,
+        runtime: Arc<Runtime>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Provider, ProviderError> {
         let state = registry.dir().join(".snapcall");
         for sub in ["staging", "retired", "scratch"] {
             let dir = state.join(sub);
@@ -218,12 +238,15 @@ impl Provider {
         let mut records = BTreeMap::new();
         for name in registry.entries().keys() {
             if let Some(r) = bundle::read_record(&registry.dir().join(name)) {
-                records.insert(name.clone(), r);
+                records.insert(name.clone(), (r, 0));
             }
         }
         let caps = BundleCaps { max_memory_mib: registry.caps().max_memory_bytes >> 20, unpack: cfg.unpack };
-        Ok(Provider {
+        let shared = Arc::new(Shared {
             images: cfg.images.clone().map(ImageStore::new),
+            registry,
+            runtime,
+            metrics,
             cfg,
             secrets,
             state,
@@ -231,26 +254,56 @@ impl Provider {
             records: RwLock::new(records),
             replicas: Mutex::new(BTreeMap::new()),
             changing: Mutex::new(()),
-            seq: AtomicU64::new(0),
-        })
+            seq: AtomicU64::new(1),
+        });
+        let (tx, rx) = mpsc::channel::<SnapshotJob>();
+        let worker = shared.clone();
+        std::thread::Builder::new()
+            .name("snapcall-deploy-snapshot".into())
+            .spawn(move || {
+                // Ends when the provider (the sender) is dropped.
+                for job in rx {
+                    worker.snapshot(job);
+                }
+            })
+            .map_err(|source| ProviderError::State { path: PathBuf::from("(snapshot thread)"), source })?;
+        Ok(Provider { shared, snapshots: Mutex::new(tx) })
     }
 
     /// Answers one `/system/*` request (`owns(path)`).
-    pub fn handle(&self, req: &ApiRequest, ctx: &Context) -> Response {
-        if let Some(auth) = &self.cfg.auth {
+    pub fn handle(&self, req: &ApiRequest) -> Response {
+        let p = &self.shared;
+        if let Some(auth) = &p.cfg.auth {
             if !auth.allows(req.authorization) {
                 let mut resp = Response::json_error(401, "unauthorized", "this API needs basic auth (--basic-auth)");
                 resp.headers.push(format!("WWW-Authenticate: Basic realm=\"{}\"", auth::REALM));
                 return resp;
             }
         }
-        match self.route(req, ctx) {
+        let deployed = match (req.path, req.method) {
+            ("/system/functions", "POST") => Some(p.deploy(req, false)),
+            ("/system/functions", "PUT") => Some(p.deploy(req, true)),
+            _ => None,
+        };
+        let result = match deployed {
+            Some(Ok((resp, job))) => {
+                if let Some(job) = job {
+                    let _ = self.snapshots.lock().unwrap_or_else(|e| e.into_inner()).send(job);
+                }
+                Ok(resp)
+            }
+            Some(Err(e)) => Err(e),
+            None => p.route(req),
+        };
+        match result {
             Ok(resp) => resp,
             Err(e) => e.response(),
         }
     }
+}
 
-    fn route(&self, req: &ApiRequest, ctx: &Context) -> Result<Response, ApiError> {
+impl Shared {
+    fn route(&self, req: &ApiRequest) -> Result<Response, ApiError> {
         let method_not_allowed = |allow: &str| {
             let mut r = Response::json_error(405, "method_not_allowed", &format!("allowed: {allow}"));
             r.headers.push(format!("Allow: {allow}"));
@@ -260,15 +313,15 @@ impl Provider {
             return match req.method {
                 "GET" => {
                     self.check_namespace(query_param(req.query, "namespace").as_deref())?;
-                    let entry = ctx.registry.get(name).ok_or_else(|| not_found(name))?;
-                    Ok(json(200, &self.status(name, &entry, ctx)))
+                    let entry = self.registry.get(name).ok_or_else(|| not_found(name))?;
+                    Ok(json(200, &self.status(name, &entry)))
                 }
                 _ => method_not_allowed("GET"),
             };
         }
         if let Some(name) = req.path.strip_prefix("/system/scale-function/") {
             return match req.method {
-                "POST" => self.scale(name, req, ctx),
+                "POST" => self.scale(name, req),
                 _ => method_not_allowed("POST"),
             };
         }
@@ -291,12 +344,10 @@ impl Provider {
             ("/system/functions", "GET") => {
                 self.check_namespace(query_param(req.query, "namespace").as_deref())?;
                 let list: Vec<FunctionStatus> =
-                    ctx.registry.entries().iter().map(|(name, e)| self.status(name, e, ctx)).collect();
+                    self.registry.entries().iter().map(|(name, e)| self.status(name, e)).collect();
                 Ok(json(200, &list))
             }
-            ("/system/functions", "POST") => self.deploy(req, false, ctx),
-            ("/system/functions", "PUT") => self.deploy(req, true, ctx),
-            ("/system/functions", "DELETE") => self.delete(req, ctx),
+            ("/system/functions", "DELETE") => self.delete(req),
             ("/system/functions", _) => method_not_allowed("GET, POST, PUT, DELETE"),
             ("/system/secrets", method) => self.secrets(method, req),
             _ => Err(ApiError::new(404, "not_found", format!("no provider API at {}", req.path))),
@@ -319,10 +370,10 @@ impl Provider {
     }
 
     /// A function's status: its deployment field for field, and its real state.
-    fn status(&self, name: &str, entry: &Entry, ctx: &Context) -> FunctionStatus {
+    fn status(&self, name: &str, entry: &Entry) -> FunctionStatus {
         let records = self.records.read().unwrap_or_else(|e| e.into_inner());
         let mut st = match records.get(name) {
-            Some(r) => {
+            Some((r, _)) => {
                 let mut st = FunctionStatus::of(&r.deployment);
                 st.created_at = httpd::date::rfc3339(r.created_at);
                 st
@@ -342,7 +393,7 @@ impl Provider {
         st.labels.get_or_insert_with(BTreeMap::new).insert(FUNCTION_LABEL.into(), name.into());
         st.invocation_count = entry.metrics.calls() as f64;
         (st.replicas, st.available_replicas) = match &entry.runner {
-            LoadedFunction::Native(f) => match ctx.runtime.function_stats(f) {
+            LoadedFunction::Native(f) => match self.runtime.function_stats(f) {
                 Some(s) if s.idle => (0, 0),
                 Some(s) => (s.target as u64, s.ready.min(s.target) as u64),
                 // The pool is off (--pool-size 0): every call makes its VM.
@@ -354,15 +405,15 @@ impl Provider {
         st
     }
 
-    fn scale(&self, name: &str, req: &ApiRequest, ctx: &Context) -> Result<Response, ApiError> {
+    fn scale(&self, name: &str, req: &ApiRequest) -> Result<Response, ApiError> {
         self.check_namespace(query_param(req.query, "namespace").as_deref())?;
         let r: ScaleServiceRequest = parse_body(req.body, "scale request")?;
         self.check_namespace(Some(&r.namespace))?;
-        let entry = ctx.registry.get(name).ok_or_else(|| not_found(name))?;
+        let entry = self.registry.get(name).ok_or_else(|| not_found(name))?;
         let replicas = usize::try_from(r.replicas).unwrap_or(usize::MAX).min(MAX_REPLICAS);
         self.replicas.lock().unwrap_or_else(|e| e.into_inner()).insert(name.into(), replicas as u64);
         if let LoadedFunction::Native(f) = &entry.runner {
-            ctx.runtime.scale(f, replicas);
+            self.runtime.scale(f, replicas);
         }
         Ok(accepted(&format!("scaled {name} to {replicas}")))
     }
@@ -403,7 +454,7 @@ impl Provider {
     }
 
     /// Deploys (or, `update`, replaces) a function; returns once it serves.
-    fn deploy(&self, req: &ApiRequest, update: bool, ctx: &Context) -> Result<Response, ApiError> {
+    fn deploy(&self, req: &ApiRequest, update: bool) -> Result<(Response, Option<SnapshotJob>), ApiError> {
         let mut d: FunctionDeployment = parse_body(req.body, "deployment")?;
         self.check_namespace(Some(&d.namespace))?;
         let name = d.service.clone();
@@ -427,7 +478,7 @@ impl Provider {
             ));
         };
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        let exists = ctx.registry.get(&name).is_some();
+        let exists = self.registry.get(&name).is_some();
         if update && !exists {
             return Err(not_found(&name));
         }
@@ -462,18 +513,12 @@ impl Provider {
             cleanup(&[&staging]);
             return Err(ApiError::new(e.status(), "image", e.to_string()));
         }
-        // The snapshot is taken here, in the staging directory (its identity is the config
-        // and the program, not the path), so the swap below is a rename.
-        let mode = match registry::load_runner(&staging, ctx.registry.mode(), ctx.registry.caps()) {
-            // It cannot be snapshotted (it never reads stdin): do not try again in place.
-            Ok(LoadedFunction::Native(f)) if !f.has_snapshot() => vmm::StartMode::Cold,
-            Ok(_) => ctx.registry.mode(),
-            Err(e) => {
-                cleanup(&[&staging]);
-                return Err(ApiError::new(422, "not_runnable", format!("{name}: {e}")));
-            }
-        };
-        let live = ctx.registry.dir().join(&name);
+        // The vmm must accept the program (a cold load parses it) before anything is swapped.
+        if let Err(e) = registry::load_runner(&staging, vmm::StartMode::Cold, self.registry.caps()) {
+            cleanup(&[&staging]);
+            return Err(ApiError::new(422, "not_runnable", format!("{name}: {e}")));
+        }
+        let live = self.registry.dir().join(&name);
         let retired = match swap_in(&staging, &live, &self.state.join("retired").join(format!("{name}-{n}"))) {
             Ok(r) => r,
             Err(e) => {
@@ -481,46 +526,86 @@ impl Provider {
                 return Err(ApiError::new(500, "host", format!("{name}: cannot move the bundle into place: {e}")));
             }
         };
-        let runner = match registry::load_runner(&live, mode, ctx.registry.caps()) {
+        // Served cold at once; the snapshot thread replaces it with its snapshot when taken.
+        let runner = match registry::load_runner(&live, vmm::StartMode::Cold, self.registry.caps()) {
             Ok(r) => r,
             Err(e) => {
-                return Err(ApiError::new(500, "host", format!("{name}: the new bundle did not load in place: {e}")))
+                // The program parsed in staging; this is the host failing, not the image.
+                return Err(ApiError::new(500, "host", format!("{name}: the new bundle did not load: {e}")));
             }
         };
         let min = d.labels.as_ref().and_then(|l| l.get(SCALE_MIN_LABEL)).and_then(|v| v.parse::<u64>().ok());
-        let replicas = {
-            let mut r = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(min) = min {
-                r.insert(name.clone(), min);
-            }
-            r.get(&name).copied()
-        };
-        let record = DeploymentRecord { deployment: d, created_at: now_secs(), image_digest: image.manifest_digest };
-        self.records.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), record);
-        ctx.registry.install(&name, runner, ctx.runtime, ctx.metrics, retired);
-        if let (Some(n), Some(entry)) = (replicas, ctx.registry.get(&name)) {
-            if let LoadedFunction::Native(f) = &entry.runner {
-                ctx.runtime.scale(f, usize::try_from(n).unwrap_or(usize::MAX).min(MAX_REPLICAS));
-            }
+        if let Some(min) = min {
+            self.replicas.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), min);
         }
+        let record = DeploymentRecord { deployment: d, created_at: now_secs(), image_digest: image.manifest_digest };
+        self.records.write().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), (record, n));
+        self.registry.install(&name, runner, &self.runtime, &self.metrics, retired);
+        self.apply_replicas(&name);
         eprintln!(
             "snapcall serve: {name}: deployed from {} ({})",
             image.reference,
             if exists { "replaced" } else { "new" }
         );
-        Ok(accepted(&format!("deployed {name}")))
+        let job = (self.registry.mode() == vmm::StartMode::Snapshot)
+            .then(|| SnapshotJob { name: name.clone(), generation: n });
+        Ok((accepted(&format!("deployed {name}")), job))
     }
 
-    fn delete(&self, req: &ApiRequest, ctx: &Context) -> Result<Response, ApiError> {
+    /// The replicas asked for `name` (scale-function or its min-scale label), applied to the
+    /// version served now.
+    fn apply_replicas(&self, name: &str) {
+        let Some(n) = self.replicas.lock().unwrap_or_else(|e| e.into_inner()).get(name).copied() else { return };
+        if let Some(entry) = self.registry.get(name) {
+            if let LoadedFunction::Native(f) = &entry.runner {
+                self.runtime.scale(f, usize::try_from(n).unwrap_or(usize::MAX).min(MAX_REPLICAS));
+            }
+        }
+    }
+
+    /// Whether `generation` is the deploy `name` is served from now.
+    fn is_current(&self, name: &str, generation: u64) -> bool {
+        self.records.read().unwrap_or_else(|e| e.into_inner()).get(name).is_some_and(|(_, g)| *g == generation)
+    }
+
+    /// On the snapshot thread: snapshots a deployed version (the bundle in place, which only
+    /// gains its `snapshot.kmsnap`) and serves it from the snapshot, if no deploy or delete
+    /// replaced it meanwhile. A program that never reads stdin stays cold.
+    fn snapshot(&self, job: SnapshotJob) {
+        let SnapshotJob { name, generation } = job;
+        if !self.is_current(&name, generation) {
+            return;
+        }
+        let live = self.registry.dir().join(&name);
+        match registry::load_runner(&live, vmm::StartMode::Snapshot, self.registry.caps()) {
+            Ok(runner @ LoadedFunction::Native(_)) => {
+                let LoadedFunction::Native(f) = &runner else { return };
+                if !f.has_snapshot() {
+                    return; // logged by the loader: it starts cold per call
+                }
+                let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+                if !self.is_current(&name, generation) {
+                    return;
+                }
+                self.registry.install(&name, runner, &self.runtime, &self.metrics, None);
+                self.apply_replicas(&name);
+                eprintln!("snapcall serve: {name}: now served from its snapshot");
+            }
+            Ok(LoadedFunction::Km(_)) => {}
+            Err(e) => eprintln!("snapcall serve: {name}: snapshot not taken ({e}): calls start cold"),
+        }
+    }
+
+    fn delete(&self, req: &ApiRequest) -> Result<Response, ApiError> {
         self.check_namespace(query_param(req.query, "namespace").as_deref())?;
         let r: DeleteFunctionRequest = parse_body(req.body, "delete request")?;
         self.check_namespace(Some(&r.namespace))?;
         let name = r.function_name;
         let _changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        if ctx.registry.get(&name).is_none() || !super::routes::valid_name(&name) {
+        if self.registry.get(&name).is_none() || !super::routes::valid_name(&name) {
             return Err(not_found(&name));
         }
-        let live = ctx.registry.dir().join(&name);
+        let live = self.registry.dir().join(&name);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let retired = self.state.join("retired").join(format!("{name}-{n}"));
         // Moved aside first (so a SIGHUP rescan cannot load it again), removed once no call
@@ -530,7 +615,7 @@ impl Provider {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(ApiError::new(500, "host", format!("{name}: cannot remove {}: {e}", live.display()))),
         };
-        ctx.registry.remove(&name, ctx.runtime, retired);
+        self.registry.remove(&name, &self.runtime, retired);
         self.records.write().unwrap_or_else(|e| e.into_inner()).remove(&name);
         self.replicas.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
         eprintln!("snapcall serve: {name}: deleted");
