@@ -12,11 +12,15 @@ REPO="$(pwd)"
 CERTIFIER="${SNAPCALL_CERTIFIER:-$REPO/../shared/openfaas-certifier}"
 
 # The certifier tests that apply to a one-node provider without OpenFaaS's gateway (its
-# autoscaler and log provider are the gateway's and Prometheus's, not a provider's).
-PASSING='Test_ProviderInfo|Test_HealthEndpoint|Test_ListNamespaces|Test_Deploy_MetaData|Test_InvokeNotFound|Test_Invoke|Test_SecretCRUD|Test_ScaleMinimum|Test_ScaleFromZeroDuringInvoke|Test_ScalingDisabledViaLabels|Test_ScaleToZero'
-RUN="^($PASSING)\$"
+# autoscaler and log provider are the gateway's and Prometheus's, not a provider's). Test_Invoke
+# runs its subtests but the redirect one, which needs functions to set their own status
+# (the "Bring your own function" work); docs/provider.md lists why each other one is out.
+RUNS=(
+    '^(Test_ProviderInfo|Test_HealthEndpoint|Test_ListNamespaces|Test_Deploy_MetaData|Test_InvokeNotFound|Test_SecretCRUD|Test_ScaleMinimum|Test_ScaleFromZeroDuringInvoke|Test_ScalingDisabledViaLabels|Test_ScaleToZero)$'
+    '^Test_Invoke$/^(Invoke_test_with_different_verbs|Invoke_with_custom_env_vars_and_query_string)$'
+)
 if [ "${1:-}" = "--all" ]; then
-    RUN='.'
+    RUNS=('.')
 fi
 
 if [ ! -d "$CERTIFIER/tests" ]; then
@@ -57,12 +61,14 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 [ -n "$ADDR" ] || { echo "certify.sh: the server did not start" >&2; cat "$WORK/serve.log" >&2; exit 1; }
-echo "certify.sh: snapcall serve --provider on $ADDR; running the certifier ($RUN)" >&2
 
 status=0
-# HOME: the certifier's client looks for a faas-cli config there; give it an empty one.
-(cd "$WORK" && HOME="$WORK" timeout 1200 "$REPO/target/certifier.test" -test.v -test.count=1 \
-    -test.run "$RUN" -gateway="http://$ADDR/") || status=$?
+for run in "${RUNS[@]}"; do
+    echo "certify.sh: snapcall serve --provider on $ADDR; the certifier's $run" >&2
+    # HOME: the certifier's client looks for a faas-cli config there; give it an empty one.
+    (cd "$WORK" && HOME="$WORK" timeout 1200 "$REPO/target/certifier.test" -test.v -test.count=1 \
+        -test.run "$run" -gateway="http://$ADDR/") || status=$?
+done
 if [ "$status" != 0 ]; then
     echo "certify.sh: the certifier failed (exit $status); the server's log:" >&2
     tail -50 "$WORK/serve.log" >&2

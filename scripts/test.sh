@@ -13,5 +13,6 @@ fi
 bash guest-functions/build.sh
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked --no-fail-fast
+bash scripts/validate-deploy.sh
 bash scripts/certify.sh
 bash guest-functions/test-native.sh
