@@ -25,7 +25,7 @@ enum Command {
     /// Run a bundle until it first reads stdin and write its snapshot.
     Snapshot(cmd_snapshot::Args),
     /// Serve every bundle in a directory over HTTP/1.1.
-    Serve(cmd_serve::Args),
+    Serve(Box<cmd_serve::Args>),
     /// Print a snapcall or KM snapshot in human (or JSON) form.
     Inspect(cmd_inspect::Args),
 }
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => cmd_run::main(args),
         Command::Snapshot(args) => cmd_snapshot::main(args),
-        Command::Serve(args) => cmd_serve::main(args),
+        Command::Serve(args) => cmd_serve::main(*args),
         Command::Inspect(args) => cmd_inspect::main(args),
     }
 }
