@@ -317,6 +317,21 @@ fn basic_auth_guards_the_api_and_leaves_functions_open() {
 }
 
 #[test]
+fn the_operators_bundles_are_listed_but_not_replaced_or_deleted() {
+    let dir = serve_support::functions_dir(&["echo-c"]);
+    let images = images();
+    let srv = Server::start(&dir, &["--provider", "--images", images.to_str().unwrap()]);
+    let mut c = srv.connect();
+    let list = json_of(&api(&mut c, "GET", "/system/functions", &Value::Null));
+    assert_eq!(list[0]["name"], "echo-c");
+    assert_eq!(list[0]["envProcess"], "/bin/echo-c");
+    let d = json!({"service": "echo-c", "image": "functions/alpine", "envProcess": "env"});
+    assert_eq!(deploy(&mut c, "POST", &d).status, 409);
+    assert_eq!(api(&mut c, "DELETE", "/system/functions", &json!({"functionName": "echo-c"})).status, 409);
+    assert_eq!(c.request("POST", "/function/echo-c", &[], b"still here").text(), "still here");
+}
+
+#[test]
 fn without_provider_the_api_is_not_there() {
     let srv = Server::start(&empty_dir("off"), &[]);
     let mut c = srv.connect();

@@ -482,6 +482,9 @@ impl Shared {
         if update && !exists {
             return Err(not_found(&name));
         }
+        if exists {
+            self.check_owned(&name)?;
+        }
         let secrets = self.secrets.values(d.secrets.as_deref().unwrap_or_default()).map_err(|e| match e {
             secrets::SecretError::Missing(s) => {
                 ApiError::new(400, "bad_request", bundle::BundleError::NoSecret(s).to_string())
@@ -563,6 +566,22 @@ impl Shared {
         }
     }
 
+    /// A bundle the operator put into `--functions` is the operator's: the API neither
+    /// replaces nor deletes it (409), only what it deployed itself.
+    fn check_owned(&self, name: &str) -> Result<(), ApiError> {
+        if self.records.read().unwrap_or_else(|e| e.into_inner()).contains_key(name) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            409,
+            "not_deployed_here",
+            format!(
+                "{name} is a bundle in --functions, not deployed through this API: change or remove its \
+                 directory and send SIGHUP"
+            ),
+        ))
+    }
+
     /// Whether `generation` is the deploy `name` is served from now.
     fn is_current(&self, name: &str, generation: u64) -> bool {
         self.records.read().unwrap_or_else(|e| e.into_inner()).get(name).is_some_and(|(_, g)| *g == generation)
@@ -605,6 +624,7 @@ impl Shared {
         if self.registry.get(&name).is_none() || !super::routes::valid_name(&name) {
             return Err(not_found(&name));
         }
+        self.check_owned(&name)?;
         let live = self.registry.dir().join(&name);
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let retired = self.state.join("retired").join(format!("{name}-{n}"));
