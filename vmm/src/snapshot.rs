@@ -268,9 +268,44 @@ fn capture_state(
         cwd: Some(p.cwd.clone()),
         working_set: None,
         identity: Some(fmt::Identity::new(bundle_hash(function)?, function.memory_size(), program.path.clone())),
-        km_notes: Vec::new(),
+        km_notes: signal_handlers(&p.sigactions),
         unknown_notes: Vec::new(),
     })
+}
+
+/// The program's signal dispositions other than SIG_DFL, as KM keeps them (`NT_KM_SIGHAND`):
+/// CPython ignores SIGPIPE and handles SIGINT from its start, before any snapshot. KM's note
+/// has 32 bits of `sa_mask`, so a handler's mask of real-time signals is not kept.
+fn signal_handlers(actions: &[crate::process::SigAction; 64]) -> Vec<fmt::KmNote> {
+    (1..=64u32)
+        .zip(actions.iter())
+        .filter(|(_, a)| a.handler != crate::process::SIG_DFL)
+        .map(|(signo, a)| {
+            fmt::KmNote::SigHand(fmt::km::KmSigHand {
+                signo,
+                handler: a.handler,
+                flags: a.flags as u32,
+                mask: a.mask as u32,
+                restorer: a.restorer,
+            })
+        })
+        .collect()
+}
+
+/// Puts the dispositions a snapshot kept back (a signal number out of range, or SIGKILL or
+/// SIGSTOP, which have none, is skipped).
+fn restore_signal_handlers(process: &mut Process, notes: &[fmt::KmNote]) {
+    for note in notes {
+        let fmt::KmNote::SigHand(h) = note else { continue };
+        if (1..=64).contains(&h.signo) && h.signo != 9 && h.signo != 19 {
+            process.sigactions[(h.signo - 1) as usize] = crate::process::SigAction {
+                handler: h.handler,
+                flags: u64::from(h.flags),
+                restorer: h.restorer,
+                mask: u64::from(h.mask),
+            };
+        }
+    }
 }
 
 fn segment_to_format(s: &kvm_bindings::kvm_segment) -> fmt::Segment {
@@ -729,6 +764,7 @@ impl SnapshotImage {
         );
         process.auxv = self.snapshot.state.auxv.clone();
         process.fs_base = self.snapshot.state.regs.fs_base;
+        restore_signal_handlers(&mut process, &self.snapshot.state.km_notes);
         for f in &self.snapshot.state.files {
             reopen(&mut process, f)?;
         }

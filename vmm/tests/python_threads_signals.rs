@@ -98,3 +98,44 @@ fn faulthandler_reports_a_segfault_before_the_call_ends_as_killed_by_sigsegv() {
     assert!(tail.contains("Fatal Python error: Segmentation fault"), "{tail}");
     assert!(tail.contains("in handler"), "the traceback names the frame: {tail}");
 }
+
+#[test]
+fn the_dispositions_cpython_set_before_its_snapshot_hold_in_every_restored_call() {
+    // CPython ignores SIGPIPE and handles SIGINT from its start, long before the first read
+    // of stdin where the snapshot is taken.
+    let dir = python_bundle(
+        "dispositions",
+        r#"import os, signal
+
+def handler(event, context):
+    try:
+        signal.raise_signal(signal.SIGINT)
+        keyboard_interrupt = False
+    except KeyboardInterrupt:
+        keyboard_interrupt = True
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        os.write(w, b"x")
+        broken_pipe = False
+    except BrokenPipeError:
+        broken_pipe = True
+    return {"keyboard_interrupt": keyboard_interrupt, "broken_pipe": broken_pipe}
+"#,
+    );
+    let cold = Function::load(&dir, StartMode::Cold).unwrap();
+    vmm::snapshot::take_snapshot(&cold, &dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap();
+    let restored = Function::load(&dir, StartMode::Snapshot).unwrap();
+    assert!(restored.has_snapshot());
+    for (mode, f) in [("cold", &cold), ("restored", &restored)] {
+        let out = output(f, b"{}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            text.trim(),
+            r#"{"keyboard_interrupt": true, "broken_pipe": true}"#,
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
