@@ -104,6 +104,7 @@ c_bundle "$TESTS" deep-recursion glibc "$T/deep-recursion.c" "$TXT" snapcall.mem
 c_bundle "$TESTS" hostile glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.max_output_bytes=1048576
 c_bundle "$TESTS" hostile-short-deadline glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=1000
 c_bundle "$TESTS" request-echo glibc "$T/request-echo.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" files glibc "$T/files.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" ipc glibc "$T/ipc.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=5000
 c_bundle "$TESTS" threads glibc "$T/threads.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=10000
 c_bundle "$TESTS" signals glibc "$T/signals.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=10000
@@ -122,6 +123,10 @@ printf 'hello\n' | write_if_changed "$TESTS/syscall-zoo/rootfs/data/hello.txt"
 mkdir -p "$TESTS/fuzz-syscalls/rootfs/data"
 printf 'hello\n' | write_if_changed "$TESTS/fuzz-syscalls/rootfs/data/hello.txt"
 ln -sfn /etc/passwd "$TESTS/fuzz-syscalls/rootfs/escape"
+
+# files: a rootfs file to copy up (the host copy must never change).
+mkdir -p "$TESTS/files/rootfs/data"
+printf 'from the rootfs\n' | write_if_changed "$TESTS/files/rootfs/data/note.txt"
 
 # open-file: a file it holds open across its first stdin read (snapshots reopen it).
 mkdir -p "$TESTS/open-file/rootfs/data"

@@ -56,8 +56,8 @@ pub use read::{
 };
 pub use state::{
     DescriptorTable, GuestInfo, Identity, Limits, LoadSegment, MemorySegment, NoteEntry, NoteKind, OpenFile,
-    PendingSyscall, RawNote, Region, RegionKind, Registers, Segment, Snapshot, SnapshotState, SpecialRegisters,
-    WorkingSetRange,
+    OverlayEntry, OverlayKind, PendingSyscall, RawNote, Region, RegionKind, Registers, Segment, Snapshot,
+    SnapshotState, SpecialRegisters, WorkingSetRange,
 };
 pub use write::{encode_snapshot, write_snapshot, MONITOR_LABEL};
 

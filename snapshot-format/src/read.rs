@@ -432,6 +432,7 @@ fn parse<S: Source>(src: &S, limits: &Limits) -> Result<Snapshot, FormatError> {
                 snapcall::NT_SNAPCALL_REGIONS => state.regions = snapcall::parse_regions(&mut c, limits)?,
                 snapcall::NT_SNAPCALL_PROCESS => state.cwd = Some(snapcall::parse_process(&mut c, limits)?),
                 snapcall::NT_SNAPCALL_WORKSET => state.working_set = Some(snapcall::parse_working_set(&mut c, limits)?),
+                snapcall::NT_SNAPCALL_OVERLAY => state.overlay = Some(snapcall::parse_overlay(&mut c, limits)?),
                 _ => {
                     let (id, hash) = snapcall::parse_identity(&mut c, limits)?;
                     if id.format_version == 0 || id.format_version > crate::FORMAT_VERSION {

@@ -6,7 +6,8 @@
 use crate::bytes::{Cursor, Out};
 use crate::error::FormatError;
 use crate::state::{
-    DescriptorTable, Identity, Limits, PendingSyscall, Region, RegionKind, Segment, SpecialRegisters, WorkingSetRange,
+    DescriptorTable, Identity, Limits, OverlayEntry, OverlayKind, PendingSyscall, Region, RegionKind, Segment,
+    SpecialRegisters, WorkingSetRange,
 };
 
 /// Owner name of snapcall's notes.
@@ -29,6 +30,8 @@ pub const NT_SNAPCALL_IDENTITY: u32 = 0x5343_0007;
 pub const NT_SNAPCALL_PROCESS: u32 = 0x5343_0008;
 /// The working set: the guest pages restored calls read and write.
 pub const NT_SNAPCALL_WORKSET: u32 = 0x5343_0009;
+/// What the program wrote to its in-VM filesystem before the snapshot point.
+pub const NT_SNAPCALL_OVERLAY: u32 = 0x5343_000A;
 
 /// Size of the `NT_SNAPCALL_SREGS` descriptor.
 pub const SREGS_SIZE: usize = 8 * SEGMENT_SIZE + 2 * 16 + 7 * 8;
@@ -50,6 +53,7 @@ pub fn note_type_name(note_type: u32) -> Option<&'static str> {
         NT_SNAPCALL_IDENTITY => "NT_SNAPCALL_IDENTITY",
         NT_SNAPCALL_PROCESS => "NT_SNAPCALL_PROCESS",
         NT_SNAPCALL_WORKSET => "NT_SNAPCALL_WORKSET",
+        NT_SNAPCALL_OVERLAY => "NT_SNAPCALL_OVERLAY",
         _ => return None,
     })
 }
@@ -281,6 +285,68 @@ pub(crate) fn encode_working_set(v: &[WorkingSetRange]) -> Vec<u8> {
         o.u64(r.start);
         o.u32(r.pages);
         o.u32(u32::from(r.written));
+    }
+    o.buf
+}
+
+/// Overlay: `u32 count, u32 0`, then per entry `u32 kind, u32 mode, i64 mtime_secs,
+/// i64 mtime_nanos, u32 path_len, u32 0, u64 data_len`, `path_len` bytes of absolute path,
+/// `data_len` bytes (a file's contents, a symlink's target, none otherwise), padded to 8.
+/// Kinds: 0 file, 1 directory, 2 opaque directory, 3 symlink, 4 whiteout.
+pub(crate) fn parse_overlay(c: &mut Cursor<'_>, limits: &Limits) -> Result<Vec<OverlayEntry>, FormatError> {
+    let count = c.u32("count")?;
+    c.pad(4)?;
+    let n = c.count(count.into(), 40, limits.max_list_entries, "count")?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let at = c.at();
+        let kind = c.u32("overlay.kind")?;
+        let mode = c.u32("overlay.mode")?;
+        let mtime_secs = c.i64("overlay.mtime_secs")?;
+        let mtime_nanos = c.i64("overlay.mtime_nanos")?;
+        let path_len = c.u32("overlay.path_len")?;
+        c.pad(4)?;
+        let data_len = c.u64("overlay.data_len")?;
+        let path = c.str_len(path_len.into(), limits.max_string_bytes, "overlay.path")?;
+        let data = c.bytes_capped(data_len, limits.max_data_bytes, "overlay.data")?.to_vec();
+        c.align(8, "overlay.padding")?;
+        let kind = match kind {
+            0 => OverlayKind::File,
+            1 => OverlayKind::Dir { opaque: false },
+            2 => OverlayKind::Dir { opaque: true },
+            3 => OverlayKind::Symlink,
+            4 => OverlayKind::Whiteout,
+            other => return Err(FormatError::NoteBadValue { at, field: "overlay.kind", value: other.into() }),
+        };
+        if !path.starts_with('/') || (!matches!(kind, OverlayKind::File | OverlayKind::Symlink) && !data.is_empty()) {
+            return Err(FormatError::NoteBadValue { at, field: "overlay.path_len", value: path_len.into() });
+        }
+        v.push(OverlayEntry { path, kind, mode, mtime_secs, mtime_nanos, data });
+    }
+    Ok(v)
+}
+
+pub(crate) fn encode_overlay(v: &[OverlayEntry]) -> Vec<u8> {
+    let mut o = Out::default();
+    o.u32(v.len() as u32);
+    o.zeros(4);
+    for e in v {
+        o.u32(match e.kind {
+            OverlayKind::File => 0,
+            OverlayKind::Dir { opaque: false } => 1,
+            OverlayKind::Dir { opaque: true } => 2,
+            OverlayKind::Symlink => 3,
+            OverlayKind::Whiteout => 4,
+        });
+        o.u32(e.mode);
+        o.i64(e.mtime_secs);
+        o.i64(e.mtime_nanos);
+        o.u32(e.path.len() as u32);
+        o.zeros(4);
+        o.u64(e.data.len() as u64);
+        o.bytes(e.path.as_bytes());
+        o.bytes(&e.data);
+        o.align(8);
     }
     o.buf
 }

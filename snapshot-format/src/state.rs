@@ -304,6 +304,40 @@ pub struct RawNote {
     pub desc: Vec<u8>,
 }
 
+/// One entry of the program's in-VM filesystem layer (SNAPCALL `NT_SNAPCALL_OVERLAY`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OverlayEntry {
+    /// Absolute path as the program sees it.
+    pub path: String,
+    /// File, directory, symlink or whiteout.
+    pub kind: OverlayKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Last modification: seconds since the epoch.
+    pub mtime_secs: i64,
+    /// Last modification: nanoseconds within the second.
+    pub mtime_nanos: i64,
+    /// A file's contents or a symlink's target; empty otherwise.
+    #[serde(serialize_with = "crate::inspect::ser_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// What an [`OverlayEntry`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum OverlayKind {
+    /// A regular file (contents in `data`).
+    File,
+    /// A directory; an opaque one hides the rootfs below it.
+    Dir {
+        /// Whether the rootfs's entries at and below its path are hidden.
+        opaque: bool,
+    },
+    /// A symbolic link (target in `data`).
+    Symlink,
+    /// A removed rootfs entry.
+    Whiteout,
+}
+
 /// A run of 4 KiB guest pages that restored calls touch: read only, or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct WorkingSetRange {
@@ -350,6 +384,9 @@ pub struct SnapshotState {
     /// The pages restored calls touch (SNAPCALL `NT_SNAPCALL_WORKSET`), recorded by running
     /// warm-up calls after capture; `None` when not recorded (a KM snapshot, or an older one).
     pub working_set: Option<Vec<WorkingSetRange>>,
+    /// What the program wrote to its in-VM filesystem before the snapshot point (SNAPCALL
+    /// `NT_SNAPCALL_OVERLAY`); `None` when it wrote nothing (or the snapshot is older).
+    pub overlay: Option<Vec<OverlayEntry>>,
     /// Identity and format version (SNAPCALL `NT_SNAPCALL_IDENTITY`); `None` in a KM snapshot.
     pub identity: Option<Identity>,
     /// KM notes not folded into the fields above (further vCPUs, sockets, pipes, signal

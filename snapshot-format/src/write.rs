@@ -206,6 +206,18 @@ pub(crate) fn layout<'a>(state: &SnapshotState, memory: &[MemorySegment<'a>]) ->
         }
         records.push(sc(snapcall::NT_SNAPCALL_WORKSET, snapcall::encode_working_set(ws)));
     }
+    if let Some(entries) = &state.overlay {
+        for e in entries {
+            check_str("overlay path", &e.path)?;
+            if e.path.len() > u32::MAX as usize {
+                return Err(unrepresentable("overlay entry", "path too long"));
+            }
+        }
+        if entries.len() > u32::MAX as usize {
+            return Err(unrepresentable("overlay", "more than 2^32 entries"));
+        }
+        records.push(sc(snapcall::NT_SNAPCALL_OVERLAY, snapcall::encode_overlay(entries)));
+    }
     for u in &state.unknown_notes {
         check_str("unknown note owner", &u.owner)?;
         if u.owner.len() > 255 || u.desc.len() > u32::MAX as usize {

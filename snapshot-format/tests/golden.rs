@@ -44,6 +44,7 @@ fn golden_state() -> SnapshotState {
     SnapshotState {
         cwd: None,         // the golden file predates NT_SNAPCALL_PROCESS; its bytes stay fixed
         working_set: None, // and NT_SNAPCALL_WORKSET
+        overlay: None,     // and NT_SNAPCALL_OVERLAY
         regs: Registers {
             rip: 0x40_1000,
             rsp: 0xfff_fe80,

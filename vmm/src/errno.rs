@@ -50,6 +50,7 @@ errnos!(
     ENOTCONN = 107,
     EDQUOT = 122,
     E2BIG = 7,
+    ENODEV = 19,
 );
 
 impl Errno {

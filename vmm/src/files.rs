@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::errno::*;
 use crate::ipc::{Endpoint, Epoll, EventFd};
+use crate::overlay::{OpenDir, OpenOverlayFile};
 
 /// Most fds a program may hold open at once (its RLIMIT_NOFILE).
 pub const MAX_FDS: usize = 1024;
@@ -36,6 +37,57 @@ pub enum FdKind {
     Endpoint(Arc<Endpoint>),
     EventFd(Arc<EventFd>),
     Epoll(Arc<Epoll>),
+    /// A regular file of the writable layer ([`crate::overlay`]).
+    Overlay(Arc<OpenOverlayFile>),
+    /// A directory whose listing merges the writable layer with the rootfs.
+    Dir(Arc<OpenDir>),
+    /// /dev/null, /dev/zero, /dev/full, /dev/random or /dev/urandom.
+    Device(Device),
+}
+
+/// The character devices a process expects in /dev (all in the monitor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// Reads end of file; writes vanish.
+    Null,
+    /// Reads zeros; writes vanish.
+    Zero,
+    /// Reads zeros; writes fail with ENOSPC.
+    Full,
+    /// /dev/random and /dev/urandom: reads host randomness; writes are accepted and ignored.
+    Random,
+}
+
+impl Device {
+    /// The device at `path`, if it is one.
+    pub fn at(path: &str) -> Option<Device> {
+        match path {
+            "/dev/null" => Some(Device::Null),
+            "/dev/zero" => Some(Device::Zero),
+            "/dev/full" => Some(Device::Full),
+            "/dev/random" | "/dev/urandom" => Some(Device::Random),
+            _ => None,
+        }
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Device::Null => "/dev/null",
+            Device::Zero => "/dev/zero",
+            Device::Full => "/dev/full",
+            Device::Random => "/dev/urandom",
+        }
+    }
+
+    /// Linux's device numbers (major 1), for stat.
+    pub fn rdev(self) -> (u32, u32) {
+        match self {
+            Device::Null => (1, 3),
+            Device::Zero => (1, 5),
+            Device::Full => (1, 7),
+            Device::Random => (1, 9),
+        }
+    }
 }
 
 impl FdKind {
@@ -50,6 +102,9 @@ impl FdKind {
             FdKind::Endpoint(_) => "a pipe",
             FdKind::EventFd(_) => "an eventfd",
             FdKind::Epoll(_) => "an epoll instance",
+            FdKind::Overlay(_) => "a file written in the VM",
+            FdKind::Dir(_) => "a directory changed in the VM",
+            FdKind::Device(_) => "a device",
         }
     }
 
@@ -67,6 +122,9 @@ impl FdKind {
             FdKind::Endpoint(e) => Arc::as_ptr(e) as usize,
             FdKind::EventFd(e) => Arc::as_ptr(e) as usize,
             FdKind::Epoll(e) => Arc::as_ptr(e) as usize,
+            FdKind::Overlay(f) => Arc::as_ptr(f) as usize,
+            FdKind::Dir(d) => Arc::as_ptr(d) as usize,
+            FdKind::Device(d) => 5 + *d as usize,
         }
     }
 }
@@ -164,6 +222,9 @@ impl FdTable {
             FdKind::Endpoint(e) => FdKind::Endpoint(e.clone()),
             FdKind::EventFd(e) => FdKind::EventFd(e.clone()),
             FdKind::Epoll(e) => FdKind::Epoll(e.clone()),
+            FdKind::Overlay(f) => FdKind::Overlay(f.clone()),
+            FdKind::Dir(d) => FdKind::Dir(d.clone()),
+            FdKind::Device(d) => FdKind::Device(*d),
             FdKind::File(f) => {
                 // SAFETY: F_DUPFD_CLOEXEC on an fd we own; the result is checked.
                 let new = unsafe { libc::fcntl(f.host.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };

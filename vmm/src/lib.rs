@@ -39,6 +39,7 @@ pub mod loader;
 pub mod memory;
 pub mod mm;
 mod output_ring;
+pub mod overlay;
 pub mod pool;
 mod prefault;
 pub mod probe;

@@ -8,6 +8,7 @@ use crate::budget::MemoryBudget;
 use crate::files::{FdTable, Rootfs};
 use crate::mm::AddressSpace;
 use crate::threads::Threads;
+use crate::overlay::Overlay;
 
 /// Identity the program sees (it is never real: there are no other processes or users).
 pub const GUEST_PID: u64 = 100;
@@ -102,6 +103,8 @@ pub struct Process {
     /// at most the program's own memory size.
     pub budget: MemoryBudget,
     pub rootfs: Rootfs,
+    /// What the program wrote to the filesystem (the rootfs itself is never written).
+    pub overlay: Overlay,
     pub cwd: String,
     /// The program's path inside the rootfs (readlink /proc/self/exe).
     pub exe_path: String,
@@ -169,8 +172,10 @@ impl Process {
 
     /// A process with fds 0/1/2 open, cwd `cwd` and the given address space.
     pub fn new(space: AddressSpace, rootfs: Rootfs, exe_path: String, cwd: String, max_output: usize) -> Self {
+        let budget = MemoryBudget::new(space.memory_size());
         Process {
-            budget: MemoryBudget::new(space.memory_size()),
+            overlay: Overlay::new(&budget),
+            budget,
             space,
             fds: FdTable::new(),
             rootfs,

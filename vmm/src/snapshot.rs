@@ -25,6 +25,7 @@ use crate::function::Function;
 use crate::ioctl::ioctl;
 use crate::layout::*;
 use crate::mm::{self, AddressSpace, RegionKind};
+use crate::overlay::{Overlay, SavedEntry, SavedKind};
 use crate::process::Process;
 use crate::syscalls::{self, Outcome};
 use crate::vm::{self, EmptyVm, VmError, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, SAVED_MSRS};
@@ -61,6 +62,10 @@ pub enum SnapshotError {
     UnsupportedFd { fd: u64, what: &'static str },
     #[error("reopening {path} as fd {fd}: errno {errno}")]
     Reopen { fd: i32, path: String, errno: i32 },
+    #[error("the files the program wrote before the snapshot point do not fit in a snapshot: {0}")]
+    OverlayTooLarge(String),
+    #[error("the snapshot's written files do not fit the function's memory (errno {0})")]
+    Overlay(i32),
     #[error(transparent)]
     Vm(#[from] VmError),
     #[error("restoring memory: {0}")]
@@ -197,6 +202,13 @@ fn capture_state(
     for (fd, f) in p.fds.iter() {
         match (&f.kind, fd) {
             (FdKind::Stdin, 0) | (FdKind::Stdout, 1) | (FdKind::Stderr, 2) => {}
+            (FdKind::Device(d), _) => files.push(fmt::OpenFile {
+                fd: fd as i32,
+                flags: libc::O_RDWR | if f.cloexec { libc::O_CLOEXEC } else { 0 },
+                offset: 0,
+                mode: 0,
+                path: d.path().into(),
+            }),
             (FdKind::Entropy, _) => files.push(fmt::OpenFile {
                 fd: fd as i32,
                 flags: libc::O_RDONLY | if f.cloexec { libc::O_CLOEXEC } else { 0 },
@@ -267,6 +279,7 @@ fn capture_state(
         regions,
         cwd: Some(p.cwd.clone()),
         working_set: None,
+        overlay: saved_overlay(&p.overlay)?,
         identity: Some(fmt::Identity::new(bundle_hash(function)?, function.memory_size(), program.path.clone())),
         km_notes: signal_handlers(&p.sigactions),
         unknown_notes: Vec::new(),
@@ -430,6 +443,9 @@ pub struct SnapshotImage {
     data: Vec<(u64, u64, u64)>,
     /// The working set recorded in the snapshot, if it has one.
     working_set: Option<Vec<fmt::WorkingSetRange>>,
+    /// The files the program wrote before the snapshot point (empty: none); every call
+    /// starts from them, sharing their contents copy-on-write.
+    overlay: Vec<SavedEntry>,
     /// The snapshot's data in a sealed memfd laid out by guest address, made at the first
     /// restore: every VM maps it copy-on-write, so pages no call writes exist once in host
     /// memory, and a snapshot file replaced or truncated while serving cannot fault the
@@ -567,6 +583,10 @@ impl SnapshotImage {
             return Err(mismatch(&format!("working set range at {:#x} lies outside user memory", r.start)));
         }
         let working_set = state.working_set.clone();
+        let overlay = overlay_entries(state.overlay.as_deref().unwrap_or(&[]));
+        if let Err(e) = Overlay::from_entries(&overlay, &crate::budget::MemoryBudget::new(function.memory_size())) {
+            return Err(mismatch(&format!("its written files cannot be restored (errno {})", e.0)));
+        }
         // Both checks passed on this version of the three files: later opens may skip them,
         // unless the snapshot changed while it was being read.
         if let (false, Some(cache)) = (verified_before, &cache) {
@@ -588,6 +608,7 @@ impl SnapshotImage {
             vdso_base,
             data,
             working_set,
+            overlay,
             shared: std::sync::OnceLock::new(),
             entropy,
         })
@@ -763,6 +784,10 @@ impl SnapshotImage {
             function.config.limits.max_output_bytes,
         );
         process.auxv = self.snapshot.state.auxv.clone();
+        if !self.overlay.is_empty() {
+            process.overlay =
+                Overlay::from_entries(&self.overlay, &process.budget).map_err(|e| SnapshotError::Overlay(e.0))?;
+        }
         process.fs_base = self.snapshot.state.regs.fs_base;
         restore_signal_handlers(&mut process, &self.snapshot.state.km_notes);
         for f in &self.snapshot.state.files {
@@ -852,6 +877,61 @@ impl SharedPages {
     }
 }
 
+/// What the program wrote to its filesystem, as the snapshot keeps it (None: nothing).
+fn saved_overlay(overlay: &Overlay) -> Result<Option<Vec<fmt::OverlayEntry>>, SnapshotError> {
+    if overlay.is_pristine() {
+        return Ok(None);
+    }
+    let limits = fmt::Limits::default();
+    let mut total = 0u64;
+    let mut out = Vec::new();
+    for e in overlay.entries() {
+        let (kind, data) = match e.kind {
+            SavedKind::File(bytes) => (fmt::OverlayKind::File, bytes.to_vec()),
+            SavedKind::Dir { opaque } => (fmt::OverlayKind::Dir { opaque }, Vec::new()),
+            SavedKind::Symlink(target) => (fmt::OverlayKind::Symlink, target.into_bytes()),
+            SavedKind::Whiteout => (fmt::OverlayKind::Whiteout, Vec::new()),
+        };
+        total += data.len() as u64 + e.path.len() as u64 + 48;
+        if data.len() as u64 > limits.max_data_bytes || total > limits.max_note_bytes / 2 {
+            return Err(SnapshotError::OverlayTooLarge(format!(
+                "{} makes them {} bytes; at most {} per file and {} in all",
+                e.path,
+                total,
+                limits.max_data_bytes,
+                limits.max_note_bytes / 2
+            )));
+        }
+        out.push(fmt::OverlayEntry {
+            path: e.path,
+            kind,
+            mode: e.mode,
+            mtime_secs: e.mtime.secs,
+            mtime_nanos: e.mtime.nanos,
+            data,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// The snapshot's written files in the form every restored call starts from.
+fn overlay_entries(saved: &[fmt::OverlayEntry]) -> Vec<SavedEntry> {
+    saved
+        .iter()
+        .map(|e| SavedEntry {
+            path: e.path.clone(),
+            kind: match e.kind {
+                fmt::OverlayKind::File => SavedKind::File(std::sync::Arc::new(e.data.clone())),
+                fmt::OverlayKind::Dir { opaque } => SavedKind::Dir { opaque },
+                fmt::OverlayKind::Symlink => SavedKind::Symlink(String::from_utf8_lossy(&e.data).into_owned()),
+                fmt::OverlayKind::Whiteout => SavedKind::Whiteout,
+            },
+            mode: e.mode,
+            mtime: crate::overlay::Time { secs: e.mtime_secs, nanos: e.mtime_nanos },
+        })
+        .collect()
+}
+
 /// Reopens a file that was open at snapshot time, at the same fd, offset and flags.
 fn reopen(p: &mut Process, f: &fmt::OpenFile) -> Result<(), SnapshotError> {
     let err = |errno: i32| SnapshotError::Reopen { fd: f.fd, path: f.path.clone(), errno };
@@ -859,6 +939,9 @@ fn reopen(p: &mut Process, f: &fmt::OpenFile) -> Result<(), SnapshotError> {
     let cloexec = f.flags & libc::O_CLOEXEC != 0;
     if f.path == ENTROPY_DEVICE {
         return p.fds.insert_at(fd, Fd { kind: FdKind::Entropy, cloexec }).map_err(|e| err(e.0));
+    }
+    if let Some(d) = crate::files::Device::at(&f.path) {
+        return p.fds.insert_at(fd, Fd { kind: FdKind::Device(d), cloexec }).map_err(|e| err(e.0));
     }
     let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
     let host = p.rootfs.open_in_root(&f.path, libc::O_RDONLY | (f.flags & passthrough)).map_err(|e| err(e.0))?;

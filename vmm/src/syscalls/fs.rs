@@ -1,6 +1,11 @@
-//! Paths, opens, stat, directories, fds: all confined to the rootfs.
+//! Paths, opens, stat, directories, fds. Reads go to the rootfs (confined to it) unless the
+//! writable layer ([`crate::overlay`]) has something on the path; writes go to that layer.
+
+use std::sync::Arc;
 
 use super::*;
+use crate::files::Device;
+use crate::overlay::{self, Found, Node, OpenDir, OpenOverlayFile};
 
 // ---------------------------------------------------------------- files and paths
 
@@ -21,6 +26,7 @@ pub(super) fn guest_path(p: &Process, mem: &GuestMemory, dirfd: u64, path: u64) 
     } else {
         match &p.fds.get(dirfd)?.kind {
             FdKind::File(f) => f.path.clone(),
+            FdKind::Dir(d) => d.path.clone(),
             _ => return Err(ENOTDIR),
         }
     };
@@ -41,26 +47,133 @@ fn check_empty_path_dirfd(p: &Process, dirfd: u64) -> Result<(), Errno> {
     }
 }
 
-pub(super) fn sys_openat(p: &mut Process, mem: &mut GuestMemory, dirfd: u64, path: u64, flags: u64) -> SysResult {
+pub(super) fn sys_openat(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    dirfd: u64,
+    path: u64,
+    flags: u64,
+    mode: u64,
+) -> SysResult {
     let flags = flags as i32;
-    let path = guest_path(p, mem, dirfd, path)?;
-    let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE; // O_TMPFILE includes O_DIRECTORY
-    if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 || tmpfile {
-        return Err(EROFS);
+    let mut path = guest_path(p, mem, dirfd, path)?;
+    if path == "/proc/self/exe" {
+        path = p.exe_path.clone();
     }
     let cloexec = flags & libc::O_CLOEXEC != 0;
+    let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE; // O_TMPFILE includes O_DIRECTORY
+    let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & (libc::O_CREAT | libc::O_TRUNC) != 0 || tmpfile;
     if path == ENTROPY_DEVICE {
         if flags & libc::O_DIRECTORY != 0 {
             return Err(ENOTDIR);
         }
+        if writes {
+            return Err(EACCES);
+        }
         return p.fds.insert(Fd { kind: FdKind::Entropy, cloexec }, 0);
     }
     if path == REQUEST_FILE {
+        if writes {
+            return Err(EROFS); // /run/snapcall is the monitor's, a read-only mount
+        }
         return open_request_file(p, flags, cloexec);
     }
-    let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
-    let host = p.rootfs.open_in_root(&path, libc::O_RDONLY | (flags & passthrough))?;
-    p.fds.insert(Fd { kind: FdKind::File(OpenFile { host, path, flags }), cloexec }, 0)
+    let norm = overlay::normalize(&path)?;
+    if let Some(dev) = Device::at(&norm) {
+        if flags & libc::O_DIRECTORY != 0 {
+            return Err(ENOTDIR);
+        }
+        return p.fds.insert(Fd { kind: FdKind::Device(dev), cloexec }, 0);
+    }
+    if let Some(bytes) = super::procfs::file(p, &norm) {
+        if writes {
+            return Err(EACCES);
+        }
+        let host = crate::files::sealed_memory_file(c"snapcall-proc", &bytes)?;
+        let file = OpenFile { host, path: norm, flags: flags & !libc::O_CLOEXEC };
+        return p.fds.insert(Fd { kind: FdKind::File(file), cloexec }, 0);
+    }
+    if !writes && !p.overlay.touches(&norm) {
+        let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
+        let host = p.rootfs.open_in_root(&path, libc::O_RDONLY | (flags & passthrough))?;
+        return p.fds.insert(Fd { kind: FdKind::File(OpenFile { host, path, flags }), cloexec }, 0);
+    }
+    let kind = open_in_layer(p, &norm, flags, mode as u32 & !p.umask & 0o7777, tmpfile)?;
+    p.fds.insert(Fd { kind, cloexec }, 0)
+}
+
+/// An open that writes, or of a path the writable layer has something on.
+fn open_in_layer(p: &mut Process, path: &str, flags: i32, mode: u32, tmpfile: bool) -> Result<FdKind, Errno> {
+    let accmode = flags & libc::O_ACCMODE;
+    let write_access = matches!(accmode, libc::O_WRONLY | libc::O_RDWR);
+    if accmode == libc::O_ACCMODE {
+        return Err(EINVAL);
+    }
+    let (excl, creat) = (flags & libc::O_EXCL != 0, flags & libc::O_CREAT != 0);
+    let follow = flags & libc::O_NOFOLLOW == 0 && !(creat && excl);
+    let (resolved, found) = p.overlay.resolve(&p.rootfs, path, follow)?;
+    let file_flags = flags & !libc::O_CLOEXEC;
+    if tmpfile {
+        if !write_access {
+            return Err(EINVAL);
+        }
+        if !p.overlay.is_dir(&p.rootfs, &resolved, &found) {
+            return Err(if matches!(found, Found::Nothing) { ENOENT } else { ENOTDIR });
+        }
+        let file = p.overlay.unnamed_file(mode)?;
+        return Ok(FdKind::Overlay(OpenOverlayFile::new(file, resolved, file_flags & !libc::O_DIRECTORY)));
+    }
+    if matches!(found, Found::Nothing) {
+        if !creat {
+            return Err(ENOENT);
+        }
+        if flags & libc::O_DIRECTORY != 0 {
+            return Err(EINVAL);
+        }
+        let file = p.overlay.create_file(&p.rootfs, &resolved, mode)?;
+        return Ok(FdKind::Overlay(OpenOverlayFile::new(file, resolved, file_flags)));
+    }
+    if creat && excl {
+        return Err(EEXIST);
+    }
+    if let Found::Node(Node::Symlink { .. }) = found {
+        return Err(ELOOP); // O_NOFOLLOW on a symlink
+    }
+    if p.overlay.is_dir(&p.rootfs, &resolved, &found) {
+        if write_access || flags & libc::O_TRUNC != 0 {
+            return Err(EISDIR);
+        }
+        return open_dir(p, &resolved, &found, flags);
+    }
+    if flags & libc::O_DIRECTORY != 0 {
+        return Err(ENOTDIR);
+    }
+    let lower_read = matches!(found, Found::Lower) && !write_access && flags & libc::O_TRUNC == 0;
+    if lower_read {
+        let host = p.rootfs.open_in_root(&resolved, libc::O_RDONLY | (flags & (libc::O_NOFOLLOW | libc::O_PATH)))?;
+        return Ok(FdKind::File(OpenFile { host, path: resolved, flags: file_flags }));
+    }
+    let file = p.overlay.file_for_write(&p.rootfs, &resolved, &found)?;
+    if flags & libc::O_TRUNC != 0 {
+        let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+        f.resize(0)?;
+        let now = overlay::Time::now();
+        f.meta.mtime = now;
+        f.meta.ctime = now;
+    }
+    Ok(FdKind::Overlay(OpenOverlayFile::new(file, resolved, file_flags)))
+}
+
+/// A directory open: a merged listing where the writable layer has entries in it, else the
+/// rootfs's own directory.
+fn open_dir(p: &Process, path: &str, found: &Found, flags: i32) -> Result<FdKind, Errno> {
+    let merged = matches!(found, Found::Node(_)) || p.overlay.touches(path);
+    if merged {
+        let entries = p.overlay.list(&p.rootfs, path)?;
+        return Ok(FdKind::Dir(OpenDir::new(path.to_string(), flags & !libc::O_CLOEXEC, entries)));
+    }
+    let host = p.rootfs.open_in_root(path, libc::O_RDONLY | libc::O_DIRECTORY | (flags & libc::O_PATH))?;
+    Ok(FdKind::File(OpenFile { host, path: path.to_string(), flags: flags & !libc::O_CLOEXEC }))
 }
 
 /// [`REQUEST_FILE`]: this call's request head, made now (a call that never opens it pays
@@ -151,8 +264,77 @@ pub(super) fn sys_fstat(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u6
         FdKind::Endpoint(_) => ipc_stat(libc::S_IFIFO | 0o600),
         // eventfd and epoll are anonymous inodes: mode 0600 and no file type.
         FdKind::EventFd(_) | FdKind::Epoll(_) => ipc_stat(0o600),
+        FdKind::Overlay(f) => file_stat(&f.file()),
+        FdKind::Dir(d) => path_stat(p, &d.path.clone(), true)?,
+        FdKind::Device(d) => device_stat(*d),
     };
     put_stat(mem, buf, st)
+}
+
+/// stat of a file of the writable layer.
+fn file_stat(f: &overlay::FileNode) -> libc::stat {
+    let mut st = layer_stat(libc::S_IFREG | f.meta.mode, &f.meta);
+    st.st_size = f.len() as i64;
+    st.st_blocks = f.len().div_ceil(512) as i64;
+    st.st_nlink = u64::from(f.nlink);
+    st
+}
+
+fn layer_stat(mode: u32, meta: &overlay::Meta) -> libc::stat {
+    // SAFETY: an all-zero `stat` is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_mode = mode;
+    st.st_ino = meta.ino;
+    st.st_dev = overlay::OVERLAY_DEV;
+    st.st_nlink = 1;
+    st.st_blksize = 4096;
+    (st.st_atime, st.st_atime_nsec) = (meta.atime.secs, meta.atime.nanos);
+    (st.st_mtime, st.st_mtime_nsec) = (meta.mtime.secs, meta.mtime.nanos);
+    (st.st_ctime, st.st_ctime_nsec) = (meta.ctime.secs, meta.ctime.nanos);
+    st
+}
+
+fn device_stat(d: Device) -> libc::stat {
+    // SAFETY: an all-zero `stat` is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_mode = libc::S_IFCHR | 0o666;
+    st.st_rdev = libc::makedev(d.rdev().0, d.rdev().1);
+    st.st_blksize = 4096;
+    st.st_nlink = 1;
+    st
+}
+
+/// stat of a path: the writable layer's entry, else the rootfs's.
+pub(super) fn path_stat(p: &Process, path: &str, follow: bool) -> Result<libc::stat, Errno> {
+    let norm = overlay::normalize(path)?;
+    if let Some(d) = Device::at(&norm) {
+        return Ok(device_stat(d));
+    }
+    if let Some(bytes) = super::procfs::file(p, &norm) {
+        let mut st = request_stat(bytes.len());
+        st.st_mode = libc::S_IFREG | 0o444;
+        return Ok(st);
+    }
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    if !p.overlay.touches(&norm) {
+        return host_fstat(&p.rootfs.open_in_root(path, libc::O_PATH | nofollow)?);
+    }
+    match p.overlay.resolve(&p.rootfs, &norm, follow)? {
+        (_, Found::Nothing) | (_, Found::Node(Node::Whiteout)) => Err(ENOENT),
+        (_, Found::Node(Node::File(f))) => Ok(file_stat(&f.lock().unwrap_or_else(|e| e.into_inner()))),
+        (_, Found::Node(Node::Dir { meta, .. })) => {
+            let mut st = layer_stat(libc::S_IFDIR | meta.mode, &meta);
+            st.st_nlink = 2;
+            st.st_size = 4096;
+            Ok(st)
+        }
+        (_, Found::Node(Node::Symlink { meta, target })) => {
+            let mut st = layer_stat(libc::S_IFLNK | 0o777, &meta);
+            st.st_size = target.len() as i64;
+            Ok(st)
+        }
+        (resolved, Found::Lower) => host_fstat(&p.rootfs.open_in_root(&resolved, libc::O_PATH | nofollow)?),
+    }
 }
 
 pub(super) fn sys_stat_path(
@@ -165,15 +347,14 @@ pub(super) fn sys_stat_path(
 ) -> SysResult {
     if flags & AT_EMPTY_PATH != 0 && is_empty_path(mem, path)? {
         if dirfd == AT_FDCWD || dirfd as u32 as i32 == -100 {
-            let cwd = guest_cwd(p)?;
-            return put_stat(mem, buf, host_fstat(&cwd)?);
+            let st = path_stat(p, &p.cwd.clone(), true)?;
+            return put_stat(mem, buf, st);
         }
         return sys_fstat(p, mem, dirfd, buf);
     }
     let path = guest_path(p, mem, dirfd, path)?;
-    let nofollow = if flags & AT_SYMLINK_NOFOLLOW != 0 { libc::O_NOFOLLOW } else { 0 };
-    let fd = p.rootfs.open_in_root(&path, libc::O_PATH | nofollow)?;
-    put_stat(mem, buf, host_fstat(&fd)?)
+    let st = path_stat(p, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+    put_stat(mem, buf, st)
 }
 
 /// access, faccessat (`flags` 0) and faccessat2.
@@ -189,13 +370,13 @@ pub(super) fn sys_access(
         check_empty_path_dirfd(p, dirfd)?;
     } else {
         let path = guest_path(p, mem, dirfd, path)?;
-        p.rootfs.open_in_root(&path, libc::O_PATH)?;
+        path_stat(p, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
     }
-    if mode & libc::W_OK as u64 != 0 {
-        Err(EROFS)
-    } else {
-        Ok(0)
+    // Every file is the program's own and writable (writes go to the writable layer).
+    if mode & !7 != 0 {
+        return Err(EINVAL);
     }
+    Ok(0)
 }
 
 pub(super) fn sys_readlink(
@@ -214,7 +395,21 @@ pub(super) fn sys_readlink(
     }
     let target: Vec<u8> = match path {
         Some(path) if path == "/proc/self/exe" => p.exe_path.as_bytes().to_vec(),
-        Some(path) => read_link(&p.rootfs.open_in_root(&path, libc::O_PATH | libc::O_NOFOLLOW)?)?,
+        Some(path) => {
+            let norm = overlay::normalize(&path)?;
+            if p.overlay.touches(&norm) {
+                match p.overlay.resolve(&p.rootfs, &norm, false)? {
+                    (_, Found::Node(Node::Symlink { target, .. })) => target.into_bytes(),
+                    (_, Found::Nothing) => return Err(ENOENT),
+                    (resolved, Found::Lower) => {
+                        read_link(&p.rootfs.open_in_root(&resolved, libc::O_PATH | libc::O_NOFOLLOW)?)?
+                    }
+                    _ => return Err(EINVAL),
+                }
+            } else {
+                read_link(&p.rootfs.open_in_root(&path, libc::O_PATH | libc::O_NOFOLLOW)?)?
+            }
+        }
         None => match &p.fds.get(dirfd)?.kind {
             FdKind::File(f) => read_link(&f.host)?,
             _ => return Err(ENOENT),
@@ -238,11 +433,6 @@ fn read_link(fd: &impl AsRawFd) -> Result<Vec<u8>, Errno> {
     Ok(out)
 }
 
-/// The working directory, opened in the rootfs.
-fn guest_cwd(p: &Process) -> Result<std::os::fd::OwnedFd, Errno> {
-    p.rootfs.open_in_root(&p.cwd, libc::O_PATH | libc::O_DIRECTORY)
-}
-
 pub(super) fn sys_getcwd(p: &mut Process, mem: &mut GuestMemory, buf: u64, size: u64) -> SysResult {
     let mut cwd = p.cwd.clone().into_bytes();
     cwd.push(0);
@@ -255,13 +445,40 @@ pub(super) fn sys_getcwd(p: &mut Process, mem: &mut GuestMemory, buf: u64, size:
 
 pub(super) fn sys_chdir(p: &mut Process, mem: &mut GuestMemory, path: u64) -> SysResult {
     let path = guest_path(p, mem, AT_FDCWD, path)?;
-    p.rootfs.open_in_root(&path, libc::O_PATH | libc::O_DIRECTORY)?;
-    p.cwd = path;
+    change_dir(p, &path)
+}
+
+pub(super) fn sys_fchdir(p: &mut Process, fd: u64) -> SysResult {
+    let path = match &p.fds.get(fd)?.kind {
+        FdKind::File(f) => f.path.clone(),
+        FdKind::Dir(d) => d.path.clone(),
+        _ => return Err(ENOTDIR),
+    };
+    change_dir(p, &path)
+}
+
+fn change_dir(p: &mut Process, path: &str) -> SysResult {
+    let norm = overlay::normalize(path)?;
+    if p.overlay.touches(&norm) {
+        let (resolved, found) = p.overlay.resolve(&p.rootfs, &norm, true)?;
+        match found {
+            Found::Nothing => return Err(ENOENT),
+            f if !p.overlay.is_dir(&p.rootfs, &resolved, &f) => return Err(ENOTDIR),
+            _ => p.cwd = resolved,
+        }
+        return Ok(0);
+    }
+    p.rootfs.open_in_root(path, libc::O_PATH | libc::O_DIRECTORY)?;
+    p.cwd = norm;
     Ok(0)
 }
 
 pub(super) fn sys_getdents64(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64) -> SysResult {
-    let FdKind::File(f) = &p.fds.get(fd)?.kind else { return Err(ENOTDIR) };
+    let f = match &p.fds.get(fd)?.kind {
+        FdKind::File(f) => f,
+        FdKind::Dir(d) => return merged_dents(&d.clone(), mem, buf, count),
+        _ => return Err(ENOTDIR),
+    };
     let dst = mem.user_slice_mut(buf, count.min(1 << 20))?;
     // SAFETY: getdents64 on an fd we own into a checked range of guest memory; the record
     // format the kernel writes is the one the program expects.
@@ -271,6 +488,43 @@ pub(super) fn sys_getdents64(p: &mut Process, mem: &mut GuestMemory, fd: u64, bu
     } else {
         Ok(n as u64)
     }
+}
+
+/// getdents64 of a merged listing: linux_dirent64 records (d_off is the next index).
+fn merged_dents(d: &Arc<OpenDir>, mem: &mut GuestMemory, buf: u64, count: u64) -> SysResult {
+    let mut listing = d.listing();
+    let (entries, at) = &mut *listing;
+    let count = count.min(1 << 20) as usize;
+    mem.user_slice_mut(buf, count as u64)?;
+    // "." and ".." first, as Linux lists them.
+    let mut out = Vec::new();
+    while *at < entries.len() + 2 {
+        let (name, ino, kind): (&str, u64, u8) = match *at {
+            0 => (".", 1, overlay::DT_DIR),
+            1 => ("..", 1, overlay::DT_DIR),
+            i => {
+                let e = &entries[i - 2];
+                (&e.name, e.ino, e.kind)
+            }
+        };
+        let reclen = (19 + name.len() + 1).next_multiple_of(8);
+        if out.len() + reclen > count {
+            break;
+        }
+        let start = out.len();
+        out.extend_from_slice(&ino.to_le_bytes());
+        out.extend_from_slice(&(*at as u64 + 1).to_le_bytes());
+        out.extend_from_slice(&(reclen as u16).to_le_bytes());
+        out.push(kind);
+        out.extend_from_slice(name.as_bytes());
+        out.resize(start + reclen, 0);
+        *at += 1;
+    }
+    if out.is_empty() && *at < entries.len() + 2 {
+        return Err(EINVAL); // the buffer cannot hold the next record
+    }
+    mem.write_user(buf, &out)?;
+    Ok(out.len() as u64)
 }
 
 pub(super) fn sys_dup3(p: &mut Process, old: u64, new: u64, flags: u64, is_dup2: bool) -> SysResult {
@@ -325,6 +579,9 @@ fn status_flags(kind: &FdKind) -> i32 {
         }
         FdKind::EventFd(e) => libc::O_RDWR | nonblock(e.nonblocking()),
         FdKind::Epoll(_) => libc::O_RDONLY,
+        FdKind::Overlay(f) => f.flags & !libc::O_CLOEXEC,
+        FdKind::Dir(d) => d.flags & !libc::O_CLOEXEC,
+        FdKind::Device(_) => libc::O_RDWR,
     }
 }
 

@@ -35,6 +35,30 @@ pub(super) fn sys_read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64
         }
         FdKind::EventFd(e) => read_eventfd(&e.clone(), mem, buf, count),
         FdKind::Epoll(_) => Err(EINVAL),
+        FdKind::Overlay(f) => {
+            let dst = mem.user_slice_mut(buf, count)?;
+            Ok(f.read(dst)? as u64)
+        }
+        FdKind::Dir(_) => Err(EISDIR),
+        FdKind::Device(d) => read_device(*d, mem, buf, count),
+    }
+}
+
+/// A read of /dev/null (end of file), /dev/zero and /dev/full (zeros), /dev/urandom.
+fn read_device(d: crate::files::Device, mem: &mut GuestMemory, buf: u64, count: u64) -> SysResult {
+    use crate::files::Device;
+    match d {
+        Device::Null => Ok(0),
+        Device::Zero | Device::Full => {
+            let dst = mem.user_slice_mut(buf, count)?;
+            dst.fill(0);
+            Ok(dst.len() as u64)
+        }
+        Device::Random => {
+            let dst = mem.user_slice_mut(buf, count)?;
+            fill_random(dst)?;
+            Ok(dst.len() as u64)
+        }
     }
 }
 
@@ -71,7 +95,49 @@ pub(super) fn sys_pread(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u6
                 Ok(n as u64)
             }
         }
+        FdKind::Overlay(f) => {
+            if (off as i64) < 0 {
+                return Err(EINVAL);
+            }
+            if !f.readable() {
+                return Err(EBADF);
+            }
+            let dst = mem.user_slice_mut(buf, count)?;
+            Ok(f.file().read_at(off, dst) as u64)
+        }
+        FdKind::Dir(_) => Err(EISDIR),
+        FdKind::Device(d) => read_device(*d, mem, buf, count),
         _ => Err(ESPIPE),
+    }
+}
+
+/// pwrite64: a file of the writable layer at `off` (O_APPEND files append, as on Linux).
+pub(super) fn sys_pwrite(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64, off: u64) -> SysResult {
+    match &p.fds.get(fd)?.kind {
+        FdKind::Overlay(f) => {
+            if (off as i64) < 0 {
+                return Err(EINVAL);
+            }
+            if !f.writable() {
+                return Err(EBADF);
+            }
+            let data = mem.user_slice(buf, count.min(0x7fff_f000))?;
+            let mut file = f.file();
+            let at = if f.flags & libc::O_APPEND != 0 { file.len() } else { off };
+            Ok(file.write_at(at, data)? as u64)
+        }
+        FdKind::Device(d) => write_device(*d, count),
+        FdKind::File(_) | FdKind::Stdin => Err(EBADF),
+        FdKind::Dir(_) => Err(EISDIR),
+        _ => Err(ESPIPE),
+    }
+}
+
+/// A write to a device: accepted whole, or ENOSPC for /dev/full.
+fn write_device(d: crate::files::Device, count: u64) -> SysResult {
+    match d {
+        crate::files::Device::Full => Err(ENOSPC),
+        _ => Ok(count.min(0x7fff_f000)),
     }
 }
 
@@ -163,6 +229,18 @@ pub(super) fn write(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, c
             return or_block(p, fd, r, "write", WaitFor::Writable { fd });
         }
         Ok(FdKind::Epoll(_)) => return ret(Err(EINVAL)),
+        Ok(FdKind::Overlay(f)) => {
+            let f = f.clone();
+            return ret(mem
+                .user_slice(buf, count.min(0x7fff_f000))
+                .map_err(Errno::from)
+                .and_then(|data| Ok(f.write(data)? as u64)));
+        }
+        Ok(FdKind::Device(d)) => {
+            let d = *d;
+            return ret(mem.user_slice(buf, count).map_err(Errno::from).and_then(|_| write_device(d, count)));
+        }
+        Ok(FdKind::Dir(_)) => return ret(Err(EISDIR)),
         Ok(_) => return ret(Err(EBADF)),
         Err(e) => return ret(Err(e)),
     }
@@ -212,6 +290,47 @@ pub(super) fn sys_lseek(p: &mut Process, fd: u64, off: u64, whence: u64) -> SysR
                 Ok(r as u64)
             }
         }
+        FdKind::Overlay(f) => {
+            let mut pos = f.pos();
+            let len = f.file().len() as i64;
+            let new = seek_in(len, *pos as i64, off as i64, whence)?;
+            *pos = new as u64;
+            Ok(new as u64)
+        }
+        FdKind::Dir(d) => {
+            // Only a rewind or a return to a position telldir gave.
+            if whence as i32 != libc::SEEK_SET || (off as i64) < 0 {
+                return Err(EINVAL);
+            }
+            let d = d.clone();
+            let mut listing = d.listing();
+            if off == 0 {
+                listing.0 = p.overlay.list(&p.rootfs, &d.path)?;
+            }
+            listing.1 = (off as usize).min(listing.0.len() + 2);
+            Ok(off)
+        }
+        FdKind::Device(_) => Ok(0),
         _ => Err(ESPIPE),
+    }
+}
+
+/// pwritev/preadv would go here; writev to a file of the writable layer goes through write.
+pub(super) fn sys_ftruncate(p: &mut Process, fd: u64, len: u64) -> SysResult {
+    match &p.fds.get(fd)?.kind {
+        FdKind::Overlay(f) if f.writable() => {
+            if (len as i64) < 0 {
+                return Err(EINVAL);
+            }
+            let mut file = f.file();
+            file.resize(len)?;
+            let now = crate::overlay::Time::now();
+            file.meta.mtime = now;
+            file.meta.ctime = now;
+            Ok(0)
+        }
+        FdKind::Overlay(_) | FdKind::File(_) | FdKind::Stdin => Err(EINVAL),
+        FdKind::Dir(_) => Err(EISDIR),
+        _ => Err(EINVAL),
     }
 }

@@ -27,6 +27,25 @@ pub(super) fn sys_mmap(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> S
     let host_fd = match &p.fds.get(fd)?.kind {
         FdKind::File(f) => f.host.as_raw_fd(),
         FdKind::Entropy => return mmap_entropy(p, mem, addr, len, prot, fixed, off),
+        FdKind::Overlay(f) => {
+            // A copy, as for rootfs files: a shared writable mapping could never write back.
+            if kind == libc::MAP_SHARED && prot & PROT_WRITE != 0 {
+                return Err(ENODEV);
+            }
+            if !f.readable() {
+                return Err(EACCES);
+            }
+            let f = f.clone();
+            check_file_range(off, len, p.space.memory_size())?;
+            let start = p.space.mmap(addr, len, prot, fixed, mem)?;
+            let dst = mem.user_slice_mut(start, len)?;
+            f.file().read_at(off, dst);
+            return Ok(start);
+        }
+        FdKind::Device(crate::files::Device::Zero) => return p.space.mmap(addr, len, prot, fixed, mem),
+        FdKind::Endpoint(_) | FdKind::EventFd(_) | FdKind::Epoll(_) | FdKind::Dir(_) | FdKind::Device(_) => {
+            return Err(ENODEV)
+        }
         _ => return Err(EACCES),
     };
     if kind == libc::MAP_SHARED && prot & PROT_WRITE != 0 {
@@ -107,5 +126,26 @@ pub(super) fn sys_madvise(p: &mut Process, mem: &mut GuestMemory, addr: u64, len
         mem.discard(crate::layout::GuestAddr(addr), len).map_err(|_| ENOMEM)?;
     }
     let _ = p;
+    Ok(0)
+}
+
+/// msync: nothing to write back (file mappings are copies), but the arguments are checked
+/// as Linux checks them and the range must be mapped.
+pub(super) fn sys_msync(p: &Process, addr: u64, len: u64, flags: u64) -> SysResult {
+    const MS_ASYNC: u64 = 1;
+    const MS_INVALIDATE: u64 = 2;
+    const MS_SYNC: u64 = 4;
+    if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC {
+        return Err(EINVAL);
+    }
+    if addr % 4096 != 0 {
+        return Err(EINVAL);
+    }
+    let end = crate::mm::page_up(len).and_then(|l| addr.checked_add(l)).ok_or(ENOMEM)?;
+    let mut at = addr;
+    while at < end {
+        let region = p.space.regions().find(|r| r.start <= at && at < r.end).ok_or(ENOMEM)?;
+        at = region.end;
+    }
     Ok(0)
 }

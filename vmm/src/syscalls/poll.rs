@@ -20,7 +20,9 @@ use crate::ipc::*;
 /// What `kind` would report to poll now.
 pub(super) fn readiness(p: &Process, kind: &FdKind) -> u32 {
     match kind {
-        FdKind::Stdin | FdKind::File(_) | FdKind::Entropy => ALWAYS_READY,
+        FdKind::Stdin | FdKind::File(_) | FdKind::Entropy | FdKind::Overlay(_) | FdKind::Dir(_) | FdKind::Device(_) => {
+            ALWAYS_READY
+        }
         FdKind::Stdout | FdKind::Stderr => POLLOUT | POLLWRNORM,
         FdKind::Endpoint(e) => e.readiness(),
         FdKind::EventFd(e) => e.readiness(),
@@ -274,7 +276,10 @@ pub(super) fn sys_epoll_ctl(p: &mut Process, mem: &GuestMemory, epfd: u64, op: u
     if fd == epfd || matches!(target, FdKind::Epoll(_)) {
         return Err(EINVAL);
     }
-    if matches!(target, FdKind::Stdin | FdKind::File(_) | FdKind::Entropy) {
+    if matches!(
+        target,
+        FdKind::Stdin | FdKind::File(_) | FdKind::Entropy | FdKind::Overlay(_) | FdKind::Dir(_) | FdKind::Device(_)
+    ) {
         return Err(EPERM);
     }
     let file = target.identity();

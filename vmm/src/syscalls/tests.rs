@@ -351,7 +351,7 @@ fn an_empty_path_names_nothing_unless_at_empty_path_says_it_names_the_fd() {
     assert_eq!(mode & libc::S_IFMT, libc::S_IFDIR);
     assert_eq!(g.sys(262, &[AT_FDCWD, EMPTY, BUF, AT_EMPTY_PATH]), 0, "fstatat(AT_FDCWD, \"\") is the cwd");
     assert_eq!(g.sys(439, &[dir, EMPTY, 4, AT_EMPTY_PATH]), 0, "faccessat2(fd, \"\", R_OK)");
-    assert_eq!(g.sys(439, &[dir, EMPTY, 2, AT_EMPTY_PATH]), err(EROFS), "faccessat2(fd, \"\", W_OK)");
+    assert_eq!(g.sys(439, &[dir, EMPTY, 2, AT_EMPTY_PATH]), 0, "faccessat2(fd, \"\", W_OK): writable");
     assert_eq!(g.sys(439, &[77, EMPTY, 4, AT_EMPTY_PATH]), err(EBADF));
     assert_eq!(g.sys(262, &[77, EMPTY, BUF, AT_EMPTY_PATH]), err(EBADF));
     // A bad pointer is EFAULT whatever the flags.
@@ -742,15 +742,16 @@ fn a_read_of_an_empty_pipe_waits_and_with_one_thread_ends_the_call_clearly() {
 fn a_full_pipe_blocks_its_writer_and_a_closed_reader_raises_sigpipe() {
     let mut g = guest();
     let (r, w) = g.pipe(0);
+    let before = g.p.budget.used();
     let chunk = vec![1u8; 16 * 1024];
     g.put(DATA, &chunk);
     for _ in 0..4 {
         assert_eq!(g.sys(1, &[w, DATA, chunk.len() as u64]), chunk.len() as i64);
     }
     assert_eq!(g.blocks(1, &[w, DATA, 1]).what, WaitFor::Writable { fd: w });
-    assert_eq!(g.p.budget.used(), 64 * 1024, "queued bytes count against the memory budget");
+    assert_eq!(g.p.budget.used() - before, 64 * 1024, "queued bytes count against the memory budget");
     assert_eq!(g.sys(3, &[r]), 0);
-    assert_eq!(g.p.budget.used(), 0, "nobody can read them: released");
+    assert_eq!(g.p.budget.used(), before, "nobody can read them: released");
     assert_eq!(g.call(1, &[w, DATA, 1]), Outcome::Stop(Stop::Signal(13)), "SIGPIPE's default kills");
     g.p.sigactions[12].handler = SIG_IGN;
     assert_eq!(g.sys(1, &[w, DATA, 1]), err(EPIPE));
@@ -980,4 +981,262 @@ fn a_socketpair_talks_both_ways_as_asyncio_uses_it() {
     assert_eq!(g.sys(5, &[d, BUF]), 0);
     let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
     assert_eq!(mode & libc::S_IFMT, libc::S_IFSOCK);
+}
+
+// ---------------------------------------------------------------- the writable filesystem
+
+impl Guest {
+    /// Puts a NUL-terminated path at `addr`.
+    fn path(&mut self, addr: u64, path: &str) -> u64 {
+        let mut b = path.as_bytes().to_vec();
+        b.push(0);
+        self.put(addr, &b);
+        addr
+    }
+    fn open(&mut self, path: &str, flags: i32, mode: u64) -> i64 {
+        let at = self.path(SCRATCH + 0x800, path);
+        self.sys(257, &[AT_FDCWD, at, flags as u64, mode])
+    }
+    /// The names getdents64 lists for `path`, without "." and "..".
+    fn list(&mut self, path: &str) -> Vec<String> {
+        let fd = self.open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0);
+        assert!(fd >= 0, "open {path}: {fd}");
+        let mut names = Vec::new();
+        loop {
+            let n = self.sys(217, &[fd as u64, BUF, 4096]);
+            assert!(n >= 0, "getdents64 {path}: {n}");
+            if n == 0 {
+                break;
+            }
+            let b = self.mem.user_slice(BUF, n as u64).unwrap().to_vec();
+            let mut at = 0;
+            while at < b.len() {
+                let reclen = u16::from_le_bytes([b[at + 16], b[at + 17]]) as usize;
+                let name: Vec<u8> = b[at + 19..at + reclen].iter().take_while(|&&c| c != 0).copied().collect();
+                let name = String::from_utf8(name).unwrap();
+                if name != "." && name != ".." {
+                    names.push(name);
+                }
+                at += reclen;
+            }
+        }
+        self.sys(3, &[fd as u64]);
+        names.sort();
+        names
+    }
+    fn stat_mode_size(&mut self, path: &str) -> Result<(u32, i64), i64> {
+        let at = self.path(SCRATCH + 0x800, path);
+        let r = self.sys(4, &[at, BUF]);
+        if r < 0 {
+            return Err(r);
+        }
+        let mode = u32::from_le_bytes(self.mem.read_user_array::<4>(BUF + 24).unwrap());
+        let size = self.mem.read_user_u64(BUF + 48).unwrap() as i64;
+        Ok((mode, size))
+    }
+}
+
+const CREAT: i32 = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+
+#[test]
+fn tmp_is_empty_and_writable_and_files_written_there_read_back() {
+    let mut g = guest();
+    assert_eq!(g.list("/tmp"), Vec::<String>::new());
+    let fd = g.open("/tmp/a.txt", CREAT, 0o644) as u64;
+    assert_eq!(g.write_bytes(fd, b"hello, "), 7);
+    assert_eq!(g.write_bytes(fd, b"world"), 5);
+    assert_eq!(g.read_bytes(fd, 10), Err(err(EBADF)), "opened write-only");
+    g.put(DATA, b"HE");
+    assert_eq!(g.sys(18, &[fd, DATA, 2, 0]), 2, "pwrite");
+    assert_eq!(g.sys(77, &[fd, 5]), 0, "ftruncate");
+    assert_eq!(g.sys(74, &[fd]), 0, "fsync");
+    g.sys(3, &[fd]);
+    assert_eq!(g.stat_mode_size("/tmp/a.txt"), Ok((libc::S_IFREG | 0o644, 5)));
+    let fd = g.open("/tmp/a.txt", libc::O_RDONLY, 0) as u64;
+    assert_eq!(g.read_bytes(fd, 100), Ok(b"HEllo".to_vec()));
+    assert_eq!(g.sys(8, &[fd, 1, libc::SEEK_SET as u64]), 1);
+    assert_eq!(g.read_bytes(fd, 2), Ok(b"El".to_vec()));
+    assert_eq!(g.sys(17, &[fd, BUF, 10, 3]), 2, "pread");
+    assert_eq!(g.write_bytes(fd, b"x"), err(EBADF), "opened read-only");
+    // O_APPEND, O_EXCL, umask.
+    let fd = g.open("/tmp/a.txt", libc::O_WRONLY | libc::O_APPEND, 0) as u64;
+    g.write_bytes(fd, b"!");
+    assert_eq!(g.stat_mode_size("/tmp/a.txt").unwrap().1, 6);
+    assert_eq!(g.open("/tmp/a.txt", libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600), err(EEXIST));
+    assert_eq!(g.open("/tmp/nodir/x", CREAT, 0o600), err(ENOENT));
+    assert_eq!(g.open("/tmp/a.txt/x", CREAT, 0o600), err(ENOTDIR));
+    assert_eq!(g.open("/tmp", libc::O_WRONLY, 0), err(EISDIR));
+    g.p.umask = 0o077;
+    g.open("/tmp/b", CREAT, 0o666);
+    assert_eq!(g.stat_mode_size("/tmp/b").unwrap().0, libc::S_IFREG | 0o600);
+    assert_eq!(g.list("/tmp"), ["a.txt", "b"]);
+    assert_eq!(g.stat_mode_size("/tmp").unwrap().0 & 0o7777, 0o1777);
+}
+
+#[test]
+fn rootfs_files_are_copied_up_on_write_and_the_host_never_changes() {
+    let mut g = guest();
+    let host = g._root.0.join("data/hello.txt");
+    let fd = g.open("/data/hello.txt", libc::O_RDWR, 0) as u64;
+    assert_eq!(g.read_bytes(fd, 3), Ok(b"hel".to_vec()));
+    assert_eq!(g.write_bytes(fd, b"P"), 1);
+    g.sys(3, &[fd]);
+    let fd = g.open("/data/hello.txt", libc::O_RDONLY, 0) as u64;
+    assert_eq!(g.read_bytes(fd, 100), Ok(b"helPo\n".to_vec()));
+    assert_eq!(std::fs::read(&host).unwrap(), b"hello\n", "the rootfs on the host is untouched");
+    // The cwd is writable: relative creates land in the overlay next to rootfs files.
+    g.path(SCRATCH + 0x900, "/data");
+    assert_eq!(g.sys(80, &[SCRATCH + 0x900]), 0);
+    assert!(g.open("new.txt", CREAT, 0o644) >= 0);
+    assert_eq!(g.list("/data"), ["hello.txt", "new.txt"]);
+    assert_eq!(g.list("."), ["hello.txt", "new.txt"]);
+    assert!(!g._root.0.join("data/new.txt").exists());
+    // Removing a rootfs file hides it; the host keeps it.
+    let at = g.path(SCRATCH + 0x900, "/data/hello.txt");
+    assert_eq!(g.sys(87, &[at]), 0);
+    assert_eq!(g.stat_mode_size("/data/hello.txt"), Err(err(ENOENT)));
+    assert_eq!(g.list("/data"), ["new.txt"]);
+    assert!(host.exists());
+    assert_eq!(g.sys(87, &[at]), err(ENOENT));
+    let at = g.path(SCRATCH + 0x900, "/data");
+    assert_eq!(g.sys(84, &[at]), err(ENOTEMPTY));
+    assert_eq!(g.sys(21, &[at, libc::W_OK as u64]), 0, "access(W_OK): writable");
+}
+
+#[test]
+fn directories_renames_links_and_attributes_work_as_tempfile_and_shutil_use_them() {
+    let mut g = guest();
+    let (a, b) = (SCRATCH + 0x900, SCRATCH + 0xa00);
+    g.path(a, "/tmp/d");
+    assert_eq!(g.sys(83, &[a, 0o700]), 0, "mkdir");
+    assert_eq!(g.sys(83, &[a, 0o700]), err(EEXIST));
+    let fd = g.open("/tmp/d/f", CREAT, 0o600) as u64;
+    g.write_bytes(fd, b"content");
+    g.path(b, "/tmp/e");
+    assert_eq!(g.sys(82, &[a, b]), 0, "rename a directory of the overlay");
+    assert_eq!(g.write_bytes(fd, b"+"), 1, "an open file survives its rename");
+    assert_eq!(g.stat_mode_size("/tmp/e/f").unwrap().1, 8);
+    assert_eq!(g.stat_mode_size("/tmp/d"), Err(err(ENOENT)));
+    // symlink, readlink, lstat; link.
+    g.path(a, "e/f");
+    g.path(b, "/tmp/link");
+    assert_eq!(g.sys(88, &[a, b]), 0);
+    assert_eq!(g.sys(89, &[b, BUF, 100]), 3);
+    assert_eq!(g.mem.user_slice(BUF, 3).unwrap(), b"e/f");
+    assert_eq!(g.stat_mode_size("/tmp/link").unwrap(), (libc::S_IFREG | 0o600, 8), "stat follows");
+    assert_eq!(g.sys(6, &[b, BUF]), 0);
+    assert_eq!(u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap()) & libc::S_IFMT, libc::S_IFLNK);
+    g.path(a, "/tmp/e/f");
+    g.path(b, "/tmp/hard");
+    assert_eq!(g.sys(86, &[a, b]), 0, "link");
+    assert_eq!(g.sys(4, &[b, BUF]), 0);
+    assert_eq!(g.mem.read_user_u64(BUF + 16).unwrap(), 2, "st_nlink");
+    // chmod, utimensat, chown to self only.
+    assert_eq!(g.sys(90, &[a, 0o640]), 0);
+    assert_eq!(g.stat_mode_size("/tmp/hard").unwrap().0, libc::S_IFREG | 0o640, "one file, two names");
+    let times = [100i64, 5, 200, 7].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    g.put(TIMEOUT, &times);
+    assert_eq!(g.sys(280, &[AT_FDCWD, a, TIMEOUT, 0]), 0);
+    assert_eq!(g.sys(4, &[a, BUF]), 0);
+    assert_eq!(g.mem.read_user_u64(BUF + 88).unwrap(), 200, "st_mtime");
+    assert_eq!(g.sys(92, &[a, GUEST_UID, GUEST_UID]), 0);
+    assert_eq!(g.sys(92, &[a, 0, 0]), err(EPERM), "chown to root");
+    // rmdir needs an empty directory; unlinkat(AT_REMOVEDIR).
+    g.path(b, "/tmp/e");
+    assert_eq!(g.sys(84, &[b]), err(ENOTEMPTY));
+    assert_eq!(g.sys(87, &[a]), 0);
+    assert_eq!(g.sys(84, &[b]), 0);
+    assert_eq!(g.list("/tmp"), ["hard", "link"]);
+    assert_eq!(g.stat_mode_size("/tmp/link"), Err(err(ENOENT)), "a dangling symlink");
+    // renameat2(RENAME_NOREPLACE), rename of a rootfs directory.
+    g.path(a, "/tmp/hard");
+    g.path(b, "/tmp/link");
+    assert_eq!(g.sys(316, &[AT_FDCWD, a, AT_FDCWD, b, 1]), err(EEXIST));
+    g.path(a, "/data");
+    g.path(b, "/tmp/data");
+    assert_eq!(g.sys(82, &[a, b]), err(EXDEV), "as overlayfs says for a lower directory");
+    // statfs of the in-memory filesystem.
+    assert_eq!(g.sys(137, &[b, BUF]), err(ENOENT));
+    assert_eq!(g.sys(137, &[a, BUF]), 0);
+    assert_eq!(g.mem.read_user_u64(BUF).unwrap(), 0x0102_1994, "TMPFS_MAGIC");
+    assert_eq!(g.sys(138, &[0, BUF]), 0);
+    assert_eq!(g.sys(138, &[77, BUF]), err(EBADF));
+}
+
+#[test]
+fn writes_to_tmp_stop_at_the_memory_cap_with_enospc() {
+    let mut g = guest();
+    g.p.budget = crate::budget::MemoryBudget::new(1 << 20);
+    g.p.overlay = crate::overlay::Overlay::new(&g.p.budget);
+    let fd = g.open("/tmp/big", CREAT, 0o600) as u64;
+    let chunk = vec![7u8; 64 * 1024];
+    g.put(DATA, &chunk);
+    let mut written = 0i64;
+    loop {
+        let n = g.sys(1, &[fd, DATA, chunk.len() as u64]);
+        if n < 0 {
+            assert_eq!(n, err(ENOSPC));
+            break;
+        }
+        written += n;
+    }
+    assert!(written > 512 * 1024 && written <= 1 << 20, "{written}");
+    assert!(g.p.budget.used() <= 1 << 20);
+    g.put(DATA, b"x");
+    assert_eq!(g.sys(18, &[fd, DATA, 1, 1 << 40]), err(ENOSPC), "no sparse files past the cap");
+    assert_eq!(g.sys(18, &[fd, DATA, 1, u64::MAX]), err(EINVAL), "a negative offset");
+    assert_eq!(g.sys(77, &[fd, 1 << 40]), err(ENOSPC));
+    // Deleting gives the memory back.
+    g.sys(3, &[fd]);
+    let at = g.path(SCRATCH + 0x900, "/tmp/big");
+    assert_eq!(g.sys(87, &[at]), 0);
+    assert!(g.p.budget.used() < 4096, "{}", g.p.budget.used());
+    assert!(g.open("/tmp/again", CREAT, 0o600) >= 0);
+}
+
+#[test]
+fn devices_and_proc_self_are_there() {
+    let mut g = guest();
+    let null = g.open("/dev/null", libc::O_RDWR, 0) as u64;
+    assert_eq!(g.write_bytes(null, b"gone"), 4);
+    assert_eq!(g.read_bytes(null, 10), Ok(vec![]));
+    let zero = g.open("/dev/zero", libc::O_RDONLY, 0) as u64;
+    g.put(BUF, &[1u8; 16]);
+    assert_eq!(g.read_bytes(zero, 16), Ok(vec![0u8; 16]));
+    let full = g.open("/dev/full", libc::O_WRONLY, 0) as u64;
+    assert_eq!(g.write_bytes(full, b"x"), err(ENOSPC));
+    let random = g.open("/dev/urandom", libc::O_RDONLY, 0) as u64;
+    let a = g.read_bytes(random, 32).unwrap();
+    assert_eq!(a.len(), 32);
+    assert_ne!(a, g.read_bytes(random, 32).unwrap());
+    assert_eq!(g.sys(5, &[null, BUF]), 0);
+    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
+    assert_eq!(mode & libc::S_IFMT, libc::S_IFCHR);
+    assert_eq!(g.mem.read_user_u64(BUF + 40).unwrap(), libc::makedev(1, 3), "st_rdev");
+    let status = g.open("/proc/self/status", libc::O_RDONLY, 0) as u64;
+    let text = String::from_utf8(g.read_bytes(status, 4096).unwrap()).unwrap();
+    assert!(
+        text.starts_with("Name:\tx\n") && text.contains("\nPid:\t100\n") && text.contains("\nThreads:\t1\n"),
+        "{text}"
+    );
+    let stat = g.open("/proc/self/stat", libc::O_RDONLY, 0) as u64;
+    let text = String::from_utf8(g.read_bytes(stat, 4096).unwrap()).unwrap();
+    assert!(text.starts_with("100 (x) R 1 "), "{text}");
+    assert_eq!(text.split(' ').count(), 52);
+    let maps = g.open("/proc/self/maps", libc::O_RDONLY, 0) as u64;
+    assert!(String::from_utf8(g.read_bytes(maps, 4096).unwrap()).unwrap().contains("[stack]"));
+    assert_eq!(g.open("/proc/self/status", libc::O_WRONLY, 0), err(EACCES));
+    let at = g.path(SCRATCH + 0x900, "/dev/null");
+    assert_eq!(g.sys(87, &[at]), err(EPERM), "the monitor's files stay");
+}
+
+#[test]
+fn msync_checks_its_arguments_and_that_the_range_is_mapped() {
+    let mut g = guest();
+    let at = g.sys(9, &[0, 8192, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0]) as u64;
+    assert_eq!(g.sys(26, &[at, 8192, 4]), 0, "MS_SYNC");
+    assert_eq!(g.sys(26, &[at + 1, 4096, 4]), err(EINVAL), "unaligned");
+    assert_eq!(g.sys(26, &[at, 4096, 5]), err(EINVAL), "MS_SYNC | MS_ASYNC");
+    assert_eq!(g.sys(26, &[at, 4096, 8]), err(EINVAL), "unknown flag");
+    assert_eq!(g.sys(26, &[0x1000_0000_0000, 4096, 1]), err(ENOMEM), "unmapped");
 }
