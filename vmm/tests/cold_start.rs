@@ -115,7 +115,12 @@ fn path_escapes_never_yield_host_content() {
     assert!(!text.contains(&host_hex), "host /etc/passwd leaked: {text}");
     assert!(!text.contains("root:x"), "{text}");
     for line in text.lines() {
-        assert!(line.contains("ENOENT") || line.contains("ELOOP") || line.contains("EXDEV"), "unexpected: {line}");
+        // /proc/self/maps is the monitor's own account of guest memory, never a host file.
+        let made_by_the_monitor = line.starts_with("/proc/self/maps: read ");
+        assert!(
+            made_by_the_monitor || line.contains("ENOENT") || line.contains("ELOOP") || line.contains("EXDEV"),
+            "unexpected: {line}"
+        );
     }
 }
 
@@ -167,7 +172,8 @@ fn the_syscall_zoo_behaves_like_linux() {
         "readdir(/data): . .. hello.txt",
         "ioctl(0, TCGETS): ENOTTY",
         "mremap: ok content=1 tailzero=1",
-        "open(/data/x, O_WRONLY|O_CREAT): EROFS",
+        "open(/data/x, O_WRONLY|O_CREAT): ok",
+        "write then stat(/data/x): 3 st_size=3",
         "write(77): EBADF",
         "syscall(999): ENOSYS",
         "done: ok",

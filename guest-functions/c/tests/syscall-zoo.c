@@ -241,9 +241,14 @@ int main(void)
 
     errno = 0;
     fd = open("/data/x", O_WRONLY | O_CREAT, 0644);
-    line("open(/data/x, O_WRONLY|O_CREAT)", "%s", fd < 0 ? errname(errno) : "succeeded?!");
-    if (fd >= 0)
+    line("open(/data/x, O_WRONLY|O_CREAT)", "%s", fd < 0 ? errname(errno) : "ok");
+    if (fd >= 0) {
+        /* In the VM's own writable layer: it reads back, the rootfs stays as it was. */
+        ssize_t w = write(fd, "xyz", 3);
         close(fd);
+        struct stat xs;
+        line("write then stat(/data/x)", "%zd st_size=%lld", w, stat("/data/x", &xs) == 0 ? (long long)xs.st_size : -1LL);
+    }
 
     errno = 0;
     n = write(77, "x", 1);

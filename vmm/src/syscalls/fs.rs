@@ -68,7 +68,7 @@ pub(super) fn sys_openat(
             return Err(ENOTDIR);
         }
         if writes {
-            return Err(EACCES);
+            return Err(EROFS); // the monitor's device, read-only
         }
         return p.fds.insert(Fd { kind: FdKind::Entropy, cloexec }, 0);
     }
