@@ -103,6 +103,8 @@ c_bundle "$TESTS" munmap-checkerboard glibc "$T/munmap-checkerboard.c" "$TXT" sn
 c_bundle "$TESTS" deep-recursion glibc "$T/deep-recursion.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" hostile glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.max_output_bytes=1048576
 c_bundle "$TESTS" hostile-short-deadline glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=1000
+# cgi-echo: echo-c under snapcall.response=cgi, so a test's request body is the response head.
+c_bundle "$TESTS" cgi-echo glibc "$C/echo.c" "$TXT" snapcall.memory_mib=64 snapcall.response=cgi
 c_bundle "$TESTS" request-echo glibc "$T/request-echo.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" files glibc "$T/files.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" ipc glibc "$T/ipc.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=5000

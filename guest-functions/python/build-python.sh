@@ -187,9 +187,11 @@ fi
 PY_ENV="$(json_list PATH=/usr/bin HOME=/ PYTHONHOME=/usr PYTHONPATH=/function PYTHONUTF8=1 \
     PYTHONCOERCECLOCALE=0 PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1)"
 
-# py_bundle PARENT NAME FUNCTION_FILE MODULE HANDLER MEMORY_MIB TIMEOUT_MS CONTENT_TYPE
+# py_bundle PARENT NAME FUNCTION_FILE MODULE HANDLER MEMORY_MIB TIMEOUT_MS CONTENT_TYPE [RESPONSE]
+#   RESPONSE: body (default: the return value is the body) | cgi (status and headers too)
 py_bundle() {
     local parent="$1" name="$2" file="$3" module="$4" handler="$5" mem="$6" tmo="$7" ctype="$8"
+    local response="${9:-body}"
     local dir="$parent/$name" root="$parent/$name/rootfs"
     if needs_build "$root/.snapcall-stamp" "$STAMP" "$file" "$HERE/snapcall_runtime.py"; then
         log "bundle $name"
@@ -212,10 +214,10 @@ for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
     local args
     args="$(json_list /usr/bin/python3 -S -B /runtime/snapcall_runtime.py \
         --module "$module" --handler "$handler" --function-name "$name" \
-        --timeout-ms "$tmo" --memory-mib "$mem")"
+        --timeout-ms "$tmo" --memory-mib "$mem" --response "$response")"
     write_config "$dir" "$args" "$PY_ENV" \
         "snapcall.content_type=$ctype" "snapcall.memory_mib=$mem" "snapcall.timeout_ms=$tmo" \
-        "snapcall.python.module=$module" "snapcall.python.handler=$handler"
+        "snapcall.python.module=$module" "snapcall.python.handler=$handler" "snapcall.response=$response"
 }
 
 P="$HERE/functions"
@@ -224,4 +226,5 @@ py_bundle "$FUNCS" hello-py "$P/hello.py" hello handler 256 10000 "text/plain; c
 py_bundle "$TESTS" py-raise "$P/tests/py_raise.py" py_raise handler 256 10000 "text/plain; charset=utf-8"
 py_bundle "$TESTS" py-state "$P/tests/py_state.py" py_state handler 256 10000 "text/plain; charset=utf-8"
 py_bundle "$TESTS" py-time "$P/tests/py_time.py" py_time handler 256 10000 "application/json"
+py_bundle "$TESTS" py-http "$P/tests/py_http.py" py_http handler 256 10000 "text/plain; charset=utf-8" cgi
 py_bundle "$TESTS" py-imports "$P/tests/py_imports.py" py_imports handler 256 10000 "application/json"

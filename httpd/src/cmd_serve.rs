@@ -10,6 +10,7 @@ use std::time::Duration;
 mod serve;
 
 use serve::app::App;
+use serve::logs::{LogConfig, Logs};
 use serve::metrics::Metrics;
 use serve::registry::{Caps, Registry, Summary};
 
@@ -17,86 +18,92 @@ use serve::registry::{Caps, Registry, Summary};
 #[derive(clap::Args)]
 pub struct Args {
     /// Directory with one function bundle per subdirectory; the subdirectory's name is the route.
-    #[arg(long)]
+    #[arg(long, env = "SNAPCALL_FUNCTIONS")]
     functions: PathBuf,
     /// Address to listen on (port 0: any free port, printed on stderr).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "SNAPCALL_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Event loops, each with its own SO_REUSEPORT listener (default: one per two cores; the
     /// other core runs the VM pool and reaper threads, see docs/httpd.md).
-    #[arg(long)]
+    #[arg(long, env = "SNAPCALL_THREADS")]
     threads: Option<usize>,
     /// Calls making progress at once, on worker threads (default: one per two cores); a call
     /// running over 500 ms stops counting and another worker takes the next (up to --max-inflight).
-    #[arg(long)]
+    #[arg(long, env = "SNAPCALL_WORKERS")]
     workers: Option<usize>,
     /// Run calls on the event loop that read them instead (for measurement only: one long
     /// call then delays every other request of its loop, /healthz included).
-    #[arg(long, conflicts_with = "workers")]
+    #[arg(long, env = "SNAPCALL_INLINE_CALLS", conflicts_with = "workers")]
     inline_calls: bool,
     /// VMs kept ready per function (0: create and destroy each VM inline).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "SNAPCALL_POOL_SIZE", default_value_t = 4)]
     pool_size: usize,
     /// A function with no call for this long gives its ready VMs back (scale to zero), seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "SNAPCALL_POOL_IDLE_SECS", default_value_t = 60)]
     pool_idle_secs: u64,
     /// Threads making VMs ahead (more keep up with a faster arrival rate, each costing a core).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "SNAPCALL_POOL_THREADS", default_value_t = 1)]
     pool_threads: usize,
     /// Kontain's km executable, for bundles only km can run (default: $SNAPCALL_KM, then km on $PATH).
-    #[arg(long)]
+    #[arg(long, env = "SNAPCALL_KM")]
     km: Option<PathBuf>,
     /// Start calls cold (load the ELF) even when a snapshot exists.
-    #[arg(long)]
+    #[arg(long, env = "SNAPCALL_COLD")]
     cold: bool,
     /// Largest request body, bytes (413 above).
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "SNAPCALL_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: u64,
     /// Open connections, all loops together.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "SNAPCALL_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
     /// Calls admitted and not yet answered, all loops together (503 above).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, env = "SNAPCALL_MAX_INFLIGHT", default_value_t = 256)]
     max_inflight: usize,
     /// Calls of one function admitted and not yet answered (429 above).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SNAPCALL_MAX_CONCURRENCY_PER_FUNCTION", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_concurrency_per_function: u64,
     /// Longest per-call deadline a bundle may set (a longer snapcall.timeout_ms is lowered to it), ms.
-    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SNAPCALL_MAX_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_timeout_ms: u64,
     /// Largest guest memory a bundle may ask for (a bundle asking more is not loaded), MiB.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    #[arg(long, env = "SNAPCALL_MAX_MEMORY_MIB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     max_memory_mib: u64,
     /// From a request's first byte to the end of its head, ms.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "SNAPCALL_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     header_timeout_ms: u64,
     /// From the end of a head to the end of its body, ms.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, env = "SNAPCALL_BODY_TIMEOUT_MS", default_value_t = 30_000)]
     body_timeout_ms: u64,
     /// Keep-alive connection without a request, ms.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, env = "SNAPCALL_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     idle_timeout_ms: u64,
     /// Serve the OpenFaaS faas-provider API on /system/* (deploy, scale, secrets; docs/provider.md).
     /// Off by default: it lets its callers run code and write into --functions.
-    #[arg(long)]
+    #[arg(long, env = "SNAPCALL_PROVIDER")]
     provider: bool,
     /// Local image store the provider deploys images from: OCI layouts (DIR/REGISTRY/REPO/) or
     /// archives (DIR/REGISTRY/REPO.tar), as skopeo and umoci write them.
-    #[arg(long, requires = "provider")]
+    #[arg(long, env = "SNAPCALL_IMAGES", requires = "provider")]
     images: Option<PathBuf>,
     /// Require basic auth on /system/* (OpenFaaS's basic_auth=true), with the credentials in
     /// the files basic-auth-user and basic-auth-password under --secret-mount-path.
-    #[arg(long, requires = "provider")]
+    #[arg(long, env = "SNAPCALL_BASIC_AUTH", requires = "provider")]
     basic_auth: bool,
     /// Where the basic-auth credential files are (OpenFaaS's secret_mount_path).
-    #[arg(long, default_value = "/var/openfaas/secrets")]
+    #[arg(long, env = "SNAPCALL_SECRET_MOUNT_PATH", default_value = "/var/openfaas/secrets")]
     secret_mount_path: PathBuf,
     /// The most an image may unpack to (all layers, uncompressed), MiB.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    #[arg(long, env = "SNAPCALL_MAX_IMAGE_MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     max_image_mib: u64,
     /// On SIGTERM, how long requests in progress may take before connections are cut, ms.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, env = "SNAPCALL_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     shutdown_grace_ms: u64,
+    /// Where one line per answered request goes: stderr, off, or a file path (appended to).
+    #[arg(long, env = "SNAPCALL_ACCESS_LOG", default_value = "stderr")]
+    access_log: serve::access_log::Destination,
+    /// Most bytes of log lines kept per function for /system/logs (the oldest go first).
+    #[arg(long, env = "SNAPCALL_LOG_RING_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..=1 << 30))]
+    log_ring_bytes: u64,
 }
 
 fn log_summary(s: &Summary) {
@@ -173,6 +180,13 @@ pub fn main(args: Args) -> ExitCode {
     } else {
         None
     };
+    let access_log = match serve::access_log::AccessLog::start(&args.access_log) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("snapcall serve: cannot open the access log {:?}: {e}", args.access_log);
+            return ExitCode::FAILURE;
+        }
+    };
     let app = Arc::new(App {
         provider,
         runtime,
@@ -180,6 +194,12 @@ pub fn main(args: Args) -> ExitCode {
         metrics: metrics.clone(),
         km: args.km.clone(),
         max_concurrency_per_function: usize::try_from(args.max_concurrency_per_function).unwrap_or(usize::MAX),
+        logs: Logs::new(LogConfig {
+            ring_bytes: usize::try_from(args.log_ring_bytes).unwrap_or(usize::MAX),
+            ..LogConfig::default()
+        }),
+        access_log,
+        follower_count: Default::default(),
     });
 
     let mut loops = serve::default_loop_config();

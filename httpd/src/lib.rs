@@ -8,3 +8,6 @@ pub mod http;
 
 #[path = "serve/date.rs"]
 pub mod date;
+
+#[path = "serve/cgi.rs"]
+pub mod cgi;

@@ -65,3 +65,26 @@ fn openfaas_namespace_and_sub_paths() {
     // `/NAME` takes no sub-path (that shape would shadow every other route).
     assert_eq!(c.request("GET", "/echo-c/sub", &[], b"").status, 404);
 }
+
+#[test]
+fn python_sees_the_request_and_sets_status_and_headers() {
+    let srv = Server::start(&functions_dir(&["py-http"]), &[]);
+    let mut c = srv.connect();
+    let r = c.request("PUT", "/function/py-http/things/9?x=1", &[("X-Trace", "t-1")], b"{\"n\": 2}");
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(r.header("X-Handler"), Some("py-http"));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"method": "PUT", "path": "/things/9", "query": "x=1", "trace": "t-1", "data": {"n": 2}})
+    );
+    let r = c.request("GET", "/function/py-http/missing", &[], b"");
+    assert_eq!((r.status, r.header("X-Reason"), r.text().as_str()), (404, Some("missing"), "no such thing\n"));
+    let r = c.request("DELETE", "/function/py-http/things/9", &[], b"");
+    assert_eq!((r.status, r.header("Content-Length"), r.body.len()), (204, None, 0));
+    // The next call is a fresh copy of the snapshot: none of the last call's head.
+    let r = c.request("POST", "/function/py-http", &[], b"x");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((v["method"].as_str(), v["path"].as_str(), v["trace"].is_null()), (Some("POST"), Some("/"), true));
+}

@@ -43,6 +43,17 @@ pub enum Runner {
     Km,
 }
 
+/// How the program's stdout becomes the HTTP response (`snapcall.response`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseFormat {
+    /// stdout is the body; status 200, `snapcall.content_type` (`body`, the default).
+    #[default]
+    Body,
+    /// stdout starts with a CGI-style head (RFC 3875 §6: `Status:`, `Content-Type:`, other
+    /// headers, a blank line), then the body (`cgi`). The Python runtime always writes one.
+    Cgi,
+}
+
 /// Everything `config.json` says about a function.
 #[derive(Debug, Clone)]
 pub struct BundleConfig {
@@ -58,6 +69,7 @@ pub struct BundleConfig {
     pub rootfs: PathBuf,
     pub limits: Limits,
     pub content_type: String,
+    pub response: ResponseFormat,
     pub runner: Runner,
     pub warmup_request: Option<Vec<u8>>,
     /// `snapcall.watchdog: "true"`: OpenFaaS watchdog behaviours, for functions deployed from
@@ -158,6 +170,13 @@ impl BundleConfig {
                 return Err(field("snapcall.watchdog", &format!("must be \"true\" or \"false\", not {other:?}")))
             }
         };
+        let response = match get("snapcall.response") {
+            None | Some("body") => ResponseFormat::Body,
+            Some("cgi") => ResponseFormat::Cgi,
+            Some(other) => {
+                return Err(field("snapcall.response", &format!("must be \"body\" or \"cgi\", not {other:?}")))
+            }
+        };
         let name = dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -172,6 +191,7 @@ impl BundleConfig {
             rootfs,
             limits,
             content_type: get("snapcall.content_type").unwrap_or("application/octet-stream").to_string(),
+            response,
             runner,
             warmup_request: get("snapcall.warmup_request").map(|s| s.as_bytes().to_vec()),
             watchdog,

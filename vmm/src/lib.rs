@@ -57,7 +57,7 @@ mod verified;
 pub mod vm;
 mod working_set;
 
-pub use bundle::{BundleConfig, BundleError, Limits, Runner};
+pub use bundle::{BundleConfig, BundleError, Limits, ResponseFormat, Runner};
 pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall, STDERR_TAIL_BYTES};
 pub use function::{Function, FunctionError, StartError, StartMode};
 pub use ioctl::IoctlError;

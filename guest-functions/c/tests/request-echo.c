@@ -1,7 +1,8 @@
 /* request-echo: answers with its request head, as the monitor hands it over in
  * /run/snapcall/request (docs/functions.md), then its body. Before its first stdin read (the
  * snapshot point) there is no request yet: it records what opening the file gave then, so a
- * test sees that the head of one call never leaks into the snapshot. */
+ * test sees that the head of one call never leaks into the snapshot. Logs the body's size to
+ * stderr (the function log). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ int main(void)
     while ((r = read(fd, head + h, sizeof head - h)) > 0)
         h += (size_t)r;
     close(fd);
+    fprintf(stderr, "request-echo: %zu bytes\n", n);
     printf("before-snapshot: %s\n", early_errno == ENOENT ? "ENOENT" : "opened");
     fwrite(head, 1, h, stdout);
     printf("body %zu: ", n);

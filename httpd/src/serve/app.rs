@@ -1,22 +1,27 @@
 //! The application behind the event loops: routes, and each call on a brand-new VM.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::path::PathBuf;
 
 use vmm::km::KmFunction;
-use vmm::{FinishedCall, Function, Output, RequestHead, Runtime};
+use vmm::{BundleConfig, FinishedCall, Function, Output, RequestHead, ResponseFormat, Runtime};
 
+use super::access_log::AccessLog;
+use super::cgi;
 use super::conn::Request;
 use super::handler::{Admission, Handler};
 use super::http::{json_string, Head, Method, Response};
+use super::logs::{CallRecord, Logs};
 use super::metrics::{ErrorKind, Metrics, Phase, Timing};
 use super::provider::{self, ApiRequest, Provider};
 use super::registry::{Entry, LoadedFunction, Registry};
 use super::routes::{self, Route};
 use super::status::{self, Failure};
+use super::system_logs;
 
 /// How much of a failed call's stderr goes into its error body (vmm keeps as much).
 const STDERR_TAIL: usize = vmm::STDERR_TAIL_BYTES;
@@ -31,20 +36,44 @@ pub struct App {
     pub max_concurrency_per_function: usize,
     /// The OpenFaaS provider API on `/system/*` (`--provider`); `None`: those paths are 404.
     pub provider: Option<Provider>,
+    /// Every call's stderr, per function (`/system/logs`).
+    pub logs: Logs,
+    /// One line per answered request, unless `--access-log off`.
+    pub access_log: Option<AccessLog>,
+    /// `/system/logs?follow=true` requests waiting on a worker now.
+    pub follower_count: Arc<AtomicUsize>,
 }
 
-/// An admitted call: the function it was admitted for (looked up once, when its request was
-/// complete) and its place in that function's concurrency limit, given back when dropped.
-/// `None`: a provider API request that may take seconds (a deploy), sent to a worker too.
-pub struct CallPermit {
-    entry: Option<Arc<Entry>>,
+/// Most `/system/logs?follow=true` requests waiting at once (each holds a worker thread).
+const MAX_FOLLOWERS: usize = 16;
+
+/// What runs on a worker thread: an admitted call, with the function it was admitted for
+/// (looked up once, when its request was complete) and its place in that function's
+/// concurrency limit, given back when dropped; a provider API request that may take
+/// seconds (a deploy); or a `/system/logs?follow=true` that may wait.
+pub enum CallPermit {
+    Call(Arc<Entry>),
+    Api,
+    /// The slot is held (not read) until the answer is made.
+    FollowLogs {
+        _slot: FollowerSlot,
+    },
 }
 
 impl Drop for CallPermit {
     fn drop(&mut self) {
-        if let Some(entry) = &self.entry {
+        if let CallPermit::Call(entry) = self {
             entry.metrics.leave();
         }
+    }
+}
+
+/// A place among the [`MAX_FOLLOWERS`].
+pub struct FollowerSlot(Arc<AtomicUsize>);
+
+impl Drop for FollowerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -55,17 +84,29 @@ impl App {
             LoadedFunction::Native(function) => function.config().watchdog,
             LoadedFunction::Km(km) => km.config().watchdog,
         };
-        // OpenFaaS's watchdog and gateway answer with the request's X-Call-Id (a new one when
-        // it had none) and when the call started; only functions that ask pay for it.
-        let watchdog_headers = watchdog.then(|| watchdog_headers(&head));
-        let (mut resp, done) = match &f.runner {
+        let started = Instant::now();
+        // Every answer names its call (the request's X-Call-Id, as OpenFaaS's gateway and
+        // watchdog echo it, or a new one): the key of its line in the function's log.
+        let call_id = self.logs.call_id(head.header("x-call-id"));
+        let start_time = watchdog.then(watchdog_start_time);
+        let (mut resp, stderr, done) = match &f.runner {
             LoadedFunction::Native(function) => self.call_native(f, function, request_head(head), &body, queued),
             // km gets the body on stdin only: it has no request-head channel.
-            LoadedFunction::Km(km) => (self.call_km(f, km, &body, queued), None),
+            LoadedFunction::Km(km) => {
+                let (resp, stderr) = self.call_km(f, km, &body, queued);
+                (resp, stderr, None)
+            }
         };
-        if let Some(headers) = watchdog_headers {
-            resp.headers.extend(headers);
-        }
+        let record = CallRecord {
+            call_id: &call_id,
+            function: f.name(),
+            status: resp.status,
+            duration: queued + started.elapsed(),
+            stderr: &stderr,
+        };
+        self.logs.ring(f.name()).push(&self.logs.config, &record);
+        resp.headers.push(format!("X-Call-Id: {call_id}"));
+        resp.headers.extend(start_time);
         (resp, done)
     }
 
@@ -78,7 +119,7 @@ impl App {
         head: RequestHead,
         body: &[u8],
         queued: Duration,
-    ) -> (Response, Option<FinishedCall>) {
+    ) -> (Response, Vec<u8>, Option<FinishedCall>) {
         let started = Instant::now();
         let mut timing = Timing::default();
         timing.push(Phase::Queue, queued);
@@ -86,14 +127,19 @@ impl App {
         // 1. A VM no other call used: from the pool, or created now if the pool is empty.
         let vm = match self.runtime.take_vm(function) {
             Ok(vm) => vm,
-            Err(e) => return (self.failed(f, status::vm_error(&e), &e.to_string(), &[], timing, started), None),
+            Err(e) => {
+                return (self.failed(f, status::vm_error(&e), &e.to_string(), &[], timing, started), Vec::new(), None)
+            }
         };
         timing.push(Phase::Vm, started.elapsed());
 
         // 2. Restore the snapshot (or cold-load the program) and hand it the request.
         let ready = match function.start_request(vm, head, body) {
             Ok(ready) => ready,
-            Err(e) => return (self.failed(f, status::start_error(&e), &e.to_string(), &[], timing, started), None),
+            Err(e) => {
+                let resp = self.failed(f, status::start_error(&e), &e.to_string(), &[], timing, started);
+                return (resp, Vec::new(), None);
+            }
         };
 
         // 3. Run to exit, fault or deadline.
@@ -102,18 +148,18 @@ impl App {
         timing.push(Phase::Restore, t.start);
         timing.push(Phase::Run, t.run);
 
-        // 4. Respond.
-        let resp = match finished.take_outcome() {
-            Ok(Output { stdout, stderr, exit_code }) => match status::exit_status(exit_code) {
-                None => {
-                    let mut resp = Response::new(200, &function.config().content_type, stdout);
-                    let total = queued + started.elapsed();
-                    f.metrics.record(total, &timing, None);
-                    resp.server_timing = timing.header(total);
-                    resp
-                }
-                Some(failure) => self.failed(f, failure, &format!("exit status {exit_code}"), &stderr, timing, started),
-            },
+        // 4. Respond (the stderr goes to the function's log).
+        match finished.take_outcome() {
+            Ok(Output { stdout, stderr, exit_code }) => {
+                let resp = match status::exit_status(exit_code) {
+                    None => self.succeeded(f, function.config(), stdout, &stderr, timing, started),
+                    Some(failure) => {
+                        self.failed(f, failure, &format!("exit status {exit_code}"), &stderr, timing, started)
+                    }
+                };
+                // 5. Release happens in `sent`, after the response is written.
+                (resp, stderr, Some(finished))
+            }
             Err(e) => {
                 let failure = status::call_error(&e);
                 let mut resp = self.failed(f, failure, &e.to_string(), finished.stderr_tail(), timing, started);
@@ -121,34 +167,66 @@ impl App {
                     resp.headers
                         .push(format!("X-Snapcall-Timeout-Ms: {}", function.config().limits.timeout.as_millis()));
                 }
-                resp
+                let stderr = finished.stderr_tail().to_vec();
+                (resp, stderr, Some(finished))
             }
-        };
-        // 5. Release happens in `sent`, after the response is written.
-        (resp, Some(finished))
+        }
     }
 
     /// One call through km: a fresh km process with the request on stdin, under the same
     /// deadline, output cap, statuses and Server-Timing (its whole life is the `run` phase).
-    fn call_km(&self, f: &Entry, km: &KmFunction, request: &[u8], queued: Duration) -> Response {
+    fn call_km(&self, f: &Entry, km: &KmFunction, request: &[u8], queued: Duration) -> (Response, Vec<u8>) {
         let started = Instant::now();
         let mut timing = Timing::default();
         timing.push(Phase::Queue, queued);
         let outcome = km.locate_km(self.km.as_deref()).and_then(|exe| km.call(&exe, request));
         timing.push(Phase::Run, started.elapsed());
         match outcome {
-            Ok(Output { stdout, stderr, exit_code }) => match status::exit_status(exit_code) {
-                None => {
-                    let mut resp = Response::new(200, &km.config().content_type, stdout);
-                    let total = queued + started.elapsed();
-                    f.metrics.record(total, &timing, None);
-                    resp.server_timing = timing.header(total);
+            Ok(Output { stdout, stderr, exit_code }) => {
+                let resp = match status::exit_status(exit_code) {
+                    None => self.succeeded(f, km.config(), stdout, &stderr, timing, started),
+                    Some(failure) => {
+                        self.failed(f, failure, &format!("exit status {exit_code}"), &stderr, timing, started)
+                    }
+                };
+                (resp, stderr)
+            }
+            Err(e) => (self.failed(f, status::km_error(&e), &e.to_string(), &[], timing, started), Vec::new()),
+        }
+    }
+
+    /// The answer to a call that exited 0: its stdout as the body, under the bundle's
+    /// content type, or, when the bundle declares `snapcall.response: cgi`, under the status
+    /// and headers of the head the program wrote first (a refused head is a 502).
+    fn succeeded(
+        &self,
+        f: &Entry,
+        config: &BundleConfig,
+        mut stdout: Vec<u8>,
+        stderr: &[u8],
+        timing: Timing,
+        started: Instant,
+    ) -> Response {
+        let mut resp = match config.response {
+            ResponseFormat::Body => Response::new(200, &config.content_type, stdout),
+            ResponseFormat::Cgi => match cgi::parse(&stdout) {
+                Ok(head) => {
+                    stdout.drain(..head.body_start);
+                    let content_type = head.content_type.as_deref().unwrap_or(&config.content_type);
+                    let mut resp = Response::new(head.status, content_type, stdout);
+                    resp.headers = head.headers;
                     resp
                 }
-                Some(failure) => self.failed(f, failure, &format!("exit status {exit_code}"), &stderr, timing, started),
+                Err(e) => {
+                    return self.failed(f, status::response_head_error(), &e.to_string(), stderr, timing, started)
+                }
             },
-            Err(e) => self.failed(f, status::km_error(&e), &e.to_string(), &[], timing, started),
-        }
+        };
+        let queued = timing.phases.first().map(|p| p.1).unwrap_or_default();
+        let total = queued + started.elapsed();
+        f.metrics.record(total, &timing, None);
+        resp.server_timing = timing.header(total);
+        resp
     }
 
     fn failed(
@@ -228,39 +306,20 @@ impl App {
                 let _ = writeln!(out, "{name}{{function=\"{}\"}} {}", f.name, value(f));
             }
         }
+        if let Some(log) = &self.access_log {
+            let _ = writeln!(out, "# HELP snapcall_access_log_dropped_total Access-log lines dropped because the writer was behind.\n# TYPE snapcall_access_log_dropped_total counter");
+            let _ = writeln!(out, "snapcall_access_log_dropped_total {}", log.dropped());
+        }
         let _ = writeln!(out, "# HELP snapcall_functions Functions being served.\n# TYPE snapcall_functions gauge");
         let _ = writeln!(out, "snapcall_functions {}", self.registry.len());
     }
 }
 
-/// `X-Call-Id` (the request's, else a fresh random UUID) and `X-Start-Time` (Unix time in
-/// nanoseconds, as the OpenFaaS gateway sets it).
-fn watchdog_headers(head: &Head) -> [String; 2] {
-    let id = head
-        .headers
-        .iter()
-        .find(|(k, _)| k == "x-call-id")
-        .map(|(_, v)| v.clone())
-        .filter(|v| !v.is_empty() && v.len() <= 256)
-        .unwrap_or_else(random_uuid);
+/// `X-Start-Time` (Unix time in nanoseconds, as the OpenFaaS gateway sets it), for
+/// functions that ask for watchdog behaviours.
+fn watchdog_start_time() -> String {
     let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    [format!("X-Call-Id: {id}"), format!("X-Start-Time: {start}")]
-}
-
-/// A version 4 UUID from the kernel's randomness.
-fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    // SAFETY: getrandom writes at most 16 bytes into the local buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 16 {
-        // No randomness (it never fails for 16 bytes once the pool is up): a time-based id.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        b = t.to_le_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!("X-Start-Time: {start}")
 }
 
 fn method_str(m: &Method) -> &str {
@@ -304,6 +363,34 @@ fn request_head(head: Head) -> RequestHead {
     RequestHead { method, path, query: head.query, headers: head.headers }
 }
 
+impl App {
+    /// `/system/logs` (system_logs.rs), answered from the rings.
+    fn system_logs(&self, req: &Request, started: Instant) -> Response {
+        // Under --basic-auth the logs API takes the same credentials as the rest of /system.
+        let authorization = req.head.header("authorization");
+        let mut resp = match self.provider.as_ref().and_then(|p| p.refuse_unauthorized(authorization)) {
+            Some(refused) => refused,
+            None => system_logs::answer(&self.logs, &req.head.query, |name| self.registry.get(name).is_some()),
+        };
+        resp.server_timing = Timing::default().header(started.elapsed());
+        resp
+    }
+
+    /// A `/system/logs?follow=true` goes to a worker (it may wait), if one of the
+    /// [`MAX_FOLLOWERS`] places is free.
+    fn admit_follower(&self) -> Admission<CallPermit> {
+        let count = Arc::clone(&self.follower_count);
+        if count.fetch_add(1, Ordering::Relaxed) >= MAX_FOLLOWERS {
+            count.fetch_sub(1, Ordering::Relaxed);
+            let detail = format!("{MAX_FOLLOWERS} log followers are waiting already; retry later");
+            let mut resp = Response::json_error(429, "too_many_requests", &detail);
+            resp.headers.push("Retry-After: 1".into());
+            return Admission::Refused(resp);
+        }
+        Admission::Call(CallPermit::FollowLogs { _slot: FollowerSlot(count) })
+    }
+}
+
 fn simple(status: u16, content_type: &str, body: impl Into<Vec<u8>>, started: Instant) -> Response {
     let mut resp = Response::new(status, content_type, body.into());
     resp.server_timing = Timing::default().header(started.elapsed());
@@ -326,7 +413,7 @@ impl Handler for App {
             return false;
         }
         match route {
-            Route::Health | Route::Metrics => true,
+            Route::Health | Route::Metrics | Route::SystemLogs => true,
             Route::System => self.provider.is_some() && provider::owns(&head.path),
             Route::Function { name, .. } => self.registry.get(name).is_some(),
             Route::NotFound => false,
@@ -338,10 +425,13 @@ impl Handler for App {
         if route == Route::System {
             return match &self.provider {
                 Some(_) if provider::runs_long(method_str(&head.method), &head.path) => {
-                    Admission::Call(CallPermit { entry: None })
+                    Admission::Call(CallPermit::Api)
                 }
                 _ => Admission::Local,
             };
+        }
+        if route == Route::SystemLogs && system_logs::blocks(&head.query) {
+            return self.admit_follower();
         }
         let Route::Function { name, .. } = route else { return Admission::Local };
         if routes::disallowed(route, &head.method).is_some() {
@@ -360,12 +450,14 @@ impl Handler for App {
             resp.server_timing = Timing::default().header(Duration::ZERO);
             return Admission::Refused(resp);
         }
-        Admission::Call(CallPermit { entry: Some(entry) })
+        Admission::Call(CallPermit::Call(entry))
     }
 
     fn handle(&self, req: Request, permit: Option<CallPermit>, queued: Duration) -> (Response, Option<FinishedCall>) {
-        if let Some(entry) = permit.as_ref().and_then(|p| p.entry.as_ref()) {
-            return self.call(entry, req, queued);
+        match &permit {
+            Some(CallPermit::Call(entry)) => return self.call(entry, req, queued),
+            Some(CallPermit::FollowLogs { .. }) => return (self.system_logs(&req, Instant::now()), None),
+            Some(CallPermit::Api) | None => {}
         }
         let started = Instant::now();
         let route = routes::route(&req.head.path);
@@ -379,6 +471,7 @@ impl Handler for App {
                 (simple(200, "text/plain; version=0.0.4", text, started), None)
             }
             Route::System => (self.api(&req, started), None),
+            Route::SystemLogs => (self.system_logs(&req, started), None),
             Route::NotFound => (not_found(&req.head.path, started), None),
             // A function route without a permit: the function is gone (or never was).
             Route::Function { .. } => (not_found(&req.head.path, started), None),
@@ -412,6 +505,12 @@ impl Handler for App {
         resp.headers.push("Retry-After: 1".into());
         resp.server_timing = Timing::default().header(Duration::ZERO);
         resp
+    }
+
+    fn answered(&self, head: &Head, resp: &Response) {
+        if let Some(log) = &self.access_log {
+            log.record(head, resp);
+        }
     }
 
     fn sent(&self, done: FinishedCall) {

@@ -81,6 +81,93 @@ pub fn now() -> [u8; LEN] {
     })
 }
 
+/// `t` as RFC 3339 in UTC with nanoseconds (`2026-12-01T11:20:00.123456789Z`), the
+/// timestamp shape of OpenFaaS's log messages (Go's `time.RFC3339Nano`).
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs().min(253_402_300_799);
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Parses RFC 3339 (`2026-12-01T11:20:00Z`, fractions and `+hh:mm` offsets allowed).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let t = s.get(r)?;
+        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let padded: String = frac[..digits].chars().chain(std::iter::repeat('0')).take(9).collect();
+        nanos = padded.parse().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset: i64 = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let h = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
+            let m = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
+            if ![h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) || h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' {
+                h * 3600 + m * 60
+            } else {
+                -(h * 3600 + m * 60)
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day) as i64;
+    let secs = days * 86_400 + (hour * 3600 + minute * 60 + second) as i64 - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+}
+
+/// (year, month, day) to days since 1970-01-01 (H. Hinnant's `days_from_civil`, years >= 1970).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y % 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +232,35 @@ mod tests {
             let text = now();
             let after = secs();
             assert!(text == format(before) || text == format(after), "{:?}", String::from_utf8_lossy(&text));
+        }
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_refuses_garbage() {
+        let t = UNIX_EPOCH + std::time::Duration::new(1_764_588_000, 123_456_789);
+        let text = rfc3339_nanos(t);
+        assert_eq!(text, "2025-12-01T11:20:00.123456789Z");
+        assert_eq!(parse_rfc3339(&text), Some(t));
+        assert_eq!(
+            parse_rfc3339("2025-12-01T11:20:00Z"),
+            Some(UNIX_EPOCH + std::time::Duration::from_secs(1_764_588_000))
+        );
+        assert_eq!(parse_rfc3339("2025-12-01T12:20:00+01:00"), parse_rfc3339("2025-12-01T11:20:00Z"));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00.5Z"),
+            Some(UNIX_EPOCH + std::time::Duration::new(1_709_164_800, 500_000_000))
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2025-13-01T00:00:00Z",
+            "2025-12-01 11:20:00",
+            "2025-12-01T11:20:00",
+            "2025-12-01T11:20:00.Z",
+            "1969-12-31T23:59:59Z",
+            "2025-12-01T11:20:00+1:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 }

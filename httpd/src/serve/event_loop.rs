@@ -533,6 +533,7 @@ impl<H: Handler> EventLoop<H> {
     /// Queues a response; `close` forces `Connection: close`.
     fn respond(&mut self, idx: usize, head: &Head, resp: Response, done: Option<H::Done>, close: bool) {
         self.metrics.count_response(resp.status);
+        self.handler.answered(head, &resp);
         let draining = self.draining.is_some();
         let Some(s) = self.slots[idx].as_mut() else {
             if let Some(d) = done {

@@ -34,6 +34,9 @@ pub trait Handler: Send + Sync + 'static {
     fn refused(&self, head: &Head) -> Response;
     /// The answer to a call over the in-flight limit.
     fn overloaded(&self, head: &Head) -> Response;
+    /// `resp` answers `head` (every response the loop queues, local or not, before it is
+    /// sent): for the access log.
+    fn answered(&self, _head: &Head, _resp: &Response) {}
     /// The response carrying `done` was sent (or its connection died).
     fn sent(&self, done: Self::Done);
 }

@@ -338,23 +338,55 @@ impl ChunkedDecoder {
     }
 }
 
-/// The reason phrase of every status snapcall sends.
+/// The reason phrase of a status (RFC 9110 §15), for snapcall's own and a function's.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
 }
@@ -396,7 +428,11 @@ impl Response {
         h.push_str("Date: ");
         // IMF-fixdate is ASCII by construction.
         h.push_str(std::str::from_utf8(&crate::date::now()).unwrap_or_default());
-        let _ = write!(h, "\r\nContent-Type: {}\r\nContent-Length: {}\r\n", self.content_type, self.body.len());
+        let _ = write!(h, "\r\nContent-Type: {}\r\n", self.content_type);
+        // 204 and 304 have no body and must not announce one (RFC 9110 §8.6).
+        if !matches!(self.status, 204 | 304) {
+            let _ = write!(h, "Content-Length: {}\r\n", self.body.len());
+        }
         if !self.server_timing.is_empty() {
             let _ = write!(h, "Server-Timing: {}\r\n", self.server_timing);
         }

@@ -90,10 +90,12 @@ pub enum ErrorKind {
     Concurrency,
     /// The method is not allowed on a function route: 405.
     Method,
+    /// The function's own response head (`snapcall.response: cgi`) was refused: 502.
+    ResponseHead,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Exit,
         ErrorKind::Fault,
         ErrorKind::OutputLimit,
@@ -102,6 +104,7 @@ impl ErrorKind {
         ErrorKind::Overloaded,
         ErrorKind::Concurrency,
         ErrorKind::Method,
+        ErrorKind::ResponseHead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,6 +117,7 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::Concurrency => "concurrency",
             ErrorKind::Method => "method",
+            ErrorKind::ResponseHead => "response_head",
         }
     }
 

@@ -7,6 +7,9 @@
 //! - `routes`: paths and methods.
 //! - `metrics`: Prometheus counters/histograms and `Server-Timing`.
 //! - `app`: the [`event_loop::Handler`] that runs calls on the vmm crate.
+//! - `cgi`: a function's own response head (status, headers), when its bundle declares one.
+//! - `logs`: every call's stderr in a bounded ring per function; `system_logs`: `/system/logs`.
+//! - `access_log`: one line per answered request, off the loop's thread.
 //! - `status`: the one mapping from vmm errors to HTTP statuses.
 //! - `registry`: bundle discovery at start and on SIGHUP.
 //! - `workers`: the worker threads calls run on (never on a loop thread, by default).
@@ -14,10 +17,13 @@
 //!
 //! This file wires them: listeners, threads, signals.
 
+pub mod access_log;
 pub mod app;
+pub use httpd::cgi;
 pub mod conn;
 pub mod event_loop;
 pub mod handler;
+pub mod logs;
 pub use httpd::http;
 #[cfg(test)]
 mod loop_tests;
@@ -26,6 +32,7 @@ pub mod provider;
 pub mod registry;
 pub mod routes;
 pub mod status;
+pub mod system_logs;
 pub mod workers;
 
 use std::io;

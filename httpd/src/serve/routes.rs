@@ -16,8 +16,11 @@ pub const NAMESPACE: &str = "openfaas-fn";
 pub enum Route<'a> {
     Health,
     Metrics,
-    /// `/system` and below: the OpenFaaS provider API (`provider/`) and the logs API.
+    /// `/system` and below but `/system/logs`: the OpenFaaS provider API (`provider/`).
     System,
+    /// `/system/logs`: function logs in OpenFaaS's shape (system_logs.rs), served with or
+    /// without `--provider`.
+    SystemLogs,
     /// A function: its name (namespace removed) and the path after it (`/` if none).
     Function {
         name: &'a str,
@@ -33,6 +36,7 @@ pub fn route(path: &str) -> Route<'_> {
         "/healthz" => return Route::Health,
         "/metrics" => return Route::Metrics,
         "/system" => return Route::System,
+        "/system/logs" => return Route::SystemLogs,
         _ => {}
     }
     if path.starts_with("/system/") {
@@ -63,8 +67,8 @@ pub fn valid_name(name: &str) -> bool {
 /// The methods a route takes, for the `Allow` header of a 405; `None` if `method` is allowed.
 pub fn disallowed(route: Route<'_>, method: &Method) -> Option<&'static str> {
     match (route, method) {
-        (Route::Health | Route::Metrics, Method::Get | Method::Head) => None,
-        (Route::Health | Route::Metrics, Method::Post | Method::Other(_)) => Some("GET, HEAD"),
+        (Route::Health | Route::Metrics | Route::SystemLogs, Method::Get | Method::Head) => None,
+        (Route::Health | Route::Metrics | Route::SystemLogs, Method::Post | Method::Other(_)) => Some("GET, HEAD"),
         // The function decides what a method means (it sees it in its request head).
         (Route::Function { .. }, _) => None,
         // The API answers its own 405s, per resource.
@@ -97,6 +101,7 @@ mod tests {
         assert_eq!(route("/system/functions"), Route::System);
         assert_eq!(route("/system/function/echo-c"), Route::System);
         assert_eq!(route("/system"), Route::System);
+        assert_eq!(route("/system/logs"), Route::SystemLogs);
         assert_eq!(route("/systemd"), function("systemd", "/"));
     }
 

@@ -24,6 +24,11 @@ pub fn exit_status(code: i32) -> Option<Failure> {
     (code != 0).then_some(failure(502, ErrorKind::Exit, "exit"))
 }
 
+/// The program exited 0 but its own response head (`snapcall.response: cgi`) was refused.
+pub fn response_head_error() -> Failure {
+    failure(502, ErrorKind::ResponseHead, "bad_response_head")
+}
+
 /// The call started but did not produce an exit status.
 pub fn call_error(e: &CallError) -> Failure {
     match e {

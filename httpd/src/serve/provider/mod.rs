@@ -270,15 +270,23 @@ impl Provider {
         Ok(Provider { shared, snapshots: Mutex::new(tx) })
     }
 
+    /// The 401 for a request without the `--basic-auth` credentials; `None` when it may pass
+    /// (or no auth is configured). The logs API (`/system/logs`) asks it too.
+    pub fn refuse_unauthorized(&self, authorization: Option<&str>) -> Option<Response> {
+        let auth = self.shared.cfg.auth.as_ref()?;
+        if auth.allows(authorization) {
+            return None;
+        }
+        let mut resp = Response::json_error(401, "unauthorized", "this API needs basic auth (--basic-auth)");
+        resp.headers.push(format!("WWW-Authenticate: Basic realm=\"{}\"", auth::REALM));
+        Some(resp)
+    }
+
     /// Answers one `/system/*` request (`owns(path)`).
     pub fn handle(&self, req: &ApiRequest) -> Response {
         let p = &self.shared;
-        if let Some(auth) = &p.cfg.auth {
-            if !auth.allows(req.authorization) {
-                let mut resp = Response::json_error(401, "unauthorized", "this API needs basic auth (--basic-auth)");
-                resp.headers.push(format!("WWW-Authenticate: Basic realm=\"{}\"", auth::REALM));
-                return resp;
-            }
+        if let Some(refused) = self.refuse_unauthorized(req.authorization) {
+            return refused;
         }
         let deployed = match (req.path, req.method) {
             ("/system/functions", "POST") => Some(p.deploy(req, false)),
