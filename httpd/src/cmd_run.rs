@@ -13,6 +13,9 @@ use vmm::{Function, StartMode};
 pub struct Args {
     /// The function's bundle directory (config.json + rootfs).
     bundle: PathBuf,
+    /// The request: text, or @FILE for a file's bytes (default: stdin).
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
     /// Start from the program's entry point even if a snapshot exists.
     #[arg(long)]
     cold: bool,
@@ -70,8 +73,7 @@ fn run(args: &Args) -> Result<u8, Failure> {
     }
     let mode = if args.cold { StartMode::Cold } else { StartMode::Snapshot };
     let function = Function::load(&args.bundle, mode).map_err(|e| e.to_string())?;
-    let mut request = Vec::new();
-    std::io::stdin().read_to_end(&mut request).map_err(|e| format!("reading stdin: {e}"))?;
+    let request = read_request(args.data.as_deref())?;
 
     let t = Instant::now();
     let vm = vmm::EmptyVm::create(function.memory_size()).map_err(|e| e.to_string())?;
@@ -114,6 +116,19 @@ fn run(args: &Args) -> Result<u8, Failure> {
     }
 }
 
+/// `-d DATA`, `-d @FILE`, or stdin.
+fn read_request(data: Option<&str>) -> Result<Vec<u8>, String> {
+    match data.map(|d| d.strip_prefix('@').ok_or(d)) {
+        Some(Err(text)) => Ok(text.as_bytes().to_vec()),
+        Some(Ok(path)) if path != "-" => std::fs::read(path).map_err(|e| format!("-d @{path}: {e}")),
+        _ => {
+            let mut request = Vec::new();
+            std::io::stdin().read_to_end(&mut request).map_err(|e| format!("reading stdin: {e}"))?;
+            Ok(request)
+        }
+    }
+}
+
 fn format_syscall(r: &vmm::SyscallRecord) -> String {
     let a = r.args;
     let result = match r.result {
@@ -141,8 +156,7 @@ fn errno_name(e: i32) -> String {
 fn run_with_km(args: &Args, why: String) -> Result<u8, String> {
     let function = vmm::km::KmFunction::load(&args.bundle, why).map_err(|e| e.to_string())?;
     let km = function.locate_km(args.km.as_deref()).map_err(|e| e.to_string())?;
-    let mut request = Vec::new();
-    std::io::stdin().read_to_end(&mut request).map_err(|e| format!("reading stdin: {e}"))?;
+    let request = read_request(args.data.as_deref())?;
     let started = Instant::now();
     let out = function.call(&km, &request).map_err(|e| e.to_string())?;
     if args.timing {

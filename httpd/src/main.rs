@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_client;
 mod cmd_inspect;
 mod cmd_run;
 mod cmd_serve;
@@ -28,6 +29,12 @@ enum Command {
     Serve(Box<cmd_serve::Args>),
     /// Print a snapcall or KM snapshot in human (or JSON) form.
     Inspect(cmd_inspect::Args),
+    /// Call a function on a running server: `snapcall invoke NAME -d DATA|@FILE [-H K:V]`.
+    Invoke(cmd_client::InvokeArgs),
+    /// Print a function's log lines from a running server (`--follow` to keep reading).
+    Logs(cmd_client::LogsArgs),
+    /// Print a shell completion script: `snapcall completions bash > /etc/bash_completion.d/snapcall`.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -37,5 +44,16 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => cmd_snapshot::main(args),
         Command::Serve(args) => cmd_serve::main(*args),
         Command::Inspect(args) => cmd_inspect::main(args),
+        Command::Invoke(args) => cmd_client::invoke(args),
+        Command::Logs(args) => cmd_client::logs(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "snapcall",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }

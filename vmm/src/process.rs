@@ -7,8 +7,8 @@ use std::time::Instant;
 use crate::budget::MemoryBudget;
 use crate::files::{FdTable, Rootfs};
 use crate::mm::AddressSpace;
-use crate::threads::Threads;
 use crate::overlay::Overlay;
+use crate::threads::Threads;
 
 /// Identity the program sees (it is never real: there are no other processes or users).
 pub const GUEST_PID: u64 = 100;

@@ -1,0 +1,255 @@
+//! The commands that talk to a running `snapcall serve`: `invoke` (one call) and `logs`
+//! (a function's log lines, `--follow` to keep reading). A plain HTTP/1.1 client over one
+//! TCP connection per request: the server is local or trusted, and this keeps the binary
+//! free of an HTTP client dependency.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Where the server is (`SNAPCALL_URL`, default the serve default).
+#[derive(clap::Args, Clone)]
+pub struct ServerArg {
+    /// The server's address, host:port or http://host:port.
+    #[arg(long, env = "SNAPCALL_URL", default_value = "127.0.0.1:8080")]
+    server: String,
+}
+
+impl ServerArg {
+    fn addr(&self) -> &str {
+        self.server.trim_start_matches("http://").trim_end_matches('/')
+    }
+}
+
+/// Arguments of `snapcall invoke`.
+#[derive(clap::Args)]
+pub struct InvokeArgs {
+    /// The function's name (NAME or NAME.openfaas-fn), optionally with a sub-path: NAME/a/b.
+    name: String,
+    /// The request body: text, or @FILE to send a file's bytes (@- for stdin). None: empty.
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// The method (default POST with a body, GET without).
+    #[arg(short = 'X', long)]
+    method: Option<String>,
+    /// The query string (without `?`).
+    #[arg(long)]
+    query: Option<String>,
+    /// Print the status line and headers before the body (to stderr).
+    #[arg(short = 'i', long)]
+    include: bool,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+/// Arguments of `snapcall logs`.
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The function's name.
+    name: String,
+    /// Only the last N calls.
+    #[arg(long)]
+    tail: Option<u64>,
+    /// Only calls since this RFC 3339 time (2026-01-02T15:04:05Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Keep reading: print each new call's line as it comes, until interrupted.
+    #[arg(short, long)]
+    follow: bool,
+    /// Print the raw NDJSON messages (OpenFaaS's shape) instead of one line per call.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+/// A response as the client reads it.
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Bytes that may go on a request line or in a header (no CR, LF or other controls).
+fn clean(what: &str, s: &str) -> Result<(), String> {
+    if s.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(format!("{what} may not hold control characters (CR, LF, ...): {s:?}"));
+    }
+    Ok(())
+}
+
+fn request(
+    server: &ServerArg,
+    method: &str,
+    target: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Reply, String> {
+    clean("the method", method)?;
+    clean("the path", target)?;
+    let addr = server.addr();
+    let mut stream = TcpStream::connect(addr)
+        .map_err(|e| format!("cannot connect to {addr}: {e} (is snapcall serve running? --server / SNAPCALL_URL)"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        clean("a header", k)?;
+        clean("a header", v)?;
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|_| stream.write_all(body))
+        .map_err(|e| format!("sending to {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| format!("reading the answer from {addr}: {e}"))?;
+    let end =
+        raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| format!("{addr} sent no complete HTTP answer"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status =
+        head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("{addr}: bad status line {head:?}"))?;
+    let mut reply = Reply { status, head, body: raw[end + 4..].to_vec() };
+    if let Some(len) = reply.header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        reply.body.truncate(len);
+    }
+    Ok(reply)
+}
+
+fn fail(cmd: &str, message: &str) -> ExitCode {
+    eprintln!("snapcall {cmd}: {message}");
+    ExitCode::FAILURE
+}
+
+fn body_of(data: Option<&str>) -> Result<Vec<u8>, String> {
+    match data {
+        None => Ok(Vec::new()),
+        Some("@-") => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b).map_err(|e| format!("reading stdin: {e}"))?;
+            Ok(b)
+        }
+        Some(d) => match d.strip_prefix('@') {
+            Some(path) => std::fs::read(path).map_err(|e| format!("-d @{path}: {e}")),
+            None => Ok(d.as_bytes().to_vec()),
+        },
+    }
+}
+
+pub fn invoke(args: InvokeArgs) -> ExitCode {
+    let body = match body_of(args.data.as_deref()) {
+        Ok(b) => b,
+        Err(e) => return fail("invoke", &e),
+    };
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        match h.split_once(':') {
+            Some((k, v)) if !k.trim().is_empty() => headers.push((k.trim().to_owned(), v.trim().to_owned())),
+            _ => return fail("invoke", &format!("-H wants `Name: value`, not {h:?}")),
+        }
+    }
+    let method = args.method.clone().unwrap_or_else(|| if args.data.is_some() { "POST" } else { "GET" }.into());
+    let mut target = format!("/function/{}", args.name.trim_start_matches('/'));
+    if let Some(q) = &args.query {
+        target.push('?');
+        target.push_str(q.trim_start_matches('?'));
+    }
+    match request(&args.server, &method, &target, &headers, &body, Duration::from_secs(3600)) {
+        Ok(reply) => {
+            if args.include {
+                eprintln!("{}", reply.head);
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&reply.body).and_then(|_| out.flush());
+            if (200..300).contains(&reply.status) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("snapcall invoke: {} answered {}", args.name, reply.head.lines().next().unwrap_or(""));
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail("invoke", &e),
+    }
+}
+
+pub fn logs(args: LogsArgs) -> ExitCode {
+    let mut query = format!("name={}", args.name);
+    if let Some(n) = args.tail {
+        query.push_str(&format!("&tail={n}"));
+    }
+    if let Some(s) = &args.since {
+        query.push_str(&format!("&since={}", s.replace('+', "%2B")));
+    }
+    let mut after: Option<u64> = None;
+    loop {
+        let q = match (args.follow, after) {
+            (true, Some(seq)) => format!("name={}&follow=true&after={seq}", args.name),
+            _ => query.clone(),
+        };
+        let reply = match request(&args.server, "GET", &format!("/system/logs?{q}"), &[], b"", Duration::from_secs(60))
+        {
+            Ok(r) => r,
+            Err(e) => return fail("logs", &e),
+        };
+        if reply.status != 200 {
+            return fail(
+                "logs",
+                &format!(
+                    "{}: {}",
+                    reply.head.lines().next().unwrap_or(""),
+                    String::from_utf8_lossy(&reply.body).trim()
+                ),
+            );
+        }
+        for line in String::from_utf8_lossy(&reply.body).lines() {
+            println!("{}", if args.json { line.to_owned() } else { human(line) });
+        }
+        if let Some(seq) = reply.header("x-snapcall-log-seq").and_then(|s| s.parse().ok()) {
+            after = Some(seq);
+        } else if after.is_none() {
+            // No line yet: follow from the very first.
+            after = None;
+        }
+        if !args.follow {
+            return ExitCode::SUCCESS;
+        }
+        if after.is_none() {
+            // Nothing logged yet: ask again shortly (a follow with no line to start from).
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// `TIME CALL_ID STATUS DURATIONms` and then the call's stderr, indented.
+fn human(message: &str) -> String {
+    let Ok(m) = serde_json::from_str::<serde_json::Value>(message) else { return message.to_owned() };
+    let Some(call) = m["text"].as_str().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()) else {
+        return message.to_owned();
+    };
+    let mut out = format!(
+        "{} {} {} {:.3}ms",
+        call["time"].as_str().unwrap_or("-"),
+        call["call_id"].as_str().unwrap_or("-"),
+        call["status"],
+        call["duration_ms"].as_f64().unwrap_or(0.0)
+    );
+    for l in call["stderr"].as_str().unwrap_or("").lines() {
+        out.push_str("\n    ");
+        out.push_str(l);
+    }
+    out
+}
