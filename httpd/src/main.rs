@@ -11,6 +11,7 @@ mod cmd_inspect;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_snapshot;
+mod cmd_validate;
 
 #[derive(Parser)]
 #[command(name = "snapcall", version, about = "Every function call in its own brand-new KVM VM")]
@@ -29,6 +30,8 @@ enum Command {
     Serve(Box<cmd_serve::Args>),
     /// Print a snapcall or KM snapshot in human (or JSON) form.
     Inspect(cmd_inspect::Args),
+    /// List every problem of a bundle (config, limits, program, snapshot), each with its fix.
+    Validate(cmd_validate::Args),
     /// Call a function on a running server: `snapcall invoke NAME -d DATA|@FILE [-H K:V]`.
     Invoke(cmd_client::InvokeArgs),
     /// Print a function's log lines from a running server (`--follow` to keep reading).
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => cmd_snapshot::main(args),
         Command::Serve(args) => cmd_serve::main(*args),
         Command::Inspect(args) => cmd_inspect::main(args),
+        Command::Validate(args) => cmd_validate::main(args),
         Command::Invoke(args) => cmd_client::invoke(args),
         Command::Logs(args) => cmd_client::logs(args),
         Command::Completions { shell } => {

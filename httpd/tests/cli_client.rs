@@ -74,3 +74,27 @@ fn run_takes_data_and_completions_print_a_script() {
     assert!(ok && out.contains("_snapcall") && out.contains("invoke"), "{}", &out[..out.len().min(200)]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn validate_lists_every_problem_with_its_fix() {
+    let dir = functions_dir(&["echo-c"]);
+    let bundle = dir.join("echo-c");
+    let (ok, out, _) = snapcall(&["validate", bundle.to_str().unwrap()]);
+    assert!(ok && out.trim().ends_with(": ok"), "{out}");
+    // A typo in an annotation and a dynamically linked program: every problem is reported.
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+    std::fs::write(bundle.join("config.json"), config.replace("snapcall.memory_mib", "snapcall.memroy_mib")).unwrap();
+    std::fs::copy("/bin/true", bundle.join("rootfs/bin/echo-c")).unwrap();
+    let (ok, out, _) = snapcall(&["validate", bundle.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("unknown annotation snapcall.memroy_mib"), "{out}");
+    assert!(out.contains("dynamically linked") && out.contains("fix: link it statically"), "{out}");
+    // The memory annotation is gone, so the snapshot (taken with 64 MiB) no longer matches.
+    assert!(out.contains("snapshot") && out.contains("fix: take it again: snapcall snapshot"), "{out}");
+    assert!(out.contains("3 problem(s)"), "{out}");
+    // A config.json that is not JSON.
+    std::fs::write(bundle.join("config.json"), "{").unwrap();
+    let (ok, out, _) = snapcall(&["validate", bundle.to_str().unwrap()]);
+    assert!(!ok && out.contains("not valid JSON") && out.contains("fix: edit config.json"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
