@@ -85,6 +85,9 @@ fn run(args: &Args) -> Result<u8, Failure> {
     let mut finished = ready.run();
     let timings = finished.timings();
     let stats = finished.stats().clone();
+    for refusal in stats.refusals() {
+        eprintln!("snapcall: {}: {refusal}", function.name());
+    }
     let outcome = finished.take_outcome();
     let t = Instant::now();
     finished.destroy_vm();

@@ -77,6 +77,9 @@ pub struct CallStats {
     pub syscalls: u64,
     /// Syscalls answered ENOSYS, by number (at most `MAX_UNKNOWN_SYSCALL_NUMBERS` numbers).
     pub unknown_syscalls: std::collections::BTreeMap<u64, u64>,
+    /// Syscalls refused on purpose (fork, vfork, execve, ptrace...), by number; see
+    /// [`CallStats::refusals`] for why.
+    pub refused_syscalls: std::collections::BTreeMap<u64, u64>,
     /// Unknown syscalls not in `unknown_syscalls` because it was full.
     pub unknown_syscalls_dropped: u64,
     /// Syscalls `--trace-syscalls` did not see because the call had traced its maximum.
@@ -86,6 +89,20 @@ pub struct CallStats {
     /// Host page faults taken by the calling thread while the guest ran: each first touch
     /// of a guest page that the host had not mapped yet (minor faults, getrusage).
     pub host_page_faults: u64,
+}
+
+impl CallStats {
+    /// One line per refused syscall: "fork refused 2 times (EPERM): child processes are not
+    /// supported: the function is one process".
+    pub fn refusals(&self) -> Vec<String> {
+        self.refused_syscalls
+            .iter()
+            .map(|(&nr, &n)| {
+                let times = if n == 1 { "once".to_string() } else { format!("{n} times") };
+                format!("{} refused {times} (EPERM): {}", syscalls::name(nr), syscalls::refusal_reason(nr))
+            })
+            .collect()
+    }
 }
 
 /// Minor page faults of the calling thread so far.
@@ -214,6 +231,7 @@ impl ReadyCall {
         self.stats.syscalls = self.process.stats.syscalls;
         self.stats.unknown_syscalls = std::mem::take(&mut self.process.stats.unknown);
         self.stats.unknown_syscalls_dropped = self.process.stats.unknown_dropped;
+        self.stats.refused_syscalls = std::mem::take(&mut self.process.stats.refused);
         self.stats.traced_syscalls_dropped = self.process.stats.trace_dropped;
         FinishedCall { vm: Some(self.vm), outcome, stderr_tail, timings: self.timings, stats: self.stats }
     }

@@ -58,12 +58,20 @@ pub struct SyscallStats {
     pub unknown: std::collections::BTreeMap<u64, u64>,
     /// Unknown syscalls whose number found `unknown` full.
     pub unknown_dropped: u64,
+    /// Syscalls refused on purpose (fork, execve, ptrace...: EPERM), by number; a fixed,
+    /// short list of numbers, so bounded.
+    pub refused: std::collections::BTreeMap<u64, u64>,
     /// Syscalls not handed to the tracer because it had [`MAX_TRACED_SYSCALLS`] already.
     pub trace_dropped: u64,
     traced: u64,
 }
 
 impl SyscallStats {
+    /// Counts one refused syscall `nr`.
+    pub fn count_refused(&mut self, nr: u64) {
+        *self.refused.entry(nr).or_insert(0) += 1;
+    }
+
     /// Counts one unknown syscall `nr`.
     pub fn count_unknown(&mut self, nr: u64) {
         if let Some(n) = self.unknown.get_mut(&nr) {

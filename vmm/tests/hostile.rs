@@ -135,6 +135,21 @@ fn process_creation_exec_the_network_and_ptrace_are_refused() {
     let expected: String = calls.iter().map(|(c, e)| format!("{c}: -1 {e}\n")).collect();
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
     assert_eq!(out.exit_code, 0);
+    // The call's stats say what was refused and why.
+    let finished = call(&load("forbidden", StartMode::Cold), b"");
+    let refusals = finished.stats().refusals();
+    for line in [
+        "fork refused once (EPERM): child processes are not supported: the function is one process",
+        "vfork refused once (EPERM): child processes are not supported: the function is one process",
+        "execve refused once (EPERM): running another program is not supported: the function is this one program",
+        "ptrace refused 2 times (EPERM): tracing is not supported",
+    ] {
+        assert!(refusals.iter().any(|r| r == line), "{line:?} not in {refusals:?}");
+    }
+    assert!(
+        refusals.iter().any(|r| r.starts_with("clone refused 2 times") || r.starts_with("clone refused once")),
+        "{refusals:?}"
+    );
 }
 
 #[test]

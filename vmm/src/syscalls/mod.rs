@@ -99,12 +99,27 @@ pub mod nr {
     pub const ARCH_PRCTL: u64 = 158;
 }
 
-/// Syscalls refused outright: no processes, no network, no signals to others.
+/// Syscalls refused outright: no processes, no network, no signals to others. EPERM is what
+/// a seccomp-sandboxed Linux process gets for them (SECCOMP_RET_ERRNO(EPERM), Docker's
+/// default action); each refusal is counted in the call's stats with the reason
+/// [`refusal_reason`] gives.
 const REFUSED: &[u64] = &[
     57, 58, 59, 322, // fork, vfork, execve, execveat (clone and clone3 make threads only)
     299, 307, // recvmmsg, sendmmsg
     101, // ptrace
 ];
+
+/// Why syscall `nr` is refused, for the call's stats and logs.
+pub fn refusal_reason(nr: u64) -> &'static str {
+    match nr {
+        57 | 58 | 56 | 435 => "child processes are not supported: the function is one process",
+        59 | 322 => "running another program is not supported: the function is this one program",
+        101 => "tracing is not supported",
+        299 | 307 => "multi-message socket calls are not supported",
+        _ => "refused",
+    }
+}
+
 /// Handles syscall `nr` with `args` for `p`, whose memory is `mem`.
 pub fn handle(p: &mut Process, mem: &mut GuestMemory, nr: u64, args: [u64; 6]) -> Outcome {
     p.stats.syscalls += 1;
@@ -262,7 +277,10 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         302 => ret(sys_prlimit(p, mem, a[1] as u32, a[2], a[3])),
         318 => ret(sys_getrandom(mem, a[0], a[1])),
         334 => ret(Err(ENOSYS)), // rseq: glibc carries on without it
-        n if REFUSED.contains(&n) => ret(Err(EPERM)),
+        n if REFUSED.contains(&n) => {
+            p.stats.count_refused(n);
+            ret(Err(EPERM))
+        }
         n => {
             p.stats.count_unknown(n);
             ret(Err(ENOSYS))

@@ -113,7 +113,8 @@ const PAGE_SIZE_BYTES: u64 = 4096;
 
 fn spawn(p: &mut Process, mem: &mut GuestMemory, r: CloneRequest) -> Outcome {
     if r.flags & CLONE_THREAD == 0 {
-        return ret(Err(EPERM)); // a new process: there is only this one
+        p.stats.count_refused(56); // a new process: there is only this one
+        return ret(Err(EPERM));
     }
     // Linux's own rules: a thread shares the signal handlers, which need the address space.
     if r.flags & CLONE_SIGHAND == 0 || r.flags & CLONE_VM == 0 {
