@@ -441,11 +441,9 @@ impl Epoll {
         if w.get(&fd).is_some_and(|old| old.file == watch.file) {
             return Err(EEXIST);
         }
-        if w.insert(fd, watch).is_none() {
-            if self.budget.charge(EPOLL_WATCH_COST).is_err() {
-                w.remove(&fd);
-                return Err(ENOSPC);
-            }
+        if w.insert(fd, watch).is_none() && self.budget.charge(EPOLL_WATCH_COST).is_err() {
+            w.remove(&fd);
+            return Err(ENOSPC);
         }
         Ok(())
     }

@@ -181,6 +181,7 @@ fn recv(p: &Process, fd: u64, e: &Endpoint, len: u64, flags: u64) -> Result<(Vec
     }
 }
 
+#[allow(clippy::too_many_arguments)] // recvfrom(2) has six arguments besides the process and memory
 pub(super) fn sys_recvfrom(
     p: &mut Process,
     mem: &mut GuestMemory,
@@ -369,7 +370,7 @@ pub(super) fn sys_setsockopt(p: &mut Process, mem: &GuestMemory, fd: u64, level:
 /// cannot listen; anything else is not a socket.
 pub(super) fn sys_connected_socket_op(p: &Process, fd: u64, connect: bool) -> SysResult {
     socket(p, fd)?;
-    Err(if connect { libc::EISCONN } else { libc::EINVAL }).map_err(Errno)
+    Err(Errno(if connect { libc::EISCONN } else { libc::EINVAL }))
 }
 
 /// FIONREAD: bytes a read would take now.

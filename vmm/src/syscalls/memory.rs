@@ -138,7 +138,7 @@ pub(super) fn sys_msync(p: &Process, addr: u64, len: u64, flags: u64) -> SysResu
     if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC {
         return Err(EINVAL);
     }
-    if addr % 4096 != 0 {
+    if !addr.is_multiple_of(4096) {
         return Err(EINVAL);
     }
     let end = crate::mm::page_up(len).and_then(|l| addr.checked_add(l)).ok_or(ENOMEM)?;
