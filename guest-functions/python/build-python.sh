@@ -156,7 +156,9 @@ STAMP="$BUILD/rootfs.stamp"
 PRUNE=(test idlelib tkinter turtledemo ensurepip lib2to3 distutils pydoc_data venv ctypes curses
        sqlite3 dbm lib-dynload site-packages dist-packages "config-$PYVER-x86_64-linux-gnu"
        __phello__ unittest/test turtle.py pydoc.py)
-if needs_build "$STAMP" "$PYBIN" "$HERE/build-python.sh" "$STDLIB_SRC/os.py"; then
+TZDATA=/usr/share/zoneinfo
+[ -e "$TZDATA/tzdata.zi" ] || die "missing $TZDATA/tzdata.zi (Debian's tzdata): run scripts/install-deps.sh"
+if needs_build "$STAMP" "$PYBIN" "$HERE/build-python.sh" "$STDLIB_SRC/os.py" "$TZDATA/tzdata.zi"; then
     log "assembling stdlib rootfs template"
     rm -rf "$TEMPLATE.tmp"
     mkdir -p "$TEMPLATE.tmp/usr/bin" "$TEMPLATE.tmp/usr/lib"
@@ -169,6 +171,19 @@ if needs_build "$STAMP" "$PYBIN" "$HERE/build-python.sh" "$STDLIB_SRC/os.py"; th
         -exec rm -rf {} + 2>/dev/null || true
     # Debian's sitecustomize.py is a symlink to the host's /etc; the guest runs -S anyway.
     rm -f "$TEMPLATE.tmp/usr/lib/python$PYVER/sitecustomize.py" "$TEMPLATE.tmp/usr/lib/python$PYVER/EXTERNALLY-MANAGED"
+    # What a normal process finds in /etc and /usr/share: its user and group (snapcall's guest
+    # is uid/gid 1000, vmm's GUEST_UID, home / as HOME=/; root and nobody as on any system;
+    # glibc's static NSS reads these files without nsswitch.conf), and the zoneinfo database
+    # from Debian's tzdata for
+    # zoneinfo.ZoneInfo and TZ=<zone>. Not /etc/localtime: without it glibc's tzset (one
+    # ENOENT at start-up) and the guest's local time are UTC. Not tzdata's right/ (leap-second
+    # variants nothing here uses) nor its localtime symlink into the host's /etc.
+    mkdir -p "$TEMPLATE.tmp/etc" "$TEMPLATE.tmp/usr/share"
+    printf '%s\n' 'root:x:0:0:root:/root:/usr/sbin/nologin' 'snapcall:x:1000:1000:snapcall function:/:/usr/sbin/nologin' \
+        'nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin' >"$TEMPLATE.tmp/etc/passwd"
+    printf '%s\n' 'root:x:0:' 'snapcall:x:1000:' 'nogroup:x:65534:' >"$TEMPLATE.tmp/etc/group"
+    tar -C "$(dirname "$TZDATA")" --exclude=zoneinfo/right --exclude=zoneinfo/localtime \
+        -cf - "$(basename "$TZDATA")" | tar -C "$TEMPLATE.tmp/usr/share" -xf -
     cp "$PYBIN" "$TEMPLATE.tmp/usr/bin/python3"
     ln -s python3 "$TEMPLATE.tmp/usr/bin/python$PYVER"
     # Pre-compile with the guest interpreter itself (same magic number), unchecked-hash so the
@@ -228,3 +243,4 @@ py_bundle "$TESTS" py-state "$P/tests/py_state.py" py_state handler 256 10000 "t
 py_bundle "$TESTS" py-time "$P/tests/py_time.py" py_time handler 256 10000 "application/json"
 py_bundle "$TESTS" py-http "$P/tests/py_http.py" py_http handler 256 10000 "text/plain; charset=utf-8" cgi
 py_bundle "$TESTS" py-imports "$P/tests/py_imports.py" py_imports handler 256 10000 "application/json"
+py_bundle "$TESTS" py-system "$P/tests/py_system.py" py_system handler 256 10000 "application/json"

@@ -178,3 +178,24 @@ fn a_warm_up_request_runs_through_the_handler_before_the_snapshot() {
     }
     std::fs::remove_dir_all(dst).unwrap();
 }
+
+#[test]
+fn the_guest_finds_its_user_group_and_time_zones_cold_and_restored() {
+    let expected = serde_json::json!({
+        "user": "snapcall",
+        "home": "/",
+        "root": 0,
+        "group": "snapcall",
+        "paris_summer": "2024-07-01T14:00:00+02:00",
+        "new_york_winter": "2024-01-15T07:00:00-05:00",
+        "tokyo": 32400.0,
+        "zones_over_400": true,
+    });
+    let (dir, restored) = snapshotted("py-system", "system");
+    for f in [&load("py-system", StartMode::Cold), &restored] {
+        let out = output(f, b"");
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(got, expected);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
