@@ -47,6 +47,7 @@ json_list() {
 }
 
 # write_config BUNDLE_DIR ARGS_JSON ENV_JSON ANNOTATION_KEY=VALUE...
+# The process's cwd is $CONFIG_CWD, "/" when unset.
 write_config() {
     local dir="$1" args="$2" env="$3"; shift 3
     local ann="" kv first=1
@@ -63,7 +64,7 @@ write_config() {
     "user": {"uid": 0, "gid": 0},
     "args": $args,
     "env": $env,
-    "cwd": "/"
+    "cwd": $(json_str "${CONFIG_CWD:-/}")
   },
   "root": {"path": "rootfs", "readonly": true},
   "hostname": "snapcall",

@@ -81,8 +81,9 @@ PACKAGES=(
     build-essential gcc make libc6-dev musl-tools binutils file
     # static CPython guest: libpython3.11.a + stdlib, and the C libraries its modules link
     python3.11 libpython3.11-dev libpython3.11-stdlib zlib1g-dev libexpat1-dev
-    # Python bundles' /usr/share/zoneinfo
-    tzdata
+    # Python bundles' /usr/share/zoneinfo; CPython's regression tests for the compat measure
+    # (docs/compat.md)
+    tzdata libpython3.11-testsuite
     # `apt-get source python3.11` (dpkg-source unpacks .dsc/.orig.tar.xz/.debian.tar.xz)
     dpkg-dev xz-utils patch
     # testing and measuring
