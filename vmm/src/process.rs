@@ -155,10 +155,11 @@ impl Process {
         1u64 << ((sig - 1) & 63)
     }
 
-    /// Whether nothing but time can end a wait: one thread and no alarm that could interrupt
-    /// it (a pending signal would have run already).
+    /// Whether nothing but time can end a wait: one thread, no alarm that could interrupt it,
+    /// and no pending signal it could take now (rt_sigsuspend unblocks one that an alarm
+    /// raised before it).
     pub fn alone(&self) -> bool {
-        !self.threads.others_exist() && self.itimer_real.is_none()
+        !self.threads.others_exist() && self.itimer_real.is_none() && !self.signal_ready()
     }
 
     /// Whether the current thread has a signal to take before it returns to the program

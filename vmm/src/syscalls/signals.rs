@@ -310,7 +310,7 @@ pub(super) fn sys_rt_sigsuspend(p: &mut Process, mem: &mut GuestMemory, mask: u6
 
 fn wait_for_signal(p: &Process, syscall: &'static str) -> Outcome {
     if p.alone() {
-        // Nothing could ever send it one (a pending one would have run already).
+        // Nothing could ever send it one, and none it can take is pending.
         return Outcome::Stop(Stop::Unsupported(format!(
             "{syscall} waits for a signal: the program has one thread and no alarm, so none can ever come"
         )));

@@ -470,6 +470,27 @@ fn alarm_and_setitimer_arm_one_real_timer() {
 }
 
 #[test]
+fn sigsuspend_takes_a_signal_that_came_while_it_was_blocked() {
+    let mut g = guest();
+    set_handler(&mut g, 14, 0x40_1000, 0);
+    g.put(SCRATCH, &(1u64 << 13).to_le_bytes());
+    assert_eq!(g.sys(14, &[0, SCRATCH, 0, 8]), 0, "block SIGALRM");
+    // The alarm fired (one-shot) before the program got to rt_sigsuspend.
+    g.p.itimer_real = Some(RealTimer { next: Instant::now(), interval: Duration::ZERO });
+    assert_eq!(expire_itimer(&mut g.p, Instant::now()), Ok(()));
+    assert!(g.p.itimer_real.is_none() && !g.p.signal_ready());
+    g.put(SCRATCH, &0u64.to_le_bytes());
+    let b = blocked(g.call(130, &[SCRATCH, 8]));
+    assert_eq!(b.what, WaitFor::Signal, "it waits (and the scheduler ends the wait at once)");
+    assert!(g.p.signal_ready() && !g.p.alone());
+    assert_eq!(g.p.threads.current.saved_mask, Some(1 << 13), "the old mask comes back after the handler");
+    // With nothing pending and nothing to send one, it would wait for ever.
+    let mut g = guest();
+    g.put(SCRATCH, &0u64.to_le_bytes());
+    assert!(matches!(g.call(130, &[SCRATCH, 8]), Outcome::Stop(Stop::Unsupported(_))));
+}
+
+#[test]
 fn a_signal_wakes_a_blocked_thread_with_eintr_or_restarts_it() {
     let mut g = guest();
     second_thread(&mut g);
