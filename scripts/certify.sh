@@ -12,12 +12,9 @@ REPO="$(pwd)"
 CERTIFIER="${SNAPCALL_CERTIFIER:-$REPO/../shared/openfaas-certifier}"
 
 # The certifier tests that apply to a one-node provider without OpenFaaS's gateway (its
-# autoscaler and log provider are the gateway's and Prometheus's, not a provider's). Test_Invoke
-# runs its subtests but the redirect one, which needs functions to set their own status
-# (the "Bring your own function" work); docs/provider.md lists why each other one is out.
+# autoscaler is the gateway's); docs/provider.md lists why each other one is out.
 RUNS=(
-    '^(Test_ProviderInfo|Test_HealthEndpoint|Test_ListNamespaces|Test_Deploy_MetaData|Test_InvokeNotFound|Test_SecretCRUD|Test_ScaleMinimum|Test_ScaleFromZeroDuringInvoke|Test_ScalingDisabledViaLabels|Test_ScaleToZero)$'
-    '^Test_Invoke$/^(Invoke_test_with_different_verbs|Invoke_with_custom_env_vars_and_query_string)$'
+    '^(Test_ProviderInfo|Test_HealthEndpoint|Test_ListNamespaces|Test_Deploy_MetaData|Test_InvokeNotFound|Test_Invoke|Test_SecretCRUD|Test_ScaleMinimum|Test_ScaleFromZeroDuringInvoke|Test_ScalingDisabledViaLabels|Test_ScaleToZero)$'
 )
 if [ "${1:-}" = "--all" ]; then
     RUNS=('.')
