@@ -101,6 +101,8 @@ c_bundle "$TESTS" clock glibc "$T/clock.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" clock-musl musl "$T/clock.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" munmap-checkerboard glibc "$T/munmap-checkerboard.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" deep-recursion glibc "$T/deep-recursion.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" wx glibc "$T/wx.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" wx-1g glibc "$T/wx.c" "$TXT" snapcall.memory_mib=1024 snapcall.timeout_ms=30000
 c_bundle "$TESTS" hostile glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.max_output_bytes=1048576
 c_bundle "$TESTS" hostile-short-deadline glibc "$T/hostile.c" "$TXT" snapcall.memory_mib=64 snapcall.timeout_ms=1000
 # cgi-echo: echo-c under snapcall.response=cgi, so a test's request body is the response head.

@@ -63,4 +63,11 @@ pub use write::{encode_snapshot, write_snapshot, MONITOR_LABEL};
 
 /// Version of the SNAPCALL notes written by this crate (the identity note's
 /// `format_version`). The reader accepts `1..=FORMAT_VERSION`.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: region protections are exact: each image segment has its own (from its PT_LOAD
+///   flags, then mprotect), where version 1 recorded the whole image as `r-x`. The notes'
+///   layout is unchanged; a reader of version 1 must not trust its image protections.
+pub const FORMAT_VERSION: u32 = 2;
+/// The first [`FORMAT_VERSION`] whose region protections are exact.
+pub const EXACT_PROTECTIONS_VERSION: u32 = 2;

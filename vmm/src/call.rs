@@ -23,6 +23,12 @@ pub enum CallError {
     GuestFault { vector: u8, name: &'static str, rip: u64, error_code: u64, cr2: u64, cpl: u8 },
     #[error("stack overflow: the program ran down through its 8 MiB stack into the guard page at {guard:#x} (rip {rip:#x}, address {addr:#x})")]
     StackOverflow { rip: u64, addr: u64, guard: u64 },
+    /// A #PF on a present page the program may read but not write (`error_code` as pushed).
+    #[error("write to read-only memory at {addr:#x} (rip {rip:#x}, #PF error code {error_code:#x})")]
+    WriteToReadOnly { rip: u64, addr: u64, error_code: u64 },
+    /// A #PF fetching an instruction from a present page without execute permission.
+    #[error("execute of non-executable memory at {addr:#x} (#PF error code {error_code:#x})")]
+    ExecuteNonExecutable { rip: u64, addr: u64, error_code: u64 },
     #[error("deadline of {0:?} passed")]
     Deadline(Duration),
     #[error("output went over the cap of {limit} bytes")]
@@ -89,6 +95,10 @@ pub struct CallStats {
     /// Host page faults taken by the calling thread while the guest ran: each first touch
     /// of a guest page that the host had not mapped yet (minor faults, getrusage).
     pub host_page_faults: u64,
+    /// Syscalls after which the guest rewrote live page-table entries (an mprotect, or an
+    /// mmap/munmap/mremap that changed a protection; `page_tables.rs`): each cost one ioctl
+    /// and a run of the CPL0 table writer.
+    pub page_table_updates: u64,
 }
 
 impl CallStats {
@@ -335,6 +345,12 @@ impl ReadyCall {
                     write_user_return(&mut self.vm.memory, call.return_rip, call.user_rsp, call.rflags, result)?;
                 }
                 crate::output_ring::publish(&self.process, &mut self.vm.memory);
+                // The syscall changed page-table entries (mmap, munmap, mprotect, mremap): the
+                // guest rewrites them on its way back, so KVM and the TLB see them.
+                if let Some(tables) = self.process.page_tables.as_mut().filter(|t| t.has_pending()) {
+                    crate::page_tables::enter_table_writer(&mut self.vm, tables, self.process.fs_base)?;
+                    self.stats.page_table_updates += 1;
+                }
                 continue;
             }
             match event {
@@ -389,6 +405,15 @@ impl ReadyCall {
         if vector == 14 && (guard..guard + PAGE_SIZE).contains(&cr2) {
             return CallError::StackOverflow { rip, addr: cr2, guard };
         }
+        // A present user page the access was not allowed on: its protection said no (a
+        // monitor page, below USER_START, is a plain fault).
+        let denied = error_code & PF_PRESENT != 0 && error_code & PF_USER != 0 && cr2 >= USER_START;
+        if vector == 14 && denied && error_code & PF_FETCH != 0 {
+            return CallError::ExecuteNonExecutable { rip, addr: cr2, error_code };
+        }
+        if vector == 14 && denied && error_code & PF_WRITE != 0 {
+            return CallError::WriteToReadOnly { rip, addr: cr2, error_code };
+        }
         CallError::GuestFault {
             vector,
             name: exception_name(vector),
@@ -422,6 +447,7 @@ pub(crate) fn write_user_return(
 
 /// #PF error code bits.
 const PF_PRESENT: u64 = 1;
+const PF_WRITE: u64 = 1 << 1;
 const PF_USER: u64 = 1 << 2;
 const PF_FETCH: u64 = 1 << 4;
 

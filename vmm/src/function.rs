@@ -240,7 +240,7 @@ impl Function {
         crate::syscalls::fill_random(&mut random)
             .map_err(|e| load_err(LoadError::Random(std::io::Error::from_raw_os_error(e.0))))?;
         let no_room = |what| load_err(LoadError::NoRoom { path: program.path.clone(), what });
-        let mut space = AddressSpace::new(vm.memory_size(), program.image_start, program.image_end)
+        let mut space = AddressSpace::with_image(vm.memory_size(), &program.image_segments())
             .map_err(|_| no_room("the stack"))?;
         // The vDSO: clock reads at CPL3 from a time page the monitor keeps current.
         let vdso = vdso::base_for(vm.memory_size());
@@ -259,6 +259,11 @@ impl Function {
             self.config.limits.max_output_bytes,
         );
         process.auxv = stack.auxv;
+        // The program's own page tables (each segment's rights), in place before it runs.
+        let tables = crate::page_tables::build(&process.space).map_err(|e| load_err(LoadError::PageTables(e)))?;
+        tables.write_to(&mut vm.memory).map_err(|e| load_err(e.into()))?;
+        crate::page_tables::load_root(&mut vm, tables.tables.root()).map_err(vm_err)?;
+        process.page_tables = Some(tables.tables);
         // Enter the program through the stub's return path: iretq to entry at CPL3.
         crate::call::write_user_return(&mut vm.memory, program.entry, stack.rsp, 0, 0).map_err(vm_err)?;
         let regs = kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };

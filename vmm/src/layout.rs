@@ -89,6 +89,19 @@ const _: () = assert!(OUTPUT_HEADER >= KERNEL_STACK_TOP && OUTPUT_RING + OUTPUT_
 pub const STACK_GUARD_PT_ADDR: u64 = 0x3_2000;
 const _: () = assert!(STACK_GUARD_PT_ADDR >= OUTPUT_RING + OUTPUT_RING_SIZE && STACK_GUARD_PT_ADDR < USER_START);
 
+/// The page-table writer (CPL0 code, supervisor-only): the guest itself rewrites entries of
+/// live page tables, so KVM notices ([`crate::page_tables`]).
+pub const TABLE_WRITER_ADDR: u64 = 0x3_3000;
+/// The writer's work list (supervisor-only): a count, then (entry address, value) pairs.
+pub const TABLE_WRITES: u64 = 0x3_4000;
+pub const TABLE_WRITES_END: u64 = 0x4_0000;
+/// The pool the program's page tables come from (supervisor-only; up to the end of the
+/// monitor area): its root, PDPT, page directories and 4 KiB page tables.
+pub const TABLE_POOL_START: u64 = 0x4_0000;
+pub const TABLE_POOL_END: u64 = USER_START;
+const _: () = assert!(TABLE_WRITER_ADDR > STACK_GUARD_PT_ADDR && TABLE_WRITES > TABLE_WRITER_ADDR);
+const _: () = assert!(TABLE_WRITES_END <= TABLE_POOL_START && TABLE_POOL_START < TABLE_POOL_END);
+
 /// The stack guard: the lowest page of the stack reserve is never mapped, so a program that
 /// runs down through its whole stack faults there ("stack overflow") instead of writing on
 /// into whatever lies below (the vDSO, then the mmap area).

@@ -40,6 +40,7 @@ pub mod memory;
 pub mod mm;
 mod output_ring;
 pub mod overlay;
+pub mod page_tables;
 pub mod pool;
 mod prefault;
 pub mod probe;

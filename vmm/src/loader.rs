@@ -28,6 +28,8 @@ pub enum LoadError {
     Random(std::io::Error),
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error("page tables: {0}")]
+    PageTables(crate::page_tables::PageTableError),
 }
 
 /// One PT_LOAD segment, relocated to its guest address.
@@ -136,6 +138,32 @@ impl Program {
             image_start,
             image_end,
         })
+    }
+
+    /// Each PT_LOAD segment's page-rounded span and its own protection (from its p_flags),
+    /// in the order the ELF lists them: the image part of the region map.
+    pub fn image_segments(&self) -> Vec<(u64, u64, u32)> {
+        const PF_X: u32 = 1;
+        const PF_W: u32 = 2;
+        const PF_R: u32 = 4;
+        let prot = |flags: u32| {
+            let mut p = 0;
+            if flags & PF_R != 0 {
+                p |= crate::mm::PROT_READ;
+            }
+            if flags & PF_W != 0 {
+                p |= crate::mm::PROT_WRITE;
+            }
+            if flags & PF_X != 0 {
+                p |= crate::mm::PROT_EXEC;
+            }
+            p
+        };
+        self.segments
+            .iter()
+            .filter(|s| s.mem_size > 0)
+            .map(|s| (s.addr & !(PAGE_SIZE - 1), s.addr + s.mem_size, prot(s.flags)))
+            .collect()
     }
 
     /// Copies the PT_LOAD segments into guest memory (the rest of each segment stays zero).

@@ -1,7 +1,8 @@
 //! The program's address space as the monitor sees it: the image, the brk heap, mmap regions
-//! and the stack, all inside user memory. This is bookkeeping only (guest pages are mapped
-//! 2 MiB at a time by the identity map); it decides what brk/mmap/munmap/mremap return, keeps
-//! every allocation under the memory cap, and zeroes memory that is given back.
+//! and the stack, all inside user memory, each region with its protection. It decides what
+//! brk/mmap/munmap/mremap/mprotect return, keeps every allocation under the memory cap, and
+//! zeroes memory that is given back; [`crate::page_tables`] makes the CPU enforce the
+//! protections it records.
 
 use std::collections::BTreeMap;
 
@@ -74,6 +75,23 @@ impl AddressSpace {
         Ok(space)
     }
 
+    /// A fresh address space whose image is `segments`: (start, end, prot) of each PT_LOAD
+    /// segment, page-rounded, in the order the ELF lists them. Where two segments share a
+    /// page, the later one's protection wins, as when Linux maps them one after the other.
+    pub fn with_image(memory_size: u64, segments: &[(u64, u64, u32)]) -> Result<Self, Errno> {
+        let image_start = segments.iter().map(|s| s.0).min().ok_or(ENOMEM)?;
+        let image_end = segments.iter().map(|s| s.1).max().ok_or(ENOMEM)?;
+        let mut space = Self::new(memory_size, image_start, image_end)?;
+        space.remove_range(image_start, page_up(image_end).ok_or(ENOMEM)?);
+        for &(start, end, prot) in segments {
+            let end = page_up(end).ok_or(ENOMEM)?;
+            let start = start & !(PAGE_SIZE - 1);
+            space.remove_range(start, end);
+            space.insert(Region { start, end, prot, kind: RegionKind::Image });
+        }
+        Ok(space)
+    }
+
     /// Rebuilds an address space from a snapshot's region map.
     pub fn from_parts(memory_size: u64, brk_start: u64, brk: u64, regions: Vec<Region>) -> Result<Self, Errno> {
         let mut space = AddressSpace { memory_size, brk_start, brk, regions: BTreeMap::new() };
@@ -115,6 +133,28 @@ impl AddressSpace {
     /// Bytes the program holds (regions plus brk heap), for sysinfo.
     pub fn used_bytes(&self) -> u64 {
         self.regions.values().map(|r| r.end - r.start).sum::<u64>() + (self.brk - self.brk_start)
+    }
+
+    /// The regions that overlap `[start, end)`, in address order (not clipped).
+    pub fn regions_overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Region> {
+        let first = self.regions.range(..=start).next_back().filter(|(_, r)| r.end > start).map(|(&k, _)| k);
+        self.regions.range(first.unwrap_or(start)..end).map(|(_, r)| r).filter(move |r| r.end > start)
+    }
+
+    /// The regions of `[start, end)`, clipped to it: what [`Self::put_back`] restores when a
+    /// change to the range cannot be made to take effect.
+    pub fn pieces(&self, start: u64, end: u64) -> Vec<Region> {
+        self.regions_overlapping(start, end)
+            .map(|r| Region { start: r.start.max(start), end: r.end.min(end), ..r.clone() })
+            .collect()
+    }
+
+    /// Makes `[start, end)` hold exactly `pieces` (from [`Self::pieces`] of the same range).
+    pub fn put_back(&mut self, start: u64, end: u64, pieces: Vec<Region>) {
+        self.remove_range(start, end);
+        for r in pieces {
+            self.insert(r);
+        }
     }
 
     /// Marks the region that starts at `start` as being of `kind`.
@@ -291,8 +331,8 @@ impl AddressSpace {
         Ok(new)
     }
 
-    /// `mprotect(2)`: protections are recorded per region but not enforced (2 MiB identity
-    /// pages); the range must be mapped.
+    /// `mprotect(2)`: records the new protection of every mapped piece of the range (the
+    /// syscall layer then has [`crate::page_tables`] enforce it).
     pub fn mprotect(&mut self, addr: u64, len: u64, prot: u32) -> Result<(), Errno> {
         let len = page_up(len).ok_or(ENOMEM)?;
         let end = addr.checked_add(len).ok_or(ENOMEM)?;

@@ -147,6 +147,9 @@ pub struct Process {
     pub deadline: Option<Instant>,
     pub stats: SyscallStats,
     pub trace: Option<SyscallTracer>,
+    /// The VM's page tables, which follow `space` ([`crate::page_tables`]); `None` where the
+    /// syscall layer runs without a VM (its tests).
+    pub page_tables: Option<crate::page_tables::PageTables>,
 }
 
 impl Process {
@@ -210,6 +213,7 @@ impl Process {
             deadline: None,
             stats: SyscallStats::default(),
             trace: None,
+            page_tables: None,
         }
     }
 }

@@ -456,6 +456,9 @@ pub struct SnapshotImage {
     /// Mappings of the entropy device (start, length), refilled in every VM the snapshot is
     /// restored into, so that no two calls see the same "random" bytes.
     entropy: Vec<(u64, u64)>,
+    /// The page tables of `space`, built once here and written into every VM prepared for
+    /// this snapshot (each call's process starts from a copy of their bookkeeping).
+    tables: crate::page_tables::BuiltTables,
 }
 
 impl SnapshotImage {
@@ -534,6 +537,9 @@ impl SnapshotImage {
         ];
         let xcr0 = state.xcrs.iter().find(|(i, _)| *i == 0).map_or(0x3, |(_, v)| *v);
         let mut regions = Vec::new();
+        // Before version 2 the whole image was recorded r-x, its data segments too: such a
+        // snapshot keeps the image writable and executable, as it ran when it was taken.
+        let legacy_image_prot = identity.format_version < fmt::EXACT_PROTECTIONS_VERSION;
         let mut brk_start = state.brk;
         let mut vdso_base = None;
         let mut entropy = Vec::new();
@@ -556,13 +562,20 @@ impl SnapshotImage {
                     continue;
                 }
             };
-            regions.push(mm::Region { start: r.start, end, prot: r.prot, kind });
+            let prot = match kind {
+                RegionKind::Image if legacy_image_prot && r.prot == mm::PROT_READ | mm::PROT_EXEC => {
+                    mm::PROT_READ | mm::PROT_WRITE | mm::PROT_EXEC
+                }
+                _ => r.prot,
+            };
+            regions.push(mm::Region { start: r.start, end, prot, kind });
         }
         if entropy.iter().map(|&(_, len)| len).sum::<u64>() > crate::syscalls::MAX_ENTROPY_PAGES * PAGE_SIZE {
             return Err(mismatch("more entropy-device pages than a process may map"));
         }
         let space = AddressSpace::from_parts(function.memory_size(), brk_start, state.brk, regions)
             .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
+        let tables = crate::page_tables::build(&space).map_err(|e| mismatch(&e.to_string()))?;
         let mut data = Vec::new();
         for seg in &snapshot.segments {
             let extents = crate::memory::file_data_extents(&file, seg.file_offset, seg.file_size)
@@ -611,6 +624,7 @@ impl SnapshotImage {
             overlay,
             shared: std::sync::OnceLock::new(),
             entropy,
+            tables,
         })
     }
 
@@ -633,6 +647,10 @@ impl SnapshotImage {
     /// the program as soon as the pending read is completed. The pool does this ahead of
     /// time; [`Self::restore`] does it inline when the VM was not prepared.
     pub(crate) fn prepare(&self, vm: &mut EmptyVm, memory: RestoreMemory) -> Result<(), SnapshotError> {
+        // 0. The program's page tables, in pool pages this VM has never walked (see
+        // page_tables.rs), and CR3 on them before the pre-fault loop runs.
+        self.tables.write_to(&mut vm.memory)?;
+        crate::page_tables::load_root(vm, self.tables.tables.root())?;
         // 1. Memory. Guest memory only ever maps the sealed copy, never the file itself, so
         // the file truncated or rewritten under a running server cannot SIGBUS the monitor.
         if memory != RestoreMemory::OnDemand {
@@ -679,7 +697,12 @@ impl SnapshotImage {
         // resumes) runs at that level. Ordering: SREGS before REGS, as KVM requires.
         if let Some(saved) = &self.snapshot.state.sregs {
             let base = vm.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-            vm.vcpu.set_sregs(&sregs_from_format(saved, base)).map_err(ioctl("KVM_SET_SREGS"))?;
+            let mut sregs = sregs_from_format(saved, base);
+            sregs.cr3 = self.tables.tables.root();
+            vm.vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+            // The page-table writer enters CPL0 with these bases (the FS base follows the
+            // process; the GS base only a restore sets).
+            vm.cpl0_sregs.gs.base = sregs.gs.base;
         }
         let sys = crate::kvm::system().map_err(VmError::from)?;
         if self.xcr0 != sys.xcr0 {
@@ -746,12 +769,22 @@ impl SnapshotImage {
             return Err(SnapshotError::Changed { path: self.path.clone() });
         }
         // Two pool threads may both have made one; either will do.
-        let placement = match &self.working_set {
+        let mut placement = match &self.working_set {
             Some(recorded) => crate::working_set::place(recorded, crate::working_set::huge_window_pages(), huge),
             // No working set (a snapshot from before it was recorded): every window holding
             // data goes huge, as the pool always did before.
             None => crate::working_set::place_by_data(self.data.iter().map(|&(addr, _, len)| (addr, len))),
         };
+        // The loop touches pages at CPL3 through the program's page tables: it reads only
+        // pages the program may read and writes back only where it may write (pages calls
+        // used after mapping them, absent at the snapshot, are left to the call).
+        placement.prefault.retain_mut(|entry| {
+            let access = crate::page_tables::page_access(&self.space, *entry);
+            if access & mm::PROT_WRITE == 0 {
+                *entry &= !PREFAULT_WRITE;
+            }
+            access != 0
+        });
         Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, extents, huge, placement }))
     }
 
@@ -788,6 +821,7 @@ impl SnapshotImage {
             process.overlay =
                 Overlay::from_entries(&self.overlay, &process.budget).map_err(|e| SnapshotError::Overlay(e.0))?;
         }
+        process.page_tables = Some(self.tables.tables.clone());
         process.fs_base = self.snapshot.state.regs.fs_base;
         restore_signal_handlers(&mut process, &self.snapshot.state.km_notes);
         for f in &self.snapshot.state.files {

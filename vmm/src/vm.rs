@@ -42,6 +42,10 @@ pub enum VmError {
     /// A thread of the VM pool (a filler, the reaper) could not be started.
     #[error("cannot start the {thread} thread: {source}")]
     SpawnThread { thread: &'static str, source: std::io::Error },
+    /// The page-table writer's run could not be set up: completing the exit before it gave
+    /// this instead.
+    #[error("completing the exit before the page-table writer runs gave {0}")]
+    TableWriter(String),
 }
 
 pub const MSR_STAR: u32 = 0xC000_0081;
@@ -72,6 +76,9 @@ pub struct EmptyVm {
     pub(crate) prepared_for: Option<u64>,
     /// Guest TSC minus host TSC (0 under kvm-pvm; per VM on VT-x/AMD-V), for the time page.
     pub(crate) tsc_offset: crate::tsc::TscOffset,
+    /// The special registers of CPL0 in this VM (as set up here), for entering the page-table
+    /// writer and loading a program's page-table root ([`crate::page_tables`]).
+    pub(crate) cpl0_sregs: kvm_bindings::kvm_sregs,
 }
 
 impl EmptyVm {
@@ -88,11 +95,11 @@ impl EmptyVm {
         let mut vcpu = retry_eintr(|| vm.create_vcpu(0)).map_err(ioctl("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         write_monitor_area(&mut memory)?;
-        set_long_mode_at_stub(&vcpu, sys.xcr0)?;
+        let cpl0_sregs = set_long_mode_at_stub(&vcpu, sys.xcr0)?;
         // Exits copy the general registers into kvm_run, so a syscall's arguments cost no ioctl.
         vcpu.set_sync_valid_reg(SyncReg::Register);
         let tsc_offset = crate::tsc::TscOffset::measure(&vcpu)?;
-        let mut vm = EmptyVm { vcpu, vm, memory, prepared_for: None, tsc_offset };
+        let mut vm = EmptyVm { vcpu, vm, memory, prepared_for: None, tsc_offset, cpl0_sregs };
         vm.warm_up()?;
         Ok(vm)
     }
@@ -169,6 +176,11 @@ pub(crate) unsafe fn attach_memory(vm: &VmFd, memory: &GuestMemory) -> Result<()
 }
 
 /// Writes page tables, GDT, TSS, IDT and the CPL0 stubs into the monitor area.
+///
+/// These first page tables map all user memory read-write-execute (the stack guard absent):
+/// only the warm-up and the monitor's own probes run on them. No program does: a cold start
+/// and a restore both give the program its own tables, built from its region map, before it
+/// runs ([`crate::page_tables`]).
 fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     const PRESENT: u64 = 1;
     const WRITABLE: u64 = 1 << 1;
@@ -219,6 +231,12 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     for page in (OUTPUT_HEADER..OUTPUT_RING + OUTPUT_RING_SIZE).step_by(PAGE_SIZE as usize) {
         low[(page / PAGE_SIZE) as usize] = page | PRESENT | WRITABLE | USER;
     }
+    // The page-table writer, its work list and the table pool: supervisor-only (the writer
+    // runs at CPL0 and writes the pool's tables through these entries).
+    low[(TABLE_WRITER_ADDR / PAGE_SIZE) as usize] = TABLE_WRITER_ADDR | PRESENT;
+    for page in (TABLE_WRITES..TABLE_POOL_END).step_by(PAGE_SIZE as usize) {
+        low[(page / PAGE_SIZE) as usize] = page | PRESENT | WRITABLE;
+    }
     let low: Vec<u8> = low.iter().flat_map(|e| e.to_le_bytes()).collect();
     mem.write(GuestAddr(LOW_PT_ADDR), &low)?;
 
@@ -260,6 +278,7 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     mem.write(GuestAddr(WARM_UP_STUB), &warm_up_stub())?;
     mem.write(GuestAddr(PREFAULT_STUB), &prefault_stub())?;
     mem.write(GuestAddr(FAST_SYSCALL_ENTRY), FAST_WRITE_STUB)?;
+    mem.write(GuestAddr(TABLE_WRITER_ADDR), &crate::page_tables::table_writer_stub())?;
     mem.write_u64(GuestAddr(OUTPUT_HEADER_MEM_END), mem.size())?;
     for v in 0..IDT_VECTORS {
         mem.write(GuestAddr(EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE), &exception_stub(v as u8))?;
@@ -297,7 +316,8 @@ fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
 /// Puts the vCPU in 64-bit mode at CPL0, where the syscall stub's return path runs before it
 /// `iretq`s to the program at CPL3, with paging, SSE and XSAVE enabled and the syscall MSRs
 /// pointing at the stub. Registers (rip, rsp) are set later by a cold start or a restore.
-fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<(), VmError> {
+/// Returns the special registers it set (the CPL0 state).
+fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<kvm_bindings::kvm_sregs, VmError> {
     let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
     // The vCPU starts at CPL0 in the syscall stub's return path and enters the program with
     // `iretq`. Under kvm-pvm, a vCPU whose state is *set* to CPL3 does not switch to CPL0 on
@@ -344,7 +364,8 @@ fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<(), VmError> {
         (MSR_SYSENTER_CS, 0), // sysenter from CPL3 then raises #GP
     ];
     set_msrs(vcpu, &entries)?;
-    set_xcr0(vcpu, xcr0)
+    set_xcr0(vcpu, xcr0)?;
+    Ok(sregs)
 }
 
 /// KVM_SET_MSRS for `(index, value)` pairs; fails unless every MSR was set.

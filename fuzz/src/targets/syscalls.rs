@@ -79,6 +79,8 @@ fn guest_caused(e: &CallError) -> bool {
     match e {
         CallError::GuestFault { .. }
         | CallError::StackOverflow { .. }
+        | CallError::WriteToReadOnly { .. }
+        | CallError::ExecuteNonExecutable { .. }
         | CallError::Deadline(_)
         | CallError::OutputLimit { .. }
         | CallError::Signal(_)

@@ -37,6 +37,8 @@ pub fn call_error(e: &CallError) -> Failure {
         // The guest did something that ends it: its fault, a bad gateway.
         CallError::GuestFault { .. } => failure(502, ErrorKind::Fault, "guest_fault"),
         CallError::StackOverflow { .. } => failure(502, ErrorKind::Fault, "stack_overflow"),
+        CallError::WriteToReadOnly { .. } => failure(502, ErrorKind::Fault, "write_to_read_only"),
+        CallError::ExecuteNonExecutable { .. } => failure(502, ErrorKind::Fault, "execute_non_executable"),
         CallError::Signal(_) => failure(502, ErrorKind::Fault, "signal"),
         CallError::SignalFrame(_) => failure(502, ErrorKind::Fault, "signal_frame"),
         CallError::Unsupported(_) => failure(502, ErrorKind::Fault, "unsupported"),
@@ -89,6 +91,7 @@ pub fn vm_error(e: &VmError) -> Failure {
         VmError::SpawnThread { .. } => failure(503, ErrorKind::Host, "vm_thread"),
         VmError::WarmUp(_) => failure(500, ErrorKind::Host, "vm_warm_up"),
         VmError::Prefault(_) => failure(500, ErrorKind::Host, "vm_prefault"),
+        VmError::TableWriter(_) => failure(500, ErrorKind::Host, "vm_table_writer"),
     }
 }
 

@@ -1,6 +1,75 @@
-//! mmap of files (anonymous memory is `mm::AddressSpace`) and madvise.
+//! mmap of files (anonymous memory is `mm::AddressSpace`), madvise, and making the page
+//! tables follow every change of the address space ([`crate::page_tables`]).
 
 use super::*;
+use crate::mm::{page_up, Region};
+
+// ---------------------------------------------------------------- enforcement
+
+/// Makes the page tables of `[start, end)` follow the address space, which just changed
+/// there. When they cannot (ENOMEM: see `page_tables.rs` for the bounds), the range's
+/// regions go back to `before`, which the tables still describe.
+fn follow(p: &mut Process, mem: &mut GuestMemory, start: u64, end: u64, before: Vec<Region>) -> Result<(), Errno> {
+    let Some(tables) = p.page_tables.as_mut() else { return Ok(()) };
+    tables.update(&p.space, mem, start, end).inspect_err(|_| p.space.put_back(start, end, before))
+}
+
+/// The end of `[addr, addr + len)` in whole pages, if it has one.
+fn range_end(addr: u64, len: u64) -> Option<u64> {
+    page_up(len).and_then(|len| addr.checked_add(len))
+}
+
+pub(super) fn sys_mprotect(p: &mut Process, mem: &mut GuestMemory, addr: u64, len: u64, prot: u32) -> SysResult {
+    let before = range_end(addr, len).map(|end| p.space.pieces(addr, end)).unwrap_or_default();
+    p.space.mprotect(addr, len, prot)?;
+    let end = range_end(addr, len).ok_or(ENOMEM)?;
+    follow(p, mem, addr, end, before)?;
+    Ok(0)
+}
+
+pub(super) fn sys_munmap(p: &mut Process, mem: &mut GuestMemory, addr: u64, len: u64) -> SysResult {
+    let before = range_end(addr, len).map(|end| p.space.pieces(addr, end)).unwrap_or_default();
+    p.space.munmap(addr, len, mem)?;
+    let end = range_end(addr, len).ok_or(EINVAL)?;
+    follow(p, mem, addr, end, before)?;
+    Ok(0)
+}
+
+/// mmap, then the new mapping's protection in the page tables (a failure there undoes it).
+pub(super) fn sys_mmap_enforced(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> SysResult {
+    let fixed = a[3] as i32 & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
+    // A mapping placed by us goes into free space: nothing to put back there.
+    let before = match range_end(a[0], a[1]) {
+        Some(end) if fixed => p.space.pieces(a[0], end),
+        _ => Vec::new(),
+    };
+    let start = sys_mmap(p, mem, a)?;
+    let end = range_end(start, a[1]).ok_or(ENOMEM)?;
+    follow(p, mem, start, end, before)?;
+    Ok(start)
+}
+
+/// mremap. A mapping that is moved or resized keeps its protection; one that is not
+/// read-write (the protection of unmapped memory) may need tables the pool no longer has,
+/// and as the move cannot be undone then, the call ends with that reason.
+pub(super) fn sys_mremap(p: &mut Process, mem: &mut GuestMemory, old: u64, old_len: u64, new_len: u64, may_move: bool) -> Outcome {
+    let new = match p.space.mremap(old, old_len, new_len, may_move, mem) {
+        Ok(new) => new,
+        Err(e) => return ret(Err(e)),
+    };
+    let ranges = [(old, range_end(old, old_len)), (new, range_end(new, new_len))];
+    for (start, end) in ranges {
+        let Some(end) = end else { continue };
+        if let Some(tables) = p.page_tables.as_mut() {
+            if tables.update(&p.space, mem, start, end).is_err() {
+                return Outcome::Stop(Stop::Unsupported(format!(
+                    "mremap of {old:#x} to {new:#x} needs more page tables than the pool has left"
+                )));
+            }
+        }
+    }
+    Outcome::Return(new)
+}
 
 // ---------------------------------------------------------------- memory
 
