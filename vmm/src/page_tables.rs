@@ -342,9 +342,8 @@ impl PageTables {
         }
         let wanted = table_for(window, &access);
         if let Some(table) = current_table {
-            let changed: Vec<usize> = (0..ENTRIES)
-                .filter(|&i| read(table + i as u64 * 8).map_or(true, |e| e != wanted[i]))
-                .collect();
+            let changed: Vec<usize> =
+                (0..ENTRIES).filter(|&i| read(table + i as u64 * 8).map_or(true, |e| e != wanted[i])).collect();
             if changed.len() <= REPLACE_ABOVE || !plan.pool.has_unwalked() {
                 for i in changed {
                     let addr = table + i as u64 * 8;
@@ -644,6 +643,6 @@ mod tests {
         let rel = i32::from_le_bytes(code[code.len() - 4..].try_into().unwrap());
         assert_eq!((TABLE_WRITER_ADDR + code.len() as u64).wrapping_add(rel as i64 as u64), SYSCALL_RETURN_PATH);
         assert!(code.len() as u64 <= PAGE_SIZE);
-        assert!(MAX_GUEST_WRITES >= 2048 + 4, "a change of every directory entry fits");
+        const { assert!(MAX_GUEST_WRITES >= 2048 + 4, "a change of every directory entry fits") };
     }
 }

@@ -12,8 +12,8 @@ fn announced(f: &Function, scenario: &str) -> (CallError, u64) {
     let tail = String::from_utf8_lossy(finished.stderr_tail()).into_owned();
     let addr = tail
         .lines()
-        .filter_map(|l| l.strip_prefix("addr 0x"))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("addr 0x"))
         .map(|h| u64::from_str_radix(h, 16).unwrap())
         .unwrap_or_else(|| panic!("{scenario}: no address announced: {tail:?}"));
     match finished.take_outcome() {

@@ -52,7 +52,14 @@ pub(super) fn sys_mmap_enforced(p: &mut Process, mem: &mut GuestMemory, a: [u64;
 /// mremap. A mapping that is moved or resized keeps its protection; one that is not
 /// read-write (the protection of unmapped memory) may need tables the pool no longer has,
 /// and as the move cannot be undone then, the call ends with that reason.
-pub(super) fn sys_mremap(p: &mut Process, mem: &mut GuestMemory, old: u64, old_len: u64, new_len: u64, may_move: bool) -> Outcome {
+pub(super) fn sys_mremap(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    old: u64,
+    old_len: u64,
+    new_len: u64,
+    may_move: bool,
+) -> Outcome {
     let new = match p.space.mremap(old, old_len, new_len, may_move, mem) {
         Ok(new) => new,
         Err(e) => return ret(Err(e)),
