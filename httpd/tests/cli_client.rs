@@ -79,6 +79,9 @@ fn run_takes_data_and_completions_print_a_script() {
 fn validate_lists_every_problem_with_its_fix() {
     let dir = functions_dir(&["echo-c"]);
     let bundle = dir.join("echo-c");
+    // Its own snapshot, whatever the source bundle had (a clean clone's has none).
+    let (ok, _, err) = snapcall(&["snapshot", bundle.to_str().unwrap()]);
+    assert!(ok, "{err}");
     let (ok, out, _) = snapcall(&["validate", bundle.to_str().unwrap()]);
     assert!(ok && out.trim().ends_with(": ok"), "{out}");
     // A typo in an annotation and a dynamically linked program: every problem is reported.
