@@ -303,7 +303,16 @@ fn python_hellowithdata_like_the_seed() {
         functions.join("hellowithdata-py/config.json").is_file(),
         "target/functions/hellowithdata-py is missing: run guest-functions/build.sh (scripts/test.sh does)"
     );
-    let srv = Server::start(&functions_dir(&["hellowithdata-py"]), &[]);
+    // Its snapshot taken here, as the README does, whatever the source bundle had: CPython
+    // installs signal handlers before it, and the server must still restore it natively.
+    let dir = functions_dir(&["hellowithdata-py"]);
+    let snap = std::process::Command::new(env!("CARGO_BIN_EXE_snapcall"))
+        .arg("snapshot")
+        .arg(dir.join("hellowithdata-py"))
+        .output()
+        .unwrap();
+    assert!(snap.status.success(), "{}", String::from_utf8_lossy(&snap.stderr));
+    let srv = Server::start(&dir, &[]);
     let (ok, out) = curl(&[
         "-i",
         "--data",

@@ -32,8 +32,6 @@ pub enum KmOnlyReason {
     EventFds(usize),
     /// epoll fds (`NT_KM_EPOLLFD`).
     EpollFds(usize),
-    /// Installed (non-`SIG_DFL`) signal handlers (`NT_KM_SIGHAND`).
-    SignalHandlers(usize),
     /// Pipes or other non-plain files (`NT_KM_FILE` with `how != OPEN` or pipe data).
     NonPlainFiles(usize),
     /// dup'ed fd groups (`NT_KM_DUP_DATA` with groups).
@@ -56,7 +54,6 @@ impl std::fmt::Display for KmOnlyReason {
             KmOnlyReason::Sockets(n) => write!(f, "{n} socket(s)"),
             KmOnlyReason::EventFds(n) => write!(f, "{n} eventfd(s)"),
             KmOnlyReason::EpollFds(n) => write!(f, "{n} epoll fd(s)"),
-            KmOnlyReason::SignalHandlers(n) => write!(f, "{n} installed signal handler(s)"),
             KmOnlyReason::NonPlainFiles(n) => write!(f, "{n} pipe/non-plain file(s)"),
             KmOnlyReason::DupGroups(n) => write!(f, "{n} dup'ed fd group(s)"),
             KmOnlyReason::IoContexts(n) => write!(f, "{n} AIO context(s)"),
@@ -99,11 +96,11 @@ pub fn restore_verdict(snap: &Snapshot) -> RestoreVerdict {
         reasons.push(KmOnlyReason::MultipleVcpus(vcpus));
     }
     type Check = (usize, fn(usize) -> KmOnlyReason);
-    let checks: [Check; 4] = [
+    // Installed signal handlers (NT_KM_SIGHAND) are not a reason: the vmm restores them.
+    let checks: [Check; 3] = [
         (count(&|k| matches!(k, KmNote::Socket(_))), KmOnlyReason::Sockets),
         (count(&|k| matches!(k, KmNote::EventFd(_))), KmOnlyReason::EventFds),
         (count(&|k| matches!(k, KmNote::EpollFd(_))), KmOnlyReason::EpollFds),
-        (count(&|k| matches!(k, KmNote::SigHand(s) if s.handler != 0)), KmOnlyReason::SignalHandlers),
     ];
     for (n, r) in checks {
         if n > 0 {

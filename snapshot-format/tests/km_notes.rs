@@ -396,7 +396,6 @@ fn every_km_note_in_one_file() {
         KmOnlyReason::Sockets(1),
         KmOnlyReason::EventFds(1),
         KmOnlyReason::EpollFds(1),
-        KmOnlyReason::SignalHandlers(1),
         KmOnlyReason::NonPlainFiles(1),
         KmOnlyReason::DupGroups(1),
         KmOnlyReason::IoContexts(1),
