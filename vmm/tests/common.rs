@@ -63,3 +63,16 @@ pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A copy of the py-time bundle named `tag` (unique per test), with its handler replaced by
+/// `source` and no snapshot.
+pub fn python_bundle(tag: &str, source: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("snapcall-py-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    let copied = std::process::Command::new("cp").arg("-a").arg(bundle("py-time")).arg(&dst).status();
+    assert!(copied.is_ok_and(|s| s.success()), "copying py-time");
+    let _ = std::fs::remove_file(dst.join(vmm::snapshot::SNAPSHOT_FILE));
+    let _ = std::fs::remove_dir_all(dst.join("rootfs/function/__pycache__"));
+    std::fs::write(dst.join("rootfs/function/py_time.py"), source).unwrap();
+    dst
+}

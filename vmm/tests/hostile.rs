@@ -271,22 +271,10 @@ fn thousands_of_distinct_unknown_syscalls_keep_bounded_bookkeeping() {
     assert_eq!(stats.unknown_syscalls.get(&1000), Some(&1), "the first numbers are the ones kept");
 }
 
-/// A copy of the py-time bundle with its handler replaced by `source`.
-fn python_bundle(tag: &str, source: &str) -> std::path::PathBuf {
-    let dst = std::env::temp_dir().join(format!("snapcall-hostile-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
-    let copied = std::process::Command::new("cp").arg("-a").arg(bundle("py-time")).arg(&dst).status();
-    assert!(copied.is_ok_and(|s| s.success()), "copying py-time");
-    let _ = std::fs::remove_file(dst.join(vmm::snapshot::SNAPSHOT_FILE));
-    let _ = std::fs::remove_dir_all(dst.join("rootfs/function/__pycache__"));
-    std::fs::write(dst.join("rootfs/function/py_time.py"), source).unwrap();
-    dst
-}
-
 #[test]
 fn python_lock_acquire_with_a_timeout_waits_that_long() {
-    let dir = python_bundle(
-        "lock",
+    let dir = common::python_bundle(
+        "hostile-lock",
         "import threading, time\n\
          def handler(event, context):\n    \
              lock = threading.Lock()\n    \

@@ -7,22 +7,10 @@ mod common;
 use common::*;
 use vmm::{CallError, Function, StartMode};
 
-/// A copy of the py-time bundle with its handler replaced by `source`.
-fn python_bundle(tag: &str, source: &str) -> std::path::PathBuf {
-    let dst = std::env::temp_dir().join(format!("snapcall-pythreads-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
-    let copied = std::process::Command::new("cp").arg("-a").arg(bundle("py-time")).arg(&dst).status();
-    assert!(copied.is_ok_and(|s| s.success()), "copying py-time");
-    let _ = std::fs::remove_file(dst.join(vmm::snapshot::SNAPSHOT_FILE));
-    let _ = std::fs::remove_dir_all(dst.join("rootfs/function/__pycache__"));
-    std::fs::write(dst.join("rootfs/function/py_time.py"), source).unwrap();
-    dst
-}
-
 #[test]
 fn python_threads_queues_signal_handlers_and_alarms_work() {
-    let dir = python_bundle(
-        "threads",
+    let dir = common::python_bundle(
+        "pythreads-threads",
         r#"import os, queue, signal, threading, time
 
 def handler(event, context):
@@ -82,8 +70,8 @@ def handler(event, context):
 
 #[test]
 fn faulthandler_reports_a_segfault_before_the_call_ends_as_killed_by_sigsegv() {
-    let dir = python_bundle(
-        "faulthandler",
+    let dir = common::python_bundle(
+        "pythreads-faulthandler",
         "import faulthandler\n\
          def handler(event, context):\n    \
              faulthandler.enable()\n    \
@@ -103,8 +91,8 @@ fn faulthandler_reports_a_segfault_before_the_call_ends_as_killed_by_sigsegv() {
 fn the_dispositions_cpython_set_before_its_snapshot_hold_in_every_restored_call() {
     // CPython ignores SIGPIPE and handles SIGINT from its start, long before the first read
     // of stdin where the snapshot is taken.
-    let dir = python_bundle(
-        "dispositions",
+    let dir = common::python_bundle(
+        "pythreads-dispositions",
         r#"import os, signal
 
 def handler(event, context):
