@@ -14,7 +14,7 @@ CERTIFIER="${SNAPCALL_CERTIFIER:-$REPO/../shared/openfaas-certifier}"
 # The certifier tests that apply to a one-node provider without OpenFaaS's gateway (its
 # autoscaler is the gateway's); docs/provider.md lists why each other one is out.
 RUNS=(
-    '^(Test_ProviderInfo|Test_HealthEndpoint|Test_ListNamespaces|Test_Deploy_MetaData|Test_InvokeNotFound|Test_Invoke|Test_SecretCRUD|Test_ScaleMinimum|Test_ScaleFromZeroDuringInvoke|Test_ScalingDisabledViaLabels|Test_ScaleToZero)$'
+    '^(Test_ProviderInfo|Test_HealthEndpoint|Test_ListNamespaces|Test_Deploy_MetaData|Test_InvokeNotFound|Test_Invoke|Test_SecretCRUD|Test_ScaleMinimum|Test_ScaleFromZeroDuringInvoke|Test_ScalingDisabledViaLabels|Test_ScaleToZero|Test_FunctionLogs)$'
 )
 if [ "${1:-}" = "--all" ]; then
     RUNS=('.')

@@ -187,7 +187,9 @@ pub fn invoke(args: InvokeArgs) -> ExitCode {
 }
 
 pub fn logs(args: LogsArgs) -> ExitCode {
-    let mut query = format!("name={}", args.name);
+    // format=json: one message per call, its JSON line (a deployed function's calls would
+    // otherwise read as watchdog lines, system_logs.rs).
+    let mut query = format!("name={}&format=json", args.name);
     if let Some(n) = args.tail {
         query.push_str(&format!("&tail={n}"));
     }
@@ -197,7 +199,7 @@ pub fn logs(args: LogsArgs) -> ExitCode {
     let mut after: Option<u64> = None;
     loop {
         let q = match (args.follow, after) {
-            (true, Some(seq)) => format!("name={}&follow=true&after={seq}", args.name),
+            (true, Some(seq)) => format!("name={}&format=json&follow=true&after={seq}", args.name),
             _ => query.clone(),
         };
         let reply = match request(&args.server, "GET", &format!("/system/logs?{q}"), &[], b"", Duration::from_secs(60))

@@ -25,6 +25,7 @@ const KNOWN: &[&str] = &[
     "snapcall.python.module",
     "snapcall.python.handler",
     "snapcall.watchdog",
+    "snapcall.max_concurrency",
 ];
 
 /// One problem and what to change.

@@ -1,6 +1,7 @@
 //! The faas-provider API against the real server and real VMs: deploy OCI images (built by
 //! `guest-functions/images/build.sh`), read them back field for field, invoke, update,
-//! replace under a call in flight, scale, delete, secrets, basic auth, and the 4xx answers.
+//! replace under a call in flight, scale, delete, secrets, basic auth, the 4xx answers, the
+//! watchdog's limits and its log lines.
 
 mod serve_support;
 
@@ -176,6 +177,50 @@ fn a_replace_lets_the_call_in_flight_finish_on_the_old_version() {
 }
 
 #[test]
+fn a_deployed_functions_log_reads_as_the_watchdogs_lines() {
+    // As the certifier's Test_FunctionLogs: `cat` echoes the namespace, and the log has
+    // "Forking fprocess" and "Wrote 11 Bytes".
+    let srv = provider("logs", &[]);
+    let mut c = srv.connect();
+    let d = json!({"service": "test-logger", "image": "functions/alpine:latest", "envProcess": "cat"});
+    assert_eq!(deploy(&mut c, "POST", &d).status, 202);
+    let r = c.request("POST", "/function/test-logger", &[("X-Call-Id", "log-call")], b"openfaas-fn");
+    assert_eq!((r.status, r.text()), (200, "openfaas-fn".to_string()));
+    let r = c.request("GET", "/system/logs?name=test-logger&namespace=openfaas-fn&follow=false", &[], b"");
+    assert_eq!((r.status, r.header("Content-Type")), (200, Some("application/x-ndjson")));
+    let msgs: Vec<Value> = r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let texts: Vec<&str> = msgs.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(texts.first(), Some(&"Forking fprocess."), "{texts:?}");
+    assert!(texts.last().unwrap().starts_with("Wrote 11 Bytes - Duration: "), "{texts:?}");
+    assert!(texts.last().unwrap().ends_with(" seconds - Status: 200"), "{texts:?}");
+    assert!(msgs.iter().all(|m| m["name"] == "test-logger" && m["instance"] == "log-call"), "{msgs:?}");
+    // snapcall's own view of the same call: one JSON line.
+    let r = c.request("GET", "/system/logs?name=test-logger&format=json", &[], b"");
+    let m: Value = serde_json::from_str(r.text().trim()).unwrap();
+    let call: Value = serde_json::from_str(m["text"].as_str().unwrap()).unwrap();
+    assert_eq!((call["call_id"].as_str(), call["bytes"].as_u64()), (Some("log-call"), Some(11)));
+}
+
+#[test]
+fn max_inflight_is_the_functions_own_concurrency_limit() {
+    let srv = provider("inflight", &[]);
+    let mut c = srv.connect();
+    let d = json!({"service": "one", "image": "snapcall/version",
+                   "envVars": {"version": "v", "delay_ms": "2000", "max_inflight": "1"}});
+    assert_eq!(deploy(&mut c, "POST", &d).status, 202);
+    let config: Value = serde_json::from_slice(&std::fs::read(srv.dir.join("one/config.json")).unwrap()).unwrap();
+    assert_eq!(config["annotations"]["snapcall.max_concurrency"], "1");
+    let addr = srv.addr;
+    let slow = std::thread::spawn(move || Client::connect(addr).request("POST", "/function/one", &[], b"").status);
+    std::thread::sleep(Duration::from_millis(500));
+    let r = c.request("POST", "/function/one", &[], b"");
+    assert_eq!((r.status, r.header("Retry-After")), (429, Some("1")), "{}", r.text());
+    assert!(r.text().contains("its own limit"), "{}", r.text());
+    assert_eq!(slow.join().unwrap(), 200);
+    assert_eq!(c.request("POST", "/function/one", &[], b"").status, 200, "free again once the call is done");
+}
+
+#[test]
 fn scaling_maps_onto_the_pool_and_zero_still_serves() {
     let srv = provider("scale", &["--pool-size", "2"]);
     let mut c = srv.connect();
@@ -273,6 +318,7 @@ fn bad_deployments_get_clear_4xx_answers() {
         (with("service", json!("Bad_Name")), 400, "DNS label"),
         (with("namespace", json!("elsewhere")), 400, "namespace"),
         (with("envVars", json!({"exec_timeout": "soon"})), 400, "exec_timeout"),
+        (with("envVars", json!({"max_inflight": "-1"})), 400, "max_inflight"),
     ] {
         let r = deploy(&mut c, "POST", &d);
         assert_eq!(r.status, status, "{d}: {}", r.text());
@@ -293,6 +339,15 @@ fn bad_deployments_get_clear_4xx_answers() {
     assert_eq!((r.status, r.header("X-Snapcall-Timeout-Ms")), (504, Some("500")), "{}", r.text());
     let r = c.request("PATCH", "/system/functions", &[], b"");
     assert_eq!((r.status, r.header("Allow")), (405, Some("GET, POST, PUT, DELETE")));
+
+    // An image that unpacks to more than --max-image-mib: 413, and nothing left behind.
+    let small = provider("too-big", &["--max-image-mib", "1"]);
+    let mut c = small.connect();
+    let r = deploy(&mut c, "POST", &base);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("max-image-mib"), "{}", r.text());
+    assert_eq!(json_of(&api(&mut c, "GET", "/system/functions", &Value::Null)), json!([]));
+    assert_eq!(std::fs::read_dir(small.dir.join(".snapcall/staging")).unwrap().count(), 0);
 }
 
 #[test]
@@ -313,6 +368,9 @@ fn basic_auth_guards_the_api_and_leaves_functions_open() {
     assert_eq!(c.request("POST", "/system/functions", &[], &d).status, 401, "no deploy without auth");
     assert_eq!(c.request("POST", "/system/functions", &good, &d).status, 202);
     assert_eq!(c.request("GET", "/function/e", &[], b"").status, 200, "functions stay open");
+    let r = c.request("GET", "/system/logs?name=e", &[], b"");
+    assert_eq!((r.status, r.header("WWW-Authenticate")), (401, Some("Basic realm=\"Restricted\"")), "logs too");
+    assert_eq!(c.request("GET", "/system/logs?name=e", &good, b"").status, 200);
     assert_eq!(c.request("GET", "/healthz", &[], b"").status, 200);
 }
 

@@ -80,10 +80,7 @@ impl Drop for FollowerSlot {
 impl App {
     fn call(&self, f: &Entry, req: Request, queued: Duration) -> (Response, Option<FinishedCall>) {
         let Request { head, body } = req;
-        let watchdog = match &f.runner {
-            LoadedFunction::Native(function) => function.config().watchdog,
-            LoadedFunction::Km(km) => km.config().watchdog,
-        };
+        let watchdog = f.runner.config().watchdog;
         let started = Instant::now();
         // Every answer names its call (the request's X-Call-Id, as OpenFaaS's gateway and
         // watchdog echo it, or a new one): the key of its line in the function's log.
@@ -102,7 +99,9 @@ impl App {
             function: f.name(),
             status: resp.status,
             duration: queued + started.elapsed(),
+            written: resp.body.len(),
             stderr: &stderr,
+            watchdog,
         };
         self.logs.ring(f.name()).push(&self.logs.config, &record);
         resp.headers.push(format!("X-Call-Id: {call_id}"));
@@ -438,13 +437,15 @@ impl Handler for App {
             return Admission::Local;
         }
         let Some(entry) = self.registry.get(name) else { return Admission::Local };
-        if !entry.metrics.try_enter(self.max_concurrency_per_function) {
+        let (limit, whose) = match entry.max_concurrency {
+            Some(own) if own < self.max_concurrency_per_function => (own, "its own limit (snapcall.max_concurrency)"),
+            _ => {
+                (self.max_concurrency_per_function, "this server's limit per function (--max-concurrency-per-function)")
+            }
+        };
+        if !entry.metrics.try_enter(limit) {
             entry.metrics.record_refusal(ErrorKind::Concurrency);
-            let detail = format!(
-                "{} calls of {name} are in flight, this server's limit per function \
-                 (--max-concurrency-per-function); retry later",
-                self.max_concurrency_per_function
-            );
+            let detail = format!("{limit} calls of {name} are in flight, {whose}; retry later");
             let mut resp = Response::json_error(429, "too_many_requests", &detail);
             resp.headers.push("Retry-After: 1".into());
             resp.server_timing = Timing::default().header(Duration::ZERO);

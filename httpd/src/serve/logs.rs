@@ -1,10 +1,13 @@
 //! Function logs: every call's stderr (successful calls too), one JSON line per call, in a
 //! bounded ring per function; read back by `GET /system/logs` ([`super::system_logs`]).
 //!
-//! A line is `{"call_id":..,"time":..,"function":..,"status":200,"duration_ms":1.234,
-//! "stderr":".."}`. A ring holds at most [`LogConfig::ring_bytes`] of lines (the oldest go
+//! A call's line, as JSON, is `{"call_id":..,"time":..,"function":..,"status":200,
+//! "duration_ms":1.234,"bytes":11,"stderr":".."}` (`bytes`: the response body's length). A
+//! ring holds at most [`LogConfig::ring_bytes`] of lines, counted as that JSON (the oldest go
 //! first); one call's stderr is cut to its last [`LogConfig::max_stderr_bytes`], so a
 //! program printing without end costs the host a bounded amount of memory whatever it does.
+//! The line keeps the call's fields, not the text: `/system/logs` renders it as that JSON
+//! or as the lines an OpenFaaS watchdog would have logged ([`LogLine::watchdog_lines`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -35,9 +38,59 @@ pub struct LogLine {
     /// Increases by one per line of a ring: `follow` waits for a number past the last seen.
     pub seq: u64,
     pub call_id: String,
+    /// When the call was answered.
     pub time: SystemTime,
-    /// The JSON line (no newline).
-    pub json: String,
+    pub function: String,
+    pub status: u16,
+    pub duration: Duration,
+    /// The response body's length.
+    pub written: usize,
+    /// The tail of the call's stderr (invalid UTF-8 replaced).
+    pub stderr: String,
+    /// Whether the function asked for watchdog behaviours (`snapcall.watchdog`): its calls
+    /// are shown as a watchdog logs them unless the reader asks otherwise.
+    pub watchdog: bool,
+    /// The length of [`LogLine::json`], which the ring's bound counts.
+    size: usize,
+}
+
+impl LogLine {
+    /// The call as one JSON object (no newline).
+    pub fn json(&self) -> String {
+        let mut json = String::with_capacity(160 + self.stderr.len());
+        let _ = write!(
+            json,
+            "{{\"call_id\":{},\"time\":\"{}\",\"function\":{},\"status\":{},\"duration_ms\":{:.3},\"bytes\":{},\"stderr\":{}}}",
+            json_string(&self.call_id),
+            httpd::date::rfc3339_nanos(self.time),
+            json_string(&self.function),
+            self.status,
+            self.duration.as_secs_f64() * 1e3,
+            self.written,
+            json_string(&self.stderr),
+        );
+        json
+    }
+
+    /// The call as the lines OpenFaaS's classic watchdog logs for it, each with its time:
+    /// `Forking fprocess.` when it started, every line of its stderr, and
+    /// `Wrote N Bytes - Duration: S seconds` (then ` - Status: S`) when it was answered.
+    /// OpenFaaS tools (faas-cli logs, the certifier) read a function's log as these lines.
+    pub fn watchdog_lines(&self) -> Vec<(SystemTime, String)> {
+        let started = self.time.checked_sub(self.duration).unwrap_or(self.time);
+        let mut out = vec![(started, "Forking fprocess.".to_owned())];
+        out.extend(self.stderr.lines().map(|l| (self.time, l.to_owned())));
+        out.push((
+            self.time,
+            format!(
+                "Wrote {} Bytes - Duration: {:.6} seconds - Status: {}",
+                self.written,
+                self.duration.as_secs_f64(),
+                self.status
+            ),
+        ));
+        out
+    }
 }
 
 /// One function's ring.
@@ -60,33 +113,39 @@ pub struct CallRecord<'a> {
     pub function: &'a str,
     pub status: u16,
     pub duration: Duration,
+    /// The response body's length.
+    pub written: usize,
     pub stderr: &'a [u8],
+    /// The function's `snapcall.watchdog`.
+    pub watchdog: bool,
 }
 
 impl LogRing {
     /// Appends one call's line, dropping the oldest lines over `cfg.ring_bytes`.
     pub fn push(&self, cfg: &LogConfig, call: &CallRecord<'_>) {
-        let time = SystemTime::now();
         let stderr = &call.stderr[call.stderr.len().saturating_sub(cfg.max_stderr_bytes)..];
-        let mut json = String::with_capacity(160 + stderr.len());
-        let _ = write!(
-            json,
-            "{{\"call_id\":{},\"time\":\"{}\",\"function\":{},\"status\":{},\"duration_ms\":{:.3},\"stderr\":{}}}",
-            json_string(call.call_id),
-            httpd::date::rfc3339_nanos(time),
-            json_string(call.function),
-            call.status,
-            call.duration.as_secs_f64() * 1e3,
-            json_string(&String::from_utf8_lossy(stderr)),
-        );
+        let mut line = LogLine {
+            seq: 0,
+            call_id: call.call_id.to_owned(),
+            time: SystemTime::now(),
+            function: call.function.to_owned(),
+            status: call.status,
+            duration: call.duration,
+            written: call.written,
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+            watchdog: call.watchdog,
+            size: 0,
+        };
+        line.size = line.json().len();
         let mut ring = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         let seq = ring.next_seq;
         ring.next_seq += 1;
-        ring.bytes += json.len();
-        ring.lines.push_back(Arc::new(LogLine { seq, call_id: call.call_id.to_owned(), time, json }));
+        line.seq = seq;
+        ring.bytes += line.size;
+        ring.lines.push_back(Arc::new(line));
         while ring.bytes > cfg.ring_bytes && ring.lines.len() > 1 {
             if let Some(old) = ring.lines.pop_front() {
-                ring.bytes -= old.json.len();
+                ring.bytes -= old.size;
             }
         }
         drop(ring);
@@ -197,7 +256,15 @@ mod tests {
     use super::*;
 
     fn record<'a>(id: &'a str, stderr: &'a [u8]) -> CallRecord<'a> {
-        CallRecord { call_id: id, function: "f", status: 200, duration: Duration::from_micros(1500), stderr }
+        CallRecord {
+            call_id: id,
+            function: "f",
+            status: 200,
+            duration: Duration::from_micros(1500),
+            written: 11,
+            stderr,
+            watchdog: false,
+        }
     }
 
     #[test]
@@ -205,13 +272,29 @@ mod tests {
         let ring = LogRing::default();
         ring.push(&LogConfig::default(), &record("a-1", b"hello \"world\"\n\xff"));
         let lines = ring.read(None, None, None);
-        let v: serde_json::Value = serde_json::from_str(&lines[0].json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&lines[0].json()).unwrap();
         assert_eq!(v["call_id"], "a-1");
         assert_eq!(v["function"], "f");
         assert_eq!(v["status"], 200);
         assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["bytes"], 11);
         assert_eq!(v["stderr"], "hello \"world\"\n\u{fffd}");
         assert!(httpd::date::parse_rfc3339(v["time"].as_str().unwrap()).is_some());
+    }
+
+    #[test]
+    fn a_watchdog_call_reads_as_the_classic_watchdog_logs_it() {
+        let ring = LogRing::default();
+        ring.push(&LogConfig::default(), &record("w", b"first\nsecond\n"));
+        let line = &ring.read(None, None, None)[0];
+        let lines = line.watchdog_lines();
+        let texts: Vec<&str> = lines.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["Forking fprocess.", "first", "second", "Wrote 11 Bytes - Duration: 0.001500 seconds - Status: 200"]
+        );
+        assert_eq!(line.time.duration_since(lines[0].0).unwrap(), Duration::from_micros(1500), "forked at its start");
+        assert_eq!(lines[3].0, line.time);
     }
 
     #[test]
@@ -226,7 +309,7 @@ mod tests {
         let lines = ring.read(None, None, None);
         assert_eq!(lines.last().unwrap().call_id, "c999");
         assert!(lines.len() > 5 && lines.len() < 40, "{}", lines.len());
-        let v: serde_json::Value = serde_json::from_str(&lines[0].json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&lines[0].json()).unwrap();
         assert_eq!(v["stderr"].as_str().unwrap().len(), 100, "one call's stderr is cut to its tail");
         // tail and after_seq.
         let last2 = ring.read(None, None, Some(2));

@@ -21,6 +21,8 @@ use super::routes;
 pub struct Entry {
     pub runner: LoadedFunction,
     pub metrics: Arc<FnMetrics>,
+    /// The bundle's own limit on calls in flight ([`MAX_CONCURRENCY`]), under the server's.
+    pub max_concurrency: Option<usize>,
     fingerprint: Fingerprint,
     /// Set when a deploy replaced this version: its old bundle directory, removed once the
     /// last call holding this entry is done (calls in flight finish on the old version).
@@ -46,6 +48,28 @@ pub enum LoadedFunction {
     Native(Function),
     /// Kontain's km, one process per call (the bundle or its snapshot needs km).
     Km(KmFunction),
+}
+
+impl LoadedFunction {
+    pub fn config(&self) -> &BundleConfig {
+        match self {
+            LoadedFunction::Native(f) => f.config(),
+            LoadedFunction::Km(f) => f.config(),
+        }
+    }
+}
+
+/// The annotation limiting one function's calls in flight (of-watchdog's `max_inflight`,
+/// which the provider maps onto it): over it, 429, as over `--max-concurrency-per-function`.
+pub const MAX_CONCURRENCY: &str = "snapcall.max_concurrency";
+
+/// The bundle's [`MAX_CONCURRENCY`], if it sets one; the error says what it must be.
+pub fn max_concurrency(config: &BundleConfig) -> Result<Option<usize>, String> {
+    let Some(v) = config.annotation(MAX_CONCURRENCY) else { return Ok(None) };
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(format!("annotation {MAX_CONCURRENCY} must be a whole number of calls, at least 1, not {v:?}")),
+    }
 }
 
 impl Entry {
@@ -130,6 +154,7 @@ impl Default for Caps {
 /// loaded or snapshotted.
 pub fn load_runner(dir: &Path, mode: StartMode, caps: Caps) -> Result<LoadedFunction, String> {
     let config = BundleConfig::load(dir).map_err(|e| e.to_string())?;
+    max_concurrency(&config)?;
     let (memory, timeout) = (config.limits.memory_bytes, config.limits.timeout);
     if memory > caps.max_memory_bytes {
         return Err(format!(
@@ -251,6 +276,7 @@ impl Registry {
             runtime.keep_ready(function);
         }
         let entry = Arc::new(Entry {
+            max_concurrency: max_concurrency(runner.config()).ok().flatten(),
             runner,
             metrics: metrics.function(name),
             fingerprint: fingerprint(&self.dir.join(name)),
@@ -330,7 +356,9 @@ impl Registry {
                     } else {
                         summary.added.push(name.clone());
                     }
-                    next.insert(name, Arc::new(Entry { runner, metrics, fingerprint, retired_dir: Mutex::new(None) }));
+                    let max_concurrency = max_concurrency(runner.config()).ok().flatten();
+                    let entry = Entry { runner, metrics, max_concurrency, fingerprint, retired_dir: Mutex::new(None) };
+                    next.insert(name, Arc::new(entry));
                 }
                 Err(e) => {
                     if let Some(entry) = old.get(&name) {

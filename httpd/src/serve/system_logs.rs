@@ -6,14 +6,25 @@
 //! {"name":"echo-c","namespace":"openfaas-fn","instance":"<call id>","timestamp":"<RFC 3339>","text":"<the call's JSON line>"}
 //! ```
 //!
-//! One message per call: every call runs in its own VM, so the call is the instance.
-//! `tail` <= 0 means every line kept; `since` keeps lines written at or after it. With
+//! Every call runs in its own VM, so the call is the instance. Its text is one of two views
+//! (`format=`, else by the function):
+//!
+//! - `json` (plain bundles): one message per call, its JSON line ([`super::logs`]): status,
+//!   duration, bytes, stderr; what `snapcall logs` reads (it asks for it).
+//! - `watchdog` (functions deployed through the provider, `snapcall.watchdog: true`): the
+//!   lines OpenFaaS's classic watchdog writes to its container's log, one message each:
+//!   `Forking fprocess.`, the call's stderr line by line, `Wrote N Bytes - Duration: S
+//!   seconds - Status: S`. OpenFaaS's tools read a function's log as such lines (the
+//!   certifier's `Test_FunctionLogs` looks for the first and the last).
+//!
+//! `tail` <= 0 means every message kept, else the last `tail` messages; `since` keeps calls
+//! answered at or after it. With
 //! `follow=true` and nothing to send yet, the answer waits (on a worker thread, never on an
 //! event loop) up to [`FOLLOW_WAIT`] for the next line: a long poll. `snapcall logs --follow`
 //! repeats it with `after=<last seq>`; a streaming (chunked, never-ending) answer is not
 //! implemented, so OpenFaaS's `faas-cli logs` gets one batch per request.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::http::{json_string, Response};
 use super::logs::Logs;
@@ -33,13 +44,29 @@ pub struct LogQuery {
     pub follow: bool,
     /// Lines after this sequence number only (`snapcall logs --follow` passes the last seen).
     pub after: Option<u64>,
+    /// The view asked for; `None`: each call's function's own.
+    pub format: Option<LogFormat>,
+}
+
+/// How a call's line reads (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Watchdog,
 }
 
 impl LogQuery {
     /// Parses the query string; the error says which parameter is wrong.
     pub fn parse(query: &str) -> Result<LogQuery, String> {
-        let mut q =
-            LogQuery { name: String::new(), tail: None, since: None, instance: None, follow: false, after: None };
+        let mut q = LogQuery {
+            name: String::new(),
+            tail: None,
+            since: None,
+            instance: None,
+            follow: false,
+            after: None,
+            format: None,
+        };
         for (key, value) in params(query) {
             match key.as_str() {
                 // `NAME.openfaas-fn` is NAME, as on the function routes.
@@ -66,6 +93,14 @@ impl LogQuery {
                         "true" | "1" => true,
                         "false" | "0" | "" => false,
                         _ => return Err(format!("follow must be true or false, not {value:?}")),
+                    }
+                }
+                "format" => {
+                    q.format = match value.as_str() {
+                        "json" => Some(LogFormat::Json),
+                        "watchdog" => Some(LogFormat::Watchdog),
+                        "" => None,
+                        _ => return Err(format!("format must be json or watchdog, not {value:?}")),
                     }
                 }
                 "after" => {
@@ -97,20 +132,33 @@ pub fn answer(logs: &Logs, query: &str, served: impl Fn(&str) -> bool) -> Respon
         None if served(&q.name) => logs.ring(&q.name),
         None => return Response::json_error(404, "not_found", &format!("no function named {}", q.name)),
     };
+    // `tail` counts messages; each call makes at least one, so its last `tail` calls hold them.
     let mut lines = ring.read(q.after, q.since, q.tail);
     if q.follow && lines.is_empty() {
         let after = q.after.or_else(|| ring.read(None, None, Some(1)).first().map(|l| l.seq));
         ring.wait_for_more(after, Instant::now() + FOLLOW_WAIT);
         lines = ring.read(after, q.since, q.tail);
     }
-    let mut body = String::new();
+    let mut messages: Vec<(&str, SystemTime, String)> = Vec::new();
     for line in lines.iter().filter(|l| q.instance.as_ref().is_none_or(|i| *i == l.call_id)) {
+        let watchdog = q.format.map_or(line.watchdog, |f| f == LogFormat::Watchdog);
+        if watchdog {
+            messages.extend(line.watchdog_lines().into_iter().map(|(t, text)| (line.call_id.as_str(), t, text)));
+        } else {
+            messages.push((&line.call_id, line.time, line.json()));
+        }
+    }
+    if let Some(n) = q.tail {
+        messages.drain(..messages.len().saturating_sub(n));
+    }
+    let mut body = String::new();
+    for (instance, time, text) in &messages {
         body.push_str(&format!(
             "{{\"name\":{},\"namespace\":\"{NAMESPACE}\",\"instance\":{},\"timestamp\":\"{}\",\"text\":{}}}\n",
             json_string(&q.name),
-            json_string(&line.call_id),
-            date::rfc3339_nanos(line.time),
-            json_string(&line.json),
+            json_string(instance),
+            date::rfc3339_nanos(*time),
+            json_string(text),
         ));
     }
     let mut resp = Response::new(200, "application/x-ndjson", body.into_bytes());
@@ -177,6 +225,7 @@ mod tests {
             ("name=f&since=yesterday", "since must be"),
             ("name=f&follow=maybe", "follow must be"),
             ("name=f&namespace=other", "not served"),
+            ("name=f&format=text", "format must be"),
         ] {
             assert!(LogQuery::parse(bad).unwrap_err().contains(why), "{bad}");
         }
@@ -193,7 +242,15 @@ mod tests {
         for id in ["c1", "c2", "c3"] {
             ring.push(
                 &logs.config,
-                &CallRecord { call_id: id, function: "f", status: 200, duration: Duration::ZERO, stderr: b"hi\n" },
+                &CallRecord {
+                    call_id: id,
+                    function: "f",
+                    status: 200,
+                    duration: Duration::ZERO,
+                    written: 2,
+                    stderr: b"hi\n",
+                    watchdog: false,
+                },
             );
         }
         let resp = answer(&logs, "name=f&tail=2", |_| true);
@@ -215,5 +272,61 @@ mod tests {
             "a served function without calls: no lines"
         );
         assert_eq!(answer(&logs, "tail=1", |_| true).status, 400);
+    }
+
+    fn texts(resp: Response) -> Vec<(String, String)> {
+        String::from_utf8(resp.body)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|m| (m["instance"].as_str().unwrap().to_owned(), m["text"].as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_watchdog_functions_calls_read_as_watchdog_lines_unless_json_is_asked() {
+        let logs = Logs::new(LogConfig::default());
+        let ring = logs.ring("w");
+        for id in ["c1", "c2"] {
+            let call = CallRecord {
+                call_id: id,
+                function: "w",
+                status: 200,
+                duration: Duration::from_millis(2),
+                written: 11,
+                stderr: b"warn\n",
+                watchdog: true,
+            };
+            ring.push(&logs.config, &call);
+        }
+        let got = texts(answer(&logs, "name=w", |_| true));
+        let wrote = "Wrote 11 Bytes - Duration: 0.002000 seconds - Status: 200";
+        let want: Vec<(String, String)> = ["c1", "c2"]
+            .iter()
+            .flat_map(|id| ["Forking fprocess.", "warn", wrote].map(|t| (id.to_string(), t.to_string())))
+            .collect();
+        assert_eq!(got, want);
+        // tail counts messages; instance keeps one call's.
+        assert_eq!(texts(answer(&logs, "name=w&tail=2", |_| true)), want[4..]);
+        assert_eq!(texts(answer(&logs, "name=w&instance=c1", |_| true)), want[..3]);
+        // format=json: one message per call, its JSON line (what `snapcall logs` reads).
+        let json = texts(answer(&logs, "name=w&format=json", |_| true));
+        assert_eq!(json.len(), 2);
+        let inner: serde_json::Value = serde_json::from_str(&json[1].1).unwrap();
+        assert_eq!((inner["call_id"].as_str(), inner["bytes"].as_u64()), (Some("c2"), Some(11)));
+        // And a plain bundle's call reads as watchdog lines when asked.
+        let call = CallRecord {
+            call_id: "p1",
+            function: "p",
+            status: 200,
+            duration: Duration::from_millis(2),
+            written: 11,
+            stderr: b"",
+            watchdog: false,
+        };
+        logs.ring("p").push(&logs.config, &call);
+        assert!(texts(answer(&logs, "name=p", |_| true))[0].1.starts_with('{'));
+        let plain = texts(answer(&logs, "name=p&format=watchdog", |_| true));
+        assert_eq!(plain.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(), ["Forking fprocess.", wrote]);
     }
 }

@@ -10,6 +10,7 @@
 //! | `limits.memory` (a Kubernetes quantity) | `snapcall.memory_mib`: the guest's memory, so the cap on all it maps (at least the vmm's 32 MiB) |
 //! | `envVars.exec_timeout` (of-watchdog: Go duration or seconds) | `snapcall.timeout_ms` |
 //! | `envVars.content_type` (the watchdogs' setting) | `snapcall.content_type` |
+//! | `envVars.max_inflight` (of-watchdog: calls in flight at most, 0 = no limit) | `snapcall.max_concurrency`: 429 over it |
 //! | `secrets` | `rootfs/var/openfaas/secrets/NAME`, mode 0444 (the guest's rootfs is read-only) |
 //! | the image's `snapcall.*` labels | the same annotations (e.g. `snapcall.response: cgi`) |
 //!
@@ -53,6 +54,18 @@ pub enum BundleError {
 }
 
 impl BundleError {
+    /// The sentence the API answers with: the error, and for an image over a cap which of
+    /// the server's settings it is.
+    pub fn detail(&self) -> String {
+        match self {
+            BundleError::Image(e) if e.kind() == oci_image::ErrorKind::TooBig => format!(
+                "{e} (the unpacked bytes are this server's --max-image-mib; entries, layers, blob and \
+                 archive sizes have fixed caps, docs/provider.md)"
+            ),
+            e => e.to_string(),
+        }
+    }
+
     pub fn status(&self) -> u16 {
         use oci_image::ErrorKind;
         match self {
@@ -148,8 +161,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// The process a deployment runs: `envProcess` split on whitespace, else the image's
 /// Entrypoint followed by its Cmd.
 fn command(d: &FunctionDeployment, image: &Image) -> Result<Vec<String>, BundleError> {
-    let args: Vec<String> = if !d.env_process.trim().is_empty() {
-        d.env_process.split_whitespace().map(str::to_string).collect()
+    let args: Vec<String> = if !d.spec.env_process.trim().is_empty() {
+        d.spec.env_process.split_whitespace().map(str::to_string).collect()
     } else {
         image.config.entrypoint.iter().chain(&image.config.cmd).cloned().collect()
     };
@@ -173,7 +186,7 @@ fn environment(d: &FunctionDeployment, image: &Image) -> Result<Vec<String>, Bun
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(k, v);
     }
-    for (k, v) in d.env_vars.iter().flatten() {
+    for (k, v) in d.spec.env_vars.iter().flatten() {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(BundleError::Invalid {
                 field: "envVars",
@@ -182,8 +195,8 @@ fn environment(d: &FunctionDeployment, image: &Image) -> Result<Vec<String>, Bun
         }
         set(k, v);
     }
-    if !d.env_process.is_empty() {
-        set("fprocess", &d.env_process);
+    if !d.spec.env_process.is_empty() {
+        set("fprocess", &d.spec.env_process);
     }
     Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
@@ -211,7 +224,7 @@ pub fn build(
         .filter(|(k, _)| k.starts_with("snapcall."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Some(limits) = &d.limits {
+    if let Some(limits) = &d.spec.limits {
         if !limits.memory.is_empty() {
             let bytes = parse_quantity(&limits.memory).ok_or_else(|| BundleError::Invalid {
                 field: "limits.memory",
@@ -224,13 +237,23 @@ pub fn build(
             annotations.insert("snapcall.memory_mib".to_string(), mib.to_string());
         }
     }
-    let vars = d.env_vars.clone().unwrap_or_default();
+    let vars = d.spec.env_vars.clone().unwrap_or_default();
     if let Some(t) = vars.get("exec_timeout") {
         let timeout = parse_duration(t).filter(|t| !t.is_zero()).ok_or_else(|| BundleError::Invalid {
             field: "envVars.exec_timeout",
             problem: format!("{t:?} is not a duration (10s, 1m30s) or a number of seconds"),
         })?;
         annotations.insert("snapcall.timeout_ms".to_string(), timeout.as_millis().clamp(1, 3_600_000).to_string());
+    }
+    // of-watchdog's max_inflight: 0 (its default) is no limit.
+    if let Some(n) = vars.get("max_inflight") {
+        let n: usize = n.trim().parse().map_err(|_| BundleError::Invalid {
+            field: "envVars.max_inflight",
+            problem: format!("{n:?} is not a whole number of calls"),
+        })?;
+        if n > 0 {
+            annotations.insert(super::super::registry::MAX_CONCURRENCY.to_string(), n.to_string());
+        }
     }
     if let Some(ct) = vars.get("content_type").filter(|c| !c.is_empty()) {
         if ct.bytes().any(|b| b.is_ascii_control()) {
@@ -241,7 +264,7 @@ pub fn build(
         }
         annotations.insert("snapcall.content_type".to_string(), ct.clone());
     }
-    for name in d.secrets.iter().flatten() {
+    for name in d.spec.secrets.iter().flatten() {
         if !secrets.contains_key(name) {
             return Err(BundleError::NoSecret(name.clone()));
         }
@@ -261,7 +284,7 @@ pub fn build(
         return Err(BundleError::Dynamic { program });
     }
     args[0] = program;
-    for name in d.secrets.iter().flatten() {
+    for name in d.spec.secrets.iter().flatten() {
         let rel = Path::new(SECRETS_DIR).join(name);
         oci_image::write_file_in_root(&rootfs, &rel, &secrets[name], 0o444).map_err(write_err(&rootfs.join(&rel)))?;
     }

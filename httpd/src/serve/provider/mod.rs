@@ -388,17 +388,18 @@ impl Shared {
             }
             // A bundle from --functions, not deployed through the API.
             None => {
-                let args = match &entry.runner {
-                    LoadedFunction::Native(f) => f.config().args.join(" "),
-                    LoadedFunction::Km(f) => f.config().args.join(" "),
-                };
-                FunctionStatus { name: name.into(), env_process: args, ..FunctionStatus::default() }
+                let args = entry.runner.config().args.join(" ");
+                FunctionStatus {
+                    name: name.into(),
+                    spec: FunctionSpec { env_process: args, ..FunctionSpec::default() },
+                    ..FunctionStatus::default()
+                }
             }
         };
         drop(records);
         st.name = name.into();
-        st.namespace = self.cfg.namespace.clone();
-        st.labels.get_or_insert_with(BTreeMap::new).insert(FUNCTION_LABEL.into(), name.into());
+        st.spec.namespace = self.cfg.namespace.clone();
+        st.spec.labels.get_or_insert_with(BTreeMap::new).insert(FUNCTION_LABEL.into(), name.into());
         st.invocation_count = entry.metrics.calls() as f64;
         (st.replicas, st.available_replicas) = match &entry.runner {
             LoadedFunction::Native(f) => match self.runtime.function_stats(f) {
@@ -464,7 +465,7 @@ impl Shared {
     /// Deploys (or, `update`, replaces) a function; returns once it serves.
     fn deploy(&self, req: &ApiRequest, update: bool) -> Result<(Response, Option<SnapshotJob>), ApiError> {
         let mut d: FunctionDeployment = parse_body(req.body, "deployment")?;
-        self.check_namespace(Some(&d.namespace))?;
+        self.check_namespace(Some(&d.spec.namespace))?;
         let name = d.service.clone();
         if !valid_function_name(&name) || name == "healthz" || name == "metrics" || name == "system" {
             return Err(ApiError::new(
@@ -475,7 +476,7 @@ impl Shared {
                 ),
             ));
         }
-        if d.image.is_empty() {
+        if d.spec.image.is_empty() {
             return Err(ApiError::new(400, "bad_request", "image is required"));
         }
         let Some(images) = &self.images else {
@@ -493,7 +494,7 @@ impl Shared {
         if exists {
             self.check_owned(&name)?;
         }
-        let secrets = self.secrets.values(d.secrets.as_deref().unwrap_or_default()).map_err(|e| match e {
+        let secrets = self.secrets.values(d.spec.secrets.as_deref().unwrap_or_default()).map_err(|e| match e {
             secrets::SecretError::Missing(s) => {
                 ApiError::new(400, "bad_request", bundle::BundleError::NoSecret(s).to_string())
             }
@@ -507,22 +508,22 @@ impl Shared {
                 let _ = std::fs::remove_dir_all(d);
             }
         };
-        let image = match images.resolve(&d.image, &scratch) {
+        let image = match images.resolve(&d.spec.image, &scratch) {
             Ok(i) => i,
             Err(e) => {
                 cleanup(&[&scratch]);
                 let e = bundle::BundleError::from(e);
-                return Err(ApiError::new(e.status(), "image", e.to_string()));
+                return Err(ApiError::new(e.status(), "image", e.detail()));
             }
         };
-        if d.namespace.is_empty() {
-            d.namespace = self.cfg.namespace.clone();
+        if d.spec.namespace.is_empty() {
+            d.spec.namespace = self.cfg.namespace.clone();
         }
         let built = bundle::build(&d, &image, &secrets, &staging, self.caps, now_secs());
         cleanup(&[&scratch]);
         if let Err(e) = built {
             cleanup(&[&staging]);
-            return Err(ApiError::new(e.status(), "image", e.to_string()));
+            return Err(ApiError::new(e.status(), "image", e.detail()));
         }
         // The vmm must accept the program (a cold load parses it) before anything is swapped.
         if let Err(e) = registry::load_runner(&staging, vmm::StartMode::Cold, self.registry.caps()) {
@@ -545,7 +546,7 @@ impl Shared {
                 return Err(ApiError::new(500, "host", format!("{name}: the new bundle did not load: {e}")));
             }
         };
-        let min = d.labels.as_ref().and_then(|l| l.get(SCALE_MIN_LABEL)).and_then(|v| v.parse::<u64>().ok());
+        let min = d.spec.labels.as_ref().and_then(|l| l.get(SCALE_MIN_LABEL)).and_then(|v| v.parse::<u64>().ok());
         if let Some(min) = min {
             self.replicas.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), min);
         }

@@ -6,11 +6,20 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// `types.FunctionDeployment`: a request to create or update a function.
+/// `types.FunctionDeployment`: a request to create or update a function: its name and
+/// its [`FunctionSpec`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct FunctionDeployment {
     pub service: String,
+    #[serde(flatten)]
+    pub spec: FunctionSpec,
+}
+
+/// The fields `types.FunctionDeployment` and `types.FunctionStatus` share, which a provider
+/// stores from the one and gives back unchanged in the other.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionSpec {
     pub image: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
@@ -52,27 +61,8 @@ pub struct FunctionResources {
 #[serde(rename_all = "camelCase")]
 pub struct FunctionStatus {
     pub name: String,
-    pub image: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub env_process: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env_vars: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub constraints: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secrets: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<FunctionResources>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<FunctionResources>,
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub read_only_root_filesystem: bool,
+    #[serde(flatten)]
+    pub spec: FunctionSpec,
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub invocation_count: f64,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -94,21 +84,7 @@ fn is_zero_f64(n: &f64) -> bool {
 impl FunctionStatus {
     /// The stored deployment's fields, unchanged.
     pub fn of(d: &FunctionDeployment) -> FunctionStatus {
-        FunctionStatus {
-            name: d.service.clone(),
-            image: d.image.clone(),
-            namespace: d.namespace.clone(),
-            env_process: d.env_process.clone(),
-            env_vars: d.env_vars.clone(),
-            constraints: d.constraints.clone(),
-            secrets: d.secrets.clone(),
-            labels: d.labels.clone(),
-            annotations: d.annotations.clone(),
-            limits: d.limits.clone(),
-            requests: d.requests.clone(),
-            read_only_root_filesystem: d.read_only_root_filesystem,
-            ..FunctionStatus::default()
-        }
+        FunctionStatus { name: d.service.clone(), spec: d.spec.clone(), ..FunctionStatus::default() }
     }
 }
 
@@ -197,8 +173,8 @@ mod tests {
             "secrets":["s1"],"labels":{"canary_build":"true"},"annotations":{"some-json":"{\"a\":1}"},
             "limits":{"memory":"5Mi","cpu":"100m"},"requests":{"memory":"1Mi"},"readOnlyRootFilesystem":true}"#;
         let d: FunctionDeployment = serde_json::from_str(sent).unwrap();
-        assert_eq!(d.env_vars.as_ref().unwrap()["custom_env"], "custom_env_value");
-        assert_eq!(d.limits.as_ref().unwrap().memory, "5Mi");
+        assert_eq!(d.spec.env_vars.as_ref().unwrap()["custom_env"], "custom_env_value");
+        assert_eq!(d.spec.limits.as_ref().unwrap().memory, "5Mi");
         let status = FunctionStatus::of(&d);
         let back: serde_json::Value = serde_json::to_value(&status).unwrap();
         let sent: serde_json::Value = serde_json::from_str(sent).unwrap();
