@@ -40,7 +40,6 @@ pub struct LogLine {
     pub call_id: String,
     /// When the call was answered.
     pub time: SystemTime,
-    pub function: String,
     pub status: u16,
     pub duration: Duration,
     /// The response body's length.
@@ -55,15 +54,16 @@ pub struct LogLine {
 }
 
 impl LogLine {
-    /// The call as one JSON object (no newline).
-    pub fn json(&self) -> String {
+    /// The call as one JSON object (no newline); `function` is its ring's (a line does not
+    /// keep the name: every line of a ring has the same).
+    pub fn json(&self, function: &str) -> String {
         let mut json = String::with_capacity(160 + self.stderr.len());
         let _ = write!(
             json,
             "{{\"call_id\":{},\"time\":\"{}\",\"function\":{},\"status\":{},\"duration_ms\":{:.3},\"bytes\":{},\"stderr\":{}}}",
             json_string(&self.call_id),
             httpd::date::rfc3339_nanos(self.time),
-            json_string(&self.function),
+            json_string(function),
             self.status,
             self.duration.as_secs_f64() * 1e3,
             self.written,
@@ -128,7 +128,6 @@ impl LogRing {
             seq: 0,
             call_id: call.call_id.to_owned(),
             time: SystemTime::now(),
-            function: call.function.to_owned(),
             status: call.status,
             duration: call.duration,
             written: call.written,
@@ -136,7 +135,7 @@ impl LogRing {
             watchdog: call.watchdog,
             size: 0,
         };
-        line.size = line.json().len();
+        line.size = line.json(call.function).len();
         let mut ring = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         let seq = ring.next_seq;
         ring.next_seq += 1;
@@ -272,7 +271,7 @@ mod tests {
         let ring = LogRing::default();
         ring.push(&LogConfig::default(), &record("a-1", b"hello \"world\"\n\xff"));
         let lines = ring.read(None, None, None);
-        let v: serde_json::Value = serde_json::from_str(&lines[0].json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&lines[0].json("f")).unwrap();
         assert_eq!(v["call_id"], "a-1");
         assert_eq!(v["function"], "f");
         assert_eq!(v["status"], 200);
@@ -309,7 +308,7 @@ mod tests {
         let lines = ring.read(None, None, None);
         assert_eq!(lines.last().unwrap().call_id, "c999");
         assert!(lines.len() > 5 && lines.len() < 40, "{}", lines.len());
-        let v: serde_json::Value = serde_json::from_str(&lines[0].json()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&lines[0].json("f")).unwrap();
         assert_eq!(v["stderr"].as_str().unwrap().len(), 100, "one call's stderr is cut to its tail");
         // tail and after_seq.
         let last2 = ring.read(None, None, Some(2));

@@ -145,7 +145,7 @@ pub fn answer(logs: &Logs, query: &str, served: impl Fn(&str) -> bool) -> Respon
         if watchdog {
             messages.extend(line.watchdog_lines().into_iter().map(|(t, text)| (line.call_id.as_str(), t, text)));
         } else {
-            messages.push((&line.call_id, line.time, line.json()));
+            messages.push((&line.call_id, line.time, line.json(&q.name)));
         }
     }
     if let Some(n) = q.tail {
