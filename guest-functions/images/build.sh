@@ -11,6 +11,8 @@
 #   DIR/docker.io/theaxer/redirector/     ./handler: a static C redirect (the certifier's)
 #   DIR/docker.io/snapcall/version/       prints $version after $delay_ms
 #   DIR/docker.io/snapcall/dynamic/       a dynamically linked program (must be refused)
+#   DIR/docker.io/snapcall/hostile-climb/ a layer writing through a climbing symlink (stays inside)
+#   DIR/docker.io/snapcall/hostile-dotdot/ a layer with a ../ member (must be refused)
 #   DIR/docker.io/snapcall/alpine.tar     the alpine image again, as an OCI archive
 # Needs: busybox-static, gcc, musl-tools, tar, gzip, coreutils (scripts/install-deps.sh).
 set -euo pipefail
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --out) OUT="$2"; shift 2 ;;
         --out=*) OUT="${1#--out=}"; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "images/build.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -48,10 +50,16 @@ blob() {
 # image LAYOUT TAG ROOTFS CONFIG: one single-layer image. CONFIG is the image config's
 # "config" object (Entrypoint, Cmd, Env, WorkingDir) as JSON.
 image() {
-    local layout="$1" tag="$2" rootfs="$3" run_config="$4"
+    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$3" -cf "$WORK/layer.tar" .
+    layer_image "$1" "$2" "$WORK/layer.tar" "$4"
+}
+
+# layer_image LAYOUT TAG LAYER_TAR CONFIG: the image of one (uncompressed) layer tar.
+layer_image() {
+    local layout="$1" tag="$2" run_config="$4"
+    [ "$3" = "$WORK/layer.tar" ] || cp "$3" "$WORK/layer.tar"
     rm -rf "$layout"
     mkdir -p "$layout"
-    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$WORK/layer.tar" .
     local diff_id
     diff_id="$(sha "$WORK/layer.tar")"
     gzip -n -9 -c "$WORK/layer.tar" >"$WORK/layer.tar.gz"
@@ -100,6 +108,32 @@ mkdir -p "$R/bin"
 musl-gcc -O2 -static -o "$R/bin/version" "$HERE/version.c"
 strip "$R/bin/version"
 image "$OUT/docker.io/snapcall/version" latest "$R" "{\"Env\":[$PATH_ENV],\"Cmd\":[\"version\"]}"
+
+# snapcall/hostile-climb and snapcall/hostile-dotdot: layers as an attacker writes them
+# (Python's tarfile: GNU tar will not), next to the version program. climb writes through a
+# symlink climbing out with `..` (the write must land inside the rootfs); dotdot has a
+# `../` member (the deploy must be refused, 422).
+python3 - "$WORK" "$WORK/version/bin/version" <<'PY'
+import io, sys, tarfile
+work, program = sys.argv[1], open(sys.argv[2], "rb").read()
+def add(t, name, kind=tarfile.REGTYPE, data=b"", target=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.linkname = kind, 0o755, target
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    t.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+with tarfile.open(f"{work}/climb.tar", "w", format=tarfile.GNU_FORMAT) as t:
+    add(t, "bin", tarfile.DIRTYPE)
+    add(t, "bin/version", data=program)
+    add(t, "tmp", tarfile.DIRTYPE)
+    add(t, "up", tarfile.SYMTYPE, target="../../../../../../../..")
+    add(t, "up/tmp/snapcall-hostile-climb", data=b"planted\n")
+with tarfile.open(f"{work}/dotdot.tar", "w", format=tarfile.GNU_FORMAT) as t:
+    add(t, "bin", tarfile.DIRTYPE)
+    add(t, "bin/version", data=program)
+    add(t, "../snapcall-hostile-dotdot", data=b"planted\n")
+PY
+layer_image "$OUT/docker.io/snapcall/hostile-climb" latest "$WORK/climb.tar" "{\"Env\":[$PATH_ENV],\"Cmd\":[\"version\"]}"
+layer_image "$OUT/docker.io/snapcall/hostile-dotdot" latest "$WORK/dotdot.tar" "{\"Env\":[$PATH_ENV],\"Cmd\":[\"version\"]}"
 
 # snapcall/dynamic: a dynamically linked program, which a deploy must refuse with a 422.
 R="$WORK/dynamic"

@@ -351,6 +351,33 @@ fn bad_deployments_get_clear_4xx_answers() {
 }
 
 #[test]
+fn hostile_layers_write_nothing_outside_the_rootfs() {
+    let srv = provider("hostile", &[]);
+    let mut c = srv.connect();
+    // A write through a symlink climbing out with `..` resolves inside the rootfs, as the
+    // guest would see it; the host's /tmp (which exists, so an escape would have written
+    // the file there) is untouched.
+    let host = PathBuf::from("/tmp/snapcall-hostile-climb");
+    let _ = std::fs::remove_file(&host);
+    let r = deploy(
+        &mut c,
+        "POST",
+        &json!({"service": "climb", "image": "snapcall/hostile-climb", "envVars": {"version": "ok"}}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(!host.exists(), "the layer wrote {} on the host", host.display());
+    assert_eq!(std::fs::read(srv.dir.join("climb/rootfs/tmp/snapcall-hostile-climb")).unwrap(), b"planted\n");
+    assert_eq!(c.request("GET", "/function/climb", &[], b"").text(), "ok\n");
+    // A `../` member: refused, and nothing of it left anywhere.
+    let r = deploy(&mut c, "POST", &json!({"service": "dotdot", "image": "snapcall/hostile-dotdot"}));
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("..") && r.text().contains("snapcall-hostile-dotdot"), "{}", r.text());
+    assert_eq!(std::fs::read_dir(srv.dir.join(".snapcall/staging")).unwrap().count(), 0);
+    assert!(!srv.dir.join("dotdot").exists() && !srv.dir.join("snapcall-hostile-dotdot").exists());
+    assert_eq!(api(&mut c, "GET", "/system/function/dotdot", &Value::Null).status, 404);
+}
+
+#[test]
 fn basic_auth_guards_the_api_and_leaves_functions_open() {
     let mount = empty_dir("auth-mount");
     std::fs::write(mount.join("basic-auth-user"), "admin\n").unwrap();
