@@ -56,6 +56,7 @@ mod userfault;
 pub mod vdso;
 mod verified;
 pub mod vm;
+pub mod vm_creator;
 mod working_set;
 
 pub use bundle::{BundleConfig, BundleError, Limits, ResponseFormat, Runner};

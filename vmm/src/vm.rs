@@ -88,7 +88,7 @@ impl EmptyVm {
             return Err(VmError::BadMemorySize(memory_size));
         }
         let sys = kvm::system()?;
-        let vm = retry_eintr(|| sys.kvm.create_vm()).map_err(ioctl("KVM_CREATE_VM"))?;
+        let vm = retry_eintr(|| crate::vm_creator::create_vm(&sys.kvm)).map_err(ioctl("KVM_CREATE_VM"))?;
         let mut memory = GuestMemory::new(memory_size)?;
         // SAFETY: `memory` lives in this EmptyVm, which drops it after the VM fd (field order).
         unsafe { attach_memory(&vm, &memory) }?;

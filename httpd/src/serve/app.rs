@@ -274,6 +274,9 @@ impl App {
         let _ = writeln!(out, "snapcall_vms_destroyed_total {}", p.destroyed);
         let _ = writeln!(out, "# HELP snapcall_vms_evicted_total Ready VMs destroyed because their function went idle.\n# TYPE snapcall_vms_evicted_total counter");
         let _ = writeln!(out, "snapcall_vms_evicted_total {}", p.evicted);
+        let c = vmm::vm_creator::stats();
+        let _ = writeln!(out, "# HELP snapcall_vms_without_debugfs_total VMs created with no KVM debugfs directory of their own (vmm::vm_creator).\n# TYPE snapcall_vms_without_debugfs_total counter");
+        let _ = writeln!(out, "snapcall_vms_without_debugfs_total {}", c.without_debugfs);
         let _ = writeln!(out, "# HELP snapcall_pool_fill_cpu_seconds_total CPU time the pool spent making VMs ahead (create, restore, pre-fault).\n# TYPE snapcall_pool_fill_cpu_seconds_total counter");
         let _ = writeln!(out, "snapcall_pool_fill_cpu_seconds_total {:.6}", p.fill_cpu.as_secs_f64());
         let _ = writeln!(out, "# HELP snapcall_pool_reap_cpu_seconds_total CPU time spent destroying used VMs after their responses.\n# TYPE snapcall_pool_reap_cpu_seconds_total counter");
