@@ -42,6 +42,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A printing command piped into `head` ends quietly when the pipe closes, as other Unix
+    // tools do, instead of panicking in println!. `serve`, `run` and `invoke` keep Rust's
+    // ignored SIGPIPE: they write to sockets or pass a response on, and report EPIPE.
+    if matches!(cli.command, Command::Inspect(_) | Command::Validate(_) | Command::Logs(_) | Command::Completions { .. }) {
+        // SAFETY: restoring SIGPIPE's default disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Run(args) => cmd_run::main(args),
         Command::Snapshot(args) => cmd_snapshot::main(args),
