@@ -191,6 +191,8 @@ impl Runtime {
     /// Starts the filler and reaper threads and opens /dev/kvm.
     pub fn new(config: RuntimeConfig) -> Result<Runtime, VmError> {
         crate::kvm::system()?;
+        // VMs without a debugfs directory each (vm_creator.rs): worth it from the second VM on.
+        crate::vm_creator::start();
         let shared = Arc::new(Shared {
             ready: Mutex::new(HashMap::new()),
             images: Mutex::new(HashMap::new()),

@@ -20,7 +20,8 @@
 //! which every thread shares, not to the file table. Set `SNAPCALL_KVM_DEBUGFS=1` to create
 //! VMs the plain way (each with its directory, for per-VM statistics). Where the creator
 //! cannot start (a kernel before 5.9 without `CLOSE_RANGE_UNSHARE`, a seccomp profile that
-//! denies it), VMs are created the plain way too; [`stats`] says which happened.
+//! denies it), VMs are created the plain way too; [`stats`] says which happened. The pool
+//! ([`crate::Runtime`]) starts the creator; a process that makes a single VM has no use for it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -68,18 +69,22 @@ struct Creator {
 
 static CREATOR: OnceLock<Option<Creator>> = OnceLock::new();
 
-fn creator() -> Option<&'static Creator> {
-    CREATOR
-        .get_or_init(|| {
-            if std::env::var_os("SNAPCALL_KVM_DEBUGFS").is_some_and(|v| v == "1") {
-                return None;
-            }
-            Creator::start().ok()
-        })
-        .as_ref()
+/// Starts the creator, once per process; [`crate::Runtime::new`] does. A process that
+/// makes one VM (`snapcall run`) does not: the keeper would cost it a VM more.
+pub fn start() {
+    CREATOR.get_or_init(|| {
+        if std::env::var_os("SNAPCALL_KVM_DEBUGFS").is_some_and(|v| v == "1") {
+            return None;
+        }
+        Creator::start().ok()
+    });
 }
 
-/// `KVM_CREATE_VM` through the creator when it runs, else directly on `kvm`.
+fn creator() -> Option<&'static Creator> {
+    CREATOR.get().and_then(Option::as_ref)
+}
+
+/// `KVM_CREATE_VM` through the creator when it was started, else directly on `kvm`.
 pub(crate) fn create_vm(kvm: &Kvm) -> Result<VmFd, kvm_ioctls::Error> {
     let Some(creator) = creator() else { return kvm.create_vm() };
     match creator.create() {
@@ -356,6 +361,7 @@ mod tests {
     #[test]
     fn vms_from_the_creator_share_the_keepers_directory_and_work() {
         let kvm = &crate::kvm::system().expect("/dev/kvm").kvm;
+        start();
         assert!(stats().active, "the creator thread did not start");
         let vms: Vec<VmFd> = (0..5).map(|_| create_vm(kvm).expect("KVM_CREATE_VM")).collect();
         // Each is a working VM in this process's table: it takes a vCPU.
