@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_build;
 mod cmd_client;
 mod cmd_inspect;
+mod cmd_new;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_snapshot;
@@ -22,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make a new function directory: `snapcall new --lang python|c NAME [DIR]`.
+    New(cmd_new::Args),
+    /// Build a function directory (function.json + source) into a bundle and take its snapshot.
+    Build(cmd_build::Args),
     /// Run one call of a function bundle: stdin is the request, stdout the response.
     Run(cmd_run::Args),
     /// Run a bundle until it first reads stdin and write its snapshot.
@@ -50,6 +56,8 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
+        Command::New(args) => cmd_new::main(args),
+        Command::Build(args) => cmd_build::main(args),
         Command::Run(args) => cmd_run::main(args),
         Command::Snapshot(args) => cmd_snapshot::main(args),
         Command::Serve(args) => cmd_serve::main(*args),
