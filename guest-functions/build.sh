@@ -4,9 +4,10 @@
 #   guest-functions/build.sh [--out DIR] [--no-python] [--force]
 #
 # DIR defaults to <repo>/target. Produces DIR/functions/<name>/ and DIR/test-functions/<name>/,
-# each an OCI-style bundle: config.json + rootfs/. Idempotent: a binary is rebuilt only when a
-# source it depends on is newer; config.json is rewritten only when its content changes.
-# Needs only Debian packages (scripts/install-deps.sh installs them).
+# each an OCI-style bundle: config.json + rootfs/, made by `snapcall build` (docs/functions.md)
+# from a function.json staged under DIR/cache/function-src/ ($SNAPCALL, else built here with
+# cargo). Idempotent: a program is rebuilt only when a source it depends on is newer; config.json
+# is rewritten only when its content changes. Needs only Debian packages (scripts/install-deps.sh).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,43 +32,30 @@ FUNCS="$OUT/functions"
 TESTS="$OUT/test-functions"
 mkdir -p "$FUNCS" "$TESTS"
 
-CC="${CC:-gcc}"
-MUSL_CC="${MUSL_CC:-musl-gcc}"
-CFLAGS_COMMON=(-O2 -Wall -Wextra -Wno-unused-parameter -g0)
-
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 
 # shellcheck source=bundle-lib.sh
 source "$HERE/bundle-lib.sh"
 
-C_ENV="$(json_list PATH=/bin HOME=/)"
-
-# build_c KIND NAME SRC OUTBIN : compile one static C program.
-#   KIND: glibc (static, non-PIE, ET_EXEC) | pie (static-pie, ET_DYN) | musl (musl-gcc -static)
-build_c() {
-    local kind="$1" name="$2" src="$3" bin="$4"
-    local deps=("$src" "$HERE/build.sh")
-    [ -e "$(dirname "$src")/common.h" ] && deps+=("$(dirname "$src")/common.h")
-    needs_build "$bin" "${deps[@]}" || return 0
-    mkdir -p "$(dirname "$bin")"
-    log "cc ($kind) $name"
-    case "$kind" in
-        glibc) "$CC" "${CFLAGS_COMMON[@]}" -static -no-pie -fno-pie -o "$bin.tmp" "$src" ;;
-        pie) "$CC" "${CFLAGS_COMMON[@]}" -static-pie -fPIE -o "$bin.tmp" "$src" ;;
-        musl) "$MUSL_CC" "${CFLAGS_COMMON[@]}" -static -o "$bin.tmp" "$src" ;;
-        *) echo "build_c: bad kind $kind" >&2; return 1 ;;
-    esac
-    strip --strip-all "$bin.tmp"
-    mv -f "$bin.tmp" "$bin"
-}
+# Every bundle is made by `snapcall build`, from a function directory staged here (a
+# function.json naming the source in guest-functions/), as a user's function is.
+find_snapcall
+export SNAPCALL
+STAGE="$OUT/cache/function-src"
 
 # c_bundle PARENT NAME KIND SRC ANNOTATION...
+#   KIND: glibc (static, non-PIE, ET_EXEC) | pie (static-pie, ET_DYN) | musl (musl-gcc -static)
 c_bundle() {
     local parent="$1" name="$2" kind="$3" src="$4"; shift 4
-    local dir="$parent/$name"
-    mkdir -p "$dir/rootfs/bin"
-    build_c "$kind" "$name" "$src" "$dir/rootfs/bin/$name"
-    write_config "$dir" "$(json_list "/bin/$name")" "$C_ENV" "$@"
+    local fdir="$STAGE/$(basename "$parent")/$name" libc=glibc pie=false
+    case "$kind" in
+        glibc) ;; pie) pie=true ;; musl) libc=musl ;;
+        *) echo "c_bundle: bad kind $kind" >&2; return 1 ;;
+    esac
+    mkdir -p "$fdir"
+    MANIFEST_EXTRA="\"c\": {\"sources\": [$(json_str "$src")], \"libc\": \"$libc\", \"pie\": $pie}" \
+        manifest_json c "$@" | write_if_changed "$fdir/function.json"
+    snapcall_build "$fdir" "$parent/$name"
 }
 
 # ---------------------------------------------------------------- C demo functions
@@ -138,7 +126,7 @@ printf 'abcdefghijklmnopqrstuvwxyz\n' | write_if_changed "$TESTS/open-file/rootf
 
 # ---------------------------------------------------------------- Python (issue 4)
 if [ "$WITH_PYTHON" = 1 ] && [ -x "$HERE/python/build-python.sh" ]; then
-    OUT="$OUT" FORCE="$FORCE" "$HERE/python/build-python.sh"
+    OUT="$OUT" FORCE="$FORCE" SNAPCALL="$SNAPCALL" "$HERE/python/build-python.sh"
 fi
 
 log "bundles in $FUNCS and $TESTS"

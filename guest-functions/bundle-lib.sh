@@ -1,5 +1,7 @@
 # Shell helpers shared by guest-functions/build.sh and python/build-python.sh: incremental
-# builds and writing bundle config.json files. Sourced, never run; needs $FORCE (0|1).
+# builds, function manifests for `snapcall build` (the one path every function bundle is made
+# by), and config.json for the bundles that are not functions (the compat runner). Sourced,
+# never run; needs $FORCE (0|1), and $SNAPCALL for snapcall_build.
 
 # needs_build OUTPUT INPUT... : true when OUTPUT is missing or older than any INPUT.
 needs_build() {
@@ -73,4 +75,47 @@ $ann
   }
 }
 EOF
+}
+
+# manifest_json LANG ANNOTATION_KEY=VALUE... : a function.json (docs/functions.md) on stdout,
+# from the bundle annotations build.sh's tables use (snapcall.memory_mib=64 -> "memory_mib": 64).
+# Extra top-level JSON members (the "c" or "python" section) come from $MANIFEST_EXTRA.
+manifest_json() {
+    local lang="$1" kv key value; shift
+    printf '{\n  "lang": "%s"' "$lang"
+    for kv in "$@"; do
+        key="${kv%%=*}"; value="${kv#*=}"
+        case "$key" in
+            snapcall.memory_mib|snapcall.timeout_ms|snapcall.max_output_bytes)
+                printf ',\n  "%s": %s' "${key#snapcall.}" "$value" ;;
+            snapcall.content_type|snapcall.response)
+                printf ',\n  "%s": %s' "${key#snapcall.}" "$(json_str "$value")" ;;
+            *) echo "manifest_json: no manifest field for $key" >&2; return 1 ;;
+        esac
+    done
+    [ -z "${MANIFEST_EXTRA:-}" ] || printf ',\n  %s' "$MANIFEST_EXTRA"
+    printf '\n}\n'
+}
+
+# snapcall_build FUNCTION_DIR BUNDLE_DIR : `snapcall build` it, without the snapshot (serve and
+# the tests take their own), quiet unless something is rebuilt or fails.
+snapcall_build() {
+    local src="$1" bundle="$2" out force=()
+    [ "$FORCE" = 1 ] && force=(--force)
+    if ! out="$("$SNAPCALL" build --no-snapshot "${force[@]}" ${PYTHON_RUNTIME:+--python-runtime "$PYTHON_RUNTIME"} \
+            -o "$bundle" "$src" 2>&1)"; then
+        printf '%s\n' "$out" >&2
+        return 1
+    fi
+    printf '%s\n' "$out" | grep -E ': (compile \(.*[0-9] bytes|requirements: [^n]|function: )' \
+        | sed "s|^snapcall build: |build: $(basename "$bundle"): |" >&2 || true
+}
+
+# find_snapcall : sets $SNAPCALL to the snapcall binary (built now with cargo if not given).
+find_snapcall() {
+    [ -n "${SNAPCALL:-}" ] && return 0
+    local repo
+    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    (cd "$repo" && cargo build -q --locked -p httpd --bin snapcall) >&2
+    SNAPCALL="${CARGO_TARGET_DIR:-$repo/target}/debug/snapcall"
 }

@@ -199,40 +199,24 @@ if needs_build "$STAMP" "$PYBIN" "$HERE/build-python.sh" "$STDLIB_SRC/os.py" "$T
 fi
 
 # ------------------------------------------------------------------ bundles
-PY_ENV="$(json_list PATH=/usr/bin HOME=/ PYTHONHOME=/usr PYTHONPATH=/function PYTHONUTF8=1 \
-    PYTHONCOERCECLOCALE=0 PYTHONDONTWRITEBYTECODE=1 PYTHONNOUSERSITE=1)"
+# Each bundle is made by `snapcall build` (as any user's Python function is) from a function
+# directory staged here: a function.json and a link to the module's file.
+[ -n "${SNAPCALL:-}" ] || find_snapcall
+STAGE="$OUT/cache/function-src"
+PYTHON_RUNTIME="$TEMPLATE"
 
 # py_bundle PARENT NAME FUNCTION_FILE MODULE HANDLER MEMORY_MIB TIMEOUT_MS CONTENT_TYPE [RESPONSE]
 #   RESPONSE: body (default: the return value is the body) | cgi (status and headers too)
 py_bundle() {
     local parent="$1" name="$2" file="$3" module="$4" handler="$5" mem="$6" tmo="$7" ctype="$8"
     local response="${9:-body}"
-    local dir="$parent/$name" root="$parent/$name/rootfs"
-    if needs_build "$root/.snapcall-stamp" "$STAMP" "$file" "$HERE/snapcall_runtime.py"; then
-        log "bundle $name"
-        rm -rf "$root"
-        mkdir -p "$dir"
-        # Hard links: the stdlib and binary are shared by all Python bundles on disk.
-        cp -al "$TEMPLATE" "$root" 2>/dev/null || cp -a "$TEMPLATE" "$root"
-        mkdir -p "$root/runtime" "$root/function"
-        cp "$HERE/snapcall_runtime.py" "$root/runtime/snapcall_runtime.py"
-        cp "$file" "$root/function/$module.py"
-        env -i PYTHONHOME="$root/usr" PYTHONUTF8=1 "$root/usr/bin/python3" -S -c '
-import py_compile, sys
-for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
-    py_compile.compile(src, cfile=None, dfile=dst, doraise=True,
-                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-' "$root/runtime/snapcall_runtime.py" /runtime/snapcall_runtime.py \
-          "$root/function/$module.py" "/function/$module.py"
-        touch "$root/.snapcall-stamp"
-    fi
-    local args
-    args="$(json_list /usr/bin/python3 -S -B /runtime/snapcall_runtime.py \
-        --module "$module" --handler "$handler" --function-name "$name" \
-        --timeout-ms "$tmo" --memory-mib "$mem" --response "$response")"
-    write_config "$dir" "$args" "$PY_ENV" \
-        "snapcall.content_type=$ctype" "snapcall.memory_mib=$mem" "snapcall.timeout_ms=$tmo" \
-        "snapcall.python.module=$module" "snapcall.python.handler=$handler" "snapcall.response=$response"
+    local fdir="$STAGE/$(basename "$parent")/$name"
+    mkdir -p "$fdir"
+    ln -sfn "$file" "$fdir/$module.py"
+    MANIFEST_EXTRA="\"python\": {\"module\": $(json_str "$module"), \"handler\": $(json_str "$handler")}" \
+        manifest_json python "snapcall.content_type=$ctype" "snapcall.memory_mib=$mem" \
+        "snapcall.timeout_ms=$tmo" "snapcall.response=$response" | write_if_changed "$fdir/function.json"
+    snapcall_build "$fdir" "$parent/$name"
 }
 
 P="$HERE/functions"

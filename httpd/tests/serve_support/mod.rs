@@ -27,6 +27,8 @@ pub fn bundles() -> (PathBuf, PathBuf) {
         let status = Command::new("bash")
             .arg(root().join("guest-functions/build.sh"))
             .arg("--no-python")
+            // The bundles are made by `snapcall build`: this test's own binary.
+            .env("SNAPCALL", env!("CARGO_BIN_EXE_snapcall"))
             .status()
             .expect("run guest-functions/build.sh");
         assert!(status.success(), "guest-functions/build.sh --no-python failed");
