@@ -1,5 +1,6 @@
-//! The commands that talk to a running `snapcall serve`: `invoke` (one call) and `logs`
-//! (a function's log lines, `--follow` to keep reading). A plain HTTP/1.1 client over one
+//! The commands that talk to a running `snapcall serve`: `invoke` (one call), `logs` (a
+//! function's log lines, `--follow` to keep reading), `list` and `describe` (what is served,
+//! from `/system/snapcall/functions`). A plain HTTP/1.1 client over one
 //! TCP connection per request: the server is local or trusted, and this keeps the binary
 //! free of an HTTP client dependency.
 
@@ -254,4 +255,156 @@ fn human(message: &str) -> String {
         out.push_str(l);
     }
     out
+}
+
+/// Arguments of `snapcall list`.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+/// Arguments of `snapcall describe`.
+#[derive(clap::Args)]
+pub struct DescribeArgs {
+    /// The function's name.
+    name: String,
+    /// Print the server's JSON instead of one field per line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+/// `GET /system/snapcall/functions[/NAME]` as JSON.
+fn functions_json(cmd: &str, server: &ServerArg, name: Option<&str>) -> Result<serde_json::Value, ExitCode> {
+    let target = match name {
+        Some(n) => format!("/system/snapcall/functions/{n}"),
+        None => "/system/snapcall/functions".to_owned(),
+    };
+    let reply = request(server, "GET", &target, &[], b"", Duration::from_secs(60)).map_err(|e| fail(cmd, &e))?;
+    if reply.status != 200 {
+        return Err(fail(
+            cmd,
+            &format!("{}: {}", reply.head.lines().next().unwrap_or(""), String::from_utf8_lossy(&reply.body).trim()),
+        ));
+    }
+    serde_json::from_slice(&reply.body).map_err(|e| fail(cmd, &format!("the server's answer is not JSON: {e}")))
+}
+
+/// `yes`/`no` for a JSON boolean.
+fn yes_no(v: &serde_json::Value) -> &'static str {
+    if v.as_bool() == Some(true) {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn errors_total(f: &serde_json::Value) -> u64 {
+    f["calls"]["errors"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0)
+}
+
+/// `-` for a JSON null.
+fn or_dash(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        "-".into()
+    } else {
+        v.to_string()
+    }
+}
+
+pub fn list(args: ListArgs) -> ExitCode {
+    let all = match functions_json("list", &args.server, None) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if args.json {
+        println!("{all}");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<24} {:<7} {:>7} {:>8} {:>9} {:>5} {:>6} {:>6} {:>7} {:>7}",
+        "NAME", "RUNNER", "MEMORY", "TIMEOUT", "SNAPSHOT", "READY", "HITS", "MISSES", "CALLS", "ERRORS"
+    );
+    for f in all.as_array().into_iter().flatten() {
+        let snapshot = match (f["snapshot"]["present"].as_bool(), f["snapshot"]["verified"].as_bool()) {
+            (_, Some(true)) => "verified",
+            (Some(true), _) => "unused",
+            _ => "none",
+        };
+        println!(
+            "{:<24} {:<7} {:>5}Mi {:>6}ms {:>9} {:>5} {:>6} {:>6} {:>7} {:>7}",
+            f["name"].as_str().unwrap_or("?"),
+            f["runner"].as_str().unwrap_or("?"),
+            f["limits"]["memory_mib"].to_string(),
+            f["limits"]["timeout_ms"].to_string(),
+            snapshot,
+            or_dash(&f["pool"]["ready"]),
+            or_dash(&f["pool"]["hits"]),
+            or_dash(&f["pool"]["misses"]),
+            f["calls"]["total"].to_string(),
+            errors_total(f)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn describe(args: DescribeArgs) -> ExitCode {
+    let f = match functions_json("describe", &args.server, Some(&args.name)) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if args.json {
+        println!("{f}");
+        return ExitCode::SUCCESS;
+    }
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let routes: Vec<String> = f["routes"].as_array().into_iter().flatten().map(text).collect();
+    println!("name:         {}", text(&f["name"]));
+    println!("routes:       {}", routes.join("  "));
+    println!("runner:       {}", text(&f["runner"]));
+    println!("bundle:       {}", text(&f["bundle"]));
+    println!("program:      {}", text(&f["program"]));
+    println!(
+        "limits:       memory {} MiB, timeout {} ms, output {} bytes",
+        f["limits"]["memory_mib"], f["limits"]["timeout_ms"], f["limits"]["max_output_bytes"]
+    );
+    println!("response:     {} ({})", text(&f["response"]), text(&f["content_type"]));
+    println!(
+        "snapshot:     present {}, verified {}{}",
+        yes_no(&f["snapshot"]["present"]),
+        yes_no(&f["snapshot"]["verified"]),
+        f["snapshot"]["bytes"].as_u64().map(|b| format!(", {} KiB", b / 1024)).unwrap_or_default()
+    );
+    let p = &f["pool"];
+    if p.is_null() {
+        println!("pool:         none (every call creates its VM)");
+    } else {
+        println!(
+            "pool:         {} ready of {}, {} hits, {} misses{}",
+            p["ready"],
+            p["target"],
+            p["hits"],
+            p["misses"],
+            if p["idle"].as_bool() == Some(true) { ", idle" } else { "" }
+        );
+    }
+    let errors: Vec<String> = f["calls"]["errors"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!(
+        "calls:        {} total, {} in flight, errors: {}",
+        f["calls"]["total"],
+        f["calls"]["in_flight"],
+        if errors.is_empty() { "none".to_owned() } else { errors.join(", ") }
+    );
+    ExitCode::SUCCESS
 }

@@ -42,6 +42,10 @@ enum Command {
     Invoke(cmd_client::InvokeArgs),
     /// Print a function's log lines from a running server (`--follow` to keep reading).
     Logs(cmd_client::LogsArgs),
+    /// List the functions a running server serves: limits, snapshot, pool and call counters.
+    List(cmd_client::ListArgs),
+    /// Describe one served function: routes, limits, snapshot, pool and call counters.
+    Describe(cmd_client::DescribeArgs),
     /// Print a shell completion script: `snapcall completions bash > /etc/bash_completion.d/snapcall`.
     Completions { shell: clap_complete::Shell },
 }
@@ -65,6 +69,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd_validate::main(args),
         Command::Invoke(args) => cmd_client::invoke(args),
         Command::Logs(args) => cmd_client::logs(args),
+        Command::List(args) => cmd_client::list(args),
+        Command::Describe(args) => cmd_client::describe(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

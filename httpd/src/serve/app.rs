@@ -21,6 +21,7 @@ use super::provider::{self, ApiRequest, Provider};
 use super::registry::{Entry, LoadedFunction, Registry};
 use super::routes::{self, Route};
 use super::status::{self, Failure};
+use super::functions_api;
 use super::system_logs;
 
 /// How much of a failed call's stderr goes into its error body (vmm keeps as much).
@@ -378,6 +379,20 @@ impl App {
         resp
     }
 
+    /// `/system/snapcall/functions[/NAME]` (functions_api.rs), for `snapcall list`/`describe`.
+    fn functions_api(&self, req: &Request, started: Instant) -> Response {
+        let authorization = req.head.header("authorization");
+        let mut resp = match self.provider.as_ref().and_then(|p| p.refuse_unauthorized(authorization)) {
+            Some(refused) => refused,
+            None => match functions_api::parse(&req.head.path) {
+                Ok(name) => functions_api::answer(&self.registry, &self.runtime, name),
+                Err(()) => return not_found(&req.head.path, started),
+            },
+        };
+        resp.server_timing = Timing::default().header(started.elapsed());
+        resp
+    }
+
     /// A `/system/logs?follow=true` goes to a worker (it may wait), if one of the
     /// [`MAX_FOLLOWERS`] places is free.
     fn admit_follower(&self) -> Admission<CallPermit> {
@@ -415,7 +430,7 @@ impl Handler for App {
             return false;
         }
         match route {
-            Route::Health | Route::Metrics | Route::SystemLogs => true,
+            Route::Health | Route::Metrics | Route::SystemLogs | Route::SnapcallFunctions => true,
             Route::System => self.provider.is_some() && provider::owns(&head.path),
             Route::Function { name, .. } => self.registry.get(name).is_some(),
             Route::NotFound => false,
@@ -476,6 +491,7 @@ impl Handler for App {
             }
             Route::System => (self.api(&req, started), None),
             Route::SystemLogs => (self.system_logs(&req, started), None),
+            Route::SnapcallFunctions => (self.functions_api(&req, started), None),
             Route::NotFound => (not_found(&req.head.path, started), None),
             // A function route without a permit: the function is gone (or never was).
             Route::Function { .. } => (not_found(&req.head.path, started), None),

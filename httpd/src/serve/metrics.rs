@@ -165,6 +165,16 @@ impl FnMetrics {
         self.calls.load(Relaxed)
     }
 
+    /// Calls admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Failed calls by kind (every kind, zeros included).
+    pub fn errors(&self) -> Vec<(&'static str, u64)> {
+        ErrorKind::ALL.iter().map(|k| (k.name(), self.errors[k.index()].load(Relaxed))).collect()
+    }
+
     /// Records a request refused before any VM was involved.
     pub fn record_refusal(&self, kind: ErrorKind) {
         self.calls.fetch_add(1, Relaxed);

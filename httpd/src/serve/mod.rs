@@ -22,6 +22,7 @@ pub mod app;
 pub use httpd::cgi;
 pub mod conn;
 pub mod event_loop;
+pub mod functions_api;
 pub mod handler;
 pub mod logs;
 pub use httpd::http;

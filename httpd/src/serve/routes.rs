@@ -21,6 +21,9 @@ pub enum Route<'a> {
     /// `/system/logs`: function logs in OpenFaaS's shape (system_logs.rs), served with or
     /// without `--provider`.
     SystemLogs,
+    /// `/system/snapcall/functions[/NAME]`: what `snapcall list` and `describe` show
+    /// (functions_api.rs), served with or without `--provider`.
+    SnapcallFunctions,
     /// A function: its name (namespace removed) and the path after it (`/` if none).
     Function {
         name: &'a str,
@@ -38,6 +41,9 @@ pub fn route(path: &str) -> Route<'_> {
         "/system" => return Route::System,
         "/system/logs" => return Route::SystemLogs,
         _ => {}
+    }
+    if path == "/system/snapcall/functions" || path.starts_with("/system/snapcall/functions/") {
+        return Route::SnapcallFunctions;
     }
     if path.starts_with("/system/") {
         return Route::System;
@@ -67,8 +73,13 @@ pub fn valid_name(name: &str) -> bool {
 /// The methods a route takes, for the `Allow` header of a 405; `None` if `method` is allowed.
 pub fn disallowed(route: Route<'_>, method: &Method) -> Option<&'static str> {
     match (route, method) {
-        (Route::Health | Route::Metrics | Route::SystemLogs, Method::Get | Method::Head) => None,
-        (Route::Health | Route::Metrics | Route::SystemLogs, Method::Post | Method::Other(_)) => Some("GET, HEAD"),
+        (Route::Health | Route::Metrics | Route::SystemLogs | Route::SnapcallFunctions, Method::Get | Method::Head) => {
+            None
+        }
+        (
+            Route::Health | Route::Metrics | Route::SystemLogs | Route::SnapcallFunctions,
+            Method::Post | Method::Other(_),
+        ) => Some("GET, HEAD"),
         // The function decides what a method means (it sees it in its request head).
         (Route::Function { .. }, _) => None,
         // The API answers its own 405s, per resource.
@@ -102,6 +113,9 @@ mod tests {
         assert_eq!(route("/system/function/echo-c"), Route::System);
         assert_eq!(route("/system"), Route::System);
         assert_eq!(route("/system/logs"), Route::SystemLogs);
+        assert_eq!(route("/system/snapcall/functions"), Route::SnapcallFunctions);
+        assert_eq!(route("/system/snapcall/functions/echo-c"), Route::SnapcallFunctions);
+        assert_eq!(route("/system/snapcall/other"), Route::System);
         assert_eq!(route("/systemd"), function("systemd", "/"));
     }
 
