@@ -42,7 +42,9 @@ impl build::Progress for Stderr {
 fn default_python_runtime() -> PathBuf {
     let exe = std::env::current_exe().ok();
     let target = exe.as_deref().and_then(Path::parent).and_then(Path::parent);
-    target.map(|t| t.join("cache/python-build/rootfs")).unwrap_or_else(|| PathBuf::from("target/cache/python-build/rootfs"))
+    target
+        .map(|t| t.join("cache/python-build/rootfs"))
+        .unwrap_or_else(|| PathBuf::from("target/cache/python-build/rootfs"))
 }
 
 pub fn main(args: Args) -> ExitCode {

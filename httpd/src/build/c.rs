@@ -79,7 +79,13 @@ fn inputs(dir: &Path, section: &CSection) -> Result<(Vec<PathBuf>, Vec<PathBuf>)
 }
 
 /// Compiles the program unless it is newer than its inputs; true if it was compiled.
-fn compile(dir: &Path, section: &CSection, bin: &Path, force: bool, progress: &dyn Progress) -> Result<bool, BuildError> {
+fn compile(
+    dir: &Path,
+    section: &CSection,
+    bin: &Path,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<bool, BuildError> {
     let (sources, deps) = inputs(dir, section)?;
     let libc = section.libc.unwrap_or(Libc::Glibc);
     let kind = match (libc, section.pie) {
@@ -94,7 +100,9 @@ fn compile(dir: &Path, section: &CSection, bin: &Path, force: bool, progress: &d
         return Ok(false);
     }
     let (cc, link): (String, &[&str]) = match (libc, section.pie) {
-        (Libc::Glibc, false) => (std::env::var("CC").unwrap_or_else(|_| "gcc".into()), &["-static", "-no-pie", "-fno-pie"]),
+        (Libc::Glibc, false) => {
+            (std::env::var("CC").unwrap_or_else(|_| "gcc".into()), &["-static", "-no-pie", "-fno-pie"])
+        }
         (Libc::Glibc, true) => (std::env::var("CC").unwrap_or_else(|_| "gcc".into()), &["-static-pie", "-fPIE"]),
         (Libc::Musl, _) => (std::env::var("MUSL_CC").unwrap_or_else(|_| "musl-gcc".into()), &["-static"]),
     };

@@ -115,7 +115,9 @@ pub enum Libc {
 /// Why a manifest could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("{path}: cannot read it: {source} (a function directory holds a {MANIFEST_FILE}; `snapcall new` makes one)")]
+    #[error(
+        "{path}: cannot read it: {source} (a function directory holds a {MANIFEST_FILE}; `snapcall new` makes one)"
+    )]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source} (docs/functions.md lists its fields)")]
     Parse { path: PathBuf, source: serde_json::Error },
@@ -127,7 +129,8 @@ impl Manifest {
     /// Reads and checks `DIR/function.json`.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| ManifestError::Read { path: path.clone(), source })?;
         let m: Manifest =
             serde_json::from_str(&text).map_err(|source| ManifestError::Parse { path: path.clone(), source })?;
         let invalid = |what: String| Err(ManifestError::Invalid { path: path.clone(), what });

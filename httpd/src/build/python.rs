@@ -135,7 +135,11 @@ pub fn build_rootfs(
 
     let unchanged = !opts.force && rootfs.is_dir() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == print);
     if unchanged {
-        progress.step(&format!("rootfs: up to date ({} file(s) of the function, {} requirement(s))", files.len(), wanted.len()));
+        progress.step(&format!(
+            "rootfs: up to date ({} file(s) of the function, {} requirement(s))",
+            files.len(),
+            wanted.len()
+        ));
     } else {
         let stage = opts.out.join(format!(".rootfs.new-{}", std::process::id()));
         let _ = fs::remove_dir_all(&stage);
@@ -284,11 +288,10 @@ fn install_requirements(dir: &Path, out: &Path, packages: &Path, progress: &dyn 
             .args(["--no-compile", "--no-warn-script-location", "--target"])
             .arg(packages)
             .args(&found);
-        run(&mut cmd, "snapcall build runs pip with python3 (SNAPCALL_PIP_PYTHON)")
-            .map_err(|e| match e {
-                BuildError::Command { output, .. } => BuildError::Pip { output },
-                other => other,
-            })?;
+        run(&mut cmd, "snapcall build runs pip with python3 (SNAPCALL_PIP_PYTHON)").map_err(|e| match e {
+            BuildError::Command { output, .. } => BuildError::Pip { output },
+            other => other,
+        })?;
         if let Some(so) = shared_object(packages, 0) {
             let rel = so.strip_prefix(packages).unwrap_or(&so).display().to_string();
             let package = rel.split('/').next().unwrap_or(&rel).to_owned();
@@ -337,8 +340,7 @@ mod tests {
     #[test]
     fn wheels_are_pure_or_not() {
         assert_eq!(wheel_tags("six-1.17.0-py2.py3-none-any.whl"), ("six 1.17.0".into(), true));
-        let (package, pure) =
-            wheel_tags("markupsafe-3.0.4-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl");
+        let (package, pure) = wheel_tags("markupsafe-3.0.4-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl");
         assert_eq!((package.as_str(), pure), ("markupsafe 3.0.4", false));
         assert!(!wheel_tags("cffi-1.0-1-cp311-abi3-linux_x86_64.whl").1);
     }

@@ -13,6 +13,7 @@ use vmm::{BundleConfig, FinishedCall, Function, Output, RequestHead, ResponseFor
 use super::access_log::AccessLog;
 use super::cgi;
 use super::conn::Request;
+use super::functions_api;
 use super::handler::{Admission, Handler};
 use super::http::{json_string, Head, Method, Response};
 use super::logs::{CallRecord, Logs};
@@ -21,7 +22,6 @@ use super::provider::{self, ApiRequest, Provider};
 use super::registry::{Entry, LoadedFunction, Registry};
 use super::routes::{self, Route};
 use super::status::{self, Failure};
-use super::functions_api;
 use super::system_logs;
 
 /// How much of a failed call's stderr goes into its error body (vmm keeps as much).

@@ -60,9 +60,9 @@ fn describe(registry: &Registry, runtime: &Runtime, name: &str, entry: &Entry) -
     let snapshot_bytes = std::fs::metadata(&snapshot_file).ok().filter(|m| m.is_file()).map(|m| m.len());
     let (runner, verified, pool) = match &entry.runner {
         LoadedFunction::Native(f) => {
-            let pool = runtime.function_stats(f).map(|s| {
-                json!({"ready": s.ready, "target": s.target, "hits": s.hits, "misses": s.misses, "idle": s.idle})
-            });
+            let pool = runtime.function_stats(f).map(
+                |s| json!({"ready": s.ready, "target": s.target, "hits": s.hits, "misses": s.misses, "idle": s.idle}),
+            );
             ("native", f.has_snapshot(), pool.unwrap_or(Value::Null))
         }
         // km restores its own snapshot per call, checked by km.
