@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is needed, builds the guest
 # functions, runs every Rust test (unit and real-KVM integration), the native checks of the
-# guest bundles, and the compat measure's CI subset. `.ci/run` calls exactly this.
+# guest bundles, the README's quick start, and the compat measure's CI subset. `.ci/run` calls
+# exactly this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,6 +17,9 @@ cargo test --workspace --locked --no-fail-fast
 bash scripts/validate-deploy.sh
 bash scripts/certify.sh
 bash guest-functions/test-native.sh
+# The README's quick start, exactly as written (a Python function with a PyPI package, a C
+# function: new, build, serve, invoke, logs, list, describe); needs pip's package index.
+bash scripts/quickstart.sh
 # The compat measure's fast subset (docs/compat.md): CPython regression tests natively and in
 # VMs; fails when fewer than 97 % of the natively passing ones pass in the VM. Needs root.
 if [ "$(id -u)" = 0 ]; then
