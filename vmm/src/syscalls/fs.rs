@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::permissions::{self, MAY_EXEC, MAY_READ, MAY_WRITE};
 use super::*;
 use crate::files::Device;
 use crate::overlay::{self, Found, Node, OpenDir, OpenOverlayFile};
@@ -120,6 +121,7 @@ fn open_in_layer(p: &mut Process, path: &str, flags: i32, mode: u32, tmpfile: bo
         if !p.overlay.is_dir(&p.rootfs, &resolved, &found) {
             return Err(if matches!(found, Found::Nothing) { ENOENT } else { ENOTDIR });
         }
+        permissions::check_path(p, &resolved, MAY_WRITE | MAY_EXEC, true)?;
         let file = p.overlay.unnamed_file(mode)?;
         return Ok(FdKind::Overlay(OpenOverlayFile::new(file, resolved, file_flags & !libc::O_DIRECTORY)));
     }
@@ -130,6 +132,7 @@ fn open_in_layer(p: &mut Process, path: &str, flags: i32, mode: u32, tmpfile: bo
         if flags & libc::O_DIRECTORY != 0 {
             return Err(EINVAL);
         }
+        permissions::check_parent(p, &resolved)?;
         let file = p.overlay.create_file(&p.rootfs, &resolved, mode)?;
         return Ok(FdKind::Overlay(OpenOverlayFile::new(file, resolved, file_flags)));
     }
@@ -138,6 +141,11 @@ fn open_in_layer(p: &mut Process, path: &str, flags: i32, mode: u32, tmpfile: bo
     }
     if let Found::Node(Node::Symlink { .. }) = found {
         return Err(ELOOP); // O_NOFOLLOW on a symlink
+    }
+    // A rootfs file opened only for reading is read as the passthrough path reads it.
+    let wants = permissions::open_wants(flags);
+    if wants != 0 && !(matches!(found, Found::Lower) && wants == MAY_READ) {
+        permissions::check_path(p, &resolved, wants, true)?;
     }
     if p.overlay.is_dir(&p.rootfs, &resolved, &found) {
         if write_access || flags & libc::O_TRUNC != 0 {
@@ -366,16 +374,15 @@ pub(super) fn sys_access(
     mode: u64,
     flags: u64,
 ) -> SysResult {
-    if flags & AT_EMPTY_PATH != 0 && is_empty_path(mem, path)? {
-        check_empty_path_dirfd(p, dirfd)?;
-    } else {
-        let path = guest_path(p, mem, dirfd, path)?;
-        path_stat(p, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?;
-    }
-    // Every file is the program's own and writable (writes go to the writable layer).
     if mode & !7 != 0 {
         return Err(EINVAL);
     }
+    if flags & AT_EMPTY_PATH != 0 && is_empty_path(mem, path)? {
+        return check_empty_path_dirfd(p, dirfd).map(|_| 0);
+    }
+    let path = guest_path(p, mem, dirfd, path)?;
+    // Every file is the program's own, and it is not root: the owner bits answer.
+    permissions::check_path(p, &path, mode as u32, flags & AT_SYMLINK_NOFOLLOW == 0)?;
     Ok(0)
 }
 

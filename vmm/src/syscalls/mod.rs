@@ -22,6 +22,7 @@ mod io;
 mod ipc;
 mod memory;
 mod names;
+mod permissions;
 mod poll;
 mod procfs;
 mod signals;

@@ -1185,6 +1185,48 @@ fn directories_renames_links_and_attributes_work_as_tempfile_and_shutil_use_them
 }
 
 #[test]
+fn the_owner_bits_decide_access_as_for_an_unprivileged_owner_not_root() {
+    let mut g = guest();
+    let (a, b) = (SCRATCH + 0x900, SCRATCH + 0xa00);
+    let fd = g.open("/tmp/ro", CREAT, 0o600) as u64;
+    g.sys(3, &[fd]);
+    g.path(a, "/tmp/ro");
+    assert_eq!(g.sys(90, &[a, 0o400]), 0, "chmod 0400");
+    assert_eq!(g.open("/tmp/ro", libc::O_WRONLY, 0), err(EACCES), "CPython's can_dac_override probe");
+    assert_eq!(g.open("/tmp/ro", libc::O_RDONLY | libc::O_TRUNC, 0), err(EACCES));
+    assert!(g.open("/tmp/ro", libc::O_RDONLY, 0) >= 0);
+    assert_eq!(g.sys(21, &[a, libc::W_OK as u64]), err(EACCES), "access(W_OK)");
+    assert_eq!(g.sys(21, &[a, libc::R_OK as u64]), 0);
+    assert_eq!(g.sys(21, &[a, libc::X_OK as u64]), err(EACCES), "no x bit");
+    assert_eq!(g.sys(21, &[a, 8]), err(EINVAL));
+    assert_eq!(g.sys(76, &[a, 0]), err(EACCES), "truncate");
+    assert_eq!(g.sys(90, &[a, 0o000]), 0);
+    assert_eq!(g.open("/tmp/ro", libc::O_RDONLY, 0), err(EACCES));
+    assert!(g.open("/tmp/ro", libc::O_PATH, 0) >= 0, "O_PATH needs no permission");
+    // A directory without write permission: no entries made or removed in it.
+    g.path(b, "/tmp/d");
+    assert_eq!(g.sys(83, &[b, 0o700]), 0);
+    let fd = g.open("/tmp/d/f", CREAT, 0o600) as u64;
+    g.sys(3, &[fd]);
+    assert_eq!(g.sys(90, &[b, 0o500]), 0, "chmod 0500");
+    assert_eq!(g.open("/tmp/d/g", CREAT, 0o600), err(EACCES));
+    assert!(g.open("/tmp/d/f", libc::O_WRONLY, 0) >= 0, "an existing file stays writable");
+    g.path(a, "/tmp/d/sub");
+    assert_eq!(g.sys(83, &[a, 0o700]), err(EACCES), "mkdir");
+    g.path(a, "/tmp/d/f");
+    assert_eq!(g.sys(83, &[a, 0o700]), err(EEXIST), "EEXIST before EACCES, as Linux");
+    assert_eq!(g.sys(87, &[a]), err(EACCES), "unlink");
+    g.path(a, "/tmp/d/none");
+    assert_eq!(g.sys(87, &[a]), err(ENOENT), "ENOENT before EACCES");
+    g.path(a, "/tmp/d/f");
+    g.path(SCRATCH + 0xb00, "/tmp/moved");
+    assert_eq!(g.sys(82, &[a, SCRATCH + 0xb00]), err(EACCES), "rename out of it");
+    assert_eq!(g.sys(21, &[b, libc::W_OK as u64]), err(EACCES));
+    assert_eq!(g.sys(90, &[b, 0o700]), 0);
+    assert_eq!(g.sys(87, &[a]), 0, "writable again");
+}
+
+#[test]
 fn writes_to_tmp_stop_at_the_memory_cap_with_enospc() {
     let mut g = guest();
     g.p.budget = crate::budget::MemoryBudget::new(1 << 20);

@@ -3,6 +3,7 @@
 //! writable layer's room. All of it happens in the writable layer ([`crate::overlay`]); the
 //! rootfs on the host is never written.
 
+use super::permissions::{check_new_entry, check_old_entry, check_parent, check_path, MAY_WRITE};
 use super::*;
 use crate::overlay::{self, Meta, Time};
 
@@ -33,6 +34,7 @@ fn check_changeable(p: &Process, path: &str) -> Result<(), Errno> {
 pub(super) fn sys_mkdirat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, mode: u64) -> SysResult {
     let path = path_arg(p, mem, dirfd, path)?;
     let mode = mode as u32 & !p.umask & 0o7777;
+    check_new_entry(p, &path)?;
     p.overlay.mkdir(&p.rootfs, &path, mode)?;
     Ok(0)
 }
@@ -44,6 +46,7 @@ pub(super) fn sys_unlinkat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path:
     let raw = guest_path(p, mem, dirfd, path)?;
     let path = overlay::normalize(&raw)?;
     check_changeable(p, &path)?;
+    check_old_entry(p, &path)?;
     if flags & AT_REMOVEDIR != 0 {
         if raw.ends_with("/.") || raw == "." {
             return Err(EINVAL);
@@ -76,6 +79,8 @@ pub(super) fn sys_renameat2(
     if flags & (RENAME_EXCHANGE | RENAME_WHITEOUT) != 0 {
         return Err(EINVAL); // not offered: nothing here needs an atomic swap or a whiteout device
     }
+    check_old_entry(p, &old)?;
+    check_parent(p, &new)?;
     p.overlay.rename(&p.rootfs, &old, &new, flags & RENAME_NOREPLACE != 0)?;
     Ok(0)
 }
@@ -98,6 +103,7 @@ pub(super) fn sys_linkat(
     let old = path_arg(p, mem, olddir, old)?;
     let new = path_arg(p, mem, newdir, new)?;
     check_changeable(p, &old)?;
+    check_new_entry(p, &new)?;
     p.overlay.link(&p.rootfs, &old, &new, flags & AT_SYMLINK_FOLLOW != 0)?;
     Ok(0)
 }
@@ -109,6 +115,7 @@ pub(super) fn sys_symlinkat(p: &mut Process, mem: &GuestMemory, target: u64, dir
         return Err(ENOENT);
     }
     let path = path_arg(p, mem, dirfd, path)?;
+    check_new_entry(p, &path)?;
     p.overlay.symlink(&p.rootfs, &target, &path)?;
     Ok(0)
 }
@@ -123,6 +130,7 @@ pub(super) fn sys_mknodat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: 
     if !matches!(p.overlay.resolve(&p.rootfs, &path, false)?.1, overlay::Found::Nothing) {
         return Err(EEXIST);
     }
+    check_parent(p, &path)?;
     p.overlay.create_file(&p.rootfs, &path, mode as u32 & !p.umask & 0o7777)?;
     Ok(0)
 }
@@ -302,6 +310,7 @@ pub(super) fn sys_truncate(p: &mut Process, mem: &GuestMemory, path: u64, len: u
     if p.overlay.is_dir(&p.rootfs, &resolved, &found) {
         return Err(EISDIR);
     }
+    check_path(p, &resolved, MAY_WRITE, true)?;
     let file = p.overlay.file_for_write(&p.rootfs, &resolved, &found)?;
     let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
     f.resize(len)?;
