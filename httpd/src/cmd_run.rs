@@ -1,5 +1,7 @@
 //! `snapcall run BUNDLE < request > response`: one call, in a fresh VM, from the bundle's
-//! snapshot when it has a valid one (or cold with `--cold`).
+//! snapshot when it has a valid one (or cold with `--cold`). A failed call (fault, deadline,
+//! signal...) exits 125 after printing what the program wrote to stdout before it, the
+//! error, and the tail of the program's stderr.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -114,6 +116,13 @@ fn run(args: &Args) -> Result<u8, Failure> {
             Ok((out.exit_code & 0xFF) as u8)
         }
         Err(e) => {
+            // What the program wrote before it failed still goes out: a partial answer (a
+            // test runner's results up to the test that crashed) says more than none.
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(finished.failed_stdout())
+                .and_then(|_| stdout.flush())
+                .map_err(|e| format!("writing stdout: {e}"))?;
             Err(Failure { message: format!("{}: {e}", function.name()), stderr_tail: finished.stderr_tail().to_vec() })
         }
     }

@@ -142,6 +142,8 @@ pub struct FinishedCall {
     outcome: Result<Output, CallError>,
     /// A failed call's last [`STDERR_TAIL_BYTES`] of stderr (empty when it exited).
     stderr_tail: Vec<u8>,
+    /// A failed call's stdout up to its failure (empty when it exited).
+    failed_stdout: Vec<u8>,
     timings: PhaseTimings,
     stats: CallStats,
 }
@@ -161,6 +163,13 @@ impl FinishedCall {
     /// [`Output::stderr`]) or wrote nothing to stderr.
     pub fn stderr_tail(&self) -> &[u8] {
         &self.stderr_tail
+    }
+    /// When the call failed: everything the program wrote to stdout before it (a partial
+    /// response, which `snapcall run` still prints; e.g. the results a test runner reported
+    /// before the test that crashed). Empty when the program exited (its stdout is in
+    /// [`Output::stdout`]).
+    pub fn failed_stdout(&self) -> &[u8] {
+        &self.failed_stdout
     }
     pub fn timings(&self) -> PhaseTimings {
         self.timings
@@ -234,16 +243,16 @@ impl ReadyCall {
             Ok(LoopEnd::StdinRead(_)) => Err(CallError::UnexpectedExit("stopped at a stdin read".into())),
             Err(e) => Err(e),
         };
-        let stderr_tail = match &outcome {
-            Ok(_) => Vec::new(),
-            Err(_) => tail(&self.process.stderr, STDERR_TAIL_BYTES).to_vec(),
+        let (stderr_tail, failed_stdout) = match &outcome {
+            Ok(_) => (Vec::new(), Vec::new()),
+            Err(_) => (tail(&self.process.stderr, STDERR_TAIL_BYTES).to_vec(), std::mem::take(&mut self.process.stdout)),
         };
         self.stats.syscalls = self.process.stats.syscalls;
         self.stats.unknown_syscalls = std::mem::take(&mut self.process.stats.unknown);
         self.stats.unknown_syscalls_dropped = self.process.stats.unknown_dropped;
         self.stats.refused_syscalls = std::mem::take(&mut self.process.stats.refused);
         self.stats.traced_syscalls_dropped = self.process.stats.trace_dropped;
-        FinishedCall { vm: Some(self.vm), outcome, stderr_tail, timings: self.timings, stats: self.stats }
+        FinishedCall { vm: Some(self.vm), outcome, stderr_tail, failed_stdout, timings: self.timings, stats: self.stats }
     }
 
     /// What the program wrote to stderr so far (for error reports).
