@@ -103,8 +103,10 @@ fn ranges(pages: BTreeMap<u64, bool>) -> Vec<WorkingSetRange> {
 /// costs ≈6.6 µs (a shadow-MMU fault through two hypervisors), and zeroing plus copying one
 /// 2 MiB huge page about as much as ≈50-100 of those; each such window also costs the host
 /// 2 MiB per VM instead of 4 KiB per written page. See docs/vmm.md for the measurements.
-/// `SNAPCALL_HUGE_WINDOW_PAGES` overrides it (read once per process), for measuring.
-pub const HUGE_WINDOW_PAGES: usize = 128;
+/// 100 is this host's measurement (hellowithdata-py: one window of 105 pages pays for its
+/// copy, 95 no longer does); on VT-x/AMD-V with EPT/NPT, where a fault is cheaper, it should
+/// be higher. `SNAPCALL_HUGE_WINDOW_PAGES` overrides it (read once per process), for measuring.
+pub const HUGE_WINDOW_PAGES: usize = 100;
 
 /// [`HUGE_WINDOW_PAGES`], or `SNAPCALL_HUGE_WINDOW_PAGES` when set to a number.
 pub(crate) fn huge_window_pages() -> usize {
