@@ -168,7 +168,7 @@ impl CreatorThread {
     /// Runs on the creator thread: a private file table holding only stdio, `socket` and a
     /// fresh `/dev/kvm`, then the keeper.
     fn set_up(socket: RawFd) -> io::Result<CreatorThread> {
-        block_signals();
+        crate::pool::block_signals();
         // SAFETY: gettid has no arguments and cannot fail.
         CREATOR_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
         let close_range = |first: u32, last: u32, flags: libc::c_uint| {
@@ -251,15 +251,6 @@ fn create_raw(kvm: &OwnedFd) -> Result<OwnedFd, i32> {
         if errno != libc::EINTR {
             return Err(errno);
         }
-    }
-}
-
-fn block_signals() {
-    // SAFETY: an empty sigset filled with every signal, applied to this thread only.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
     }
 }
 

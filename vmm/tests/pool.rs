@@ -183,3 +183,37 @@ fn scaling_sets_a_functions_ready_vms_and_zero_is_the_idle_release() {
     assert_eq!((s.ready, s2.ready, s2.target), (1, 1, 1), "{s2:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The nice value of each of this process's threads named `name` (field 19 of its stat).
+fn nice_of_threads(name: &str) -> Vec<i32> {
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        nices.push(fields[16].parse().unwrap());
+    }
+    nices
+}
+
+#[test]
+fn the_filler_and_the_reaper_run_below_the_calls() {
+    if std::env::var_os("SNAPCALL_POOL_NICE").is_some() {
+        return; // a measurement's override
+    }
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 1, ..Default::default() }).unwrap();
+    let f = load("echo-c", StartMode::Cold);
+    runtime.keep_ready(&f);
+    runtime.wait_until_full();
+    for name in ["snapcall-pool", "snapcall-reaper"] {
+        let nices = nice_of_threads(name);
+        assert!(!nices.is_empty(), "no {name} thread");
+        assert!(nices.iter().all(|&n| n == vmm::pool::BACKGROUND_NICE), "{name}: {nices:?}");
+    }
+    // The test's own thread (where calls run) keeps its priority.
+    // SAFETY: getpriority of this thread; -1 is a valid nice, errno is not needed here.
+    assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }, 0);
+}
