@@ -8,9 +8,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ "$(id -u)" = 0 ]; then
     bash scripts/install-deps.sh
 fi
-bash guest-functions/build.sh
 cargo build --release --locked -p httpd
 SNAPCALL=target/release/snapcall
+# The bundles are made by `snapcall build` (this one, not a second, debug, build of it).
+SNAPCALL="$PWD/$SNAPCALL" bash guest-functions/build.sh
 PORT=${SNAPCALL_DEMO_PORT:-8080}
 URL=http://127.0.0.1:$PORT
 LOG=$(mktemp)
