@@ -37,7 +37,8 @@ pub struct InvokeArgs {
     /// The method (default POST with a body, GET without).
     #[arg(short = 'X', long)]
     method: Option<String>,
-    /// The query string (without `?`).
+    /// The query string (without `?`); spaces and other bytes a URL cannot hold are
+    /// percent-encoded, the rest (`=`, `&`, `%XX`) sent as given.
     #[arg(long)]
     query: Option<String>,
     /// Print the status line and headers before the body (to stderr).
@@ -131,6 +132,20 @@ fn request(
     Ok(reply)
 }
 
+/// `q` with the bytes a request target cannot carry (space, controls, `#`, non-ASCII)
+/// percent-encoded; what the user encoded already is left alone.
+fn encode_query(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    for b in q.bytes() {
+        if b.is_ascii_graphic() && b != b'#' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn fail(cmd: &str, message: &str) -> ExitCode {
     eprintln!("snapcall {cmd}: {message}");
     ExitCode::FAILURE
@@ -167,7 +182,7 @@ pub fn invoke(args: InvokeArgs) -> ExitCode {
     let mut target = format!("/function/{}", args.name.trim_start_matches('/'));
     if let Some(q) = &args.query {
         target.push('?');
-        target.push_str(q.trim_start_matches('?'));
+        target.push_str(&encode_query(q.trim_start_matches('?')));
     }
     match request(&args.server, &method, &target, &headers, &body, Duration::from_secs(3600)) {
         Ok(reply) => {
@@ -407,4 +422,13 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
         if errors.is_empty() { "none".to_owned() } else { errors.join(", ") }
     );
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn queries_are_encoded_where_they_must_be() {
+        assert_eq!(super::encode_query("a=1&b=x%20y"), "a=1&b=x%20y");
+        assert_eq!(super::encode_query("title=Big News#1 é"), "title=Big%20News%231%20%C3%A9");
+    }
 }
