@@ -10,6 +10,7 @@
 //! installed tree hold no shared object: the static interpreter cannot load extension modules.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::UNIX_EPOCH;
@@ -68,18 +69,19 @@ fn copy_in(src: &Path, dst: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// What the rootfs is made from, in one string: equal strings, same rootfs.
+/// What the rootfs is made from, in one string: equal strings, same rootfs. A file is its
+/// path, inode, size and modification time (a directory: its files, recursively).
 fn fingerprint(files: &[PathBuf], runtime: &Path, manifest: &Manifest, requirements: &str) -> String {
-    fn stamp(out: &mut String, path: &Path, depth: usize) {
+    fn stamp(out: &mut String, path: &Path, recurse: bool, depth: usize) {
         let Ok(m) = fs::metadata(path) else { return };
         let mtime = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
-        out.push_str(&format!("{} {} {}\n", path.display(), m.len(), mtime.as_nanos()));
-        if m.is_dir() && depth < 16 {
+        out.push_str(&format!("{} {} {} {}\n", path.display(), m.ino(), m.len(), mtime.as_nanos()));
+        if recurse && m.is_dir() && depth < 16 {
             let mut entries: Vec<PathBuf> =
                 fs::read_dir(path).into_iter().flatten().flatten().map(|e| e.path()).collect();
             entries.sort();
             for e in entries {
-                stamp(out, &e, depth + 1);
+                stamp(out, &e, true, depth + 1);
             }
         }
     }
@@ -90,10 +92,12 @@ fn fingerprint(files: &[PathBuf], runtime: &Path, manifest: &Manifest, requireme
         fnv(RUNTIME_PY.as_bytes()),
         serde_json::to_string(manifest).unwrap_or_default()
     );
-    stamp(&mut s, &runtime.join("usr/bin/python3"), 0);
-    stamp(&mut s, runtime, 16);
+    // The template is replaced as a whole when build-python.sh rebuilds it: its directory and
+    // interpreter stand for it.
+    stamp(&mut s, runtime, false, 0);
+    stamp(&mut s, &runtime.join("usr/bin/python3"), false, 0);
     for f in files {
-        stamp(&mut s, f, 0);
+        stamp(&mut s, f, true, 0);
     }
     s
 }
