@@ -233,16 +233,18 @@ pub(crate) fn link_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Swaps a freshly made `staged` rootfs in for `out/rootfs` (the old one removed).
+/// Swaps a freshly made `staged` rootfs in for `out/rootfs`. The one it replaces is kept as
+/// `out/.rootfs.previous` until the next build: a server still serving the old version (until
+/// its SIGHUP) keeps finding its files.
 pub(crate) fn swap_rootfs(out: &Path, staged: &Path) -> Result<(), BuildError> {
     let live = out.join("rootfs");
-    let old = out.join(format!(".rootfs.old-{}", std::process::id()));
+    let previous = out.join(".rootfs.previous");
+    if previous.exists() {
+        fs::remove_dir_all(&previous).map_err(io(&previous, "cannot remove the rootfs before last"))?;
+    }
     if live.exists() {
-        fs::rename(&live, &old).map_err(io(&live, "cannot move the old rootfs aside"))?;
+        fs::rename(&live, &previous).map_err(io(&live, "cannot move the old rootfs aside"))?;
     }
     fs::rename(staged, &live).map_err(io(&live, "cannot move the new rootfs into place"))?;
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(io(&old, "cannot remove the old rootfs"))?;
-    }
     Ok(())
 }
