@@ -64,6 +64,10 @@ pub enum BuildError {
     Pip { output: String },
     #[error("{what}: no source files (put handler.c in the function directory, or list them in \"c\": {{\"sources\": [...]}})")]
     NoSources { what: String },
+    #[error("the handler's module {module} is neither {top}.py nor {top}/__init__.py in {dir} (set \"python\": {{\"module\"}} in function.json)")]
+    NoModule { module: String, top: String, dir: PathBuf },
+    #[error("{guest} does not compile (a syntax error?):\n{output}")]
+    Syntax { guest: &'static str, output: String },
     #[error("the bundle does not load: {0}")]
     Check(String),
     #[error("taking the snapshot: {0}")]
@@ -180,7 +184,8 @@ fn write_config(out: &Path, process: &ProcessSpec, annotations: &[(String, Strin
         "hostname": "snapcall",
         "annotations": annotations,
     });
-    let mut text = serde_json::to_string_pretty(&config).map_err(|e| BuildError::Check(e.to_string()))?;
+    // A Value of strings, lists and maps always serializes.
+    let mut text = serde_json::to_string_pretty(&config).unwrap_or_default();
     text.push('\n');
     write_if_changed(&out.join("config.json"), text.as_bytes())
 }

@@ -120,10 +120,7 @@ pub fn build_rootfs(
     let (module, handler) = manifest.python_section();
     let top = module.split('.').next().unwrap_or(&module);
     if !dir.join(format!("{top}.py")).is_file() && !dir.join(top).join("__init__.py").is_file() {
-        return Err(BuildError::Check(format!(
-            "the handler's module {module} is neither {top}.py nor {top}/__init__.py in {} (\"python\": {{\"module\"}})",
-            dir.display()
-        )));
+        return Err(BuildError::NoModule { module: module.clone(), top: top.to_owned(), dir: dir.to_path_buf() });
     }
     let requirements = match fs::read_to_string(dir.join("requirements.txt")) {
         Ok(text) => text,
@@ -238,9 +235,7 @@ fn assemble(
             .args(["-S", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", "-d", guest])
             .arg(path);
         run(&mut cmd, "the runtime's python3 must run on this machine").map_err(|e| match e {
-            BuildError::Command { output, .. } => {
-                BuildError::Check(format!("{guest} does not compile (a syntax error?):\n{output}"))
-            }
+            BuildError::Command { output, .. } => BuildError::Syntax { guest, output },
             other => other,
         })?;
     }
@@ -254,60 +249,69 @@ fn install_requirements(dir: &Path, out: &Path, packages: &Path, progress: &dyn 
     let python = std::env::var("SNAPCALL_PIP_PYTHON").unwrap_or_else(|_| "python3".into());
     let wheels = out.join(format!(".wheels-{}", std::process::id()));
     let _ = fs::remove_dir_all(&wheels);
-    let result = (|| {
-        let mut cmd = Command::new(&python);
-        cmd.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--only-binary=:all:"])
-            .args(["--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp311"])
-            .args(["--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64"])
-            .arg("--dest")
-            .arg(&wheels)
-            .arg("-r")
-            .arg(dir.join("requirements.txt"));
-        run(&mut cmd, "snapcall build runs pip with python3 (SNAPCALL_PIP_PYTHON) for requirements.txt").map_err(
-            |e| match e {
-                BuildError::Command { output, .. } => BuildError::Pip { output },
-                other => other,
-            },
-        )?;
-        let mut found: Vec<PathBuf> = fs::read_dir(&wheels)
-            .map_err(io(&wheels, "cannot list the downloaded wheels"))?
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        found.sort();
-        let mut installed = Vec::new();
-        for wheel in &found {
-            let file = wheel.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let (package, pure) = wheel_tags(&file);
-            if !pure {
-                return Err(BuildError::CompiledExtension {
-                    package,
-                    why: format!("pip found only {file}, a wheel built for one Python ABI and platform"),
-                });
-            }
-            installed.push(package);
-        }
-        let mut cmd = Command::new(&python);
-        cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--no-deps", "--no-index"])
-            .args(["--no-compile", "--no-warn-script-location", "--target"])
-            .arg(packages)
-            .args(&found);
-        run(&mut cmd, "snapcall build runs pip with python3 (SNAPCALL_PIP_PYTHON)").map_err(|e| match e {
-            BuildError::Command { output, .. } => BuildError::Pip { output },
-            other => other,
-        })?;
-        if let Some(so) = shared_object(packages, 0) {
-            let rel = so.strip_prefix(packages).unwrap_or(&so).display().to_string();
-            let package = rel.split('/').next().unwrap_or(&rel).to_owned();
-            return Err(BuildError::CompiledExtension { package, why: format!("it installs the shared object {rel}") });
-        }
-        // Scripts pip installs are for a shell the guest does not have.
-        let _ = fs::remove_dir_all(packages.join("bin"));
-        progress.step(&format!("requirements: {} (pure Python) into /packages", installed.join(", ")));
-        Ok(())
-    })();
+    let result = fetch_and_install(&python, dir, &wheels, packages, progress);
     let _ = fs::remove_dir_all(&wheels);
     result
+}
+
+/// Downloads the wheels into `wheels`, checks each is pure Python, installs them.
+fn fetch_and_install(
+    python: &str,
+    dir: &Path,
+    wheels: &Path,
+    packages: &Path,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--only-binary=:all:"])
+        .args(["--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp311"])
+        .args(["--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64"])
+        .arg("--dest")
+        .arg(wheels)
+        .arg("-r")
+        .arg(dir.join("requirements.txt"));
+    run(&mut cmd, "snapcall build runs pip with python3 (SNAPCALL_PIP_PYTHON) for requirements.txt").map_err(|e| {
+        match e {
+            BuildError::Command { output, .. } => BuildError::Pip { output },
+            other => other,
+        }
+    })?;
+    let mut found: Vec<PathBuf> = fs::read_dir(wheels)
+        .map_err(io(wheels, "cannot list the downloaded wheels"))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    let mut installed = Vec::new();
+    for wheel in &found {
+        let file = wheel.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let (package, pure) = wheel_tags(&file);
+        if !pure {
+            return Err(BuildError::CompiledExtension {
+                package,
+                why: format!("its wheel {file} is built for one Python ABI and platform, and it has no pure one"),
+            });
+        }
+        installed.push(package);
+    }
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--no-deps", "--no-index"])
+        .args(["--no-compile", "--no-warn-script-location", "--target"])
+        .arg(packages)
+        .args(&found);
+    run(&mut cmd, "snapcall build runs pip with python3 (SNAPCALL_PIP_PYTHON)").map_err(|e| match e {
+        BuildError::Command { output, .. } => BuildError::Pip { output },
+        other => other,
+    })?;
+    if let Some(so) = shared_object(packages, 0) {
+        let rel = so.strip_prefix(packages).unwrap_or(&so).display().to_string();
+        let package = rel.split('/').next().unwrap_or(&rel).to_owned();
+        return Err(BuildError::CompiledExtension { package, why: format!("it installs the shared object {rel}") });
+    }
+    // Scripts pip installs are for a shell the guest does not have.
+    let _ = fs::remove_dir_all(packages.join("bin"));
+    progress.step(&format!("requirements: {} (pure Python) into /packages", installed.join(", ")));
+    Ok(())
 }
 
 /// `name version` of a wheel file, and whether it is pure Python (`-none-any`).
