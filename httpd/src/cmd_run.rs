@@ -150,7 +150,7 @@ fn format_syscall(r: &vmm::SyscallRecord) -> String {
     };
     format!(
         "syscall {}({:#x}, {:#x}, {:#x}, {:#x}, {:#x}, {:#x}) = {result}",
-        vmm::syscalls::name(r.nr),
+        vmm::syscall_name(r.nr),
         a[0],
         a[1],
         a[2],

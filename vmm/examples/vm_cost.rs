@@ -3,7 +3,7 @@
 //! goes), in alternating rounds so that both sides see the same host:
 //!
 //! ```text
-//! cargo run --release -p vmm --example vm_cost -- [ROUNDS] [MEMORY_MIB]
+//! cargo run --release -p vmm --features probe --example vm_cost -- [ROUNDS] [MEMORY_MIB]
 //! ```
 
 use std::time::{Duration, Instant};

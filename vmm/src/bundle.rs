@@ -9,12 +9,32 @@ use serde_json::Value;
 /// A missing or malformed bundle, naming the file and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    /// config.json could not be read.
     #[error("{file}: cannot read: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        /// The bundle's config.json.
+        file: PathBuf,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// config.json is not JSON.
     #[error("{file}: not valid JSON: {source}")]
-    Json { file: PathBuf, source: serde_json::Error },
+    Json {
+        /// The bundle's config.json.
+        file: PathBuf,
+        /// What failed underneath.
+        source: serde_json::Error,
+    },
+    /// A field is missing or has the wrong type or value.
     #[error("{file}: field `{field}` {problem}")]
-    Field { file: PathBuf, field: &'static str, problem: String },
+    Field {
+        /// The bundle's config.json.
+        file: PathBuf,
+        /// The field, as a dotted path (`process.args`).
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// Per-call limits of a function.
@@ -63,14 +83,22 @@ pub struct BundleConfig {
     pub name: String,
     /// `process.args`; `args[0]` is the program inside the rootfs.
     pub args: Vec<String>,
+    /// `process.env`: the program's environment, `NAME=value`.
     pub env: Vec<String>,
+    /// `process.cwd`: the program's working directory inside the rootfs.
     pub cwd: String,
     /// Host path of the rootfs.
     pub rootfs: PathBuf,
+    /// Per-call limits (`snapcall.memory_mib`, `snapcall.timeout_ms`, ...).
     pub limits: Limits,
+    /// The response's Content-Type (`snapcall.content_type`).
     pub content_type: String,
+    /// How the program's stdout becomes the response (plain body, or a CGI head first).
     pub response: ResponseFormat,
+    /// Which runner its calls need (`snapcall.runner`).
     pub runner: Runner,
+    /// A sample request the program handles once before its snapshot is taken
+    /// (`snapcall.warmup_request`, hex), so the caches it fills are in the snapshot.
     pub warmup_request: Option<Vec<u8>>,
     /// `snapcall.watchdog: "true"`: OpenFaaS watchdog behaviours, for functions deployed from
     /// images (`snapcall serve --provider`). A call that starts cold gets the request in

@@ -17,40 +17,104 @@ use crate::vm::{self, EmptyVm, VmError, MSR_FS_BASE};
 /// Why a call did not produce an exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// The program raised a CPU exception (at CPL3, or in a monitor stub).
     #[error(
         "guest fault: {name} (vector {vector}) at rip {rip:#x}, error code {error_code:#x}, cr2 {cr2:#x}, cpl {cpl}"
     )]
-    GuestFault { vector: u8, name: &'static str, rip: u64, error_code: u64, cr2: u64, cpl: u8 },
+    GuestFault {
+        /// The exception vector.
+        vector: u8,
+        /// Its name (`#PF page fault`).
+        name: &'static str,
+        /// Where it was raised.
+        rip: u64,
+        /// The error code the CPU pushed (0 if none).
+        error_code: u64,
+        /// For a page fault, the address that faulted (else 0).
+        cr2: u64,
+        /// The privilege level it was raised at.
+        cpl: u8,
+    },
+    /// The program ran into the guard page below its stack.
     #[error("stack overflow: the program ran down through its 8 MiB stack into the guard page at {guard:#x} (rip {rip:#x}, address {addr:#x})")]
-    StackOverflow { rip: u64, addr: u64, guard: u64 },
+    StackOverflow {
+        /// Where the program was.
+        rip: u64,
+        /// The address it touched.
+        addr: u64,
+        /// The guard page's address.
+        guard: u64,
+    },
     /// A #PF on a present page the program may read but not write (`error_code` as pushed).
     #[error("write to read-only memory at {addr:#x} (rip {rip:#x}, #PF error code {error_code:#x})")]
-    WriteToReadOnly { rip: u64, addr: u64, error_code: u64 },
+    WriteToReadOnly {
+        /// Where the program was.
+        rip: u64,
+        /// The address it wrote.
+        addr: u64,
+        /// The #PF error code.
+        error_code: u64,
+    },
     /// A #PF fetching an instruction from a present page without execute permission.
     #[error("execute of non-executable memory at {addr:#x} (#PF error code {error_code:#x})")]
-    ExecuteNonExecutable { rip: u64, addr: u64, error_code: u64 },
+    ExecuteNonExecutable {
+        /// Where the program jumped from.
+        rip: u64,
+        /// The address fetched.
+        addr: u64,
+        /// The #PF error code.
+        error_code: u64,
+    },
+    /// The call's wall-clock deadline passed.
     #[error("deadline of {0:?} passed")]
     Deadline(Duration),
+    /// stdout + stderr went over the function's cap.
     #[error("output went over the cap of {limit} bytes")]
-    OutputLimit { limit: usize },
+    OutputLimit {
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// The program sent itself a fatal signal (`abort()`).
     #[error("killed by signal {0}")]
     Signal(i32),
+    /// A signal handler's frame could not be written to the program's stack: the kernel
+    /// kills such a program with SIGSEGV.
     #[error("killed by signal 11: {0}")]
     SignalFrame(#[from] crate::signal_delivery::FrameError),
+    /// The program asked for something snapcall does not do (a wait nothing can end).
     #[error("unsupported by snapcall: {0}")]
     Unsupported(String),
+    /// The program touched a guest-physical address outside its memory.
     #[error("guest touched guest-physical address {addr:#x}, outside its memory")]
-    OutsideMemory { addr: u64 },
+    OutsideMemory {
+        /// The guest-physical address.
+        addr: u64,
+    },
+    /// The vCPU shut down (a fault while delivering a fault).
     #[error("guest triple-faulted (KVM shutdown exit)")]
     TripleFault,
+    /// KVM could not emulate or deliver something.
     #[error("KVM internal error at rip {rip:#x}, cpl {cpl}: {what} (suberror {suberror})")]
-    KvmInternal { suberror: u32, what: &'static str, rip: u64, cpl: u8 },
+    KvmInternal {
+        /// KVM's suberror code.
+        suberror: u32,
+        /// What that code means.
+        what: &'static str,
+        /// Where the vCPU stood.
+        rip: u64,
+        /// At which privilege level.
+        cpl: u8,
+    },
+    /// A VM exit the monitor has no meaning for.
     #[error("unexpected VM exit: {0}")]
     UnexpectedExit(String),
+    /// Capture only: the program exited before it read its request.
     #[error("the program did not read its request before exiting with status {0}, so there is nothing to snapshot")]
     NoStdinRead(i32),
+    /// Driving the VM failed (an ioctl, guest memory).
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// The deadline timer could not be armed.
     #[error("could not arm the deadline timer: {0}")]
     Timer(std::io::Error),
 }
@@ -58,8 +122,11 @@ pub enum CallError {
 /// What the program printed and how it exited.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
+    /// Everything the program wrote to fd 1.
     pub stdout: Vec<u8>,
+    /// Everything it wrote to fd 2.
     pub stderr: Vec<u8>,
+    /// Its exit status (`exit_group`'s argument).
     pub exit_code: i32,
 }
 
@@ -80,6 +147,7 @@ pub struct PhaseTimings {
 pub struct CallStats {
     /// VM exits (KVM_RUN returns), including the final one.
     pub exits: u64,
+    /// Syscalls the program made.
     pub syscalls: u64,
     /// Syscalls answered ENOSYS, by number (at most `MAX_UNKNOWN_SYSCALL_NUMBERS` numbers).
     pub unknown_syscalls: std::collections::BTreeMap<u64, u64>,
@@ -171,9 +239,11 @@ impl FinishedCall {
     pub fn failed_stdout(&self) -> &[u8] {
         &self.failed_stdout
     }
+    /// How long each phase of the call took.
     pub fn timings(&self) -> PhaseTimings {
         self.timings
     }
+    /// What the call did: exits, syscalls, page faults.
     pub fn stats(&self) -> &CallStats {
         &self.stats
     }

@@ -5,7 +5,8 @@
 pub struct Errno(pub i32);
 
 macro_rules! errnos {
-    ($($name:ident = $v:expr),* $(,)?) => { $(pub const $name: Errno = Errno($v);)* };
+    // A table of Linux's values: some are returned by no syscall yet.
+    ($($name:ident = $v:expr),* $(,)?) => { $(#[allow(dead_code)] pub const $name: Errno = Errno($v);)* };
 }
 errnos!(
     EPERM = 1,

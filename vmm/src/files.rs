@@ -244,6 +244,8 @@ impl FdTable {
         self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|f| (i as u64, f)))
     }
 
+    /// How many fds are open (for tests).
+    #[cfg(test)]
     pub fn open_count(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }

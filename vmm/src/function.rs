@@ -35,31 +35,93 @@ pub enum StartMode {
 /// Why a function could not be prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum FunctionError {
+    /// config.json is missing or malformed.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// The bundle's rootfs could not be opened.
     #[error("{function}: cannot open rootfs {path}: {source}")]
-    Rootfs { function: String, path: String, source: std::io::Error },
+    Rootfs {
+        /// The function's name.
+        function: String,
+        /// The rootfs's host path.
+        path: String,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// The program (`args[0]`) could not be read from the rootfs.
     #[error("{function}: cannot read program {path} in its rootfs: errno {errno}")]
-    Program { function: String, path: String, errno: i32 },
+    Program {
+        /// The function's name.
+        function: String,
+        /// The program's path inside the rootfs.
+        path: String,
+        /// The errno the kernel returned.
+        errno: i32,
+    },
+    /// The program file changed since the function was loaded.
     #[error("{function}: program {path} changed since the function was loaded; load it again")]
-    ProgramChanged { function: String, path: String },
+    ProgramChanged {
+        /// The function's name.
+        function: String,
+        /// The program's path inside the rootfs.
+        path: String,
+    },
+    /// The program is not a static x86-64 executable snapcall can load.
     #[error("{function}: {source}")]
-    Load { function: String, source: LoadError },
+    Load {
+        /// The function's name.
+        function: String,
+        /// What failed underneath.
+        source: LoadError,
+    },
+    /// The bundle's snapshot is corrupt, stale or not this function's.
     #[error("{function}: {source}")]
-    Snapshot { function: String, source: Box<SnapshotError> },
+    Snapshot {
+        /// The function's name.
+        function: String,
+        /// What failed underneath.
+        source: Box<SnapshotError>,
+    },
 }
 
 /// Why a call could not be started in its VM.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The VM's memory is not the function's memory size.
     #[error("{function}: VM memory is {vm:#x} bytes but the function needs {needed:#x}")]
-    WrongVmSize { function: String, vm: u64, needed: u64 },
+    WrongVmSize {
+        /// The function's name.
+        function: String,
+        /// The VM's memory size.
+        vm: u64,
+        /// The function's.
+        needed: u64,
+    },
+    /// Loading the program cold failed.
     #[error("{function}: loading the program: {source}")]
-    Load { function: String, source: LoadError },
+    Load {
+        /// The function's name.
+        function: String,
+        /// What failed underneath.
+        source: LoadError,
+    },
+    /// Restoring the snapshot into the VM failed.
     #[error("{function}: restoring the snapshot: {source}")]
-    Restore { function: String, source: Box<SnapshotError> },
+    Restore {
+        /// The function's name.
+        function: String,
+        /// What failed underneath.
+        source: Box<SnapshotError>,
+    },
+    /// Setting the VM up for the program failed.
     #[error("{function}: {source}")]
-    Vm { function: String, source: VmError },
+    Vm {
+        /// The function's name.
+        function: String,
+        /// What failed underneath.
+        source: VmError,
+    },
+    /// The program could not be read (a cold start reads it on first use).
     #[error(transparent)]
     Program(Box<FunctionError>),
 }

@@ -403,6 +403,7 @@ impl EventFd {
 }
 
 pub const EPOLLONESHOT: u32 = 1 << 30;
+#[allow(dead_code)] // accepted and served level-triggered (syscalls/poll.rs)
 pub const EPOLLET: u32 = 1 << 31;
 /// Bytes of the budget one epoll registration takes (the monitor's own bookkeeping).
 pub const EPOLL_WATCH_COST: u64 = 64;

@@ -20,18 +20,59 @@ use crate::snapshot::SNAPSHOT_FILE;
 /// Why a km call did not produce an exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum KmError {
+    /// The function needs km and there is none.
     #[error("{function} needs Kontain's km ({why}), but no km executable was found (looked for {looked}); install km or set SNAPCALL_KM")]
-    Missing { function: String, why: String, looked: String },
+    Missing {
+        /// The function's name.
+        function: String,
+        /// Why it needs km.
+        why: String,
+        /// Where km was looked for.
+        looked: String,
+    },
+    /// km could not be started.
     #[error("{function}: cannot start {km}: {source}")]
-    Spawn { function: String, km: PathBuf, source: std::io::Error },
+    Spawn {
+        /// The function's name.
+        function: String,
+        /// The km executable.
+        km: PathBuf,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// The call's deadline passed; km was killed.
     #[error("{function}: deadline of {timeout:?} passed (km killed)")]
-    Deadline { function: String, timeout: Duration },
+    Deadline {
+        /// The function's name.
+        function: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// Output went over the cap; km was killed.
     #[error("{function}: output went over the cap of {limit} bytes (km killed)")]
-    OutputLimit { function: String, limit: usize },
+    OutputLimit {
+        /// The function's name.
+        function: String,
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// km died of a signal.
     #[error("{function}: km was killed by signal {signal}")]
-    Signal { function: String, signal: i32 },
+    Signal {
+        /// The function's name.
+        function: String,
+        /// The signal.
+        signal: i32,
+    },
+    /// Reading km's output or waiting for it failed.
     #[error("{function}: talking to km: {source}")]
-    Io { function: String, source: std::io::Error },
+    Io {
+        /// The function's name.
+        function: String,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// config.json is missing or malformed.
     #[error(transparent)]
     Bundle(#[from] BundleError),
 }
@@ -74,9 +115,11 @@ impl KmFunction {
         Ok(KmFunction { config, why, argv })
     }
 
+    /// The function's name (its bundle directory's name).
     pub fn name(&self) -> &str {
         &self.config.name
     }
+    /// Its bundle configuration.
     pub fn config(&self) -> &BundleConfig {
         &self.config
     }

@@ -78,11 +78,6 @@ impl KvmSystem {
         let tsc_khz = vcpu.get_tsc_khz().ok().filter(|&k| k > 0);
         Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, tsc_khz, _keepalive: (vcpu, vm) })
     }
-
-    /// The KVM flavour, for reports: "kvm-pvm", "vt-x", "amd-v" or "unknown".
-    pub fn flavour(&self) -> &'static str {
-        kvm_flavour()
-    }
 }
 
 /// Which KVM module serves /dev/kvm, read from /sys/module.

@@ -1,16 +1,17 @@
 //! # vmm: one static Linux program per brand-new KVM VM, with no guest kernel
 //!
 //! The guest is an unmodified static x86-64 Linux program (C with glibc or musl, or a static
-//! CPython). It runs at CPL3 in 64-bit mode; its `syscall`s enter a 4-instruction CPL0 stub
-//! that exits to this monitor, which implements the Linux syscalls itself ([`syscalls`]).
+//! CPython). It runs at CPL3 in 64-bit mode; its `syscall`s enter a 4-instruction stub that
+//! exits to this monitor, which implements the Linux syscalls itself.
 //!
-//! The per-call path, as a library user writes it:
+//! The per-call path, as a library user writes it (this runs as a doc test, in real VMs):
 //!
-//! ```no_run
+//! ```
 //! use vmm::{Function, Runtime, RuntimeConfig, StartMode};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/functions/echo-c");
 //! let runtime = Runtime::new(RuntimeConfig::default())?;          // VM pool + reaper
-//! let echo = Function::load("target/functions/echo-c".as_ref(), StartMode::Snapshot)?;
+//! let echo = Function::load(bundle.as_ref(), StartMode::Snapshot)?;
 //! runtime.keep_ready(&echo);                                      // keep VMs of its size ready
 //!
 //! let vm = runtime.take_vm(&echo)?;                               // 1. take a fresh VM
@@ -21,49 +22,65 @@
 //! runtime.release(finished);                                      // 5. destroy, off the path
 //! # Ok(()) }
 //! ```
+//!
+//! Snapshots are taken with [`snapshot::take_snapshot`]; bundles that need Kontain's `km` run
+//! through [`km`]. The rest of the crate (guest memory, the syscall layer, the vCPU) is
+//! private: docs/vmm.md and docs/architecture.md describe it.
 
-pub mod budget;
-pub mod bundle;
-pub mod call;
+#![warn(missing_docs)]
+
+// The public surface: the five-step call path, bundles, snapshots, the pool and its stats,
+// and the errors each step can give. Everything else is the monitor's own business.
+mod budget;
+mod bundle;
+mod call;
 mod deadline;
-pub mod errno;
-pub mod exits;
-pub mod files;
-pub mod function;
+mod errno;
+mod exits;
+mod files;
+mod function;
 mod ioctl;
-pub mod ipc;
+mod ipc;
 pub mod km;
-pub mod kvm;
-pub mod layout;
-pub mod loader;
-pub mod memory;
-pub mod mm;
+mod kvm;
+mod layout;
+mod loader;
+mod memory;
+mod mm;
 mod output_ring;
-pub mod overlay;
-pub mod page_tables;
-pub mod pool;
+mod overlay;
+mod page_tables;
+mod pool;
 mod prefault;
+#[cfg(feature = "probe")]
 pub mod probe;
-pub mod process;
-pub mod request;
+mod process;
+mod request;
 mod scheduler;
 mod signal_delivery;
 pub mod snapshot;
-pub mod syscalls;
-pub mod threads;
-pub mod tsc;
+mod syscalls;
+mod threads;
+mod tsc;
 mod userfault;
-pub mod vdso;
+mod vdso;
 mod verified;
-pub mod vm;
+mod vm;
 pub mod vm_creator;
 mod working_set;
 
 pub use bundle::{BundleConfig, BundleError, Limits, ResponseFormat, Runner};
 pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall, STDERR_TAIL_BYTES};
+pub use files::MAX_FDS;
 pub use function::{Function, FunctionError, StartError, StartMode};
 pub use ioctl::IoctlError;
-pub use pool::{FunctionPoolStats, PoolStats, Runtime, RuntimeConfig};
-pub use process::{SyscallRecord, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};
+pub use kvm::{kvm_flavour, KvmError};
+pub use layout::DOORBELL_ADDR;
+pub use loader::LoadError;
+pub use memory::MemoryError;
+pub use pool::{FunctionPoolStats, PoolStats, Runtime, RuntimeConfig, REAPER_BACKLOG};
+pub use process::{SyscallRecord, SyscallTracer, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};
 pub use request::{RequestHead, REQUEST_FILE};
+pub use syscalls::name as syscall_name;
+pub use threads::MAX_THREADS;
 pub use vm::{EmptyVm, VmError};

@@ -8,24 +8,67 @@ use crate::memory::{GuestMemory, MemoryError};
 /// Why a program could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The program is not an ELF file.
     #[error("{path}: not an ELF file")]
-    NotElf { path: String },
+    NotElf {
+        /// The program's path inside the rootfs.
+        path: String,
+    },
+    /// Not a 64-bit little-endian x86-64 ELF.
     #[error("{path}: not a 64-bit little-endian x86-64 executable")]
-    WrongArchitecture { path: String },
+    WrongArchitecture {
+        /// The program's path inside the rootfs.
+        path: String,
+    },
+    /// Dynamically linked: snapcall has no dynamic loader.
     #[error("{path}: is dynamically linked (has PT_INTERP); snapcall runs static programs only")]
-    Dynamic { path: String },
+    Dynamic {
+        /// The program's path inside the rootfs.
+        path: String,
+    },
+    /// Neither ET_EXEC nor static-pie ET_DYN.
     #[error("{path}: ELF type {kind} is not an executable (need ET_EXEC or static-pie ET_DYN)")]
-    NotExecutable { path: String, kind: u16 },
+    NotExecutable {
+        /// The program's path inside the rootfs.
+        path: String,
+        /// The ELF type.
+        kind: u16,
+    },
+    /// Headers or segments that contradict themselves or the file.
     #[error("{path}: malformed ELF: {what}")]
-    Malformed { path: String, what: String },
+    Malformed {
+        /// The program's path inside the rootfs.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// A segment lies outside user memory.
     #[error("{path}: segment at {addr:#x}+{size:#x} does not fit in user memory of {memory:#x} bytes")]
-    DoesNotFit { path: String, addr: u64, size: u64, memory: u64 },
+    DoesNotFit {
+        /// The program's path inside the rootfs.
+        path: String,
+        /// The segment's address.
+        addr: u64,
+        /// Its size in memory.
+        size: u64,
+        /// Guest memory size.
+        memory: u64,
+    },
+    /// argv + envp + auxv do not fit in the initial stack.
     #[error("initial stack does not fit: arguments and environment are too large")]
     StackTooLarge,
+    /// The image reaches into what the stack or the vDSO needs.
     #[error("{path}: the program's image leaves no room for {what} in guest memory")]
-    NoRoom { path: String, what: &'static str },
+    NoRoom {
+        /// The program's path inside the rootfs.
+        path: String,
+        /// What has no room.
+        what: &'static str,
+    },
+    /// No randomness for AT_RANDOM.
     #[error("no random bytes for AT_RANDOM: getrandom failed: {0}")]
     Random(std::io::Error),
+    /// Writing guest memory failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
     #[error("page tables: {0}")]
@@ -39,7 +82,6 @@ pub struct Segment {
     pub file_offset: u64,
     pub file_size: u64,
     pub mem_size: u64,
-    pub flags: u32,
 }
 
 /// A parsed program, ready to be copied into any number of VMs.
@@ -103,7 +145,6 @@ impl Program {
                 .map_err(|_| bad("phoff"))?;
             let field = |o: usize| u64_at(&bytes, off + o).ok_or_else(|| bad("program header past end of file"));
             let ptype = u32_at(&bytes, off).ok_or_else(|| bad("program header past end of file"))?;
-            let flags = u32_at(&bytes, off + 4).ok_or_else(|| bad("program header past end of file"))?;
             let (offset, vaddr, filesz, memsz) = (field(8)?, field(16)?, field(32)?, field(40)?);
             match ptype {
                 PT_INTERP => return Err(LoadError::Dynamic { path: p() }),
@@ -121,7 +162,7 @@ impl Program {
                     if phdr_addr.is_none() && offset <= phoff && phoff < offset + filesz {
                         phdr_addr = Some(addr + (phoff - offset));
                     }
-                    segments.push(Segment { addr, file_offset: offset, file_size: filesz, mem_size: memsz, flags });
+                    segments.push(Segment { addr, file_offset: offset, file_size: filesz, mem_size: memsz });
                 }
                 _ => {}
             }

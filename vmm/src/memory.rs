@@ -10,18 +10,60 @@ use crate::layout::{GuestAddr, LARGE_PAGE, PAGE_SIZE, USER_START};
 /// Errors of guest memory management.
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
+    /// The host would not reserve the guest's memory.
     #[error("guest memory of {size} bytes could not be reserved: {source}")]
-    Reserve { size: u64, source: std::io::Error },
+    Reserve {
+        /// Bytes asked for.
+        size: u64,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// An access outside guest memory.
     #[error("guest range {addr}+{len:#x} is outside guest memory ({size:#x} bytes)")]
-    OutOfRange { addr: GuestAddr, len: u64, size: u64 },
+    OutOfRange {
+        /// Start of the access.
+        addr: GuestAddr,
+        /// Its length.
+        len: u64,
+        /// Guest memory size.
+        size: u64,
+    },
+    /// Mapping or copying a file into guest memory failed.
     #[error("could not map file range at {addr}+{len:#x}: {source}")]
-    MapFile { addr: GuestAddr, len: u64, source: std::io::Error },
+    MapFile {
+        /// Guest address of the range.
+        addr: GuestAddr,
+        /// Its length.
+        len: u64,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// Giving guest pages back to the host failed.
     #[error("could not discard guest range {addr}+{len:#x}: {source}")]
-    Discard { addr: GuestAddr, len: u64, source: std::io::Error },
+    Discard {
+        /// Guest address of the range.
+        addr: GuestAddr,
+        /// Its length.
+        len: u64,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// Making guest pages present failed.
     #[error("could not populate guest range {addr}+{len:#x}: {source}")]
-    Populate { addr: GuestAddr, len: u64, source: std::io::Error },
+    Populate {
+        /// Guest address of the range.
+        addr: GuestAddr,
+        /// Its length.
+        len: u64,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// The host's page map could not be read.
     #[error("reading /proc/self/pagemap: {source}")]
-    Pagemap { source: std::io::Error },
+    Pagemap {
+        /// What failed underneath.
+        source: std::io::Error,
+    },
 }
 
 /// The data extents (not the holes) of `file[offset, offset+len)`, as (offset, len) pairs.
@@ -328,7 +370,8 @@ impl GuestMemory {
         Ok(())
     }
 
-    /// Host mappings `discard` has made so far (for tests and the leak checks).
+    /// Host mappings `discard` has made so far (for tests).
+    #[cfg(test)]
     pub fn discard_remaps(&self) -> u32 {
         self.discard_remaps
     }
@@ -494,19 +537,6 @@ impl GuestMemory {
         // SAFETY: advice on a range inside our own mapping; it changes no contents.
         unsafe { libc::madvise(self.base.as_ptr().add(off).cast(), len as usize, libc::MADV_HUGEPAGE) };
         Ok(())
-    }
-
-    /// Reads `len` bytes of `file` at `file_offset` into guest memory at `addr`.
-    pub fn read_from_file(
-        &mut self,
-        addr: GuestAddr,
-        len: u64,
-        file: &std::fs::File,
-        file_offset: u64,
-    ) -> Result<(), MemoryError> {
-        use std::os::unix::fs::FileExt;
-        let dst = self.slice_mut(addr, len)?;
-        file.read_exact_at(dst, file_offset).map_err(|source| MemoryError::MapFile { addr, len, source })
     }
 
     /// Copies `len` bytes within guest memory from `src` to `dst` (ranges may overlap).

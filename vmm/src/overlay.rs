@@ -96,10 +96,7 @@ impl FileNode {
         self.data.len() as u64
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-
+    #[cfg(test)]
     pub fn bytes(&self) -> &[u8] {
         &self.data
     }
@@ -290,10 +287,6 @@ impl Overlay {
         self.next_ino.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn budget(&self) -> &MemoryBudget {
-        &self.budget
-    }
-
     /// Whether this layer has anything at, above or below `path` (normalised): if not, the
     /// rootfs alone answers for it.
     pub fn touches(&self, path: &str) -> bool {
@@ -329,6 +322,7 @@ impl Overlay {
             .map(move |(k, n)| (&k[k.rfind('/').map_or(0, |i| i + 1)..], n))
     }
 
+    #[cfg(test)]
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(path)
     }
@@ -755,12 +749,6 @@ impl Overlay {
                 Ok(())
             }
         }
-    }
-
-    /// A copy for one call: the same entries, contents shared copy-on-write, charged anew to
-    /// `budget` (ENOSPC if the snapshot's files alone exceed it).
-    pub fn fork(&self, budget: &MemoryBudget) -> Result<Overlay, Errno> {
-        Overlay::from_entries(&self.entries(), budget)
     }
 
     /// Every entry, for the snapshot (hard links are saved as separate files).

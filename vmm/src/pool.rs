@@ -85,9 +85,11 @@ pub const REAPER_BACKLOG: usize = 8;
 pub struct PoolStats {
     /// VMs ready in the pool now.
     pub ready: usize,
+    /// VMs created, by the pool and inline.
     pub created: u64,
     /// Created inline because the pool was empty.
     pub created_inline: u64,
+    /// Used or evicted VMs destroyed.
     pub destroyed: u64,
     /// Ready VMs destroyed because their function went idle.
     pub evicted: u64,

@@ -24,16 +24,27 @@ use crate::vm::{EmptyVm, VmError};
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// Creating or driving the probe's VM failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// Writing the probe's code or page tables failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// A KVM ioctl failed.
     #[error(transparent)]
     Ioctl(#[from] IoctlError),
+    /// The probe's guest exited otherwise than it was written to.
     #[error("probe guest: expected {expected}, got {got}")]
-    UnexpectedExit { expected: &'static str, got: String },
+    UnexpectedExit {
+        /// The exit the probe waits for.
+        expected: &'static str,
+        /// The exit it got.
+        got: String,
+    },
+    /// The VM's memory leaves no room for the MMIO page below 1 GiB.
     #[error("guest memory of {0:#x} bytes leaves no room below 1 GiB for the probe's MMIO page")]
     MemoryTooLarge(u64),
+    /// The vCPU's page tables are not the identity map.
     #[error("the vCPU's page tables are not the identity map the probe expects ({0})")]
     PageTables(&'static str),
 }
@@ -85,7 +96,9 @@ pub fn create_steps(memory_size: u64) -> Result<CreateSteps, ProbeError> {
 /// The first `KVM_RUN` of a brand-new vCPU and, for comparison, its second.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FirstRun {
+    /// The first `KVM_RUN`.
     pub first: Duration,
+    /// The second.
     pub second: Duration,
 }
 
@@ -135,8 +148,10 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
+    /// Every kind, in report order.
     pub const ALL: [ExitKind; 4] = [ExitKind::Cpl3Mmio, ExitKind::Cpl0Mmio, ExitKind::Cpl0Pio, ExitKind::Syscall];
 
+    /// The kind's name in reports.
     pub fn name(self) -> &'static str {
         match self {
             ExitKind::Cpl3Mmio => "exit from CPL3 (MMIO)",

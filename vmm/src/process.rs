@@ -32,7 +32,9 @@ pub enum Stop {
 /// One syscall, for `--trace-syscalls`.
 #[derive(Debug, Clone)]
 pub struct SyscallRecord {
+    /// The syscall number.
     pub nr: u64,
+    /// Its six argument registers.
     pub args: [u64; 6],
     /// The raw return value (negative errno as a two's-complement u64), or None if it stopped
     /// or blocked (a blocked syscall's result is not known when it is traced).

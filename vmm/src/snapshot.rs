@@ -36,38 +36,101 @@ pub const SNAPSHOT_FILE: &str = "snapshot.kmsnap";
 /// Why a snapshot could not be taken, opened or restored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The file is not a well-formed snapshot (`snapshot-format`'s checks).
     #[error("{path}: {source}")]
-    Format { path: PathBuf, source: fmt::FormatError },
+    Format {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What failed underneath.
+        source: fmt::FormatError,
+    },
+    /// The entropy device's pages could not be refilled.
     #[error("cannot refill the entropy page: errno {errno}")]
-    Entropy { errno: i32 },
+    Entropy {
+        /// The errno the kernel returned.
+        errno: i32,
+    },
+    /// The bundle changed since the snapshot was taken.
     #[error("{path}: stale snapshot: the bundle's config.json or program changed since it was taken (run `snapcall snapshot` again)")]
-    Stale { path: PathBuf },
+    Stale {
+        /// The snapshot file.
+        path: PathBuf,
+    },
+    /// A well-formed snapshot that does not fit this function.
     #[error("{path}: not a snapcall snapshot of this function: {what}")]
-    Mismatch { path: PathBuf, what: String },
+    Mismatch {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What does not fit.
+        what: String,
+    },
+    /// A file could not be opened or stat'ed.
     #[error("{path}: cannot open: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        /// The path concerned.
+        path: PathBuf,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// A file could not be read.
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The path concerned.
+        path: PathBuf,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// The sealed in-memory copy of the snapshot could not be made.
     #[error("{path}: cannot make the in-memory copy every VM maps: {source}")]
-    SharedCopy { path: PathBuf, source: std::io::Error },
+    SharedCopy {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
+    /// Capture: the cold start failed.
     #[error("starting the program cold to capture it: {0}")]
     Start(#[source] Box<crate::function::StartError>),
+    /// The program could not be read (for the bundle hash or the ELF headers).
     #[error(transparent)]
     Program(Box<crate::function::FunctionError>),
+    /// The file changed after it was verified.
     #[error("{path}: the snapshot file was written to after it was verified; load the function again")]
-    Changed { path: PathBuf },
+    Changed {
+        /// The snapshot file.
+        path: PathBuf,
+    },
+    /// Capture: the program failed before its first read of stdin.
     #[error("running to the first stdin read: {0}")]
     Run(#[from] CallError),
+    /// Capture: the program holds an fd a snapshot cannot reopen.
     #[error("fd {fd} is {what}; only files of the rootfs (and fds 0-2) can be snapshotted")]
-    UnsupportedFd { fd: u64, what: &'static str },
+    UnsupportedFd {
+        /// The fd.
+        fd: u64,
+        /// What it is.
+        what: &'static str,
+    },
+    /// Restore: a file open at capture could not be reopened.
     #[error("reopening {path} as fd {fd}: errno {errno}")]
-    Reopen { fd: i32, path: String, errno: i32 },
+    Reopen {
+        /// The fd.
+        fd: i32,
+        /// The file's path inside the rootfs.
+        path: String,
+        /// The errno the kernel returned.
+        errno: i32,
+    },
+    /// Capture: the files the program wrote before its first read are too large to save.
     #[error("the files the program wrote before the snapshot point do not fit in a snapshot: {0}")]
     OverlayTooLarge(String),
+    /// Restore: the snapshot's written files do not fit the function's memory.
     #[error("the snapshot's written files do not fit the function's memory (errno {0})")]
     Overlay(i32),
+    /// Setting the vCPU's state failed.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// Mapping or filling guest memory failed.
     #[error("restoring memory: {0}")]
     Memory(#[from] crate::memory::MemoryError),
 }
@@ -81,9 +144,11 @@ impl From<crate::ioctl::IoctlError> for SnapshotError {
 /// What `take_snapshot` wrote.
 #[derive(Debug, Clone)]
 pub struct SnapshotReport {
+    /// Where the snapshot was written.
     pub path: PathBuf,
     /// Bytes of guest memory saved (before zero pages are dropped).
     pub memory_bytes: u64,
+    /// Regions of the address space saved.
     pub regions: usize,
     /// Syscalls the program made before its first stdin read.
     pub syscalls: u64,

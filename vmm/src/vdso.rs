@@ -85,7 +85,8 @@ pub struct ClockSample {
     pub monotonic_ns: u64,
 }
 
-/// Which clock the page answers (the vDSO's mapping of clock ids, the monitor's too).
+/// Which clock the page answers (the vDSO's mapping of clock ids; the tests' oracle).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PageClock {
     /// CLOCK_REALTIME, CLOCK_REALTIME_COARSE.
@@ -138,6 +139,7 @@ impl TimePage {
     /// arithmetic as vdso.c); `None` where the vDSO would take the syscall: page not valid, or
     /// the TSC more than `tsc_hz / 1024` ticks (≈ 1 ms) before `tsc_base`, which means the
     /// page was computed for another VM's TSC. Within that margin the answer is the base.
+    #[cfg(test)]
     pub fn ns_at(&self, guest_tsc: u64, clock: PageClock) -> Option<u64> {
         if !self.valid || self.shift > 63 {
             return None;
@@ -159,7 +161,7 @@ impl TimePage {
     }
 
     /// The page's bytes with seqlock counter `seq`.
-    pub fn to_bytes(&self, seq: u32) -> [u8; TIME_PAGE_BYTES] {
+    pub fn to_bytes(self, seq: u32) -> [u8; TIME_PAGE_BYTES] {
         let mut b = [0u8; TIME_PAGE_BYTES];
         let mut put = |off: u64, v: &[u8]| b[off as usize..off as usize + v.len()].copy_from_slice(v);
         put(offsets::SEQ, &seq.to_le_bytes());
@@ -176,6 +178,7 @@ impl TimePage {
 
     /// Parses a page (seqlock counter, content). A page whose flags or version the vDSO would
     /// refuse comes back with `valid == false`.
+    #[cfg(test)]
     pub fn from_bytes(b: &[u8; TIME_PAGE_BYTES]) -> (u32, TimePage) {
         let u32_at = |off: u64| u32::from_le_bytes(b[off as usize..off as usize + 4].try_into().unwrap_or_default());
         let u64_at = |off: u64| u64::from_le_bytes(b[off as usize..off as usize + 8].try_into().unwrap_or_default());
@@ -192,6 +195,7 @@ impl TimePage {
     }
 
     /// Reads the page at `addr`.
+    #[cfg(test)]
     pub fn read_from(mem: &GuestMemory, addr: GuestAddr) -> Result<(u32, TimePage), MemoryError> {
         let mut b = [0u8; TIME_PAGE_BYTES];
         b.copy_from_slice(mem.slice(addr, TIME_PAGE_BYTES as u64)?);
@@ -257,9 +261,10 @@ pub fn sample_now(offset: TscOffset) -> ClockSample {
     best.map(|(_, s)| s).expect("three samples")
 }
 
-/// Writes a fresh time page for `vcpu`'s guest at `base`: what a cold start and every restore
-/// call. ≈ 5 µs on kvm-pvm, nearly all of it the one vCPU ioctl of [`TscOffset::measure`];
+/// Writes a fresh time page for `vcpu`'s guest at `base`, measuring the TSC offset first (the
+/// tests' reference for [`refresh_with_offset`]). ≈ 5 µs on kvm-pvm, nearly all of it the one vCPU ioctl of [`TscOffset::measure`];
 /// [`refresh_with_offset`] skips it.
+#[cfg(test)]
 pub fn refresh(
     vcpu: &kvm_ioctls::VcpuFd,
     mem: &mut GuestMemory,
@@ -281,7 +286,9 @@ pub fn refresh_with_offset(offset: TscOffset, mem: &mut GuestMemory, base: Guest
 }
 
 /// Offset in [`VDSO_IMAGE`] of the dynamic symbol `name` (version `LINUX_2.6` is the only one
-/// the image defines), found through PT_DYNAMIC like a dynamic linker would.
+/// the image defines), found through PT_DYNAMIC like a dynamic linker would (the tests call
+/// the image's functions through it).
+#[cfg(test)]
 pub fn symbol(name: &str) -> Option<u64> {
     let img = VDSO_IMAGE;
     let u16_at = |o: usize| Some(u16::from_le_bytes(img.get(o..o + 2)?.try_into().ok()?));

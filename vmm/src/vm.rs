@@ -29,10 +29,24 @@ pub enum VmError {
     Ioctl(#[from] IoctlError),
     /// A list of MSRs longer than one KVM_GET_MSRS/KVM_SET_MSRS takes (a monitor bug).
     #[error("{ioctl}: {count} MSRs are more than one call takes")]
-    TooManyMsrs { ioctl: &'static str, count: usize },
+    TooManyMsrs {
+        /// KVM_GET_MSRS or KVM_SET_MSRS.
+        ioctl: &'static str,
+        /// How many MSRs were asked for.
+        count: usize,
+    },
     /// KVM_GET_MSRS/KVM_SET_MSRS stopped at an MSR this vCPU does not have.
     #[error("{ioctl} handled {done} of {asked} MSRs: the vCPU refused MSR {refused:#x}")]
-    MsrRefused { ioctl: &'static str, done: usize, asked: usize, refused: u32 },
+    MsrRefused {
+        /// KVM_GET_MSRS or KVM_SET_MSRS.
+        ioctl: &'static str,
+        /// How many it handled.
+        done: usize,
+        /// How many were asked for.
+        asked: usize,
+        /// The first MSR it did not handle.
+        refused: u32,
+    },
     /// The new vCPU's warm-up run ended otherwise than at its port exit.
     #[error("the new vCPU's warm-up run did not exit as expected: {0}")]
     WarmUp(String),
@@ -41,7 +55,12 @@ pub enum VmError {
     Prefault(String),
     /// A thread of the VM pool (a filler, the reaper) could not be started.
     #[error("cannot start the {thread} thread: {source}")]
-    SpawnThread { thread: &'static str, source: std::io::Error },
+    SpawnThread {
+        /// Which thread.
+        thread: &'static str,
+        /// What failed underneath.
+        source: std::io::Error,
+    },
     /// The page-table writer's run could not be set up: completing the exit before it gave
     /// this instead.
     #[error("completing the exit before the page-table writer runs gave {0}")]

@@ -5,8 +5,8 @@
 mod common;
 use common::*;
 use std::time::{Duration, Instant};
-use vmm::layout::DOORBELL_ADDR;
-use vmm::{CallError, Function, StartMode, MAX_UNKNOWN_SYSCALL_NUMBERS};
+
+use vmm::{CallError, Function, StartMode, DOORBELL_ADDR, MAX_UNKNOWN_SYSCALL_NUMBERS};
 
 fn hostile() -> Function {
     load("hostile", StartMode::Cold)
@@ -190,7 +190,7 @@ fn executing_the_doorbell_page_is_reported_as_an_instruction_fetch_there() {
 
 #[test]
 fn an_fd_bomb_stops_at_emfile_and_closing_makes_room_again() {
-    let max = vmm::files::MAX_FDS;
+    let max = vmm::MAX_FDS;
     let expected = format!(
         "opened {} (fds 3..{}), then EMFILE\nafter closing 103: open gives 103\nand then EMFILE\n\
          after closing all: open gives 3, reads 4 \"ELF\"\ndone\n",

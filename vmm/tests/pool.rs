@@ -135,7 +135,7 @@ fn used_vms_never_pile_up_behind_the_reaper() {
         let s = runtime.pool_stats();
         let waiting = (s.created - s.destroyed) as usize - finished.len() - s.ready;
         // At most REAPER_BACKLOG queued, plus one being destroyed and one the pool is making.
-        assert!(waiting <= vmm::pool::REAPER_BACKLOG + 2, "{waiting} used VMs not yet destroyed: {s:?}");
+        assert!(waiting <= vmm::REAPER_BACKLOG + 2, "{waiting} used VMs not yet destroyed: {s:?}");
     }
 }
 

@@ -3,9 +3,9 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use vmm::loader::LoadError;
+
 use vmm::snapshot::{take_snapshot, SnapshotError, SNAPSHOT_FILE};
-use vmm::{Function, FunctionError, StartError, StartMode};
+use vmm::{Function, FunctionError, LoadError, StartError, StartMode};
 
 /// Copies a bundle to a private directory (so tests can change and corrupt it freely).
 fn private_bundle(name: &str, tag: &str) -> PathBuf {

@@ -51,7 +51,7 @@ fn thread_exits_join_values_and_the_last_threads_status() {
 
 #[test]
 fn threads_beyond_the_limit_are_eagain_and_the_rest_still_join() {
-    let limit = vmm::threads::MAX_THREADS - 1;
+    let limit = vmm::MAX_THREADS - 1;
     assert_eq!(stdout(&run("too-many")), format!("created {limit} threads besides main, then EAGAIN\nall joined\n"));
 }
 

@@ -49,7 +49,7 @@ impl Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             online_cpus,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-            kvm: vmm::kvm::kvm_flavour(),
+            kvm: vmm::kvm_flavour(),
             memory_gib,
             loadavg: read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
             date,
