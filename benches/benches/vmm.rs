@@ -40,9 +40,9 @@ fn calls(c: &mut Criterion) {
             group.bench_function(format!("{mode}/whole call"), |b| {
                 b.iter(|| {
                     let vm = EmptyVm::create(f.memory_size()).unwrap();
-                    let mut done = f.start(vm, request).unwrap().run();
+                    let done = f.start(vm, request).unwrap().run();
                     assert!(done.outcome().is_ok());
-                    done.destroy_vm();
+                    drop(done);
                 })
             });
             if snapshot {

@@ -66,11 +66,11 @@ pub fn phase_breakdown(function: &Function, request: &[u8], n: usize) -> Vec<Sam
             let t1 = Instant::now();
             let ready = function.start(vm, request).expect("start");
             let t2 = Instant::now();
-            let mut finished = ready.run();
+            let finished = ready.run();
             let t3 = Instant::now();
             assert!(finished.outcome().is_ok(), "{}: {:?}", function.name(), finished.outcome());
             let exits = finished.stats().exits;
-            finished.destroy_vm();
+            drop(finished);
             let t4 = Instant::now();
             Sample {
                 create_vm: t1 - t0,

@@ -84,15 +84,18 @@ fn run(args: &Args) -> Result<u8, Failure> {
     if args.trace_syscalls {
         ready.trace_syscalls(Box::new(|r| eprintln!("{}", format_syscall(r))));
     }
-    let mut finished = ready.run();
+    let finished = ready.run();
     let timings = finished.timings();
     let stats = finished.stats().clone();
     for refusal in stats.refusals() {
         eprintln!("snapcall: {}: {refusal}", function.name());
     }
-    let outcome = finished.take_outcome();
+    // Both empty when the program exited; kept past into_parts, which gives the VM up.
+    let stderr_tail = finished.stderr_tail().to_vec();
+    let failed_stdout = finished.failed_stdout().to_vec();
+    let (outcome, used_vm) = finished.into_parts();
     let t = Instant::now();
-    finished.destroy_vm();
+    drop(used_vm);
     let teardown = t.elapsed();
     if args.timing {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -120,10 +123,10 @@ fn run(args: &Args) -> Result<u8, Failure> {
             // test runner's results up to the test that crashed) says more than none.
             let mut stdout = std::io::stdout().lock();
             stdout
-                .write_all(finished.failed_stdout())
+                .write_all(&failed_stdout)
                 .and_then(|_| stdout.flush())
                 .map_err(|e| format!("writing stdout: {e}"))?;
-            Err(Failure { message: format!("{}: {e}", function.name()), stderr_tail: finished.stderr_tail().to_vec() })
+            Err(Failure { message: format!("{}: {e}", function.name()), stderr_tail })
         }
     }
 }

@@ -111,11 +111,11 @@ pub fn check(dir: &Path) -> Vec<Problem> {
 fn program_problem(e: &FunctionError) -> Problem {
     let text = e.to_string();
     let fix = match e {
-        FunctionError::Load { source: vmm::loader::LoadError::Dynamic { .. }, .. } => {
+        FunctionError::Load { source: vmm::LoadError::Dynamic { .. }, .. } => {
             "link it statically: gcc -static (glibc) or musl-gcc -static; snapcall has no dynamic loader"
         }
         FunctionError::Load {
-            source: vmm::loader::LoadError::WrongArchitecture { .. } | vmm::loader::LoadError::NotElf { .. },
+            source: vmm::LoadError::WrongArchitecture { .. } | vmm::LoadError::NotElf { .. },
             ..
         } => "process.args[0] must be a static x86-64 Linux ELF executable",
         FunctionError::Load { .. } => "rebuild the program as a static x86-64 executable, or raise snapcall.memory_mib",

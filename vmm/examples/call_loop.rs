@@ -33,9 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t1 = Instant::now();
         let ready = function.start(vm, &request)?;
         let t2 = Instant::now();
-        let mut finished = ready.run();
+        let (outcome, used_vm) = ready.run().into_parts();
         let t3 = Instant::now();
-        let out = finished.take_outcome()?;
+        let out = outcome?;
         if out.exit_code != 0 || out.stdout.is_empty() {
             return Err(format!(
                 "bad output: exit {} stdout {:?}",
@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
-        runtime.release(finished);
+        runtime.release(used_vm);
         vm_t.push(t1 - t0);
         start_t.push(t2 - t1);
         run_t.push(t3 - t2);

@@ -1,6 +1,7 @@
 //! One call: a VM with a program loaded or restored into it ([`ReadyCall`]) runs until the
-//! program exits, faults, or runs out of time or output ([`FinishedCall`]). A `ReadyCall` is
-//! consumed by `run`, so a VM can never run two calls.
+//! program exits, faults, or runs out of time or output ([`FinishedCall`]), whose
+//! [`FinishedCall::into_parts`] gives the outcome and the [`UsedVm`], which can only be
+//! destroyed. A `ReadyCall` is consumed by `run`, so a VM can never run two calls.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use crate::layout::*;
 use crate::process::{Process, Stop};
 use crate::scheduler::{Clock, UserContext};
 use crate::syscalls::{self, Outcome};
-use crate::vm::{self, EmptyVm, VmError, MSR_FS_BASE};
+use crate::vm::{self, Machine, UsedVm, VmError, MSR_FS_BASE};
 
 /// Why a call did not produce an exit status.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +195,7 @@ fn thread_minor_faults() -> u64 {
 
 /// A VM with a program in it, ready to run exactly once.
 pub struct ReadyCall {
-    pub(crate) vm: EmptyVm,
+    pub(crate) vm: Machine,
     pub(crate) process: Process,
     pub(crate) timeout: Duration,
     pub(crate) timings: PhaseTimings,
@@ -206,7 +207,7 @@ pub const STDERR_TAIL_BYTES: usize = 4096;
 
 /// A call that has ended: its outcome, and the used VM waiting to be destroyed.
 pub struct FinishedCall {
-    pub(crate) vm: Option<EmptyVm>,
+    vm: UsedVm,
     outcome: Result<Output, CallError>,
     /// A failed call's last [`STDERR_TAIL_BYTES`] of stderr (empty when it exited).
     stderr_tail: Vec<u8>,
@@ -220,10 +221,6 @@ impl FinishedCall {
     /// The program's output and exit status, or why there is none.
     pub fn outcome(&self) -> &Result<Output, CallError> {
         &self.outcome
-    }
-    /// Takes the outcome out (leaving an empty output), e.g. to send it without copying.
-    pub fn take_outcome(&mut self) -> Result<Output, CallError> {
-        std::mem::replace(&mut self.outcome, Ok(Output::default()))
     }
     /// When the call failed (fault, deadline, signal, output cap, ...): the last
     /// [`STDERR_TAIL_BYTES`] the program wrote to stderr before it, usually the program's own
@@ -247,9 +244,10 @@ impl FinishedCall {
     pub fn stats(&self) -> &CallStats {
         &self.stats
     }
-    /// Destroys the VM now, on this thread (the pool's `release` does it on another).
-    pub fn destroy_vm(&mut self) {
-        self.vm = None;
+    /// The outcome (to send without copying) and the used VM (to destroy: dropped here, or
+    /// handed to [`crate::Runtime::release`] after the response is out).
+    pub fn into_parts(self) -> (Result<Output, CallError>, UsedVm) {
+        (self.outcome, self.vm)
     }
 }
 
@@ -277,6 +275,23 @@ impl SyscallEntry {
     }
 }
 
+/// Where the run loop stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunUntil {
+    /// The program's exit (a call).
+    Exit,
+    /// Its first read of fd 0, not made (a snapshot's capture).
+    StdinRead,
+}
+
+/// A program stopped at its first read of stdin, the read not made: what a snapshot saves.
+pub(crate) struct AtStdinRead {
+    pub(crate) vm: Machine,
+    pub(crate) process: Process,
+    /// The pending read.
+    pub(crate) read: SyscallEntry,
+}
+
 /// How the run loop ended without error.
 pub(crate) enum LoopEnd {
     Exited(i32),
@@ -301,7 +316,7 @@ impl ReadyCall {
     pub fn run(mut self) -> FinishedCall {
         let start = Instant::now();
         let faults = thread_minor_faults();
-        let end = self.run_loop(false);
+        let end = self.run_loop(RunUntil::Exit);
         self.stats.host_page_faults = thread_minor_faults().saturating_sub(faults);
         self.timings.run = start.elapsed();
         let outcome = match end {
@@ -322,7 +337,17 @@ impl ReadyCall {
         self.stats.unknown_syscalls_dropped = self.process.stats.unknown_dropped;
         self.stats.refused_syscalls = std::mem::take(&mut self.process.stats.refused);
         self.stats.traced_syscalls_dropped = self.process.stats.trace_dropped;
-        FinishedCall { vm: Some(self.vm), outcome, stderr_tail, failed_stdout, timings: self.timings, stats: self.stats }
+        let vm = UsedVm { machine: self.vm };
+        FinishedCall { vm, outcome, stderr_tail, failed_stdout, timings: self.timings, stats: self.stats }
+    }
+
+    /// Runs the program cold up to its first read of stdin (the moment it waits for its
+    /// request) and stops there, the read not made: what a snapshot captures.
+    pub(crate) fn run_until_stdin_read(mut self) -> Result<AtStdinRead, CallError> {
+        match self.run_loop(RunUntil::StdinRead)? {
+            LoopEnd::StdinRead(read) => Ok(AtStdinRead { vm: self.vm, process: self.process, read }),
+            LoopEnd::Exited(code) => Err(CallError::NoStdinRead(code)),
+        }
     }
 
     /// What the program wrote to stderr so far (for error reports).
@@ -331,7 +356,7 @@ impl ReadyCall {
     }
 
     /// The loop: KVM_RUN, act on the exit, repeat.
-    pub(crate) fn run_loop(&mut self, stop_at_stdin_read: bool) -> Result<LoopEnd, CallError> {
+    fn run_loop(&mut self, until: RunUntil) -> Result<LoopEnd, CallError> {
         let deadline_at = Instant::now() + self.timeout;
         self.process.deadline = Some(deadline_at);
         let immediate_exit: *mut u8 = &mut self.vm.vcpu.get_kvm_run().immediate_exit;
@@ -343,7 +368,7 @@ impl ReadyCall {
         crate::output_ring::publish(&self.process, &mut self.vm.memory);
         loop {
             self.stats.exits += 1;
-            let ran = self.vm.vcpu.run();
+            let ran = self.vm.vcpu.run(&mut self.vm.memory);
             // What the program wrote without exiting comes before whatever this exit is. But
             // not at an EINTR, unless the call ends there: a signal stops the vCPU at any
             // instruction, also inside the fast-write stub after it claimed ring space and
@@ -377,7 +402,7 @@ impl ReadyCall {
                 _ => None,
             };
             if let Some((call, regs)) = entry {
-                if stop_at_stdin_read && is_stdin_read(call.nr, &call.args) {
+                if until == RunUntil::StdinRead && is_stdin_read(call.nr, &call.args) {
                     if self.process.threads.others_exist() {
                         return Err(CallError::Unsupported(format!(
                             "the program has {} threads at its first read of stdin, and a snapshot keeps only one: \

@@ -21,7 +21,7 @@ use crate::request::RequestHead;
 use crate::snapshot::{SnapshotError, SnapshotImage};
 use crate::vdso;
 use crate::verified::Stamp;
-use crate::vm::{EmptyVm, VmError};
+use crate::vm::{EmptyVm, FreshVm, VmError};
 
 /// Whether calls start from the bundle's snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +124,13 @@ pub enum StartError {
     /// The program could not be read (a cold start reads it on first use).
     #[error(transparent)]
     Program(Box<FunctionError>),
+    /// The VM holds a snapshot restored ahead for another function (or another version of
+    /// this one's snapshot): it can start only the function it was prepared for.
+    #[error("{function}: the VM was restored ahead for another snapshot")]
+    PreparedForAnother {
+        /// The function's name.
+        function: String,
+    },
 }
 
 /// A function bundle ready to be called.
@@ -223,31 +230,38 @@ impl Function {
     /// Puts the program into `vm`, from the snapshot if there is one, with `request` as its
     /// stdin and the default request head (`POST /`, no headers) in
     /// [`crate::request::REQUEST_FILE`]. The VM must not have been used (the type guarantees it).
-    pub fn start(&self, vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, StartError> {
+    pub fn start(&self, vm: impl Into<FreshVm>, request: &[u8]) -> Result<ReadyCall, StartError> {
         self.start_request(vm, RequestHead::default(), request)
     }
 
     /// As [`Function::start`], for an HTTP request: `body` on stdin, `head` (moved in, not
     /// copied) behind [`crate::request::REQUEST_FILE`].
-    pub fn start_request(&self, vm: EmptyVm, head: RequestHead, body: &[u8]) -> Result<ReadyCall, StartError> {
+    pub fn start_request(
+        &self,
+        vm: impl Into<FreshVm>,
+        head: RequestHead,
+        body: &[u8],
+    ) -> Result<ReadyCall, StartError> {
         // A watchdog function that starts cold gets the request in its environment too.
-        let mut ready = if self.config.watchdog && self.snapshot.is_none() {
+        let watchdog_env = (self.config.watchdog && self.snapshot.is_none()).then(|| {
             let mut env = self.config.env.clone();
             env.extend(head.watchdog_env());
-            self.check_vm_size(&vm)?;
-            let started = Instant::now();
-            let mut ready = self.start_cold_with_env(vm, &env)?;
-            ready.set_stdin(body);
-            ready.timings.start = started.elapsed();
-            ready
-        } else {
-            self.restore_or_load(vm, body)?
-        };
+            env
+        });
+        let mut ready = self.restore_or_load(vm.into(), body, watchdog_env.as_deref())?;
         ready.process.request_head = Some(head);
         Ok(ready)
     }
 
-    fn check_vm_size(&self, vm: &EmptyVm) -> Result<(), StartError> {
+    /// Restores the snapshot into `vm`, or loads the program cold (with `cold_env` instead of
+    /// the bundle's environment when given), with `request` on stdin.
+    fn restore_or_load(
+        &self,
+        vm: FreshVm,
+        request: &[u8],
+        cold_env: Option<&[String]>,
+    ) -> Result<ReadyCall, StartError> {
+        let started = Instant::now();
         if vm.memory_size() != self.memory_size() {
             return Err(StartError::WrongVmSize {
                 function: self.name().into(),
@@ -255,27 +269,29 @@ impl Function {
                 needed: self.memory_size(),
             });
         }
-        Ok(())
-    }
-
-    fn restore_or_load(&self, vm: EmptyVm, request: &[u8]) -> Result<ReadyCall, StartError> {
-        let started = Instant::now();
-        self.check_vm_size(&vm)?;
-        let mut ready = match &self.snapshot {
-            Some(image) => image
+        let mut ready = match (&self.snapshot, vm) {
+            (Some(image), FreshVm::Prepared(vm)) if vm.image != image.id() => {
+                return Err(StartError::PreparedForAnother { function: self.name().into() })
+            }
+            (Some(image), vm) => image
                 .restore(self, vm, request)
                 .map_err(|source| StartError::Restore { function: self.name().into(), source: Box::new(source) })?,
-            None => {
-                let mut ready = self.start_cold(vm)?;
+            (None, FreshVm::Empty(vm)) => {
+                let mut ready = self.start_cold_with_env(vm, cold_env.unwrap_or(&self.config.env))?;
                 ready.set_stdin(request);
                 ready
+            }
+            (None, FreshVm::Prepared(_)) => {
+                return Err(StartError::PreparedForAnother { function: self.name().into() })
             }
         };
         ready.timings.start = started.elapsed();
         Ok(ready)
     }
 
-    /// Cold start: the program from its entry point, stopped nowhere.
+    /// Cold start: the program from its entry point, stopped nowhere (for tests that edit
+    /// the VM before the program runs).
+    #[cfg(test)]
     pub(crate) fn start_cold(&self, vm: EmptyVm) -> Result<ReadyCall, StartError> {
         self.start_cold_with_env(vm, &self.config.env)
     }
@@ -292,7 +308,8 @@ impl Function {
         self.start_cold_with_env(vm, &env)
     }
 
-    fn start_cold_with_env(&self, mut vm: EmptyVm, env: &[String]) -> Result<ReadyCall, StartError> {
+    fn start_cold_with_env(&self, vm: EmptyVm, env: &[String]) -> Result<ReadyCall, StartError> {
+        let mut vm = vm.machine;
         let load_err = |source| StartError::Load { function: self.name().into(), source };
         let vm_err = |source| StartError::Vm { function: self.name().into(), source };
         let sys = crate::kvm::system().map_err(|e| vm_err(e.into()))?;
@@ -302,10 +319,10 @@ impl Function {
         crate::syscalls::fill_random(&mut random)
             .map_err(|e| load_err(LoadError::Random(std::io::Error::from_raw_os_error(e.0))))?;
         let no_room = |what| load_err(LoadError::NoRoom { path: program.path.clone(), what });
-        let mut space = AddressSpace::with_image(vm.memory_size(), &program.image_segments())
+        let mut space = AddressSpace::with_image(vm.memory.size(), &program.image_segments())
             .map_err(|_| no_room("the stack"))?;
         // The vDSO: clock reads at CPL3 from a time page the monitor keeps current.
-        let vdso = vdso::base_for(vm.memory_size());
+        let vdso = vdso::base_for(vm.memory.size());
         space
             .reserve(vdso, vdso::VDSO_REGION_SIZE, mm::PROT_READ | mm::PROT_EXEC, mm::RegionKind::Vdso)
             .map_err(|_| no_room("the vDSO below the stack"))?;

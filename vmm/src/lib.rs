@@ -14,14 +14,19 @@
 //! let echo = Function::load(bundle.as_ref(), StartMode::Snapshot)?;
 //! runtime.keep_ready(&echo);                                      // keep VMs of its size ready
 //!
-//! let vm = runtime.take_vm(&echo)?;                               // 1. take a fresh VM
+//! let vm = runtime.take_vm(&echo)?;                               // 1. a VM no call used
 //! let ready = echo.start(vm, b"hello")?;                          // 2. restore (or cold-load)
-//! let mut finished = ready.run();                                 // 3. run to exit
-//! let output = finished.take_outcome()?;                          // 4. respond
-//! assert_eq!(output.stdout, b"hello");
-//! runtime.release(finished);                                      // 5. destroy, off the path
+//! let finished = ready.run();                                     // 3. run to exit
+//! let (outcome, used_vm) = finished.into_parts();                 // 4. respond
+//! assert_eq!(outcome?.stdout, b"hello");
+//! runtime.release(used_vm);                                       // 5. destroy, off the path
 //! # Ok(()) }
 //! ```
+//!
+//! Each step consumes the state before it, so the types say what a VM may do:
+//! [`EmptyVm`] (fresh) or [`PreparedVm`] (a snapshot restored ahead, which only that
+//! snapshot's function can start) → [`ReadyCall`] (runs once) → [`FinishedCall`] → [`UsedVm`]
+//! (can only be destroyed).
 //!
 //! Snapshots are taken with [`snapshot::take_snapshot`]; bundles that need Kontain's `km` run
 //! through [`km`]. The rest of the crate (guest memory, the syscall layer, the vCPU) is
@@ -78,9 +83,9 @@ pub use kvm::{kvm_flavour, KvmError};
 pub use layout::DOORBELL_ADDR;
 pub use loader::LoadError;
 pub use memory::MemoryError;
-pub use pool::{FunctionPoolStats, PoolStats, Runtime, RuntimeConfig, REAPER_BACKLOG};
-pub use process::{SyscallRecord, SyscallTracer, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};
+pub use pool::{FunctionPoolStats, PoolStats, Runtime, RuntimeConfig, BACKGROUND_NICE, REAPER_BACKLOG};
+pub use process::{SyscallRecord, SyscallTracer, GUEST_UID, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};
 pub use request::{RequestHead, REQUEST_FILE};
 pub use syscalls::name as syscall_name;
 pub use threads::MAX_THREADS;
-pub use vm::{EmptyVm, VmError};
+pub use vm::{EmptyVm, FreshVm, PreparedVm, UsedVm, VmError};

@@ -71,6 +71,7 @@ pub enum LoadError {
     /// Writing guest memory failed.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The image's protections did not fit the page-table pool.
     #[error("page tables: {0}")]
     PageTables(crate::page_tables::PageTableError),
 }
@@ -82,6 +83,8 @@ pub struct Segment {
     pub file_offset: u64,
     pub file_size: u64,
     pub mem_size: u64,
+    /// Its `p_flags` (PF_R/PF_W/PF_X), which the page tables enforce.
+    pub flags: u32,
 }
 
 /// A parsed program, ready to be copied into any number of VMs.
@@ -94,9 +97,6 @@ pub struct Program {
     pub entry: u64,
     pub phdr_addr: u64,
     pub phnum: u64,
-    /// Lowest and highest (page-rounded) address of the image.
-    pub image_start: u64,
-    pub image_end: u64,
 }
 
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
@@ -145,6 +145,7 @@ impl Program {
                 .map_err(|_| bad("phoff"))?;
             let field = |o: usize| u64_at(&bytes, off + o).ok_or_else(|| bad("program header past end of file"));
             let ptype = u32_at(&bytes, off).ok_or_else(|| bad("program header past end of file"))?;
+            let flags = u32_at(&bytes, off + 4).ok_or_else(|| bad("program header past end of file"))?;
             let (offset, vaddr, filesz, memsz) = (field(8)?, field(16)?, field(32)?, field(40)?);
             match ptype {
                 PT_INTERP => return Err(LoadError::Dynamic { path: p() }),
@@ -162,13 +163,14 @@ impl Program {
                     if phdr_addr.is_none() && offset <= phoff && phoff < offset + filesz {
                         phdr_addr = Some(addr + (phoff - offset));
                     }
-                    segments.push(Segment { addr, file_offset: offset, file_size: filesz, mem_size: memsz });
+                    segments.push(Segment { addr, file_offset: offset, file_size: filesz, mem_size: memsz, flags });
                 }
                 _ => {}
             }
         }
-        let image_start = segments.iter().map(|s| s.addr & !(PAGE_SIZE - 1)).min().ok_or_else(|| bad("no PT_LOAD"))?;
-        let image_end = segments.iter().map(|s| s.addr + s.mem_size).max().ok_or_else(|| bad("no PT_LOAD"))?;
+        if segments.is_empty() {
+            return Err(bad("no PT_LOAD"));
+        }
         Ok(Program {
             path: path.to_string(),
             bytes,
@@ -176,8 +178,6 @@ impl Program {
             entry: entry.checked_add(base).ok_or_else(|| bad("entry overflow"))?,
             phdr_addr: phdr_addr.unwrap_or(0),
             phnum: u64::from(phnum),
-            image_start,
-            image_end,
         })
     }
 

@@ -169,8 +169,10 @@ pub struct BadAddress {
 /// The host memory that backs guest physical memory `[0, size)`.
 ///
 /// Reserved with `MAP_NORESERVE`, so untouched guest pages cost nothing. The vCPU of the VM
-/// that owns this memory only runs while the monitor holds no slice into it (one vCPU, run on
-/// the thread that handles its exits), so handing out `&mut [u8]` between runs is sound.
+/// that owns this memory runs only through `Vcpu::run(&mut GuestMemory)` (vm.rs), which
+/// borrows this memory exclusively for the `KVM_RUN`: no slice handed out here can be alive
+/// while the guest runs, so handing out `&mut [u8]` between runs is sound, and the compiler
+/// checks it.
 pub struct GuestMemory {
     base: NonNull<u8>,
     size: u64,
@@ -239,7 +241,8 @@ impl GuestMemory {
     pub fn slice(&self, addr: GuestAddr, len: u64) -> Result<&[u8], MemoryError> {
         let off = self.check(addr, len)?;
         // SAFETY: `check` proved [off, off+len) lies inside our mapping of `size` bytes; the
-        // vCPU is not running while the returned borrow of `self` lives (see type docs).
+        // vCPU cannot run while the returned borrow of `self` lives (`Vcpu::run` needs
+        // `&mut self`, see type docs).
         Ok(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off), len as usize) })
     }
 

@@ -50,7 +50,7 @@ use crate::errno::{Errno, ENOMEM};
 use crate::layout::*;
 use crate::memory::{GuestMemory, MemoryError};
 use crate::mm::{AddressSpace, PROT_EXEC, PROT_READ, PROT_WRITE};
-use crate::vm::{EmptyVm, VmError};
+use crate::vm::{Machine, VmError};
 
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
@@ -203,6 +203,7 @@ impl Pool {
         self.in_use[i / 64] &= !(1 << (i % 64));
     }
 
+    #[cfg(test)]
     fn free(&self) -> usize {
         (0..POOL_PAGES).filter(|&i| !Self::bit(&self.in_use, i)).count()
     }
@@ -273,7 +274,7 @@ pub fn build(space: &AddressSpace) -> Result<BuiltTables, PageTableError> {
 
 impl BuiltTables {
     /// Writes the tables into `mem`, whose VM must never have walked them (a VM from
-    /// [`EmptyVm::create`] has walked none of the pool).
+    /// [`crate::vm::EmptyVm::create`] has walked none of the pool).
     pub fn write_to(&self, mem: &mut GuestMemory) -> Result<(), MemoryError> {
         for (page, table) in &self.pages {
             let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
@@ -303,6 +304,7 @@ impl PageTables {
     }
 
     /// Pool pages not holding a table.
+    #[cfg(test)]
     pub fn free_tables(&self) -> usize {
         self.pool.free()
     }
@@ -383,7 +385,7 @@ impl PageTables {
 }
 
 /// Points the vCPU's CR3 at `root` (one KVM_SET_SREGS), before the VM first runs with it.
-pub(crate) fn load_root(vm: &mut EmptyVm, root: u64) -> Result<(), VmError> {
+pub(crate) fn load_root(vm: &mut Machine, root: u64) -> Result<(), VmError> {
     let mut sregs = vm.cpl0_sregs;
     sregs.cr3 = root;
     Ok(vm.vcpu.set_sregs(&sregs).map_err(crate::ioctl::ioctl("KVM_SET_SREGS"))?)
@@ -393,9 +395,9 @@ pub(crate) fn load_root(vm: &mut EmptyVm, root: u64) -> Result<(), VmError> {
 /// stub's doorbell, will run [`table_writer_stub`] at CPL0 when it next enters the guest,
 /// which then returns to the program as the stub would have (the return frame must already
 /// be written). `fs_base` is the program's TLS pointer (the special registers hold it; the GS
-/// base is the one [`EmptyVm::cpl0_sregs`] has). See the module docs for why the guest must
+/// base is the one [`Machine::cpl0_sregs`] has). See the module docs for why the guest must
 /// do these writes.
-pub(crate) fn enter_table_writer(vm: &mut EmptyVm, tables: &mut PageTables, fs_base: u64) -> Result<(), VmError> {
+pub(crate) fn enter_table_writer(vm: &mut Machine, tables: &mut PageTables, fs_base: u64) -> Result<(), VmError> {
     let count = tables.pending.len() as u64;
     let mut list = Vec::with_capacity(16 + tables.pending.len() * 16);
     list.extend_from_slice(&count.to_le_bytes());

@@ -16,10 +16,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::call::FinishedCall;
 use crate::function::Function;
 use crate::snapshot::{RestoreMemory, SnapshotImage};
-use crate::vm::{EmptyVm, VmError};
+use crate::vm::{EmptyVm, FreshVm, Machine, UsedVm, VmError};
 
 /// What a list of ready VMs holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,7 +119,7 @@ fn charge<T>(total: &AtomicU64, work: impl FnOnce() -> T) -> T {
 
 /// The ready VMs of one key, and when a call last asked for one.
 struct Ready {
-    vms: Vec<EmptyVm>,
+    vms: Vec<FreshVm>,
     /// VMs a filler thread is making for this key now.
     making: usize,
     last_used: Instant,
@@ -185,7 +184,7 @@ struct Shared {
 /// Owns the VM pool, its filler thread and the reaper thread.
 pub struct Runtime {
     shared: Arc<Shared>,
-    reaper: Option<mpsc::SyncSender<EmptyVm>>,
+    reaper: Option<mpsc::SyncSender<Machine>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -209,7 +208,7 @@ impl Runtime {
             reap_cpu_ns: AtomicU64::new(0),
             shutting_down: false.into(),
         });
-        let (tx, rx) = mpsc::sync_channel::<EmptyVm>(REAPER_BACKLOG);
+        let (tx, rx) = mpsc::sync_channel::<Machine>(REAPER_BACKLOG);
         let reaper_shared = shared.clone();
         let mut threads = vec![std::thread::Builder::new()
             .name("snapcall-reaper".into())
@@ -269,7 +268,7 @@ impl Runtime {
         };
         let ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
         for vm in ready.into_iter().flat_map(|r| r.vms) {
-            self.retire(vm);
+            self.retire(vm.into_machine());
         }
     }
 
@@ -312,7 +311,7 @@ impl Runtime {
     /// function has a snapshot), or created now when the pool has none. The pool refills
     /// when the call's VM is handed back with [`Self::release`] (after the response), or at
     /// once when this leaves the function's list below half its target.
-    pub fn take_vm(&self, function: &Function) -> Result<EmptyVm, VmError> {
+    pub fn take_vm(&self, function: &Function) -> Result<FreshVm, VmError> {
         if self.shared.target > 0 {
             let key = match function.snapshot() {
                 Some(image) => PoolKey::Restored(image.id()),
@@ -346,14 +345,14 @@ impl Runtime {
         }
         self.shared.created_inline.fetch_add(1, Ordering::Relaxed);
         self.shared.created.fetch_add(1, Ordering::Relaxed);
-        EmptyVm::create(function.memory_size())
+        EmptyVm::create(function.memory_size()).map(FreshVm::Empty)
     }
 
     /// Destroys `vm` on the reaper thread, or here when the reaper is [`REAPER_BACKLOG`] VMs
     /// behind: a reaper that falls behind leaves hundreds of dead VMs alive, and each live VM
     /// makes every mmap and munmap in the process slower (KVM's MMU notifier checks them all),
     /// so the backlog would feed itself.
-    fn retire(&self, vm: EmptyVm) {
+    fn retire(&self, vm: Machine) {
         let vm = match &self.reaper {
             Some(tx) => match tx.try_send(vm) {
                 Ok(()) => return,
@@ -367,8 +366,8 @@ impl Runtime {
 
     /// Hands a finished call's VM to the reaper and lets the pool refill; call this after
     /// the response is sent, so neither competes with the call for a core.
-    pub fn release(&self, mut call: FinishedCall) {
-        let Some(vm) = call.vm.take() else { return };
+    pub fn release(&self, vm: UsedVm) {
+        let vm = vm.machine;
         if self.shared.target == 0 {
             drop(vm);
             self.shared.destroyed.fetch_add(1, Ordering::Relaxed);
@@ -483,13 +482,12 @@ fn fill(shared: &Shared) {
         };
         let cpu_before = thread_cpu_time();
         let made = match key {
-            PoolKey::Empty(size) => EmptyVm::create(size).ok(),
+            PoolKey::Empty(size) => EmptyVm::create(size).ok().map(FreshVm::Empty),
             PoolKey::Restored(id) => {
                 let image = shared.images.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
                 image.and_then(|image| {
-                    let mut vm = EmptyVm::create(image.memory_size()).ok()?;
-                    image.prepare(&mut vm, RestoreMemory::Ahead).ok()?;
-                    Some(vm)
+                    let vm = EmptyVm::create(image.memory_size()).ok()?;
+                    image.prepare(vm, RestoreMemory::Ahead).ok().map(FreshVm::Prepared)
                 })
             }
         };

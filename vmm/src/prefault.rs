@@ -24,9 +24,9 @@ use crate::layout::{
     GuestAddr, DOORBELL_GPA, KERNEL_STACK_TOP, PREFAULT_STUB, PREFAULT_TABLE, PREFAULT_TABLE_ENTRIES,
     SYSCALL_RETURN_PATH,
 };
-use crate::vm::{EmptyVm, VmError};
+use crate::vm::{Machine, VmError};
 
-impl EmptyVm {
+impl Machine {
     /// Reads one byte at each of `addresses` from CPL3 inside the VM (see the module docs).
     /// Must run before the program's state is set: it uses the vCPU's registers.
     pub(crate) fn prefault(&mut self, addresses: &[u64]) -> Result<(), VmError> {
@@ -46,7 +46,7 @@ impl EmptyVm {
             };
             self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
             loop {
-                match self.vcpu.run() {
+                match self.vcpu.run(&mut self.memory) {
                     Ok(VcpuExit::MmioWrite(addr, _)) if addr == DOORBELL_GPA => break,
                     Ok(other) => return Err(VmError::Prefault(format!("{other:?}"))),
                     Err(e) if e.errno() == libc::EINTR => continue,
@@ -66,10 +66,11 @@ impl EmptyVm {
 mod tests {
     use super::*;
     use crate::layout::USER_START;
+    use crate::vm::EmptyVm;
 
     #[test]
     fn several_passes_leave_guest_memory_as_it_was_and_the_table_cleared() {
-        let mut vm = EmptyVm::create(32 << 20).expect("KVM is needed for this test");
+        let mut vm = EmptyVm::create(32 << 20).expect("KVM is needed for this test").machine;
         // One touch per 4 KiB page of user memory (but the stack guard, which the guest cannot
         // map): more than one table's worth.
         let guard = crate::layout::stack_guard(32 << 20);
@@ -92,7 +93,7 @@ mod tests {
 
     #[test]
     fn an_address_outside_guest_memory_ends_in_an_error() {
-        let mut vm = EmptyVm::create(32 << 20).expect("KVM is needed for this test");
+        let mut vm = EmptyVm::create(32 << 20).expect("KVM is needed for this test").machine;
         match vm.prefault(&[USER_START, 64 << 20]) {
             Err(VmError::Prefault(what)) => assert!(what.contains("IoOut"), "{what}"),
             other => panic!("expected a pre-fault error, got {other:?}"),

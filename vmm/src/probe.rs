@@ -109,10 +109,10 @@ pub struct FirstRun {
 pub fn first_kvm_run(memory_size: u64) -> Result<FirstRun, ProbeError> {
     let sys = crate::kvm::system().map_err(VmError::from)?;
     let mut vm = EmptyVm::create(memory_size)?;
-    vm.memory.write(GuestAddr(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
-    let vcpu = vm.vm.create_vcpu(1).map_err(ioctl("KVM_CREATE_VCPU"))?;
+    vm.machine.memory.write(GuestAddr(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
+    let vcpu = vm.machine.vm.create_vcpu(1).map_err(ioctl("KVM_CREATE_VCPU"))?;
     vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
-    let sregs = vm.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    let sregs = vm.machine.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
     vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
     let regs = kvm_regs { rip: CODE_PIO, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
     vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
@@ -187,20 +187,20 @@ impl ExitProbe {
             return Err(ProbeError::MemoryTooLarge(memory_size));
         }
         let mmio_gpa = memory_size;
-        let sregs = vm.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+        let sregs = vm.machine.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
         let table = |entry: u64| entry & 0x000F_FFFF_FFFF_F000;
-        let pml4e = vm.memory.read_u64(GuestAddr(table(sregs.cr3)))?;
-        let pdpte = vm.memory.read_u64(GuestAddr(table(pml4e)))?;
+        let pml4e = vm.machine.memory.read_u64(GuestAddr(table(sregs.cr3)))?;
+        let pdpte = vm.machine.memory.read_u64(GuestAddr(table(pml4e)))?;
         if pml4e & 1 == 0 || pdpte & 1 == 0 || pdpte & (1 << 7) != 0 {
             return Err(ProbeError::PageTables("no page directory for the first GiB"));
         }
         let pde = GuestAddr(table(pdpte) + (mmio_gpa / LARGE_PAGE) * 8);
-        vm.memory.write_u64(pde, mmio_gpa | 1 | 2 | 4 | (1 << 7))?; // present, writable, user, 2 MiB
+        vm.machine.memory.write_u64(pde, mmio_gpa | 1 | 2 | 4 | (1 << 7))?; // present, writable, user, 2 MiB
 
         // mov [rbx], al; jmp $-2        out 0x80, al; jmp $-2        syscall; jmp $-2
-        vm.memory.write(GuestAddr(CODE_MMIO), &[0x88, 0x03, 0xEB, 0xFC])?;
-        vm.memory.write(GuestAddr(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
-        vm.memory.write(GuestAddr(CODE_SYSCALL), &[0x0F, 0x05, 0xEB, 0xFC])?;
+        vm.machine.memory.write(GuestAddr(CODE_MMIO), &[0x88, 0x03, 0xEB, 0xFC])?;
+        vm.machine.memory.write(GuestAddr(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
+        vm.machine.memory.write(GuestAddr(CODE_SYSCALL), &[0x0F, 0x05, 0xEB, 0xFC])?;
         let user_rsp = USER_START + LARGE_PAGE - PAGE_SIZE;
 
         let (code, rip) = match kind {
@@ -212,10 +212,10 @@ impl ExitProbe {
             ExitKind::Cpl0Pio => (CODE_PIO, CODE_PIO),
         };
         if rip == SYSCALL_RETURN_PATH {
-            crate::call::write_user_return(&mut vm.memory, code, user_rsp, 0, 0)?;
+            crate::call::write_user_return(&mut vm.machine.memory, code, user_rsp, 0, 0)?;
         }
         let regs = kvm_regs { rip, rsp: KERNEL_STACK_TOP, rflags: 0x2, rbx: mmio_gpa, ..Default::default() };
-        vm.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+        vm.machine.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
         Ok(ExitProbe { vm, kind, mmio_gpa, code, user_rsp })
     }
 
@@ -224,7 +224,8 @@ impl ExitProbe {
     /// The first call on a new probe is the VM's first `KVM_RUN`.
     pub fn run_once(&mut self) -> Result<Duration, ProbeError> {
         let started = Instant::now();
-        let exit = self.vm.vcpu.run().map_err(ioctl("KVM_RUN"))?;
+        let machine = &mut self.vm.machine;
+        let exit = machine.vcpu.run(&mut machine.memory).map_err(ioctl("KVM_RUN"))?;
         let ok = match (self.kind, &exit) {
             (ExitKind::Cpl3Mmio | ExitKind::Cpl0Mmio, VcpuExit::MmioWrite(addr, _)) => *addr == self.mmio_gpa,
             (ExitKind::Cpl0Pio, VcpuExit::IoOut(0x80, _)) => true,
@@ -240,9 +241,9 @@ impl ExitProbe {
             return Err(ProbeError::UnexpectedExit { expected: self.kind.name(), got });
         }
         if self.kind == ExitKind::Syscall {
-            let regs = self.vm.vcpu.sync_regs().regs;
+            let regs = self.vm.machine.vcpu.sync_regs().regs;
             std::hint::black_box(regs.rax);
-            crate::call::write_user_return(&mut self.vm.memory, self.code, self.user_rsp, regs.r11, 0)?;
+            crate::call::write_user_return(&mut self.vm.machine.memory, self.code, self.user_rsp, regs.r11, 0)?;
         }
         Ok(started.elapsed())
     }

@@ -13,6 +13,7 @@ use crate::threads::Threads;
 /// Identity the program sees (it is never real: there are no other processes or users).
 pub const GUEST_PID: u64 = 100;
 pub const GUEST_PPID: u64 = 1;
+/// The uid (and gid) the guest program runs as.
 pub const GUEST_UID: u64 = 1000;
 
 /// Why a syscall ended the call instead of returning.

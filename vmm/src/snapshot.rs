@@ -19,7 +19,7 @@ use kvm_bindings::{kvm_regs, kvm_xsave};
 use sha2::{Digest, Sha256};
 use snapshot_format as fmt;
 
-use crate::call::{write_user_return, CallError, CallStats, LoopEnd, PhaseTimings, ReadyCall, SyscallEntry};
+use crate::call::{write_user_return, AtStdinRead, CallError, CallStats, PhaseTimings, ReadyCall};
 use crate::files::{Fd, FdKind, OpenFile, ENTROPY_DEVICE};
 use crate::function::Function;
 use crate::ioctl::ioctl;
@@ -28,7 +28,9 @@ use crate::mm::{self, AddressSpace, RegionKind};
 use crate::overlay::{Overlay, SavedEntry, SavedKind};
 use crate::process::Process;
 use crate::syscalls::{self, Outcome};
-use crate::vm::{self, EmptyVm, VmError, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, SAVED_MSRS};
+use crate::vm::{
+    self, EmptyVm, FreshVm, PreparedVm, VmError, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, SAVED_MSRS,
+};
 
 /// File name of a bundle's snapshot.
 pub const SNAPSHOT_FILE: &str = "snapshot.kmsnap";
@@ -169,18 +171,15 @@ pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
 /// Runs `function` (loaded cold) until it first reads stdin and writes its snapshot to `out`.
 pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, SnapshotError> {
     let vm = EmptyVm::create(function.memory_size())?;
-    let mut ready = function.start_for_snapshot(vm).map_err(|e| SnapshotError::Start(Box::new(e)))?;
-    let entry = match ready.run_loop(true)? {
-        LoopEnd::StdinRead(entry) => entry,
-        LoopEnd::Exited(code) => return Err(CallError::NoStdinRead(code).into()),
-    };
-    let mut state = capture_state(function, &mut ready, &entry)?;
+    let ready = function.start_for_snapshot(vm).map_err(|e| SnapshotError::Start(Box::new(e)))?;
+    let mut at = ready.run_until_stdin_read()?;
+    let mut state = capture_state(function, &at)?;
     // A restore always writes a fresh time page; until it does, the vDSO must fall back to
     // syscalls rather than trust the capture's clock.
     if let Some(r) = state.regions.iter().find(|r| r.kind == fmt::RegionKind::Vdso) {
-        crate::vdso::TimePage::invalid().write_to(&mut ready.vm.memory, GuestAddr(r.start))?;
+        crate::vdso::TimePage::invalid().write_to(&mut at.vm.memory, GuestAddr(r.start))?;
     }
-    let mem = &ready.vm.memory;
+    let mem = &at.vm.memory;
     let mut segments = Vec::new();
     let mut memory_bytes = 0;
     for r in &state.regions {
@@ -200,7 +199,7 @@ pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, 
         path: out.into(),
         memory_bytes,
         regions: state.regions.len(),
-        syscalls: ready.process.stats.syscalls,
+        syscalls: at.process.stats.syscalls,
     })
 }
 
@@ -218,12 +217,8 @@ fn elf_prot(prot: u32) -> u32 {
     p
 }
 
-fn capture_state(
-    function: &Function,
-    ready: &mut ReadyCall,
-    entry: &SyscallEntry,
-) -> Result<fmt::SnapshotState, SnapshotError> {
-    let vcpu = &ready.vm.vcpu;
+fn capture_state(function: &Function, at: &AtStdinRead) -> Result<fmt::SnapshotState, SnapshotError> {
+    let (vcpu, entry) = (&at.vm.vcpu, &at.read);
     let k = vcpu.sync_regs().regs;
     let sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
     let msrs = vm::get_msrs(vcpu, &SAVED_MSRS)?;
@@ -262,7 +257,7 @@ fn capture_state(
         fs: 0,
         gs: 0,
     };
-    let p = &ready.process;
+    let p = &at.process;
     let mut files = Vec::new();
     for (fd, f) in p.fds.iter() {
         match (&f.kind, fd) {
@@ -698,7 +693,7 @@ impl SnapshotImage {
         &self.snapshot
     }
 
-    /// This image's id (see [`EmptyVm`]'s `prepared_for`).
+    /// This image's id (what a [`PreparedVm`] records).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -708,14 +703,15 @@ impl SnapshotImage {
         self.snapshot.state.identity.as_ref().map_or(0, |i| i.memory_size)
     }
 
-    /// Puts the snapshot's memory and vCPU state into `vm`, which is left ready to enter
-    /// the program as soon as the pending read is completed. The pool does this ahead of
-    /// time; [`Self::restore`] does it inline when the VM was not prepared.
-    pub(crate) fn prepare(&self, vm: &mut EmptyVm, memory: RestoreMemory) -> Result<(), SnapshotError> {
+    /// Puts the snapshot's memory and vCPU state into `vm`, which is then ready to enter the
+    /// program as soon as the pending read is completed ([`Self::finish`]). The pool does this
+    /// ahead of time; [`Self::restore`] does it inline when the VM was not prepared.
+    pub(crate) fn prepare(&self, vm: EmptyVm, memory: RestoreMemory) -> Result<PreparedVm, SnapshotError> {
+        let mut vm = vm.machine;
         // 0. The program's page tables, in pool pages this VM has never walked (see
         // page_tables.rs), and CR3 on them before the pre-fault loop runs.
         self.tables.write_to(&mut vm.memory)?;
-        crate::page_tables::load_root(vm, self.tables.tables.root())?;
+        crate::page_tables::load_root(&mut vm, self.tables.tables.root())?;
         // 1. Memory. Guest memory only ever maps the sealed copy, never the file itself, so
         // the file truncated or rewritten under a running server cannot SIGBUS the monitor.
         if memory != RestoreMemory::OnDemand {
@@ -798,8 +794,7 @@ impl SnapshotImage {
             rflags: 0x2,
         };
         vm.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
-        vm.prepared_for = Some(self.id);
-        Ok(())
+        Ok(PreparedVm { machine: vm, image: self.id })
     }
 
     /// The snapshot's page contents, readable from any thread (for the working-set recorder,
@@ -853,15 +848,11 @@ impl SnapshotImage {
         Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, extents, huge, placement }))
     }
 
-    /// Restores into `vm` (unless the pool already did) and completes the pending stdin read
-    /// with `request`.
-    pub(crate) fn restore(
-        &self,
-        function: &Function,
-        mut vm: EmptyVm,
-        request: &[u8],
-    ) -> Result<ReadyCall, SnapshotError> {
-        if vm.prepared_for != Some(self.id) {
+    /// Restores into `vm` (unless the pool already did: a [`FreshVm::Prepared`] of this
+    /// image) and completes the pending stdin read with `request`.
+    pub(crate) fn restore(&self, function: &Function, vm: FreshVm, request: &[u8]) -> Result<ReadyCall, SnapshotError> {
+        let vm = match vm {
+            FreshVm::Prepared(vm) => vm,
             // A VM made on the call's path gets the pool's preparation, from the sealed copy
             // (made now if this is the first): guest memory then never maps the snapshot file
             // itself, so truncating the file while serving cannot SIGBUS the monitor
@@ -869,8 +860,21 @@ impl SnapshotImage {
             // less than faulting it in page by page during the call (wrk, hellowithdata-py, 8
             // connections: 131/127 calls/s against 113/112, CPU per call 8.1/8.5 ms against
             // 9.1/9.4; echo-c within noise).
-            self.prepare(&mut vm, RestoreMemory::Ahead)?;
-        }
+            FreshVm::Empty(vm) => self.prepare(vm, RestoreMemory::Ahead)?,
+        };
+        self.finish(function, vm, request)
+    }
+
+    /// Completes a VM this image was restored into: the process, the pending stdin read with
+    /// `request`, the clock.
+    pub(crate) fn finish(
+        &self,
+        function: &Function,
+        vm: PreparedVm,
+        request: &[u8],
+    ) -> Result<ReadyCall, SnapshotError> {
+        debug_assert_eq!(vm.image, self.id, "a VM restored ahead is finished by its own image");
+        let mut vm = vm.machine;
         // The process: address space, files, the request on stdin.
         let space = self.space.clone();
         let mut process = Process::new(
@@ -952,7 +956,7 @@ pub(crate) struct SharedImage {
     /// Whether the copy is held in 2 MiB pages (shmem huge pages allowed on this host).
     huge: bool,
     /// Where the pool puts the working set: which 2 MiB windows become private huge pages,
-    /// which 4 KiB pages it populates, what its guest loop touches ([`EmptyVm::prefault`]).
+    /// which 4 KiB pages it populates, what its guest loop touches (`Machine::prefault`).
     placement: crate::working_set::Placement,
 }
 

@@ -5,7 +5,7 @@
 //! ahead of time and destroys used ones after the response has gone out.
 
 use kvm_bindings::{kvm_msr_entry, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, Msrs};
-use kvm_ioctls::{SyncReg, VcpuFd, VmFd};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd, VmFd};
 
 use crate::ioctl::{ioctl, IoctlError};
 use crate::kvm::{self, KvmError};
@@ -81,23 +81,135 @@ pub const MSR_SYSENTER_CS: u32 = 0x174;
 pub const SAVED_MSRS: [u32; 8] =
     [MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_SYSENTER_CS];
 
-/// A VM no call has used yet: ready to have a program loaded or a snapshot restored into it.
+/// The vCPU of a VM. Running it takes the VM's guest memory by `&mut`, so the borrow checker
+/// proves that no slice of guest memory is held across a `KVM_RUN` (while the guest runs, it
+/// may write any of it). Everything else a `VcpuFd` does (registers, MSRs) is reached through
+/// `Deref`; what needs `&mut` is here, and nothing hands out a `&mut VcpuFd`.
+pub(crate) struct Vcpu {
+    fd: VcpuFd,
+    /// Host address of the memory this vCPU's VM maps: `run` checks it was given that.
+    memory_base: u64,
+}
+
+impl Vcpu {
+    /// `KVM_RUN`: runs the guest until its next exit.
+    pub(crate) fn run<'a>(&'a mut self, memory: &mut GuestMemory) -> Result<VcpuExit<'a>, kvm_ioctls::Error> {
+        debug_assert_eq!(memory.host_base(), self.memory_base, "a vCPU runs over its own VM's memory");
+        self.fd.run()
+    }
+
+    /// Sets `kvm_run.immediate_exit` (1: the next `KVM_RUN` returns at once with EINTR).
+    /// The registers an exit copied into kvm_run (the page-table writer edits them in place).
+    pub(crate) fn sync_regs_mut(&mut self) -> &mut kvm_bindings::kvm_sync_regs {
+        self.fd.sync_regs_mut()
+    }
+
+    /// Marks `reg` in kvm_run's sync area as set by us, for the next `KVM_RUN` to load.
+    pub(crate) fn set_sync_dirty_reg(&mut self, reg: SyncReg) {
+        self.fd.set_sync_dirty_reg(reg)
+    }
+
+    pub(crate) fn set_kvm_immediate_exit(&mut self, value: u8) {
+        self.fd.set_kvm_immediate_exit(value)
+    }
+
+    /// The vCPU's `kvm_run` page (the exit's details; the deadline's kick flag).
+    pub(crate) fn get_kvm_run(&mut self) -> &mut kvm_bindings::kvm_run {
+        self.fd.get_kvm_run()
+    }
+}
+
+impl std::ops::Deref for Vcpu {
+    type Target = VcpuFd;
+    fn deref(&self) -> &VcpuFd {
+        &self.fd
+    }
+}
+
+/// What every VM state owns: the KVM VM, its vCPU and the memory behind its slot. The states
+/// ([`EmptyVm`], [`PreparedVm`], a running [`crate::ReadyCall`], [`UsedVm`]) wrap it, so each
+/// can only do what its state allows.
 ///
 /// Field order is drop order: the vCPU, then the VM, then the memory behind its slot.
-pub struct EmptyVm {
-    pub(crate) vcpu: VcpuFd,
-    /// Held so the VM lives exactly as long as its vCPU and memory.
-    #[allow(dead_code)]
+pub(crate) struct Machine {
+    pub(crate) vcpu: Vcpu,
+    /// Held so the VM lives exactly as long as its vCPU and memory (and read by the probes).
+    #[cfg_attr(not(feature = "probe"), allow(dead_code))]
     pub(crate) vm: VmFd,
     pub(crate) memory: GuestMemory,
-    /// Set when the pool already restored a snapshot into this (never run) VM: the id of
-    /// that [`crate::snapshot::SnapshotImage`].
-    pub(crate) prepared_for: Option<u64>,
     /// Guest TSC minus host TSC (0 under kvm-pvm; per VM on VT-x/AMD-V), for the time page.
     pub(crate) tsc_offset: crate::tsc::TscOffset,
     /// The special registers of CPL0 in this VM (as set up here), for entering the page-table
     /// writer and loading a program's page-table root ([`crate::page_tables`]).
     pub(crate) cpl0_sregs: kvm_bindings::kvm_sregs,
+}
+
+/// A VM no call has used and nothing is loaded into: ready for a cold start, or to have a
+/// snapshot restored into it ([`PreparedVm`]).
+pub struct EmptyVm {
+    pub(crate) machine: Machine,
+}
+
+/// A VM with a snapshot already restored into it (by the pool, ahead of any call) and never
+/// run: only the call's request and a fresh clock are missing. It knows which snapshot image
+/// it holds, so it can only be started by that image's function.
+pub struct PreparedVm {
+    pub(crate) machine: Machine,
+    /// The [`crate::snapshot::SnapshotImage`] restored into it.
+    pub(crate) image: u64,
+}
+
+/// A VM no call has used: what [`crate::Runtime::take_vm`] gives and
+/// [`crate::Function::start`] takes.
+pub enum FreshVm {
+    /// Nothing loaded yet.
+    Empty(EmptyVm),
+    /// A snapshot restored ahead.
+    Prepared(PreparedVm),
+}
+
+/// The VM a call ran in. It can only be destroyed: dropped here, or handed to
+/// [`crate::Runtime::release`] to be destroyed off the call's path.
+pub struct UsedVm {
+    pub(crate) machine: Machine,
+}
+
+impl From<EmptyVm> for FreshVm {
+    fn from(vm: EmptyVm) -> FreshVm {
+        FreshVm::Empty(vm)
+    }
+}
+
+impl From<PreparedVm> for FreshVm {
+    fn from(vm: PreparedVm) -> FreshVm {
+        FreshVm::Prepared(vm)
+    }
+}
+
+impl FreshVm {
+    /// Size of this VM's guest memory.
+    pub fn memory_size(&self) -> u64 {
+        self.machine().memory.size()
+    }
+    pub(crate) fn machine(&self) -> &Machine {
+        match self {
+            FreshVm::Empty(vm) => &vm.machine,
+            FreshVm::Prepared(vm) => &vm.machine,
+        }
+    }
+    pub(crate) fn into_machine(self) -> Machine {
+        match self {
+            FreshVm::Empty(vm) => vm.machine,
+            FreshVm::Prepared(vm) => vm.machine,
+        }
+    }
+}
+
+impl PreparedVm {
+    /// Size of this VM's guest memory.
+    pub fn memory_size(&self) -> u64 {
+        self.machine.memory.size()
+    }
 }
 
 impl EmptyVm {
@@ -109,20 +221,29 @@ impl EmptyVm {
         let sys = kvm::system()?;
         let vm = retry_eintr(|| crate::vm_creator::create_vm(&sys.kvm)).map_err(ioctl("KVM_CREATE_VM"))?;
         let mut memory = GuestMemory::new(memory_size)?;
-        // SAFETY: `memory` lives in this EmptyVm, which drops it after the VM fd (field order).
+        // SAFETY: `memory` lives in this VM's Machine, which drops it after the VM fd (field
+        // order).
         unsafe { attach_memory(&vm, &memory) }?;
-        let mut vcpu = retry_eintr(|| vm.create_vcpu(0)).map_err(ioctl("KVM_CREATE_VCPU"))?;
-        vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+        let mut fd = retry_eintr(|| vm.create_vcpu(0)).map_err(ioctl("KVM_CREATE_VCPU"))?;
+        fd.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         write_monitor_area(&mut memory)?;
-        let cpl0_sregs = set_long_mode_at_stub(&vcpu, sys.xcr0)?;
+        let cpl0_sregs = set_long_mode_at_stub(&fd, sys.xcr0)?;
         // Exits copy the general registers into kvm_run, so a syscall's arguments cost no ioctl.
-        vcpu.set_sync_valid_reg(SyncReg::Register);
-        let tsc_offset = crate::tsc::TscOffset::measure(&vcpu)?;
-        let mut vm = EmptyVm { vcpu, vm, memory, prepared_for: None, tsc_offset, cpl0_sregs };
-        vm.warm_up()?;
-        Ok(vm)
+        fd.set_sync_valid_reg(SyncReg::Register);
+        let tsc_offset = crate::tsc::TscOffset::measure(&fd)?;
+        let vcpu = Vcpu { fd, memory_base: memory.host_base() };
+        let mut machine = Machine { vcpu, vm, memory, tsc_offset, cpl0_sregs };
+        machine.warm_up()?;
+        Ok(EmptyVm { machine })
     }
 
+    /// Size of this VM's guest memory.
+    pub fn memory_size(&self) -> u64 {
+        self.machine.memory.size()
+    }
+}
+
+impl Machine {
     /// The first KVM_RUN of a new vCPU is slow (≈90 µs on kvm-pvm: the hypervisor sets the
     /// vCPU up), so do it here, where the pool pays for it: run a CPL0 stub that exits at
     /// once, then complete that exit (KVM_RUN with immediate_exit) so registers can be set.
@@ -131,8 +252,8 @@ impl EmptyVm {
             kvm_bindings::kvm_regs { rip: WARM_UP_STUB, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
         self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
         loop {
-            match self.vcpu.run() {
-                Ok(kvm_ioctls::VcpuExit::IoOut(port, _)) if port == WARM_UP_PORT => break,
+            match self.vcpu.run(&mut self.memory) {
+                Ok(VcpuExit::IoOut(port, _)) if port == WARM_UP_PORT => break,
                 Ok(other) => {
                     return Err(VmError::WarmUp(format!("{other:?}")));
                 }
@@ -151,17 +272,12 @@ impl EmptyVm {
     /// anyone sets registers. On failure, what that KVM_RUN gave instead.
     pub(crate) fn complete_exit(&mut self) -> Result<(), String> {
         self.vcpu.set_kvm_immediate_exit(1);
-        let completed = match self.vcpu.run() {
+        let completed = match self.vcpu.run(&mut self.memory) {
             Err(e) if e.errno() == libc::EINTR => Ok(()),
             other => Err(format!("{other:?}")),
         };
         self.vcpu.set_kvm_immediate_exit(0);
         completed
-    }
-
-    /// Size of this VM's guest memory.
-    pub fn memory_size(&self) -> u64 {
-        self.memory.size()
     }
 }
 
@@ -430,19 +546,19 @@ mod tests {
         let vm = EmptyVm::create(MIN_MEMORY).expect("create VM");
         // 0x4000_00ff: in the hypervisor range, which KVM leaves undefined.
         let missing = 0x4000_00ff;
-        match set_msrs(&vm.vcpu, &[(MSR_CSTAR, 0), (missing, 0)]) {
+        match set_msrs(&vm.machine.vcpu, &[(MSR_CSTAR, 0), (missing, 0)]) {
             Err(VmError::MsrRefused { ioctl: "KVM_SET_MSRS", done: 1, asked: 2, refused }) => {
                 assert_eq!(refused, missing)
             }
             other => panic!("expected the refused MSR, got {other:?}"),
         }
-        match get_msrs(&vm.vcpu, &[MSR_STAR, missing]) {
+        match get_msrs(&vm.machine.vcpu, &[MSR_STAR, missing]) {
             Err(VmError::MsrRefused { ioctl: "KVM_GET_MSRS", done: 1, asked: 2, refused }) => {
                 assert_eq!(refused, missing)
             }
             other => panic!("expected the refused MSR, got {other:?}"),
         }
-        let saved = get_msrs(&vm.vcpu, &SAVED_MSRS).expect("the saved MSRs");
+        let saved = get_msrs(&vm.machine.vcpu, &SAVED_MSRS).expect("the saved MSRs");
         assert_eq!(saved.iter().map(|&(i, _)| i).collect::<Vec<_>>(), SAVED_MSRS);
         assert_eq!(saved.iter().find(|&&(i, _)| i == MSR_LSTAR).map(|&(_, v)| v), Some(FAST_SYSCALL_ENTRY));
     }

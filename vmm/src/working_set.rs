@@ -43,26 +43,24 @@ fn record_with(function: &Function, path: &Path, userfault: bool) -> Result<Vec<
     let image = SnapshotImage::open(function, path)?;
     let mut pages: BTreeMap<u64, bool> = BTreeMap::new();
     for request in recording_requests(function) {
-        let mut vm = EmptyVm::create(image.memory_size())?;
-        let (base, size) = (vm.memory.host_base(), vm.memory.size());
+        let vm = EmptyVm::create(image.memory_size())?;
+        let (base, size) = (vm.machine.memory.host_base(), vm.machine.memory.size());
         let shared = image.shared_pages()?;
         let fill = move |host_addr: u64, page: &mut [u8]| shared.read(host_addr - base, page);
         let server = if userfault { Userfault::new(base + USER_START, size - USER_START, fill).ok() } else { None };
         let touched = match server {
             Some(server) => {
-                image.prepare(&mut vm, RestoreMemory::OnDemand)?;
-                let finished = bounded(image.restore(function, vm, &request)?).run();
-                drop(finished);
+                let vm = image.prepare(vm, RestoreMemory::OnDemand)?;
+                drop(bounded(image.finish(function, vm, &request)?).run());
                 server.finish().into_iter().map(|t| (t.host_addr - base, t.write)).collect()
             }
             // No userfaultfd here (unprivileged): what the host mapped after a plain
             // copy-on-write restore, which over-counts reads by the kernel's fault-around (up
             // to 64 KiB around each read).
             None => {
-                image.prepare(&mut vm, RestoreMemory::CopyOnWrite)?;
-                let finished = bounded(image.restore(function, vm, &request)?).run();
-                let Some(vm) = finished.vm.as_ref() else { continue };
-                vm.memory.resident_pages(GuestAddr(USER_START), GuestAddr(size))?
+                let vm = image.prepare(vm, RestoreMemory::CopyOnWrite)?;
+                let (_, used) = bounded(image.finish(function, vm, &request)?).run().into_parts();
+                used.machine.memory.resident_pages(GuestAddr(USER_START), GuestAddr(size))?
             }
         };
         for (addr, written) in touched {

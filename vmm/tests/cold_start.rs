@@ -60,8 +60,8 @@ fn a_failed_call_keeps_the_tail_of_its_stderr() {
     for mode in [StartMode::Cold, StartMode::Snapshot] {
         let f = load("stderr-then-fail", mode);
         for (request, want_deadline) in [(&b"fault"[..], false), (b"spin", true)] {
-            let mut finished = call(&f, request);
-            match finished.take_outcome() {
+            let finished = call(&f, request);
+            match finished.outcome() {
                 Err(CallError::Deadline(_)) if want_deadline => {}
                 Err(CallError::GuestFault { vector: 14, .. }) if !want_deadline => {}
                 other => panic!("{mode:?} {request:?}: unexpected outcome {other:?}"),
@@ -74,8 +74,8 @@ fn a_failed_call_keeps_the_tail_of_its_stderr() {
         }
     }
     // A call that exits has its whole stderr in the output, and no separate tail.
-    let mut finished = call(&load("exit-code", StartMode::Cold), b"");
-    assert_eq!(finished.take_outcome().unwrap().stderr, b"bye");
+    let finished = call(&load("exit-code", StartMode::Cold), b"");
+    assert_eq!(finished.outcome().as_ref().unwrap().stderr, b"bye");
     assert!(finished.stderr_tail().is_empty());
 }
 

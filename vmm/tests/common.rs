@@ -21,26 +21,22 @@ pub fn load(name: &str, mode: StartMode) -> Function {
     Function::load(&bundle(name), mode).unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 
-/// One call in a fresh VM, with the VM destroyed inline.
+/// One call in a fresh VM (destroyed inline when the result is dropped).
 pub fn call(function: &Function, request: &[u8]) -> FinishedCall {
     let vm = EmptyVm::create(function.memory_size()).expect("create VM");
     let ready = function.start(vm, request).expect("start");
-    let mut finished = ready.run();
-    finished.destroy_vm();
-    finished
+    ready.run()
 }
 
 pub fn output(function: &Function, request: &[u8]) -> Output {
-    let mut f = call(function, request);
-    match f.take_outcome() {
+    match call(function, request).into_parts().0 {
         Ok(o) => o,
         Err(e) => panic!("{}: call failed: {e}", function.name()),
     }
 }
 
 pub fn error(function: &Function, request: &[u8]) -> CallError {
-    let mut f = call(function, request);
-    match f.take_outcome() {
+    match call(function, request).into_parts().0 {
         Ok(o) => panic!(
             "{}: expected an error, got exit {} stdout {:?}",
             function.name(),

@@ -32,12 +32,12 @@ fn unmapping_every_other_restored_page_makes_few_host_mappings() {
     // Inline: the snapshot mapped copy-on-write from its file.
     let vm = EmptyVm::create(f.memory_size()).unwrap();
     let before = host_mappings();
-    let mut finished = f.start(vm, b"go").unwrap().run();
+    let (outcome, used_vm) = f.start(vm, b"go").unwrap().run().into_parts();
     let grown = host_mappings().saturating_sub(before);
-    assert_eq!(finished.take_outcome().unwrap().stdout, EXPECTED);
+    assert_eq!(outcome.unwrap().stdout, EXPECTED);
     // 4096 discarded pages: one mapping each would be +4096 (and +65530 ends the process).
     assert!(grown < 500, "one copy-on-write call grew the host's mappings by {grown}");
-    finished.destroy_vm();
+    drop(used_vm);
 
     // Restored ahead by the pool, into huge-page-advised anonymous memory.
     let runtime = Runtime::new(RuntimeConfig { pool_size: 1, ..Default::default() }).unwrap();
@@ -45,10 +45,10 @@ fn unmapping_every_other_restored_page_makes_few_host_mappings() {
     runtime.wait_until_full();
     let vm = runtime.take_vm(&f).unwrap();
     let before = host_mappings();
-    let mut finished = f.start(vm, b"go").unwrap().run();
+    let (outcome, used_vm) = f.start(vm, b"go").unwrap().run().into_parts();
     let grown = host_mappings().saturating_sub(before);
-    assert_eq!(finished.take_outcome().unwrap().stdout, EXPECTED);
+    assert_eq!(outcome.unwrap().stdout, EXPECTED);
     assert!(grown < 500, "one restored-ahead call grew the host's mappings by {grown}");
-    runtime.release(finished);
+    runtime.release(used_vm);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -230,8 +230,8 @@ fn a_futex_wait_sleeps_out_its_relative_or_absolute_timeout() {
 #[test]
 fn a_futex_wait_nothing_can_wake_ends_the_call_at_once() {
     let f = hostile();
-    let mut finished = call(&f, b"futex-forever");
-    match finished.take_outcome().err() {
+    let finished = call(&f, b"futex-forever");
+    match finished.outcome().as_ref().err() {
         Some(CallError::Unsupported(why)) => {
             assert!(
                 why.starts_with("futex waits for a wake of the futex at 0x")
@@ -249,9 +249,9 @@ fn a_futex_wait_nothing_can_wake_ends_the_call_at_once() {
 fn a_futex_timeout_past_the_deadline_ends_the_call_at_the_deadline() {
     let f = load("hostile-short-deadline", StartMode::Cold);
     let timeout = f.config().limits.timeout;
-    let mut finished = call(&f, b"futex-past-deadline");
-    match finished.take_outcome() {
-        Err(CallError::Deadline(d)) => assert_eq!(d, timeout),
+    let finished = call(&f, b"futex-past-deadline");
+    match finished.outcome() {
+        Err(CallError::Deadline(d)) => assert_eq!(*d, timeout),
         other => panic!("expected the deadline, got {other:?}"),
     }
     let ran = finished.timings().run;
@@ -261,11 +261,11 @@ fn a_futex_timeout_past_the_deadline_ends_the_call_at_the_deadline() {
 #[test]
 fn thousands_of_distinct_unknown_syscalls_keep_bounded_bookkeeping() {
     let f = hostile();
-    let mut finished = call(&f, b"unknown-syscalls");
-    let out = finished.take_outcome().unwrap_or_else(|e| panic!("{e}"));
+    let finished = call(&f, b"unknown-syscalls");
+    let stats = finished.stats().clone();
+    let out = finished.into_parts().0.unwrap_or_else(|e| panic!("{e}"));
     let total = 29_000 + 2_000;
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{total} unknown syscalls, {total} ENOSYS\ndone\n"));
-    let stats = finished.stats();
     assert_eq!(stats.unknown_syscalls.len(), MAX_UNKNOWN_SYSCALL_NUMBERS);
     assert_eq!(stats.unknown_syscalls.values().sum::<u64>() + stats.unknown_syscalls_dropped, total);
     assert_eq!(stats.unknown_syscalls.get(&1000), Some(&1), "the first numbers are the ones kept");

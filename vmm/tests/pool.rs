@@ -20,10 +20,9 @@ fn snapshotted_copy(name: &str) -> (std::path::PathBuf, Function) {
 
 fn pooled_call(runtime: &Runtime, f: &Function, request: &[u8]) -> vmm::Output {
     let vm = runtime.take_vm(f).unwrap();
-    let mut finished = f.start(vm, request).unwrap().run();
-    let out = finished.take_outcome().unwrap();
-    runtime.release(finished);
-    out
+    let (outcome, used_vm) = f.start(vm, request).unwrap().run().into_parts();
+    runtime.release(used_vm);
+    outcome.unwrap()
 }
 
 #[test]
@@ -119,7 +118,7 @@ fn the_pool_counts_hits_and_misses_per_function_and_parallel_fillers_do_not_over
     assert!(mine.fill_cpu > std::time::Duration::ZERO && mine.fill_cpu <= stats.fill_cpu, "{mine:?} {stats:?}");
     for vm in vms {
         let finished = f.start(vm, b"x").unwrap().run();
-        runtime.release(finished);
+        runtime.release(finished.into_parts().1);
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -131,7 +130,7 @@ fn used_vms_never_pile_up_behind_the_reaper() {
     let mut finished: Vec<_> = (0..40).map(|_| f.start(runtime.take_vm(&f).unwrap(), b"x").unwrap().run()).collect();
     // Forty used VMs released back to back, far faster than one reaper thread destroys them.
     while let Some(call) = finished.pop() {
-        runtime.release(call);
+        runtime.release(call.into_parts().1);
         let s = runtime.pool_stats();
         let waiting = (s.created - s.destroyed) as usize - finished.len() - s.ready;
         // At most REAPER_BACKLOG queued, plus one being destroyed and one the pool is making.
@@ -211,9 +210,37 @@ fn the_filler_and_the_reaper_run_below_the_calls() {
     for name in ["snapcall-pool", "snapcall-reaper"] {
         let nices = nice_of_threads(name);
         assert!(!nices.is_empty(), "no {name} thread");
-        assert!(nices.iter().all(|&n| n == vmm::pool::BACKGROUND_NICE), "{name}: {nices:?}");
+        assert!(nices.iter().all(|&n| n == vmm::BACKGROUND_NICE), "{name}: {nices:?}");
     }
     // The test's own thread (where calls run) keeps its priority.
     // SAFETY: getpriority of this thread; -1 is a valid nice, errno is not needed here.
     assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }, 0);
+}
+
+#[test]
+fn a_vm_restored_ahead_starts_only_the_function_whose_snapshot_it_holds() {
+    let (dir, counter) = snapshotted_copy("counter");
+    let echo_cold = load("echo-c", StartMode::Cold);
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 1, ..Default::default() }).unwrap();
+    runtime.keep_ready(&counter);
+    runtime.wait_until_full();
+    let vm = runtime.take_vm(&counter).unwrap();
+    assert!(matches!(vm, vmm::FreshVm::Prepared(_)), "the pool restored counter's snapshot into it");
+    // Another function (same memory size), started cold in it: refused, not run over
+    // counter's memory.
+    assert_eq!(vm.memory_size(), echo_cold.memory_size());
+    match echo_cold.start(vm, b"x") {
+        Err(vmm::StartError::PreparedForAnother { function }) => assert_eq!(function, "echo-c"),
+        Err(e) => panic!("expected PreparedForAnother, got {e}"),
+        Ok(_) => panic!("a VM holding counter's snapshot started echo-c"),
+    }
+    // The same function loaded again is a new image: its VMs are not the old one's either.
+    let reloaded = Function::load(&dir, StartMode::Snapshot).unwrap();
+    let vm = runtime.take_vm(&counter).unwrap();
+    if matches!(vm, vmm::FreshVm::Prepared(_)) {
+        assert!(matches!(reloaded.start(vm, b"x"), Err(vmm::StartError::PreparedForAnother { .. })));
+    }
+    // An empty VM of the right size restores either.
+    assert_eq!(pooled_call(&runtime, &reloaded, b"x").stdout, b"counter=1\n");
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -103,8 +103,7 @@ fn traced(f: &Function, request: &[u8]) -> (vmm::Output, Vec<u64>) {
     let sink = seen.clone();
     let mut ready = f.start(EmptyVm::create(f.memory_size()).unwrap(), request).unwrap();
     ready.trace_syscalls(Box::new(move |r| sink.lock().unwrap().push(r.nr)));
-    let mut finished = ready.run();
-    let out = finished.take_outcome().unwrap();
+    let out = ready.run().into_parts().0.unwrap();
     let nrs = seen.lock().unwrap().clone();
     (out, nrs)
 }

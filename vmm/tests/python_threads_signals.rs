@@ -78,9 +78,9 @@ fn faulthandler_reports_a_segfault_before_the_call_ends_as_killed_by_sigsegv() {
              faulthandler._sigsegv()\n",
     );
     let f = Function::load(&dir, StartMode::Cold).unwrap();
-    let mut finished = call(&f, b"{}");
+    let finished = call(&f, b"{}");
     let _ = std::fs::remove_dir_all(&dir);
-    let outcome = finished.take_outcome();
+    let outcome = finished.outcome();
     assert!(matches!(outcome, Err(CallError::Signal(11))), "{outcome:?}");
     let tail = String::from_utf8_lossy(finished.stderr_tail()).into_owned();
     assert!(tail.contains("Fatal Python error: Segmentation fault"), "{tail}");

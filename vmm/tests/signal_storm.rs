@@ -80,9 +80,9 @@ fn a_signal_storm_loses_no_request_or_output_cold_copy_on_write_or_pooled() {
     runtime.keep_ready(&restored);
     under_storm("pooled", |req| {
         let vm = runtime.take_vm(&restored).expect("take_vm");
-        let mut f = restored.start(vm, req).expect("start").run();
-        let out = f.take_outcome().unwrap_or_else(|e| panic!("call failed: {e}"));
-        runtime.release(f);
+        let (outcome, used_vm) = restored.start(vm, req).expect("start").run().into_parts();
+        runtime.release(used_vm);
+        let out = outcome.unwrap_or_else(|e| panic!("call failed: {e}"));
         out.stdout
     });
     let _ = std::fs::remove_dir_all(&copy);

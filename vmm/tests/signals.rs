@@ -43,8 +43,8 @@ fn masks_keep_signals_pending_and_handlers_run_with_sa_mask_and_their_own_signal
 #[test]
 fn sa_resethand_runs_the_handler_once_then_the_default_kills() {
     let f = load("signals", StartMode::Cold);
-    let mut finished = call(&f, b"resethand");
-    assert!(matches!(finished.take_outcome(), Err(CallError::Signal(10))));
+    let finished = call(&f, b"resethand");
+    assert!(matches!(finished.outcome(), Err(CallError::Signal(10))));
 }
 
 #[test]
@@ -135,8 +135,8 @@ fn a_scribbled_xsave_image_is_refused_by_kvm_and_ends_the_call() {
 #[test]
 fn a_handler_raising_itself_forever_ends_when_its_frames_fill_the_stack() {
     let f = load("signals", StartMode::Cold);
-    let mut finished = call(&f, b"nested-storm");
-    match finished.take_outcome() {
+    let finished = call(&f, b"nested-storm");
+    match finished.outcome() {
         Err(CallError::SignalFrame(e)) => assert!(e.to_string().contains("does not fit"), "{e}"),
         other => panic!("expected the frames to run out of stack, got {other:?}"),
     }

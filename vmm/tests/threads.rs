@@ -71,8 +71,8 @@ fn sched_yield_hands_the_vcpu_to_the_other_thread() {
 #[test]
 fn a_deadlock_ends_the_call_at_once_naming_what_each_thread_waits_for() {
     let f = load("threads", StartMode::Cold);
-    let mut finished = call(&f, b"deadlock");
-    match finished.take_outcome() {
+    let finished = call(&f, b"deadlock");
+    match finished.outcome() {
         Err(CallError::Unsupported(why)) => {
             assert!(why.starts_with("every thread waits for something nothing can bring"), "{why}");
             for tid in [100, 101] {
@@ -128,8 +128,8 @@ fn threaded_calls_side_by_side_on_a_busy_host_all_finish() {
                 let mut f = load("threads", StartMode::Cold);
                 f.cap_timeout(std::time::Duration::from_secs(5));
                 for round in 0..3 {
-                    let mut finished = call(&f, scenario.as_bytes());
-                    if let Err(e) = finished.take_outcome() {
+                    let finished = call(&f, scenario.as_bytes());
+                    if let Err(e) = finished.outcome() {
                         panic!("{scenario} round {round}: {e}");
                     }
                 }

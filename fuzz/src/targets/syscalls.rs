@@ -201,11 +201,11 @@ impl Target for Syscalls {
     fn run(&mut self, input: &[u8]) -> Outcome {
         let vm = EmptyVm::create(self.function.memory_size()).map_err(|e| format!("creating the VM: {e}"))?;
         let ready = self.function.start(vm, input).map_err(|e| format!("start: {e}"))?;
-        let mut finished = ready.run();
+        let finished = ready.run();
         self.last_syscalls = finished.stats().syscalls;
         let unknown = finished.stats().unknown_syscalls.len();
-        let outcome = finished.take_outcome();
-        finished.destroy_vm();
+        let (outcome, used_vm) = finished.into_parts();
+        drop(used_vm);
         // The first call opens the process-wide KVM handles; count from after it.
         if self.fds_at_start.is_none() {
             self.fds_at_start = Some((crate::fd_count(), kvm_fds()));

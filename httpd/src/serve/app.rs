@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::path::PathBuf;
 
 use vmm::km::KmFunction;
-use vmm::{BundleConfig, FinishedCall, Function, Output, RequestHead, ResponseFormat, Runtime};
+use vmm::{BundleConfig, Function, Output, RequestHead, ResponseFormat, Runtime, UsedVm};
 
 use super::access_log::AccessLog;
 use super::cgi;
@@ -79,7 +79,7 @@ impl Drop for FollowerSlot {
 }
 
 impl App {
-    fn call(&self, f: &Entry, req: Request, queued: Duration) -> (Response, Option<FinishedCall>) {
+    fn call(&self, f: &Entry, req: Request, queued: Duration) -> (Response, Option<UsedVm>) {
         let Request { head, body } = req;
         let watchdog = f.runner.config().watchdog;
         let started = Instant::now();
@@ -119,7 +119,7 @@ impl App {
         head: RequestHead,
         body: &[u8],
         queued: Duration,
-    ) -> (Response, Vec<u8>, Option<FinishedCall>) {
+    ) -> (Response, Vec<u8>, Option<UsedVm>) {
         let started = Instant::now();
         let mut timing = Timing::default();
         timing.push(Phase::Queue, queued);
@@ -143,13 +143,16 @@ impl App {
         };
 
         // 3. Run to exit, fault or deadline.
-        let mut finished = ready.run();
+        let finished = ready.run();
         let t = finished.timings();
         timing.push(Phase::Restore, t.start);
         timing.push(Phase::Run, t.run);
+        // Empty (no copy) when the program exited; its last 4 KiB of stderr when it failed.
+        let stderr_tail = finished.stderr_tail().to_vec();
+        let (outcome, used_vm) = finished.into_parts();
 
         // 4. Respond (the stderr goes to the function's log).
-        match finished.take_outcome() {
+        match outcome {
             Ok(Output { stdout, stderr, exit_code }) => {
                 let resp = match status::exit_status(exit_code) {
                     None => self.succeeded(f, function.config(), stdout, &stderr, timing, started),
@@ -158,17 +161,16 @@ impl App {
                     }
                 };
                 // 5. Release happens in `sent`, after the response is written.
-                (resp, stderr, Some(finished))
+                (resp, stderr, Some(used_vm))
             }
             Err(e) => {
                 let failure = status::call_error(&e);
-                let mut resp = self.failed(f, failure, &e.to_string(), finished.stderr_tail(), timing, started);
+                let mut resp = self.failed(f, failure, &e.to_string(), &stderr_tail, timing, started);
                 if failure.kind == ErrorKind::Deadline {
                     resp.headers
                         .push(format!("X-Snapcall-Timeout-Ms: {}", function.config().limits.timeout.as_millis()));
                 }
-                let stderr = finished.stderr_tail().to_vec();
-                (resp, stderr, Some(finished))
+                (resp, stderr_tail, Some(used_vm))
             }
         }
     }
@@ -421,7 +423,7 @@ fn not_found(path: &str, started: Instant) -> Response {
 }
 
 impl Handler for App {
-    type Done = FinishedCall;
+    type Done = UsedVm;
     type Permit = CallPermit;
 
     fn accept_head(&self, head: &Head) -> bool {
@@ -472,7 +474,7 @@ impl Handler for App {
         Admission::Call(CallPermit::Call(entry))
     }
 
-    fn handle(&self, req: Request, permit: Option<CallPermit>, queued: Duration) -> (Response, Option<FinishedCall>) {
+    fn handle(&self, req: Request, permit: Option<CallPermit>, queued: Duration) -> (Response, Option<UsedVm>) {
         match &permit {
             Some(CallPermit::Call(entry)) => return self.call(entry, req, queued),
             Some(CallPermit::FollowLogs { .. }) => return (self.system_logs(&req, Instant::now()), None),
@@ -533,7 +535,7 @@ impl Handler for App {
         }
     }
 
-    fn sent(&self, done: FinishedCall) {
+    fn sent(&self, done: UsedVm) {
         self.runtime.release(done);
     }
 }

@@ -60,6 +60,7 @@ pub fn start_error(e: &StartError) -> Failure {
         StartError::Load { .. } => failure(500, ErrorKind::Host, "load"),
         StartError::Restore { .. } => failure(500, ErrorKind::Host, "restore"),
         StartError::Program(_) => failure(500, ErrorKind::Host, "program"),
+        StartError::PreparedForAnother { .. } => failure(500, ErrorKind::Host, "wrong_vm"),
         StartError::Vm { source, .. } => vm_error(source),
     }
 }

@@ -334,19 +334,19 @@ fn tsc_relation_experiment() {
         0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0x48, 0x89, 0xC6, // ... mov rsi,rax
         0x0F, 0x0B, // ud2
     ];
-    vm.memory.write(GuestAddr(USER_START), code).unwrap();
-    crate::call::write_user_return(&mut vm.memory, USER_START, USER_START + 0x10_0000, 0, 0).unwrap();
+    vm.machine.memory.write(GuestAddr(USER_START), code).unwrap();
+    crate::call::write_user_return(&mut vm.machine.memory, USER_START, USER_START + 0x10_0000, 0, 0).unwrap();
     let regs =
         kvm_bindings::kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 2, ..Default::default() };
-    vm.vcpu.set_regs(&regs).unwrap();
-    let (offset_before, width) = TscOffset::measure_bracket(&vm.vcpu).unwrap();
+    vm.machine.vcpu.set_regs(&regs).unwrap();
+    let (offset_before, width) = TscOffset::measure_bracket(&vm.machine.vcpu).unwrap();
     let h0 = host_tsc();
-    let exit = format!("{:?}", vm.vcpu.run().map(|e| format!("{e:?}")));
+    let exit = format!("{:?}", vm.machine.vcpu.run(&mut vm.machine.memory).map(|e| format!("{e:?}")));
     let h1 = host_tsc();
-    let offset_after = TscOffset::measure(&vm.vcpu).unwrap();
-    let r = vm.vcpu.get_regs().unwrap();
+    let offset_after = TscOffset::measure(&vm.machine.vcpu).unwrap();
+    let r = vm.machine.vcpu.get_regs().unwrap();
     let (g0, g1) = (r.rdi, r.rsi);
-    let khz = vm.vcpu.get_tsc_khz().ok();
+    let khz = vm.machine.vcpu.get_tsc_khz().ok();
     let hz = tsc_hz();
     eprintln!("flavour {} exit {exit}", crate::kvm::kvm_flavour());
     eprintln!("host tsc around KVM_RUN: {h0} .. {h1} ({} ticks)", h1 - h0);
@@ -357,18 +357,18 @@ fn tsc_relation_experiment() {
     );
     let t = std::time::Instant::now();
     for _ in 0..100 {
-        refresh(&vm.vcpu, &mut vm.memory, GuestAddr(USER_START + 0x1000)).unwrap();
+        refresh(&vm.machine.vcpu, &mut vm.machine.memory, GuestAddr(USER_START + 0x1000)).unwrap();
     }
     eprintln!("refresh(): {:?} each", t.elapsed() / 100);
     let t = std::time::Instant::now();
     for _ in 0..100 {
-        TscOffset::measure_bracket(&vm.vcpu).unwrap();
+        TscOffset::measure_bracket(&vm.machine.vcpu).unwrap();
     }
     eprintln!("TscOffset::measure_bracket (KVM_GET_MSRS): {:?} each", t.elapsed() / 100);
     let t = std::time::Instant::now();
     let mut attr = None;
     for _ in 0..100 {
-        attr = kvm_tsc_offset_attr(&vm.vcpu);
+        attr = kvm_tsc_offset_attr(&vm.machine.vcpu);
     }
     eprintln!("KVM_VCPU_TSC_OFFSET attribute: {attr:?}, {:?} each", t.elapsed() / 100);
     if let Some(a) = attr {
@@ -449,10 +449,11 @@ fn run_with_vdso(
         }
     }));
     ready.set_stdin(request);
-    let mut finished = ready.run();
-    let out = finished.take_outcome().expect("the guest runs");
+    let finished = ready.run();
+    let exits = finished.stats().exits;
+    let out = finished.into_parts().0.expect("the guest runs");
     let calls = clock_calls.lock().unwrap().clone();
-    Some((out, calls, before, host(PageClock::Realtime) as i128, finished.stats().exits))
+    Some((out, calls, before, host(PageClock::Realtime) as i128, exits))
 }
 
 #[test]

@@ -34,15 +34,40 @@ use serde::{Deserialize, Serialize};
 
 use compare::{ModuleResult, Totals};
 use records::{Reported, TestRecord};
-use runners::{ModuleRun, Native, Request, Runner, RunError, Vm};
+use runners::{ModuleRun, Native, Request, RunError, Runner, Vm};
 
 /// The modules of issue 12's measure.
 const FULL_SET: [&str; 30] = [
-    "test_json", "test_re", "test_datetime", "test_decimal", "test_statistics", "test_hashlib",
-    "test_base64", "test_struct", "test_pickle", "test_csv", "test_io", "test_os", "test_pathlib",
-    "test_tempfile", "test_glob", "test_argparse", "test_threading", "test_queue", "test_asyncio",
-    "test_select", "test_signal", "test_mmap", "test_time", "test_random", "test_functools",
-    "test_enum", "test_email", "test_xml_etree", "test_uuid", "test_contextlib",
+    "test_json",
+    "test_re",
+    "test_datetime",
+    "test_decimal",
+    "test_statistics",
+    "test_hashlib",
+    "test_base64",
+    "test_struct",
+    "test_pickle",
+    "test_csv",
+    "test_io",
+    "test_os",
+    "test_pathlib",
+    "test_tempfile",
+    "test_glob",
+    "test_argparse",
+    "test_threading",
+    "test_queue",
+    "test_asyncio",
+    "test_select",
+    "test_signal",
+    "test_mmap",
+    "test_time",
+    "test_random",
+    "test_functools",
+    "test_enum",
+    "test_email",
+    "test_xml_etree",
+    "test_uuid",
+    "test_contextlib",
 ];
 
 /// The CI subset: modules that take seconds each and exercise the interpreter broadly.
@@ -198,7 +223,10 @@ fn run(args: &Args) -> Result<bool, CompatError> {
     }
     if let Some(min) = min_percent {
         if totals.percent() < min {
-            eprintln!("compat: {:.1} % of the natively passing tests pass in the VM, below the threshold {min} %", totals.percent());
+            eprintln!(
+                "compat: {:.1} % of the natively passing tests pass in the VM, below the threshold {min} %",
+                totals.percent()
+            );
             return Ok(false);
         }
         eprintln!("compat: {:.1} % >= {min} %", totals.percent());
@@ -243,7 +271,8 @@ fn build_snapcall() -> Result<PathBuf, CompatError> {
 fn attribute_refusals(vm: &Vm, result: &mut ModuleResult) -> Result<(), CompatError> {
     let mut request = Request::module(&result.module);
     // A "#N" id is a second run of the same test under another variant: run the test id.
-    let mut only: Vec<String> = result.lost.iter().map(|l| l.id.split('#').next().unwrap_or(&l.id).to_string()).collect();
+    let mut only: Vec<String> =
+        result.lost.iter().map(|l| l.id.split('#').next().unwrap_or(&l.id).to_string()).collect();
     only.dedup();
     request.only = Some(only);
     request.mark = true;

@@ -37,7 +37,9 @@ pub enum Outcome {
 #[serde(untagged)]
 enum Line {
     Test(TestRecord),
-    ModuleError { module_error: String },
+    ModuleError {
+        module_error: String,
+    },
     Done {
         #[allow(dead_code)]
         done: u64,

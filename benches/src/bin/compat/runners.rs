@@ -93,7 +93,9 @@ fn run_bounded(mut cmd: Command, stdin: &[u8], scratch: &Path, timeout: Duration
     let in_path = scratch.join("request.json");
     let out_path = scratch.join("stdout");
     let err_path = scratch.join("stderr");
-    File::create(&in_path).and_then(|mut f| f.write_all(stdin)).map_err(io(format!("writing {}", in_path.display())))?;
+    File::create(&in_path)
+        .and_then(|mut f| f.write_all(stdin))
+        .map_err(io(format!("writing {}", in_path.display())))?;
     let open = |p: &Path| File::create(p).map_err(io(format!("creating {}", p.display())));
     cmd.stdin(File::open(&in_path).map_err(io("reopening the request"))?)
         .stdout(Stdio::from(open(&out_path)?))
@@ -118,7 +120,11 @@ fn run_bounded(mut cmd: Command, stdin: &[u8], scratch: &Path, timeout: Duration
         std::thread::sleep(Duration::from_millis(50));
     };
     let wall = started.elapsed();
-    let read = |p: &Path| std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(io(format!("reading {}", p.display())));
+    let read = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(io(format!("reading {}", p.display())))
+    };
     Ok(RawRun {
         stdout: read(&out_path)?,
         stderr: read(&err_path)?,
@@ -284,7 +290,7 @@ impl Runner for Native {
 }
 
 /// The uid and gid snapcall's guests run as: the native runs use them too.
-const GUEST_UID: u32 = vmm::process::GUEST_UID as u32;
+const GUEST_UID: u32 = vmm::GUEST_UID as u32;
 
 /// Runs to retry a module whose run died inside a test, without that test.
 const MAX_RETRIES: usize = 3;
@@ -330,7 +336,8 @@ pub fn run_module(runner: &dyn Runner, module: &str) -> Result<ModuleRun, RunErr
 
 /// How a cut-short run ended, with the last line of a Python traceback if there was one.
 fn describe_end(raw: &RawRun) -> String {
-    let fatal = raw.stderr.lines().rev().find(|l| l.starts_with("Fatal Python error") || l.starts_with("Segmentation fault"));
+    let fatal =
+        raw.stderr.lines().rev().find(|l| l.starts_with("Fatal Python error") || l.starts_with("Segmentation fault"));
     match fatal {
         Some(f) => format!("{} ({})", raw.end, f.trim()),
         None => raw.end.to_string(),

@@ -285,7 +285,7 @@ pub(crate) fn library(st: &mut Study, functions: &Path) {
                         Ok(o) => Err(format!("exit code {}", o.exit_code)),
                         Err(e) => Err(e.to_string()),
                     };
-                    runtime.release(finished);
+                    runtime.release(finished.into_parts().1);
                     let t3 = Instant::now();
                     checked?;
                     let phases = Phases {
