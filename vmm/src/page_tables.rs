@@ -665,7 +665,7 @@ mod tests {
     /// (KVM_SET_REGS) just before. That holds only if the completing run stores them there.
     #[test]
     fn completing_an_exit_leaves_the_registers_just_set_in_the_sync_area() {
-        let mut vm = EmptyVm::create(32 << 20).expect("KVM is needed for this test");
+        let mut vm = crate::vm::EmptyVm::create(32 << 20).expect("KVM is needed for this test").machine;
         vm.prefault(&[USER_START]).unwrap(); // a real exit first, as the run loop has had
         let regs = kvm_bindings::kvm_regs {
             rip: SYSCALL_RETURN_PATH,

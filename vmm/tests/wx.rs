@@ -8,7 +8,7 @@ use vmm::{CallError, Function, StartMode};
 
 /// The fault address the guest announced on stderr ("addr 0x...") just before the access.
 fn announced(f: &Function, scenario: &str) -> (CallError, u64) {
-    let mut finished = call(f, scenario.as_bytes());
+    let finished = call(f, scenario.as_bytes());
     let tail = String::from_utf8_lossy(finished.stderr_tail()).into_owned();
     let addr = tail
         .lines()
@@ -16,7 +16,7 @@ fn announced(f: &Function, scenario: &str) -> (CallError, u64) {
         .find_map(|l| l.strip_prefix("addr 0x"))
         .map(|h| u64::from_str_radix(h, 16).unwrap())
         .unwrap_or_else(|| panic!("{scenario}: no address announced: {tail:?}"));
-    match finished.take_outcome() {
+    match finished.into_parts().0 {
         Ok(out) => panic!("{scenario}: expected a fault, exited {} with {:?}", out.exit_code, out),
         Err(e) => (e, addr),
     }
@@ -90,9 +90,9 @@ fn mprotect_takes_effect_at_once_for_the_running_program() {
     let (cold, restored, dir) = cold_and_restored("wx", "mprotect");
     for f in [&cold, &restored] {
         expect_write_fault(f, "mprotect-ro");
-        let mut finished = call(f, b"mprotect-ro");
+        let finished = call(f, b"mprotect-ro");
         assert!(String::from_utf8_lossy(finished.stderr_tail()).contains("read 9\n"), "read-only still reads");
-        let _ = finished.take_outcome();
+        let _ = finished.into_parts().0;
         // r-x runs the code written there; rw again writes it and no longer runs it.
         expect_exec_fault(f, "mprotect-exec");
         let finished = call(f, b"mprotect-exec");
@@ -123,9 +123,9 @@ fn prot_none_pages_are_absent() {
 #[test]
 fn a_page_checkerboard_keeps_every_pages_own_protection() {
     let f = load("wx", StartMode::Cold);
-    let mut finished = call(&f, b"page-checkerboard");
+    let finished = call(&f, b"page-checkerboard");
     let tail = String::from_utf8_lossy(finished.stderr_tail()).into_owned();
-    match finished.take_outcome() {
+    match finished.into_parts().0 {
         Err(CallError::WriteToReadOnly { addr, .. }) => {
             assert!(tail.contains(&format!("addr {addr:#x}")), "{tail}");
         }
@@ -142,13 +142,13 @@ fn counts(report: &str, key: &str) -> Vec<u64> {
 #[test]
 fn a_checkerboard_over_960_mib_spends_the_table_pool_into_enomem_and_nothing_breaks() {
     let f = load("wx-1g", StartMode::Cold);
-    let mut finished = call(&f, b"window-checkerboard");
+    let finished = call(&f, b"window-checkerboard");
     let report = String::from_utf8_lossy(finished.stderr_tail()).into_owned();
-    let err = finished.take_outcome().expect_err("the last write is to read-only memory");
+    let err = finished.into_parts().0.expect_err("the last write is to read-only memory");
     assert!(matches!(err, CallError::WriteToReadOnly { .. }), "{err}: {report}");
     // 480 windows; the pool holds 448 pages, of which the root, PDPT, one directory and the
     // program's own mixed windows (image, vDSO, stack guard) are taken.
-    let pool = vmm::page_tables::POOL_PAGES as u64;
+    let pool = vmm::PAGE_TABLE_POOL_PAGES as u64;
     let [ok, enomem, other] = counts(&report, "mprotect ok")[..] else { panic!("{report}") };
     assert_eq!((ok + enomem, other), (480, 0), "{report}");
     assert!(ok > pool - 16 && ok < pool, "{ok} of {pool}: {report}");
