@@ -330,7 +330,9 @@ impl ReadyCall {
         };
         let (stderr_tail, failed_stdout) = match &outcome {
             Ok(_) => (Vec::new(), Vec::new()),
-            Err(_) => (tail(&self.process.stderr, STDERR_TAIL_BYTES).to_vec(), std::mem::take(&mut self.process.stdout)),
+            Err(_) => {
+                (tail(&self.process.stderr, STDERR_TAIL_BYTES).to_vec(), std::mem::take(&mut self.process.stdout))
+            }
         };
         self.stats.syscalls = self.process.stats.syscalls;
         self.stats.unknown_syscalls = std::mem::take(&mut self.process.stats.unknown);
@@ -499,7 +501,7 @@ impl ReadyCall {
         let regs = self.vm.vcpu.get_regs().unwrap_or_default();
         let cr2 = self.vm.vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0);
         let mem = &self.vm.memory;
-        let word = |i: u64| mem.read_u64(GuestAddr(regs.rsp.wrapping_add(8 * i))).unwrap_or(0);
+        let word = |i: u64| mem.read_u64(GuestAddr::new(regs.rsp.wrapping_add(8 * i))).unwrap_or(0);
         if std::env::var_os("SNAPCALL_DEBUG_FAULT").is_some() {
             eprintln!("fault regs {:x?} frame {:x?}", regs, (0..6).map(word).collect::<Vec<_>>());
         }
@@ -544,8 +546,8 @@ pub(crate) fn write_user_return(
     for (chunk, word) in bytes.chunks_exact_mut(8).zip(frame) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
-    mem.write(GuestAddr(SYSCALL_FRAME_ADDR), &bytes)?;
-    mem.write_u64(GuestAddr(SYSCALL_RESULT_ADDR), rax)?;
+    mem.write(GuestAddr::new(SYSCALL_FRAME_ADDR), &bytes)?;
+    mem.write_u64(GuestAddr::new(SYSCALL_RESULT_ADDR), rax)?;
     Ok(())
 }
 

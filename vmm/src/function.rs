@@ -319,15 +319,15 @@ impl Function {
         crate::syscalls::fill_random(&mut random)
             .map_err(|e| load_err(LoadError::Random(std::io::Error::from_raw_os_error(e.0))))?;
         let no_room = |what| load_err(LoadError::NoRoom { path: program.path.clone(), what });
-        let mut space = AddressSpace::with_image(vm.memory.size(), &program.image_segments())
-            .map_err(|_| no_room("the stack"))?;
+        let mut space =
+            AddressSpace::with_image(vm.memory.size(), &program.image_segments()).map_err(|_| no_room("the stack"))?;
         // The vDSO: clock reads at CPL3 from a time page the monitor keeps current.
         let vdso = vdso::base_for(vm.memory.size());
         space
             .reserve(vdso, vdso::VDSO_REGION_SIZE, mm::PROT_READ | mm::PROT_EXEC, mm::RegionKind::Vdso)
             .map_err(|_| no_room("the vDSO below the stack"))?;
         let page = vdso::TimePage::compute(vdso::sample_now(vm.tsc_offset), crate::tsc::tsc_hz());
-        let ehdr = vdso::install(&mut vm.memory, GuestAddr(vdso), &page).map_err(|e| load_err(e.into()))?;
+        let ehdr = vdso::install(&mut vm.memory, GuestAddr::new(vdso), &page).map_err(|e| load_err(e.into()))?;
         let stack = build_stack(&mut vm.memory, program, &self.config.args, env, sys.hwcap, random, Some(ehdr))
             .map_err(load_err)?;
         let mut process = Process::new(

@@ -6,14 +6,39 @@
 //! a NULL dereference. Everything from [`USER_START`] to the end of guest memory is user memory.
 //! docs/architecture.md draws the same map.
 
-/// A guest address (guest virtual == guest physical here). Never used to index host memory
-/// directly: [`crate::memory::GuestMemory`] checks every access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GuestAddr(pub u64);
+/// An address of guest memory the monitor chose (guest virtual == guest physical here): the
+/// monitor area, a segment it loads, a page it maps. Only the monitor's accessors of
+/// [`crate::memory::GuestMemory`] take one, and they check every access against the memory's
+/// size. An address the program handed over is a [`crate::memory::UserAddr`] instead, which
+/// becomes a `GuestAddr` only through the user-memory check; the field is private so that
+/// no code turns one into the other by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GuestAddr(vm_memory::GuestAddress);
+
+impl GuestAddr {
+    /// The monitor's address `raw`.
+    pub const fn new(raw: u64) -> GuestAddr {
+        GuestAddr(vm_memory::GuestAddress(raw))
+    }
+    /// Its value.
+    pub const fn raw(self) -> u64 {
+        self.0 .0
+    }
+    /// `self + offset`, or `None` past the end of the address space.
+    pub fn checked_add(self, offset: u64) -> Option<GuestAddr> {
+        self.raw().checked_add(offset).map(GuestAddr::new)
+    }
+}
+
+impl From<GuestAddr> for vm_memory::GuestAddress {
+    fn from(addr: GuestAddr) -> vm_memory::GuestAddress {
+        addr.0
+    }
+}
 
 impl std::fmt::Display for GuestAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#x}", self.0)
+        write!(f, "{:#x}", self.raw())
     }
 }
 

@@ -215,7 +215,7 @@ impl Program {
                 .bytes
                 .get(start..start + s.file_size as usize)
                 .ok_or_else(|| LoadError::Malformed { path: self.path.clone(), what: "segment outside file".into() })?;
-            mem.write(GuestAddr(s.addr), data)?;
+            mem.write(GuestAddr::new(s.addr), data)?;
         }
         Ok(())
     }
@@ -267,7 +267,7 @@ pub fn build_stack(
     let mut sp = top;
     let mut push_bytes = |mem: &mut GuestMemory, data: &[u8]| -> Result<u64, LoadError> {
         sp = sp.checked_sub(data.len() as u64).filter(|&s| s >= floor).ok_or(LoadError::StackTooLarge)?;
-        mem.write(GuestAddr(sp), data)?;
+        mem.write(GuestAddr::new(sp), data)?;
         Ok(sp)
     };
     let mut cstr = |mem: &mut GuestMemory, s: &str| {
@@ -329,7 +329,7 @@ pub fn build_stack(
         return Err(LoadError::StackTooLarge);
     }
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    mem.write(GuestAddr(rsp), &bytes)?;
+    mem.write(GuestAddr::new(rsp), &bytes)?;
     Ok(InitialStack { rsp, auxv })
 }
 

@@ -5,6 +5,8 @@
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 
+use vm_memory::{ByteValued, Bytes, VolatileSlice};
+
 use crate::layout::{GuestAddr, LARGE_PAGE, PAGE_SIZE, USER_START};
 
 /// Errors of guest memory management.
@@ -159,10 +161,46 @@ fn shmem_pmd_mapped(addr: u64) -> bool {
         .is_some_and(|kib| kib > 0)
 }
 
+/// An address the program handed the monitor: a syscall argument, or a pointer read from
+/// its memory (an iovec's base, a `msghdr`'s buffers). Nothing is known about it until a
+/// user-memory accessor of [`GuestMemory`] checks that it lies in user memory, and only
+/// those accessors take one: the monitor's own ([`GuestMemory::slice`], `write`, `read_obj`)
+/// take a [`GuestAddr`], so a program's pointer cannot reach the monitor area through them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserAddr(u64);
+
+impl UserAddr {
+    /// The program's address `raw`, unchecked.
+    pub const fn new(raw: u64) -> UserAddr {
+        UserAddr(raw)
+    }
+    /// Its value (to hand back to the program, or to keep).
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+    /// NULL, which many syscalls take as "no buffer".
+    pub const fn is_null(self) -> bool {
+        self.0 == 0
+    }
+    /// `self + offset`, saturating: an address past the end of the address space fails every
+    /// check, as it would fault on Linux.
+    pub const fn add(self, offset: u64) -> UserAddr {
+        UserAddr(self.0.saturating_add(offset))
+    }
+}
+
+impl std::fmt::Display for UserAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
 /// A guest pointer the program handed us was bad (maps to EFAULT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadAddress {
-    pub addr: GuestAddr,
+    /// Where the access started.
+    pub addr: UserAddr,
+    /// Its length.
     pub len: u64,
 }
 
@@ -231,8 +269,8 @@ impl GuestMemory {
     }
 
     fn check(&self, addr: GuestAddr, len: u64) -> Result<usize, MemoryError> {
-        match addr.0.checked_add(len) {
-            Some(end) if end <= self.size => Ok(addr.0 as usize),
+        match addr.raw().checked_add(len) {
+            Some(end) if end <= self.size => Ok(addr.raw() as usize),
             _ => Err(MemoryError::OutOfRange { addr, len, size: self.size }),
         }
     }
@@ -261,71 +299,109 @@ impl GuestMemory {
 
     /// Writes a little-endian u64 at `addr` (monitor use).
     pub fn write_u64(&mut self, addr: GuestAddr, value: u64) -> Result<(), MemoryError> {
-        self.write(addr, &value.to_le_bytes())
+        self.write_obj(addr, value)
     }
 
     /// Reads a little-endian u64 at `addr` (monitor use).
     pub fn read_u64(&self, addr: GuestAddr) -> Result<u64, MemoryError> {
-        let bytes = self.slice(addr, 8)?;
-        let mut out = [0u8; 8];
-        out.copy_from_slice(bytes);
-        Ok(u64::from_le_bytes(out))
+        self.read_obj(addr)
     }
 
-    fn check_user(&self, addr: u64, len: u64) -> Result<(), BadAddress> {
-        let bad = BadAddress { addr: GuestAddr(addr), len };
-        let end = addr.checked_add(len).ok_or(bad)?;
-        if addr < USER_START || end > self.size {
+    /// Reads a plain value (a `#[repr(C)]` struct of the Linux ABI, an integer) at `addr`
+    /// (monitor use).
+    pub fn read_obj<T: ByteValued>(&self, addr: GuestAddr) -> Result<T, MemoryError> {
+        let len = std::mem::size_of::<T>() as u64;
+        let off = self.check(addr, len)?;
+        // SAFETY: `check` proved [off, off+len) lies inside our mapping, which lives as long
+        // as the borrow of `self` the slice carries; the slice is only read here, and no
+        // `&mut` into guest memory can exist while `self` is borrowed shared (nor can the
+        // vCPU run: `Vcpu::run` needs `&mut GuestMemory`).
+        let slice = unsafe { VolatileSlice::new(self.base.as_ptr().add(off), len as usize) };
+        slice.read_obj(0).map_err(|_| MemoryError::OutOfRange { addr, len, size: self.size })
+    }
+
+    /// Writes a plain value at `addr` (monitor use).
+    pub fn write_obj<T: ByteValued>(&mut self, addr: GuestAddr, value: T) -> Result<(), MemoryError> {
+        let len = std::mem::size_of::<T>() as u64;
+        let size = self.size;
+        VolatileSlice::from(self.slice_mut(addr, len)?).write_obj(value, 0).map_err(|_| MemoryError::OutOfRange {
+            addr,
+            len,
+            size,
+        })
+    }
+
+    /// Where the program's `[addr, addr+len)` is, if it lies wholly in user memory: the one
+    /// way a [`UserAddr`] becomes a [`GuestAddr`].
+    pub fn check_user(&self, addr: UserAddr, len: u64) -> Result<GuestAddr, BadAddress> {
+        let bad = BadAddress { addr, len };
+        let end = addr.raw().checked_add(len).ok_or(bad)?;
+        if addr.raw() < USER_START || end > self.size {
             return Err(bad);
         }
-        Ok(())
+        Ok(GuestAddr::new(addr.raw()))
     }
 
     /// Program-supplied buffer `[addr, addr+len)`, which must lie in user memory.
-    pub fn user_slice(&self, addr: u64, len: u64) -> Result<&[u8], BadAddress> {
+    pub fn user_slice(&self, addr: UserAddr, len: u64) -> Result<&[u8], BadAddress> {
         if len == 0 {
             return Ok(&[]);
         }
-        self.check_user(addr, len)?;
-        self.slice(GuestAddr(addr), len).map_err(|_| BadAddress { addr: GuestAddr(addr), len })
+        let at = self.check_user(addr, len)?;
+        self.slice(at, len).map_err(|_| BadAddress { addr, len })
     }
 
     /// Mutable program-supplied buffer, which must lie in user memory.
-    pub fn user_slice_mut(&mut self, addr: u64, len: u64) -> Result<&mut [u8], BadAddress> {
+    pub fn user_slice_mut(&mut self, addr: UserAddr, len: u64) -> Result<&mut [u8], BadAddress> {
         if len == 0 {
             return Ok(&mut []);
         }
-        self.check_user(addr, len)?;
-        self.slice_mut(GuestAddr(addr), len).map_err(|_| BadAddress { addr: GuestAddr(addr), len })
+        let at = self.check_user(addr, len)?;
+        self.slice_mut(at, len).map_err(|_| BadAddress { addr, len })
     }
 
     /// Copies `data` into user memory at `addr`.
-    pub fn write_user(&mut self, addr: u64, data: &[u8]) -> Result<(), BadAddress> {
+    pub fn write_user(&mut self, addr: UserAddr, data: &[u8]) -> Result<(), BadAddress> {
         self.user_slice_mut(addr, data.len() as u64)?.copy_from_slice(data);
         Ok(())
     }
 
-    /// Reads a plain value of `N` bytes from user memory.
-    pub fn read_user_array<const N: usize>(&self, addr: u64) -> Result<[u8; N], BadAddress> {
+    /// Reads a plain value (a `#[repr(C)]` struct of the Linux ABI, an integer) from user
+    /// memory.
+    pub fn read_user_obj<T: ByteValued>(&self, addr: UserAddr) -> Result<T, BadAddress> {
+        let len = std::mem::size_of::<T>() as u64;
+        let at = self.check_user(addr, len)?;
+        self.read_obj(at).map_err(|_| BadAddress { addr, len })
+    }
+
+    /// Writes a plain value into user memory.
+    pub fn write_user_obj<T: ByteValued>(&mut self, addr: UserAddr, value: T) -> Result<(), BadAddress> {
+        let len = std::mem::size_of::<T>() as u64;
+        let at = self.check_user(addr, len)?;
+        self.write_obj(at, value).map_err(|_| BadAddress { addr, len })
+    }
+
+    /// Reads `N` bytes from user memory.
+    pub fn read_user_array<const N: usize>(&self, addr: UserAddr) -> Result<[u8; N], BadAddress> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.user_slice(addr, N as u64)?);
         Ok(out)
     }
 
-    /// Reads a little-endian u64 from user memory.
-    pub fn read_user_u64(&self, addr: u64) -> Result<u64, BadAddress> {
-        Ok(u64::from_le_bytes(self.read_user_array::<8>(addr)?))
+    /// Reads a u64 from user memory.
+    pub fn read_user_u64(&self, addr: UserAddr) -> Result<u64, BadAddress> {
+        self.read_user_obj(addr)
     }
 
     /// Reads a NUL-terminated string of at most `max` bytes (without the NUL) from user memory.
     /// `Ok(None)` means no NUL within `max` bytes (the caller answers ENAMETOOLONG).
-    pub fn read_user_cstr(&self, addr: u64, max: usize) -> Result<Option<Vec<u8>>, BadAddress> {
+    pub fn read_user_cstr(&self, addr: UserAddr, max: usize) -> Result<Option<Vec<u8>>, BadAddress> {
         self.check_user(addr, 1)?;
-        let available = (self.size - addr).min(max as u64 + 1);
+        let available = (self.size - addr.raw()).min(max as u64 + 1);
         let bytes = self.user_slice(addr, available)?;
         match bytes.iter().position(|&b| b == 0) {
             Some(n) => Ok(Some(bytes[..n].to_vec())),
-            None if available <= max as u64 => Err(BadAddress { addr: GuestAddr(addr), len: available + 1 }),
+            None if available <= max as u64 => Err(BadAddress { addr, len: available + 1 }),
             None => Ok(None),
         }
     }
@@ -339,8 +415,8 @@ impl GuestMemory {
     /// Either way the number of host mappings a guest can cause stays bounded.
     pub fn discard(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
         self.check(addr, len)?;
-        let start = addr.0;
-        let end = addr.0 + len;
+        let start = addr.raw();
+        let end = addr.raw() + len;
         let page_start = start.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         let page_end = end / PAGE_SIZE * PAGE_SIZE;
         if page_start >= page_end {
@@ -348,7 +424,7 @@ impl GuestMemory {
             return Ok(());
         }
         self.slice_mut(addr, page_start - start)?.fill(0);
-        self.slice_mut(GuestAddr(page_end), end - page_end)?.fill(0);
+        self.slice_mut(GuestAddr::new(page_end), end - page_end)?.fill(0);
         let mut at = page_start;
         while at < page_end {
             // The next piece that is either wholly file-backed or wholly anonymous.
@@ -358,7 +434,7 @@ impl GuestMemory {
                 Some((s, _)) => (s, false),
                 None => (page_end, false),
             };
-            let piece = GuestAddr(at);
+            let piece = GuestAddr::new(at);
             if !is_file {
                 self.drop_anonymous(piece, piece_end - at)?;
             } else if self.discard_remaps < MAX_DISCARD_REMAPS {
@@ -424,7 +500,7 @@ impl GuestMemory {
         file_offset: u64,
     ) -> Result<(), MemoryError> {
         let off = self.check(addr, len)?;
-        let misaligned = !addr.0.is_multiple_of(PAGE_SIZE)
+        let misaligned = !addr.raw().is_multiple_of(PAGE_SIZE)
             || !len.is_multiple_of(PAGE_SIZE)
             || !file_offset.is_multiple_of(PAGE_SIZE);
         let offset = libc::off_t::try_from(file_offset).ok().filter(|_| !misaligned);
@@ -450,8 +526,8 @@ impl GuestMemory {
         if ptr == libc::MAP_FAILED {
             return Err(MemoryError::MapFile { addr, len, source: std::io::Error::last_os_error() });
         }
-        let pos = self.file_backed.partition_point(|&(s, _)| s < addr.0);
-        self.file_backed.insert(pos, (addr.0, addr.0 + len));
+        let pos = self.file_backed.partition_point(|&(s, _)| s < addr.raw());
+        self.file_backed.insert(pos, (addr.raw(), addr.raw() + len));
         Ok(())
     }
 
@@ -479,7 +555,7 @@ impl GuestMemory {
         use std::os::unix::fs::FileExt;
         const PRESENT: u64 = 1 << 63;
         const FILE_OR_SHARED: u64 = 1 << 61;
-        let len = to.0.saturating_sub(from.0);
+        let len = to.raw().saturating_sub(from.raw());
         let off = self.check(from, len)?;
         let pages = (len / PAGE_SIZE) as usize;
         let io = |source| MemoryError::Pagemap { source };
@@ -491,7 +567,7 @@ impl GuestMemory {
         for (i, entry) in raw.chunks_exact(8).enumerate() {
             let entry = u64::from_le_bytes(entry.try_into().unwrap_or([0; 8]));
             if entry & PRESENT != 0 {
-                out.push((from.0 + i as u64 * PAGE_SIZE, entry & FILE_OR_SHARED == 0));
+                out.push((from.raw() + i as u64 * PAGE_SIZE, entry & FILE_OR_SHARED == 0));
             }
         }
         Ok(out)
@@ -508,7 +584,7 @@ impl GuestMemory {
         extents: &[(u64, u64, u64)],
     ) -> Result<(), MemoryError> {
         use std::os::unix::fs::FileExt;
-        let (start, end) = (window.0, window.0 + LARGE_PAGE);
+        let (start, end) = (window.raw(), window.raw() + LARGE_PAGE);
         // Only a window that is file-backed needs a fresh mapping (an mmap, which KVM's MMU
         // notifier makes cost more the more VMs are alive); anonymous memory just gets the
         // advice.
@@ -520,9 +596,9 @@ impl GuestMemory {
         for &(addr, offset, len) in extents {
             let (from, to) = (addr.max(start), addr.saturating_add(len).min(end));
             if from < to {
-                let dst = self.slice_mut(GuestAddr(from), to - from)?;
+                let dst = self.slice_mut(GuestAddr::new(from), to - from)?;
                 source.read_exact_at(dst, offset + (from - addr)).map_err(|source| MemoryError::MapFile {
-                    addr: GuestAddr(from),
+                    addr: GuestAddr::new(from),
                     len: to - from,
                     source,
                 })?;
@@ -585,21 +661,21 @@ mod tests {
     #[test]
     fn user_access_is_confined_to_user_memory() {
         let mut mem = GuestMemory::new(32 << 20).unwrap();
-        assert!(mem.user_slice(0, 1).is_err(), "NULL page is not user memory");
-        assert!(mem.user_slice(USER_START - 1, 2).is_err(), "straddles the monitor area");
-        assert!(mem.user_slice((32 << 20) - 1, 2).is_err(), "runs past the end");
-        assert!(mem.user_slice(u64::MAX, 2).is_err(), "overflow");
-        mem.write_user(USER_START, b"hi\0").unwrap();
-        assert_eq!(mem.read_user_cstr(USER_START, 10).unwrap().unwrap(), b"hi");
-        assert_eq!(mem.read_user_cstr(USER_START, 1).unwrap(), None);
+        assert!(mem.user_slice(UserAddr::new(0), 1).is_err(), "NULL page is not user memory");
+        assert!(mem.user_slice(UserAddr::new(USER_START - 1), 2).is_err(), "straddles the monitor area");
+        assert!(mem.user_slice(UserAddr::new((32 << 20) - 1), 2).is_err(), "runs past the end");
+        assert!(mem.user_slice(UserAddr::new(u64::MAX), 2).is_err(), "overflow");
+        mem.write_user(UserAddr::new(USER_START), b"hi\0").unwrap();
+        assert_eq!(mem.read_user_cstr(UserAddr::new(USER_START), 10).unwrap().unwrap(), b"hi");
+        assert_eq!(mem.read_user_cstr(UserAddr::new(USER_START), 1).unwrap(), None);
     }
 
     #[test]
     fn unterminated_string_at_the_end_of_memory_is_a_fault() {
         let mut mem = GuestMemory::new(32 << 20).unwrap();
         let end = 32 << 20;
-        mem.write_user(end - 2, b"ab").unwrap();
-        assert!(mem.read_user_cstr(end - 2, 4096).is_err());
+        mem.write_user(UserAddr::new(end - 2), b"ab").unwrap();
+        assert!(mem.read_user_cstr(UserAddr::new(end - 2), 4096).is_err());
     }
 
     /// Host mappings (lines of /proc/self/maps) that overlap `mem`.
@@ -625,20 +701,20 @@ mod tests {
         std::fs::write(&path, vec![0xAB; file_len]).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let file_at = 4 << 20;
-        mem.map_file_private(GuestAddr(file_at), file_len as u64, &file, 0).unwrap();
-        mem.advise_huge_pages(GuestAddr(USER_START), (64 << 20) - USER_START).unwrap();
+        mem.map_file_private(GuestAddr::new(file_at), file_len as u64, &file, 0).unwrap();
+        mem.advise_huge_pages(GuestAddr::new(USER_START), (64 << 20) - USER_START).unwrap();
         let anon_at = 32 << 20;
-        mem.slice_mut(GuestAddr(anon_at), 16 << 20).unwrap().fill(0xCD);
+        mem.slice_mut(GuestAddr::new(anon_at), 16 << 20).unwrap().fill(0xCD);
         let before = host_mappings_of(&mem);
         for page in (0..(file_len as u64 / PAGE_SIZE)).step_by(2) {
-            mem.discard(GuestAddr(file_at + page * PAGE_SIZE), PAGE_SIZE).unwrap();
-            mem.discard(GuestAddr(anon_at + page * PAGE_SIZE), PAGE_SIZE).unwrap();
+            mem.discard(GuestAddr::new(file_at + page * PAGE_SIZE), PAGE_SIZE).unwrap();
+            mem.discard(GuestAddr::new(anon_at + page * PAGE_SIZE), PAGE_SIZE).unwrap();
         }
         let after = host_mappings_of(&mem);
         assert!(after <= before + 2 * MAX_DISCARD_REMAPS as usize + 2, "{before} -> {after} host mappings");
         assert_eq!(mem.discard_remaps(), MAX_DISCARD_REMAPS);
         for (at, fill) in [(file_at, 0xAB), (anon_at, 0xCD)] {
-            let s = mem.slice(GuestAddr(at), 16 << 20).unwrap();
+            let s = mem.slice(GuestAddr::new(at), 16 << 20).unwrap();
             for (i, page) in s.chunks(PAGE_SIZE as usize).enumerate() {
                 let want = if i % 2 == 0 { 0 } else { fill };
                 assert!(page.iter().all(|&b| b == want), "page {i} at {at:#x}");
@@ -651,9 +727,9 @@ mod tests {
     #[test]
     fn discard_zeroes_partial_and_whole_pages() {
         let mut mem = GuestMemory::new(32 << 20).unwrap();
-        let a = GuestAddr(USER_START);
+        let a = GuestAddr::new(USER_START);
         mem.slice_mut(a, 3 * PAGE_SIZE).unwrap().fill(7);
-        mem.discard(GuestAddr(USER_START + 100), 2 * PAGE_SIZE).unwrap();
+        mem.discard(GuestAddr::new(USER_START + 100), 2 * PAGE_SIZE).unwrap();
         let s = mem.slice(a, 3 * PAGE_SIZE).unwrap();
         assert!(s[..100].iter().all(|&b| b == 7));
         assert!(s[100..100 + 2 * PAGE_SIZE as usize].iter().all(|&b| b == 0));

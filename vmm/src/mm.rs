@@ -233,7 +233,7 @@ impl AddressSpace {
             if new_end > self.mmap_top() || self.overlaps(old_end, new_end) {
                 return self.brk;
             }
-        } else if new_end < old_end && mem.discard(GuestAddr(new_end), old_end - new_end).is_err() {
+        } else if new_end < old_end && mem.discard(GuestAddr::new(new_end), old_end - new_end).is_err() {
             return self.brk;
         }
         self.brk = new;
@@ -259,7 +259,7 @@ impl AddressSpace {
                     return Err(EEXIST);
                 }
                 self.remove_range(addr, end);
-                mem.discard(GuestAddr(addr), len).map_err(|_| ENOMEM)?;
+                mem.discard(GuestAddr::new(addr), len).map_err(|_| ENOMEM)?;
                 addr
             }
             Fixed::Hint => {
@@ -285,7 +285,7 @@ impl AddressSpace {
             return Err(EINVAL);
         }
         self.remove_range(addr, end);
-        mem.discard(GuestAddr(addr), len).map_err(|_| ENOMEM)
+        mem.discard(GuestAddr::new(addr), len).map_err(|_| ENOMEM)
     }
 
     /// `mremap(2)` with flags 0 or MREMAP_MAYMOVE.
@@ -326,7 +326,7 @@ impl AddressSpace {
         }
         let new = self.find_gap(new_len).ok_or(ENOMEM)?;
         self.insert(Region { start: new, end: new + new_len, prot: region.prot, kind: RegionKind::Mmap });
-        mem.copy_within(GuestAddr(old), GuestAddr(new), old_len).map_err(|_| EFAULT)?;
+        mem.copy_within(GuestAddr::new(old), GuestAddr::new(new), old_len).map_err(|_| EFAULT)?;
         self.munmap(old, old_len, mem)?;
         Ok(new)
     }
@@ -405,11 +405,11 @@ mod tests {
     fn munmap_zeroes_and_splits() {
         let (mut s, mut m) = space();
         let a = s.mmap(0, 3 * 4096, PROT_READ | PROT_WRITE, Fixed::Hint, &mut m).unwrap();
-        m.slice_mut(GuestAddr(a), 3 * 4096).unwrap().fill(9);
+        m.slice_mut(GuestAddr::new(a), 3 * 4096).unwrap().fill(9);
         s.munmap(a + 4096, 4096, &mut m).unwrap();
         assert_eq!(s.regions().filter(|r| r.kind == RegionKind::Mmap).count(), 2);
-        assert_eq!(m.slice(GuestAddr(a + 4096), 1).unwrap()[0], 0);
-        assert_eq!(m.slice(GuestAddr(a), 1).unwrap()[0], 9);
+        assert_eq!(m.slice(GuestAddr::new(a + 4096), 1).unwrap()[0], 0);
+        assert_eq!(m.slice(GuestAddr::new(a), 1).unwrap()[0], 9);
         assert_eq!(s.mmap(a + 4096, 4096, PROT_READ, Fixed::NoReplace, &mut m), Ok(a + 4096));
         assert_eq!(s.mmap(a, 4096, PROT_READ, Fixed::NoReplace, &mut m), Err(EEXIST));
     }
@@ -419,15 +419,15 @@ mod tests {
         let (mut s, mut m) = space();
         let a = s.mmap(0, 4096, PROT_READ | PROT_WRITE, Fixed::Hint, &mut m).unwrap();
         let _b = s.mmap(0, 4096, PROT_READ, Fixed::Hint, &mut m).unwrap();
-        m.slice_mut(GuestAddr(a), 4096).unwrap().fill(5);
+        m.slice_mut(GuestAddr::new(a), 4096).unwrap().fill(5);
         assert_eq!(s.mremap(a, 4096, 8192, false, &mut m), Err(ENOMEM));
         let n = s.mremap(a, 4096, 8192, true, &mut m).unwrap();
         assert_ne!(n, a);
-        assert!(m.slice(GuestAddr(n), 4096).unwrap().iter().all(|&x| x == 5));
+        assert!(m.slice(GuestAddr::new(n), 4096).unwrap().iter().all(|&x| x == 5));
         assert_eq!(s.mremap(n, 8192, 4096, false, &mut m), Ok(n));
         assert_eq!(s.mremap(n, 4096, 4096, false, &mut m), Ok(n), "the same size: the same mapping");
         assert_eq!(s.mremap(n, 4000, 4096, true, &mut m), Ok(n), "the same size in pages");
-        assert!(m.slice(GuestAddr(n), 4096).unwrap().iter().all(|&x| x == 5));
+        assert!(m.slice(GuestAddr::new(n), 4096).unwrap().iter().all(|&x| x == 5));
         assert_eq!(s.mremap(0x100_0000, 4096, 4096, true, &mut m), Err(EFAULT), "the same size, unmapped");
         assert_eq!(s.mremap(0x40_0000, 4096, 8192, true, &mut m), Err(EFAULT), "the image is not mremap-able");
     }

@@ -28,17 +28,17 @@ pub(crate) fn publish(p: &Process, mem: &mut GuestMemory) {
     let bits = (1..=2u64).filter(|&fd| p.fds.is_response_stream(fd)).fold(0u64, |b, fd| b | (1 << fd));
     // The header page lies in the monitor area of every VM: a failure would be a bug in the
     // layout, and the only effect would be no fast path.
-    let _ = mem.write_u64(GuestAddr(OUTPUT_HEADER_ENABLED), bits);
+    let _ = mem.write_u64(GuestAddr::new(OUTPUT_HEADER_ENABLED), bits);
 }
 
 /// Moves what the stub buffered into the call's output, then empties the ring.
 pub(crate) fn drain(p: &mut Process, mem: &mut GuestMemory) -> Result<(), Stop> {
-    let used = mem.read_u64(GuestAddr(OUTPUT_HEADER_USED)).unwrap_or(0).min(OUTPUT_RING_SIZE);
+    let used = mem.read_u64(GuestAddr::new(OUTPUT_HEADER_USED)).unwrap_or(0).min(OUTPUT_RING_SIZE);
     if used == 0 {
         return Ok(());
     }
-    let _ = mem.write_u64(GuestAddr(OUTPUT_HEADER_USED), 0);
-    let Ok(ring) = mem.slice(GuestAddr(OUTPUT_RING), used) else { return Ok(()) };
+    let _ = mem.write_u64(GuestAddr::new(OUTPUT_HEADER_USED), 0);
+    let Ok(ring) = mem.slice(GuestAddr::new(OUTPUT_RING), used) else { return Ok(()) };
     let mut at = 0u64;
     while at + ENTRY_HEADER <= used {
         let word = |i: u64| {
@@ -78,12 +78,12 @@ mod tests {
     fn put(mem: &mut GuestMemory, entries: &[(u64, &[u8])]) {
         let mut at = OUTPUT_RING;
         for (fd, data) in entries {
-            mem.write_u64(GuestAddr(at), *fd).unwrap();
-            mem.write_u64(GuestAddr(at + 8), data.len() as u64).unwrap();
-            mem.write(GuestAddr(at + 16), data).unwrap();
+            mem.write_u64(GuestAddr::new(at), *fd).unwrap();
+            mem.write_u64(GuestAddr::new(at + 8), data.len() as u64).unwrap();
+            mem.write(GuestAddr::new(at + 16), data).unwrap();
             at += 16 + (data.len() as u64).next_multiple_of(8);
         }
-        mem.write_u64(GuestAddr(OUTPUT_HEADER_USED), at - OUTPUT_RING).unwrap();
+        mem.write_u64(GuestAddr::new(OUTPUT_HEADER_USED), at - OUTPUT_RING).unwrap();
     }
 
     #[test]
@@ -93,7 +93,7 @@ mod tests {
         put(&mut mem, &[(1, b"hello "), (2, b"log\n"), (1, b"world"), (1, b"")]);
         drain(&mut p, &mut mem).unwrap();
         assert_eq!((p.stdout.as_slice(), p.stderr.as_slice()), (&b"hello world"[..], &b"log\n"[..]));
-        assert_eq!(mem.read_u64(GuestAddr(OUTPUT_HEADER_USED)).unwrap(), 0);
+        assert_eq!(mem.read_u64(GuestAddr::new(OUTPUT_HEADER_USED)).unwrap(), 0);
         assert_eq!(p.stats.syscalls, 4);
         drain(&mut p, &mut mem).unwrap();
         assert_eq!(p.stdout, b"hello world");
@@ -108,12 +108,12 @@ mod tests {
         assert_eq!(p.stdout, b"ok");
         // A count past the end of what is used, and a `used` past the ring.
         put(&mut mem, &[(2, b"x")]);
-        mem.write_u64(GuestAddr(OUTPUT_RING + 8), u64::MAX).unwrap();
+        mem.write_u64(GuestAddr::new(OUTPUT_RING + 8), u64::MAX).unwrap();
         drain(&mut p, &mut mem).unwrap();
-        mem.write_u64(GuestAddr(OUTPUT_HEADER_USED), u64::MAX).unwrap();
+        mem.write_u64(GuestAddr::new(OUTPUT_HEADER_USED), u64::MAX).unwrap();
         drain(&mut p, &mut mem).unwrap();
         assert_eq!(p.stderr, b"");
-        assert_eq!(mem.read_u64(GuestAddr(OUTPUT_HEADER_USED)).unwrap(), 0);
+        assert_eq!(mem.read_u64(GuestAddr::new(OUTPUT_HEADER_USED)).unwrap(), 0);
     }
 
     #[test]
@@ -146,10 +146,10 @@ mod tests {
         let mut mem = GuestMemory::new(32 << 20).unwrap();
         let mut p = process();
         publish(&p, &mut mem);
-        assert_eq!(mem.read_u64(GuestAddr(OUTPUT_HEADER_ENABLED)).unwrap(), 0b110);
+        assert_eq!(mem.read_u64(GuestAddr::new(OUTPUT_HEADER_ENABLED)).unwrap(), 0b110);
         p.fds.close(1).unwrap();
         publish(&p, &mut mem);
-        assert_eq!(mem.read_u64(GuestAddr(OUTPUT_HEADER_ENABLED)).unwrap(), 0b100);
+        assert_eq!(mem.read_u64(GuestAddr::new(OUTPUT_HEADER_ENABLED)).unwrap(), 0b100);
         // An entry for the closed fd is not delivered.
         put(&mut mem, &[(1, b"lost")]);
         drain(&mut p, &mut mem).unwrap();

@@ -278,7 +278,7 @@ impl BuiltTables {
     pub fn write_to(&self, mem: &mut GuestMemory) -> Result<(), MemoryError> {
         for (page, table) in &self.pages {
             let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
-            mem.write(GuestAddr(*page), &bytes)?;
+            mem.write(GuestAddr::new(*page), &bytes)?;
         }
         Ok(())
     }
@@ -324,10 +324,10 @@ impl PageTables {
         }
         for (page, table) in &plan.pages {
             let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
-            mem.write(GuestAddr(*page), &bytes).map_err(|_| ENOMEM)?;
+            mem.write(GuestAddr::new(*page), &bytes).map_err(|_| ENOMEM)?;
         }
         for &(addr, value) in &plan.entries {
-            mem.write_u64(GuestAddr(addr), value).map_err(|_| ENOMEM)?;
+            mem.write_u64(GuestAddr::new(addr), value).map_err(|_| ENOMEM)?;
         }
         self.pool = plan.pool;
         self.pending.extend(plan.guest);
@@ -335,7 +335,7 @@ impl PageTables {
     }
 
     fn plan_window(&self, plan: &mut Plan, space: &AddressSpace, mem: &GuestMemory, window: u64) -> Result<(), Errno> {
-        let read = |addr: u64| mem.read_u64(GuestAddr(addr)).map_err(|_| ENOMEM);
+        let read = |addr: u64| mem.read_u64(GuestAddr::new(addr)).map_err(|_| ENOMEM);
         let directory = *self.directories.get((window / GIB) as usize).ok_or(ENOMEM)?;
         let pde_addr = directory + (window / LARGE_PAGE % ENTRIES as u64) * 8;
         let pde = read(pde_addr)?;
@@ -409,7 +409,7 @@ pub(crate) fn enter_table_writer(vm: &mut Machine, tables: &mut PageTables, fs_b
     if count == 0 {
         return Ok(());
     }
-    vm.memory.write(GuestAddr(TABLE_WRITES), &list)?;
+    vm.memory.write(GuestAddr::new(TABLE_WRITES), &list)?;
     // KVM finishes the doorbell's MMIO exit only on the next KVM_RUN; registers may be set
     // after that. It is the one ioctl here: the registers go through kvm_run's sync area.
     vm.complete_exit().map_err(VmError::TableWriter)?;
@@ -480,11 +480,11 @@ mod tests {
     }
 
     fn entry(mem: &GuestMemory, t: &PageTables, addr: u64) -> u64 {
-        let pde = mem.read_u64(GuestAddr(t.directories[0] + addr / LARGE_PAGE * 8)).unwrap();
+        let pde = mem.read_u64(GuestAddr::new(t.directories[0] + addr / LARGE_PAGE * 8)).unwrap();
         if pde & HUGE != 0 || pde & PRESENT == 0 {
             return pde;
         }
-        mem.read_u64(GuestAddr((pde & ADDRESS_MASK) + (addr % LARGE_PAGE) / PAGE_SIZE * 8)).unwrap()
+        mem.read_u64(GuestAddr::new((pde & ADDRESS_MASK) + (addr % LARGE_PAGE) / PAGE_SIZE * 8)).unwrap()
     }
 
     fn built(space: &AddressSpace) -> (PageTables, GuestMemory) {
@@ -509,12 +509,12 @@ mod tests {
         assert_eq!(big & ADDRESS_MASK, 0x60_0000);
         // The stack guard is absent, the stack around it rw- and NX.
         let guard = stack_guard(MEM);
-        let pde = mem.read_u64(GuestAddr(t.directories[0] + guard / LARGE_PAGE * 8)).unwrap();
+        let pde = mem.read_u64(GuestAddr::new(t.directories[0] + guard / LARGE_PAGE * 8)).unwrap();
         let pt = pde & ADDRESS_MASK;
-        assert_eq!(mem.read_u64(GuestAddr(pt)).unwrap(), 0);
-        assert_eq!(mem.read_u64(GuestAddr(pt + 8)).unwrap() & (WRITABLE | NX | PRESENT), WRITABLE | NX | PRESENT);
+        assert_eq!(mem.read_u64(GuestAddr::new(pt)).unwrap(), 0);
+        assert_eq!(mem.read_u64(GuestAddr::new(pt + 8)).unwrap() & (WRITABLE | NX | PRESENT), WRITABLE | NX | PRESENT);
         // The first window is the monitor's own table.
-        assert_eq!(mem.read_u64(GuestAddr(t.directories[0])).unwrap(), LOW_PT_ADDR | TABLE_LINK);
+        assert_eq!(mem.read_u64(GuestAddr::new(t.directories[0])).unwrap(), LOW_PT_ADDR | TABLE_LINK);
         // Pool: root, PDPT, one directory, the image's table and the guard's table.
         assert_eq!(t.free_tables(), POOL_PAGES - 5);
     }

@@ -32,7 +32,7 @@ impl Machine {
     pub(crate) fn prefault(&mut self, addresses: &[u64]) -> Result<(), VmError> {
         for chunk in addresses.chunks(PREFAULT_TABLE_ENTRIES) {
             let table: Vec<u8> = chunk.iter().flat_map(|a| a.to_le_bytes()).collect();
-            self.memory.write(GuestAddr(PREFAULT_TABLE), &table)?;
+            self.memory.write(GuestAddr::new(PREFAULT_TABLE), &table)?;
             // Enter the loop through the syscall stub's return path (`iretq` to CPL3), which
             // works from the CPL0 a new vCPU starts at and from the CPL3 the loop ends at.
             write_user_return(&mut self.memory, PREFAULT_STUB, 0, 0, 0)?;
@@ -57,7 +57,7 @@ impl Machine {
         let completed =
             self.complete_exit().map_err(|got| VmError::Prefault(format!("completing the last exit gave {got}")));
         // The table is the monitor's; leave no trace of it in the guest.
-        self.memory.write(GuestAddr(PREFAULT_TABLE), &[0; PREFAULT_TABLE_ENTRIES * 8])?;
+        self.memory.write(GuestAddr::new(PREFAULT_TABLE), &[0; PREFAULT_TABLE_ENTRIES * 8])?;
         completed
     }
 }
@@ -77,15 +77,15 @@ mod tests {
         let addresses: Vec<u64> = (USER_START..32 << 20).step_by(4096).filter(|&a| a != guard).collect();
         assert!(addresses.len() > 2 * PREFAULT_TABLE_ENTRIES);
         let pattern: Vec<u8> = (0..(30u64 << 20)).map(|i| (i * 7 % 251) as u8).collect();
-        vm.memory.write(GuestAddr(USER_START), &pattern).unwrap();
+        vm.memory.write(GuestAddr::new(USER_START), &pattern).unwrap();
 
         vm.prefault(&addresses).unwrap();
         // Entries flagged for writing write back what they read.
         let written: Vec<u64> = addresses.iter().map(|a| a | crate::layout::PREFAULT_WRITE).collect();
         vm.prefault(&written).unwrap();
 
-        assert!(vm.memory.slice(GuestAddr(USER_START), 30 << 20).unwrap() == pattern.as_slice());
-        let table = vm.memory.slice(GuestAddr(PREFAULT_TABLE), PREFAULT_TABLE_ENTRIES as u64 * 8).unwrap();
+        assert!(vm.memory.slice(GuestAddr::new(USER_START), 30 << 20).unwrap() == pattern.as_slice());
+        let table = vm.memory.slice(GuestAddr::new(PREFAULT_TABLE), PREFAULT_TABLE_ENTRIES as u64 * 8).unwrap();
         assert!(table.iter().all(|&b| b == 0));
         // The vCPU is usable afterwards: a second run works the same.
         vm.prefault(&addresses[..3]).unwrap();

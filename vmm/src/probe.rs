@@ -109,7 +109,7 @@ pub struct FirstRun {
 pub fn first_kvm_run(memory_size: u64) -> Result<FirstRun, ProbeError> {
     let sys = crate::kvm::system().map_err(VmError::from)?;
     let mut vm = EmptyVm::create(memory_size)?;
-    vm.machine.memory.write(GuestAddr(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
+    vm.machine.memory.write(GuestAddr::new(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
     let vcpu = vm.machine.vm.create_vcpu(1).map_err(ioctl("KVM_CREATE_VCPU"))?;
     vcpu.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
     let sregs = vm.machine.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
@@ -189,18 +189,18 @@ impl ExitProbe {
         let mmio_gpa = memory_size;
         let sregs = vm.machine.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
         let table = |entry: u64| entry & 0x000F_FFFF_FFFF_F000;
-        let pml4e = vm.machine.memory.read_u64(GuestAddr(table(sregs.cr3)))?;
-        let pdpte = vm.machine.memory.read_u64(GuestAddr(table(pml4e)))?;
+        let pml4e = vm.machine.memory.read_u64(GuestAddr::new(table(sregs.cr3)))?;
+        let pdpte = vm.machine.memory.read_u64(GuestAddr::new(table(pml4e)))?;
         if pml4e & 1 == 0 || pdpte & 1 == 0 || pdpte & (1 << 7) != 0 {
             return Err(ProbeError::PageTables("no page directory for the first GiB"));
         }
-        let pde = GuestAddr(table(pdpte) + (mmio_gpa / LARGE_PAGE) * 8);
+        let pde = GuestAddr::new(table(pdpte) + (mmio_gpa / LARGE_PAGE) * 8);
         vm.machine.memory.write_u64(pde, mmio_gpa | 1 | 2 | 4 | (1 << 7))?; // present, writable, user, 2 MiB
 
         // mov [rbx], al; jmp $-2        out 0x80, al; jmp $-2        syscall; jmp $-2
-        vm.machine.memory.write(GuestAddr(CODE_MMIO), &[0x88, 0x03, 0xEB, 0xFC])?;
-        vm.machine.memory.write(GuestAddr(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
-        vm.machine.memory.write(GuestAddr(CODE_SYSCALL), &[0x0F, 0x05, 0xEB, 0xFC])?;
+        vm.machine.memory.write(GuestAddr::new(CODE_MMIO), &[0x88, 0x03, 0xEB, 0xFC])?;
+        vm.machine.memory.write(GuestAddr::new(CODE_PIO), &[0xE6, 0x80, 0xEB, 0xFC])?;
+        vm.machine.memory.write(GuestAddr::new(CODE_SYSCALL), &[0x0F, 0x05, 0xEB, 0xFC])?;
         let user_rsp = USER_START + LARGE_PAGE - PAGE_SIZE;
 
         let (code, rip) = match kind {

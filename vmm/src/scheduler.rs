@@ -227,7 +227,7 @@ impl ReadyCall {
         // The frame and rax the monitor itself wrote (the syscall page is read-only to the
         // program).
         let mem = &self.vm.memory;
-        let word = |at: u64| mem.read_u64(GuestAddr(at)).ok();
+        let word = |at: u64| mem.read_u64(GuestAddr::new(at)).ok();
         let (rip, rflags, rsp) =
             (word(SYSCALL_FRAME_ADDR)?, word(SYSCALL_FRAME_ADDR + 16)?, word(SYSCALL_FRAME_ADDR + 24)?);
         Some(kvm_regs { rip, rflags, rsp, rax: word(SYSCALL_RESULT_ADDR)?, ..regs })
@@ -250,7 +250,7 @@ impl ReadyCall {
             ctx.regs.rax = nr;
         }
         if let Some((sig, info)) = p.threads.current.taken_signal.take() {
-            if info != 0 {
+            if !info.is_null() {
                 let bytes = signal_delivery::siginfo(sig, p.signal_codes[(sig - 1) as usize], None);
                 // As Linux, a bad address here is the program's loss, not an error.
                 let _ = self.vm.memory.write_user(info, &bytes);
@@ -285,7 +285,7 @@ impl ReadyCall {
     pub(crate) fn fault_to_handler(&mut self, vector: u8) -> Option<Result<(), CallError>> {
         let regs = self.vm.vcpu.get_regs().ok()?;
         let mem = &self.vm.memory;
-        let word = |i: u64| mem.read_u64(crate::layout::GuestAddr(regs.rsp.wrapping_add(8 * i))).ok();
+        let word = |i: u64| mem.read_u64(crate::layout::GuestAddr::new(regs.rsp.wrapping_add(8 * i))).ok();
         let has_error_code = crate::layout::exception_has_error_code(vector);
         let (error_code, base) = if has_error_code { (word(0)?, 1) } else { (0, 0) };
         let (rip, cs, rflags, rsp) = (word(base)?, word(base + 1)?, word(base + 2)?, word(base + 3)?);

@@ -21,7 +21,7 @@
 use kvm_bindings::{kvm_regs, kvm_xsave};
 
 use crate::layout::{PAGE_SIZE, USER_START};
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, UserAddr};
 use crate::process::SigAction;
 
 /// SA_SIGINFO changes nothing on x86-64: every handler gets (sig, info, ucontext).
@@ -218,7 +218,7 @@ pub fn push_frame(
     for (chunk, word) in buf[fp..].chunks_exact_mut(4).zip(xsave.region.iter()) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
-    mem.write_user(frame, &buf).map_err(|_| unwritable)?;
+    mem.write_user(UserAddr::new(frame), &buf).map_err(|_| unwritable)?;
 
     Ok(kvm_regs {
         rdi: d.sig as u64,
@@ -246,7 +246,7 @@ pub struct Restored {
 /// the ucontext is at the rsp of the rt_sigreturn syscall.
 pub fn read_frame(mem: &GuestMemory, rsp: u64) -> Result<Restored, FrameError> {
     let unreadable = FrameError::Unreadable { addr: rsp.wrapping_sub(8) };
-    let uc = mem.user_slice(rsp, UCONTEXT_SIZE).map_err(|_| unreadable.clone())?;
+    let uc = mem.user_slice(UserAddr::new(rsp), UCONTEXT_SIZE).map_err(|_| unreadable.clone())?;
     let word = |at: u64| u64::from_le_bytes(uc[at as usize..at as usize + 8].try_into().expect("8 bytes"));
     let g = |i: u64| word(UC_MCONTEXT + 8 * i);
     let regs = kvm_regs {
@@ -277,7 +277,9 @@ pub fn read_frame(mem: &GuestMemory, rsp: u64) -> Result<Restored, FrameError> {
     let xsave = if fpstate == 0 {
         None
     } else {
-        let bytes = mem.user_slice(fpstate, XSAVE_BYTES).map_err(|_| FrameError::Unreadable { addr: fpstate })?;
+        let bytes = mem
+            .user_slice(UserAddr::new(fpstate), XSAVE_BYTES)
+            .map_err(|_| FrameError::Unreadable { addr: fpstate })?;
         let mut x = Box::<kvm_xsave>::default();
         for (word, chunk) in x.region.iter_mut().zip(bytes.chunks_exact(4)) {
             *word = u32::from_le_bytes(chunk.try_into().expect("4 bytes"));
@@ -344,19 +346,19 @@ mod tests {
         assert!(h.rsp + FRAME_SIZE + XSAVE_BYTES <= c.rsp - RED_ZONE + 64);
         assert_eq!(h.rflags & 0x400, 0, "DF cleared for the handler");
         assert_eq!((h.r12, h.rbx), (12, 104), "other registers as they were");
-        assert_eq!(mem.read_user_u64(h.rsp).unwrap(), 0x40_6000, "returns into the restorer");
+        assert_eq!(mem.read_user_u64(UserAddr::new(h.rsp)).unwrap(), 0x40_6000, "returns into the restorer");
         assert_eq!(h.rsi, h.rsp + 312);
         assert_eq!(h.rdx, h.rsp + 8);
-        let info = mem.user_slice(h.rsi, 24).unwrap();
+        let info = mem.user_slice(UserAddr::new(h.rsi), 24).unwrap();
         assert_eq!(i32::from_le_bytes(info[0..4].try_into().unwrap()), 10);
         assert_eq!(i32::from_le_bytes(info[8..12].try_into().unwrap()), -6, "SI_TKILL");
         assert_eq!(i32::from_le_bytes(info[16..20].try_into().unwrap()), 100, "si_pid");
         // glibc's ucontext_t: gregs[REG_RIP] is gregs[16], at uc+40+128.
-        assert_eq!(mem.read_user_u64(h.rdx + 40 + 16 * 8).unwrap(), 0x40_1234);
-        assert_eq!(mem.read_user_u64(h.rdx + 296).unwrap(), 0x1234, "uc_sigmask");
-        let fpstate = mem.read_user_u64(h.rdx + 40 + 184).unwrap();
+        assert_eq!(mem.read_user_u64(UserAddr::new(h.rdx + 40 + 16 * 8)).unwrap(), 0x40_1234);
+        assert_eq!(mem.read_user_u64(UserAddr::new(h.rdx + 296)).unwrap(), 0x1234, "uc_sigmask");
+        let fpstate = mem.read_user_u64(UserAddr::new(h.rdx + 40 + 184)).unwrap();
         assert_eq!(fpstate % 64, 0);
-        assert_eq!(mem.read_user_u64(fpstate + 8).unwrap(), ((3u64 * 3) << 32) | (2 * 3));
+        assert_eq!(mem.read_user_u64(UserAddr::new(fpstate + 8)).unwrap(), ((3u64 * 3) << 32) | (2 * 3));
     }
 
     #[test]
@@ -415,10 +417,10 @@ mod tests {
         let mut mem = GuestMemory::new(MEM).unwrap();
         let h = push_frame(&mut mem, &ctx(), &xsave(), &delivery(0), &[0; 24], MEM - (8 << 20)).unwrap();
         let uc = h.rsp + 8;
-        mem.write_user(uc + 296, &u64::MAX.to_le_bytes()).unwrap();
+        mem.write_user(UserAddr::new(uc + 296), &u64::MAX.to_le_bytes()).unwrap();
         let r = read_frame(&mem, uc).unwrap();
         assert_eq!(r.mask & (1 << 8), 0, "SIGKILL never blocked");
-        mem.write_user(uc + 40 + 16 * 8, &0xffff_8000_0000_0000u64.to_le_bytes()).unwrap();
+        mem.write_user(UserAddr::new(uc + 40 + 16 * 8), &0xffff_8000_0000_0000u64.to_le_bytes()).unwrap();
         assert!(matches!(read_frame(&mem, uc), Err(FrameError::BadRegisters { .. })));
         assert!(matches!(read_frame(&mem, MEM - 8), Err(FrameError::Unreadable { .. })));
         assert!(matches!(read_frame(&mem, u64::MAX - 100), Err(FrameError::Unreadable { .. })));

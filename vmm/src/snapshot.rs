@@ -177,13 +177,13 @@ pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, 
     // A restore always writes a fresh time page; until it does, the vDSO must fall back to
     // syscalls rather than trust the capture's clock.
     if let Some(r) = state.regions.iter().find(|r| r.kind == fmt::RegionKind::Vdso) {
-        crate::vdso::TimePage::invalid().write_to(&mut at.vm.memory, GuestAddr(r.start))?;
+        crate::vdso::TimePage::invalid().write_to(&mut at.vm.memory, GuestAddr::new(r.start))?;
     }
     let mem = &at.vm.memory;
     let mut segments = Vec::new();
     let mut memory_bytes = 0;
     for r in &state.regions {
-        let data = mem.slice(GuestAddr(r.start), r.len)?;
+        let data = mem.slice(GuestAddr::new(r.start), r.len)?;
         memory_bytes += r.len;
         segments.push(fmt::MemorySegment { guest_addr: r.start, data, prot: elf_prot(r.prot) });
     }
@@ -722,23 +722,23 @@ impl SnapshotImage {
             // the VM already has.
             let huge: &[u64] = if memory == RestoreMemory::Ahead { &image.placement.huge_windows } else { &[] };
             for (start, end) in spans_between(image.start, image.start + image.len, huge) {
-                vm.memory.map_file_private(GuestAddr(start), end - start, &image.file, start - image.start)?;
+                vm.memory.map_file_private(GuestAddr::new(start), end - start, &image.file, start - image.start)?;
                 if image.huge && memory == RestoreMemory::Ahead {
                     // Windows no call writes then map the copy's 2 MiB pages whole. (Not for
                     // the recorder's fallback, which reads back which 4 KiB pages were mapped.)
-                    vm.memory.advise_huge_pages(GuestAddr(start), end - start)?;
+                    vm.memory.advise_huge_pages(GuestAddr::new(start), end - start)?;
                 }
             }
         }
         if let (RestoreMemory::Ahead, Some(image)) = (memory, self.shared.get()) {
             for &window in &image.placement.huge_windows {
-                vm.memory.copy_into_huge_page(GuestAddr(window), &image.file, &image.extents)?;
+                vm.memory.copy_into_huge_page(GuestAddr::new(window), &image.file, &image.extents)?;
             }
             // Written pages first: a write splits a shared 2 MiB page into 4 KiB ones, and
             // the window's reads must then be mapped at that size.
             for written in [true, false] {
                 for r in image.placement.small.iter().filter(|r| r.written == written) {
-                    vm.memory.populate(GuestAddr(r.start), u64::from(r.pages) * PAGE_SIZE, r.written)?;
+                    vm.memory.populate(GuestAddr::new(r.start), u64::from(r.pages) * PAGE_SIZE, r.written)?;
                 }
             }
             // Map what the call will touch into the VM now, not on its first touches.
@@ -748,7 +748,7 @@ impl SnapshotImage {
         // exactly one call, so filling it here (in the pool, off the call's path: getrandom
         // of a 4 KiB page takes ≈15 µs) still gives each call bytes no other call saw.
         for &(start, len) in &self.entropy {
-            let page = vm.memory.slice_mut(GuestAddr(start), len)?;
+            let page = vm.memory.slice_mut(GuestAddr::new(start), len)?;
             crate::syscalls::fill_random(page).map_err(|e| SnapshotError::Entropy { errno: e.0 })?;
         }
         // 2. vCPU: FPU/SSE/AVX state, TLS bases, general registers; it will enter the
@@ -912,7 +912,7 @@ impl SnapshotImage {
         write_user_return(&mut vm.memory, r.rip, r.rsp, r.eflags, result)?;
         // The clock: the snapshot may be minutes old and this VM's TSC offset its own.
         if let Some(base) = self.vdso_base {
-            crate::vdso::refresh_with_offset(vm.tsc_offset, &mut vm.memory, GuestAddr(base))?;
+            crate::vdso::refresh_with_offset(vm.tsc_offset, &mut vm.memory, GuestAddr::new(base))?;
         }
         Ok(ReadyCall {
             vm,

@@ -89,7 +89,7 @@ pub struct Thread {
     pub saved_mask: Option<u64>,
     /// The signal an rt_sigtimedwait took, and where its siginfo goes (written when the
     /// thread resumes).
-    pub taken_signal: Option<(i32, u64)>,
+    pub taken_signal: Option<(i32, crate::memory::UserAddr)>,
     /// Order of blocking, so futex waiters wake first-come first-served.
     blocked_seq: u64,
 }

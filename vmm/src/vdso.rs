@@ -206,13 +206,13 @@ impl TimePage {
     /// content is written, the counter goes even again. `&mut GuestMemory` already means the
     /// vCPU is not running; the protocol keeps a reader right if a writer ever runs beside it.
     pub fn write_to(&self, mem: &mut GuestMemory, addr: GuestAddr) -> Result<(), MemoryError> {
-        let seq_addr = GuestAddr(addr.0 + offsets::SEQ);
+        let seq_addr = GuestAddr::new(addr.raw() + offsets::SEQ);
         let old = u32::from_le_bytes(mem.slice(seq_addr, 4)?.try_into().unwrap_or_default());
         let odd = old.wrapping_add(1) | 1;
         mem.write(seq_addr, &odd.to_le_bytes())?;
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         let bytes = self.to_bytes(0);
-        mem.write(GuestAddr(addr.0 + 4), &bytes[4..])?;
+        mem.write(GuestAddr::new(addr.raw() + 4), &bytes[4..])?;
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         mem.write(seq_addr, &odd.wrapping_add(1).to_le_bytes())
     }
@@ -228,18 +228,18 @@ impl TimePage {
 /// never hands it out, put `(AT_SYSINFO_EHDR, returned value)` in the auxv at cold start, and
 /// call [`refresh`] (or `page.write_to(mem, base)`) at every cold start *and every restore*.
 pub fn install(mem: &mut GuestMemory, base: GuestAddr, page: &TimePage) -> Result<u64, MemoryError> {
-    if !base.0.is_multiple_of(PAGE_SIZE) {
+    if !base.raw().is_multiple_of(PAGE_SIZE) {
         return Err(MemoryError::OutOfRange { addr: base, len: VDSO_REGION_SIZE, size: mem.size() });
     }
     // Bounds-check the whole region first so a failure writes nothing.
     mem.slice(base, VDSO_REGION_SIZE)?;
-    let image = GuestAddr(base.0 + IMAGE_OFFSET);
+    let image = GuestAddr::new(base.raw() + IMAGE_OFFSET);
     mem.write(image, VDSO_IMAGE)?;
     let tail = VDSO_REGION_SIZE - IMAGE_OFFSET - VDSO_IMAGE.len() as u64;
-    mem.slice_mut(GuestAddr(image.0 + VDSO_IMAGE.len() as u64), tail)?.fill(0);
+    mem.slice_mut(GuestAddr::new(image.raw() + VDSO_IMAGE.len() as u64), tail)?.fill(0);
     mem.slice_mut(base, PAGE_SIZE)?.fill(0);
     page.write_to(mem, base)?;
-    Ok(image.0)
+    Ok(image.raw())
 }
 
 /// Host clocks and host TSC now, turned into a [`ClockSample`] for a guest whose TSC is the

@@ -326,11 +326,11 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     // a page writable (which the pool's pre-fault relies on).
     const ACCESSED_DIRTY: u64 = (1 << 5) | (1 << 6);
     // Identity map [0, size) with 2 MiB pages; the first one is supervisor-only.
-    mem.write_u64(GuestAddr(PML4_ADDR), PDPT_ADDR | PRESENT | WRITABLE | USER)?;
+    mem.write_u64(GuestAddr::new(PML4_ADDR), PDPT_ADDR | PRESENT | WRITABLE | USER)?;
     let gigabytes = mem.size().div_ceil(1 << 30);
     for g in 0..gigabytes {
         let pd = PD_ADDR + g * PAGE_SIZE;
-        mem.write_u64(GuestAddr(PDPT_ADDR + g * 8), pd | PRESENT | WRITABLE | USER)?;
+        mem.write_u64(GuestAddr::new(PDPT_ADDR + g * 8), pd | PRESENT | WRITABLE | USER)?;
     }
     let mut entries = Vec::with_capacity((mem.size() / LARGE_PAGE) as usize * 8);
     entries.extend_from_slice(&(LOW_PT_ADDR | PRESENT | WRITABLE | USER).to_le_bytes());
@@ -338,7 +338,7 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
         entries
             .extend_from_slice(&((i * LARGE_PAGE) | PRESENT | WRITABLE | HUGE | USER | ACCESSED_DIRTY).to_le_bytes());
     }
-    mem.write(GuestAddr(PD_ADDR), &entries)?;
+    mem.write(GuestAddr::new(PD_ADDR), &entries)?;
     // The stack's lowest window in 4 KiB pages, its first one absent: the stack guard.
     let guard = stack_guard(mem.size());
     let mut window = [0u64; 512];
@@ -346,8 +346,8 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
         *e = (guard + i as u64 * PAGE_SIZE) | PRESENT | WRITABLE | USER | ACCESSED_DIRTY;
     }
     let window: Vec<u8> = window.iter().flat_map(|e| e.to_le_bytes()).collect();
-    mem.write(GuestAddr(STACK_GUARD_PT_ADDR), &window)?;
-    mem.write_u64(GuestAddr(PD_ADDR + guard / LARGE_PAGE * 8), STACK_GUARD_PT_ADDR | PRESENT | WRITABLE | USER)?;
+    mem.write(GuestAddr::new(STACK_GUARD_PT_ADDR), &window)?;
+    mem.write_u64(GuestAddr::new(PD_ADDR + guard / LARGE_PAGE * 8), STACK_GUARD_PT_ADDR | PRESENT | WRITABLE | USER)?;
     // The first 2 MiB in 4 KiB pages: page 0 absent (NULL faults), monitor structures
     // supervisor-only, the stub and syscall pages user-readable (see `syscall_stub`), the
     // doorbell pointing outside guest memory, everything else absent.
@@ -373,7 +373,7 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
         low[(page / PAGE_SIZE) as usize] = page | PRESENT | WRITABLE;
     }
     let low: Vec<u8> = low.iter().flat_map(|e| e.to_le_bytes()).collect();
-    mem.write(GuestAddr(LOW_PT_ADDR), &low)?;
+    mem.write(GuestAddr::new(LOW_PT_ADDR), &low)?;
 
     // GDT: 64-bit code/data descriptors; base and limit are ignored in long mode.
     let code = |dpl: u64| 0x0020_9A00_0000_0000u64 | (dpl << 45) | 0x00A0_0000_0000_FFFF;
@@ -387,14 +387,14 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     gdt[(TSS_SELECTOR >> 3) as usize] = tss_lo;
     gdt[(TSS_SELECTOR >> 3) as usize + 1] = tss_hi;
     let gdt_bytes: Vec<u8> = gdt.iter().flat_map(|e| e.to_le_bytes()).collect();
-    mem.write(GuestAddr(GDT_ADDR), &gdt_bytes)?;
+    mem.write(GuestAddr::new(GDT_ADDR), &gdt_bytes)?;
 
     // TSS: RSP0 for exceptions from CPL3; the I/O bitmap offset points past the limit, so
     // every port access from CPL3 raises #GP (only the CPL0 stubs may exit to us).
     let mut tss = [0u8; 0x68];
     tss[4..12].copy_from_slice(&KERNEL_STACK_TOP.to_le_bytes());
     tss[0x66..0x68].copy_from_slice(&0x68u16.to_le_bytes());
-    mem.write(GuestAddr(TSS_ADDR), &tss)?;
+    mem.write(GuestAddr::new(TSS_ADDR), &tss)?;
 
     // IDT: one interrupt gate (DPL0, so `int n` from CPL3 is a #GP) per exception vector.
     let mut idt = Vec::with_capacity(IDT_VECTORS as usize * 16);
@@ -407,16 +407,16 @@ fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
         idt.extend_from_slice(&((handler >> 32) as u32).to_le_bytes());
         idt.extend_from_slice(&[0; 4]);
     }
-    mem.write(GuestAddr(IDT_ADDR), &idt)?;
+    mem.write(GuestAddr::new(IDT_ADDR), &idt)?;
 
-    mem.write(GuestAddr(SYSCALL_ENTRY), &syscall_stub())?;
-    mem.write(GuestAddr(WARM_UP_STUB), &warm_up_stub())?;
-    mem.write(GuestAddr(PREFAULT_STUB), &prefault_stub())?;
-    mem.write(GuestAddr(FAST_SYSCALL_ENTRY), FAST_WRITE_STUB)?;
-    mem.write(GuestAddr(TABLE_WRITER_ADDR), &crate::page_tables::table_writer_stub())?;
-    mem.write_u64(GuestAddr(OUTPUT_HEADER_MEM_END), mem.size())?;
+    mem.write(GuestAddr::new(SYSCALL_ENTRY), &syscall_stub())?;
+    mem.write(GuestAddr::new(WARM_UP_STUB), &warm_up_stub())?;
+    mem.write(GuestAddr::new(PREFAULT_STUB), &prefault_stub())?;
+    mem.write(GuestAddr::new(FAST_SYSCALL_ENTRY), FAST_WRITE_STUB)?;
+    mem.write(GuestAddr::new(TABLE_WRITER_ADDR), &crate::page_tables::table_writer_stub())?;
+    mem.write_u64(GuestAddr::new(OUTPUT_HEADER_MEM_END), mem.size())?;
     for v in 0..IDT_VECTORS {
-        mem.write(GuestAddr(EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE), &exception_stub(v as u8))?;
+        mem.write(GuestAddr::new(EXCEPTION_STUBS + v * EXCEPTION_STUB_SIZE), &exception_stub(v as u8))?;
     }
     Ok(())
 }

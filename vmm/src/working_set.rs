@@ -60,7 +60,7 @@ fn record_with(function: &Function, path: &Path, userfault: bool) -> Result<Vec<
             None => {
                 let vm = image.prepare(vm, RestoreMemory::CopyOnWrite)?;
                 let (_, used) = bounded(image.finish(function, vm, &request)?).run().into_parts();
-                used.machine.memory.resident_pages(GuestAddr(USER_START), GuestAddr(size))?
+                used.machine.memory.resident_pages(GuestAddr::new(USER_START), GuestAddr::new(size))?
             }
         };
         for (addr, written) in touched {

@@ -34,7 +34,7 @@ pub enum WaitFor {
     Signal,
     /// A signal in `set` (rt_sigtimedwait), taken instead of handled: ends with its number,
     /// its siginfo written to `info`.
-    SignalIn { set: u64, info: u64 },
+    SignalIn { set: u64, info: crate::memory::UserAddr },
 }
 
 impl WaitFor {

@@ -13,7 +13,7 @@ use crate::overlay::{self, Found, Node, OpenDir, OpenOverlayFile};
 /// Reads a path argument and makes it absolute (as the program sees it) against `dirfd`.
 /// An empty path names nothing (ENOENT), as in Linux: the syscalls that take AT_EMPTY_PATH
 /// check for it with [`is_empty_path`] first.
-pub(super) fn guest_path(p: &Process, mem: &GuestMemory, dirfd: u64, path: u64) -> Result<String, Errno> {
+pub(super) fn guest_path(p: &Process, mem: &GuestMemory, dirfd: u64, path: UserAddr) -> Result<String, Errno> {
     let raw = mem.read_user_cstr(path, PATH_MAX)?.ok_or(ENAMETOOLONG)?;
     let path = String::from_utf8(raw).map_err(|_| ENOENT)?;
     if path.is_empty() {
@@ -35,7 +35,7 @@ pub(super) fn guest_path(p: &Process, mem: &GuestMemory, dirfd: u64, path: u64) 
 }
 
 /// Whether the path argument is "" (a bad pointer is EFAULT, as reading the path would be).
-pub(super) fn is_empty_path(mem: &GuestMemory, path: u64) -> Result<bool, Errno> {
+pub(super) fn is_empty_path(mem: &GuestMemory, path: UserAddr) -> Result<bool, Errno> {
     Ok(mem.read_user_cstr(path, 1)?.is_some_and(|s| s.is_empty()))
 }
 
@@ -52,7 +52,7 @@ pub(super) fn sys_openat(
     p: &mut Process,
     mem: &mut GuestMemory,
     dirfd: u64,
-    path: u64,
+    path: UserAddr,
     flags: u64,
     mode: u64,
 ) -> SysResult {
@@ -197,14 +197,10 @@ fn open_request_file(p: &mut Process, flags: i32, cloexec: bool) -> SysResult {
 }
 
 /// Writes a host `struct stat` into the guest, with the ownership the program should see.
-pub(super) fn put_stat(mem: &mut GuestMemory, buf: u64, mut st: libc::stat) -> SysResult {
+pub(super) fn put_stat(mem: &mut GuestMemory, buf: UserAddr, mut st: libc::stat) -> SysResult {
     st.st_uid = GUEST_UID as u32;
     st.st_gid = GUEST_UID as u32;
-    // SAFETY: `libc::stat` is plain old data; viewing it as bytes for the copy is sound.
-    let bytes = unsafe {
-        std::slice::from_raw_parts((&st as *const libc::stat).cast::<u8>(), std::mem::size_of::<libc::stat>())
-    };
-    mem.write_user(buf, bytes)?;
+    mem.write_user_obj(buf, Stat(st))?;
     Ok(0)
 }
 
@@ -262,7 +258,7 @@ fn ipc_stat(mode: u32) -> libc::stat {
     st
 }
 
-pub(super) fn sys_fstat(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64) -> SysResult {
+pub(super) fn sys_fstat(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: UserAddr) -> SysResult {
     let st = match &p.fds.get(fd)?.kind {
         FdKind::File(f) => host_fstat(&f.host)?,
         FdKind::Stdin => request_stat(p.stdin.len()),
@@ -349,8 +345,8 @@ pub(super) fn sys_stat_path(
     p: &mut Process,
     mem: &mut GuestMemory,
     dirfd: u64,
-    path: u64,
-    buf: u64,
+    path: UserAddr,
+    buf: UserAddr,
     flags: u64,
 ) -> SysResult {
     if flags & AT_EMPTY_PATH != 0 && is_empty_path(mem, path)? {
@@ -370,7 +366,7 @@ pub(super) fn sys_access(
     p: &mut Process,
     mem: &mut GuestMemory,
     dirfd: u64,
-    path: u64,
+    path: UserAddr,
     mode: u64,
     flags: u64,
 ) -> SysResult {
@@ -390,8 +386,8 @@ pub(super) fn sys_readlink(
     p: &mut Process,
     mem: &mut GuestMemory,
     dirfd: u64,
-    path: u64,
-    buf: u64,
+    path: UserAddr,
+    buf: UserAddr,
     size: u64,
 ) -> SysResult {
     // readlinkat(fd, "") reads the link `fd` itself is (opened O_PATH|O_NOFOLLOW), no flag needed.
@@ -440,7 +436,7 @@ fn read_link(fd: &impl AsRawFd) -> Result<Vec<u8>, Errno> {
     Ok(out)
 }
 
-pub(super) fn sys_getcwd(p: &mut Process, mem: &mut GuestMemory, buf: u64, size: u64) -> SysResult {
+pub(super) fn sys_getcwd(p: &mut Process, mem: &mut GuestMemory, buf: UserAddr, size: u64) -> SysResult {
     let mut cwd = p.cwd.clone().into_bytes();
     cwd.push(0);
     if (size as usize) < cwd.len() {
@@ -450,7 +446,7 @@ pub(super) fn sys_getcwd(p: &mut Process, mem: &mut GuestMemory, buf: u64, size:
     Ok(cwd.len() as u64)
 }
 
-pub(super) fn sys_chdir(p: &mut Process, mem: &mut GuestMemory, path: u64) -> SysResult {
+pub(super) fn sys_chdir(p: &mut Process, mem: &mut GuestMemory, path: UserAddr) -> SysResult {
     let path = guest_path(p, mem, AT_FDCWD, path)?;
     change_dir(p, &path)
 }
@@ -480,7 +476,7 @@ fn change_dir(p: &mut Process, path: &str) -> SysResult {
     Ok(0)
 }
 
-pub(super) fn sys_getdents64(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64) -> SysResult {
+pub(super) fn sys_getdents64(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: UserAddr, count: u64) -> SysResult {
     let f = match &p.fds.get(fd)?.kind {
         FdKind::File(f) => f,
         FdKind::Dir(d) => return merged_dents(&d.clone(), mem, buf, count),
@@ -498,7 +494,7 @@ pub(super) fn sys_getdents64(p: &mut Process, mem: &mut GuestMemory, fd: u64, bu
 }
 
 /// getdents64 of a merged listing: linux_dirent64 records (d_off is the next index).
-fn merged_dents(d: &Arc<OpenDir>, mem: &mut GuestMemory, buf: u64, count: u64) -> SysResult {
+fn merged_dents(d: &Arc<OpenDir>, mem: &mut GuestMemory, buf: UserAddr, count: u64) -> SysResult {
     let mut listing = d.listing();
     let (entries, at) = &mut *listing;
     let count = count.min(1 << 20) as usize;
@@ -602,19 +598,19 @@ fn set_nonblocking(kind: &FdKind, on: bool) {
 }
 
 /// ioctl: FIONBIO and FIONREAD; anything else is not a terminal (ENOTTY), as for a pipe.
-pub(super) fn sys_ioctl(p: &mut Process, mem: &mut GuestMemory, fd: u64, request: u64, arg: u64) -> SysResult {
+pub(super) fn sys_ioctl(p: &mut Process, mem: &mut GuestMemory, fd: u64, request: u64, arg: UserAddr) -> SysResult {
     const FIONREAD: u64 = 0x541B;
     const FIONBIO: u64 = 0x5421;
     let kind = &p.fds.get(fd)?.kind;
     match request {
         FIONBIO => {
-            let on = mem.read_user_array::<4>(arg).map(i32::from_le_bytes)? != 0;
+            let on = mem.read_user_obj::<i32>(arg)? != 0;
             set_nonblocking(kind, on);
             Ok(0)
         }
         FIONREAD => {
             let n = bytes_ready(kind).ok_or(ENOTTY)?;
-            mem.write_user(arg, &(n.min(i32::MAX as usize) as u32).to_le_bytes())?;
+            mem.write_user_obj(arg, n.min(i32::MAX as usize) as i32)?;
             Ok(0)
         }
         _ => Err(ENOTTY),

@@ -31,11 +31,11 @@ pub(super) fn sys_futex(p: &mut Process, mem: &mut GuestMemory, args: [u64; 6]) 
         FUTEX_WAKE_BITSET => ret(wake(p, uaddr, val, val3 as u32)),
         FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
             let expected = (cmd == FUTEX_CMP_REQUEUE).then_some(val3 as u32);
-            ret(requeue(p, mem, uaddr, val, timeout, uaddr2, expected))
+            ret(requeue(p, mem, ptr(uaddr), val, timeout, ptr(uaddr2), expected))
         }
         FUTEX_WAIT | FUTEX_WAIT_BITSET => {
             let bitset = if cmd == FUTEX_WAIT { u32::MAX } else { val3 as u32 };
-            match wait(mem, uaddr, cmd, realtime, val as u32, timeout, bitset) {
+            match wait(mem, ptr(uaddr), cmd, realtime, val as u32, ptr(timeout), bitset) {
                 Ok(d) => Outcome::Block(Wait::new("futex", WaitFor::Futex { addr: uaddr, bitset }, d, Err(ETIMEDOUT))),
                 Err(e) => ret(Err(e)),
             }
@@ -67,24 +67,24 @@ fn wake(p: &mut Process, uaddr: u64, n: u64, bitset: u32) -> SysResult {
 fn requeue(
     p: &mut Process,
     mem: &GuestMemory,
-    uaddr: u64,
+    uaddr: UserAddr,
     wake: u64,
     requeue: u64,
-    uaddr2: u64,
+    uaddr2: UserAddr,
     expected: Option<u32>,
 ) -> SysResult {
     let (wake, requeue) = (wake as i32, requeue as i32);
     if wake < 0 || requeue < 0 {
         return Err(EINVAL);
     }
-    check_word(uaddr)?;
-    check_word(uaddr2)?;
+    check_word(uaddr.raw())?;
+    check_word(uaddr2.raw())?;
     if let Some(expected) = expected {
-        if u32::from_le_bytes(mem.read_user_array::<4>(uaddr)?) != expected {
+        if mem.read_user_obj::<u32>(uaddr)? != expected {
             return Err(EAGAIN);
         }
     }
-    let moved = p.threads.futex_requeue(uaddr, wake as u32, uaddr2, requeue as u32);
+    let moved = p.threads.futex_requeue(uaddr.raw(), wake as u32, uaddr2.raw(), requeue as u32);
     p.timer_changed |= moved > 0;
     Ok(u64::from(moved))
 }
@@ -93,14 +93,14 @@ fn requeue(
 /// returns at once.
 fn wait(
     mem: &GuestMemory,
-    uaddr: u64,
+    uaddr: UserAddr,
     cmd: u64,
     realtime: bool,
     expected: u32,
-    timeout: u64,
+    timeout: UserAddr,
     bitset: u32,
 ) -> Result<Option<Duration>, Errno> {
-    let sleep_for = if timeout == 0 {
+    let sleep_for = if timeout.is_null() {
         None
     } else {
         let t = read_duration(mem, timeout)?;
@@ -113,10 +113,10 @@ fn wait(
     if realtime && cmd == FUTEX_WAIT {
         return Err(ENOSYS); // FUTEX_CLOCK_REALTIME is for absolute timeouts only
     }
-    if bitset == 0 || !uaddr.is_multiple_of(4) {
+    if bitset == 0 || !uaddr.raw().is_multiple_of(4) {
         return Err(EINVAL);
     }
-    if u32::from_le_bytes(mem.read_user_array::<4>(uaddr)?) != expected {
+    if mem.read_user_obj::<u32>(uaddr)? != expected {
         return Err(EAGAIN);
     }
     Ok(sleep_for)

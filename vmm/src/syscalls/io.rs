@@ -4,7 +4,7 @@ use super::*;
 
 // ---------------------------------------------------------------- reading and writing
 
-pub(super) fn sys_read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64) -> SysResult {
+pub(super) fn sys_read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: UserAddr, count: u64) -> SysResult {
     let count = count.min(0x7fff_f000);
     match &p.fds.get(fd)?.kind {
         FdKind::Stdin => {
@@ -45,7 +45,7 @@ pub(super) fn sys_read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64
 }
 
 /// A read of /dev/null (end of file), /dev/zero and /dev/full (zeros), /dev/urandom.
-fn read_device(d: crate::files::Device, mem: &mut GuestMemory, buf: u64, count: u64) -> SysResult {
+fn read_device(d: crate::files::Device, mem: &mut GuestMemory, buf: UserAddr, count: u64) -> SysResult {
     use crate::files::Device;
     match d {
         Device::Null => Ok(0),
@@ -63,17 +63,24 @@ fn read_device(d: crate::files::Device, mem: &mut GuestMemory, buf: u64, count: 
 }
 
 /// read(2): a pipe, socket or eventfd with nothing to read waits unless non-blocking.
-pub(super) fn read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64) -> Outcome {
+pub(super) fn read(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: UserAddr, count: u64) -> Outcome {
     let r = sys_read(p, mem, fd, buf, count);
     or_block(p, fd, r, "read", WaitFor::Readable { fd })
 }
 
-pub(super) fn readv(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u64, count: u64) -> Outcome {
+pub(super) fn readv(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: UserAddr, count: u64) -> Outcome {
     let r = sys_readv(p, mem, fd, iov, count);
     or_block(p, fd, r, "readv", WaitFor::Readable { fd })
 }
 
-pub(super) fn sys_pread(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64, off: u64) -> SysResult {
+pub(super) fn sys_pread(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    fd: u64,
+    buf: UserAddr,
+    count: u64,
+    off: u64,
+) -> SysResult {
     let count = count.min(0x7fff_f000);
     match &p.fds.get(fd)?.kind {
         FdKind::Stdin => {
@@ -112,7 +119,14 @@ pub(super) fn sys_pread(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u6
 }
 
 /// pwrite64: a file of the writable layer at `off` (O_APPEND files append, as on Linux).
-pub(super) fn sys_pwrite(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64, off: u64) -> SysResult {
+pub(super) fn sys_pwrite(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    fd: u64,
+    buf: UserAddr,
+    count: u64,
+    off: u64,
+) -> SysResult {
     match &p.fds.get(fd)?.kind {
         FdKind::Overlay(f) => {
             if (off as i64) < 0 {
@@ -142,7 +156,7 @@ fn write_device(d: crate::files::Device, count: u64) -> SysResult {
 }
 
 /// Copies up to `count` bytes of the request (fd 0) from offset `at` to the guest's `buf`.
-fn read_request_at(p: &Process, mem: &mut GuestMemory, at: usize, buf: u64, count: u64) -> Result<usize, Errno> {
+fn read_request_at(p: &Process, mem: &mut GuestMemory, at: usize, buf: UserAddr, count: u64) -> Result<usize, Errno> {
     let rest = p.stdin.get(at..).unwrap_or(&[]);
     let n = rest.len().min(usize::try_from(count).unwrap_or(usize::MAX));
     mem.write_user(buf, &rest[..n])?;
@@ -150,21 +164,20 @@ fn read_request_at(p: &Process, mem: &mut GuestMemory, at: usize, buf: u64, coun
 }
 
 /// Reads the iovec array at `iov` (at most IOV_MAX entries) as (base, len) pairs.
-pub(super) fn read_iovecs(mem: &GuestMemory, iov: u64, count: u64) -> Result<Vec<(u64, u64)>, Errno> {
+pub(super) fn read_iovecs(mem: &GuestMemory, iov: UserAddr, count: u64) -> Result<Vec<(UserAddr, u64)>, Errno> {
     if count > 1024 {
         return Err(EINVAL);
     }
-    let bytes = mem.user_slice(iov, count * 16)?;
-    Ok(bytes
-        .chunks_exact(16)
-        .map(|c| {
-            let word = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap_or([0; 8]));
-            (word(0), word(8))
+    let size = std::mem::size_of::<Iovec>() as u64;
+    (0..count)
+        .map(|i| {
+            let v: Iovec = mem.read_user_obj(iov.add(i * size))?;
+            Ok((UserAddr::new(v.iov_base), v.iov_len))
         })
-        .collect())
+        .collect()
 }
 
-pub(super) fn sys_readv(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u64, count: u64) -> SysResult {
+pub(super) fn sys_readv(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: UserAddr, count: u64) -> SysResult {
     let mut total = 0;
     for (base, len) in read_iovecs(mem, iov, count)? {
         let n = match sys_read(p, mem, fd, base, len) {
@@ -214,7 +227,7 @@ pub(crate) fn append_output(p: &mut Process, fd: u64, data: &[u8]) -> Result<(),
     Ok(())
 }
 
-pub(super) fn write(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, count: u64) -> Outcome {
+pub(super) fn write(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: UserAddr, count: u64) -> Outcome {
     match p.fds.get(fd).map(|f| &f.kind) {
         Ok(FdKind::Stdout | FdKind::Stderr) => {}
         Ok(FdKind::Endpoint(e)) => {
@@ -254,7 +267,7 @@ pub(super) fn write(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, c
     }
 }
 
-pub(super) fn writev(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: u64, count: u64) -> Outcome {
+pub(super) fn writev(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: UserAddr, count: u64) -> Outcome {
     let iovecs = match read_iovecs(mem, iov, count) {
         Ok(v) => v,
         Err(e) => return ret(Err(e)),

@@ -54,7 +54,14 @@ fn socket(p: &Process, fd: u64) -> Result<Arc<Endpoint>, Errno> {
 }
 
 /// Puts two new fds in the table and their numbers, as two ints, at `out`.
-fn install_pair(p: &mut Process, mem: &mut GuestMemory, out: u64, a: FdKind, b: FdKind, cloexec: bool) -> SysResult {
+fn install_pair(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    out: UserAddr,
+    a: FdKind,
+    b: FdKind,
+    cloexec: bool,
+) -> SysResult {
     mem.user_slice_mut(out, 8)?; // EFAULT before any fd is made
     let fa = p.fds.insert(Fd { kind: a, cloexec }, 0)?;
     let fb = match p.fds.insert(Fd { kind: b, cloexec }, 0) {
@@ -64,14 +71,11 @@ fn install_pair(p: &mut Process, mem: &mut GuestMemory, out: u64, a: FdKind, b: 
             return Err(e);
         }
     };
-    let mut pair = [0u8; 8];
-    pair[..4].copy_from_slice(&(fa as u32).to_le_bytes());
-    pair[4..].copy_from_slice(&(fb as u32).to_le_bytes());
-    mem.write_user(out, &pair)?;
+    mem.write_user_obj(out, [fa as i32, fb as i32])?;
     Ok(0)
 }
 
-pub(super) fn sys_pipe2(p: &mut Process, mem: &mut GuestMemory, out: u64, flags: u64) -> SysResult {
+pub(super) fn sys_pipe2(p: &mut Process, mem: &mut GuestMemory, out: UserAddr, flags: u64) -> SysResult {
     if flags & !((libc::O_CLOEXEC | libc::O_NONBLOCK) as u64) != 0 {
         return Err(EINVAL); // O_DIRECT (packet mode) and O_NOTIFICATION_PIPE are not offered
     }
@@ -85,7 +89,7 @@ pub(super) fn sys_socketpair(
     domain: u64,
     sock_type: u64,
     protocol: u64,
-    out: u64,
+    out: UserAddr,
 ) -> SysResult {
     let (nonblock, cloexec) = (libc::SOCK_NONBLOCK as u64, libc::SOCK_CLOEXEC as u64);
     let base = (sock_type & !(nonblock | cloexec)) as i32;
@@ -115,18 +119,18 @@ pub(super) fn sys_eventfd2(p: &mut Process, initval: u64, flags: u64) -> SysResu
 }
 
 /// read(2) of an eventfd: the 8-byte counter.
-pub(super) fn read_eventfd(e: &EventFd, mem: &mut GuestMemory, buf: u64, count: u64) -> SysResult {
+pub(super) fn read_eventfd(e: &EventFd, mem: &mut GuestMemory, buf: UserAddr, count: u64) -> SysResult {
     if count < 8 {
         return Err(EINVAL);
     }
     mem.user_slice_mut(buf, 8)?;
     let value = e.read()?;
-    mem.write_user(buf, &value.to_le_bytes())?;
+    mem.write_user_obj(buf, value)?;
     Ok(8)
 }
 
 /// write(2) to an eventfd: adds an 8-byte value.
-pub(super) fn write_eventfd(e: &EventFd, mem: &GuestMemory, buf: u64, count: u64) -> SysResult {
+pub(super) fn write_eventfd(e: &EventFd, mem: &GuestMemory, buf: UserAddr, count: u64) -> SysResult {
     if count < 8 {
         return Err(EINVAL);
     }
@@ -147,7 +151,14 @@ pub(super) fn write_endpoint(p: &mut Process, fd: u64, e: &Endpoint, data: &[u8]
 /// (a longer send stores no more than that anyway).
 const MAX_TRANSFER: u64 = SOCKET_CAPACITY as u64 + 1;
 
-pub(super) fn sys_sendto(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64, len: u64, flags: u64) -> Outcome {
+pub(super) fn sys_sendto(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    fd: u64,
+    buf: UserAddr,
+    len: u64,
+    flags: u64,
+) -> Outcome {
     let e = match socket(p, fd) {
         Ok(e) => e,
         Err(err) => return ret(Err(err)),
@@ -186,11 +197,11 @@ pub(super) fn sys_recvfrom(
     p: &mut Process,
     mem: &mut GuestMemory,
     fd: u64,
-    buf: u64,
+    buf: UserAddr,
     len: u64,
     flags: u64,
-    addr: u64,
-    addrlen: u64,
+    addr: UserAddr,
+    addrlen: UserAddr,
 ) -> Outcome {
     let e = match socket(p, fd) {
         Ok(e) => e,
@@ -205,38 +216,23 @@ pub(super) fn sys_recvfrom(
     };
     let r = mem.write_user(buf, &data).map_err(Errno::from).and_then(|_| {
         // The peer of a socketpair has no name: an address length of 0.
-        if addr != 0 && addrlen != 0 {
-            mem.write_user(addrlen, &0u32.to_le_bytes())?;
+        if !addr.is_null() && !addrlen.is_null() {
+            mem.write_user_obj(addrlen, 0u32)?;
         }
         Ok(if flags & MSG_TRUNC != 0 { whole } else { data.len() } as u64)
     });
     ret(r)
 }
 
-/// A `struct msghdr`'s fields the calls use.
-struct MsgHdr {
-    iov: u64,
-    iovlen: u64,
-    controllen: u64,
-}
-
-const MSGHDR_SIZE: u64 = 56;
-
-fn read_msghdr(mem: &GuestMemory, msg: u64) -> Result<MsgHdr, Errno> {
-    let b = mem.user_slice(msg, MSGHDR_SIZE)?;
-    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
-    Ok(MsgHdr { iov: word(16), iovlen: word(24), controllen: word(40) })
-}
-
-pub(super) fn sys_sendmsg(p: &mut Process, mem: &mut GuestMemory, fd: u64, msg: u64, flags: u64) -> Outcome {
+pub(super) fn sys_sendmsg(p: &mut Process, mem: &mut GuestMemory, fd: u64, msg: UserAddr, flags: u64) -> Outcome {
     let gathered = (|| {
         let e = socket(p, fd)?;
-        let h = read_msghdr(mem, msg)?;
-        if h.controllen != 0 {
+        let h: Msghdr = mem.read_user_obj(msg)?;
+        if h.msg_controllen != 0 {
             return Err(EOPNOTSUPP); // no SCM_RIGHTS / SCM_CREDENTIALS: one process, nothing to pass
         }
         let mut data = Vec::new();
-        for (base, len) in read_iovecs(mem, h.iov, h.iovlen)? {
+        for (base, len) in read_iovecs(mem, UserAddr::new(h.msg_iov), h.msg_iovlen)? {
             let want = len.min(MAX_TRANSFER - data.len() as u64);
             data.extend_from_slice(mem.user_slice(base, want)?);
             if data.len() as u64 >= MAX_TRANSFER {
@@ -251,19 +247,19 @@ pub(super) fn sys_sendmsg(p: &mut Process, mem: &mut GuestMemory, fd: u64, msg: 
     }
 }
 
-pub(super) fn sys_recvmsg(p: &mut Process, mem: &mut GuestMemory, fd: u64, msg: u64, flags: u64) -> Outcome {
+pub(super) fn sys_recvmsg(p: &mut Process, mem: &mut GuestMemory, fd: u64, msg: UserAddr, flags: u64) -> Outcome {
     let prepared = (|| {
         let e = socket(p, fd)?;
-        let h = read_msghdr(mem, msg)?;
-        let iovecs = read_iovecs(mem, h.iov, h.iovlen)?;
+        let h: Msghdr = mem.read_user_obj(msg)?;
+        let iovecs = read_iovecs(mem, UserAddr::new(h.msg_iov), h.msg_iovlen)?;
         let mut total = 0u64;
         for &(base, len) in &iovecs {
             mem.user_slice_mut(base, len.min(MAX_TRANSFER))?;
             total = total.saturating_add(len);
         }
-        Ok((e, iovecs, total))
+        Ok((e, h, iovecs, total))
     })();
-    let (e, iovecs, total) = match prepared {
+    let (e, mut h, iovecs, total) = match prepared {
         Ok(v) => v,
         Err(err) => return ret(Err(err)),
     };
@@ -279,10 +275,10 @@ pub(super) fn sys_recvmsg(p: &mut Process, mem: &mut GuestMemory, fd: u64, msg: 
             at += n;
         }
         let truncated = whole > data.len();
-        let msg_flags: u32 = if truncated { MSG_TRUNC as u32 } else { 0 };
-        mem.write_user(msg + 8, &0u32.to_le_bytes())?; // msg_namelen: the peer has no name
-        mem.write_user(msg + 40, &0u64.to_le_bytes())?; // msg_controllen: no ancillary data
-        mem.write_user(msg + 48, &msg_flags.to_le_bytes())?;
+        h.msg_namelen = 0; // the peer has no name
+        h.msg_controllen = 0; // no ancillary data
+        h.msg_flags = if truncated { MSG_TRUNC as i32 } else { 0 };
+        mem.write_user_obj(msg, h)?;
         Ok(if flags & MSG_TRUNC != 0 { whole } else { data.len() } as u64)
     })();
     ret(r)
@@ -294,15 +290,21 @@ pub(super) fn sys_shutdown(p: &mut Process, fd: u64, how: u64) -> SysResult {
 }
 
 /// getsockname, getpeername: a socketpair's sockets are unnamed AF_UNIX sockets.
-pub(super) fn sys_getsockname(p: &mut Process, mem: &mut GuestMemory, fd: u64, addr: u64, addrlen: u64) -> SysResult {
+pub(super) fn sys_getsockname(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    fd: u64,
+    addr: UserAddr,
+    addrlen: UserAddr,
+) -> SysResult {
     socket(p, fd)?;
-    let len = mem.read_user_array::<4>(addrlen).map(i32::from_le_bytes)?;
+    let len: i32 = mem.read_user_obj(addrlen)?;
     if len < 0 {
         return Err(EINVAL);
     }
     let family = (AF_UNIX as u16).to_le_bytes();
     mem.write_user(addr, &family[..(len as usize).min(2)])?;
-    mem.write_user(addrlen, &2u32.to_le_bytes())?;
+    mem.write_user_obj(addrlen, 2u32)?;
     Ok(0)
 }
 
@@ -312,8 +314,8 @@ pub(super) fn sys_getsockopt(
     fd: u64,
     level: u64,
     name: u64,
-    val: u64,
-    lenp: u64,
+    val: UserAddr,
+    lenp: UserAddr,
 ) -> SysResult {
     let e = socket(p, fd)?;
     if level != SOL_SOCKET {
@@ -344,17 +346,24 @@ pub(super) fn sys_getsockopt(
         }
         _ => return Err(ENOPROTOOPT),
     };
-    let len = mem.read_user_array::<4>(lenp).map(i32::from_le_bytes)?;
+    let len: i32 = mem.read_user_obj(lenp)?;
     if len < 0 {
         return Err(EINVAL);
     }
     let n = (len as usize).min(value.len());
     mem.write_user(val, &value[..n])?;
-    mem.write_user(lenp, &(n as u32).to_le_bytes())?;
+    mem.write_user_obj(lenp, n as u32)?;
     Ok(0)
 }
 
-pub(super) fn sys_setsockopt(p: &mut Process, mem: &GuestMemory, fd: u64, level: u64, val: u64, len: u64) -> SysResult {
+pub(super) fn sys_setsockopt(
+    p: &mut Process,
+    mem: &GuestMemory,
+    fd: u64,
+    level: u64,
+    val: UserAddr,
+    len: u64,
+) -> SysResult {
     socket(p, fd)?;
     if level != SOL_SOCKET {
         return Err(EOPNOTSUPP);

@@ -114,7 +114,7 @@ pub(super) fn sys_mmap(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> S
             let f = f.clone();
             check_file_range(off, len, p.space.memory_size())?;
             let start = p.space.mmap(addr, len, prot, fixed, mem)?;
-            let dst = mem.user_slice_mut(start, len)?;
+            let dst = mem.user_slice_mut(UserAddr::new(start), len)?;
             f.file().read_at(off, dst);
             return Ok(start);
         }
@@ -129,7 +129,7 @@ pub(super) fn sys_mmap(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> S
     }
     check_file_range(off, len, p.space.memory_size())?;
     let start = p.space.mmap(addr, len, prot, fixed, mem)?;
-    let dst = mem.user_slice_mut(start, len)?;
+    let dst = mem.user_slice_mut(UserAddr::new(start), len)?;
     let mut done = 0usize;
     while done < dst.len() {
         let rest = &mut dst[done..];
@@ -186,7 +186,7 @@ fn mmap_entropy(
     let start = p.space.mmap(addr, len, prot, fixed, mem)?;
     let len = crate::mm::page_up(len).ok_or(EINVAL)?;
     p.space.set_kind(start, crate::mm::RegionKind::Entropy);
-    fill_random(mem.user_slice_mut(start, len)?)?;
+    fill_random(mem.user_slice_mut(UserAddr::new(start), len)?)?;
     Ok(start)
 }
 
@@ -198,8 +198,8 @@ pub(super) fn sys_madvise(p: &mut Process, mem: &mut GuestMemory, addr: u64, len
     }
     if advice == MADV_DONTNEED || advice == MADV_FREE {
         let len = crate::mm::page_up(len).ok_or(EINVAL)?;
-        mem.user_slice(addr, len)?;
-        mem.discard(crate::layout::GuestAddr(addr), len).map_err(|_| ENOMEM)?;
+        let at = mem.check_user(ptr(addr), len)?;
+        mem.discard(at, len).map_err(|_| ENOMEM)?;
     }
     let _ = p;
     Ok(0)

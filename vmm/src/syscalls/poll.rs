@@ -88,8 +88,8 @@ pub(super) fn millis(timeout: u64) -> Option<Duration> {
 }
 
 /// A timespec timeout pointer (NULL: for ever).
-fn timespec_timeout(mem: &GuestMemory, at: u64) -> Result<Option<Duration>, Errno> {
-    if at == 0 {
+fn timespec_timeout(mem: &GuestMemory, at: UserAddr) -> Result<Option<Duration>, Errno> {
+    if at.is_null() {
         Ok(None)
     } else {
         read_duration(mem, at).map(Some)
@@ -108,7 +108,7 @@ fn check_sigset(mask: u64, size: u64) -> Result<(), Errno> {
 fn poll(
     p: &mut Process,
     mem: &mut GuestMemory,
-    fds: u64,
+    fds: UserAddr,
     nfds: u64,
     timeout: Option<Duration>,
     syscall: &'static str,
@@ -117,23 +117,26 @@ fn poll(
         if nfds > MAX_FDS as u64 {
             return Err(EINVAL);
         }
-        let mut entries = mem.user_slice(fds, nfds * 8)?.to_vec();
+        let size = std::mem::size_of::<PollFd>() as u64;
+        let at = |i: u64| fds.add(i * size);
+        let mut entries = (0..nfds).map(|i| mem.read_user_obj::<PollFd>(at(i))).collect::<Result<Vec<_>, _>>()?;
         let mut ready = 0;
-        for e in entries.chunks_exact_mut(8) {
-            let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-            let events = u32::from(u16::from_le_bytes([e[4], e[5]]));
-            let revents = if fd < 0 {
+        for e in &mut entries {
+            let events = u32::from(e.events as u16);
+            let revents = if e.fd < 0 {
                 0
             } else {
-                match p.fds.get(fd as u64) {
+                match p.fds.get(e.fd as u64) {
                     Ok(f) => readiness(p, &f.kind) & (events | POLLERR | POLLHUP),
                     Err(_) => POLLNVAL,
                 }
             };
-            e[6..8].copy_from_slice(&(revents as u16).to_le_bytes());
+            e.revents = revents as u16 as i16;
             ready += u64::from(revents != 0);
         }
-        mem.write_user(fds, &entries)?;
+        for (i, e) in (0..).zip(entries) {
+            mem.write_user_obj(at(i), e)?;
+        }
         Ok(ready)
     })();
     match r {
@@ -142,13 +145,13 @@ fn poll(
     }
 }
 
-pub(super) fn sys_poll(p: &mut Process, mem: &mut GuestMemory, fds: u64, nfds: u64, timeout_ms: u64) -> Outcome {
+pub(super) fn sys_poll(p: &mut Process, mem: &mut GuestMemory, fds: UserAddr, nfds: u64, timeout_ms: u64) -> Outcome {
     poll(p, mem, fds, nfds, millis(timeout_ms), "poll")
 }
 
 pub(super) fn sys_ppoll(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
-    match timespec_timeout(mem, a[2]).and_then(|t| check_sigset(a[3], a[4]).map(|_| t)) {
-        Ok(timeout) => poll(p, mem, a[0], a[1], timeout, "ppoll"),
+    match timespec_timeout(mem, ptr(a[2])).and_then(|t| check_sigset(a[3], a[4]).map(|_| t)) {
+        Ok(timeout) => poll(p, mem, ptr(a[0]), a[1], timeout, "ppoll"),
         Err(e) => ret(Err(e)),
     }
 }
@@ -157,7 +160,7 @@ fn select(
     p: &mut Process,
     mem: &mut GuestMemory,
     nfds: u64,
-    sets: [u64; 3],
+    sets: [UserAddr; 3],
     timeout: Option<Duration>,
     syscall: &'static str,
 ) -> Outcome {
@@ -170,7 +173,7 @@ fn select(
         let bytes = n.div_ceil(64) * 8;
         let mut inputs = Vec::new();
         for &set in &sets {
-            inputs.push(if set == 0 { None } else { Some(mem.user_slice(set, bytes as u64)?.to_vec()) });
+            inputs.push(if set.is_null() { None } else { Some(mem.user_slice(set, bytes as u64)?.to_vec()) });
         }
         let mut outputs = vec![vec![0u8; bytes]; 3];
         let wanted = [POLLIN | POLLRDNORM | POLLHUP | POLLERR, POLLOUT | POLLWRNORM | POLLERR, POLLPRI];
@@ -190,7 +193,7 @@ fn select(
             }
         }
         for (set, out) in sets.iter().zip(&outputs) {
-            if *set != 0 {
+            if !set.is_null() {
                 mem.write_user(*set, out)?;
             }
         }
@@ -206,10 +209,8 @@ pub(super) fn sys_select(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) ->
     let timeout = if a[4] == 0 {
         Ok(None)
     } else {
-        // struct timeval: microseconds.
         (|| {
-            let secs = mem.read_user_u64(a[4])? as i64;
-            let micros = mem.read_user_u64(a[4] + 8)? as i64;
+            let Timeval { tv_sec: secs, tv_usec: micros } = mem.read_user_obj(ptr(a[4]))?;
             if secs < 0 || !(0..1_000_000).contains(&micros) {
                 return Err(EINVAL);
             }
@@ -217,23 +218,22 @@ pub(super) fn sys_select(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) ->
         })()
     };
     match timeout {
-        Ok(t) => select(p, mem, a[0], [a[1], a[2], a[3]], t, "select"),
+        Ok(t) => select(p, mem, a[0], [ptr(a[1]), ptr(a[2]), ptr(a[3])], t, "select"),
         Err(e) => ret(Err(e)),
     }
 }
 
 pub(super) fn sys_pselect6(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
-    let timeout = timespec_timeout(mem, a[4]).and_then(|t| {
+    let timeout = timespec_timeout(mem, ptr(a[4])).and_then(|t| {
         if a[5] != 0 {
             // { const sigset_t *ss; size_t ss_len; }
-            let mask = mem.read_user_u64(a[5])?;
-            let size = mem.read_user_u64(a[5] + 8)?;
+            let [mask, size]: [u64; 2] = mem.read_user_obj(ptr(a[5]))?;
             check_sigset(mask, size)?;
         }
         Ok(t)
     });
     match timeout {
-        Ok(t) => select(p, mem, a[0], [a[1], a[2], a[3]], t, "pselect6"),
+        Ok(t) => select(p, mem, a[0], [ptr(a[1]), ptr(a[2]), ptr(a[3])], t, "pselect6"),
         Err(e) => ret(Err(e)),
     }
 }
@@ -244,7 +244,7 @@ const EPOLL_CTL_ADD: u64 = 1;
 const EPOLL_CTL_DEL: u64 = 2;
 const EPOLL_CTL_MOD: u64 = 3;
 /// sizeof(struct epoll_event) on x86-64 (packed: u32 events, u64 data).
-const EPOLL_EVENT_SIZE: u64 = 12;
+const EPOLL_EVENT_SIZE: u64 = std::mem::size_of::<EpollEvent>() as u64;
 
 pub(super) fn sys_epoll_create1(p: &mut Process, flags: u64) -> SysResult {
     if flags & !(libc::EPOLL_CLOEXEC as u64) != 0 {
@@ -261,14 +261,19 @@ fn epoll_of(p: &Process, epfd: u64) -> Result<Arc<Epoll>, Errno> {
     }
 }
 
-pub(super) fn sys_epoll_ctl(p: &mut Process, mem: &GuestMemory, epfd: u64, op: u64, fd: u64, event: u64) -> SysResult {
+pub(super) fn sys_epoll_ctl(
+    p: &mut Process,
+    mem: &GuestMemory,
+    epfd: u64,
+    op: u64,
+    fd: u64,
+    event: UserAddr,
+) -> SysResult {
     let (events, data) = if op == EPOLL_CTL_DEL {
         (0, 0)
     } else {
-        let b = mem.user_slice(event, EPOLL_EVENT_SIZE)?;
-        let events = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let data = u64::from_le_bytes(b[4..12].try_into().unwrap_or([0; 8]));
-        (events, data)
+        let e: EpollEvent = mem.read_user_obj(event)?;
+        (e.events, e.data)
     };
     p.fds.get(epfd)?;
     let target = &p.fds.get(fd)?.kind;
@@ -307,7 +312,7 @@ pub(super) fn epoll_wait(
     p: &mut Process,
     mem: &mut GuestMemory,
     epfd: u64,
-    events: u64,
+    events: UserAddr,
     max: u64,
     timeout: Result<Option<Duration>, Errno>,
     syscall: &'static str,
@@ -321,12 +326,9 @@ pub(super) fn epoll_wait(
         let ep = epoll_of(p, epfd)?;
         let timeout = timeout?;
         let ready = ready_watches(p, &ep, max as usize, true);
-        let mut out = Vec::with_capacity(ready.len() * EPOLL_EVENT_SIZE as usize);
-        for (ev, data) in &ready {
-            out.extend_from_slice(&ev.to_le_bytes());
-            out.extend_from_slice(&data.to_le_bytes());
+        for (i, &(events_ready, data)) in (0..).zip(&ready) {
+            mem.write_user_obj(events.add(i * EPOLL_EVENT_SIZE), EpollEvent { events: events_ready, data })?;
         }
-        mem.write_user(events, &out)?;
         Ok((ready.len() as u64, timeout))
     })();
     match r {
@@ -337,10 +339,10 @@ pub(super) fn epoll_wait(
 
 pub(super) fn sys_epoll_pwait(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
     let timeout = check_sigset(a[4], a[5]).map(|_| millis(a[3]));
-    epoll_wait(p, mem, a[0], a[1], a[2], timeout, "epoll_pwait")
+    epoll_wait(p, mem, a[0], ptr(a[1]), a[2], timeout, "epoll_pwait")
 }
 
 pub(super) fn sys_epoll_pwait2(p: &mut Process, mem: &mut GuestMemory, a: [u64; 6]) -> Outcome {
-    let timeout = timespec_timeout(mem, a[3]).and_then(|t| check_sigset(a[4], a[5]).map(|_| t));
-    epoll_wait(p, mem, a[0], a[1], a[2], timeout, "epoll_pwait2")
+    let timeout = timespec_timeout(mem, ptr(a[3])).and_then(|t| check_sigset(a[4], a[5]).map(|_| t));
+    epoll_wait(p, mem, a[0], ptr(a[1]), a[2], timeout, "epoll_pwait2")
 }

@@ -8,8 +8,8 @@ pub(super) fn sys_rt_sigaction(
     p: &mut Process,
     mem: &mut GuestMemory,
     sig: u64,
-    act: u64,
-    old: u64,
+    act: UserAddr,
+    old: UserAddr,
     size: u64,
 ) -> SysResult {
     if !(1..=64).contains(&sig) || size != 8 {
@@ -17,13 +17,13 @@ pub(super) fn sys_rt_sigaction(
     }
     let slot = (sig - 1) as usize;
     let current = p.sigactions[slot];
-    if act != 0 {
+    if !act.is_null() {
         if sig == 9 || sig == 19 {
             return Err(EINVAL);
         }
-        let w = |i: u64| mem.read_user_u64(act.wrapping_add(8 * i));
-        let mask = w(3)? & !UNBLOCKABLE;
-        p.sigactions[slot] = SigAction { handler: w(0)?, flags: w(1)?, restorer: w(2)?, mask };
+        let a: KernelSigaction = mem.read_user_obj(act)?;
+        p.sigactions[slot] =
+            SigAction { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask & !UNBLOCKABLE };
         // A signal set to be ignored is discarded, also when it is pending.
         if disposition(p, sig as i32) == Disposition::Ignore {
             let bit = Process::sig_bit(sig as i32);
@@ -34,12 +34,9 @@ pub(super) fn sys_rt_sigaction(
             }
         }
     }
-    if old != 0 {
-        let bytes: Vec<u8> = [current.handler, current.flags, current.restorer, current.mask]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        mem.write_user(old, &bytes)?;
+    if !old.is_null() {
+        let SigAction { handler, flags, restorer, mask } = current;
+        mem.write_user_obj(old, KernelSigaction { handler, flags, restorer, mask })?;
     }
     Ok(0)
 }
@@ -48,15 +45,15 @@ pub(super) fn sys_rt_sigprocmask(
     p: &mut Process,
     mem: &mut GuestMemory,
     how: u64,
-    set: u64,
-    old: u64,
+    set: UserAddr,
+    old: UserAddr,
     size: u64,
 ) -> SysResult {
     if size != 8 {
         return Err(EINVAL);
     }
     let current = p.sigmask;
-    if set != 0 {
+    if !set.is_null() {
         let s = mem.read_user_u64(set)?;
         p.sigmask = match how {
             0 => current | s,
@@ -65,18 +62,18 @@ pub(super) fn sys_rt_sigprocmask(
             _ => return Err(EINVAL),
         } & !UNBLOCKABLE;
     }
-    if old != 0 {
-        mem.write_user(old, &current.to_le_bytes())?;
+    if !old.is_null() {
+        mem.write_user_obj(old, current)?;
     }
     Ok(0)
 }
 
-pub(super) fn sys_sigaltstack(p: &mut Process, mem: &mut GuestMemory, ss: u64, old: u64) -> SysResult {
+pub(super) fn sys_sigaltstack(p: &mut Process, mem: &mut GuestMemory, ss: UserAddr, old: UserAddr) -> SysResult {
     let current = p.sigaltstack;
-    if ss != 0 {
+    if !ss.is_null() {
         p.sigaltstack = mem.read_user_array::<24>(ss)?;
     }
-    if old != 0 {
+    if !old.is_null() {
         mem.write_user(old, &current)?;
     }
     Ok(0)
@@ -279,11 +276,11 @@ fn signal(p: &mut Process, target: Target, sig: u64, code: i32) -> Outcome {
 
 /// rt_sigpending(set, size): what is pending for the calling thread (all of it blocked, or
 /// it would have been delivered).
-pub(super) fn sys_rt_sigpending(p: &mut Process, mem: &mut GuestMemory, set: u64, size: u64) -> SysResult {
+pub(super) fn sys_rt_sigpending(p: &mut Process, mem: &mut GuestMemory, set: UserAddr, size: u64) -> SysResult {
     if size != 8 {
         return Err(EINVAL);
     }
-    mem.write_user(set, &(p.pending_signals | p.threads.current.pending).to_le_bytes())?;
+    mem.write_user_obj(set, p.pending_signals | p.threads.current.pending)?;
     Ok(0)
 }
 
@@ -294,7 +291,7 @@ pub(super) fn sys_pause(p: &mut Process) -> Outcome {
 
 /// rt_sigsuspend(mask, size): waits under `mask` for a handler to run, then EINTR with the
 /// old mask back.
-pub(super) fn sys_rt_sigsuspend(p: &mut Process, mem: &mut GuestMemory, mask: u64, size: u64) -> Outcome {
+pub(super) fn sys_rt_sigsuspend(p: &mut Process, mem: &mut GuestMemory, mask: UserAddr, size: u64) -> Outcome {
     if size != 8 {
         return ret(Err(EINVAL));
     }
@@ -323,9 +320,9 @@ fn wait_for_signal(p: &Process, syscall: &'static str) -> Outcome {
 pub(super) fn sys_rt_sigtimedwait(
     p: &mut Process,
     mem: &mut GuestMemory,
-    set: u64,
-    info: u64,
-    timeout: u64,
+    set: UserAddr,
+    info: UserAddr,
+    timeout: UserAddr,
     size: u64,
 ) -> Outcome {
     if size != 8 {
@@ -335,7 +332,7 @@ pub(super) fn sys_rt_sigtimedwait(
         Ok(s) => s & !UNBLOCKABLE,
         Err(e) => return ret(Err(e.into())),
     };
-    let timeout = if timeout == 0 {
+    let timeout = if timeout.is_null() {
         None
     } else {
         match super::time::read_duration(mem, timeout) {
@@ -353,7 +350,7 @@ pub(super) fn sys_rt_sigtimedwait(
         } else {
             p.pending_signals &= !bit;
         }
-        if info != 0 {
+        if !info.is_null() {
             let bytes = crate::signal_delivery::siginfo(sig, p.signal_codes[(sig - 1) as usize], None);
             if let Err(e) = mem.write_user(info, &bytes) {
                 return ret(Err(e.into()));
@@ -371,54 +368,52 @@ pub(super) fn sys_rt_sigtimedwait(
 
 const ITIMER_REAL: u64 = 0;
 
-fn timeval(d: Duration) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&d.as_secs().to_le_bytes());
-    b[8..].copy_from_slice(&u64::from(d.subsec_micros()).to_le_bytes());
-    b
-}
-
-fn read_timeval(mem: &GuestMemory, addr: u64) -> Result<Duration, Errno> {
-    let secs = mem.read_user_u64(addr)? as i64;
-    let micros = mem.read_user_u64(addr.checked_add(8).ok_or(EFAULT)?)? as i64;
-    if secs < 0 || !(0..1_000_000).contains(&micros) {
+fn duration_of(t: Timeval) -> Result<Duration, Errno> {
+    if t.tv_sec < 0 || !(0..1_000_000).contains(&t.tv_usec) {
         return Err(EINVAL);
     }
-    Ok(Duration::new(secs as u64, micros as u32 * 1000))
+    Ok(Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000))
 }
 
 /// struct itimerval { it_interval, it_value } of the timer now.
-fn itimerval(p: &Process) -> [u8; 32] {
-    let mut b = [0u8; 32];
-    if let Some(t) = p.itimer_real {
-        b[..16].copy_from_slice(&timeval(t.interval));
-        // An armed timer never reads as zero (that would mean disarmed).
-        let left = t.next.saturating_duration_since(Instant::now()).max(Duration::from_micros(1));
-        b[16..].copy_from_slice(&timeval(left));
+fn itimerval(p: &Process) -> Itimerval {
+    match p.itimer_real {
+        Some(t) => {
+            // An armed timer never reads as zero (that would mean disarmed).
+            let left = t.next.saturating_duration_since(Instant::now()).max(Duration::from_micros(1));
+            Itimerval { it_interval: Timeval::from_duration(t.interval), it_value: Timeval::from_duration(left) }
+        }
+        None => Itimerval::default(),
     }
-    b
 }
 
 /// ITIMER_VIRTUAL and ITIMER_PROF (CPU-time timers) are EINVAL: only the wall clock is kept.
-pub(super) fn sys_getitimer(p: &mut Process, mem: &mut GuestMemory, which: u64, curr: u64) -> SysResult {
+pub(super) fn sys_getitimer(p: &mut Process, mem: &mut GuestMemory, which: u64, curr: UserAddr) -> SysResult {
     if which != ITIMER_REAL {
         return Err(EINVAL);
     }
-    mem.write_user(curr, &itimerval(p))?;
+    mem.write_user_obj(curr, itimerval(p))?;
     Ok(0)
 }
 
-pub(super) fn sys_setitimer(p: &mut Process, mem: &mut GuestMemory, which: u64, new: u64, old: u64) -> SysResult {
+pub(super) fn sys_setitimer(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    which: u64,
+    new: UserAddr,
+    old: UserAddr,
+) -> SysResult {
     if which != ITIMER_REAL {
         return Err(EINVAL);
     }
-    let (interval, value) = if new == 0 {
+    let (interval, value) = if new.is_null() {
         (Duration::ZERO, Duration::ZERO) // Linux takes a NULL new value as disarming
     } else {
-        (read_timeval(mem, new)?, read_timeval(mem, new.wrapping_add(16))?)
+        let t: Itimerval = mem.read_user_obj(new)?;
+        (duration_of(t.it_interval)?, duration_of(t.it_value)?)
     };
-    if old != 0 {
-        mem.write_user(old, &itimerval(p))?;
+    if !old.is_null() {
+        mem.write_user_obj(old, itimerval(p))?;
     }
     arm_itimer(p, value, interval);
     Ok(0)

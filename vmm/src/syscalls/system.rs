@@ -16,12 +16,12 @@ pub(super) fn sys_arch_prctl(p: &mut Process, mem: &mut GuestMemory, code: u64, 
             p.fs_base = addr;
             Outcome::SetFsBase(addr)
         }
-        ARCH_GET_FS => ret(mem.write_user(addr, &p.fs_base.to_le_bytes()).map(|_| 0).map_err(Into::into)),
+        ARCH_GET_FS => ret(mem.write_user_obj(ptr(addr), p.fs_base).map(|_| 0).map_err(Into::into)),
         _ => ret(Err(EINVAL)),
     }
 }
 
-pub(super) fn sys_uname(mem: &mut GuestMemory, buf: u64) -> SysResult {
+pub(super) fn sys_uname(mem: &mut GuestMemory, buf: UserAddr) -> SysResult {
     let mut u = [0u8; 65 * 6];
     for (i, field) in ["Linux", "snapcall", "6.1.0-snapcall", "#1 SMP", "x86_64", "(none)"].iter().enumerate() {
         u[i * 65..i * 65 + field.len()].copy_from_slice(field.as_bytes());
@@ -30,27 +30,28 @@ pub(super) fn sys_uname(mem: &mut GuestMemory, buf: u64) -> SysResult {
     Ok(0)
 }
 
-pub(super) fn sys_sysinfo(p: &mut Process, mem: &mut GuestMemory, buf: u64) -> SysResult {
+pub(super) fn sys_sysinfo(p: &mut Process, mem: &mut GuestMemory, buf: UserAddr) -> SysResult {
     let total = p.space.memory_size();
     let free = total.saturating_sub(p.space.used_bytes());
-    let mut s = [0u8; 112];
-    s[32..40].copy_from_slice(&total.to_le_bytes()); // totalram
-    s[40..48].copy_from_slice(&free.to_le_bytes()); // freeram
-    s[80..82].copy_from_slice(&1u16.to_le_bytes()); // procs
-    s[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
-    mem.write_user(buf, &s)?;
+    mem.write_user_obj(buf, Sysinfo { totalram: total, freeram: free, procs: 1, mem_unit: 1, ..Sysinfo::default() })?;
     Ok(0)
 }
 
-pub(super) fn sys_sched_getaffinity(mem: &mut GuestMemory, len: u64, mask: u64) -> SysResult {
+pub(super) fn sys_sched_getaffinity(mem: &mut GuestMemory, len: u64, mask: UserAddr) -> SysResult {
     if len < 8 {
         return Err(EINVAL);
     }
-    mem.write_user(mask, &1u64.to_le_bytes())?;
+    mem.write_user_obj(mask, 1u64)?;
     Ok(8)
 }
 
-pub(super) fn sys_prlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32, _new: u64, old: u64) -> SysResult {
+pub(super) fn sys_prlimit(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    resource: u32,
+    _new: u64,
+    old: UserAddr,
+) -> SysResult {
     const INF: u64 = u64::MAX;
     let (cur, max) = match resource {
         3 => (crate::layout::STACK_RESERVE, INF), // RLIMIT_STACK
@@ -59,25 +60,22 @@ pub(super) fn sys_prlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32,
         0..=15 => (INF, INF),
         _ => return Err(EINVAL),
     };
-    if old != 0 {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&cur.to_le_bytes());
-        b[8..].copy_from_slice(&max.to_le_bytes());
-        mem.write_user(old, &b)?;
+    if !old.is_null() {
+        mem.write_user_obj(old, Rlimit { rlim_cur: cur, rlim_max: max })?;
     }
     Ok(0)
 }
 
 /// getrlimit: prlimit64's read, except that the result pointer is not optional.
-pub(super) fn sys_getrlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32, old: u64) -> SysResult {
+pub(super) fn sys_getrlimit(p: &mut Process, mem: &mut GuestMemory, resource: u32, old: UserAddr) -> SysResult {
     sys_prlimit(p, mem, resource, 0, old)?; // EINVAL first, as in Linux
-    if old == 0 {
+    if old.is_null() {
         return Err(EFAULT);
     }
     Ok(0)
 }
 
-pub(super) fn sys_getrandom(mem: &mut GuestMemory, buf: u64, len: u64) -> SysResult {
+pub(super) fn sys_getrandom(mem: &mut GuestMemory, buf: UserAddr, len: u64) -> SysResult {
     let dst = mem.user_slice_mut(buf, len.min(33_554_431))?;
     fill_random(dst)?;
     Ok(dst.len() as u64)

@@ -61,7 +61,7 @@ impl Guest {
         }
     }
     fn put(&mut self, addr: u64, bytes: &[u8]) {
-        self.mem.write_user(addr, bytes).unwrap();
+        self.mem.write_user(UserAddr::new(addr), bytes).unwrap();
     }
     fn put_timespec(&mut self, addr: u64, d: Duration) {
         let mut b = (d.as_secs() as i64).to_le_bytes().to_vec();
@@ -214,7 +214,7 @@ fn a_thread_exit_clears_its_tid_word_and_wakes_the_joiner() {
     let b = blocked(g.call(FUTEX, &[tid_word, FUTEX_WAIT, tid as u64, 0]));
     block_and_switch(&mut g, b);
     assert_eq!(g.call(60, &[3]), Outcome::ExitThread);
-    assert_eq!(g.mem.read_user_u64(tid_word).unwrap() as u32, 0);
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(tid_word)).unwrap() as u32, 0);
     let main = g.p.threads.parked().next().unwrap();
     assert_eq!(main.thread.state, crate::threads::RunState::Runnable);
     // The last thread's exit ends the call.
@@ -252,7 +252,7 @@ fn clone_makes_threads_only_and_only_up_to_the_limit() {
         Outcome::Spawn(s) => {
             assert_eq!(s.stack, 0x41_0000, "stack + stack_size");
             assert_eq!(s.tls, None);
-            assert_eq!(g.mem.read_user_u64(parent_tid).unwrap() as u32, s.tid as u32);
+            assert_eq!(g.mem.read_user_u64(UserAddr::new(parent_tid)).unwrap() as u32, s.tid as u32);
         }
         other => panic!("{other:?}"),
     }
@@ -270,8 +270,8 @@ fn thread_bookkeeping_calls_answer_for_the_calling_thread() {
     assert_eq!(g.sys(273, &[SCRATCH + 64, 24]), 0);
     assert_eq!(g.sys(273, &[SCRATCH + 64, 23]), err(EINVAL));
     assert_eq!(g.sys(274, &[0, SCRATCH + 128, SCRATCH + 136]), 0);
-    assert_eq!(g.mem.read_user_u64(SCRATCH + 128).unwrap(), SCRATCH + 64);
-    assert_eq!(g.mem.read_user_u64(SCRATCH + 136).unwrap(), 24);
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(SCRATCH + 128)).unwrap(), SCRATCH + 64);
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(SCRATCH + 136)).unwrap(), 24);
     assert_eq!(g.sys(274, &[999, SCRATCH + 128, SCRATCH + 136]), err(ESRCH));
     assert_eq!(g.sys(24, &[]), 0, "sched_yield alone");
     second_thread(&mut g);
@@ -347,7 +347,7 @@ fn an_empty_path_names_nothing_unless_at_empty_path_says_it_names_the_fd() {
     assert_eq!(g.sys(267, &[dir, EMPTY, BUF, 100]), err(ENOENT), "readlinkat of a directory fd");
     // AT_EMPTY_PATH: the call is about the fd (or the cwd) itself.
     assert_eq!(g.sys(262, &[dir, EMPTY, BUF, AT_EMPTY_PATH]), 0);
-    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
+    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(UserAddr::new(BUF + 24)).unwrap());
     assert_eq!(mode & libc::S_IFMT, libc::S_IFDIR);
     assert_eq!(g.sys(262, &[AT_FDCWD, EMPTY, BUF, AT_EMPTY_PATH]), 0, "fstatat(AT_FDCWD, \"\") is the cwd");
     assert_eq!(g.sys(439, &[dir, EMPTY, 4, AT_EMPTY_PATH]), 0, "faccessat2(fd, \"\", R_OK)");
@@ -405,7 +405,7 @@ fn a_signal_with_a_handler_is_made_pending_for_the_run_loop_to_deliver() {
     assert_eq!(g.sys(14, &[0, SCRATCH, 0, 8]), 0, "block SIGUSR1");
     assert!(!g.p.signal_ready());
     assert_eq!(g.sys(127, &[SCRATCH + 8, 8]), 0);
-    assert_eq!(g.mem.read_user_u64(SCRATCH + 8).unwrap(), 1 << 9);
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(SCRATCH + 8)).unwrap(), 1 << 9);
     // SIGKILL and SIGSTOP cannot be blocked.
     g.put(SCRATCH, &u64::MAX.to_le_bytes());
     assert_eq!(g.sys(14, &[2, SCRATCH, 0, 8]), 0);
@@ -431,12 +431,12 @@ fn sigtimedwait_takes_a_pending_signal_or_blocks_until_its_timeout() {
     assert_eq!(g.sys(62, &[0, 12]), 0);
     let info = SCRATCH + 256;
     assert_eq!(g.sys(128, &[SCRATCH, info, 0, 8]), 12);
-    assert_eq!(g.mem.read_user_u64(info).unwrap() as u32, 12, "si_signo");
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(info)).unwrap() as u32, 12, "si_signo");
     assert_eq!(g.p.pending_signals, 0, "taken");
     g.put_timespec(TIMEOUT, Duration::from_millis(50));
     let b = blocked(g.call(128, &[SCRATCH, info, TIMEOUT, 8]));
     assert_eq!(b.timeout_result as i64, err(EAGAIN));
-    assert_eq!(b.what, WaitFor::SignalIn { set: 1 << 11, info });
+    assert_eq!(b.what, WaitFor::SignalIn { set: 1 << 11, info: UserAddr::new(info) });
 }
 
 #[test]
@@ -451,8 +451,8 @@ fn alarm_and_setitimer_arm_one_real_timer() {
     g.put(SCRATCH, &tv.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>());
     assert_eq!(g.sys(38, &[0, SCRATCH, 0]), 0);
     assert_eq!(g.sys(36, &[0, SCRATCH + 64]), 0);
-    assert_eq!(g.mem.read_user_u64(SCRATCH + 64 + 8).unwrap(), 10_000, "interval");
-    let left = g.mem.read_user_u64(SCRATCH + 64 + 24).unwrap();
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(SCRATCH + 64 + 8)).unwrap(), 10_000, "interval");
+    let left = g.mem.read_user_u64(UserAddr::new(SCRATCH + 64 + 24)).unwrap();
     assert!(left > 0 && left <= 30_000, "{left}");
     assert_eq!(g.sys(38, &[1, SCRATCH, 0]), err(EINVAL), "ITIMER_VIRTUAL is not kept");
     g.put(SCRATCH + 8, &1_000_000u64.to_le_bytes());
@@ -550,10 +550,10 @@ fn a_file_mapping_whose_end_does_not_fit_an_off_t_is_eoverflow() {
     // Offsets within an off_t map (past the end of the file: zeros, as the monitor copies).
     let at = mmap(&mut g, 4096, 0);
     assert!(at > 0);
-    assert_eq!(g.mem.user_slice(at as u64, 6).unwrap(), b"hello\n");
+    assert_eq!(g.mem.user_slice(UserAddr::new(at as u64), 6).unwrap(), b"hello\n");
     let at = mmap(&mut g, 4096, 1 << 62);
     assert!(at > 0, "{at}");
-    assert!(g.mem.user_slice(at as u64, 4096).unwrap().iter().all(|&b| b == 0));
+    assert!(g.mem.user_slice(UserAddr::new(at as u64), 4096).unwrap().iter().all(|&b| b == 0));
     let at = mmap(&mut g, 4096, (1 << 63) - 8192);
     assert!(at > 0, "the last page an off_t reaches: {at}");
 }
@@ -615,7 +615,7 @@ fn getrlimit_needs_its_result_pointer_where_prlimit64_does_not() {
     assert_eq!(g.sys(97, &[RLIMIT_NOFILE, 0]), err(EFAULT), "getrlimit(NOFILE, NULL)");
     assert_eq!(g.sys(97, &[99, 0]), err(EINVAL), "a bad resource first, as Linux");
     assert_eq!(g.sys(97, &[RLIMIT_NOFILE, BUF]), 0);
-    assert_eq!(g.mem.read_user_u64(BUF).unwrap(), crate::files::MAX_FDS as u64);
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(BUF)).unwrap(), crate::files::MAX_FDS as u64);
     assert_eq!(g.sys(302, &[0, RLIMIT_NOFILE, 0, 0]), 0, "prlimit64 with nothing to read or set");
 }
 
@@ -664,10 +664,10 @@ fn request_file_holds_this_calls_head_read_only() {
     assert!(fd >= 3, "{fd}");
     let expected = b"method PUT\npath /x\nquery a=1\nheader x-k: v\n";
     assert_eq!(g.sys(nr::READ, &[fd as u64, BUF, 4096]), expected.len() as i64);
-    assert_eq!(g.mem.user_slice(BUF, expected.len() as u64).unwrap(), expected);
+    assert_eq!(g.mem.user_slice(UserAddr::new(BUF), expected.len() as u64).unwrap(), expected);
     assert_eq!(g.sys(nr::READ, &[fd as u64, BUF, 4096]), 0, "end of file");
     assert_eq!(g.sys(nr::PREAD64, &[fd as u64, BUF, 6, 7]), 6);
-    assert_eq!(g.mem.user_slice(BUF, 6).unwrap(), b"PUT\npa");
+    assert_eq!(g.mem.user_slice(UserAddr::new(BUF), 6).unwrap(), b"PUT\npa");
     assert_eq!(g.sys(nr::WRITE, &[fd as u64, BUF, 1]), err(EBADF));
     assert_eq!(g.sys(3, &[fd as u64]), 0, "close");
 }
@@ -683,7 +683,7 @@ impl Guest {
         self.pair()
     }
     fn pair(&self) -> (u64, u64) {
-        let b = self.mem.user_slice(PAIR, 8).unwrap();
+        let b = self.mem.user_slice(UserAddr::new(PAIR), 8).unwrap();
         (
             u64::from(u32::from_le_bytes(b[..4].try_into().unwrap())),
             u64::from(u32::from_le_bytes(b[4..].try_into().unwrap())),
@@ -698,7 +698,7 @@ impl Guest {
         if n < 0 {
             return Err(n);
         }
-        Ok(self.mem.user_slice(BUF, n as u64).unwrap().to_vec())
+        Ok(self.mem.user_slice(UserAddr::new(BUF), n as u64).unwrap().to_vec())
     }
     /// The wait a syscall blocked on (panics if it did not block).
     fn blocks(&mut self, nr: u64, args: &[u64]) -> Wait {
@@ -727,7 +727,7 @@ fn a_pipe_carries_bytes_and_reads_end_of_file_once_its_writer_closes() {
     assert_eq!(g.sys(3, &[dup]), 0);
     assert_eq!(g.read_bytes(r, 10), Ok(vec![]), "end of file");
     assert_eq!(g.sys(5, &[r, BUF]), 0);
-    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
+    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(UserAddr::new(BUF + 24)).unwrap());
     assert_eq!(mode & libc::S_IFMT, libc::S_IFIFO);
 }
 
@@ -755,7 +755,7 @@ fn a_read_of_an_empty_pipe_waits_and_with_one_thread_ends_the_call_clearly() {
     assert!(matches!(g.call(0, &[r, BUF, 10]), Outcome::Block(_)));
     g.write_bytes(w, b"abc");
     assert_eq!(g.sys(16, &[r, 0x541B, SCRATCH]), 0, "FIONREAD");
-    assert_eq!(g.mem.read_user_array::<4>(SCRATCH).unwrap(), 3u32.to_le_bytes());
+    assert_eq!(g.mem.read_user_array::<4>(UserAddr::new(SCRATCH)).unwrap(), 3u32.to_le_bytes());
     assert_eq!(g.sys(16, &[0, 0x5401, SCRATCH]), err(ENOTTY), "TCGETS on the request");
 }
 
@@ -810,7 +810,8 @@ fn poll_reports_readiness_waits_out_its_timeout_and_flags_bad_fds() {
         b.extend_from_slice(&0xffffu16.to_le_bytes());
         b
     };
-    let revents = |g: &Guest, i: u64| u16::from_le_bytes(g.mem.read_user_array::<2>(BUF + 8 * i + 6).unwrap());
+    let revents =
+        |g: &Guest, i: u64| u16::from_le_bytes(g.mem.read_user_array::<2>(UserAddr::new(BUF + 8 * i + 6)).unwrap());
     let mut set = pollfd(r as i32, 1);
     set.extend(pollfd(w as i32, 4));
     set.extend(pollfd(77, 1));
@@ -852,12 +853,12 @@ fn select_sets_only_the_ready_bits_and_refuses_closed_fds() {
     g.put(ws, &set(&[w]));
     g.put(TIMEOUT, &[0u8; 16]);
     assert_eq!(g.sys(23, &[w + 1, rs, ws, 0, TIMEOUT]), 1);
-    assert_eq!(g.mem.read_user_u64(rs).unwrap(), 0, "nothing to read");
-    assert_eq!(g.mem.read_user_u64(ws).unwrap(), 1 << w);
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(rs)).unwrap(), 0, "nothing to read");
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(ws)).unwrap(), 1 << w);
     g.write_bytes(w, b"x");
     g.put(rs, &set(&[r]));
     assert_eq!(g.sys(270, &[w + 1, rs, 0, 0, 0, 0]), 1, "pselect6, no timeout, ready now");
-    assert_eq!(g.mem.read_user_u64(rs).unwrap(), 1 << r);
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(rs)).unwrap(), 1 << r);
     g.put(rs, &set(&[r, 40]));
     assert_eq!(g.sys(23, &[41, rs, 0, 0, TIMEOUT]), err(EBADF));
     g.put(TIMEOUT + 8, &1_000_000i64.to_le_bytes());
@@ -891,7 +892,10 @@ fn epoll_reports_ready_watches_and_forgets_closed_files() {
     assert_eq!(g.blocks(232, &[ep, BUF, 8, u64::MAX]).until, None);
     g.write_bytes(w, b"x");
     assert_eq!(g.sys(232, &[ep, BUF, 8, u64::MAX]), 1);
-    assert_eq!(g.mem.user_slice(BUF, 12).unwrap(), [&1u32.to_le_bytes()[..], &0xfeedu64.to_le_bytes()].concat());
+    assert_eq!(
+        g.mem.user_slice(UserAddr::new(BUF), 12).unwrap(),
+        [&1u32.to_le_bytes()[..], &0xfeedu64.to_le_bytes()].concat()
+    );
     assert_eq!(g.sys(7, &[0, 0, 0]), 0);
     // The epoll fd itself polls readable.
     let mut pfd = (ep as i32).to_le_bytes().to_vec();
@@ -926,7 +930,7 @@ fn an_eventfd_counts_blocks_at_zero_and_needs_eight_bytes() {
     let e = g.sys(290, &[2, 0]) as u64;
     assert_eq!(g.sys(0, &[e, BUF, 4]), err(EINVAL));
     assert_eq!(g.sys(0, &[e, BUF, 8]), 8);
-    assert_eq!(g.mem.read_user_u64(BUF).unwrap(), 2);
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(BUF)).unwrap(), 2);
     assert_eq!(g.blocks(0, &[e, BUF, 8]).what, WaitFor::Readable { fd: e });
     g.put(DATA, &u64::MAX.to_le_bytes());
     assert_eq!(g.sys(1, &[e, DATA, 8]), err(EINVAL));
@@ -937,7 +941,7 @@ fn an_eventfd_counts_blocks_at_zero_and_needs_eight_bytes() {
     let sem = g.sys(290, &[3, 1 | libc::O_NONBLOCK as u64]) as u64;
     for _ in 0..3 {
         assert_eq!(g.sys(0, &[sem, BUF, 8]), 8);
-        assert_eq!(g.mem.read_user_u64(BUF).unwrap(), 1);
+        assert_eq!(g.mem.read_user_u64(UserAddr::new(BUF)).unwrap(), 1);
     }
     assert_eq!(g.sys(0, &[sem, BUF, 8]), err(EAGAIN));
     assert_eq!(g.sys(290, &[0, 8]), err(EINVAL), "unknown flag");
@@ -969,19 +973,19 @@ fn a_socketpair_talks_both_ways_as_asyncio_uses_it() {
     let riov = [BUF, 1, BUF + 100, 10].iter().flat_map(|v: &u64| v.to_le_bytes()).collect::<Vec<u8>>();
     g.put(iov, &riov);
     assert_eq!(g.sys(47, &[a, msg, 0]), 4);
-    assert_eq!(g.mem.user_slice(BUF, 1).unwrap(), b"p");
-    assert_eq!(g.mem.user_slice(BUF + 100, 3).unwrap(), b"ing");
+    assert_eq!(g.mem.user_slice(UserAddr::new(BUF), 1).unwrap(), b"p");
+    assert_eq!(g.mem.user_slice(UserAddr::new(BUF + 100), 3).unwrap(), b"ing");
     hdr[40..48].copy_from_slice(&16u64.to_le_bytes());
     g.put(msg, &hdr);
     assert_eq!(g.sys(46, &[b, msg, 0]), err(EOPNOTSUPP), "SCM_RIGHTS is not offered");
     // Names and options.
     g.put(SCRATCH, &16u32.to_le_bytes());
     assert_eq!(g.sys(51, &[a, BUF, SCRATCH]), 0);
-    assert_eq!(g.mem.read_user_array::<4>(SCRATCH).unwrap(), 2u32.to_le_bytes());
-    assert_eq!(g.mem.read_user_array::<2>(BUF).unwrap(), 1u16.to_le_bytes(), "AF_UNIX");
+    assert_eq!(g.mem.read_user_array::<4>(UserAddr::new(SCRATCH)).unwrap(), 2u32.to_le_bytes());
+    assert_eq!(g.mem.read_user_array::<2>(UserAddr::new(BUF)).unwrap(), 1u16.to_le_bytes(), "AF_UNIX");
     g.put(SCRATCH, &4u32.to_le_bytes());
     assert_eq!(g.sys(55, &[a, 1, libc::SO_TYPE as u64, BUF, SCRATCH]), 0);
-    assert_eq!(g.mem.read_user_array::<4>(BUF).unwrap(), 1i32.to_le_bytes(), "SOCK_STREAM");
+    assert_eq!(g.mem.read_user_array::<4>(UserAddr::new(BUF)).unwrap(), 1i32.to_le_bytes(), "SOCK_STREAM");
     assert_eq!(g.sys(55, &[a, 1, 9999, BUF, SCRATCH]), err(ENOPROTOOPT));
     assert_eq!(g.sys(55, &[a, 6, 1, BUF, SCRATCH]), err(EOPNOTSUPP), "SOL_TCP");
     assert_eq!(g.sys(54, &[a, 1, libc::SO_SNDBUF as u64, BUF, 4]), 0);
@@ -1000,7 +1004,7 @@ fn a_socketpair_talks_both_ways_as_asyncio_uses_it() {
     assert_eq!(g.read_bytes(d, 100), Ok(b"one".to_vec()));
     assert_eq!(g.sys(45, &[d, BUF, 1, 0x20, 0, 0]), 3, "MSG_TRUNC gives the datagram's length");
     assert_eq!(g.sys(5, &[d, BUF]), 0);
-    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
+    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(UserAddr::new(BUF + 24)).unwrap());
     assert_eq!(mode & libc::S_IFMT, libc::S_IFSOCK);
 }
 
@@ -1029,7 +1033,7 @@ impl Guest {
             if n == 0 {
                 break;
             }
-            let b = self.mem.user_slice(BUF, n as u64).unwrap().to_vec();
+            let b = self.mem.user_slice(UserAddr::new(BUF), n as u64).unwrap().to_vec();
             let mut at = 0;
             while at < b.len() {
                 let reclen = u16::from_le_bytes([b[at + 16], b[at + 17]]) as usize;
@@ -1051,8 +1055,8 @@ impl Guest {
         if r < 0 {
             return Err(r);
         }
-        let mode = u32::from_le_bytes(self.mem.read_user_array::<4>(BUF + 24).unwrap());
-        let size = self.mem.read_user_u64(BUF + 48).unwrap() as i64;
+        let mode = u32::from_le_bytes(self.mem.read_user_array::<4>(UserAddr::new(BUF + 24)).unwrap());
+        let size = self.mem.read_user_u64(UserAddr::new(BUF + 48)).unwrap() as i64;
         Ok((mode, size))
     }
 }
@@ -1143,15 +1147,18 @@ fn directories_renames_links_and_attributes_work_as_tempfile_and_shutil_use_them
     g.path(b, "/tmp/link");
     assert_eq!(g.sys(88, &[a, b]), 0);
     assert_eq!(g.sys(89, &[b, BUF, 100]), 3);
-    assert_eq!(g.mem.user_slice(BUF, 3).unwrap(), b"e/f");
+    assert_eq!(g.mem.user_slice(UserAddr::new(BUF), 3).unwrap(), b"e/f");
     assert_eq!(g.stat_mode_size("/tmp/link").unwrap(), (libc::S_IFREG | 0o600, 8), "stat follows");
     assert_eq!(g.sys(6, &[b, BUF]), 0);
-    assert_eq!(u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap()) & libc::S_IFMT, libc::S_IFLNK);
+    assert_eq!(
+        u32::from_le_bytes(g.mem.read_user_array::<4>(UserAddr::new(BUF + 24)).unwrap()) & libc::S_IFMT,
+        libc::S_IFLNK
+    );
     g.path(a, "/tmp/e/f");
     g.path(b, "/tmp/hard");
     assert_eq!(g.sys(86, &[a, b]), 0, "link");
     assert_eq!(g.sys(4, &[b, BUF]), 0);
-    assert_eq!(g.mem.read_user_u64(BUF + 16).unwrap(), 2, "st_nlink");
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(BUF + 16)).unwrap(), 2, "st_nlink");
     // chmod, utimensat, chown to self only.
     assert_eq!(g.sys(90, &[a, 0o640]), 0);
     assert_eq!(g.stat_mode_size("/tmp/hard").unwrap().0, libc::S_IFREG | 0o640, "one file, two names");
@@ -1159,7 +1166,7 @@ fn directories_renames_links_and_attributes_work_as_tempfile_and_shutil_use_them
     g.put(TIMEOUT, &times);
     assert_eq!(g.sys(280, &[AT_FDCWD, a, TIMEOUT, 0]), 0);
     assert_eq!(g.sys(4, &[a, BUF]), 0);
-    assert_eq!(g.mem.read_user_u64(BUF + 88).unwrap(), 200, "st_mtime");
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(BUF + 88)).unwrap(), 200, "st_mtime");
     assert_eq!(g.sys(92, &[a, GUEST_UID, GUEST_UID]), 0);
     assert_eq!(g.sys(92, &[a, 0, 0]), err(EPERM), "chown to root");
     // rmdir needs an empty directory; unlinkat(AT_REMOVEDIR).
@@ -1179,7 +1186,7 @@ fn directories_renames_links_and_attributes_work_as_tempfile_and_shutil_use_them
     // statfs of the in-memory filesystem.
     assert_eq!(g.sys(137, &[b, BUF]), err(ENOENT));
     assert_eq!(g.sys(137, &[a, BUF]), 0);
-    assert_eq!(g.mem.read_user_u64(BUF).unwrap(), 0x0102_1994, "TMPFS_MAGIC");
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(BUF)).unwrap(), 0x0102_1994, "TMPFS_MAGIC");
     assert_eq!(g.sys(138, &[0, BUF]), 0);
     assert_eq!(g.sys(138, &[77, BUF]), err(EBADF));
 }
@@ -1273,9 +1280,9 @@ fn devices_and_proc_self_are_there() {
     assert_eq!(a.len(), 32);
     assert_ne!(a, g.read_bytes(random, 32).unwrap());
     assert_eq!(g.sys(5, &[null, BUF]), 0);
-    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(BUF + 24).unwrap());
+    let mode = u32::from_le_bytes(g.mem.read_user_array::<4>(UserAddr::new(BUF + 24)).unwrap());
     assert_eq!(mode & libc::S_IFMT, libc::S_IFCHR);
-    assert_eq!(g.mem.read_user_u64(BUF + 40).unwrap(), libc::makedev(1, 3), "st_rdev");
+    assert_eq!(g.mem.read_user_u64(UserAddr::new(BUF + 40)).unwrap(), libc::makedev(1, 3), "st_rdev");
     let status = g.open("/proc/self/status", libc::O_RDONLY, 0) as u64;
     let text = String::from_utf8(g.read_bytes(status, 4096).unwrap()).unwrap();
     assert!(

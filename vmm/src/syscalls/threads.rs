@@ -56,8 +56,8 @@ pub struct Spawn {
 struct CloneRequest {
     flags: u64,
     stack: u64,
-    parent_tid: u64,
-    child_tid: u64,
+    parent_tid: UserAddr,
+    child_tid: UserAddr,
     tls: u64,
 }
 
@@ -67,8 +67,8 @@ pub(super) fn sys_clone(
     mem: &mut GuestMemory,
     flags: u64,
     stack: u64,
-    parent_tid: u64,
-    child_tid: u64,
+    parent_tid: UserAddr,
+    child_tid: UserAddr,
     tls: u64,
 ) -> Outcome {
     let flags = flags & 0xFFFF_FFFF & !CSIGNAL; // clone's flags are an unsigned long, but only 32 bits are flags
@@ -77,7 +77,7 @@ pub(super) fn sys_clone(
 
 /// clone3(args, size): struct clone_args { flags, pidfd, child_tid, parent_tid, exit_signal,
 /// stack, stack_size, tls, set_tid, set_tid_size, cgroup }.
-pub(super) fn sys_clone3(p: &mut Process, mem: &mut GuestMemory, args: u64, size: u64) -> Outcome {
+pub(super) fn sys_clone3(p: &mut Process, mem: &mut GuestMemory, args: UserAddr, size: u64) -> Outcome {
     if size < CLONE_ARGS_SIZE_VER0 {
         return ret(Err(EINVAL));
     }
@@ -85,12 +85,12 @@ pub(super) fn sys_clone3(p: &mut Process, mem: &mut GuestMemory, args: u64, size
         return ret(Err(E2BIG));
     }
     let known = size.min(CLONE_ARGS_KNOWN);
-    let field = |i: u64| if 8 * i < known { mem.read_user_u64(args.wrapping_add(8 * i)) } else { Ok(0) };
+    let field = |i: u64| if 8 * i < known { mem.read_user_u64(args.add(8 * i)) } else { Ok(0) };
     let fields: Result<Vec<u64>, _> = (0..11).map(field).collect();
     let Ok(f) = fields else { return ret(Err(EFAULT)) };
     // A larger struct from a newer libc: its unknown tail must be zero (Linux: E2BIG).
     if size > CLONE_ARGS_KNOWN {
-        match mem.user_slice(args.wrapping_add(CLONE_ARGS_KNOWN), size - CLONE_ARGS_KNOWN) {
+        match mem.user_slice(args.add(CLONE_ARGS_KNOWN), size - CLONE_ARGS_KNOWN) {
             Ok(tail) if tail.iter().all(|&b| b == 0) => {}
             Ok(_) => return ret(Err(E2BIG)),
             Err(_) => return ret(Err(EFAULT)),
@@ -106,6 +106,7 @@ pub(super) fn sys_clone3(p: &mut Process, mem: &mut GuestMemory, args: u64, size
         return ret(Err(EPERM)); // choosing tids needs CAP_SYS_ADMIN
     }
     let Some(top) = stack.checked_add(stack_size) else { return ret(Err(EINVAL)) };
+    let (parent_tid, child_tid) = (UserAddr::new(parent_tid), UserAddr::new(child_tid));
     spawn(p, mem, CloneRequest { flags, stack: top, parent_tid, child_tid, tls })
 }
 
@@ -139,12 +140,12 @@ fn spawn(p: &mut Process, mem: &mut GuestMemory, r: CloneRequest) -> Outcome {
     };
     // Linux ignores a bad address here too: the thread is made either way.
     if r.flags & CLONE_PARENT_SETTID != 0 {
-        let _ = mem.write_user(r.parent_tid, &tid.to_le_bytes());
+        let _ = mem.write_user_obj(r.parent_tid, tid);
     }
     if r.flags & CLONE_CHILD_SETTID != 0 {
-        let _ = mem.write_user(r.child_tid, &tid.to_le_bytes());
+        let _ = mem.write_user_obj(r.child_tid, tid);
     }
-    let clear_child_tid = if r.flags & CLONE_CHILD_CLEARTID != 0 { r.child_tid } else { 0 };
+    let clear_child_tid = if r.flags & CLONE_CHILD_CLEARTID != 0 { r.child_tid.raw() } else { 0 };
     Outcome::Spawn(Spawn { tid, stack: r.stack, tls, clear_child_tid })
 }
 
@@ -163,7 +164,7 @@ pub(super) fn sys_exit_thread(p: &mut Process, mem: &mut GuestMemory, code: u64)
         return Outcome::Stop(Stop::Exit((code & 0xFF) as i32));
     }
     let addr = p.threads.current.clear_child_tid;
-    if addr != 0 && mem.write_user(addr, &0u32.to_le_bytes()).is_ok() {
+    if addr != 0 && mem.write_user_obj(UserAddr::new(addr), 0u32).is_ok() {
         p.threads.futex_wake(addr, 1, u32::MAX);
     }
     p.threads.current.state = crate::threads::RunState::Exited;
@@ -186,7 +187,13 @@ pub(super) fn sys_set_robust_list(p: &mut Process, head: u64, len: u64) -> SysRe
     Ok(0)
 }
 
-pub(super) fn sys_get_robust_list(p: &mut Process, mem: &mut GuestMemory, tid: u64, head: u64, len: u64) -> SysResult {
+pub(super) fn sys_get_robust_list(
+    p: &mut Process,
+    mem: &mut GuestMemory,
+    tid: u64,
+    head: UserAddr,
+    len: UserAddr,
+) -> SysResult {
     let tid = tid as i32;
     let list = if tid == 0 {
         p.threads.current.robust_list
@@ -196,8 +203,8 @@ pub(super) fn sys_get_robust_list(p: &mut Process, mem: &mut GuestMemory, tid: u
             None => return Err(ESRCH),
         }
     };
-    mem.write_user(head, &list.to_le_bytes())?;
-    mem.write_user(len, &ROBUST_LIST_HEAD_SIZE.to_le_bytes())?;
+    mem.write_user_obj(head, list)?;
+    mem.write_user_obj(len, ROBUST_LIST_HEAD_SIZE)?;
     Ok(0)
 }
 

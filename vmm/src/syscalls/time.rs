@@ -4,11 +4,8 @@ use super::*;
 
 // ---------------------------------------------------------------- time
 
-pub(super) fn put_timespec(mem: &mut GuestMemory, addr: u64, secs: i64, nanos: i64) -> SysResult {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&secs.to_le_bytes());
-    b[8..].copy_from_slice(&nanos.to_le_bytes());
-    mem.write_user(addr, &b)?;
+pub(super) fn put_timespec(mem: &mut GuestMemory, addr: UserAddr, secs: i64, nanos: i64) -> SysResult {
+    mem.write_user_obj(addr, Timespec { tv_sec: secs, tv_nsec: nanos })?;
     Ok(0)
 }
 
@@ -25,39 +22,38 @@ pub(super) fn host_clock(clock: u64) -> Result<libc::timespec, Errno> {
     Ok(ts)
 }
 
-pub(super) fn sys_clock_gettime(mem: &mut GuestMemory, clock: u64, tp: u64) -> SysResult {
+pub(super) fn sys_clock_gettime(mem: &mut GuestMemory, clock: u64, tp: UserAddr) -> SysResult {
     let ts = host_clock(clock)?;
     put_timespec(mem, tp, ts.tv_sec, ts.tv_nsec)
 }
 
-pub(super) fn sys_clock_getres(mem: &mut GuestMemory, clock: u64, tp: u64) -> SysResult {
+pub(super) fn sys_clock_getres(mem: &mut GuestMemory, clock: u64, tp: UserAddr) -> SysResult {
     host_clock(clock)?;
-    if tp != 0 {
+    if !tp.is_null() {
         put_timespec(mem, tp, 0, 1)
     } else {
         Ok(0)
     }
 }
 
-pub(super) fn sys_gettimeofday(mem: &mut GuestMemory, tv: u64) -> SysResult {
-    if tv != 0 {
+pub(super) fn sys_gettimeofday(mem: &mut GuestMemory, tv: UserAddr) -> SysResult {
+    if !tv.is_null() {
         let ts = host_clock(0)?;
-        put_timespec(mem, tv, ts.tv_sec, ts.tv_nsec / 1000)?;
+        mem.write_user_obj(tv, Timeval { tv_sec: ts.tv_sec, tv_usec: ts.tv_nsec / 1000 })?;
     }
     Ok(0)
 }
 
-pub(super) fn sys_time(mem: &mut GuestMemory, tloc: u64) -> SysResult {
+pub(super) fn sys_time(mem: &mut GuestMemory, tloc: UserAddr) -> SysResult {
     let secs = host_clock(0)?.tv_sec;
-    if tloc != 0 {
-        mem.write_user(tloc, &secs.to_le_bytes())?;
+    if !tloc.is_null() {
+        mem.write_user_obj(tloc, secs)?;
     }
     Ok(secs as u64)
 }
 
-pub(super) fn read_duration(mem: &GuestMemory, addr: u64) -> Result<Duration, Errno> {
-    let secs = mem.read_user_u64(addr)? as i64;
-    let nanos = mem.read_user_u64(addr.checked_add(8).ok_or(EFAULT)?)? as i64;
+pub(super) fn read_duration(mem: &GuestMemory, addr: UserAddr) -> Result<Duration, Errno> {
+    let Timespec { tv_sec: secs, tv_nsec: nanos } = mem.read_user_obj(addr)?;
     if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
         return Err(EINVAL);
     }
@@ -65,7 +61,7 @@ pub(super) fn read_duration(mem: &GuestMemory, addr: u64) -> Result<Duration, Er
 }
 
 /// nanosleep: waits out `req` (the run loop sleeps, never past the call's deadline).
-pub(super) fn sys_nanosleep(mem: &mut GuestMemory, req: u64, _rem: u64) -> Outcome {
+pub(super) fn sys_nanosleep(mem: &mut GuestMemory, req: UserAddr, _rem: UserAddr) -> Outcome {
     match read_duration(mem, req) {
         Ok(d) => Outcome::Block(Wait::new("nanosleep", WaitFor::Time, Some(d), Ok(0))),
         Err(e) => ret(Err(e)),
@@ -78,7 +74,13 @@ pub(super) fn time_until(clock: u64, at: Duration) -> Result<Duration, Errno> {
     Ok(at.saturating_sub(Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32)))
 }
 
-pub(super) fn sys_clock_nanosleep(mem: &mut GuestMemory, clock: u64, flags: u64, req: u64, _rem: u64) -> Outcome {
+pub(super) fn sys_clock_nanosleep(
+    mem: &mut GuestMemory,
+    clock: u64,
+    flags: u64,
+    req: UserAddr,
+    _rem: UserAddr,
+) -> Outcome {
     const TIMER_ABSTIME: u64 = 1;
     let d = read_duration(mem, req).and_then(|d| if flags & TIMER_ABSTIME != 0 { time_until(clock, d) } else { Ok(d) });
     match d {

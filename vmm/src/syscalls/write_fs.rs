@@ -14,7 +14,7 @@ const RENAME_EXCHANGE: u64 = 2;
 const RENAME_WHITEOUT: u64 = 4;
 
 /// A path argument, made absolute and normalised.
-fn path_arg(p: &Process, mem: &GuestMemory, dirfd: u64, path: u64) -> Result<String, Errno> {
+fn path_arg(p: &Process, mem: &GuestMemory, dirfd: u64, path: UserAddr) -> Result<String, Errno> {
     overlay::normalize(&guest_path(p, mem, dirfd, path)?)
 }
 
@@ -31,7 +31,7 @@ fn check_changeable(p: &Process, path: &str) -> Result<(), Errno> {
     }
 }
 
-pub(super) fn sys_mkdirat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, mode: u64) -> SysResult {
+pub(super) fn sys_mkdirat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: UserAddr, mode: u64) -> SysResult {
     let path = path_arg(p, mem, dirfd, path)?;
     let mode = mode as u32 & !p.umask & 0o7777;
     check_new_entry(p, &path)?;
@@ -39,7 +39,7 @@ pub(super) fn sys_mkdirat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: 
     Ok(0)
 }
 
-pub(super) fn sys_unlinkat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, flags: u64) -> SysResult {
+pub(super) fn sys_unlinkat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: UserAddr, flags: u64) -> SysResult {
     if flags & !AT_REMOVEDIR != 0 {
         return Err(EINVAL);
     }
@@ -62,9 +62,9 @@ pub(super) fn sys_renameat2(
     p: &mut Process,
     mem: &GuestMemory,
     olddir: u64,
-    old: u64,
+    old: UserAddr,
     newdir: u64,
-    new: u64,
+    new: UserAddr,
     flags: u64,
 ) -> SysResult {
     if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0
@@ -89,9 +89,9 @@ pub(super) fn sys_linkat(
     p: &mut Process,
     mem: &GuestMemory,
     olddir: u64,
-    old: u64,
+    old: UserAddr,
     newdir: u64,
-    new: u64,
+    new: UserAddr,
     flags: u64,
 ) -> SysResult {
     if flags & !(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH) != 0 {
@@ -108,7 +108,13 @@ pub(super) fn sys_linkat(
     Ok(0)
 }
 
-pub(super) fn sys_symlinkat(p: &mut Process, mem: &GuestMemory, target: u64, dirfd: u64, path: u64) -> SysResult {
+pub(super) fn sys_symlinkat(
+    p: &mut Process,
+    mem: &GuestMemory,
+    target: UserAddr,
+    dirfd: u64,
+    path: UserAddr,
+) -> SysResult {
     let raw = mem.read_user_cstr(target, PATH_MAX)?.ok_or(ENAMETOOLONG)?;
     let target = String::from_utf8(raw).map_err(|_| EINVAL)?;
     if target.is_empty() {
@@ -121,7 +127,7 @@ pub(super) fn sys_symlinkat(p: &mut Process, mem: &GuestMemory, target: u64, dir
 }
 
 /// mknodat: regular files only (a FIFO or device node would need a kernel behind it).
-pub(super) fn sys_mknodat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, mode: u64) -> SysResult {
+pub(super) fn sys_mknodat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: UserAddr, mode: u64) -> SysResult {
     let path = path_arg(p, mem, dirfd, path)?;
     let kind = mode as u32 & libc::S_IFMT;
     if kind != 0 && kind != libc::S_IFREG {
@@ -136,7 +142,7 @@ pub(super) fn sys_mknodat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: 
 }
 
 /// chmod and fchmodat: the permission bits of an entry (copied up if the rootfs has it).
-pub(super) fn sys_fchmodat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, mode: u64) -> SysResult {
+pub(super) fn sys_fchmodat(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: UserAddr, mode: u64) -> SysResult {
     let path = path_arg(p, mem, dirfd, path)?;
     check_changeable(p, &path)?;
     let now = Time::now();
@@ -183,7 +189,7 @@ pub(super) fn sys_chown_path(
     p: &mut Process,
     mem: &GuestMemory,
     dirfd: u64,
-    path: u64,
+    path: UserAddr,
     uid: u64,
     gid: u64,
 ) -> SysResult {
@@ -225,45 +231,43 @@ pub(super) fn sys_utimensat(
     p: &mut Process,
     mem: &GuestMemory,
     dirfd: u64,
-    path: u64,
-    times: u64,
+    path: UserAddr,
+    times: UserAddr,
     flags: u64,
 ) -> SysResult {
     if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
         return Err(EINVAL);
     }
-    let pair = if times == 0 {
+    let pair = if times.is_null() {
         (None, None)
     } else {
-        let b = mem.user_slice(times, 32)?;
-        let w = |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        (Some((w(0), w(1))), Some((w(2), w(3))))
+        let FileTimes::<Timespec> { atime: a, mtime: m } = mem.read_user_obj(times)?;
+        (Some((a.tv_sec, a.tv_nsec)), Some((m.tv_sec, m.tv_nsec)))
     };
     set_times(p, mem, dirfd, path, pair, flags)
 }
 
 /// utimes(path, timeval[2]) and futimesat: microseconds.
-pub(super) fn sys_utimes(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, times: u64) -> SysResult {
-    let pair = if times == 0 {
+pub(super) fn sys_utimes(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: UserAddr, times: UserAddr) -> SysResult {
+    let pair = if times.is_null() {
         (None, None)
     } else {
-        let b = mem.user_slice(times, 32)?;
-        let w = |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        let (a, m) = ((w(0), w(1)), (w(2), w(3)));
-        if !(0..1_000_000).contains(&a.1) || !(0..1_000_000).contains(&m.1) {
+        let FileTimes::<Timeval> { atime: a, mtime: m } = mem.read_user_obj(times)?;
+        if !(0..1_000_000).contains(&a.tv_usec) || !(0..1_000_000).contains(&m.tv_usec) {
             return Err(EINVAL);
         }
-        (Some((a.0, a.1 * 1000)), Some((m.0, m.1 * 1000)))
+        (Some((a.tv_sec, a.tv_usec * 1000)), Some((m.tv_sec, m.tv_usec * 1000)))
     };
     set_times(p, mem, dirfd, path, pair, 0)
 }
 
 /// utime(path, utimbuf): whole seconds.
-pub(super) fn sys_utime(p: &mut Process, mem: &GuestMemory, path: u64, times: u64) -> SysResult {
-    let pair = if times == 0 {
+pub(super) fn sys_utime(p: &mut Process, mem: &GuestMemory, path: UserAddr, times: UserAddr) -> SysResult {
+    let pair = if times.is_null() {
         (None, None)
     } else {
-        let (a, m) = (mem.read_user_u64(times)? as i64, mem.read_user_u64(times + 8)? as i64);
+        // struct utimbuf { time_t actime, modtime; }
+        let [a, m]: [i64; 2] = mem.read_user_obj(times)?;
         (Some((a, 0)), Some((m, 0)))
     };
     set_times(p, mem, AT_FDCWD, path, pair, 0)
@@ -271,7 +275,14 @@ pub(super) fn sys_utime(p: &mut Process, mem: &GuestMemory, path: u64, times: u6
 
 type TimesArg = (Option<(i64, i64)>, Option<(i64, i64)>);
 
-fn set_times(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, (a, m): TimesArg, flags: u64) -> SysResult {
+fn set_times(
+    p: &mut Process,
+    mem: &GuestMemory,
+    dirfd: u64,
+    path: UserAddr,
+    (a, m): TimesArg,
+    flags: u64,
+) -> SysResult {
     let (atime, mtime) = (time_arg(a)?, time_arg(m)?);
     let now = Time::now();
     let apply = move |meta: &mut Meta| {
@@ -283,7 +294,7 @@ fn set_times(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, (a, m): 
         }
         meta.ctime = now;
     };
-    if path == 0 || (flags & AT_EMPTY_PATH != 0 && is_empty_path(mem, path)?) {
+    if path.is_null() || (flags & AT_EMPTY_PATH != 0 && is_empty_path(mem, path)?) {
         if dirfd == AT_FDCWD || dirfd as u32 as i32 == -100 {
             let cwd = p.cwd.clone();
             return p.overlay.set_meta(&p.rootfs, &cwd, true, apply).map(|_| 0);
@@ -300,7 +311,7 @@ fn set_times(p: &mut Process, mem: &GuestMemory, dirfd: u64, path: u64, (a, m): 
 }
 
 /// truncate(path, len): copies a rootfs file up first.
-pub(super) fn sys_truncate(p: &mut Process, mem: &GuestMemory, path: u64, len: u64) -> SysResult {
+pub(super) fn sys_truncate(p: &mut Process, mem: &GuestMemory, path: UserAddr, len: u64) -> SysResult {
     if (len as i64) < 0 {
         return Err(EINVAL);
     }
@@ -363,38 +374,33 @@ pub(super) fn sys_fsync(p: &mut Process, fd: u64) -> SysResult {
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// statfs/fstatfs: one in-memory filesystem whose size is the program's memory budget.
-fn put_statfs(p: &Process, mem: &mut GuestMemory, buf: u64) -> SysResult {
+fn put_statfs(p: &Process, mem: &mut GuestMemory, buf: UserAddr) -> SysResult {
     let block = 4096u64;
     let budget = &p.budget;
-    let words: [i64; 15] = [
-        TMPFS_MAGIC,
-        block as i64,                                      // f_bsize
-        (budget.limit() / block) as i64,                   // f_blocks
-        (budget.available() / block) as i64,               // f_bfree
-        (budget.available() / block) as i64,               // f_bavail
-        (budget.limit() / overlay::ENTRY_COST) as i64,     // f_files
-        (budget.available() / overlay::ENTRY_COST) as i64, // f_ffree
-        0,                                                 // f_fsid
-        overlay::NAME_MAX as i64,                          // f_namelen
-        block as i64,                                      // f_frsize
-        0x400,                                             // f_flags: ST_NOSUID... (ST_RELATIME)
-        0,
-        0,
-        0,
-        0,
-    ];
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    mem.write_user(buf, &bytes)?;
+    let statfs = Statfs {
+        f_type: TMPFS_MAGIC,
+        f_bsize: block as i64,
+        f_blocks: budget.limit() / block,
+        f_bfree: budget.available() / block,
+        f_bavail: budget.available() / block,
+        f_files: budget.limit() / overlay::ENTRY_COST,
+        f_ffree: budget.available() / overlay::ENTRY_COST,
+        f_namelen: overlay::NAME_MAX as i64,
+        f_frsize: block as i64,
+        f_flags: 0x400, // ST_RELATIME
+        ..Statfs::default()
+    };
+    mem.write_user_obj(buf, statfs)?;
     Ok(0)
 }
 
-pub(super) fn sys_statfs(p: &mut Process, mem: &mut GuestMemory, path: u64, buf: u64) -> SysResult {
+pub(super) fn sys_statfs(p: &mut Process, mem: &mut GuestMemory, path: UserAddr, buf: UserAddr) -> SysResult {
     let path = guest_path(p, mem, AT_FDCWD, path)?;
     super::fs::path_stat(p, &path, true)?;
     put_statfs(p, mem, buf)
 }
 
-pub(super) fn sys_fstatfs(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: u64) -> SysResult {
+pub(super) fn sys_fstatfs(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: UserAddr) -> SysResult {
     p.fds.get(fd)?;
     put_statfs(p, mem, buf)
 }

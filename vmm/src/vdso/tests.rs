@@ -95,7 +95,7 @@ fn invalid_pages_fall_back_to_the_syscall() {
 #[test]
 fn write_to_round_trips_and_leaves_the_seqlock_even_and_advanced() {
     let mut mem = GuestMemory::new(32 << 20).unwrap();
-    let addr = GuestAddr(crate::layout::USER_START);
+    let addr = GuestAddr::new(crate::layout::USER_START);
     let p = TimePage::compute(ClockSample { guest_tsc: 7, realtime_ns: 8, monotonic_ns: 9 }, 3_000_000_000);
     p.write_to(&mut mem, addr).unwrap();
     assert_eq!(TimePage::read_from(&mem, addr).unwrap(), (2, p));
@@ -110,14 +110,14 @@ fn write_to_round_trips_and_leaves_the_seqlock_even_and_advanced() {
 #[test]
 fn install_puts_the_image_after_the_page() {
     let mut mem = GuestMemory::new(32 << 20).unwrap();
-    let base = GuestAddr(16 << 20);
+    let base = GuestAddr::new(16 << 20);
     let p = TimePage::compute(sample_now(TscOffset(0)), 2_000_000_000);
     let ehdr = install(&mut mem, base, &p).unwrap();
-    assert_eq!(ehdr, base.0 + PAGE_SIZE);
-    assert_eq!(mem.slice(GuestAddr(ehdr), VDSO_IMAGE.len() as u64).unwrap(), VDSO_IMAGE);
+    assert_eq!(ehdr, base.raw() + PAGE_SIZE);
+    assert_eq!(mem.slice(GuestAddr::new(ehdr), VDSO_IMAGE.len() as u64).unwrap(), VDSO_IMAGE);
     assert_eq!(TimePage::read_from(&mem, base).unwrap().1, p);
-    assert!(install(&mut mem, GuestAddr((32 << 20) - PAGE_SIZE), &p).is_err(), "past the end");
-    assert!(install(&mut mem, GuestAddr(base.0 + 8), &p).is_err(), "unaligned");
+    assert!(install(&mut mem, GuestAddr::new((32 << 20) - PAGE_SIZE), &p).is_err(), "past the end");
+    assert!(install(&mut mem, GuestAddr::new(base.raw() + 8), &p).is_err(), "unaligned");
 }
 
 /// The real vDSO machine code, run on the host: map the region executable, write a page,
@@ -334,7 +334,7 @@ fn tsc_relation_experiment() {
         0x0F, 0x31, 0x48, 0xC1, 0xE2, 0x20, 0x48, 0x09, 0xD0, 0x48, 0x89, 0xC6, // ... mov rsi,rax
         0x0F, 0x0B, // ud2
     ];
-    vm.machine.memory.write(GuestAddr(USER_START), code).unwrap();
+    vm.machine.memory.write(GuestAddr::new(USER_START), code).unwrap();
     crate::call::write_user_return(&mut vm.machine.memory, USER_START, USER_START + 0x10_0000, 0, 0).unwrap();
     let regs =
         kvm_bindings::kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 2, ..Default::default() };
@@ -357,7 +357,7 @@ fn tsc_relation_experiment() {
     );
     let t = std::time::Instant::now();
     for _ in 0..100 {
-        refresh(&vm.machine.vcpu, &mut vm.machine.memory, GuestAddr(USER_START + 0x1000)).unwrap();
+        refresh(&vm.machine.vcpu, &mut vm.machine.memory, GuestAddr::new(USER_START + 0x1000)).unwrap();
     }
     eprintln!("refresh(): {:?} each", t.elapsed() / 100);
     let t = std::time::Instant::now();
@@ -432,7 +432,7 @@ fn run_with_vdso(
     // The loader installed the vDSO (AT_SYSINFO_EHDR) with a fresh page; tests edit that
     // page, or invalidate it to measure the syscall path.
     let mem = &mut ready.vm.memory;
-    let base = GuestAddr(base_for(mem.size()));
+    let base = GuestAddr::new(base_for(mem.size()));
     match page {
         Some(edit) => {
             let mut p = refresh(&ready.vm.vcpu, mem, base).unwrap();
