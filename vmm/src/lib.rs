@@ -68,6 +68,7 @@ mod syscalls;
 mod threads;
 mod tsc;
 mod userfault;
+mod vcpu_state;
 mod vdso;
 mod verified;
 mod vm;

@@ -15,22 +15,18 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use kvm_bindings::{kvm_regs, kvm_xsave};
 use sha2::{Digest, Sha256};
 use snapshot_format as fmt;
 
 use crate::call::{write_user_return, AtStdinRead, CallError, CallStats, PhaseTimings, ReadyCall};
 use crate::files::{Fd, FdKind, OpenFile, ENTROPY_DEVICE};
 use crate::function::Function;
-use crate::ioctl::ioctl;
 use crate::layout::*;
 use crate::mm::{self, AddressSpace, RegionKind};
 use crate::overlay::{Overlay, SavedEntry, SavedKind};
 use crate::process::Process;
 use crate::syscalls::{self, Outcome};
-use crate::vm::{
-    self, EmptyVm, FreshVm, PreparedVm, VmError, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, SAVED_MSRS,
-};
+use crate::vm::{EmptyVm, FreshVm, PreparedVm, VmError};
 
 /// File name of a bundle's snapshot.
 pub const SNAPSHOT_FILE: &str = "snapshot.kmsnap";
@@ -219,44 +215,7 @@ fn elf_prot(prot: u32) -> u32 {
 
 fn capture_state(function: &Function, at: &AtStdinRead) -> Result<fmt::SnapshotState, SnapshotError> {
     let (vcpu, entry) = (&at.vm.vcpu, &at.read);
-    let k = vcpu.sync_regs().regs;
-    let sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-    let msrs = vm::get_msrs(vcpu, &SAVED_MSRS)?;
-    let msr = |i: u32| msrs.iter().find(|(k, _)| *k == i).map_or(0, |(_, v)| *v);
-    let xcrs = vcpu.get_xcrs().map_err(ioctl("KVM_GET_XCRS"))?;
-    let xsave = vcpu.get_xsave().map_err(ioctl("KVM_GET_XSAVE"))?;
-    let xsave_bytes: Vec<u8> = xsave.region.iter().flat_map(|w| w.to_le_bytes()).collect();
-
-    // The program's registers as it will see them when the read returns.
-    let regs = fmt::Registers {
-        r15: k.r15,
-        r14: k.r14,
-        r13: k.r13,
-        r12: k.r12,
-        rbp: k.rbp,
-        rbx: k.rbx,
-        r11: entry.rflags,
-        r10: k.r10,
-        r9: k.r9,
-        r8: k.r8,
-        rax: entry.nr,
-        rcx: entry.return_rip,
-        rdx: k.rdx,
-        rsi: k.rsi,
-        rdi: k.rdi,
-        orig_rax: entry.nr,
-        rip: entry.return_rip,
-        cs: u64::from(USER_CS),
-        eflags: entry.rflags,
-        rsp: entry.user_rsp,
-        ss: u64::from(USER_DS),
-        fs_base: msr(MSR_FS_BASE),
-        gs_base: msr(MSR_GS_BASE),
-        ds: 0,
-        es: 0,
-        fs: 0,
-        gs: 0,
-    };
+    let saved = crate::vcpu_state::save(vcpu, entry)?;
     let p = &at.process;
     let mut files = Vec::new();
     for (fd, f) in p.fds.iter() {
@@ -320,11 +279,11 @@ fn capture_state(function: &Function, at: &AtStdinRead) -> Result<fmt::SnapshotS
         u64::from_le_bytes(program.bytes.get(32..40).and_then(|b| b.try_into().ok()).unwrap_or([0; 8])) as usize;
     let phdrs = program.bytes.get(phoff..phoff + program.phnum as usize * 56).unwrap_or(&[]).to_vec();
     Ok(fmt::SnapshotState {
-        regs,
-        sregs: Some(sregs_to_format(&sregs)),
-        msrs,
-        xcrs: xcrs.xcrs[..xcrs.nr_xcrs as usize].iter().map(|x| (x.xcr, x.value)).collect(),
-        xsave: xsave_bytes,
+        regs: saved.regs,
+        sregs: Some(saved.sregs),
+        msrs: saved.msrs,
+        xcrs: saved.xcrs,
+        xsave: saved.xsave,
         auxv: p.auxv.clone(),
         brk: p.space.brk(),
         mmap_top: p.space.mmap_top(),
@@ -381,86 +340,6 @@ fn restore_signal_handlers(process: &mut Process, notes: &[fmt::KmNote]) {
     }
 }
 
-fn segment_to_format(s: &kvm_bindings::kvm_segment) -> fmt::Segment {
-    fmt::Segment {
-        base: s.base,
-        limit: s.limit,
-        selector: s.selector,
-        type_: s.type_,
-        present: s.present,
-        dpl: s.dpl,
-        db: s.db,
-        s: s.s,
-        l: s.l,
-        g: s.g,
-        avl: s.avl,
-    }
-}
-
-fn segment_from_format(s: &fmt::Segment) -> kvm_bindings::kvm_segment {
-    kvm_bindings::kvm_segment {
-        base: s.base,
-        limit: s.limit,
-        selector: s.selector,
-        type_: s.type_,
-        present: s.present,
-        dpl: s.dpl,
-        db: s.db,
-        s: s.s,
-        l: s.l,
-        g: s.g,
-        avl: s.avl,
-        unusable: u8::from(s.present == 0),
-        padding: 0,
-    }
-}
-
-/// The saved special registers over `base` (which supplies what the format does not hold).
-fn sregs_from_format(f: &fmt::SpecialRegisters, base: kvm_bindings::kvm_sregs) -> kvm_bindings::kvm_sregs {
-    kvm_bindings::kvm_sregs {
-        cs: segment_from_format(&f.cs),
-        ds: segment_from_format(&f.ds),
-        es: segment_from_format(&f.es),
-        fs: segment_from_format(&f.fs),
-        gs: segment_from_format(&f.gs),
-        ss: segment_from_format(&f.ss),
-        tr: segment_from_format(&f.tr),
-        ldt: segment_from_format(&f.ldt),
-        gdt: kvm_bindings::kvm_dtable { base: f.gdt.base, limit: f.gdt.limit, ..Default::default() },
-        idt: kvm_bindings::kvm_dtable { base: f.idt.base, limit: f.idt.limit, ..Default::default() },
-        cr0: f.cr0,
-        cr2: f.cr2,
-        cr3: f.cr3,
-        cr4: f.cr4,
-        cr8: f.cr8,
-        efer: f.efer,
-        apic_base: f.apic_base,
-        ..base
-    }
-}
-
-fn sregs_to_format(s: &kvm_bindings::kvm_sregs) -> fmt::SpecialRegisters {
-    fmt::SpecialRegisters {
-        cs: segment_to_format(&s.cs),
-        ds: segment_to_format(&s.ds),
-        es: segment_to_format(&s.es),
-        fs: segment_to_format(&s.fs),
-        gs: segment_to_format(&s.gs),
-        ss: segment_to_format(&s.ss),
-        tr: segment_to_format(&s.tr),
-        ldt: segment_to_format(&s.ldt),
-        gdt: fmt::DescriptorTable { base: s.gdt.base, limit: s.gdt.limit },
-        idt: fmt::DescriptorTable { base: s.idt.base, limit: s.idt.limit },
-        cr0: s.cr0,
-        cr2: s.cr2,
-        cr3: s.cr3,
-        cr4: s.cr4,
-        cr8: s.cr8,
-        efer: s.efer,
-        apic_base: s.apic_base,
-    }
-}
-
 /// How a restore fills guest memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreMemory {
@@ -489,10 +368,8 @@ pub struct SnapshotImage {
     path: PathBuf,
     file: File,
     snapshot: fmt::Snapshot,
-    xsave: Box<kvm_xsave>,
-    /// (index, value) of the MSRs a restore sets: the TLS bases.
-    msrs: Vec<(u32, u64)>,
-    xcr0: u64,
+    /// The vCPU state a restore sets, decoded and checked once here.
+    vcpu: crate::vcpu_state::VcpuState,
     /// The program's address space at the snapshot, validated once here; each call clones it.
     space: AddressSpace,
     pending: fmt::PendingSyscall,
@@ -582,20 +459,7 @@ impl SnapshotImage {
                 )));
             }
         }
-        if state.xsave.len() != std::mem::size_of::<kvm_xsave>() {
-            return Err(mismatch(&format!("XSAVE area of {} bytes, expected 4096", state.xsave.len())));
-        }
-        let mut xsave = Box::<kvm_xsave>::default();
-        for (word, chunk) in xsave.region.iter_mut().zip(state.xsave.chunks_exact(4)) {
-            *word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        }
-        let msr = |i: u32| state.msrs.iter().find(|(k, _)| *k == i).map_or(0, |(_, v)| *v);
-        let msrs = vec![
-            (MSR_FS_BASE, state.regs.fs_base),
-            (MSR_GS_BASE, state.regs.gs_base),
-            (MSR_KERNEL_GS_BASE, msr(MSR_KERNEL_GS_BASE)),
-        ];
-        let xcr0 = state.xcrs.iter().find(|(i, _)| *i == 0).map_or(0x3, |(_, v)| *v);
+        let vcpu = crate::vcpu_state::VcpuState::from_snapshot(state).map_err(|what| mismatch(&what))?;
         let mut regions = Vec::new();
         // Before version 2 the whole image was recorded r-x, its data segments too: such a
         // snapshot keeps the image writable and executable, as it ran when it was taken.
@@ -673,9 +537,7 @@ impl SnapshotImage {
             path: path.into(),
             file,
             snapshot,
-            xsave,
-            msrs,
-            xcr0,
+            vcpu,
             space,
             pending,
             vdso_base,
@@ -751,49 +613,10 @@ impl SnapshotImage {
             let page = vm.memory.slice_mut(GuestAddr::new(start), len)?;
             crate::syscalls::fill_random(page).map_err(|e| SnapshotError::Entropy { errno: e.0 })?;
         }
-        // 2. vCPU: FPU/SSE/AVX state, TLS bases, general registers; it will enter the
-        // program through the stub's iretq, whose frame and rax `restore` writes.
-        // The special registers exactly as captured: in the syscall stub, at CPL0 on VT-x/
-        // AMD-V or at CPL3 under kvm-pvm; either way the stub's return path (where the vCPU
-        // resumes) runs at that level. Ordering: SREGS before REGS, as KVM requires.
-        if let Some(saved) = &self.snapshot.state.sregs {
-            let base = vm.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-            let mut sregs = sregs_from_format(saved, base);
-            sregs.cr3 = self.tables.tables.root();
-            vm.vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
-            // The page-table writer enters CPL0 with these bases (the FS base follows the
-            // process; the GS base only a restore sets).
-            vm.cpl0_sregs.gs.base = sregs.gs.base;
-        }
-        let sys = crate::kvm::system().map_err(VmError::from)?;
-        if self.xcr0 != sys.xcr0 {
-            vm::set_xcr0(&vm.vcpu, self.xcr0)?;
-        }
-        // SAFETY: a 4096-byte kvm_xsave; XCR0 enables no feature (AMX) whose state is larger.
-        unsafe { vm.vcpu.set_xsave(&self.xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?;
-        vm::set_msrs(&vm.vcpu, &self.msrs)?;
-        let r = &self.snapshot.state.regs;
-        let regs = kvm_regs {
-            r15: r.r15,
-            r14: r.r14,
-            r13: r.r13,
-            r12: r.r12,
-            rbp: r.rbp,
-            rbx: r.rbx,
-            r11: r.r11,
-            r10: r.r10,
-            r9: r.r9,
-            r8: r.r8,
-            rcx: r.rcx,
-            rdx: r.rdx,
-            rsi: r.rsi,
-            rdi: r.rdi,
-            rax: 0,
-            rip: SYSCALL_RETURN_PATH,
-            rsp: KERNEL_STACK_TOP,
-            rflags: 0x2,
-        };
-        vm.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+        // 2. vCPU: special registers (CR3 on this VM's tables), FPU/SSE/AVX state, MSRs,
+        // general registers; it will enter the program through the stub's iretq, whose
+        // frame and rax `finish` writes.
+        self.vcpu.restore(&mut vm, self.tables.tables.root())?;
         Ok(PreparedVm { machine: vm, image: self.id })
     }
 

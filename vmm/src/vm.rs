@@ -76,8 +76,8 @@ pub const MSR_GS_BASE: u32 = 0xC000_0101;
 pub const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 pub const MSR_SYSENTER_CS: u32 = 0x174;
 
-/// MSRs a snapshot saves and a restore sets (the syscall MSRs are the same in every VM, but
-/// saving them keeps the snapshot self-describing).
+/// MSRs a snapshot saves and a restore sets (the syscall MSRs are the same in every VM, and
+/// a restore refuses a snapshot whose values differ: `vcpu_state.rs`).
 pub const SAVED_MSRS: [u32; 8] =
     [MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK, MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE, MSR_SYSENTER_CS];
 
@@ -484,23 +484,27 @@ fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<kvm_bindings::kvm_s
     sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
     vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
 
+    let program = [(MSR_FS_BASE, 0), (MSR_GS_BASE, 0), (MSR_KERNEL_GS_BASE, 0)];
+    let entries: Vec<(u32, u64)> = monitor_msrs().into_iter().chain(program).collect();
+    set_msrs(vcpu, &entries)?;
+    set_xcr0(vcpu, xcr0)?;
+    Ok(sregs)
+}
+
+/// The MSRs that are the monitor's, the same in every VM: where `syscall` enters and with
+/// which segments and flags. A snapshot holding other values is refused (`vcpu_state.rs`).
+pub(crate) fn monitor_msrs() -> [(u32, u64); 5] {
     // syscall loads CS=STAR[47:32] and SS=STAR[47:32]+8; STAR[63:48] is Linux's sysret base.
     let star = ((u64::from(USER_DS) - 8) << 48) | (u64::from(KERNEL_CS) << 32);
     // FMASK clears TF, DF, IF, IOPL, AC and NT on entry, as Linux does.
     let fmask = 0x100 | 0x400 | 0x200 | 0x3000 | 0x4_0000 | 0x4000;
-    let entries = [
+    [
         (MSR_STAR, star),
         (MSR_LSTAR, FAST_SYSCALL_ENTRY),
         (MSR_CSTAR, 0),
         (MSR_SYSCALL_MASK, fmask),
-        (MSR_FS_BASE, 0),
-        (MSR_GS_BASE, 0),
-        (MSR_KERNEL_GS_BASE, 0),
         (MSR_SYSENTER_CS, 0), // sysenter from CPL3 then raises #GP
-    ];
-    set_msrs(vcpu, &entries)?;
-    set_xcr0(vcpu, xcr0)?;
-    Ok(sregs)
+    ]
 }
 
 /// KVM_SET_MSRS for `(index, value)` pairs; fails unless every MSR was set.
