@@ -108,6 +108,9 @@ pub struct BundleConfig {
     pub watchdog: bool,
     /// All annotations, for runtimes that read their own (e.g. Python's module/handler).
     pub annotations: Vec<(String, String)>,
+    /// config.json as it was read, for the bundle's hash (a snapshot's identity): the hash
+    /// is of what this configuration was parsed from, and the file is not read again.
+    pub(crate) source: std::sync::Arc<[u8]>,
 }
 
 impl BundleConfig {
@@ -224,6 +227,7 @@ impl BundleConfig {
             warmup_request: get("snapcall.warmup_request").map(|s| s.as_bytes().to_vec()),
             watchdog,
             annotations,
+            source: text.into(),
         })
     }
 

@@ -16,7 +16,7 @@ use crate::layout::GuestAddr;
 use crate::layout::{KERNEL_STACK_TOP, SYSCALL_RETURN_PATH};
 use crate::loader::{build_stack, LoadError, Program};
 use crate::mm::{self, AddressSpace};
-use crate::process::Process;
+use crate::process::{Process, ProcessSpec};
 use crate::request::RequestHead;
 use crate::snapshot::{SnapshotError, SnapshotImage};
 use crate::vdso;
@@ -144,6 +144,9 @@ pub struct Function {
     /// before ([`crate::verified`]) never reads it.
     program: std::sync::OnceLock<Program>,
     pub(crate) rootfs: Rootfs,
+    /// Every call's process description (rootfs, program, cwd, limits), built once here and
+    /// handed to both recipes.
+    pub(crate) spec: ProcessSpec,
     pub(crate) snapshot: Option<std::sync::Arc<SnapshotImage>>,
 }
 
@@ -162,12 +165,20 @@ impl Function {
         let program_err = |errno| FunctionError::Program { function: name.clone(), path: program_path.clone(), errno };
         let handle = rootfs.open_in_root(&program_path, libc::O_PATH).map_err(|e| program_err(e.0))?;
         let program_stamp = Stamp::of_file(&std::fs::File::from(handle)).map_err(|e| program_err(errno_of(e)))?;
+        let spec = ProcessSpec {
+            rootfs: rootfs.clone(),
+            exe_path: program_path.clone(),
+            cwd: config.cwd.clone(),
+            max_output: config.limits.max_output_bytes,
+            timeout: config.limits.timeout,
+        };
         let mut function = Function {
             config,
             program_path,
             program_stamp,
             program: std::sync::OnceLock::new(),
             rootfs,
+            spec,
             snapshot: None,
         };
         if mode == StartMode::Snapshot {
@@ -208,6 +219,7 @@ impl Function {
     /// bundle's config.json asks for); [`Function::config`] shows the deadline in force.
     pub fn cap_timeout(&mut self, max: Duration) {
         self.config.limits.timeout = self.config.limits.timeout.min(max);
+        self.spec.timeout = self.config.limits.timeout;
     }
     /// Its bundle configuration (limits, content type, annotations).
     pub fn config(&self) -> &BundleConfig {
@@ -274,7 +286,7 @@ impl Function {
                 return Err(StartError::PreparedForAnother { function: self.name().into() })
             }
             (Some(image), vm) => image
-                .restore(self, vm, request)
+                .restore(&self.spec, vm, request)
                 .map_err(|source| StartError::Restore { function: self.name().into(), source: Box::new(source) })?,
             (None, FreshVm::Empty(vm)) => {
                 let mut ready = self.start_cold_with_env(vm, cold_env.unwrap_or(&self.config.env))?;
@@ -330,13 +342,7 @@ impl Function {
         let ehdr = vdso::install(&mut vm.memory, GuestAddr::new(vdso), &page).map_err(|e| load_err(e.into()))?;
         let stack = build_stack(&mut vm.memory, program, &self.config.args, env, sys.hwcap, random, Some(ehdr))
             .map_err(load_err)?;
-        let mut process = Process::new(
-            space,
-            self.rootfs.clone(),
-            program.path.clone(),
-            self.config.cwd.clone(),
-            self.config.limits.max_output_bytes,
-        );
+        let mut process = Process::for_call(space, &self.spec, &self.spec.cwd);
         process.auxv = stack.auxv;
         // The program's own page tables (each segment's rights), in place before it runs.
         let tables = crate::page_tables::build(&process.space).map_err(|e| load_err(LoadError::PageTables(e)))?;
@@ -350,7 +356,7 @@ impl Function {
         Ok(ReadyCall {
             vm,
             process,
-            timeout: self.config.limits.timeout,
+            timeout: self.spec.timeout,
             timings: PhaseTimings::default(),
             stats: CallStats::default(),
         })

@@ -155,6 +155,22 @@ pub struct Process {
     pub page_tables: Option<crate::page_tables::PageTables>,
 }
 
+/// What every call's process of one function starts from, whichever recipe makes it (a cold
+/// start or a restore): built once when the function is loaded, handed to both.
+#[derive(Clone)]
+pub(crate) struct ProcessSpec {
+    /// The function's root filesystem, every path the program opens resolved inside it.
+    pub rootfs: Rootfs,
+    /// The program's path inside the rootfs (`/proc/self/exe`, `AT_EXECFN`).
+    pub exe_path: String,
+    /// The working directory a cold start begins in.
+    pub cwd: String,
+    /// stdout + stderr cap, bytes.
+    pub max_output: usize,
+    /// The call's wall-clock deadline.
+    pub timeout: std::time::Duration,
+}
+
 impl Process {
     /// Bit of signal `sig` (1..=64) in a mask.
     pub fn sig_bit(sig: i32) -> u64 {
@@ -186,6 +202,12 @@ impl Process {
     }
 
     /// A process with fds 0/1/2 open, cwd `cwd` and the given address space.
+    /// The process of a call of the function `spec` describes, over `space`, in `cwd` (a
+    /// restored program may have changed directory before its snapshot).
+    pub(crate) fn for_call(space: AddressSpace, spec: &ProcessSpec, cwd: &str) -> Self {
+        Process::new(space, spec.rootfs.clone(), spec.exe_path.clone(), cwd.to_string(), spec.max_output)
+    }
+
     pub fn new(space: AddressSpace, rootfs: Rootfs, exe_path: String, cwd: String, max_output: usize) -> Self {
         let budget = MemoryBudget::new(space.memory_size());
         Process {

@@ -24,7 +24,7 @@ use crate::function::Function;
 use crate::layout::*;
 use crate::mm::{self, AddressSpace, RegionKind};
 use crate::overlay::{Overlay, SavedEntry, SavedKind};
-use crate::process::Process;
+use crate::process::{Process, ProcessSpec};
 use crate::syscalls::{self, Outcome};
 use crate::vm::{EmptyVm, FreshVm, PreparedVm, VmError};
 
@@ -152,13 +152,13 @@ pub struct SnapshotReport {
     pub syscalls: u64,
 }
 
-/// The hash that identifies a bundle: its config.json and its program.
+/// The hash that identifies a bundle: its config.json (as the function was loaded from it)
+/// and its program.
 pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
-    let config_path = function.config.dir.join("config.json");
-    let config = std::fs::read(&config_path).map_err(|source| SnapshotError::Read { path: config_path, source })?;
+    let config = &function.config.source;
     let mut h = Sha256::new();
     h.update((config.len() as u64).to_le_bytes());
-    h.update(&config);
+    h.update(config);
     let program = function.program().map_err(|e| SnapshotError::Program(Box::new(e)))?;
     h.update(&program.bytes);
     Ok(h.finalize().into())
@@ -673,7 +673,7 @@ impl SnapshotImage {
 
     /// Restores into `vm` (unless the pool already did: a [`FreshVm::Prepared`] of this
     /// image) and completes the pending stdin read with `request`.
-    pub(crate) fn restore(&self, function: &Function, vm: FreshVm, request: &[u8]) -> Result<ReadyCall, SnapshotError> {
+    pub(crate) fn restore(&self, spec: &ProcessSpec, vm: FreshVm, request: &[u8]) -> Result<ReadyCall, SnapshotError> {
         let vm = match vm {
             FreshVm::Prepared(vm) => vm,
             // A VM made on the call's path gets the pool's preparation, from the sealed copy
@@ -685,14 +685,14 @@ impl SnapshotImage {
             // 9.1/9.4; echo-c within noise).
             FreshVm::Empty(vm) => self.prepare(vm, RestoreMemory::Ahead)?,
         };
-        self.finish(function, vm, request)
+        self.finish(spec, vm, request)
     }
 
     /// Completes a VM this image was restored into: the process, the pending stdin read with
     /// `request`, the clock.
     pub(crate) fn finish(
         &self,
-        function: &Function,
+        spec: &ProcessSpec,
         vm: PreparedVm,
         request: &[u8],
     ) -> Result<ReadyCall, SnapshotError> {
@@ -700,14 +700,9 @@ impl SnapshotImage {
         let mut vm = vm.machine;
         // The process: address space, files, the request on stdin.
         let space = self.space.clone();
-        let mut process = Process::new(
-            space,
-            function.rootfs.clone(),
-            function.program_path.clone(),
-            // The program may have changed directory before its first read.
-            self.snapshot.state.cwd.clone().unwrap_or_else(|| function.config.cwd.clone()),
-            function.config.limits.max_output_bytes,
-        );
+        // The program may have changed directory before its first read.
+        let cwd = self.snapshot.state.cwd.as_deref().unwrap_or(&spec.cwd);
+        let mut process = Process::for_call(space, spec, cwd);
         process.auxv = self.snapshot.state.auxv.clone();
         if !self.overlay.is_empty() {
             process.overlay =
@@ -740,7 +735,7 @@ impl SnapshotImage {
         Ok(ReadyCall {
             vm,
             process,
-            timeout: function.config.limits.timeout,
+            timeout: spec.timeout,
             timings: PhaseTimings::default(),
             stats: CallStats { restored: true, ..Default::default() },
         })

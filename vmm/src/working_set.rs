@@ -51,7 +51,7 @@ fn record_with(function: &Function, path: &Path, userfault: bool) -> Result<Vec<
         let touched = match server {
             Some(server) => {
                 let vm = image.prepare(vm, RestoreMemory::OnDemand)?;
-                drop(bounded(image.finish(function, vm, &request)?).run());
+                drop(bounded(image.finish(&function.spec, vm, &request)?).run());
                 server.finish().into_iter().map(|t| (t.host_addr - base, t.write)).collect()
             }
             // No userfaultfd here (unprivileged): what the host mapped after a plain
@@ -59,7 +59,7 @@ fn record_with(function: &Function, path: &Path, userfault: bool) -> Result<Vec<
             // to 64 KiB around each read).
             None => {
                 let vm = image.prepare(vm, RestoreMemory::CopyOnWrite)?;
-                let (_, used) = bounded(image.finish(function, vm, &request)?).run().into_parts();
+                let (_, used) = bounded(image.finish(&function.spec, vm, &request)?).run().into_parts();
                 used.machine.memory.resident_pages(GuestAddr::new(USER_START), GuestAddr::new(size))?
             }
         };
