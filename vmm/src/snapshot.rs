@@ -12,21 +12,21 @@
 //! received it.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use snapshot_format as fmt;
 
 use crate::call::{write_user_return, AtStdinRead, CallError, CallStats, PhaseTimings, ReadyCall};
-use crate::files::{Fd, FdKind, OpenFile, ENTROPY_DEVICE};
 use crate::function::Function;
 use crate::layout::*;
-use crate::mm::{self, AddressSpace, RegionKind};
-use crate::overlay::{Overlay, SavedEntry, SavedKind};
+use crate::mm::{self, AddressSpace};
+use crate::overlay::{Overlay, SavedEntry};
 use crate::process::{Process, ProcessSpec};
 use crate::syscalls::{self, Outcome};
 use crate::vm::{EmptyVm, FreshVm, PreparedVm, VmError};
+
+mod process_state;
 
 /// File name of a bundle's snapshot.
 pub const SNAPSHOT_FILE: &str = "snapshot.kmsnap";
@@ -217,63 +217,8 @@ fn capture_state(function: &Function, at: &AtStdinRead) -> Result<fmt::SnapshotS
     let (vcpu, entry) = (&at.vm.vcpu, &at.read);
     let saved = crate::vcpu_state::save(vcpu, entry)?;
     let p = &at.process;
-    let mut files = Vec::new();
-    for (fd, f) in p.fds.iter() {
-        match (&f.kind, fd) {
-            (FdKind::Stdin, 0) | (FdKind::Stdout, 1) | (FdKind::Stderr, 2) => {}
-            (FdKind::Device(d), _) => files.push(fmt::OpenFile {
-                fd: fd as i32,
-                flags: libc::O_RDWR | if f.cloexec { libc::O_CLOEXEC } else { 0 },
-                offset: 0,
-                mode: 0,
-                path: d.path().into(),
-            }),
-            (FdKind::Entropy, _) => files.push(fmt::OpenFile {
-                fd: fd as i32,
-                flags: libc::O_RDONLY | if f.cloexec { libc::O_CLOEXEC } else { 0 },
-                offset: 0,
-                mode: 0,
-                path: ENTROPY_DEVICE.into(),
-            }),
-            (FdKind::File(of), _) => {
-                // SAFETY: lseek(SEEK_CUR) on an fd we own only reads its offset.
-                let offset = unsafe { libc::lseek(of.host.as_raw_fd(), 0, libc::SEEK_CUR) };
-                files.push(fmt::OpenFile {
-                    fd: fd as i32,
-                    flags: of.flags | if f.cloexec { libc::O_CLOEXEC } else { 0 },
-                    offset: offset.max(0) as u64,
-                    mode: 0,
-                    path: of.path.clone(),
-                });
-            }
-            (FdKind::Stdin | FdKind::Stdout | FdKind::Stderr, _) => {
-                return Err(SnapshotError::UnsupportedFd { fd, what: "a copy of a standard stream (a pipe)" })
-            }
-            (kind, _) => return Err(SnapshotError::UnsupportedFd { fd, what: kind.describe() }),
-        }
-    }
-    let mut regions = Vec::new();
-    for r in p.space.regions() {
-        let kind = match r.kind {
-            RegionKind::Image => fmt::RegionKind::Image,
-            RegionKind::Mmap => fmt::RegionKind::Mmap,
-            RegionKind::Stack => fmt::RegionKind::Stack,
-            RegionKind::Vdso => fmt::RegionKind::Vdso,
-            RegionKind::Entropy => fmt::RegionKind::Entropy,
-        };
-        regions.push(fmt::Region { start: r.start, len: r.end - r.start, prot: r.prot, kind, path: None });
-    }
-    let heap_end = mm::page_up(p.space.brk()).unwrap_or(p.space.brk());
-    if heap_end > p.space.brk_start() {
-        regions.push(fmt::Region {
-            start: p.space.brk_start(),
-            len: heap_end - p.space.brk_start(),
-            prot: mm::PROT_READ | mm::PROT_WRITE,
-            kind: fmt::RegionKind::Brk,
-            path: None,
-        });
-        regions.sort_by_key(|r| r.start);
-    }
+    let files = process_state::save_files(p)?;
+    let regions = process_state::save_regions(&p.space);
     let program = function.program().map_err(|e| SnapshotError::Program(Box::new(e)))?;
     let phoff =
         u64::from_le_bytes(program.bytes.get(32..40).and_then(|b| b.try_into().ok()).unwrap_or([0; 8])) as usize;
@@ -298,46 +243,11 @@ fn capture_state(function: &Function, at: &AtStdinRead) -> Result<fmt::SnapshotS
         regions,
         cwd: Some(p.cwd.clone()),
         working_set: None,
-        overlay: saved_overlay(&p.overlay)?,
+        overlay: process_state::saved_overlay(&p.overlay)?,
         identity: Some(fmt::Identity::new(bundle_hash(function)?, function.memory_size(), program.path.clone())),
-        km_notes: signal_handlers(&p.sigactions),
+        km_notes: process_state::signal_handlers(&p.sigactions),
         unknown_notes: Vec::new(),
     })
-}
-
-/// The program's signal dispositions other than SIG_DFL, as KM keeps them (`NT_KM_SIGHAND`):
-/// CPython ignores SIGPIPE and handles SIGINT from its start, before any snapshot. KM's note
-/// has 32 bits of `sa_mask`, so a handler's mask of real-time signals is not kept.
-fn signal_handlers(actions: &[crate::process::SigAction; 64]) -> Vec<fmt::KmNote> {
-    (1..=64u32)
-        .zip(actions.iter())
-        .filter(|(_, a)| a.handler != crate::process::SIG_DFL)
-        .map(|(signo, a)| {
-            fmt::KmNote::SigHand(fmt::km::KmSigHand {
-                signo,
-                handler: a.handler,
-                flags: a.flags as u32,
-                mask: a.mask as u32,
-                restorer: a.restorer,
-            })
-        })
-        .collect()
-}
-
-/// Puts the dispositions a snapshot kept back (a signal number out of range, or SIGKILL or
-/// SIGSTOP, which have none, is skipped).
-fn restore_signal_handlers(process: &mut Process, notes: &[fmt::KmNote]) {
-    for note in notes {
-        let fmt::KmNote::SigHand(h) = note else { continue };
-        if (1..=64).contains(&h.signo) && h.signo != 9 && h.signo != 19 {
-            process.sigactions[(h.signo - 1) as usize] = crate::process::SigAction {
-                handler: h.handler,
-                flags: u64::from(h.flags),
-                restorer: h.restorer,
-                mask: u64::from(h.mask),
-            };
-        }
-    }
 }
 
 /// How a restore fills guest memory.
@@ -460,45 +370,12 @@ impl SnapshotImage {
             }
         }
         let vcpu = crate::vcpu_state::VcpuState::from_snapshot(state).map_err(|what| mismatch(&what))?;
-        let mut regions = Vec::new();
         // Before version 2 the whole image was recorded r-x, its data segments too: such a
         // snapshot keeps the image writable and executable, as it ran when it was taken.
         let legacy_image_prot = identity.format_version < fmt::EXACT_PROTECTIONS_VERSION;
-        let mut brk_start = state.brk;
-        let mut vdso_base = None;
-        let mut entropy = Vec::new();
-        for r in &state.regions {
-            let end = r.start.checked_add(r.len).ok_or_else(|| mismatch("region overflows"))?;
-            let kind = match r.kind {
-                fmt::RegionKind::Image => RegionKind::Image,
-                fmt::RegionKind::Mmap | fmt::RegionKind::Other => RegionKind::Mmap,
-                fmt::RegionKind::Vdso => {
-                    vdso_base = Some(r.start);
-                    RegionKind::Vdso
-                }
-                fmt::RegionKind::Stack => RegionKind::Stack,
-                fmt::RegionKind::Entropy => {
-                    entropy.push((r.start, r.len));
-                    RegionKind::Entropy
-                }
-                fmt::RegionKind::Brk => {
-                    brk_start = r.start;
-                    continue;
-                }
-            };
-            let prot = match kind {
-                RegionKind::Image if legacy_image_prot && r.prot == mm::PROT_READ | mm::PROT_EXEC => {
-                    mm::PROT_READ | mm::PROT_WRITE | mm::PROT_EXEC
-                }
-                _ => r.prot,
-            };
-            regions.push(mm::Region { start: r.start, end, prot, kind });
-        }
-        if entropy.iter().map(|&(_, len)| len).sum::<u64>() > crate::syscalls::MAX_ENTROPY_PAGES * PAGE_SIZE {
-            return Err(mismatch("more entropy-device pages than a process may map"));
-        }
-        let space = AddressSpace::from_parts(function.memory_size(), brk_start, state.brk, regions)
-            .map_err(|_| mismatch("the region map overlaps or leaves user memory"))?;
+        let restored = process_state::restore_regions(state, function.memory_size(), legacy_image_prot)
+            .map_err(|what| mismatch(&what))?;
+        let (space, vdso_base, entropy) = (restored.space, restored.vdso_base, restored.entropy);
         let tables = crate::page_tables::build(&space).map_err(|e| mismatch(&e.to_string()))?;
         let mut data = Vec::new();
         for seg in &snapshot.segments {
@@ -520,7 +397,7 @@ impl SnapshotImage {
             return Err(mismatch(&format!("working set range at {:#x} lies outside user memory", r.start)));
         }
         let working_set = state.working_set.clone();
-        let overlay = overlay_entries(state.overlay.as_deref().unwrap_or(&[]));
+        let overlay = process_state::overlay_entries(state.overlay.as_deref().unwrap_or(&[]));
         if let Err(e) = Overlay::from_entries(&overlay, &crate::budget::MemoryBudget::new(function.memory_size())) {
             return Err(mismatch(&format!("its written files cannot be restored (errno {})", e.0)));
         }
@@ -710,9 +587,9 @@ impl SnapshotImage {
         }
         process.page_tables = Some(self.tables.tables.clone());
         process.fs_base = self.snapshot.state.regs.fs_base;
-        restore_signal_handlers(&mut process, &self.snapshot.state.km_notes);
+        process_state::restore_signal_handlers(&mut process, &self.snapshot.state.km_notes);
         for f in &self.snapshot.state.files {
-            reopen(&mut process, f)?;
+            process_state::reopen(&mut process, f)?;
         }
         process.stdin.extend_from_slice(request);
         // Complete the pending read as the syscall layer would have, and return its result.
@@ -796,83 +673,6 @@ impl SharedPages {
             let _ = std::os::unix::fs::FileExt::read_exact_at(&self.file, page, guest_addr - self.start);
         }
     }
-}
-
-/// What the program wrote to its filesystem, as the snapshot keeps it (None: nothing).
-fn saved_overlay(overlay: &Overlay) -> Result<Option<Vec<fmt::OverlayEntry>>, SnapshotError> {
-    if overlay.is_pristine() {
-        return Ok(None);
-    }
-    let limits = fmt::Limits::default();
-    let mut total = 0u64;
-    let mut out = Vec::new();
-    for e in overlay.entries() {
-        let (kind, data) = match e.kind {
-            SavedKind::File(bytes) => (fmt::OverlayKind::File, bytes.to_vec()),
-            SavedKind::Dir { opaque } => (fmt::OverlayKind::Dir { opaque }, Vec::new()),
-            SavedKind::Symlink(target) => (fmt::OverlayKind::Symlink, target.into_bytes()),
-            SavedKind::Whiteout => (fmt::OverlayKind::Whiteout, Vec::new()),
-        };
-        total += data.len() as u64 + e.path.len() as u64 + 48;
-        if data.len() as u64 > limits.max_data_bytes || total > limits.max_note_bytes / 2 {
-            return Err(SnapshotError::OverlayTooLarge(format!(
-                "{} makes them {} bytes; at most {} per file and {} in all",
-                e.path,
-                total,
-                limits.max_data_bytes,
-                limits.max_note_bytes / 2
-            )));
-        }
-        out.push(fmt::OverlayEntry {
-            path: e.path,
-            kind,
-            mode: e.mode,
-            mtime_secs: e.mtime.secs,
-            mtime_nanos: e.mtime.nanos,
-            data,
-        });
-    }
-    Ok(Some(out))
-}
-
-/// The snapshot's written files in the form every restored call starts from.
-fn overlay_entries(saved: &[fmt::OverlayEntry]) -> Vec<SavedEntry> {
-    saved
-        .iter()
-        .map(|e| SavedEntry {
-            path: e.path.clone(),
-            kind: match e.kind {
-                fmt::OverlayKind::File => SavedKind::File(std::sync::Arc::new(e.data.clone())),
-                fmt::OverlayKind::Dir { opaque } => SavedKind::Dir { opaque },
-                fmt::OverlayKind::Symlink => SavedKind::Symlink(String::from_utf8_lossy(&e.data).into_owned()),
-                fmt::OverlayKind::Whiteout => SavedKind::Whiteout,
-            },
-            mode: e.mode,
-            mtime: crate::overlay::Time { secs: e.mtime_secs, nanos: e.mtime_nanos },
-        })
-        .collect()
-}
-
-/// Reopens a file that was open at snapshot time, at the same fd, offset and flags.
-fn reopen(p: &mut Process, f: &fmt::OpenFile) -> Result<(), SnapshotError> {
-    let err = |errno: i32| SnapshotError::Reopen { fd: f.fd, path: f.path.clone(), errno };
-    let fd = u64::try_from(f.fd).map_err(|_| err(libc::EBADF))?;
-    let cloexec = f.flags & libc::O_CLOEXEC != 0;
-    if f.path == ENTROPY_DEVICE {
-        return p.fds.insert_at(fd, Fd { kind: FdKind::Entropy, cloexec }).map_err(|e| err(e.0));
-    }
-    if let Some(d) = crate::files::Device::at(&f.path) {
-        return p.fds.insert_at(fd, Fd { kind: FdKind::Device(d), cloexec }).map_err(|e| err(e.0));
-    }
-    let passthrough = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH;
-    let host = p.rootfs.open_in_root(&f.path, libc::O_RDONLY | (f.flags & passthrough)).map_err(|e| err(e.0))?;
-    // SAFETY: lseek on the fd we just opened.
-    if unsafe { libc::lseek(host.as_raw_fd(), f.offset as i64, libc::SEEK_SET) } < 0 {
-        return Err(err(crate::errno::Errno::last().0));
-    }
-    let entry =
-        Fd { kind: FdKind::File(OpenFile { host, path: f.path.clone(), flags: f.flags & !libc::O_CLOEXEC }), cloexec };
-    p.fds.insert_at(fd, entry).map_err(|e| err(e.0))
 }
 
 #[cfg(test)]
