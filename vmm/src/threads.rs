@@ -85,6 +85,11 @@ pub struct Thread {
     /// Set when a signal ended its wait: the syscall (this number) starts again after the
     /// handler (SA_RESTART).
     pub restart: Option<u64>,
+    /// Set when the scheduler made it run its fd wait's syscall again (see
+    /// [`Threads::end_turn`]): that wait's deadline, which the re-run keeps. A relative
+    /// timeout argument (poll's milliseconds, select's timeval) would otherwise start
+    /// again at every re-run, and a select polled by a busy writer would never time out.
+    pub rerun_deadline: Option<Option<Instant>>,
     /// The mask to put back after the handler that ended an rt_sigsuspend.
     pub saved_mask: Option<u64>,
     /// The signal an rt_sigtimedwait took, and where its siginfo goes (written when the
@@ -104,6 +109,7 @@ impl Thread {
             state: RunState::Runnable,
             resume_rax: 0,
             restart: None,
+            rerun_deadline: None,
             saved_mask: None,
             taken_signal: None,
             blocked_seq: 0,
@@ -272,16 +278,31 @@ impl Threads {
         woken + moved
     }
 
-    /// Wakes every parked thread whose timeout has passed at `now` with its timeout result.
+    /// Wakes every thread whose timeout has passed at `now`: with its timeout result, or,
+    /// for an fd wait, by running its syscall once more, since an fd may have become ready
+    /// since it last looked (Linux's poll reports what is ready when it returns, also at its
+    /// timeout). That re-run keeps the passed deadline, so if nothing is ready it returns its
+    /// timeout result at once ([`Threads::take_rerun_deadline`]).
     pub fn expire_timeouts(&mut self, now: Instant) {
         for t in self.parked.iter_mut().map(|p| &mut p.thread).chain(std::iter::once(&mut self.current)) {
-            if let Some(b) = t.blocked() {
-                if b.wait.until.is_some_and(|u| u <= now) {
-                    let rax = b.wait.timeout_result;
-                    t.wake(rax);
-                }
+            let Some(b) = t.blocked() else { continue };
+            let Some(until) = b.wait.until.filter(|u| *u <= now) else { continue };
+            let (rerun, nr, rax) = (b.wait.what.rerun(), b.nr, b.wait.timeout_result);
+            if rerun {
+                t.rerun_deadline = Some(Some(until));
+                t.restart = Some(nr);
+                t.state = RunState::Runnable;
+            } else {
+                t.wake(rax);
             }
         }
+    }
+
+    /// For a syscall that waits with a timeout (poll, select, epoll_wait): the deadline to
+    /// keep if this syscall is the re-run the scheduler asked for (the first of the thread's
+    /// turn), instead of starting its timeout again. None for any other syscall.
+    pub fn take_rerun_deadline(&mut self) -> Option<Option<Instant>> {
+        self.current.rerun_deadline.take().filter(|_| self.turn_syscalls == 1)
     }
 
     /// The earliest timeout of any blocked thread.
@@ -306,14 +327,16 @@ impl Threads {
     pub fn end_turn(&mut self) {
         if self.turn_syscalls > 1 {
             for t in self.parked.iter_mut().map(|p| &mut p.thread) {
-                if let Some(b) = t.blocked() {
-                    if b.wait.what.rerun() {
-                        t.restart = Some(b.nr);
-                        t.state = RunState::Runnable;
-                    }
+                if let Some(b) = t.blocked().filter(|b| b.wait.what.rerun()) {
+                    let (until, nr) = (b.wait.until, b.nr);
+                    t.rerun_deadline = Some(until);
+                    t.restart = Some(nr);
+                    t.state = RunState::Runnable;
                 }
             }
         }
+        // A re-run deadline is for the first syscall of the thread's next turn only.
+        self.current.rerun_deadline = None;
         self.turn_syscalls = 0;
     }
 

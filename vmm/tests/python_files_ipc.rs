@@ -128,3 +128,67 @@ fn tempfile_pathlib_shutil_pipes_selectors_and_asyncio_work_cold_and_restored() 
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// select and poll waiting while another thread runs: the scheduler runs a blocked call again
+/// after each turn of another thread. select's fd sets are its input too, so they must be
+/// as the program wrote them at that re-run (they were cleared when the call blocked, so the
+/// re-run watched nothing and slept out its whole timeout: CPython's test_io lost its
+/// interrupted-write tests to it); and a re-run keeps the first call's deadline (a thread
+/// busy with syscalls and short sleeps re-ran a 0.2 s select for as long as it kept busy).
+#[test]
+fn select_and_poll_beside_other_threads_see_late_data_and_time_out_on_time() {
+    let dir = common::python_bundle(
+        "pyselect-threads",
+        r#"import os, select, threading, time
+
+def handler(event, context):
+    out = {}
+    r, w = os.pipe()
+    def late_writer():
+        time.sleep(0.05)
+        os.write(w, b"x")
+    t = threading.Thread(target=late_writer)
+    t.start()
+    t0 = time.monotonic()
+    out["select_ready"] = select.select([r], [], [], 5.0)[0] == [r]
+    out["select_quick"] = time.monotonic() - t0 < 2.0
+    t.join()
+    os.read(r, 1)
+    t = threading.Thread(target=late_writer)
+    t.start()
+    p = select.poll()
+    p.register(r, select.POLLIN)
+    out["poll_ready"] = p.poll(5000) == [(r, select.POLLIN)]
+    t.join()
+    os.read(r, 1)
+    stop = threading.Event()
+    def busy():
+        end = time.monotonic() + 3.0
+        while not stop.is_set() and time.monotonic() < end:
+            os.getppid()  # a syscall, then a block: its turn ends and a blocked call runs again
+            time.sleep(0.002)
+    b = threading.Thread(target=busy)
+    b.start()
+    t0 = time.monotonic()
+    out["select_timed_out"] = select.select([r], [], [], 0.2) == ([], [], [])
+    out["select_on_time"] = time.monotonic() - t0 < 1.5
+    t0 = time.monotonic()
+    out["poll_timed_out"] = p.poll(200) == []
+    out["poll_on_time"] = time.monotonic() - t0 < 1.5
+    stop.set()
+    b.join()
+    return out
+"#,
+    );
+    let f = Function::load(&dir, StartMode::Cold).unwrap();
+    let out = output(&f, b"{}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.exit_code, 0, "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let want = serde_json::json!({
+        "select_ready": true, "select_quick": true, "poll_ready": true,
+        "select_timed_out": true, "select_on_time": true, "poll_timed_out": true, "poll_on_time": true,
+    });
+    assert_eq!(got, want);
+}

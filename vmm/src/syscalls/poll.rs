@@ -3,6 +3,12 @@
 //! blocks ([`WaitFor::Ready`]) until its timeout and then returns 0 with every result
 //! cleared, as Linux does when the time runs out.
 //!
+//! With other threads, a blocked call is run again whenever another thread may have made
+//! one of its fds ready, and once more at its timeout ([`crate::threads::Threads::end_turn`],
+//! `expire_timeouts`). Such a re-run keeps the first call's deadline ([`Deadline`]), and
+//! select leaves its fd sets as the program wrote them until it returns: they are its input
+//! too, and a re-run reads them again.
+//!
 //! epoll is level-triggered; EPOLLET is accepted and reported as level-triggered (a program
 //! written for edge triggering reads until EAGAIN, so it sees the same data), EPOLLONESHOT
 //! disarms a watch after one report until EPOLL_CTL_MOD. A watch ends when the file it was
@@ -72,12 +78,32 @@ fn ready_watches(p: &Process, ep: &Arc<Epoll>, max: usize, consume: bool) -> Vec
     ready
 }
 
-/// The wait when nothing was ready: none for a zero timeout (return 0 now).
-fn wait_or_return(n: u64, timeout: Option<Duration>, syscall: &'static str) -> Outcome {
-    if n > 0 || timeout == Some(Duration::ZERO) {
+/// When a readiness call's wait ends: its timeout from now, or, for the scheduler's re-run
+/// of a blocked call, the deadline that call had (a relative timeout must not start again).
+struct Deadline {
+    until: Option<Instant>,
+    /// The deadline has passed (or the timeout is zero): return what is ready, even nothing.
+    passed: bool,
+}
+
+impl Deadline {
+    fn of(p: &mut Process, timeout: Option<Duration>) -> Deadline {
+        let now = Instant::now();
+        let until = match p.threads.take_rerun_deadline() {
+            Some(kept) => kept,
+            None if timeout == Some(Duration::ZERO) => return Deadline { until: Some(now), passed: true },
+            None => timeout.and_then(|t| now.checked_add(t)),
+        };
+        Deadline { until, passed: until.is_some_and(|u| u <= now) }
+    }
+}
+
+/// Returns `n` ready fds, or, with none and time left, waits until `deadline`.
+fn wait_or_return(n: u64, deadline: &Deadline, syscall: &'static str) -> Outcome {
+    if n > 0 || deadline.passed {
         Outcome::Return(n)
     } else {
-        Outcome::Block(Wait::new(syscall, WaitFor::Ready, timeout, Ok(0)))
+        Outcome::Block(Wait { what: WaitFor::Ready, until: deadline.until, timeout_result: 0, syscall })
     }
 }
 
@@ -140,7 +166,7 @@ fn poll(
         Ok(ready)
     })();
     match r {
-        Ok(n) => wait_or_return(n, timeout, syscall),
+        Ok(n) => wait_or_return(n, &Deadline::of(p, timeout), syscall),
         Err(e) => ret(Err(e)),
     }
 }
@@ -176,6 +202,7 @@ fn select(
             inputs.push(if set.is_null() { None } else { Some(mem.user_slice(set, bytes as u64)?.to_vec()) });
         }
         let mut outputs = vec![vec![0u8; bytes]; 3];
+        let deadline = Deadline::of(p, timeout);
         let wanted = [POLLIN | POLLRDNORM | POLLHUP | POLLERR, POLLOUT | POLLWRNORM | POLLERR, POLLPRI];
         let mut ready = 0;
         for fd in 0..n {
@@ -192,15 +219,19 @@ fn select(
                 }
             }
         }
-        for (set, out) in sets.iter().zip(&outputs) {
-            if !set.is_null() {
-                mem.write_user(*set, out)?;
+        // The sets are cleared only when the call returns (or nothing but its timeout can
+        // end it: one thread, no alarm): a re-run after another thread ran reads them again.
+        if ready > 0 || deadline.passed || p.alone() {
+            for (set, out) in sets.iter().zip(&outputs) {
+                if !set.is_null() {
+                    mem.write_user(*set, out)?;
+                }
             }
         }
-        Ok(ready)
+        Ok((ready, deadline))
     })();
     match r {
-        Ok(n) => wait_or_return(n, timeout, syscall),
+        Ok((n, deadline)) => wait_or_return(n, &deadline, syscall),
         Err(e) => ret(Err(e)),
     }
 }
@@ -332,7 +363,7 @@ pub(super) fn epoll_wait(
         Ok((ready.len() as u64, timeout))
     })();
     match r {
-        Ok((n, timeout)) => wait_or_return(n, timeout, syscall),
+        Ok((n, timeout)) => wait_or_return(n, &Deadline::of(p, timeout), syscall),
         Err(e) => ret(Err(e)),
     }
 }
