@@ -265,7 +265,7 @@ impl ReadyCall {
             };
             let info = signal_delivery::siginfo(sig, p.signal_codes[(sig - 1) as usize], None);
             // The handler's syscalls come first; a restarted wait starts its timeout again.
-            self.process.threads.current.rerun_deadline = None;
+            self.process.threads.current.rerun = None;
             ctx.regs = self.run_handler(&ctx.regs, sig, action, info, None)?;
             ctx.at_syscall = false;
             break; // the next pending signal waits for this handler's first syscall

@@ -86,10 +86,11 @@ pub struct Thread {
     /// handler (SA_RESTART).
     pub restart: Option<u64>,
     /// Set when the scheduler made it run its fd wait's syscall again (see
-    /// [`Threads::end_turn`]): that wait's deadline, which the re-run keeps. A relative
-    /// timeout argument (poll's milliseconds, select's timeval) would otherwise start
-    /// again at every re-run, and a select polled by a busy writer would never time out.
-    pub rerun_deadline: Option<Option<Instant>>,
+    /// [`Threads::end_turn`]): the wait it re-runs, which the re-run continues. Its
+    /// deadline stays (a relative timeout argument, poll's milliseconds or select's
+    /// timeval, would otherwise start again at every re-run, and a select polled by a busy
+    /// writer would never time out), and a write goes on after the bytes it wrote.
+    pub rerun: Option<Wait>,
     /// The mask to put back after the handler that ended an rt_sigsuspend.
     pub saved_mask: Option<u64>,
     /// The signal an rt_sigtimedwait took, and where its siginfo goes (written when the
@@ -109,7 +110,7 @@ impl Thread {
             state: RunState::Runnable,
             resume_rax: 0,
             restart: None,
-            rerun_deadline: None,
+            rerun: None,
             saved_mask: None,
             taken_signal: None,
             blocked_seq: 0,
@@ -120,6 +121,15 @@ impl Thread {
     pub fn wake(&mut self, rax: u64) {
         self.state = RunState::Runnable;
         self.resume_rax = rax;
+    }
+
+    /// A thread blocked on an fd runs its syscall again (which continues its wait: see
+    /// [`Threads::take_rerun`]).
+    fn rerun_again(&mut self) {
+        if let RunState::Blocked(b) = std::mem::replace(&mut self.state, RunState::Runnable) {
+            self.restart = Some(b.nr);
+            self.rerun = Some(b.wait);
+        }
     }
 
     pub fn blocked(&self) -> Option<&Blocked> {
@@ -163,6 +173,9 @@ pub struct Threads {
     pub slice_end: Option<Instant>,
     /// Syscalls the current thread made in this turn on the vCPU.
     turn_syscalls: u32,
+    /// The current thread's syscall changed what others may wait for even though it blocks
+    /// (a write that queued part of its bytes): see [`Threads::end_turn`].
+    turn_changed: bool,
 }
 
 impl Default for Threads {
@@ -181,6 +194,7 @@ impl Threads {
             next_seq: 0,
             slice_end: None,
             turn_syscalls: 0,
+            turn_changed: false,
         }
     }
 
@@ -282,27 +296,28 @@ impl Threads {
     /// for an fd wait, by running its syscall once more, since an fd may have become ready
     /// since it last looked (Linux's poll reports what is ready when it returns, also at its
     /// timeout). That re-run keeps the passed deadline, so if nothing is ready it returns its
-    /// timeout result at once ([`Threads::take_rerun_deadline`]).
+    /// timeout result at once ([`Threads::take_rerun`]).
     pub fn expire_timeouts(&mut self, now: Instant) {
         for t in self.parked.iter_mut().map(|p| &mut p.thread).chain(std::iter::once(&mut self.current)) {
             let Some(b) = t.blocked() else { continue };
-            let Some(until) = b.wait.until.filter(|u| *u <= now) else { continue };
-            let (rerun, nr, rax) = (b.wait.what.rerun(), b.nr, b.wait.timeout_result);
-            if rerun {
-                t.rerun_deadline = Some(Some(until));
-                t.restart = Some(nr);
-                t.state = RunState::Runnable;
+            if !b.wait.until.is_some_and(|u| u <= now) {
+                continue;
+            }
+            if b.wait.what.rerun() {
+                t.rerun_again();
             } else {
+                let rax = b.wait.timeout_result;
                 t.wake(rax);
             }
         }
     }
 
-    /// For a syscall that waits with a timeout (poll, select, epoll_wait): the deadline to
-    /// keep if this syscall is the re-run the scheduler asked for (the first of the thread's
-    /// turn), instead of starting its timeout again. None for any other syscall.
-    pub fn take_rerun_deadline(&mut self) -> Option<Option<Instant>> {
-        self.current.rerun_deadline.take().filter(|_| self.turn_syscalls == 1)
+    /// For a syscall that can block on an fd: the wait it continues if it is the re-run the
+    /// scheduler asked for (the first syscall of the thread's turn), whose deadline it keeps
+    /// (poll, select, epoll_wait) or whose written bytes it does not write again (write,
+    /// send). None for any other syscall.
+    pub fn take_rerun(&mut self) -> Option<Wait> {
+        self.current.rerun.take().filter(|_| self.turn_syscalls == 1)
     }
 
     /// The earliest timeout of any blocked thread.
@@ -315,6 +330,13 @@ impl Threads {
             .min()
     }
 
+    /// The current thread's syscall blocks, but after it changed something another thread
+    /// may wait for (a blocking write that queued part of its bytes): its turn counts as
+    /// one that may have made an fd ready.
+    pub fn note_change(&mut self) {
+        self.turn_changed = true;
+    }
+
     /// Counts a syscall of the current thread's turn (see [`Threads::end_turn`]).
     pub fn count_syscall(&mut self) {
         self.turn_syscalls += 1;
@@ -323,21 +345,20 @@ impl Threads {
     /// The current thread's turn ends: if it made a syscall besides the one it may block in,
     /// it may have made an fd ready, so every thread blocked on an fd runs its syscall again
     /// (most block again at once). A thread that blocked straight after being woken changed
-    /// nothing, so two threads blocked on each other's pipes do not wake each other for ever.
+    /// nothing (unless it said so: [`Threads::note_change`]), so two threads blocked on each
+    /// other's pipes do not wake each other for ever.
     pub fn end_turn(&mut self) {
-        if self.turn_syscalls > 1 {
+        if self.turn_syscalls > 1 || self.turn_changed {
             for t in self.parked.iter_mut().map(|p| &mut p.thread) {
-                if let Some(b) = t.blocked().filter(|b| b.wait.what.rerun()) {
-                    let (until, nr) = (b.wait.until, b.nr);
-                    t.rerun_deadline = Some(until);
-                    t.restart = Some(nr);
-                    t.state = RunState::Runnable;
+                if t.blocked().is_some_and(|b| b.wait.what.rerun()) {
+                    t.rerun_again();
                 }
             }
         }
-        // A re-run deadline is for the first syscall of the thread's next turn only.
-        self.current.rerun_deadline = None;
+        // A re-run's wait is for the first syscall of the thread's next turn only.
+        self.current.rerun = None;
         self.turn_syscalls = 0;
+        self.turn_changed = false;
     }
 
     /// Index of the first runnable parked thread in round-robin order.
@@ -494,7 +515,7 @@ mod tests {
         t.switch_to(0, saved());
         // 101 blocks at once on the other end: it changed nothing, 100 stays asleep.
         t.count_syscall();
-        t.block_current(blocked(WaitFor::Writable { fd: 4 }, None, 0));
+        t.block_current(blocked(WaitFor::Writable { fd: 4, written: 0 }, None, 0));
         t.end_turn();
         assert_eq!(t.next_runnable(), None, "a deadlock, not a ping-pong");
         // A turn with another syscall before the block (a write, say) wakes the fd waiter.

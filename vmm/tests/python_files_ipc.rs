@@ -192,3 +192,54 @@ def handler(event, context):
     });
     assert_eq!(got, want);
 }
+
+/// A blocking write to a pipe goes on until all of it is queued, as Linux's does (it
+/// returned the 64 KiB that fit, so code that trusts a blocking write saw a short one), and
+/// a signal that interrupts it after some bytes makes it return those.
+#[test]
+fn a_blocking_pipe_write_waits_for_room_until_all_is_written_or_a_signal_comes() {
+    let dir = common::python_bundle(
+        "pypipe-write",
+        r#"import os, signal, threading, time
+
+def handler(event, context):
+    out = {}
+    data = b"x" * (1 << 20)
+    r, w = os.pipe()
+    got = []
+    def reader():
+        while True:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            got.append(len(b))
+    t = threading.Thread(target=reader)
+    t.start()
+    out["written"] = os.write(w, data)
+    os.close(w)
+    t.join()
+    out["read"] = sum(got)
+    os.close(r)
+    r, w = os.pipe()
+    caught = []
+    signal.signal(signal.SIGALRM, lambda sig, frame: caught.append(sig))
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    t0 = time.monotonic()
+    out["interrupted_write"] = os.write(w, data)
+    out["blocked_until_the_alarm"] = time.monotonic() - t0 >= 0.09
+    out["caught"] = caught
+    return out
+"#,
+    );
+    let f = Function::load(&dir, StartMode::Cold).unwrap();
+    let out = output(&f, b"{}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.exit_code, 0, "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let want = serde_json::json!({
+        "written": 1 << 20, "read": 1 << 20,
+        "interrupted_write": 65536, "blocked_until_the_alarm": true, "caught": [14],
+    });
+    assert_eq!(got, want);
+}

@@ -26,8 +26,10 @@ pub enum WaitFor {
     Futex { addr: u64, bitset: u32 },
     /// Data (or end of file) to read on this fd.
     Readable { fd: u64 },
-    /// Room to write on this fd.
-    Writable { fd: u64 },
+    /// Room to write on this fd. `written` bytes of this write are queued already: a
+    /// blocking write to a pipe or stream socket goes on until all of it is, as in Linux,
+    /// and a signal that interrupts it makes it return what it wrote.
+    Writable { fd: u64, written: u64 },
     /// Any of the fds of a poll, select or epoll_wait becoming ready.
     Ready,
     /// A signal whose handler runs (pause, rt_sigsuspend): ends with EINTR.
@@ -103,7 +105,7 @@ pub(crate) fn describe(what: &WaitFor) -> String {
         WaitFor::Signal => "a signal".into(),
         WaitFor::SignalIn { set, .. } => format!("a signal in {set:#x}"),
         WaitFor::Readable { fd } => format!("data on fd {fd}, which only the program itself could write"),
-        WaitFor::Writable { fd } => format!("room on fd {fd}, which only the program itself could make by reading"),
+        WaitFor::Writable { fd, .. } => format!("room on fd {fd}, which only the program itself could make by reading"),
         WaitFor::Ready => "one of its fds to become ready".into(),
     }
 }

@@ -239,7 +239,7 @@ pub(super) fn write(p: &mut Process, mem: &mut GuestMemory, fd: u64, buf: UserAd
         }
         Ok(FdKind::EventFd(e)) => {
             let r = write_eventfd(&e.clone(), mem, buf, count);
-            return or_block(p, fd, r, "write", WaitFor::Writable { fd });
+            return or_block(p, fd, r, "write", WaitFor::Writable { fd, written: 0 });
         }
         Ok(FdKind::Epoll(_)) => return ret(Err(EINVAL)),
         Ok(FdKind::Overlay(f)) => {
@@ -278,8 +278,14 @@ pub(super) fn writev(p: &mut Process, mem: &mut GuestMemory, fd: u64, iov: UserA
             Outcome::Return(n) if (n as i64) >= 0 => total += n,
             Outcome::Return(err) if total == 0 => return Outcome::Return(err),
             Outcome::Return(_) => break,
-            // A pipe filled by the first buffers: what went is the result.
-            Outcome::Block(_) if total > 0 => break,
+            // A pipe filled by the first buffers: what went is the result (with what this
+            // buffer's write queued before it blocked).
+            Outcome::Block(w) if total > 0 => {
+                if let WaitFor::Writable { written, .. } = w.what {
+                    total += written;
+                }
+                break;
+            }
             other => return other,
         }
     }

@@ -138,12 +138,35 @@ pub(super) fn write_eventfd(e: &EventFd, mem: &GuestMemory, buf: UserAddr, count
     Ok(8)
 }
 
-/// write(2), send(2): queues what fits of `data` on `e`.
+/// write(2), send(2): queues `data` on `e`. A non-blocking write queues what fits (EAGAIN
+/// if nothing does); a blocking one, as Linux's pipe_write and unix_stream_sendmsg, waits
+/// until all of it is queued, the scheduler running it again as room comes; a signal that
+/// interrupts it after some bytes makes it return those (`Wait::timeout_result`).
 pub(super) fn write_endpoint(p: &mut Process, fd: u64, e: &Endpoint, data: &[u8], nosignal: bool) -> Outcome {
-    match e.write(data) {
+    // The re-run of this write after it blocked: the bytes it queued are not queued again.
+    let done = match p.threads.take_rerun() {
+        Some(Wait { what: WaitFor::Writable { fd: f, written }, .. }) if f == fd => (written as usize).min(data.len()),
+        _ => 0,
+    };
+    let blocked = |written: usize| {
+        let what = WaitFor::Writable { fd, written: written as u64 };
+        let partial = if written > 0 { Ok(written as u64) } else { Err(EAGAIN) };
+        Outcome::Block(Wait { what, until: None, timeout_result: super::block::raw(partial), syscall: "write" })
+    };
+    match e.write(&data[done..]) {
+        Err(EPIPE) if done > 0 => ret(Ok(done as u64)),
         Err(EPIPE) if nosignal => ret(Err(EPIPE)),
         Err(EPIPE) => broken_pipe(p),
-        r => or_block(p, fd, r.map(|n| n as u64), "write", WaitFor::Writable { fd }),
+        Ok(n) if done + n < data.len() && !e.nonblocking() => {
+            if n > 0 {
+                p.threads.note_change(); // a reader may go on now (datagrams go whole)
+            }
+            blocked(done + n)
+        }
+        Ok(n) => ret(Ok((done + n) as u64)),
+        Err(EAGAIN) if !e.nonblocking() => blocked(done),
+        Err(_) if done > 0 => ret(Ok(done as u64)),
+        Err(err) => ret(Err(err)),
     }
 }
 
@@ -174,7 +197,8 @@ fn send(p: &mut Process, fd: u64, e: &Endpoint, data: &[u8], flags: u64) -> Outc
     const MSG_NOSIGNAL: u64 = 0x4000;
     let dontwait = flags & MSG_DONTWAIT != 0;
     match write_endpoint(p, fd, e, data, flags & MSG_NOSIGNAL != 0) {
-        Outcome::Block(_) if dontwait => ret(Err(EAGAIN)),
+        // What fit, or EAGAIN.
+        Outcome::Block(wait) if dontwait => Outcome::Return(wait.timeout_result),
         other => other,
     }
 }

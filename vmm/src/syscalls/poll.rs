@@ -89,8 +89,8 @@ struct Deadline {
 impl Deadline {
     fn of(p: &mut Process, timeout: Option<Duration>) -> Deadline {
         let now = Instant::now();
-        let until = match p.threads.take_rerun_deadline() {
-            Some(kept) => kept,
+        let until = match p.threads.take_rerun() {
+            Some(rerun) => rerun.until,
             None if timeout == Some(Duration::ZERO) => return Deadline { until: Some(now), passed: true },
             None => timeout.and_then(|t| now.checked_add(t)),
         };

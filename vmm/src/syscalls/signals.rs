@@ -219,6 +219,10 @@ fn interrupt(t: &mut crate::threads::Thread, mask: u64, pending: u64, actions: &
         return false;
     }
     let sig = lowest(deliverable);
+    if let WaitFor::Writable { written: written @ 1.., .. } = b.wait.what {
+        t.wake(written); // a write interrupted after it queued some bytes returns those
+        return false;
+    }
     let restart = b.restartable() && actions[(sig - 1) as usize].flags & SA_RESTART != 0;
     t.wake(super::block::raw(Err(EINTR)));
     t.restart = restart.then_some(b.nr);

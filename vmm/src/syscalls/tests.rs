@@ -769,7 +769,7 @@ fn a_full_pipe_blocks_its_writer_and_a_closed_reader_raises_sigpipe() {
     for _ in 0..4 {
         assert_eq!(g.sys(1, &[w, DATA, chunk.len() as u64]), chunk.len() as i64);
     }
-    assert_eq!(g.blocks(1, &[w, DATA, 1]).what, WaitFor::Writable { fd: w });
+    assert_eq!(g.blocks(1, &[w, DATA, 1]).what, WaitFor::Writable { fd: w, written: 0 });
     assert_eq!(g.p.budget.used() - before, 64 * 1024, "queued bytes count against the memory budget");
     assert_eq!(g.sys(3, &[r]), 0);
     assert_eq!(g.p.budget.used(), before, "nobody can read them: released");
@@ -937,7 +937,7 @@ fn an_eventfd_counts_blocks_at_zero_and_needs_eight_bytes() {
     g.put(DATA, &(u64::MAX - 1).to_le_bytes());
     assert_eq!(g.sys(1, &[e, DATA, 8]), 8);
     g.put(DATA, &1u64.to_le_bytes());
-    assert_eq!(g.blocks(1, &[e, DATA, 8]).what, WaitFor::Writable { fd: e }, "the counter is full");
+    assert_eq!(g.blocks(1, &[e, DATA, 8]).what, WaitFor::Writable { fd: e, written: 0 }, "the counter is full");
     let sem = g.sys(290, &[3, 1 | libc::O_NONBLOCK as u64]) as u64;
     for _ in 0..3 {
         assert_eq!(g.sys(0, &[sem, BUF, 8]), 8);
