@@ -26,7 +26,7 @@ pub fn function(name: &str, snapshot: bool) -> Function {
     let dir = bundle(name);
     if snapshot {
         let cold = Function::load(&dir, StartMode::Cold).expect("load");
-        vmm::snapshot::take_snapshot(&cold, &dir.join(vmm::snapshot::SNAPSHOT_FILE)).expect("snapshot");
+        cold.take_snapshot(&dir.join(vmm::snapshot::SNAPSHOT_FILE)).expect("snapshot");
         let f = Function::load(&dir, StartMode::Snapshot).expect("load snapshot");
         assert!(f.has_snapshot());
         f

@@ -20,7 +20,7 @@ pub fn main(args: Args) -> ExitCode {
     let out = args.output.clone().unwrap_or_else(|| args.bundle.join(vmm::snapshot::SNAPSHOT_FILE));
     let result = Function::load(&args.bundle, StartMode::Cold)
         .map_err(|e| e.to_string())
-        .and_then(|f| vmm::snapshot::take_snapshot(&f, &out).map_err(|e| format!("{}: {e}", f.name())));
+        .and_then(|f| f.take_snapshot(&out).map_err(|e| format!("{}: {e}", f.name())));
     match result {
         Ok(report) => {
             eprintln!(

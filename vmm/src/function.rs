@@ -18,7 +18,7 @@ use crate::loader::{build_stack, LoadError, Program};
 use crate::mm::{self, AddressSpace};
 use crate::process::{Process, ProcessSpec};
 use crate::request::RequestHead;
-use crate::snapshot::{SnapshotError, SnapshotImage};
+use crate::snapshot::{SnapshotError, SnapshotImage, SnapshotReport, SnapshotSubject};
 use crate::vdso;
 use crate::verified::Stamp;
 use crate::vm::{EmptyVm, FreshVm, VmError};
@@ -182,9 +182,9 @@ impl Function {
             snapshot: None,
         };
         if mode == StartMode::Snapshot {
-            function.snapshot = SnapshotImage::open_for(&function)
-                .map_err(|source| FunctionError::Snapshot { function: name.clone(), source: Box::new(source) })?
-                .map(std::sync::Arc::new);
+            let image = SnapshotImage::open_for(&function.subject())
+                .map_err(|source| FunctionError::Snapshot { function: name.clone(), source: Box::new(source) })?;
+            function.snapshot = image.map(std::sync::Arc::new);
         }
         // Without a snapshot calls start cold: find out now whether the program can.
         if function.snapshot.is_none() {
@@ -232,6 +232,28 @@ impl Function {
     /// The snapshot calls restore, if any.
     pub fn snapshot(&self) -> Option<&std::sync::Arc<SnapshotImage>> {
         self.snapshot.as_ref()
+    }
+
+    /// Runs the function cold until it first reads stdin and writes its snapshot to `out`
+    /// (the state there, then the working set that calls from it touch).
+    pub fn take_snapshot(&self, out: &Path) -> Result<SnapshotReport, SnapshotError> {
+        let vm = EmptyVm::create(self.memory_size())?;
+        let ready = self.start_for_snapshot(vm).map_err(|e| SnapshotError::Start(Box::new(e)))?;
+        let at = ready.run_until_stdin_read()?;
+        crate::snapshot::capture(&self.subject(), at, out)
+    }
+
+    /// What snapshots see of this function (`snapshot.rs` needs nothing else of it).
+    pub(crate) fn subject(&self) -> SnapshotSubject<'_> {
+        SnapshotSubject {
+            dir: &self.config.dir,
+            memory_size: self.memory_size(),
+            config_source: &self.config.source,
+            program_stamp: self.program_stamp,
+            program: Box::new(|| self.program()),
+            spec: &self.spec,
+            warmup_request: self.config.warmup_request.as_deref(),
+        }
     }
 
     /// Whether calls restore a snapshot.

@@ -28,7 +28,7 @@
 //! snapshot's function can start) → [`ReadyCall`] (runs once) → [`FinishedCall`] → [`UsedVm`]
 //! (can only be destroyed).
 //!
-//! Snapshots are taken with [`snapshot::take_snapshot`]; bundles that need Kontain's `km` run
+//! Snapshots are taken with [`Function::take_snapshot`]; bundles that need Kontain's `km` run
 //! through [`km`]. The rest of the crate (guest memory, the syscall layer, the vCPU) is
 //! private: docs/vmm.md and docs/architecture.md describe it.
 

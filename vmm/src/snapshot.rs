@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 use snapshot_format as fmt;
 
 use crate::call::{write_user_return, AtStdinRead, CallError, CallStats, PhaseTimings, ReadyCall};
-use crate::function::Function;
+use crate::function::FunctionError;
 use crate::layout::*;
+use crate::loader::Program;
 use crate::mm::{self, AddressSpace};
 use crate::overlay::{Overlay, SavedEntry};
 use crate::process::{Process, ProcessSpec};
@@ -152,24 +153,51 @@ pub struct SnapshotReport {
     pub syscalls: u64,
 }
 
+/// The function a snapshot is of, as snapshots see it: what a snapshot is checked against
+/// when it is opened, what a capture records, and the process description its calls start
+/// from. [`crate::Function`] hands it over; nothing here needs the rest of the function.
+pub(crate) struct SnapshotSubject<'a> {
+    /// The bundle directory (where `snapshot.kmsnap` and config.json are).
+    pub(crate) dir: &'a Path,
+    /// Guest memory size.
+    pub(crate) memory_size: u64,
+    /// config.json as the function was loaded from it.
+    pub(crate) config_source: &'a [u8],
+    /// Which version of the program file the function was loaded against.
+    pub(crate) program_stamp: crate::verified::Stamp,
+    /// The program, read on first use (an open of a snapshot verified before never needs it).
+    pub(crate) program: Box<dyn Fn() -> Result<&'a Program, FunctionError> + 'a>,
+    /// Every call's process description.
+    pub(crate) spec: &'a ProcessSpec,
+    /// The bundle's sample request, for the working-set recording.
+    pub(crate) warmup_request: Option<&'a [u8]>,
+}
+
+impl<'a> SnapshotSubject<'a> {
+    fn program(&self) -> Result<&'a Program, SnapshotError> {
+        (self.program)().map_err(|e| SnapshotError::Program(Box::new(e)))
+    }
+}
+
 /// The hash that identifies a bundle: its config.json (as the function was loaded from it)
 /// and its program.
-pub fn bundle_hash(function: &Function) -> Result<[u8; 32], SnapshotError> {
-    let config = &function.config.source;
+pub(crate) fn bundle_hash(subject: &SnapshotSubject) -> Result<[u8; 32], SnapshotError> {
+    let config = subject.config_source;
     let mut h = Sha256::new();
     h.update((config.len() as u64).to_le_bytes());
     h.update(config);
-    let program = function.program().map_err(|e| SnapshotError::Program(Box::new(e)))?;
-    h.update(&program.bytes);
+    h.update(&subject.program()?.bytes);
     Ok(h.finalize().into())
 }
 
-/// Runs `function` (loaded cold) until it first reads stdin and writes its snapshot to `out`.
-pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, SnapshotError> {
-    let vm = EmptyVm::create(function.memory_size())?;
-    let ready = function.start_for_snapshot(vm).map_err(|e| SnapshotError::Start(Box::new(e)))?;
-    let mut at = ready.run_until_stdin_read()?;
-    let mut state = capture_state(function, &at)?;
+/// Writes the snapshot of the program `at` stopped at its first read of stdin to `out`,
+/// with its working set (recorded by running calls from the file just written).
+pub(crate) fn capture(
+    subject: &SnapshotSubject,
+    mut at: AtStdinRead,
+    out: &Path,
+) -> Result<SnapshotReport, SnapshotError> {
+    let mut state = capture_state(subject, &at)?;
     // A restore always writes a fresh time page; until it does, the vDSO must fall back to
     // syscalls rather than trust the capture's clock.
     if let Some(r) = state.regions.iter().find(|r| r.kind == fmt::RegionKind::Vdso) {
@@ -189,7 +217,7 @@ pub fn take_snapshot(function: &Function, out: &Path) -> Result<SnapshotReport, 
     write(&state)?;
     // The pages calls touch can only be learnt by running calls from the file just written;
     // the snapshot is then written again with them (the memory and state are unchanged).
-    state.working_set = Some(crate::working_set::record(function, out)?);
+    state.working_set = Some(crate::working_set::record(subject, out)?);
     write(&state)?;
     Ok(SnapshotReport {
         path: out.into(),
@@ -213,13 +241,13 @@ fn elf_prot(prot: u32) -> u32 {
     p
 }
 
-fn capture_state(function: &Function, at: &AtStdinRead) -> Result<fmt::SnapshotState, SnapshotError> {
+fn capture_state(subject: &SnapshotSubject, at: &AtStdinRead) -> Result<fmt::SnapshotState, SnapshotError> {
     let (vcpu, entry) = (&at.vm.vcpu, &at.read);
     let saved = crate::vcpu_state::save(vcpu, entry)?;
     let p = &at.process;
     let files = process_state::save_files(p)?;
     let regions = process_state::save_regions(&p.space);
-    let program = function.program().map_err(|e| SnapshotError::Program(Box::new(e)))?;
+    let program = subject.program()?;
     let phoff =
         u64::from_le_bytes(program.bytes.get(32..40).and_then(|b| b.try_into().ok()).unwrap_or([0; 8])) as usize;
     let phdrs = program.bytes.get(phoff..phoff + program.phnum as usize * 56).unwrap_or(&[]).to_vec();
@@ -244,7 +272,7 @@ fn capture_state(function: &Function, at: &AtStdinRead) -> Result<fmt::SnapshotS
         cwd: Some(p.cwd.clone()),
         working_set: None,
         overlay: process_state::saved_overlay(&p.overlay)?,
-        identity: Some(fmt::Identity::new(bundle_hash(function)?, function.memory_size(), program.path.clone())),
+        identity: Some(fmt::Identity::new(bundle_hash(subject)?, subject.memory_size, program.path.clone())),
         km_notes: process_state::signal_handlers(&p.sigactions),
         unknown_notes: Vec::new(),
     })
@@ -311,31 +339,31 @@ pub struct SnapshotImage {
 impl SnapshotImage {
     /// Opens `BUNDLE/snapshot.kmsnap` if present; `Ok(None)` when there is none. A snapshot
     /// that is corrupt, of another function, or stale is an error, never silently used.
-    pub(crate) fn open_for(function: &Function) -> Result<Option<SnapshotImage>, SnapshotError> {
-        let path = function.config.dir.join(SNAPSHOT_FILE);
+    pub(crate) fn open_for(subject: &SnapshotSubject) -> Result<Option<SnapshotImage>, SnapshotError> {
+        let path = subject.dir.join(SNAPSHOT_FILE);
         if !path.exists() {
             return Ok(None);
         }
-        Self::open(function, &path).map(Some)
+        Self::open(subject, &path).map(Some)
     }
 
     /// Opens and validates the snapshot at `path` for `function`.
-    pub fn open(function: &Function, path: &Path) -> Result<SnapshotImage, SnapshotError> {
+    pub(crate) fn open(subject: &SnapshotSubject, path: &Path) -> Result<SnapshotImage, SnapshotError> {
         let fmt_err = |source| SnapshotError::Format { path: path.into(), source };
         let mismatch = |what: &str| SnapshotError::Mismatch { path: path.into(), what: what.into() };
         let open_err = |source| SnapshotError::Open { path: path.into(), source };
         // One open file from here on: parsed, verified, and later copied from.
         let file = File::open(path).map_err(open_err)?;
-        let config = function.config.dir.join("config.json");
+        let config = subject.dir.join("config.json");
         let stamps = [
             crate::verified::Stamp::of_file(&file).map_err(open_err)?,
             crate::verified::Stamp::of_path(&config)
                 .map_err(|source| SnapshotError::Open { path: config.clone(), source })?,
-            function.program_stamp,
+            subject.program_stamp,
         ];
         let cache = crate::verified::VerifiedCache::open();
         let verified_before = cache.as_ref().is_some_and(|c| c.is_verified(path, &stamps));
-        let limits = fmt::Limits::for_memory(function.memory_size());
+        let limits = fmt::Limits::for_memory(subject.memory_size);
         let snapshot = fmt::read_snapshot_file(&file, path, &limits).map_err(fmt_err)?;
         if !verified_before {
             fmt::verify_payload_file(&file, path, &snapshot).map_err(fmt_err)?;
@@ -343,14 +371,13 @@ impl SnapshotImage {
         let state = &snapshot.state;
         let identity =
             state.identity.as_ref().ok_or_else(|| mismatch("no SNAPCALL identity note (a KM snapshot needs km)"))?;
-        if identity.memory_size != function.memory_size() {
+        if identity.memory_size != subject.memory_size {
             return Err(mismatch(&format!(
                 "taken with {} bytes of memory, the bundle now asks for {}",
-                identity.memory_size,
-                function.memory_size()
+                identity.memory_size, subject.memory_size
             )));
         }
-        if !verified_before && identity.bundle_hash != bundle_hash(function)? {
+        if !verified_before && identity.bundle_hash != bundle_hash(subject)? {
             return Err(SnapshotError::Stale { path: path.into() });
         }
         let pending = state.pending_syscall.ok_or_else(|| mismatch("no pending syscall"))?;
@@ -373,7 +400,7 @@ impl SnapshotImage {
         // Before version 2 the whole image was recorded r-x, its data segments too: such a
         // snapshot keeps the image writable and executable, as it ran when it was taken.
         let legacy_image_prot = identity.format_version < fmt::EXACT_PROTECTIONS_VERSION;
-        let restored = process_state::restore_regions(state, function.memory_size(), legacy_image_prot)
+        let restored = process_state::restore_regions(state, subject.memory_size, legacy_image_prot)
             .map_err(|what| mismatch(&what))?;
         let (space, vdso_base, entropy) = (restored.space, restored.vdso_base, restored.entropy);
         let tables = crate::page_tables::build(&space).map_err(|e| mismatch(&e.to_string()))?;
@@ -384,21 +411,21 @@ impl SnapshotImage {
             data.extend(extents.into_iter().map(|(off, len)| (seg.guest_addr + (off - seg.file_offset), off, len)));
         }
         let id = NEXT_IMAGE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if vdso_base.is_some_and(|b| {
-            b.checked_add(crate::vdso::VDSO_REGION_SIZE).is_none_or(|end| end > function.memory_size())
-        }) {
+        if vdso_base
+            .is_some_and(|b| b.checked_add(crate::vdso::VDSO_REGION_SIZE).is_none_or(|end| end > subject.memory_size))
+        {
             return Err(mismatch("the vDSO region lies outside guest memory"));
         }
         let outside = |r: &&fmt::WorkingSetRange| {
             r.start < USER_START
-                || r.start.checked_add(u64::from(r.pages) * PAGE_SIZE).is_none_or(|end| end > function.memory_size())
+                || r.start.checked_add(u64::from(r.pages) * PAGE_SIZE).is_none_or(|end| end > subject.memory_size)
         };
         if let Some(r) = state.working_set.iter().flatten().find(outside) {
             return Err(mismatch(&format!("working set range at {:#x} lies outside user memory", r.start)));
         }
         let working_set = state.working_set.clone();
         let overlay = process_state::overlay_entries(state.overlay.as_deref().unwrap_or(&[]));
-        if let Err(e) = Overlay::from_entries(&overlay, &crate::budget::MemoryBudget::new(function.memory_size())) {
+        if let Err(e) = Overlay::from_entries(&overlay, &crate::budget::MemoryBudget::new(subject.memory_size)) {
             return Err(mismatch(&format!("its written files cannot be restored (errno {})", e.0)));
         }
         // Both checks passed on this version of the three files: later opens may skip them,

@@ -17,32 +17,31 @@ use std::path::Path;
 
 use snapshot_format::WorkingSetRange;
 
-use crate::function::Function;
 use crate::layout::{GuestAddr, LARGE_PAGE, PAGE_SIZE, PREFAULT_WRITE, USER_START};
-use crate::snapshot::{RestoreMemory, SnapshotError, SnapshotImage};
+use crate::snapshot::{RestoreMemory, SnapshotError, SnapshotImage, SnapshotSubject};
 use crate::userfault::Userfault;
 use crate::vm::EmptyVm;
 
 /// Requests the recording calls get: the bundle's warm-up request (or a short one), and an
 /// empty one, so both the handler's usual path and the end-of-input path are covered.
-fn recording_requests(function: &Function) -> [Vec<u8>; 2] {
-    let warm = function.config.warmup_request.clone().unwrap_or_else(|| b"snapcall working-set probe".to_vec());
+fn recording_requests(subject: &SnapshotSubject) -> [Vec<u8>; 2] {
+    let warm = subject.warmup_request.unwrap_or(b"snapcall working-set probe").to_vec();
     [warm, Vec::new()]
 }
 
 /// Runs recording calls from the snapshot at `path` and returns the pages they touched.
 /// A call's own failure (the function rejects the probe request) is no error here: the
 /// pages it touched are still what a call touches.
-pub(crate) fn record(function: &Function, path: &Path) -> Result<Vec<WorkingSetRange>, SnapshotError> {
-    record_with(function, path, true)
+pub(crate) fn record(subject: &SnapshotSubject, path: &Path) -> Result<Vec<WorkingSetRange>, SnapshotError> {
+    record_with(subject, path, true)
 }
 
 /// [`record`], with userfaultfd when `userfault` is set and the host allows it, else from
 /// the host's page map.
-fn record_with(function: &Function, path: &Path, userfault: bool) -> Result<Vec<WorkingSetRange>, SnapshotError> {
-    let image = SnapshotImage::open(function, path)?;
+fn record_with(subject: &SnapshotSubject, path: &Path, userfault: bool) -> Result<Vec<WorkingSetRange>, SnapshotError> {
+    let image = SnapshotImage::open(subject, path)?;
     let mut pages: BTreeMap<u64, bool> = BTreeMap::new();
-    for request in recording_requests(function) {
+    for request in recording_requests(subject) {
         let vm = EmptyVm::create(image.memory_size())?;
         let (base, size) = (vm.machine.memory.host_base(), vm.machine.memory.size());
         let shared = image.shared_pages()?;
@@ -51,7 +50,7 @@ fn record_with(function: &Function, path: &Path, userfault: bool) -> Result<Vec<
         let touched = match server {
             Some(server) => {
                 let vm = image.prepare(vm, RestoreMemory::OnDemand)?;
-                drop(bounded(image.finish(&function.spec, vm, &request)?).run());
+                drop(bounded(image.finish(subject.spec, vm, &request)?).run());
                 server.finish().into_iter().map(|t| (t.host_addr - base, t.write)).collect()
             }
             // No userfaultfd here (unprivileged): what the host mapped after a plain
@@ -59,7 +58,7 @@ fn record_with(function: &Function, path: &Path, userfault: bool) -> Result<Vec<
             // to 64 KiB around each read).
             None => {
                 let vm = image.prepare(vm, RestoreMemory::CopyOnWrite)?;
-                let (_, used) = bounded(image.finish(&function.spec, vm, &request)?).run().into_parts();
+                let (_, used) = bounded(image.finish(subject.spec, vm, &request)?).run().into_parts();
                 used.machine.memory.resident_pages(GuestAddr::new(USER_START), GuestAddr::new(size))?
             }
         };
@@ -237,9 +236,9 @@ mod tests {
         let path = dir.join(crate::snapshot::SNAPSHOT_FILE);
         let _ = std::fs::remove_file(&path);
         let cold = Function::load(&dir, StartMode::Cold).unwrap();
-        crate::snapshot::take_snapshot(&cold, &path).unwrap();
-        let exact = record_with(&cold, &path, true).unwrap();
-        let coarse = record_with(&cold, &path, false).unwrap();
+        cold.take_snapshot(&path).unwrap();
+        let exact = record_with(&cold.subject(), &path, true).unwrap();
+        let coarse = record_with(&cold.subject(), &path, false).unwrap();
         let set = |r: &[WorkingSetRange], written: bool| -> std::collections::BTreeSet<u64> {
             r.iter().filter(|r| !written || r.written).flat_map(|r| pages(std::slice::from_ref(r))).collect()
         };

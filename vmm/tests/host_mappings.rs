@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use vmm::snapshot::{take_snapshot, SNAPSHOT_FILE};
+use vmm::snapshot::SNAPSHOT_FILE;
 use vmm::{EmptyVm, Function, Runtime, RuntimeConfig, StartMode};
 
 /// Lines of /proc/self/maps: this process's host mappings.
@@ -26,7 +26,7 @@ fn unmapping_every_other_restored_page_makes_few_host_mappings() {
         .unwrap()
         .success());
     let cold = Function::load(&dir, StartMode::Cold).unwrap();
-    take_snapshot(&cold, &dir.join(SNAPSHOT_FILE)).unwrap();
+    cold.take_snapshot(&dir.join(SNAPSHOT_FILE)).unwrap();
     let f = Function::load(&dir, StartMode::Snapshot).unwrap();
 
     // Inline: the snapshot mapped copy-on-write from its file.

@@ -307,7 +307,7 @@ fn running_down_the_whole_stack_is_reported_as_a_stack_overflow_cold_and_restore
         .unwrap()
         .success());
     let snap_fn = Function::load(&dir, StartMode::Cold).unwrap();
-    vmm::snapshot::take_snapshot(&snap_fn, &dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap();
+    snap_fn.take_snapshot(&dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap();
     let restored = Function::load(&dir, StartMode::Snapshot).unwrap();
     assert!(restored.has_snapshot());
     for f in [&cold, &restored] {

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use vmm::snapshot::{take_snapshot, SNAPSHOT_FILE};
+use vmm::snapshot::SNAPSHOT_FILE;
 use vmm::{Function, Runtime, RuntimeConfig, StartMode};
 
 fn snapshotted_copy(name: &str) -> (std::path::PathBuf, Function) {
@@ -14,7 +14,7 @@ fn snapshotted_copy(name: &str) -> (std::path::PathBuf, Function) {
     let _ = std::fs::remove_dir_all(&dst);
     assert!(std::process::Command::new("cp").arg("-a").arg(bundle(name)).arg(&dst).status().unwrap().success());
     let cold = Function::load(&dst, StartMode::Cold).unwrap();
-    take_snapshot(&cold, &dst.join(SNAPSHOT_FILE)).unwrap();
+    cold.take_snapshot(&dst.join(SNAPSHOT_FILE)).unwrap();
     (dst.clone(), Function::load(&dst, StartMode::Snapshot).unwrap())
 }
 

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vmm::snapshot::{take_snapshot, SNAPSHOT_FILE};
+use vmm::snapshot::SNAPSHOT_FILE;
 use vmm::{EmptyVm, Function, StartMode};
 
 fn snapshotted(name: &str, tag: &str) -> (std::path::PathBuf, Function) {
@@ -13,7 +13,7 @@ fn snapshotted(name: &str, tag: &str) -> (std::path::PathBuf, Function) {
     assert!(std::process::Command::new("cp").arg("-a").arg(bundle(name)).arg(&dst).status().unwrap().success());
     let _ = std::fs::remove_file(dst.join(SNAPSHOT_FILE));
     let cold = Function::load(&dst, StartMode::Cold).unwrap();
-    take_snapshot(&cold, &dst.join(SNAPSHOT_FILE)).unwrap();
+    cold.take_snapshot(&dst.join(SNAPSHOT_FILE)).unwrap();
     let f = Function::load(&dst, StartMode::Snapshot).unwrap();
     assert!(f.has_snapshot());
     (dst, f)
@@ -170,7 +170,7 @@ fn a_warm_up_request_runs_through_the_handler_before_the_snapshot() {
     std::fs::write(&path, config.to_string()).unwrap();
     let cold = Function::load(&dst, StartMode::Cold).unwrap();
     assert_eq!(output(&cold, b"x").stdout, b"1", "a cold call does not warm up");
-    take_snapshot(&cold, &dst.join(SNAPSHOT_FILE)).unwrap();
+    cold.take_snapshot(&dst.join(SNAPSHOT_FILE)).unwrap();
     let f = Function::load(&dst, StartMode::Snapshot).unwrap();
     for _ in 0..3 {
         assert_eq!(output(&f, b"x").stdout, b"2", "the warm-up call's state is in the snapshot, and only its");

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use vmm::snapshot::{take_snapshot, SNAPSHOT_FILE};
+use vmm::snapshot::SNAPSHOT_FILE;
 use vmm::{Function, StartMode};
 
 const SOURCE: &str = r#"import asyncio, os, pathlib, selectors, shutil, socket, tempfile
@@ -97,7 +97,7 @@ fn bundle_with(tag: &str) -> std::path::PathBuf {
 fn tempfile_pathlib_shutil_pipes_selectors_and_asyncio_work_cold_and_restored() {
     let dir = bundle_with("all");
     let cold = Function::load(&dir, StartMode::Cold).unwrap();
-    take_snapshot(&cold, &dir.join(SNAPSHOT_FILE)).unwrap();
+    cold.take_snapshot(&dir.join(SNAPSHOT_FILE)).unwrap();
     let restored = Function::load(&dir, StartMode::Snapshot).unwrap();
     assert!(restored.has_snapshot());
     let expected = serde_json::json!({

@@ -112,7 +112,7 @@ def handler(event, context):
 "#,
     );
     let cold = Function::load(&dir, StartMode::Cold).unwrap();
-    vmm::snapshot::take_snapshot(&cold, &dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap();
+    cold.take_snapshot(&dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap();
     let restored = Function::load(&dir, StartMode::Snapshot).unwrap();
     assert!(restored.has_snapshot());
     for (mode, f) in [("cold", &cold), ("restored", &restored)] {

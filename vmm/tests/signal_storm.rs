@@ -70,7 +70,7 @@ fn a_signal_storm_loses_no_request_or_output_cold_copy_on_write_or_pooled() {
     let copy = std::env::temp_dir().join(format!("signal-storm-bundle-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&copy);
     assert!(std::process::Command::new("cp").arg("-a").arg(&dir).arg(&copy).status().unwrap().success());
-    vmm::snapshot::take_snapshot(&cold, &snap).expect("snapshot");
+    cold.take_snapshot(&snap).expect("snapshot");
     std::fs::rename(&snap, copy.join("snapshot.kmsnap")).unwrap();
     let restored = vmm::Function::load(&copy, StartMode::Snapshot).unwrap();
     assert!(restored.has_snapshot());

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-use vmm::snapshot::{take_snapshot, SnapshotError, SNAPSHOT_FILE};
+use vmm::snapshot::{SnapshotError, SNAPSHOT_FILE};
 use vmm::{Function, FunctionError, LoadError, StartError, StartMode};
 
 /// Copies a bundle to a private directory (so tests can change and corrupt it freely).
@@ -21,7 +21,7 @@ fn private_bundle(name: &str, tag: &str) -> PathBuf {
 fn snapshotted(name: &str, tag: &str) -> (PathBuf, Function) {
     let dir = private_bundle(name, tag);
     let cold = Function::load(&dir, StartMode::Cold).unwrap();
-    take_snapshot(&cold, &dir.join(SNAPSHOT_FILE)).unwrap();
+    cold.take_snapshot(&dir.join(SNAPSHOT_FILE)).unwrap();
     let f = Function::load(&dir, StartMode::Snapshot).unwrap();
     assert!(f.has_snapshot());
     (dir, f)
@@ -184,7 +184,7 @@ fn corrupt_snapshots_are_refused_without_panicking() {
 fn a_program_that_never_reads_stdin_cannot_be_snapshotted() {
     let dir = private_bundle("null-deref", "nostdin");
     let f = Function::load(&dir, StartMode::Cold).unwrap();
-    match take_snapshot(&f, &dir.join(SNAPSHOT_FILE)) {
+    match f.take_snapshot(&dir.join(SNAPSHOT_FILE)) {
         Err(SnapshotError::Run(e)) => assert!(e.to_string().contains("fault"), "{e}"),
         other => panic!("expected a run error, got {other:?}"),
     }
@@ -202,7 +202,7 @@ fn a_program_that_cannot_start_keeps_its_start_error_as_the_snapshots_cause() {
     config["process"]["env"] = serde_json::json!([format!("BIG={}", "x".repeat(5 << 20))]);
     std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
     let f = Function::load(&dir, StartMode::Cold).unwrap();
-    match take_snapshot(&f, &dir.join(SNAPSHOT_FILE)) {
+    match f.take_snapshot(&dir.join(SNAPSHOT_FILE)) {
         Err(e @ SnapshotError::Start(_)) => {
             let cause = std::error::Error::source(&e).expect("the StartError is the source");
             let SnapshotError::Start(start) = &e else { unreachable!() };

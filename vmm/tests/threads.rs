@@ -108,7 +108,7 @@ int main(void) { pthread_t t; char b[8]; pthread_create(&t, 0, idle, 0); read(0,
     std::fs::write(dir.join("config.json"), config).unwrap();
     let f = vmm::Function::load(&dir, StartMode::Cold).unwrap();
     let out = dir.join(vmm::snapshot::SNAPSHOT_FILE);
-    let Err(err) = vmm::snapshot::take_snapshot(&f, &out) else { panic!("the snapshot must be refused") };
+    let Err(err) = f.take_snapshot(&out) else { panic!("the snapshot must be refused") };
     let text = err.to_string();
     assert!(!out.exists(), "no snapshot file is left behind");
     assert!(text.contains("2 threads at its first read of stdin") && text.contains("keeps only one"), "{text}");

@@ -29,7 +29,7 @@ fn cold_and_restored(name: &str, test: &str) -> (Function, Function, std::path::
     let _ = std::fs::remove_dir_all(&dir);
     assert!(std::process::Command::new("cp").arg("-a").arg(bundle(name)).arg(&dir).status().unwrap().success());
     let snap_fn = Function::load(&dir, StartMode::Cold).unwrap();
-    vmm::snapshot::take_snapshot(&snap_fn, &dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap();
+    snap_fn.take_snapshot(&dir.join(vmm::snapshot::SNAPSHOT_FILE)).unwrap();
     let restored = Function::load(&dir, StartMode::Snapshot).unwrap();
     assert!(restored.has_snapshot());
     (cold, restored, dir)

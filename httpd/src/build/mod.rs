@@ -138,7 +138,7 @@ pub fn build(dir: &Path, opts: &Options, progress: &dyn Progress) -> Result<Buil
     }
     let function = Function::load(&opts.out, StartMode::Cold).map_err(|e| BuildError::Check(e.to_string()))?;
     let tmp = opts.out.join(format!(".{}.tmp-{}", vmm::snapshot::SNAPSHOT_FILE, std::process::id()));
-    let report = vmm::snapshot::take_snapshot(&function, &tmp).map_err(|e| {
+    let report = function.take_snapshot(&tmp).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         BuildError::Snapshot(e.to_string())
     })?;

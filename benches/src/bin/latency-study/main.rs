@@ -341,7 +341,7 @@ fn main() {
             .unwrap_or_else(|e| fatal(&format!("copying bundle {name}: {e}")));
         let dir = functions.join(name);
         let cold = Function::load(&dir, StartMode::Cold).unwrap_or_else(|e| fatal(&format!("{name}: {e}")));
-        vmm::snapshot::take_snapshot(&cold, &dir.join(vmm::snapshot::SNAPSHOT_FILE))
+        cold.take_snapshot(&dir.join(vmm::snapshot::SNAPSHOT_FILE))
             .unwrap_or_else(|e| fatal(&format!("{name}: snapshot: {e}")));
     }
     let snapcall = snapcall_binary();
