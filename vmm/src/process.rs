@@ -144,6 +144,8 @@ pub struct Process {
     /// Set by a syscall that moved a wake-up time (setitimer): the run loop re-arms its timer.
     pub timer_changed: bool,
     pub umask: u32,
+    /// The nice value (setpriority): recorded, since the vCPU's scheduling is the host's.
+    pub nice: i32,
     /// The auxv the program started with (kept for snapshots).
     pub auxv: Vec<(u64, u64)>,
     /// When the call's deadline passes (sleeps are cut short there).
@@ -234,6 +236,7 @@ impl Process {
             itimer_real: None,
             timer_changed: false,
             umask: 0o022,
+            nice: 0,
             auxv: Vec::new(),
             deadline: None,
             stats: SyscallStats::default(),

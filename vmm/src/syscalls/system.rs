@@ -100,3 +100,60 @@ pub(crate) fn fill_random(dst: &mut [u8]) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------- priority
+
+/// getpriority(which, who): the program's nice value, as the syscall gives it (20 - nice).
+/// Only the program itself (who 0, or its pid, process group or uid) exists: ESRCH else.
+pub(super) fn sys_getpriority(p: &Process, which: u64, who: u64) -> SysResult {
+    check_priority_target(which, who)?;
+    Ok((20 - p.nice) as u64)
+}
+
+/// setpriority(which, who, nice): an unprivileged process may raise its nice value (to at
+/// most 19) but not lower it (EACCES, RLIMIT_NICE being 0). Recorded only: the vCPU runs as
+/// the host schedules it.
+pub(super) fn sys_setpriority(p: &mut Process, which: u64, who: u64, nice: u64) -> SysResult {
+    check_priority_target(which, who)?;
+    let nice = (nice as i32).clamp(-20, 19);
+    if nice < p.nice {
+        return Err(EACCES);
+    }
+    p.nice = nice;
+    Ok(0)
+}
+
+fn check_priority_target(which: u64, who: u64) -> Result<(), Errno> {
+    const PRIO_PROCESS: u64 = 0;
+    const PRIO_PGRP: u64 = 1;
+    const PRIO_USER: u64 = 2;
+    let who = who as u32 as u64;
+    let ours = match which {
+        PRIO_PROCESS | PRIO_PGRP => who == 0 || who == GUEST_PID,
+        PRIO_USER => who == 0 || who == GUEST_UID,
+        _ => return Err(EINVAL),
+    };
+    if ours {
+        Ok(())
+    } else {
+        Err(ESRCH)
+    }
+}
+
+// ---------------------------------------------------------------- memfd
+
+/// memfd_create(name, flags): an unnamed file in the writable layer (memory, charged to
+/// the budget as any file there), opened read-write; MFD_CLOEXEC. Sealing and huge pages
+/// are not offered (EINVAL).
+pub(super) fn sys_memfd_create(p: &mut Process, mem: &GuestMemory, name: UserAddr, flags: u64) -> SysResult {
+    const MFD_CLOEXEC: u64 = 1;
+    const MFD_NAME_MAX: usize = 249; // NAME_MAX minus the "memfd:" prefix
+    if flags & !MFD_CLOEXEC != 0 {
+        return Err(EINVAL);
+    }
+    let raw = mem.read_user_cstr(name, MFD_NAME_MAX + 1)?.ok_or(EINVAL)?;
+    let path = format!("/memfd:{} (deleted)", String::from_utf8_lossy(&raw));
+    let file = p.overlay.unnamed_file(0o777)?;
+    let open = crate::overlay::OpenOverlayFile::new(file, path, libc::O_RDWR);
+    p.fds.insert(Fd { kind: FdKind::Overlay(open), cloexec: flags & MFD_CLOEXEC != 0 }, 0)
+}

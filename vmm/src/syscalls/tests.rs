@@ -1234,6 +1234,44 @@ fn the_owner_bits_decide_access_as_for_an_unprivileged_owner_not_root() {
 }
 
 #[test]
+fn priority_clocks_and_memfd_answer_as_for_an_unprivileged_process() {
+    let mut g = guest();
+    // getpriority gives 20 - nice; the nice value only goes up (EACCES down), 19 at most.
+    assert_eq!(g.sys(140, &[0, 0]), 20);
+    assert_eq!(g.sys(141, &[0, GUEST_PID, 1]), 0);
+    assert_eq!(g.sys(140, &[0, GUEST_PID]), 19);
+    assert_eq!(g.sys(141, &[0, 0, 0]), err(EACCES), "no CAP_SYS_NICE");
+    assert_eq!(g.sys(141, &[0, 0, 99]), 0);
+    assert_eq!(g.sys(140, &[0, 0]), 1, "clamped to nice 19");
+    assert_eq!(g.sys(140, &[0, 4242]), err(ESRCH), "no other process");
+    assert_eq!(g.sys(140, &[7, 0]), err(EINVAL));
+    // The time is not the program's to set.
+    g.put_timespec(TIMEOUT, Duration::from_secs(1));
+    assert_eq!(g.sys(227, &[0, TIMEOUT]), err(EPERM), "clock_settime(CLOCK_REALTIME)");
+    assert_eq!(g.sys(227, &[1, TIMEOUT]), err(EINVAL), "CLOCK_MONOTONIC cannot be set");
+    assert_eq!(g.sys(164, &[TIMEOUT, 0]), err(EPERM), "settimeofday");
+    // CPU-time clocks of the program and its threads (pthread_getcpuclockid's ids).
+    let thread_clock = |tid: i32| (((!tid) << 3) | 4 | 2) as i64 as u64;
+    let process_clock = |pid: i32| (((!pid) << 3) | 2) as i64 as u64;
+    let tid = g.p.threads.current.tid;
+    assert_eq!(g.sys(228, &[thread_clock(tid), BUF]), 0);
+    assert_eq!(g.sys(228, &[process_clock(GUEST_PID as i32), BUF]), 0);
+    assert_eq!(g.sys(228, &[process_clock(0), BUF]), 0, "pid 0: the caller");
+    assert_eq!(g.sys(228, &[thread_clock(tid + 77), BUF]), err(EINVAL), "no such thread");
+    assert_eq!(g.sys(228, &[process_clock(4242), BUF]), err(EINVAL), "no such process");
+    assert_eq!(g.sys(229, &[thread_clock(tid), BUF]), 0, "clock_getres");
+    // memfd_create: a read-write file of the writable layer.
+    g.path(SCRATCH + 0x900, "Hi");
+    let fd = g.sys(319, &[SCRATCH + 0x900, 1]) as u64;
+    assert!((fd as i64) >= 0);
+    assert_eq!(g.write_bytes(fd, b"memfd_create"), 12);
+    assert_eq!(g.sys(8, &[fd, 0, libc::SEEK_SET as u64]), 0);
+    assert_eq!(g.read_bytes(fd, 100), Ok(b"memfd_create".to_vec()));
+    assert_eq!(g.sys(72, &[fd, libc::F_GETFD as u64, 0]), libc::FD_CLOEXEC as i64, "MFD_CLOEXEC");
+    assert_eq!(g.sys(319, &[SCRATCH + 0x900, 4]), err(EINVAL), "MFD_HUGETLB is not offered");
+}
+
+#[test]
 fn writes_to_tmp_stop_at_the_memory_cap_with_enospc() {
     let mut g = guest();
     g.p.budget = crate::budget::MemoryBudget::new(1 << 20);

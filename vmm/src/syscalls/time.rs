@@ -22,13 +22,41 @@ pub(super) fn host_clock(clock: u64) -> Result<libc::timespec, Errno> {
     Ok(ts)
 }
 
-pub(super) fn sys_clock_gettime(mem: &mut GuestMemory, clock: u64, tp: UserAddr) -> SysResult {
-    let ts = host_clock(clock)?;
+/// A clock id, or a CPU-time clock of a process or thread (negative ids, what
+/// `clock_getcpuclockid` and `pthread_getcpuclockid` make: `~pid << 3 | per_thread << 2 |
+/// which`). The program's own, or one of its threads': the VM's CPU time (the vCPU thread's;
+/// CPU time is not kept per guest thread). Another process's: EINVAL, as Linux says for
+/// one that does not exist.
+fn clock(p: &Process, clock: u64) -> Result<libc::timespec, Errno> {
+    let id = clock as i32;
+    if id >= 0 {
+        return host_clock(clock);
+    }
+    let (which, per_thread, pid) = (id & 3, id & 4 != 0, !(id >> 3));
+    let ours = if per_thread { pid == 0 || p.threads.exists(pid) } else { pid == 0 || pid as u64 == GUEST_PID };
+    if which == 3 || !ours {
+        return Err(EINVAL);
+    }
+    host_clock(libc::CLOCK_THREAD_CPUTIME_ID as u64)
+}
+
+pub(super) fn sys_clock_gettime(p: &Process, mem: &mut GuestMemory, id: u64, tp: UserAddr) -> SysResult {
+    let ts = clock(p, id)?;
     put_timespec(mem, tp, ts.tv_sec, ts.tv_nsec)
 }
 
-pub(super) fn sys_clock_getres(mem: &mut GuestMemory, clock: u64, tp: UserAddr) -> SysResult {
-    host_clock(clock)?;
+/// clock_settime: the program may not set the system's time (no CAP_SYS_TIME): EPERM for
+/// CLOCK_REALTIME, EINVAL for a clock nobody can set.
+pub(super) fn sys_clock_settime(mem: &GuestMemory, id: u64, tp: UserAddr) -> SysResult {
+    read_duration(mem, tp)?;
+    match id {
+        0 => Err(EPERM),
+        _ => Err(EINVAL),
+    }
+}
+
+pub(super) fn sys_clock_getres(p: &Process, mem: &mut GuestMemory, id: u64, tp: UserAddr) -> SysResult {
+    clock(p, id)?;
     if !tp.is_null() {
         put_timespec(mem, tp, 0, 1)
     } else {
