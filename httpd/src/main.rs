@@ -55,7 +55,10 @@ fn main() -> ExitCode {
     // A printing command piped into `head` ends quietly when the pipe closes, as other Unix
     // tools do, instead of panicking in println!. `serve`, `run` and `invoke` keep Rust's
     // ignored SIGPIPE: they write to sockets or pass a response on, and report EPIPE.
-    if matches!(cli.command, Command::Inspect(_) | Command::Validate(_) | Command::Logs(_) | Command::Completions { .. }) {
+    if matches!(
+        cli.command,
+        Command::Inspect(_) | Command::Validate(_) | Command::Logs(_) | Command::Completions { .. }
+    ) {
         // SAFETY: restoring SIGPIPE's default disposition before any thread is started.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }

@@ -18,9 +18,5 @@ fn completions_into_a_closed_pipe_end_by_sigpipe_without_a_panic() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        out.status.signal() == Some(libc::SIGPIPE) || out.status.success(),
-        "{:?}: {stderr}",
-        out.status
-    );
+    assert!(out.status.signal() == Some(libc::SIGPIPE) || out.status.success(), "{:?}: {stderr}", out.status);
 }

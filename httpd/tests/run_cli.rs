@@ -27,7 +27,11 @@ fn a_failed_call_prints_its_stdout_so_far_the_error_then_the_tail_of_the_program
     for (request, error) in [("fault", "guest fault: #PF"), ("spin", "deadline of")] {
         let (code, stdout, stderr) = run(&bundle, request.as_bytes());
         assert_eq!(code, Some(125), "{stderr}");
-        assert_eq!(String::from_utf8_lossy(&stdout), format!("stdout before {request}\n"), "what it wrote before failing");
+        assert_eq!(
+            String::from_utf8_lossy(&stdout),
+            format!("stdout before {request}\n"),
+            "what it wrote before failing"
+        );
         let error_at = stderr.find(error).unwrap_or_else(|| panic!("no error in {stderr:?}"));
         let tail_at = stderr.find("the program's stderr (last 4096 bytes):\n").expect("a delimited tail");
         let last = format!("last words before {request}\n");

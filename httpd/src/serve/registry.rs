@@ -200,7 +200,8 @@ fn load(dir: &Path, mode: StartMode) -> Result<Function, FunctionError> {
     let cold = Function::load(dir, StartMode::Cold)?;
     let path = dir.join(vmm::snapshot::SNAPSHOT_FILE);
     let tmp = dir.join(format!(".{}.tmp-{}", vmm::snapshot::SNAPSHOT_FILE, std::process::id()));
-    let taken = cold.take_snapshot(&tmp)
+    let taken = cold
+        .take_snapshot(&tmp)
         .map_err(|e| e.to_string())
         .and_then(|_| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
     match taken {
