@@ -22,14 +22,14 @@ use crate::syscalls::{Wait, WaitFor};
 pub type Tid = i32;
 
 /// Most threads a call may have at once (the main thread included); clone beyond it is
-/// EAGAIN, as Linux gives at RLIMIT_NPROC. 128 covers CPython's and glibc's pools
-/// (`ThreadPoolExecutor` defaults to at most 32 workers) and a hundred-thread producer/
-/// consumer test (CPython's test_queue starts 100; 64 failed it), while keeping what a
-/// hostile program can make the monitor hold small: a parked thread costs it one [`Saved`]
-/// (≈4.4 KiB, most of it the XSAVE image), so at most ≈560 KiB per call, and the
-/// O(threads) scans below stay cheap. Each thread's stack is the program's own memory,
-/// under the function's memory cap.
-pub const MAX_THREADS: usize = 128;
+/// EAGAIN, as Linux gives at RLIMIT_NPROC. 64 covers CPython's and glibc's pools
+/// (`ThreadPoolExecutor` defaults to at most 32 workers) with room to spare, while keeping
+/// what a hostile program can make the monitor hold small: a parked thread costs it one
+/// [`Saved`] (≈4.4 KiB, most of it the XSAVE image), so at most ≈280 KiB per call, and the
+/// O(threads) scans below stay trivially cheap. Each thread's stack is the program's own
+/// memory, under the function's memory cap (glibc's default 8 MiB stacks are reserved in
+/// it: a 1 GiB guest runs out of room for them near 57 CPython threads, before this limit).
+pub const MAX_THREADS: usize = 64;
 
 /// How long a thread runs before the monitor switches to another runnable one. A switch
 /// costs a VM exit (≈26 µs under kvm-pvm) plus the register and XSAVE ioctls, so 5 ms keeps
