@@ -209,14 +209,26 @@ impl Endpoint {
         self.nonblock.store(on, Ordering::Relaxed);
     }
 
-    /// Writes what fits of `src` (EBADF on a read end, EPIPE when nobody can read it).
+    /// A socket from socket(2), never connected (it has no peer and no name).
+    pub fn is_unconnected(&self) -> bool {
+        self.is_socket() && self.rx.is_none() && self.tx.is_none()
+    }
+
+    /// Writes what fits of `src` (EBADF on a read end, ENOTCONN on an unconnected socket,
+    /// EPIPE when nobody can read it).
     pub fn write(&self, src: &[u8]) -> Result<usize, Errno> {
+        if self.is_unconnected() {
+            return Err(ENOTCONN);
+        }
         let tx = self.tx.as_ref().ok_or(EBADF)?;
         lock(tx).write(src)
     }
 
     /// Reads into `dst` (EBADF on a write end): (bytes read, datagram length).
     pub fn read(&self, dst: &mut [u8], peek: bool) -> Result<(usize, usize), Errno> {
+        if self.is_unconnected() {
+            return Err(ENOTCONN);
+        }
         let rx = self.rx.as_ref().ok_or(EBADF)?;
         lock(rx).read(dst, peek)
     }
@@ -335,6 +347,12 @@ pub fn socketpair(budget: &MemoryBudget, sock_type: i32, nonblock: bool) -> (Arc
         Endpoint::new(kind, Some(b_to_a.clone()), Some(a_to_b.clone()), nonblock),
         Endpoint::new(kind, Some(a_to_b), Some(b_to_a), nonblock),
     )
+}
+
+/// A new AF_UNIX socket from socket(2): unconnected, and it stays so (binding and connecting
+/// to a name are not offered).
+pub fn unconnected_socket(sock_type: i32, nonblock: bool) -> Arc<Endpoint> {
+    Endpoint::new(EndpointKind::Socket { sock_type }, None, None, nonblock)
 }
 
 /// An eventfd(2): a 64-bit counter.

@@ -1,11 +1,14 @@
 //! pipe, socketpair, eventfd and the socket calls a socketpair answers (send/recv, msg forms,
 //! shutdown, names, options). The objects are in [`crate::ipc`]; this is their syscall face.
 //!
-//! `socket()` makes nothing, for any family: there is no network and no filesystem
-//! namespace for sockets. It is EPERM, what a seccomp-sandboxed Linux process (Docker's and
-//! Podman's default profile action, SECCOMP_RET_ERRNO(EPERM)) sees, and Python turns it into
-//! PermissionError. EACCES is an LSM's answer (SELinux, AppArmor); EPERM also keeps what
-//! snapcall answered before, so nothing that handled it changes.
+//! There is no network and no filesystem namespace for sockets. `socket()` of AF_INET or
+//! AF_INET6 (or any family but AF_UNIX) is EPERM, what a seccomp-sandboxed Linux process
+//! (Docker's and Podman's default profile action, SECCOMP_RET_ERRNO(EPERM)) sees, and Python
+//! turns it into PermissionError (EACCES is an LSM's answer, SELinux's, AppArmor's). An
+//! AF_UNIX `socket()` gives a socket that stays unconnected: `bind` and `connect` to a name
+//! are EPERM the same way, reads and writes ENOTCONN. Code that only makes one to probe
+//! (CPython's test.support `skip_unless_bind_unix_socket`, at import of five test_asyncio
+//! modules) then goes on, and the probe's bind says what is missing.
 
 use std::sync::Arc;
 
@@ -404,6 +407,33 @@ pub(super) fn sys_setsockopt(
 pub(super) fn sys_connected_socket_op(p: &Process, fd: u64, connect: bool) -> SysResult {
     socket(p, fd)?;
     Err(Errno(if connect { libc::EISCONN } else { libc::EINVAL }))
+}
+
+/// socket(2): AF_UNIX of a type socketpair offers makes an unconnected socket; every other
+/// family is refused (see the top of this file).
+pub(super) fn sys_socket(p: &mut Process, domain: u64, sock_type: u64, protocol: u64) -> SysResult {
+    let (nonblock, cloexec) = (libc::SOCK_NONBLOCK as u64, libc::SOCK_CLOEXEC as u64);
+    let base = (sock_type & !(nonblock | cloexec)) as i32;
+    if domain != AF_UNIX {
+        return Err(EPERM);
+    }
+    if !matches!(base, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) {
+        return Err(EINVAL);
+    }
+    if protocol != 0 && protocol != AF_UNIX {
+        return Err(EPROTONOSUPPORT);
+    }
+    let e = ipc::unconnected_socket(base, sock_type & nonblock != 0);
+    p.fds.insert(Fd { kind: FdKind::Endpoint(e), cloexec: sock_type & cloexec != 0 }, 0)
+}
+
+/// bind(2) and connect(2): an unconnected socket cannot get a name or reach one (EPERM, as
+/// socket() of the network); a socketpair's are connected already.
+pub(super) fn sys_bind_or_connect(p: &Process, fd: u64, connect: bool) -> SysResult {
+    if socket(p, fd)?.is_unconnected() {
+        return Err(EPERM);
+    }
+    sys_connected_socket_op(p, fd, connect)
 }
 
 /// FIONREAD: bytes a read would take now.

@@ -180,9 +180,10 @@ fn dispatch(p: &mut Process, mem: &mut GuestMemory, nr: u64, a: [u64; 6]) -> Out
         38 => ret(sys_setitimer(p, mem, a[0], ptr(a[1]), ptr(a[2]))),
         39 => Outcome::Return(GUEST_PID),
         186 => Outcome::Return(p.threads.current.tid as u64),
-        41 => ret(Err(EPERM)), // socket(): no network, and no named sockets (see ipc.rs)
-        42 => ret(sys_connected_socket_op(p, a[0], true)),
-        43 | 49 | 50 | 288 => ret(sys_connected_socket_op(p, a[0], false)),
+        41 => ret(sys_socket(p, a[0], a[1], a[2])), // no network, and no named sockets (ipc.rs)
+        42 => ret(sys_bind_or_connect(p, a[0], true)),
+        49 => ret(sys_bind_or_connect(p, a[0], false)),
+        43 | 50 | 288 => ret(sys_connected_socket_op(p, a[0], false)),
         44 => sys_sendto(p, mem, a[0], ptr(a[1]), a[2], a[3]),
         45 => sys_recvfrom(p, mem, a[0], ptr(a[1]), a[2], a[3], ptr(a[4]), ptr(a[5])),
         46 => sys_sendmsg(p, mem, a[0], ptr(a[1]), a[2]),

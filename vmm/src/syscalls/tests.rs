@@ -595,9 +595,19 @@ fn the_tracer_sees_a_bounded_number_of_syscalls_and_the_rest_are_counted() {
 #[test]
 fn sockets_other_than_a_socketpair_are_refused_and_socket_calls_need_a_socket() {
     let mut g = guest();
-    for family in [libc::AF_INET, libc::AF_INET6, libc::AF_UNIX, libc::AF_NETLINK] {
+    for family in [libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK] {
         assert_eq!(g.sys(41, &[family as u64, libc::SOCK_STREAM as u64, 0]), err(EPERM), "socket({family})");
     }
+    // An AF_UNIX socket is made, and stays unconnected: no name to bind or connect to.
+    let s = g.sys(41, &[libc::AF_UNIX as u64, (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64, 0]) as u64;
+    assert!((s as i64) >= 0, "socket(AF_UNIX)");
+    g.path(SCRATCH + 0x900, "/tmp/sock");
+    assert_eq!(g.sys(49, &[s, SCRATCH + 0x900, 12]), err(EPERM), "bind");
+    assert_eq!(g.sys(42, &[s, SCRATCH + 0x900, 12]), err(EPERM), "connect");
+    assert_eq!(g.sys(1, &[s, BUF, 1]), err(ENOTCONN), "write");
+    assert_eq!(g.sys(0, &[s, BUF, 1]), err(ENOTCONN), "read");
+    assert_eq!(g.sys(3, &[s]), 0);
+    assert_eq!(g.sys(41, &[libc::AF_UNIX as u64, libc::SOCK_RAW as u64, 0]), err(EINVAL));
     assert_eq!(g.sys(53, &[libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, BUF]), err(EPERM));
     assert_eq!(g.sys(53, &[99, libc::SOCK_STREAM as u64, 0, BUF]), err(EAFNOSUPPORT));
     // connect .. getsockopt on fd 0 (not a socket) and on a closed fd.
