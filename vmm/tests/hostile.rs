@@ -122,7 +122,8 @@ fn process_creation_exec_the_network_and_ptrace_are_refused() {
         ("execveat(/bin/sh)", "EPERM"),
         ("socket(AF_INET)", "EPERM"),
         ("socket(AF_INET6)", "EPERM"),
-        ("socket(AF_UNIX)", "EPERM"),
+        ("bind(AF_UNIX socket)", "EPERM"),
+        ("connect(AF_UNIX socket)", "EPERM"),
         ("socketpair(AF_INET)", "EPERM"),
         // fd 0 is the request, not a socket.
         ("connect(0)", "ENOTSOCK"),

@@ -1,6 +1,6 @@
-/* forbidden: process creation, program replacement, networking and tracing must be refused
- * by the monitor (EPERM, docs/vmm.md; socket calls on a non-socket fd are ENOTSOCK). One
- * "call: result" line each. */
+/* forbidden: process creation, program replacement, networking, named AF_UNIX sockets and
+ * tracing must be refused by the monitor (EPERM, docs/vmm.md; socket calls on a non-socket
+ * fd are ENOTSOCK). One "call: result" line each. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +10,7 @@
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "common.h"
@@ -20,6 +21,9 @@ int main(void)
     static char *envp[] = {NULL};
     static unsigned long clone_args[11] = {0}; /* struct clone_args, all zero: a fork */
     int sv[2];
+    /* An AF_UNIX socket is made, but it can get no name and reach none. */
+    int us = socket(AF_UNIX, SOCK_DGRAM, 0);
+    static struct sockaddr_un addr = {AF_UNIX, "/tmp/named.sock"};
     const struct {
         const char *name;
         long nr, a, b, c, d, e;
@@ -33,7 +37,8 @@ int main(void)
         {"execveat(/bin/sh)", SYS_execveat, AT_FDCWD, (long)"/bin/sh", (long)argv, (long)envp, 0},
         {"socket(AF_INET)", SYS_socket, AF_INET, SOCK_STREAM, 0, 0, 0},
         {"socket(AF_INET6)", SYS_socket, AF_INET6, SOCK_DGRAM, 0, 0, 0},
-        {"socket(AF_UNIX)", SYS_socket, AF_UNIX, SOCK_DGRAM, 0, 0, 0},
+        {"bind(AF_UNIX socket)", SYS_bind, us, (long)&addr, sizeof addr, 0, 0},
+        {"connect(AF_UNIX socket)", SYS_connect, us, (long)&addr, sizeof addr, 0, 0},
         {"socketpair(AF_INET)", SYS_socketpair, AF_INET, SOCK_STREAM, 0, (long)sv, 0},
         {"connect(0)", SYS_connect, 0, 0, 0, 0, 0},
         {"accept4(0)", SYS_accept4, 0, 0, 0, 0, 0},
