@@ -553,7 +553,7 @@ pub(super) fn sys_fcntl(p: &mut Process, fd: u64, cmd: u64, arg: u64) -> SysResu
         }
         libc::F_GETFL => Ok(status_flags(&entry.kind) as u64),
         libc::F_SETFL => {
-            set_nonblocking(&entry.kind, arg & libc::O_NONBLOCK as u64 != 0);
+            set_nonblocking(&mut entry.kind, arg & libc::O_NONBLOCK as u64 != 0);
             Ok(0)
         }
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
@@ -588,11 +588,14 @@ fn status_flags(kind: &FdKind) -> i32 {
     }
 }
 
-/// F_SETFL's O_NONBLOCK and FIONBIO: only pipes, sockets and eventfds ever wait.
-fn set_nonblocking(kind: &FdKind, on: bool) {
+/// F_SETFL's O_NONBLOCK and FIONBIO: only pipes, sockets and eventfds ever wait; a rootfs
+/// file keeps the flag for F_GETFL (`os.get_blocking`), as Linux does for any file (kept
+/// by this fd only: a dup of it has its own flags here).
+fn set_nonblocking(kind: &mut FdKind, on: bool) {
     match kind {
         FdKind::Endpoint(e) => e.set_nonblocking(on),
         FdKind::EventFd(e) => e.set_nonblocking(on),
+        FdKind::File(f) => f.flags = if on { f.flags | libc::O_NONBLOCK } else { f.flags & !libc::O_NONBLOCK },
         _ => {}
     }
 }
@@ -601,15 +604,15 @@ fn set_nonblocking(kind: &FdKind, on: bool) {
 pub(super) fn sys_ioctl(p: &mut Process, mem: &mut GuestMemory, fd: u64, request: u64, arg: UserAddr) -> SysResult {
     const FIONREAD: u64 = 0x541B;
     const FIONBIO: u64 = 0x5421;
-    let kind = &p.fds.get(fd)?.kind;
+    p.fds.get(fd)?;
     match request {
         FIONBIO => {
             let on = mem.read_user_obj::<i32>(arg)? != 0;
-            set_nonblocking(kind, on);
+            set_nonblocking(&mut p.fds.get_mut(fd)?.kind, on);
             Ok(0)
         }
         FIONREAD => {
-            let n = bytes_ready(kind).ok_or(ENOTTY)?;
+            let n = bytes_ready(&p.fds.get(fd)?.kind).ok_or(ENOTTY)?;
             mem.write_user_obj(arg, n.min(i32::MAX as usize) as i32)?;
             Ok(0)
         }

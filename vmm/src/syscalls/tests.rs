@@ -1282,6 +1282,19 @@ fn priority_clocks_and_memfd_answer_as_for_an_unprivileged_process() {
 }
 
 #[test]
+fn o_nonblock_set_on_a_rootfs_file_is_reported_back_by_f_getfl() {
+    let mut g = guest();
+    let fd = g.open("/data/hello.txt", libc::O_RDONLY, 0) as u64;
+    let (getfl, setfl) = (libc::F_GETFL as u64, libc::F_SETFL as u64);
+    assert_eq!(g.sys(72, &[fd, getfl, 0]) & libc::O_NONBLOCK as i64, 0);
+    assert_eq!(g.sys(72, &[fd, setfl, libc::O_NONBLOCK as u64]), 0);
+    assert_eq!(g.sys(72, &[fd, getfl, 0]), (libc::O_RDONLY | libc::O_NONBLOCK) as i64, "os.get_blocking is False");
+    assert_eq!(g.sys(72, &[fd, setfl, 0]), 0);
+    assert_eq!(g.sys(72, &[fd, getfl, 0]), libc::O_RDONLY as i64);
+    assert_eq!(g.read_bytes(fd, 5), Ok(b"hello".to_vec()), "reads as before");
+}
+
+#[test]
 fn writes_to_tmp_stop_at_the_memory_cap_with_enospc() {
     let mut g = guest();
     g.p.budget = crate::budget::MemoryBudget::new(1 << 20);
