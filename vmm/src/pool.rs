@@ -214,7 +214,6 @@ impl Runtime {
             .name("snapcall-reaper".into())
             .spawn(move || {
                 block_signals();
-                run_in_background();
                 for vm in rx {
                     charge(&reaper_shared.reap_cpu_ns, || drop(vm));
                     reaper_shared.destroyed.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +227,6 @@ impl Runtime {
                     .name("snapcall-pool".into())
                     .spawn(move || {
                         block_signals();
-                        run_in_background();
                         fill(&filler)
                     })
                     .map_err(|source| VmError::SpawnThread { thread: "VM pool filler", source })?,
@@ -413,23 +411,6 @@ impl Runtime {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
-}
-
-/// How much lower than the calls' threads the filler and the reaper run (a nice value):
-/// on a busy host a call that is due preempts them instead of waiting for their time slice,
-/// and they take the CPU the calls leave. `SNAPCALL_POOL_NICE` overrides it (0: the same
-/// priority as the calls, as before), read once per process.
-pub const BACKGROUND_NICE: i32 = 10;
-
-/// Lowers this thread's priority to [`BACKGROUND_NICE`] (or `SNAPCALL_POOL_NICE`). A host
-/// that refuses (it cannot, for a thread lowering itself) leaves it as it was.
-fn run_in_background() {
-    static NICE: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
-    let nice = *NICE.get_or_init(|| {
-        std::env::var("SNAPCALL_POOL_NICE").ok().and_then(|v| v.parse().ok()).unwrap_or(BACKGROUND_NICE)
-    });
-    // SAFETY: setpriority on this thread's own id (Linux applies PRIO_PROCESS to one thread).
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
 }
 
 /// The pool's threads take no signals (SIGHUP, SIGTERM...): those are the embedding
