@@ -46,16 +46,8 @@ wrk.method = "POST"
 wrk.body = "soak-request-body"
 EOF
 
-"$BIN" serve --functions "$WORK/functions" --listen 127.0.0.1:0 2> "$WORK/server.log" &
-PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-for _ in $(seq 600); do
-    ADDR="$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$WORK/server.log")"
-    [ -n "$ADDR" ] && break
-    sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "soak.sh: the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+. "$REPO/scripts/lib/serve.sh"
+serve_in_background "$BIN" "$WORK/functions" "$WORK" soak.sh
 URL="http://$ADDR/$FUNCTION"
 
 metric() { curl -s "http://$ADDR/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }

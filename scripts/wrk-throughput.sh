@@ -53,16 +53,8 @@ done = function(summary, latency, requests)
 end
 EOF
 
-"$BIN" serve --functions "$WORK/functions" --listen 127.0.0.1:0 2> "$WORK/server.log" &
-PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-for _ in $(seq 1200); do
-    ADDR="$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$WORK/server.log")"
-    [ -n "$ADDR" ] && break
-    sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "wrk-throughput.sh: the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+. "$REPO/scripts/lib/serve.sh"
+serve_in_background "$BIN" "$WORK/functions" "$WORK" wrk-throughput.sh
 
 TICKS=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }

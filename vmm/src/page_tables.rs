@@ -3,8 +3,8 @@
 //!
 //! User memory is identity mapped. A 2 MiB window whose pages all have one protection is one
 //! large-page directory entry, and so is a window of read-only pages some of which execute
-//! (see [`uniform`]); a window with other mixed protections gets a 4 KiB page table from a
-//! bounded pool in the monitor area ([`TABLE_POOL_START`]..[`TABLE_POOL_END`]). A page's
+//! (see [`large_entry_access`]); a window with other mixed protections gets a 4 KiB page
+//! table from a bounded pool in the monitor area ([`TABLE_POOL_START`]..[`TABLE_POOL_END`]). A page's
 //! entry follows its region's protection:
 //!
 //! | region protection          | entry                                  |
@@ -155,7 +155,7 @@ fn table_for(window: u64, access: &[u32; ENTRIES]) -> Box<[u64; ENTRIES]> {
 /// (≈175 fewer faults per CPython VM, ≈1.2 ms of the pool's CPU under kvm-pvm). W^X holds:
 /// nothing writable executes and nothing executable is writable; what is given up is NX on
 /// read-only pages that share a window with code.
-fn uniform(access: &[u32; ENTRIES]) -> Option<u32> {
+fn large_entry_access(access: &[u32; ENTRIES]) -> Option<u32> {
     if access.iter().all(|&a| a == access[0]) {
         return Some(access[0]);
     }
@@ -236,7 +236,9 @@ pub fn build(space: &AddressSpace) -> Result<BuiltTables, PageTableError> {
     let windows = (size / LARGE_PAGE) as usize;
     let take = |pool: &mut Pool| {
         pool.take().map(|(page, _)| page).ok_or(PageTableError::PoolExhausted {
-            mixed: (1..windows as u64).filter(|&w| uniform(&window_access(space, w * LARGE_PAGE)).is_none()).count(),
+            mixed: (1..windows as u64)
+                .filter(|&w| large_entry_access(&window_access(space, w * LARGE_PAGE)).is_none())
+                .count(),
             pool: POOL_PAGES - 2 - gigabytes,
         })
     };
@@ -256,7 +258,7 @@ pub fn build(space: &AddressSpace) -> Result<BuiltTables, PageTableError> {
     for w in 1..windows {
         let window = w as u64 * LARGE_PAGE;
         let access = window_access(space, window);
-        let entry = match uniform(&access) {
+        let entry = match large_entry_access(&access) {
             Some(a) => leaf(window, a, true),
             None => {
                 let pt = take(&mut pool)?;
@@ -347,7 +349,7 @@ impl PageTables {
                 plan.guest.push((pde_addr, value));
             }
         };
-        if let Some(a) = uniform(&access) {
+        if let Some(a) = large_entry_access(&access) {
             if let Some(table) = current_table {
                 plan.pool.give_back(table);
             }

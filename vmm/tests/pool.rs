@@ -182,4 +182,3 @@ fn scaling_sets_a_functions_ready_vms_and_zero_is_the_idle_release() {
     assert_eq!((s.ready, s2.ready, s2.target), (1, 1, 1), "{s2:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
-
