@@ -77,6 +77,7 @@ c_bundle "$TESTS" path-escape glibc "$T/path-escape.c" "$TXT" snapcall.memory_mi
 c_bundle "$TESTS" mmap-bomb glibc "$T/mmap-bomb.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" forbidden glibc "$T/forbidden.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" counter glibc "$T/counter.c" "$TXT" snapcall.memory_mib=64
+c_bundle "$TESTS" leftover glibc "$T/leftover.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" syscall-zoo glibc "$T/syscall-zoo.c" "$TXT" snapcall.memory_mib=64
 c_bundle "$TESTS" big-output glibc "$T/big-output.c" snapcall.content_type=application/octet-stream snapcall.memory_mib=64
 c_bundle "$TESTS" exit-code glibc "$T/exit-code.c" "$TXT" snapcall.memory_mib=64

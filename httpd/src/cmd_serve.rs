@@ -44,6 +44,11 @@ pub struct Args {
     /// Threads making VMs ahead (more keep up with a faster arrival rate, each costing a core).
     #[arg(long, env = "SNAPCALL_POOL_THREADS", default_value_t = 1)]
     pool_threads: usize,
+    /// EXPERIMENT, for measuring what freshness costs; never for production: keep each finished
+    /// call's KVM VM as a "recycled shell" (memory replaced, vCPU state reset) for a later call
+    /// of a snapshot function, instead of a new VM per call (docs/vmm.md, "What freshness costs").
+    #[arg(long, env = "SNAPCALL_EXPERIMENTAL_RECYCLE_VM_SHELLS")]
+    experimental_recycle_vm_shells: bool,
     /// Kontain's km executable, for bundles only km can run (default: $SNAPCALL_KM, then km on $PATH).
     #[arg(long, env = "SNAPCALL_KM")]
     km: Option<PathBuf>,
@@ -132,7 +137,13 @@ pub fn main(args: Args) -> ExitCode {
         pool_size: args.pool_size,
         idle_timeout: Duration::from_secs(args.pool_idle_secs),
         fill_threads: args.pool_threads,
+        recycle_vm_shells: args.experimental_recycle_vm_shells,
     };
+    if args.experimental_recycle_vm_shells {
+        eprintln!(
+            "snapcall serve: EXPERIMENT: recycling VM shells; calls of snapshot functions no longer get a VM no other call ran in"
+        );
+    }
     let runtime = match vmm::Runtime::new(pool) {
         Ok(r) => Arc::new(r),
         Err(e) => {

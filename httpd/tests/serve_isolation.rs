@@ -38,3 +38,33 @@ fn concurrent_calls_never_see_another_calls_memory() {
     assert_eq!(hits + misses, (conns * per_conn) as f64, "{hits} hits + {misses} misses");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The recycled-VM-shell experiment (`--experimental-recycle-vm-shells`, never the default)
+/// gives up a new VM per call but must still keep every call from seeing what another left:
+/// `leftover` checks fresh mmap memory, the heap's new top, deep stack and xmm15 for the
+/// secret it leaves in all of them, under eight connections at once.
+#[test]
+fn recycled_vm_shells_leave_no_call_anything_of_another() {
+    let dir = functions_dir(&["leftover"]);
+    let srv = Server::start(&dir, &["--experimental-recycle-vm-shells"]);
+    let (conns, per_conn) = (8, scaled(60));
+    let addr = srv.addr;
+    let threads: Vec<_> = (0..conns)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..per_conn {
+                    let r = c.request("POST", "/leftover", &[], b"x");
+                    assert_eq!(r.status, 200, "conn {t} call {i}: {}", r.text());
+                    assert_eq!(r.text(), "clean\n", "conn {t} call {i}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client thread failed");
+    }
+    let recycled = srv.metric("snapcall_vms_recycled_total");
+    assert!(recycled > 0.0, "no VM was recycled: the test tested fresh VMs only");
+    std::fs::remove_dir_all(dir).unwrap();
+}

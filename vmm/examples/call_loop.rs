@@ -7,6 +7,8 @@
 //!
 //! With `SNAPCALL_PACED=1` it waits for the pool to be full before each call, so every call
 //! gets a VM restored ahead (the pool's best case) instead of racing the pool's refill.
+//! With `SNAPCALL_RECYCLE=1` it runs the recycled-VM-shell experiment (`RuntimeConfig::
+//! recycle_vm_shells`; never the default), to compare against fresh VMs in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -18,12 +20,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let request = args.next().unwrap_or_else(|| "hello".into()).into_bytes();
 
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let recycle = std::env::var_os("SNAPCALL_RECYCLE").is_some_and(|v| v == "1");
+    let runtime = Runtime::new(RuntimeConfig { recycle_vm_shells: recycle, ..Default::default() })?;
     let function = Function::load(bundle.as_ref(), StartMode::Snapshot)?;
     runtime.keep_ready(&function);
     runtime.wait_until_full();
     let paced = std::env::var_os("SNAPCALL_PACED").is_some_and(|v| v == "1");
     let (mut vm_t, mut start_t, mut run_t, mut total_t) = (vec![], vec![], vec![], vec![]);
+    let (cpu_before, background_before) = (process_cpu(), runtime.pool_stats());
     for _ in 0..n {
         if paced {
             runtime.wait_until_full();
@@ -63,7 +67,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         median(&mut total_t),
         if function.has_snapshot() { "snapshot" } else { "cold" }
     );
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let stats = runtime.pool_stats();
+    let background =
+        (stats.fill_cpu + stats.reap_cpu).saturating_sub(background_before.fill_cpu + background_before.reap_cpu);
+    println!(
+        "process CPU per call {:.0} µs, of which the pool and reaper {:.0} µs; {} VMs recycled ({})",
+        cpu.as_secs_f64() * 1e6 / n as f64,
+        background.as_secs_f64() * 1e6 / n as f64,
+        stats.recycled,
+        if recycle { "recycled-shell experiment" } else { "a fresh VM per call" }
+    );
     let ahead = (stats.created - stats.created_inline).max(1) as f64;
     println!(
         "pool: {} VMs created, {} of them inline because the pool was empty; CPU per VM made ahead {:.0} µs, \
@@ -74,4 +88,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.reap_cpu.as_secs_f64() * 1e6 / stats.destroyed.max(1) as f64
     );
     Ok(())
+}
+
+/// User plus system CPU time of this whole process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }

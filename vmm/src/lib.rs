@@ -60,6 +60,7 @@ mod prefault;
 #[cfg(feature = "probe")]
 pub mod probe;
 mod process;
+mod recycle;
 mod request;
 mod scheduler;
 mod signal_delivery;

@@ -43,11 +43,17 @@ pub struct RuntimeConfig {
     /// Threads making VMs ahead. More than one lets the pool keep up with a faster arrival
     /// rate where there are cores to spare; each competes with calls for a core.
     pub fill_threads: usize,
+    /// **Experiment, off by default** (`recycle.rs`): a finished call's VM is kept as a
+    /// "recycled shell", its memory replaced and vCPU state reset, and a later restore of a
+    /// snapshot function reuses it instead of a new VM. Calls then no longer each get a VM no
+    /// other call ran in (they still see nothing another call left); it exists to measure what
+    /// freshness costs.
+    pub recycle_vm_shells: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { pool_size: 4, idle_timeout: Duration::from_secs(60), fill_threads: 1 }
+        RuntimeConfig { pool_size: 4, idle_timeout: Duration::from_secs(60), fill_threads: 1, recycle_vm_shells: false }
     }
 }
 
@@ -95,8 +101,11 @@ pub struct PoolStats {
     /// CPU time the pool's filler spent making VMs ahead (create, restore, pre-fault): the
     /// background cost of the pool, which competes with calls on a small machine.
     pub fill_cpu: Duration,
-    /// CPU time the reaper spent destroying used VMs.
+    /// CPU time the reaper spent destroying used VMs (or, with the recycling experiment,
+    /// turning them into shells).
     pub reap_cpu: Duration,
+    /// Used VMs turned into recycled shells (the experiment; 0 unless it is on).
+    pub recycled: u64,
     /// Per function, by name.
     pub functions: Vec<FunctionPoolStats>,
 }
@@ -178,13 +187,17 @@ struct Shared {
     /// See [`PoolStats`] (nanoseconds).
     fill_cpu_ns: AtomicU64,
     reap_cpu_ns: AtomicU64,
+    /// The recycling experiment: on, and the shells made so far, by memory size.
+    recycle: bool,
+    shells: Mutex<HashMap<u64, Vec<EmptyVm>>>,
+    recycled: AtomicU64,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
 /// Owns the VM pool, its filler thread and the reaper thread.
 pub struct Runtime {
     shared: Arc<Shared>,
-    reaper: Option<mpsc::SyncSender<Machine>>,
+    reaper: Option<mpsc::SyncSender<Retired>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -206,17 +219,19 @@ impl Runtime {
             destroyed: AtomicU64::new(0),
             fill_cpu_ns: AtomicU64::new(0),
             reap_cpu_ns: AtomicU64::new(0),
+            recycle: config.recycle_vm_shells,
+            shells: Mutex::new(HashMap::new()),
+            recycled: AtomicU64::new(0),
             shutting_down: false.into(),
         });
-        let (tx, rx) = mpsc::sync_channel::<Machine>(REAPER_BACKLOG);
+        let (tx, rx) = mpsc::sync_channel::<Retired>(REAPER_BACKLOG);
         let reaper_shared = shared.clone();
         let mut threads = vec![std::thread::Builder::new()
             .name("snapcall-reaper".into())
             .spawn(move || {
                 block_signals();
                 for vm in rx {
-                    charge(&reaper_shared.reap_cpu_ns, || drop(vm));
-                    reaper_shared.destroyed.fetch_add(1, Ordering::Relaxed);
+                    reaper_shared.retire_now(vm);
                 }
             })
             .map_err(|source| VmError::SpawnThread { thread: "VM reaper", source })?];
@@ -266,7 +281,7 @@ impl Runtime {
         };
         let ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
         for vm in ready.into_iter().flat_map(|r| r.vms) {
-            self.retire(vm.into_machine());
+            self.retire(Retired::Destroy(vm.into_machine()));
         }
     }
 
@@ -341,6 +356,11 @@ impl Runtime {
                 return Ok(vm);
             }
         }
+        if function.snapshot().is_some() {
+            if let Some(shell) = self.shared.take_shell(function.memory_size()) {
+                return Ok(FreshVm::Empty(shell));
+            }
+        }
         self.shared.created_inline.fetch_add(1, Ordering::Relaxed);
         self.shared.created.fetch_add(1, Ordering::Relaxed);
         EmptyVm::create(function.memory_size()).map(FreshVm::Empty)
@@ -350,7 +370,7 @@ impl Runtime {
     /// behind: a reaper that falls behind leaves hundreds of dead VMs alive, and each live VM
     /// makes every mmap and munmap in the process slower (KVM's MMU notifier checks them all),
     /// so the backlog would feed itself.
-    fn retire(&self, vm: Machine) {
+    fn retire(&self, vm: Retired) {
         let vm = match &self.reaper {
             Some(tx) => match tx.try_send(vm) {
                 Ok(()) => return,
@@ -358,8 +378,7 @@ impl Runtime {
             },
             None => vm,
         };
-        charge(&self.shared.reap_cpu_ns, || drop(vm));
-        self.shared.destroyed.fetch_add(1, Ordering::Relaxed);
+        self.shared.retire_now(vm);
     }
 
     /// Hands a finished call's VM to the reaper and lets the pool refill; call this after
@@ -371,7 +390,7 @@ impl Runtime {
             self.shared.destroyed.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.retire(vm);
+        self.retire(if self.shared.recycle { Retired::Recycle(vm) } else { Retired::Destroy(vm) });
         self.shared.wanted.notify_all();
     }
 
@@ -386,6 +405,7 @@ impl Runtime {
             evicted: self.shared.evicted.load(Ordering::Relaxed),
             fill_cpu: Duration::from_nanos(self.shared.fill_cpu_ns.load(Ordering::Relaxed)),
             reap_cpu: Duration::from_nanos(self.shared.reap_cpu_ns.load(Ordering::Relaxed)),
+            recycled: self.shared.recycled.load(Ordering::Relaxed),
             functions: {
                 let mut f: Vec<FunctionPoolStats> = ready.values().map(|r| r.stats(&self.shared)).collect();
                 f.sort_by(|a, b| a.name.cmp(&b.name));
@@ -410,6 +430,59 @@ impl Runtime {
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+}
+
+/// A VM on its way to the reaper.
+enum Retired {
+    /// Unused (evicted, forgotten) or used: destroy it.
+    Destroy(Machine),
+    /// A finished call's VM, under the recycling experiment: make it a shell.
+    Recycle(Machine),
+}
+
+/// Most recycled shells kept per memory size; past it, used VMs are destroyed.
+const MAX_SHELLS: usize = 16;
+
+impl Shared {
+    /// Destroys `vm`, or makes it a recycled shell (charged to the reaper's CPU either way).
+    fn retire_now(&self, vm: Retired) {
+        charge(&self.reap_cpu_ns, || match vm {
+            Retired::Destroy(vm) => {
+                drop(vm);
+                self.destroyed.fetch_add(1, Ordering::Relaxed);
+            }
+            Retired::Recycle(vm) => {
+                let size = vm.memory.size();
+                // Only shells a snapshot function of this size can take (a cold start does not
+                // set the whole vCPU state), and not too many.
+                let wanted = || {
+                    let images = self.images.lock().unwrap_or_else(|e| e.into_inner());
+                    let shells = self.shells.lock().unwrap_or_else(|e| e.into_inner());
+                    images.values().any(|i| i.memory_size() == size)
+                        && shells.get(&size).map_or(0, Vec::len) < MAX_SHELLS
+                };
+                // A shell that cannot be made was dropped (destroyed) on the way.
+                let shell = if wanted() { vm.into_recycled_shell().ok() } else { None };
+                match shell {
+                    Some(shell) => {
+                        self.recycled.fetch_add(1, Ordering::Relaxed);
+                        self.shells.lock().unwrap_or_else(|e| e.into_inner()).entry(size).or_default().push(shell);
+                    }
+                    None => {
+                        self.destroyed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    }
+
+    /// A recycled shell of `size` bytes, if the experiment made one.
+    fn take_shell(&self, size: u64) -> Option<EmptyVm> {
+        if !self.recycle {
+            return None;
+        }
+        self.shells.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&size).and_then(Vec::pop)
     }
 }
 
@@ -440,8 +513,13 @@ fn fill(shared: &Shared) {
                     evicted.append(&mut r.vms);
                 }
                 if !evicted.is_empty() {
-                    // Destroy outside the lock: it takes ~0.3 ms per VM.
+                    // Destroy outside the lock: it takes ~0.3 ms per VM. Shells go too: an
+                    // idle server holds no VMs.
                     drop(ready);
+                    let shells: Vec<EmptyVm> =
+                        shared.shells.lock().unwrap_or_else(|e| e.into_inner()).drain().flat_map(|(_, v)| v).collect();
+                    shared.destroyed.fetch_add(shells.len() as u64, Ordering::Relaxed);
+                    drop(shells);
                     let n = evicted.len() as u64;
                     drop(evicted);
                     shared.evicted.fetch_add(n, Ordering::Relaxed);
@@ -463,11 +541,21 @@ fn fill(shared: &Shared) {
         };
         let cpu_before = thread_cpu_time();
         let made = match key {
-            PoolKey::Empty(size) => EmptyVm::create(size).ok().map(FreshVm::Empty),
+            PoolKey::Empty(size) => EmptyVm::create(size).ok().map(|vm| {
+                shared.created.fetch_add(1, Ordering::Relaxed);
+                FreshVm::Empty(vm)
+            }),
             PoolKey::Restored(id) => {
                 let image = shared.images.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
                 image.and_then(|image| {
-                    let vm = EmptyVm::create(image.memory_size()).ok()?;
+                    let vm = match shared.take_shell(image.memory_size()) {
+                        Some(shell) => shell,
+                        None => {
+                            let vm = EmptyVm::create(image.memory_size()).ok()?;
+                            shared.created.fetch_add(1, Ordering::Relaxed);
+                            vm
+                        }
+                    };
                     image.prepare(vm, RestoreMemory::Ahead).ok().map(FreshVm::Prepared)
                 })
             }
@@ -480,7 +568,6 @@ fn fill(shared: &Shared) {
         }
         match made {
             Some(vm) => {
-                shared.created.fetch_add(1, Ordering::Relaxed);
                 let mut ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
                 match ready.get_mut(&key) {
                     Some(r) => {

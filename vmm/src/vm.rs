@@ -88,7 +88,7 @@ pub const SAVED_MSRS: [u32; 8] =
 pub(crate) struct Vcpu {
     fd: VcpuFd,
     /// Host address of the memory this vCPU's VM maps: `run` checks it was given that.
-    memory_base: u64,
+    pub(crate) memory_base: u64,
 }
 
 impl Vcpu {
@@ -247,7 +247,7 @@ impl Machine {
     /// The first KVM_RUN of a new vCPU is slow (≈90 µs on kvm-pvm: the hypervisor sets the
     /// vCPU up), so do it here, where the pool pays for it: run a CPL0 stub that exits at
     /// once, then complete that exit (KVM_RUN with immediate_exit) so registers can be set.
-    fn warm_up(&mut self) -> Result<(), VmError> {
+    pub(crate) fn warm_up(&mut self) -> Result<(), VmError> {
         let regs =
             kvm_bindings::kvm_regs { rip: WARM_UP_STUB, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
         self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
@@ -310,13 +310,24 @@ pub(crate) unsafe fn attach_memory(vm: &VmFd, memory: &GuestMemory) -> Result<()
     Ok(())
 }
 
+/// Removes memory slot 0, which KVM answers by zapping every guest-physical translation it
+/// built from it (all shadow pages under kvm-pvm, the EPT/NPT entries on VT-x/AMD-V) and
+/// flushing the vCPUs' TLBs. Afterwards KVM holds no reference to the slot's host memory.
+pub(crate) fn detach_memory(vm: &VmFd) -> Result<(), VmError> {
+    let region =
+        kvm_userspace_memory_region { slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 0, userspace_addr: 0 };
+    // SAFETY: a zero-sized region deletes the slot; no host memory is handed to KVM.
+    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION (delete)"))?;
+    Ok(())
+}
+
 /// Writes page tables, GDT, TSS, IDT and the CPL0 stubs into the monitor area.
 ///
 /// These first page tables map all user memory read-write-execute (the stack guard absent):
 /// only the warm-up and the monitor's own probes run on them. No program does: a cold start
 /// and a restore both give the program its own tables, built from its region map, before it
 /// runs ([`crate::page_tables`]).
-fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
+pub(crate) fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryError> {
     const PRESENT: u64 = 1;
     const WRITABLE: u64 = 1 << 1;
     const USER: u64 = 1 << 2;
@@ -452,7 +463,7 @@ fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
 /// `iretq`s to the program at CPL3, with paging, SSE and XSAVE enabled and the syscall MSRs
 /// pointing at the stub. Registers (rip, rsp) are set later by a cold start or a restore.
 /// Returns the special registers it set (the CPL0 state).
-fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<kvm_bindings::kvm_sregs, VmError> {
+pub(crate) fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<kvm_bindings::kvm_sregs, VmError> {
     let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
     // The vCPU starts at CPL0 in the syscall stub's return path and enters the program with
     // `iretq`. Under kvm-pvm, a vCPU whose state is *set* to CPL3 does not switch to CPL0 on

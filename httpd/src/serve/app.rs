@@ -277,6 +277,8 @@ impl App {
         let _ = writeln!(out, "snapcall_vms_destroyed_total {}", p.destroyed);
         let _ = writeln!(out, "# HELP snapcall_vms_evicted_total Ready VMs destroyed because their function went idle.\n# TYPE snapcall_vms_evicted_total counter");
         let _ = writeln!(out, "snapcall_vms_evicted_total {}", p.evicted);
+        let _ = writeln!(out, "# HELP snapcall_vms_recycled_total Used VMs made recycled shells (the --experimental-recycle-vm-shells experiment; 0 without it).\n# TYPE snapcall_vms_recycled_total counter");
+        let _ = writeln!(out, "snapcall_vms_recycled_total {}", p.recycled);
         let c = vmm::vm_creator::stats();
         let _ = writeln!(out, "# HELP snapcall_vms_without_debugfs_total VMs created with no KVM debugfs directory of their own (vmm::vm_creator).\n# TYPE snapcall_vms_without_debugfs_total counter");
         let _ = writeln!(out, "snapcall_vms_without_debugfs_total {}", c.without_debugfs);

@@ -1,6 +1,7 @@
 //! The load sweep (`latency-study --load`): latency and CPU per call against an offered
-//! rate, open loop, for the C and Python snapshots behind `snapcall serve`, fork+exec of the
-//! same C binary, and the warm Python server.
+//! rate, open loop, for the C and Python snapshots behind `snapcall serve` (as shipped, and
+//! with the recycled-VM-shell experiment), fork+exec of the same C binary, and the warm
+//! Python server.
 //!
 //! Open loop: call `i` is due at `start + i / rate`, whatever happened to the calls before
 //! it, and its latency is counted from when it was due, not from when a connection was free
@@ -173,8 +174,8 @@ fn http_curve(
     Curve { name: name.into(), points }
 }
 
-/// Points a sweep measures (for the progress bar): four modes, the serial point and five rates.
-pub const POINTS: u64 = 4 * 6;
+/// Points a sweep measures (for the progress bar): six modes, the serial point and five rates.
+pub const POINTS: u64 = 6 * 6;
 
 /// Runs the sweep and returns the curves.
 pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progress: &'static Progress) -> Vec<Curve> {
@@ -182,17 +183,26 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
     let secs = if quick { 2.0 } else { 6.0 };
     let mut curves = Vec::new();
 
-    let mut cmd = Command::new(snapcall);
-    cmd.arg("serve").arg("--functions").arg(functions).args(["--listen", "127.0.0.1:0"]);
-    match http::ServerChild::start(cmd, &logs.join("load-serve.log"), "listening on", progress) {
-        Ok(server) => {
-            std::thread::sleep(Duration::from_millis(300));
-            for (fname, lang) in [(C_FN, "C"), (PY_FN, "Python")] {
-                let name = format!("{lang} snapshot (snapcall serve)");
-                curves.push(http_curve(&name, server.addr, server.pid(), &format!("/{fname}"), rates, secs, progress));
+    // The server as shipped (a fresh VM per call), then the recycled-shell experiment
+    // (docs/vmm.md, "What freshness costs"): the same server keeping each used VM's KVM
+    // objects for a later call, its memory replaced and vCPU reset.
+    for (extra, label, log) in [
+        (None, "snapcall serve", "load-serve.log"),
+        (Some("--experimental-recycle-vm-shells"), "recycled shell, experiment", "load-serve-recycled.log"),
+    ] {
+        let mut cmd = Command::new(snapcall);
+        cmd.arg("serve").arg("--functions").arg(functions).args(["--listen", "127.0.0.1:0"]).args(extra);
+        match http::ServerChild::start(cmd, &logs.join(log), "listening on", progress) {
+            Ok(server) => {
+                std::thread::sleep(Duration::from_millis(300));
+                for (fname, lang) in [(C_FN, "C"), (PY_FN, "Python")] {
+                    let name = format!("{lang} snapshot ({label})");
+                    let path = format!("/{fname}");
+                    curves.push(http_curve(&name, server.addr, server.pid(), &path, rates, secs, progress));
+                }
             }
+            Err(e) => eprintln!("latency-study --load: snapcall serve {}: {e}", extra.unwrap_or("")),
         }
-        Err(e) => eprintln!("latency-study --load: snapcall serve: {e}"),
     }
 
     let echo = functions.join(C_FN).join("rootfs/bin/echo-c");
@@ -285,8 +295,8 @@ pub fn csv(curves: &[Curve]) -> String {
 
 /// Latency (p50 dashed, p99 solid; log scale) against offered rate (log scale).
 pub fn svg(curves: &[Curve], title: &str) -> String {
-    let (w, h, left, right, top, bottom) = (860.0, 520.0, 70.0, 250.0, 40.0, 50.0);
-    let colors = ["#e31a1c", "#1f78b4", "#33a02c", "#ff7f00", "#6a3d9a"];
+    let (w, h, left, right, top, bottom) = (940.0, 520.0, 70.0, 300.0, 40.0, 50.0);
+    let colors = ["#e31a1c", "#1f78b4", "#fb9a99", "#a6cee3", "#33a02c", "#ff7f00", "#6a3d9a"];
     let all: Vec<&Point> = curves.iter().flat_map(|c| &c.points).filter(|p| p.conns > 1).collect();
     let finite = |v: f64| v.is_finite() && v > 0.0;
     let (rmin, rmax) = all.iter().map(|p| p.offered).fold((f64::MAX, 0f64), |(a, b), r| (a.min(r), b.max(r)));

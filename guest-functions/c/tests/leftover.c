@@ -1,0 +1,85 @@
+/* leftover: looks for anything an earlier call could have left behind, then leaves a secret
+ * everywhere it looked, for the next call to find if it ever gets this call's memory or
+ * registers: fresh anonymous memory (mmap), the heap's new top (sbrk), stack below what the
+ * snapshot holds, and a vector register. Every call must print "clean", whether its VM is
+ * new (the default) or a recycled shell (the experiment). */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define SECRET 0x6c6566746f766572ull /* "leftover" */
+#define MMAP_BYTES (1 << 20)
+#define HEAP_BYTES (64 << 10)
+#define STACK_BYTES (256 << 10)
+
+static int has_secret(const volatile uint64_t *p, size_t words)
+{
+    for (size_t i = 0; i < words; i++)
+        if (p[i] == SECRET)
+            return 1;
+    return 0;
+}
+
+static int nonzero(const volatile unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 1;
+    return 0;
+}
+
+/* Not inlined, so its frame lies below main's, in stack the snapshot never held data in. */
+static __attribute__((noinline)) int deep_stack(int leave)
+{
+    volatile uint64_t frame[STACK_BYTES / 8];
+    int found = has_secret(frame, STACK_BYTES / 8);
+    if (leave)
+        for (size_t i = 0; i < STACK_BYTES / 8; i++)
+            frame[i] = SECRET;
+    return found;
+}
+
+int main(void)
+{
+    char buf[4096];
+    while (read(0, buf, sizeof buf) > 0)
+        ;
+    uint64_t xmm;
+    __asm__ volatile("movq %%xmm15, %0" : "=r"(xmm));
+    const char *found[4];
+    int n = 0;
+    if (xmm == SECRET)
+        found[n++] = "xmm15";
+    unsigned char *m = mmap(NULL, MMAP_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        puts("mmap failed");
+        return 1;
+    }
+    if (nonzero(m, MMAP_BYTES))
+        found[n++] = "mmap";
+    unsigned char *h = sbrk(HEAP_BYTES);
+    if (h == (void *)-1) {
+        puts("sbrk failed");
+        return 1;
+    }
+    if (nonzero(h, HEAP_BYTES))
+        found[n++] = "heap";
+    if (deep_stack(0))
+        found[n++] = "stack";
+    if (n == 0)
+        puts("clean");
+    for (int i = 0; i < n; i++)
+        printf("leftover in %s\n", found[i]);
+    fflush(stdout);
+    /* Leave the secret behind. */
+    for (size_t i = 0; i < MMAP_BYTES / 8; i++)
+        ((uint64_t *)m)[i] = SECRET;
+    for (size_t i = 0; i < HEAP_BYTES / 8; i++)
+        ((uint64_t *)h)[i] = SECRET;
+    deep_stack(1);
+    __asm__ volatile("movq %0, %%xmm15" : : "r"((uint64_t)SECRET));
+    /* Exit with the secret still in xmm15 (_exit does not touch vector registers). */
+    _exit(0);
+}
