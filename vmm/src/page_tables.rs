@@ -102,6 +102,12 @@ pub fn page_access(space: &AddressSpace, addr: u64) -> u32 {
     space.regions_overlapping(page, page + PAGE_SIZE).next().map_or(UNMAPPED_ACCESS, |r| normalise(r.prot))
 }
 
+/// Whether the program's tables map the 2 MiB window at `window` with one large entry (else
+/// with a 4 KiB table: its pages' protections are mixed).
+pub fn maps_window_whole(space: &AddressSpace, window: u64) -> bool {
+    window >= LARGE_PAGE && large_entry_access(&window_access(space, window)).is_some()
+}
+
 /// The protection of each page of the window at `window`.
 fn window_access(space: &AddressSpace, window: u64) -> [u32; ENTRIES] {
     let mut pages = [UNMAPPED_ACCESS; ENTRIES];

@@ -562,6 +562,30 @@ impl SnapshotImage {
             // data goes huge, as the pool always did before.
             None => crate::working_set::place_by_data(self.data.iter().map(|&(addr, _, len)| (addr, len))),
         };
+        // A huge window the program's tables map 4 KiB at a time (mixed protections: the
+        // vDSO's window, say) is mapped by KVM 4 KiB at a time too, however large the host
+        // page: one touch would map one page, and the call would fault on the rest (44 faults
+        // per hellowithdata call). So touch each of its working-set pages; KVM's prefetch maps
+        // the rest of each 8-page group from the populated huge page, so that costs about one
+        // fault per group.
+        if let Some(recorded) = &self.working_set {
+            let split: Vec<u64> = placement
+                .huge_windows
+                .iter()
+                .copied()
+                .filter(|&w| !crate::page_tables::maps_window_whole(&self.space, w))
+                .collect();
+            for r in recorded {
+                for i in 0..u64::from(r.pages) {
+                    let page = r.start + i * PAGE_SIZE;
+                    if split.contains(&(page / LARGE_PAGE * LARGE_PAGE)) {
+                        placement.prefault.push(page | if r.written { PREFAULT_WRITE } else { 0 });
+                    }
+                }
+            }
+            placement.prefault.sort_unstable();
+            placement.prefault.dedup();
+        }
         // The loop touches pages at CPL3 through the program's page tables: it reads only
         // pages the program may read and writes back only where it may write (pages calls
         // used after mapping them, absent at the snapshot, are left to the call).
@@ -572,6 +596,11 @@ impl SnapshotImage {
             }
             access != 0
         });
+        // The output ring's header and first page, which every call that writes output
+        // writes (from CPL3: the fast-write stub), so they are the monitor's own working set.
+        // Writing a byte back leaves them as the monitor area set them.
+        placement.prefault.extend([OUTPUT_HEADER | PREFAULT_WRITE, OUTPUT_RING | PREFAULT_WRITE]);
+        placement.prefault.sort_unstable();
         Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, extents, huge, placement }))
     }
 

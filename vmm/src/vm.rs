@@ -383,6 +383,12 @@ pub(crate) fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryErro
     for page in (TABLE_WRITES..TABLE_POOL_END).step_by(PAGE_SIZE as usize) {
         low[(page / PAGE_SIZE) as usize] = page | PRESENT | WRITABLE;
     }
+    // Accessed and dirty set in every present entry, as in the others: without them KVM's
+    // shadow MMU maps a page read-only on its first read and takes a second fault on its
+    // first write, to set the dirty bit (the output header took two faults per call).
+    for e in low.iter_mut().filter(|e| **e & PRESENT != 0) {
+        *e |= ACCESSED_DIRTY;
+    }
     let low: Vec<u8> = low.iter().flat_map(|e| e.to_le_bytes()).collect();
     mem.write(GuestAddr::new(LOW_PT_ADDR), &low)?;
 

@@ -22,11 +22,13 @@ use crate::snapshot::{RestoreMemory, SnapshotError, SnapshotImage, SnapshotSubje
 use crate::userfault::Userfault;
 use crate::vm::EmptyVm;
 
-/// Requests the recording calls get: the bundle's warm-up request (or a short one), and an
-/// empty one, so both the handler's usual path and the end-of-input path are covered.
-fn recording_requests(subject: &SnapshotSubject) -> [Vec<u8>; 2] {
+/// Requests the recording calls get: the bundle's warm-up request (or a short one), a small
+/// JSON object (what most functions are sent: a JSON handler that rejects the probe string
+/// takes its error path, and a real call then faulted ≈20 pages the recording never saw), and
+/// an empty one, so the handler's usual path and the end-of-input path are covered.
+fn recording_requests(subject: &SnapshotSubject) -> [Vec<u8>; 3] {
     let warm = subject.warmup_request.unwrap_or(b"snapcall working-set probe").to_vec();
-    [warm, Vec::new()]
+    [warm, br#"{"snapcall": "working-set probe"}"#.to_vec(), Vec::new()]
 }
 
 /// Runs recording calls from the snapshot at `path` and returns the pages they touched.
