@@ -216,3 +216,47 @@ fn no_call_finds_what_an_earlier_call_left_in_fresh_vms_or_recycled_shells() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A recycled shell (the experiment) must behave exactly as a fresh VM: each of these
+/// functions (threads, signals, files, IPC, FPU state, an exit status, leftovers), called
+/// a few times in each, gives the same outcome, and the shells are really used.
+#[test]
+fn recycled_shells_give_every_function_the_outcome_fresh_vms_give() {
+    let functions = ["threads", "signals", "files", "ipc", "fpu-state", "exit-code", "counter", "leftover"];
+    let copies: Vec<_> = functions.iter().map(|name| snapshotted_copy(name)).collect();
+    let outcomes = |recycle: bool| -> Vec<String> {
+        let runtime =
+            Runtime::new(RuntimeConfig { pool_size: 1, recycle_vm_shells: recycle, ..Default::default() }).unwrap();
+        let mut seen = Vec::new();
+        for round in 0..3 {
+            for (name, (_, f)) in functions.iter().zip(&copies) {
+                runtime.keep_ready(f);
+                let vm = runtime.take_vm(f).unwrap();
+                let (outcome, used_vm) = f.start(vm, b"same request").unwrap().run().into_parts();
+                runtime.release(used_vm);
+                seen.push(match outcome {
+                    Ok(out) => format!(
+                        "{name} {round}: exit {} stdout {:?}",
+                        out.exit_code,
+                        String::from_utf8_lossy(&out.stdout)
+                    ),
+                    Err(e) => format!("{name} {round}: {}", e.to_string().split(" at rip").next().unwrap_or_default()),
+                });
+                // Let the reaper make the shell before the next call looks for one.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        if recycle {
+            assert!(runtime.pool_stats().recycled > 0, "{:?}", runtime.pool_stats());
+        }
+        seen
+    };
+    let fresh = outcomes(false);
+    let recycled = outcomes(true);
+    for (f, r) in fresh.iter().zip(&recycled) {
+        assert_eq!(f, r);
+    }
+    for (dir, _) in copies {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
