@@ -7,21 +7,18 @@ mod serve_support;
 
 use serve_support::{functions_dir, scaled, Client, Server};
 
-#[test]
-fn concurrent_calls_never_see_another_calls_memory() {
-    let dir = functions_dir(&["counter"]);
-    let srv = Server::start(&dir, &[]);
-    let (conns, per_conn) = (8, scaled(150));
-    let created_before = srv.metric("snapcall_vms_created_total");
+/// `conns` keep-alive connections each POST `path` `per_conn` times at once (each call a body of
+/// its own); every answer must be 200 with `want`.
+fn call_at_once(srv: &Server, path: &'static str, conns: usize, per_conn: usize, want: &'static str) {
     let addr = srv.addr;
     let threads: Vec<_> = (0..conns)
         .map(|t| {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr);
                 for i in 0..per_conn {
-                    let r = c.request("POST", "/counter", &[], format!("conn{t}-call{i}").as_bytes());
+                    let r = c.request("POST", path, &[], format!("conn{t}-call{i}").as_bytes());
                     assert_eq!(r.status, 200, "conn {t} call {i}: {}", r.text());
-                    assert_eq!(r.text(), "counter=1\n", "conn {t} call {i} saw another call's write");
+                    assert_eq!(r.text(), want, "conn {t} call {i} saw what another call left");
                 }
             })
         })
@@ -29,6 +26,15 @@ fn concurrent_calls_never_see_another_calls_memory() {
     for t in threads {
         t.join().expect("a client thread failed");
     }
+}
+
+#[test]
+fn concurrent_calls_never_see_another_calls_memory() {
+    let dir = functions_dir(&["counter"]);
+    let srv = Server::start(&dir, &[]);
+    let (conns, per_conn) = (8, scaled(150));
+    let created_before = srv.metric("snapcall_vms_created_total");
+    call_at_once(&srv, "/counter", conns, per_conn, "counter=1\n");
     // One VM per call at least (the pool may have made a few more ahead).
     let created = srv.metric("snapcall_vms_created_total") - created_before;
     assert!(created >= (conns * per_conn) as f64, "{created} VMs for {} calls", conns * per_conn);
@@ -48,22 +54,7 @@ fn recycled_vm_shells_leave_no_call_anything_of_another() {
     let dir = functions_dir(&["leftover"]);
     let srv = Server::start(&dir, &["--experimental-recycle-vm-shells"]);
     let (conns, per_conn) = (8, scaled(60));
-    let addr = srv.addr;
-    let threads: Vec<_> = (0..conns)
-        .map(|t| {
-            std::thread::spawn(move || {
-                let mut c = Client::connect(addr);
-                for i in 0..per_conn {
-                    let r = c.request("POST", "/leftover", &[], b"x");
-                    assert_eq!(r.status, 200, "conn {t} call {i}: {}", r.text());
-                    assert_eq!(r.text(), "clean\n", "conn {t} call {i}");
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("a client thread failed");
-    }
+    call_at_once(&srv, "/leftover", conns, per_conn, "clean\n");
     let recycled = srv.metric("snapcall_vms_recycled_total");
     assert!(recycled > 0.0, "no VM was recycled: the test tested fresh VMs only");
     std::fs::remove_dir_all(dir).unwrap();
