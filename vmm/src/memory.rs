@@ -297,6 +297,16 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Writes `words` as consecutive little-endian u64s from `addr` (monitor use: page tables,
+    /// descriptor tables), without building a byte copy first.
+    pub fn write_u64s(&mut self, addr: GuestAddr, words: &[u64]) -> Result<(), MemoryError> {
+        let dst = self.slice_mut(addr, words.len() as u64 * 8)?;
+        for (d, w) in dst.chunks_exact_mut(8).zip(words) {
+            d.copy_from_slice(&w.to_le_bytes());
+        }
+        Ok(())
+    }
+
     /// Writes a little-endian u64 at `addr` (monitor use).
     pub fn write_u64(&mut self, addr: GuestAddr, value: u64) -> Result<(), MemoryError> {
         self.write_obj(addr, value)
@@ -668,6 +678,17 @@ mod tests {
         mem.write_user(UserAddr::new(USER_START), b"hi\0").unwrap();
         assert_eq!(mem.read_user_cstr(UserAddr::new(USER_START), 10).unwrap().unwrap(), b"hi");
         assert_eq!(mem.read_user_cstr(UserAddr::new(USER_START), 1).unwrap(), None);
+    }
+
+    #[test]
+    fn words_are_written_little_endian_and_never_past_the_end() {
+        let mut mem = GuestMemory::new(32 << 20).unwrap();
+        mem.write_u64s(GuestAddr::new(0x1000), &[0x0102_0304_0506_0708, u64::MAX]).unwrap();
+        assert_eq!(mem.read_u64(GuestAddr::new(0x1000)).unwrap(), 0x0102_0304_0506_0708);
+        assert_eq!(mem.slice(GuestAddr::new(0x1000), 2).unwrap(), [0x08, 0x07]);
+        assert_eq!(mem.read_u64(GuestAddr::new(0x1008)).unwrap(), u64::MAX);
+        assert!(mem.write_u64s(GuestAddr::new((32 << 20) - 8), &[1, 2]).is_err());
+        assert_eq!(mem.read_u64(GuestAddr::new((32 << 20) - 8)).unwrap(), 0, "nothing written on error");
     }
 
     #[test]

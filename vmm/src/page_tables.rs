@@ -285,8 +285,7 @@ impl BuiltTables {
     /// [`crate::vm::EmptyVm::create`] has walked none of the pool).
     pub fn write_to(&self, mem: &mut GuestMemory) -> Result<(), MemoryError> {
         for (page, table) in &self.pages {
-            let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
-            mem.write(GuestAddr::new(*page), &bytes)?;
+            mem.write_u64s(GuestAddr::new(*page), &table[..])?;
         }
         Ok(())
     }

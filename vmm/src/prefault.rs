@@ -31,8 +31,7 @@ impl Machine {
     /// Must run before the program's state is set: it uses the vCPU's registers.
     pub(crate) fn prefault(&mut self, addresses: &[u64]) -> Result<(), VmError> {
         for chunk in addresses.chunks(PREFAULT_TABLE_ENTRIES) {
-            let table: Vec<u8> = chunk.iter().flat_map(|a| a.to_le_bytes()).collect();
-            self.memory.write(GuestAddr::new(PREFAULT_TABLE), &table)?;
+            self.memory.write_u64s(GuestAddr::new(PREFAULT_TABLE), chunk)?;
             // Enter the loop through the syscall stub's return path (`iretq` to CPL3), which
             // works from the CPL0 a new vCPU starts at and from the CPL3 the loop ends at.
             write_user_return(&mut self.memory, PREFAULT_STUB, 0, 0, 0)?;

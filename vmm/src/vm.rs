@@ -343,21 +343,19 @@ pub(crate) fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryErro
         let pd = PD_ADDR + g * PAGE_SIZE;
         mem.write_u64(GuestAddr::new(PDPT_ADDR + g * 8), pd | PRESENT | WRITABLE | USER)?;
     }
-    let mut entries = Vec::with_capacity((mem.size() / LARGE_PAGE) as usize * 8);
-    entries.extend_from_slice(&(LOW_PT_ADDR | PRESENT | WRITABLE | USER).to_le_bytes());
-    for i in 1..mem.size() / LARGE_PAGE {
-        entries
-            .extend_from_slice(&((i * LARGE_PAGE) | PRESENT | WRITABLE | HUGE | USER | ACCESSED_DIRTY).to_le_bytes());
-    }
-    mem.write(GuestAddr::new(PD_ADDR), &entries)?;
+    let entries: Vec<u64> = std::iter::once(LOW_PT_ADDR | PRESENT | WRITABLE | USER)
+        .chain(
+            (1..mem.size() / LARGE_PAGE).map(|i| (i * LARGE_PAGE) | PRESENT | WRITABLE | HUGE | USER | ACCESSED_DIRTY),
+        )
+        .collect();
+    mem.write_u64s(GuestAddr::new(PD_ADDR), &entries)?;
     // The stack's lowest window in 4 KiB pages, its first one absent: the stack guard.
     let guard = stack_guard(mem.size());
     let mut window = [0u64; 512];
     for (i, e) in window.iter_mut().enumerate().skip(1) {
         *e = (guard + i as u64 * PAGE_SIZE) | PRESENT | WRITABLE | USER | ACCESSED_DIRTY;
     }
-    let window: Vec<u8> = window.iter().flat_map(|e| e.to_le_bytes()).collect();
-    mem.write(GuestAddr::new(STACK_GUARD_PT_ADDR), &window)?;
+    mem.write_u64s(GuestAddr::new(STACK_GUARD_PT_ADDR), &window)?;
     mem.write_u64(GuestAddr::new(PD_ADDR + guard / LARGE_PAGE * 8), STACK_GUARD_PT_ADDR | PRESENT | WRITABLE | USER)?;
     // The first 2 MiB in 4 KiB pages: page 0 absent (NULL faults), monitor structures
     // supervisor-only, the stub and syscall pages user-readable (see `syscall_stub`), the
@@ -389,8 +387,7 @@ pub(crate) fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryErro
     for e in low.iter_mut().filter(|e| **e & PRESENT != 0) {
         *e |= ACCESSED_DIRTY;
     }
-    let low: Vec<u8> = low.iter().flat_map(|e| e.to_le_bytes()).collect();
-    mem.write(GuestAddr::new(LOW_PT_ADDR), &low)?;
+    mem.write_u64s(GuestAddr::new(LOW_PT_ADDR), &low)?;
 
     // GDT: 64-bit code/data descriptors; base and limit are ignored in long mode.
     let code = |dpl: u64| 0x0020_9A00_0000_0000u64 | (dpl << 45) | 0x00A0_0000_0000_FFFF;
@@ -403,8 +400,7 @@ pub(crate) fn write_monitor_area(mem: &mut GuestMemory) -> Result<(), MemoryErro
     let (tss_lo, tss_hi) = tss_descriptor(TSS_ADDR, 0x67);
     gdt[(TSS_SELECTOR >> 3) as usize] = tss_lo;
     gdt[(TSS_SELECTOR >> 3) as usize + 1] = tss_hi;
-    let gdt_bytes: Vec<u8> = gdt.iter().flat_map(|e| e.to_le_bytes()).collect();
-    mem.write(GuestAddr::new(GDT_ADDR), &gdt_bytes)?;
+    mem.write_u64s(GuestAddr::new(GDT_ADDR), &gdt)?;
 
     // TSS: RSP0 for exceptions from CPL3; the I/O bitmap offset points past the limit, so
     // every port access from CPL3 raises #GP (only the CPL0 stubs may exit to us).
