@@ -318,7 +318,6 @@ impl ReadyCall {
         let faults = thread_minor_faults();
         let end = self.run_loop(RunUntil::Exit);
         self.stats.host_page_faults = thread_minor_faults().saturating_sub(faults);
-        self.timings.run = start.elapsed();
         let outcome = match end {
             Ok(LoopEnd::Exited(code)) => Ok(Output {
                 stdout: std::mem::take(&mut self.process.stdout),
@@ -339,8 +338,13 @@ impl ReadyCall {
         self.stats.unknown_syscalls_dropped = self.process.stats.unknown_dropped;
         self.stats.refused_syscalls = std::mem::take(&mut self.process.stats.refused);
         self.stats.traced_syscalls_dropped = self.process.stats.trace_dropped;
-        let vm = UsedVm { machine: self.vm };
-        FinishedCall { vm, outcome, stderr_tail, failed_stdout, timings: self.timings, stats: self.stats }
+        let ReadyCall { vm, process, mut timings, stats, .. } = self;
+        // The process's host-side state (files, overlay, pipes, threads) goes with the call,
+        // and the run phase counts it: the phases then add up to the call (≈10 µs of a
+        // 0.17 ms echo-c call was this drop, after the clock had stopped).
+        drop(process);
+        timings.run = start.elapsed();
+        FinishedCall { vm: UsedVm { machine: vm }, outcome, stderr_tail, failed_stdout, timings, stats }
     }
 
     /// Runs the program cold up to its first read of stdin (the moment it waits for its
