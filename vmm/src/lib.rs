@@ -26,7 +26,8 @@
 //! Each step consumes the state before it, so the types say what a VM may do:
 //! [`EmptyVm`] (fresh) or [`PreparedVm`] (a snapshot restored ahead, which only that
 //! snapshot's function can start) → [`ReadyCall`] (runs once) → [`FinishedCall`] → [`UsedVm`]
-//! (can only be destroyed).
+//! (can only be destroyed; only the opt-in experiment [`RuntimeConfig::recycle_vm_shells`]
+//! instead gives its KVM objects, with new memory and every register reset, to a later call).
 //!
 //! Snapshots are taken with [`Function::take_snapshot`]; bundles that need Kontain's `km` run
 //! through [`km`]. The rest of the crate (guest memory, the syscall layer, the vCPU) is

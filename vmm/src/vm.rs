@@ -169,7 +169,8 @@ pub enum FreshVm {
 }
 
 /// The VM a call ran in. It can only be destroyed: dropped here, or handed to
-/// [`crate::Runtime::release`] to be destroyed off the call's path.
+/// [`crate::Runtime::release`] to be destroyed off the call's path (or, under the opt-in
+/// recycling experiment, emptied into a shell there: `recycle.rs`).
 pub struct UsedVm {
     pub(crate) machine: Machine,
 }
