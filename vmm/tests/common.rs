@@ -35,6 +35,18 @@ pub fn output(function: &Function, request: &[u8]) -> Output {
     }
 }
 
+/// Loads the bundle at `dir` cold, calls it once with `{}`, removes `dir`, and returns the
+/// JSON the call printed (with the text, for assertion messages). The call must exit 0.
+pub fn cold_json_call(dir: &std::path::Path) -> (serde_json::Value, String) {
+    let f = Function::load(dir, StartMode::Cold).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
+    let out = output(&f, b"{}");
+    let _ = std::fs::remove_dir_all(dir);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.exit_code, 0, "{text} {}", String::from_utf8_lossy(&out.stderr));
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (value, text)
+}
+
 pub fn error(function: &Function, request: &[u8]) -> CallError {
     match call(function, request).into_parts().0 {
         Ok(o) => panic!(

@@ -284,12 +284,7 @@ fn python_lock_acquire_with_a_timeout_waits_that_long() {
              got = lock.acquire(timeout=0.5)\n    \
              return {'got': got, 'waited_ms': int((time.monotonic() - t) * 1000)}\n",
     );
-    let f = Function::load(&dir, StartMode::Cold).unwrap();
-    let out = output(&f, b"{}");
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.exit_code, 0, "{text} {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let (v, text) = cold_json_call(&dir);
     assert_eq!(v["got"], false, "{text}");
     let waited = v["waited_ms"].as_u64().unwrap_or(0);
     assert!((500..2000).contains(&waited), "waited {waited} ms: {text}");

@@ -180,12 +180,7 @@ def handler(event, context):
     return out
 "#,
     );
-    let f = Function::load(&dir, StartMode::Cold).unwrap();
-    let out = output(&f, b"{}");
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.exit_code, 0, "{text} {}", String::from_utf8_lossy(&out.stderr));
-    let got: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let (got, _) = cold_json_call(&dir);
     let want = serde_json::json!({
         "select_ready": true, "select_quick": true, "poll_ready": true,
         "select_timed_out": true, "select_on_time": true, "poll_timed_out": true, "poll_on_time": true,
@@ -231,12 +226,7 @@ def handler(event, context):
     return out
 "#,
     );
-    let f = Function::load(&dir, StartMode::Cold).unwrap();
-    let out = output(&f, b"{}");
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.exit_code, 0, "{text} {}", String::from_utf8_lossy(&out.stderr));
-    let got: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let (got, _) = cold_json_call(&dir);
     let want = serde_json::json!({
         "written": 1 << 20, "read": 1 << 20,
         "interrupted_write": 65536, "blocked_until_the_alarm": true, "caught": [14],

@@ -54,12 +54,7 @@ def handler(event, context):
             "keyboard_interrupt": interrupted, "threads": threading.active_count()}
 "#,
     );
-    let f = Function::load(&dir, StartMode::Cold).unwrap();
-    let out = output(&f, b"{}");
-    let _ = std::fs::remove_dir_all(&dir);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.exit_code, 0, "{text} {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let (v, text) = cold_json_call(&dir);
     assert_eq!(v["total"], 4 * 999 * 1000 / 2, "{text}");
     assert_eq!(v["spun"], true, "{text}");
     assert_eq!(v["signals"], serde_json::json!([10, 14]), "{text}");
