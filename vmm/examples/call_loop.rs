@@ -72,10 +72,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let background =
         (stats.fill_cpu + stats.reap_cpu).saturating_sub(background_before.fill_cpu + background_before.reap_cpu);
     println!(
-        "process CPU per call {:.0} µs, of which the pool and reaper {:.0} µs; {} VMs recycled ({})",
+        "process CPU per call {:.0} µs, of which the pool and reaper {:.0} µs; {} VMs recycled, {} huge pages reused ({})",
         cpu.as_secs_f64() * 1e6 / n as f64,
         background.as_secs_f64() * 1e6 / n as f64,
         stats.recycled,
+        stats.huge_pages_reused,
         if recycle { "recycled-shell experiment" } else { "a fresh VM per call" }
     );
     let ahead = (stats.created - stats.created_inline).max(1) as f64;

@@ -7,6 +7,7 @@ use std::ptr::NonNull;
 
 use vm_memory::{ByteValued, Bytes, VolatileSlice};
 
+use crate::huge_page_cache::HugePageCache;
 use crate::layout::{GuestAddr, LARGE_PAGE, PAGE_SIZE, USER_START};
 
 /// Errors of guest memory management.
@@ -220,6 +221,12 @@ pub struct GuestMemory {
     /// Anonymous mappings `discard` has put over file-backed ranges so far (see
     /// [`MAX_DISCARD_REMAPS`]).
     discard_remaps: u32,
+    /// Huge windows [`Self::copy_into_huge_page`] filled that are still one untouched host
+    /// mapping (no discard or remap since): what `drop` gives to `huge_pages`.
+    private_huge: Vec<u64>,
+    /// Where this VM's huge windows come from and go back to (the pool's; none for VMs made
+    /// outside a runtime).
+    huge_pages: Option<std::sync::Arc<HugePageCache>>,
 }
 
 /// Most host mappings a guest's munmaps may split its memory into. Each `discard` over a
@@ -255,7 +262,24 @@ impl GuestMemory {
         }
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or(MemoryError::Reserve { size, source: std::io::Error::from_raw_os_error(libc::ENOMEM) })?;
-        Ok(GuestMemory { base, size, file_backed: Vec::new(), discard_remaps: 0 })
+        Ok(GuestMemory {
+            base,
+            size,
+            file_backed: Vec::new(),
+            discard_remaps: 0,
+            private_huge: Vec::new(),
+            huge_pages: None,
+        })
+    }
+
+    /// Takes this VM's huge windows from `cache` and gives them back to it when dropped.
+    pub(crate) fn use_huge_page_cache(&mut self, cache: std::sync::Arc<HugePageCache>) {
+        self.huge_pages = Some(cache);
+    }
+
+    /// The huge-page cache this memory uses, if any (a recycled shell's new memory keeps it).
+    pub(crate) fn huge_page_cache(&self) -> Option<std::sync::Arc<HugePageCache>> {
+        self.huge_pages.clone()
     }
 
     /// Size of guest memory in bytes.
@@ -469,6 +493,7 @@ impl GuestMemory {
     /// as zero on the next touch.
     fn drop_anonymous(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
         let off = self.check(addr, len)?;
+        self.forget_huge_windows(addr.raw(), addr.raw() + len);
         // SAFETY: advice on a page-aligned range inside our own private anonymous mapping;
         // it only replaces the pages' contents with zeros (KVM's MMU notifier drops its view).
         if unsafe { libc::madvise(self.base.as_ptr().add(off).cast(), len as usize, libc::MADV_DONTNEED) } != 0 {
@@ -481,6 +506,7 @@ impl GuestMemory {
     /// whatever file mapping was there dropped.
     fn remap_anonymous(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
         let off = self.check(addr, len)?;
+        self.forget_huge_windows(addr.raw(), addr.raw() + len);
         // SAFETY: [off, off+len) is a page-aligned range inside our own mapping; MAP_FIXED
         // replaces only those pages of it. KVM's MMU notifier drops its view of the old pages.
         let ptr = unsafe {
@@ -520,6 +546,7 @@ impl GuestMemory {
         if len == 0 {
             return Ok(());
         }
+        self.forget_huge_windows(addr.raw(), addr.raw() + len);
         // SAFETY: the target range is page-aligned and inside our own mapping (checked above);
         // MAP_FIXED replaces only those pages. The file mapping is private, so guest writes
         // never reach the file.
@@ -583,38 +610,64 @@ impl GuestMemory {
         Ok(out)
     }
 
-    /// Makes the 2 MiB window at `window` private anonymous memory backed by a huge page, with
-    /// the bytes of `extents` (guest address, file offset, length) that fall in it read from
-    /// `source` at their file offsets, and zeros elsewhere: a whole window the guest then maps
-    /// with one fault (see `working_set.rs` for when that beats 4 KiB pages).
+    /// Makes the 2 MiB window at `window` private anonymous memory backed by a huge page that
+    /// holds `source`'s bytes (a file laid out by guest address: offset 0 is guest address
+    /// `source_start`, `source_len` bytes long) and zeros where the window lies outside it:
+    /// a whole window the guest then maps with one fault (see `working_set.rs` for when that
+    /// beats 4 KiB pages). The page is a used one from the huge-page cache when it has one
+    /// (no zeroing), else a new one; either way **every byte** of the window is written here.
     pub fn copy_into_huge_page(
         &mut self,
         window: GuestAddr,
         source: &std::fs::File,
-        extents: &[(u64, u64, u64)],
+        source_start: u64,
+        source_len: u64,
     ) -> Result<(), MemoryError> {
         use std::os::unix::fs::FileExt;
+        let off = self.check(window, LARGE_PAGE)?;
         let (start, end) = (window.raw(), window.raw() + LARGE_PAGE);
+        let host = self.base.as_ptr().wrapping_add(off);
+        let aligned = (host as u64).is_multiple_of(LARGE_PAGE) && start.is_multiple_of(LARGE_PAGE);
+        // SAFETY: the window is 2 MiB of our own mapping, no borrow of it is alive (`&mut
+        // self`), and every byte of it is overwritten below before this returns.
+        let reused = aligned && self.huge_pages.as_ref().is_some_and(|cache| unsafe { cache.take_into(host) });
         // Only a window that is file-backed needs a fresh mapping (an mmap, which KVM's MMU
         // notifier makes cost more the more VMs are alive); anonymous memory just gets the
-        // advice.
+        // advice. (A cached page arrives as its own mapping, advised already.)
         if self.file_backed.iter().any(|&(s, e)| s < end && e > start) {
-            self.remap_anonymous(window, LARGE_PAGE)?;
+            if !reused {
+                self.remap_anonymous(window, LARGE_PAGE)?;
+            }
             subtract_range(&mut self.file_backed, start, end);
         }
-        self.advise_huge_pages(window, LARGE_PAGE)?;
-        for &(addr, offset, len) in extents {
-            let (from, to) = (addr.max(start), addr.saturating_add(len).min(end));
-            if from < to {
-                let dst = self.slice_mut(GuestAddr::new(from), to - from)?;
-                source.read_exact_at(dst, offset + (from - addr)).map_err(|source| MemoryError::MapFile {
-                    addr: GuestAddr::new(from),
-                    len: to - from,
-                    source,
-                })?;
-            }
+        if !reused {
+            self.advise_huge_pages(window, LARGE_PAGE)?;
+        }
+        let (from, to) = (start.max(source_start), end.min(source_start.saturating_add(source_len)));
+        let dst = self.slice_mut(window, LARGE_PAGE)?;
+        if from < to {
+            let (head, rest) = dst.split_at_mut((from - start) as usize);
+            let (copied, tail) = rest.split_at_mut((to - from) as usize);
+            head.fill(0);
+            tail.fill(0);
+            source.read_exact_at(copied, from - source_start).map_err(|source| MemoryError::MapFile {
+                addr: GuestAddr::new(from),
+                len: to - from,
+                source,
+            })?;
+        } else {
+            dst.fill(0);
+        }
+        if aligned {
+            self.private_huge.push(start);
         }
         Ok(())
+    }
+
+    /// Drops the huge windows overlapping `[start, end)` from those `drop` gives back: their
+    /// host mapping is about to change (a discard may split the huge page).
+    fn forget_huge_windows(&mut self, start: u64, end: u64) {
+        self.private_huge.retain(|&w| w + LARGE_PAGE <= start || w >= end);
     }
 
     /// Asks for transparent huge pages behind `[addr, addr+len)` (page-aligned). With them
@@ -658,6 +711,18 @@ fn subtract_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
+        // Whole huge windows go to the cache (while it has room) instead of back to the host.
+        // Memory is dropped after its VM (`Machine`'s field order), so no slot maps them now.
+        if let Some(cache) = self.huge_pages.take() {
+            for window in std::mem::take(&mut self.private_huge) {
+                // SAFETY: 2 MiB of our own mapping (`copy_into_huge_page` checked it), of a VM
+                // that is gone; no borrow outlives `self`. It stays mapped, empty, until the
+                // munmap below.
+                if !unsafe { cache.put(self.base.as_ptr().wrapping_add(window as usize)) } {
+                    break;
+                }
+            }
+        }
         // SAFETY: we own this mapping of exactly `size` bytes and no borrow of it outlives
         // `self`. Failure would only leak address space, so the result is ignored.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.size as usize) };

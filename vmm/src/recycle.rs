@@ -47,6 +47,9 @@ impl Machine {
         // before they are unmapped (dropped below, when the new memory takes their place).
         detach_memory(&self.vm)?;
         let mut memory = GuestMemory::new(self.memory.size())?;
+        if let Some(cache) = self.memory.huge_page_cache() {
+            memory.use_huge_page_cache(cache);
+        }
         write_monitor_area(&mut memory)?;
         // SAFETY: the new memory is stored in this Machine right below, which drops it after
         // the VM fd (field order), as `EmptyVm::create` does.

@@ -498,7 +498,7 @@ impl SnapshotImage {
         }
         if let (RestoreMemory::Ahead, Some(image)) = (memory, self.shared.get()) {
             for &window in &image.placement.huge_windows {
-                vm.memory.copy_into_huge_page(GuestAddr::new(window), &image.file, &image.extents)?;
+                vm.memory.copy_into_huge_page(GuestAddr::new(window), &image.file, image.start, image.len)?;
             }
             // Written pages first: a write splits a shared 2 MiB page into 4 KiB ones, and
             // the window's reads must then be mapped at that size.
@@ -545,7 +545,6 @@ impl SnapshotImage {
             self.snapshot.segments.iter().map(|s| span(s).0).min().unwrap_or(USER_START) / LARGE_PAGE * LARGE_PAGE;
         let end = self.snapshot.segments.iter().map(|s| span(s).1).max().unwrap_or(start).next_multiple_of(LARGE_PAGE);
         // In the copy, guest address `a` is at offset `a - start`.
-        let extents: Vec<(u64, u64, u64)> = self.data.iter().map(|&(addr, _, len)| (addr, addr - start, len)).collect();
         let (copy, huge) =
             crate::memory::sealed_copy(&self.file, end - start, &self.data, |addr| addr - start).map_err(io)?;
         // Written to since it was opened and verified? Then the copy may hold anything.
@@ -601,7 +600,7 @@ impl SnapshotImage {
         // Writing a byte back leaves them as the monitor area set them.
         placement.prefault.extend([OUTPUT_HEADER | PREFAULT_WRITE, OUTPUT_RING | PREFAULT_WRITE]);
         placement.prefault.sort_unstable();
-        Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, extents, huge, placement }))
+        Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, huge, placement }))
     }
 
     /// Restores into `vm` (unless the pool already did: a [`FreshVm::Prepared`] of this
@@ -702,8 +701,6 @@ pub(crate) struct SharedImage {
     file: File,
     start: u64,
     len: u64,
-    /// The snapshot's data as (guest address, offset in `file`, length).
-    extents: Vec<(u64, u64, u64)>,
     /// Whether the copy is held in 2 MiB pages (shmem huge pages allowed on this host).
     huge: bool,
     /// Where the pool puts the working set: which 2 MiB windows become private huge pages,

@@ -213,6 +213,19 @@ fn no_call_finds_what_an_earlier_call_left_in_fresh_vms_or_recycled_shells() {
             assert_eq!(stats.recycled, 0, "{stats:?}");
             assert!(stats.created >= 40, "{stats:?}");
         }
+        // The 2 MiB window every call writes whole was filled from earlier VMs' huge pages.
+        assert!(stats.huge_pages_reused >= 20, "no huge page was reused: {stats:?}");
+        assert!(stats.huge_pages_held <= vmm::HUGE_PAGE_CACHE_CAPACITY, "{stats:?}");
+        // Released (as going idle does), the pool holds no VM and no huge page.
+        runtime.scale(&f, 0);
+        let started = std::time::Instant::now();
+        while (runtime.pool_stats().ready, runtime.pool_stats().huge_pages_held) != (0, 0)
+            && started.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let stats = runtime.pool_stats();
+        assert_eq!((stats.ready, stats.huge_pages_held), (0, 0), "idle, yet holding: {stats:?}");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

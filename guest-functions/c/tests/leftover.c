@@ -1,8 +1,10 @@
 /* leftover: looks for anything an earlier call could have left behind, then leaves a secret
  * everywhere it looked, for the next call to find if it ever gets this call's memory or
  * registers: fresh anonymous memory (mmap), the heap's new top (sbrk), stack below what the
- * snapshot holds, and a vector register. Every call must print "clean", whether its VM is
- * new (the default) or a recycled shell (the experiment). */
+ * snapshot holds, a vector register, and a 2 MiB window of data the snapshot holds, which
+ * every call reads and writes whole (so the pool fills it as a huge window, from a huge
+ * page an earlier VM used: huge_page_cache.rs). Every call must print "clean", whether its
+ * VM is new (the default) or a recycled shell (the experiment). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +15,11 @@
 #define MMAP_BYTES (1 << 20)
 #define HEAP_BYTES (64 << 10)
 #define STACK_BYTES (256 << 10)
+#define WINDOW_BYTES (2 << 20)
+#define INITIAL 0x696e697469616c21ull /* "initial!" */
+
+/* Written before the first read, so the snapshot holds it: a call must find it as it was. */
+static volatile uint64_t window[WINDOW_BYTES / 8] __attribute__((aligned(WINDOW_BYTES)));
 
 static int has_secret(const volatile uint64_t *p, size_t words)
 {
@@ -43,15 +50,22 @@ static __attribute__((noinline)) int deep_stack(int leave)
 
 int main(void)
 {
+    for (size_t i = 0; i < WINDOW_BYTES / 8; i++)
+        window[i] = INITIAL;
     char buf[4096];
     while (read(0, buf, sizeof buf) > 0)
         ;
     uint64_t xmm;
     __asm__ volatile("movq %%xmm15, %0" : "=r"(xmm));
-    const char *found[4];
+    const char *found[5];
     int n = 0;
     if (xmm == SECRET)
         found[n++] = "xmm15";
+    for (size_t i = 0; i < WINDOW_BYTES / 8; i++)
+        if (window[i] != INITIAL) {
+            found[n++] = window[i] == SECRET ? "snapshot data" : "snapshot data (changed)";
+            break;
+        }
     unsigned char *m = mmap(NULL, MMAP_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) {
         puts("mmap failed");
@@ -79,6 +93,8 @@ int main(void)
     for (size_t i = 0; i < HEAP_BYTES / 8; i++)
         ((uint64_t *)h)[i] = SECRET;
     deep_stack(1);
+    for (size_t i = 0; i < WINDOW_BYTES / 8; i++)
+        window[i] = SECRET;
     __asm__ volatile("movq %0, %%xmm15" : : "r"((uint64_t)SECRET));
     /* Exit with the secret still in xmm15 (_exit does not touch vector registers). */
     _exit(0);

@@ -279,6 +279,10 @@ impl App {
         let _ = writeln!(out, "snapcall_vms_evicted_total {}", p.evicted);
         let _ = writeln!(out, "# HELP snapcall_vms_recycled_total Used VMs made recycled shells (the --experimental-recycle-vm-shells experiment; 0 without it).\n# TYPE snapcall_vms_recycled_total counter");
         let _ = writeln!(out, "snapcall_vms_recycled_total {}", p.recycled);
+        let _ = writeln!(out, "# HELP snapcall_huge_pages_reused_total Huge windows filled from a destroyed VM's huge page, overwritten whole, instead of a new one that must be zeroed first.\n# TYPE snapcall_huge_pages_reused_total counter");
+        let _ = writeln!(out, "snapcall_huge_pages_reused_total {}", p.huge_pages_reused);
+        let _ = writeln!(out, "# HELP snapcall_huge_pages_held Destroyed VMs' huge pages held for reuse now (bounded; none once the pool is idle).\n# TYPE snapcall_huge_pages_held gauge");
+        let _ = writeln!(out, "snapcall_huge_pages_held {}", p.huge_pages_held);
         let c = vmm::vm_creator::stats();
         let _ = writeln!(out, "# HELP snapcall_vms_without_debugfs_total VMs created with no KVM debugfs directory of their own (vmm::vm_creator).\n# TYPE snapcall_vms_without_debugfs_total counter");
         let _ = writeln!(out, "snapcall_vms_without_debugfs_total {}", c.without_debugfs);

@@ -73,7 +73,13 @@ const FULL_SET: [&str; 30] = [
 /// The CI subset: modules that take seconds each and exercise the interpreter broadly, and
 /// the writable filesystem with its permissions (test_argparse, test_csv).
 const CI_SET: [&str; 8] = [
-    "test_json", "test_re", "test_datetime", "test_struct", "test_functools", "test_contextlib", "test_argparse",
+    "test_json",
+    "test_re",
+    "test_datetime",
+    "test_struct",
+    "test_functools",
+    "test_contextlib",
+    "test_argparse",
     "test_csv",
 ];
 

@@ -1,0 +1,181 @@
+//! Used 2 MiB huge pages, kept for the next VM's huge windows so that it does not pay for
+//! zeroing new ones.
+//!
+//! A huge window (`working_set.rs`) is a 2 MiB range of guest memory the pool fills with a
+//! private copy of the snapshot's bytes. Filled from a new huge page, it costs the host a
+//! 2 MiB zeroing (the kernel's, at the first write) before the 2 MiB copy: on kvm-pvm a
+//! CPython VM's two windows spent ≈25 % of the pool's time per VM in `clear_page`. A
+//! destroyed VM's windows are whole huge pages nobody needs any more, so the pool keeps a
+//! few: when a VM is dropped its windows are moved (page tables, not bytes: `mremap`) into
+//! this cache, and the next restore moves one into its own window and **overwrites every
+//! byte of it** from the snapshot before the VM can run.
+//!
+//! Why no call can see another call's bytes through it: a cached page is reachable only
+//! from this cache's arena, which no VM's memory slot covers; it enters a VM only through
+//! [`crate::memory::GuestMemory::copy_into_huge_page`], which writes all 2 MiB (the
+//! snapshot's bytes, zeros where the snapshot has none) before returning, and a VM whose
+//! restore fails is destroyed, never run. The pages held are bounded ([`CAPACITY`]) and
+//! dropped when the pool goes idle, so an idle server still holds no guest memory.
+//!
+//! Pages move with `MREMAP_DONTUNMAP` both ways, so neither side is ever left unmapped for
+//! another thread's mmap to land in: the source keeps an empty mapping (a VM's memory, about
+//! to be unmapped whole; or the cache slot, ready for the next page).
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::layout::LARGE_PAGE;
+
+/// Most pages the cache holds (16 MiB): enough for the reaper to stay a few VMs ahead of the
+/// pool, few enough that the memory it holds stays small beside the VMs themselves.
+pub const CAPACITY: usize = 8;
+
+/// A bounded cache of used huge pages (see the module docs). Shared by one runtime's VMs.
+pub struct HugePageCache {
+    slots: Mutex<Slots>,
+    reused: AtomicU64,
+}
+
+struct Slots {
+    /// The arena's 2 MiB-aligned base (made on first use), `CAPACITY` slots from there.
+    arena: Option<Arena>,
+    /// Which slots hold a page.
+    full: [bool; CAPACITY],
+}
+
+/// `CAPACITY + 1` huge pages of reserved address space, so that `CAPACITY` aligned slots fit.
+struct Arena {
+    mapping: NonNull<u8>,
+    aligned: NonNull<u8>,
+}
+
+const ARENA_LEN: usize = (CAPACITY + 1) * LARGE_PAGE as usize;
+
+// SAFETY: the arena is address space this cache owns; every access goes through the mutex.
+unsafe impl Send for Slots {}
+
+impl Arena {
+    fn reserve() -> Option<Arena> {
+        // SAFETY: a new inaccessible anonymous mapping at an address the kernel chooses;
+        // nothing existing is affected, and the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ARENA_LEN,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let mapping = NonNull::new(ptr.cast::<u8>())?;
+        let misalignment = (mapping.as_ptr() as usize).wrapping_neg() % LARGE_PAGE as usize;
+        // SAFETY: `misalignment` < 2 MiB, and the mapping is CAPACITY + 1 huge pages long.
+        let aligned = unsafe { NonNull::new_unchecked(mapping.as_ptr().add(misalignment)) };
+        Some(Arena { mapping, aligned })
+    }
+
+    fn slot(&self, i: usize) -> *mut u8 {
+        // SAFETY: i < CAPACITY, so the slot lies inside the mapping (see `reserve`).
+        unsafe { self.aligned.as_ptr().add(i * LARGE_PAGE as usize) }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping of ARENA_LEN bytes; the pages in it go with it.
+        unsafe { libc::munmap(self.mapping.as_ptr().cast(), ARENA_LEN) };
+    }
+}
+
+/// Moves the 2 MiB at `from` to `to` (both 2 MiB-aligned), leaving `from` mapped but empty.
+///
+/// # Safety
+/// Both ranges must be private anonymous memory the caller owns, with no borrow of either
+/// alive; what `to` held is unmapped.
+unsafe fn move_huge_page(from: *mut u8, to: *mut u8) -> bool {
+    let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP;
+    // SAFETY: as the caller promised; the result is checked.
+    let moved = unsafe { libc::mremap(from.cast(), LARGE_PAGE as usize, LARGE_PAGE as usize, flags, to) };
+    moved != libc::MAP_FAILED
+}
+
+impl HugePageCache {
+    /// An empty cache (its address space is reserved at the first page put in).
+    pub fn new() -> HugePageCache {
+        HugePageCache { slots: Mutex::new(Slots { arena: None, full: [false; CAPACITY] }), reused: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the huge page at `from` (2 MiB-aligned) if there is room; `false` if not.
+    ///
+    /// # Safety
+    /// `from` must be 2 MiB of private anonymous memory of a VM that is gone (no memory slot
+    /// maps it, no borrow of it is alive); it is left mapped but empty.
+    pub(crate) unsafe fn put(&self, from: *mut u8) -> bool {
+        let mut slots = self.lock();
+        if slots.arena.is_none() {
+            slots.arena = Arena::reserve();
+        }
+        let Some(i) = slots.full.iter().position(|&full| !full) else { return false };
+        let Some(arena) = &slots.arena else { return false };
+        // SAFETY: the caller's promise for `from`; the slot is ours and holds no page.
+        let moved = unsafe { move_huge_page(from, arena.slot(i)) };
+        slots.full[i] = moved;
+        moved
+    }
+
+    /// Moves a kept page to `to` (2 MiB-aligned), replacing what was mapped there; `false` if
+    /// the cache is empty. The page holds an earlier VM's bytes.
+    ///
+    /// # Safety
+    /// `to` must be 2 MiB of private anonymous memory the caller owns, and the caller must
+    /// overwrite every byte of it before any guest can read it.
+    pub(crate) unsafe fn take_into(&self, to: *mut u8) -> bool {
+        let mut slots = self.lock();
+        let Some(i) = slots.full.iter().position(|&full| full) else { return false };
+        let Some(arena) = &slots.arena else { return false };
+        // SAFETY: the slot holds a page of ours; the caller's promise for `to`.
+        let moved = unsafe { move_huge_page(arena.slot(i), to) };
+        if moved {
+            slots.full[i] = false;
+            self.reused.fetch_add(1, Ordering::Relaxed);
+        }
+        moved
+    }
+
+    /// Gives every kept page back to the host (the pool went idle).
+    pub fn clear(&self) {
+        let mut slots = self.lock();
+        let Some(arena) = &slots.arena else { return };
+        for i in 0..CAPACITY {
+            // SAFETY: the slot is our own private anonymous memory (or PROT_NONE, where the
+            // advice does nothing); dropping its pages loses nothing anyone needs.
+            unsafe { libc::madvise(arena.slot(i).cast(), LARGE_PAGE as usize, libc::MADV_DONTNEED) };
+        }
+        slots.full = [false; CAPACITY];
+    }
+
+    /// Pages held now.
+    pub fn held(&self) -> usize {
+        self.lock().full.iter().filter(|&&full| full).count()
+    }
+
+    /// Pages given to a VM's huge window so far.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for HugePageCache {
+    fn default() -> Self {
+        HugePageCache::new()
+    }
+}
