@@ -456,10 +456,13 @@ enum Retired {
 const MAX_SHELLS: usize = 16;
 
 impl Shared {
-    /// A new VM whose huge windows come from (and go back to) this runtime's cache.
+    /// A new VM whose huge windows come from (and go back to) this runtime's cache. Not with
+    /// the pool off: nothing would empty the cache when idle, and "no pool" means no reuse.
     fn create_vm(&self, memory_size: u64) -> Result<EmptyVm, VmError> {
         let mut vm = EmptyVm::create(memory_size)?;
-        vm.machine.memory.use_huge_page_cache(self.huge_pages.clone());
+        if self.target > 0 {
+            vm.machine.memory.use_huge_page_cache(self.huge_pages.clone());
+        }
         Ok(vm)
     }
 
