@@ -199,8 +199,11 @@ impl AddressSpace {
     /// (CPython's first arenas: ≈50 faults per VM). Only when nothing fits below it does an
     /// mmap share the vDSO's window.
     fn find_gap(&self, len: u64) -> Option<u64> {
-        let vdso_window = self.regions.values().find(|r| r.kind == RegionKind::Vdso).map(|r| r.start / LARGE_PAGE * LARGE_PAGE);
-        vdso_window.and_then(|ceiling| self.find_gap_below(ceiling, len)).or_else(|| self.find_gap_below(self.mmap_top(), len))
+        let vdso_window =
+            self.regions.values().find(|r| r.kind == RegionKind::Vdso).map(|r| r.start / LARGE_PAGE * LARGE_PAGE);
+        vdso_window
+            .and_then(|ceiling| self.find_gap_below(ceiling, len))
+            .or_else(|| self.find_gap_below(self.mmap_top(), len))
     }
 
     /// The highest free, page-aligned gap of `len` bytes below `ceiling` and above the heap.
@@ -422,7 +425,10 @@ mod tests {
         assert_eq!(a, window - 4096, "the first mmap goes below the vDSO's window");
         // Fill everything below the window; then the window's free part is used after all.
         while s.mmap(0, 4096, PROT_READ, Fixed::Hint, &mut m).is_ok_and(|b| b < window) {}
-        assert!(s.regions().any(|r| r.kind == RegionKind::Mmap && r.start >= window), "the window's room was never used");
+        assert!(
+            s.regions().any(|r| r.kind == RegionKind::Mmap && r.start >= window),
+            "the window's room was never used"
+        );
     }
 
     #[test]
