@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd};
 
 use crate::ioctl::{ioctl, IoctlError};
 
@@ -37,9 +37,12 @@ pub struct KvmSystem {
     pub xcr0: u64,
     /// CPUID.1:EDX, which Linux reports as AT_HWCAP.
     pub hwcap: u64,
-    /// The guests' TSC frequency (KVM_GET_TSC_KHZ), for the vDSO's time page.
-    pub tsc_khz: Option<u32>,
-    _keepalive: (VcpuFd, VmFd),
+    /// The guests' TSC frequency (KVM_GET_TSC_KHZ, a vCPU ioctl), for the vDSO's time page:
+    /// read from the first vCPU the process makes ([`Self::note_tsc_khz`]), or from a
+    /// throwaway one if it is asked for before any VM exists. (It used to come from a VM and
+    /// vCPU made for the purpose and kept for the process's life: one VM more to create and
+    /// destroy in every one-shot `snapcall run`.)
+    tsc_khz: OnceLock<Option<u32>>,
 }
 
 static SYSTEM: OnceLock<Result<KvmSystem, KvmError>> = OnceLock::new();
@@ -73,10 +76,21 @@ impl KvmSystem {
             xcr0 |= 0xE0;
         }
         let hwcap = leaf(1, 0).map(|e| u64::from(e.edx)).unwrap_or(0);
-        let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
-        let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
-        let tsc_khz = vcpu.get_tsc_khz().ok().filter(|&k| k > 0);
-        Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, tsc_khz, _keepalive: (vcpu, vm) })
+        Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, tsc_khz: OnceLock::new() })
+    }
+
+    /// Records the guests' TSC frequency from `vcpu` if nothing has yet (one ioctl, once).
+    pub(crate) fn note_tsc_khz(&self, vcpu: &VcpuFd) {
+        self.tsc_khz.get_or_init(|| vcpu.get_tsc_khz().ok().filter(|&k| k > 0));
+    }
+
+    /// The guests' TSC frequency in kHz, if KVM reports one.
+    pub fn tsc_khz(&self) -> Option<u32> {
+        *self.tsc_khz.get_or_init(|| {
+            let vm = self.kvm.create_vm().ok()?;
+            let vcpu = vm.create_vcpu(0).ok()?;
+            vcpu.get_tsc_khz().ok().filter(|&k| k > 0)
+        })
     }
 }
 

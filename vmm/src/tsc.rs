@@ -136,7 +136,7 @@ pub fn tsc_hz() -> u64 {
             return 0;
         }
         // KVM_GET_TSC_KHZ agrees with a 20 ms calibration to under 1 ppm here and costs nothing.
-        match crate::kvm::system().ok().and_then(|s| s.tsc_khz) {
+        match crate::kvm::system().ok().and_then(|s| s.tsc_khz()) {
             Some(khz) => u64::from(khz) * 1000,
             None => calibrate_tsc_hz(Duration::from_millis(20)),
         }

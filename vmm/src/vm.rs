@@ -227,6 +227,7 @@ impl EmptyVm {
         unsafe { attach_memory(&vm, &memory) }?;
         let mut fd = retry_eintr(|| vm.create_vcpu(0)).map_err(ioctl("KVM_CREATE_VCPU"))?;
         fd.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+        sys.note_tsc_khz(&fd);
         write_monitor_area(&mut memory)?;
         let cpl0_sregs = set_long_mode_at_stub(&fd, sys.xcr0)?;
         // Exits copy the general registers into kvm_run, so a syscall's arguments cost no ioctl.
