@@ -179,3 +179,80 @@ impl Default for HugePageCache {
         HugePageCache::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` huge pages of private anonymous memory, 2 MiB-aligned (unmapped on drop).
+    struct Aligned {
+        mapping: *mut u8,
+        len: usize,
+        aligned: *mut u8,
+    }
+
+    impl Aligned {
+        fn new(n: usize) -> Aligned {
+            let len = (n + 1) * LARGE_PAGE as usize;
+            // SAFETY: a new anonymous mapping at an address the kernel chooses; checked.
+            let mapping = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(mapping, libc::MAP_FAILED);
+            let mapping = mapping.cast::<u8>();
+            let aligned = mapping.wrapping_add((mapping as usize).wrapping_neg() % LARGE_PAGE as usize);
+            Aligned { mapping, len, aligned }
+        }
+
+        fn page(&self, i: usize) -> &mut [u8] {
+            // SAFETY: page i of the aligned part lies inside the mapping (n + 1 pages long);
+            // the tests hold no two borrows of one page at once.
+            unsafe { std::slice::from_raw_parts_mut(self.aligned.add(i * LARGE_PAGE as usize), LARGE_PAGE as usize) }
+        }
+    }
+
+    impl Drop for Aligned {
+        fn drop(&mut self) {
+            // SAFETY: our own mapping of `len` bytes.
+            unsafe { libc::munmap(self.mapping.cast(), self.len) };
+        }
+    }
+
+    #[test]
+    fn pages_move_whole_leave_their_source_empty_and_the_cache_stays_bounded() {
+        let cache = HugePageCache::new();
+        let from = Aligned::new(CAPACITY + 1);
+        for i in 0..=CAPACITY {
+            from.page(i).fill(i as u8 + 1);
+        }
+        for i in 0..CAPACITY {
+            // SAFETY: our own private anonymous memory, no borrow alive.
+            assert!(unsafe { cache.put(from.page(i).as_mut_ptr()) }, "page {i} kept");
+            assert!(from.page(i).iter().all(|&b| b == 0), "the source is left mapped and empty");
+        }
+        // SAFETY: as above.
+        assert!(!unsafe { cache.put(from.page(CAPACITY).as_mut_ptr()) }, "past the capacity nothing is kept");
+        assert_eq!(from.page(CAPACITY)[0], CAPACITY as u8 + 1, "a page not kept stays where it was");
+        assert_eq!(cache.held(), CAPACITY);
+
+        let to = Aligned::new(2);
+        // SAFETY: our own memory; the test reads what arrived instead of overwriting it.
+        assert!(unsafe { cache.take_into(to.page(0).as_mut_ptr()) });
+        let got = to.page(0)[0];
+        assert!((1..=CAPACITY as u8).contains(&got) && to.page(0).iter().all(|&b| b == got), "a whole page arrived");
+        assert_eq!((cache.held(), cache.reused()), (CAPACITY - 1, 1));
+
+        cache.clear();
+        assert_eq!(cache.held(), 0);
+        // SAFETY: as above.
+        assert!(!unsafe { cache.take_into(to.page(1).as_mut_ptr()) }, "a cleared cache gives nothing");
+        assert!(to.page(1).iter().all(|&b| b == 0));
+    }
+}
