@@ -211,9 +211,9 @@ mod tests {
             Aligned { mapping, len, aligned }
         }
 
-        fn page(&self, i: usize) -> &mut [u8] {
-            // SAFETY: page i of the aligned part lies inside the mapping (n + 1 pages long);
-            // the tests hold no two borrows of one page at once.
+        fn page(&mut self, i: usize) -> &mut [u8] {
+            // SAFETY: page i of the aligned part lies inside the mapping (n + 1 pages long),
+            // and `&mut self` makes the borrow exclusive.
             unsafe { std::slice::from_raw_parts_mut(self.aligned.add(i * LARGE_PAGE as usize), LARGE_PAGE as usize) }
         }
     }
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn pages_move_whole_leave_their_source_empty_and_the_cache_stays_bounded() {
         let cache = HugePageCache::new();
-        let from = Aligned::new(CAPACITY + 1);
+        let mut from = Aligned::new(CAPACITY + 1);
         for i in 0..=CAPACITY {
             from.page(i).fill(i as u8 + 1);
         }
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(from.page(CAPACITY)[0], CAPACITY as u8 + 1, "a page not kept stays where it was");
         assert_eq!(cache.held(), CAPACITY);
 
-        let to = Aligned::new(2);
+        let mut to = Aligned::new(2);
         // SAFETY: our own memory; the test reads what arrived instead of overwriting it.
         assert!(unsafe { cache.take_into(to.page(0).as_mut_ptr()) });
         let got = to.page(0)[0];
