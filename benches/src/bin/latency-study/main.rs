@@ -12,7 +12,8 @@
 //!    per call; a warm persistent Python HTTP server (the seed's warm Kubeless pod);
 //! 3. snapcall in-process (`vmm` library calls), with and without the VM pool;
 //! 4. snapcall over HTTP keep-alive (`snapcall serve` as a child on 127.0.0.1);
-//! 5. the seed's method: serial `curl` processes.
+//! 5. the seed's method: serial `curl` processes;
+//! and between 3 and 4, host memory per VM the pool holds ready (`memory.rs`).
 //!
 //! `--load` runs the load sweep instead (`load.rs`): latency and CPU per call against an
 //! offered rate, open loop, written to load.md, load.csv and load.svg.
@@ -23,6 +24,7 @@
 mod http;
 mod load;
 mod machine;
+mod memory;
 mod modes;
 mod native;
 mod progress;
@@ -213,6 +215,8 @@ struct Study {
     problems: Vec<String>,
     /// Wall time of each section of the run.
     sections: Vec<(&'static str, Duration)>,
+    /// Host memory per VM held ready, per snapshot function.
+    memory: Vec<memory::PerVm>,
 }
 
 /// Unrecorded calls before each mode's samples (page cache, branch predictors, the pool).
@@ -371,7 +375,8 @@ fn main() {
     }
     let started = Instant::now();
     let progress = Progress::new(sizes.total());
-    let mut study = Study { progress, sizes, series: Vec::new(), problems: Vec::new(), sections: Vec::new() };
+    let mut study =
+        Study { progress, sizes, series: Vec::new(), problems: Vec::new(), sections: Vec::new(), memory: Vec::new() };
 
     let mut sections = Vec::new();
     let t = Instant::now();
@@ -383,6 +388,15 @@ fn main() {
     let t = Instant::now();
     modes::library(&mut study, &functions);
     sections.push(("snapcall in-process", t.elapsed()));
+    let t = Instant::now();
+    // Issue 10's bars: C ≤ 256 KiB, Python ≤ 4 MiB.
+    for (name, limit_kib) in [(C_FN, 256.0), (PY_FN, 4096.0)] {
+        match memory::per_ready_vm(&functions.join(name), limit_kib) {
+            Ok(m) => study.memory.push(m),
+            Err(e) => study.problems.push(format!("memory per ready VM of {name}: {e}")),
+        }
+    }
+    sections.push(("host memory per ready VM", t.elapsed()));
     let t = Instant::now();
     modes::over_http(&mut study, &functions, &logs, &snapcall);
     sections.push(("snapcall over HTTP (and curl)", t.elapsed()));

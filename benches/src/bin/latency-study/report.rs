@@ -327,6 +327,18 @@ fn bars(st: &Study) -> String {
             }
         }
     }
+    // Issue 10's memory bars: what one more ready VM costs the host.
+    for m in &st.memory {
+        let _ = writeln!(
+            o,
+            "| {}: host memory per ready VM ≤ {:.0} KiB | {:.0} KiB anonymous ({:.0} KiB Pss) | {} |",
+            m.function,
+            m.limit_kib,
+            m.anonymous_kib,
+            m.pss_kib,
+            verdict(m.anonymous_kib <= m.limit_kib)
+        );
+    }
     // Phase sums: in-process, the vmm's phase clocks against the study's clock around the call.
     for s in st.series.iter().filter(|s| s.group == Group::Library && !s.phases.is_empty()) {
         let total = stats::mean(&s.totals);
