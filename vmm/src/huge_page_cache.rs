@@ -183,45 +183,25 @@ impl Default for HugePageCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::GuestAddr;
+    use crate::memory::GuestMemory;
 
-    /// `n` huge pages of private anonymous memory, 2 MiB-aligned (unmapped on drop).
+    /// `n` huge pages of private anonymous memory, 2 MiB-aligned in the host.
     struct Aligned {
-        mapping: *mut u8,
-        len: usize,
-        aligned: *mut u8,
+        memory: GuestMemory,
+        /// Offset of the first aligned huge page in `memory`.
+        first: u64,
     }
 
     impl Aligned {
         fn new(n: usize) -> Aligned {
-            let len = (n + 1) * LARGE_PAGE as usize;
-            // SAFETY: a new anonymous mapping at an address the kernel chooses; checked.
-            let mapping = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(mapping, libc::MAP_FAILED);
-            let mapping = mapping.cast::<u8>();
-            let aligned = mapping.wrapping_add((mapping as usize).wrapping_neg() % LARGE_PAGE as usize);
-            Aligned { mapping, len, aligned }
+            let memory = GuestMemory::new((n as u64 + 1) * LARGE_PAGE).unwrap();
+            let first = memory.host_base().wrapping_neg() % LARGE_PAGE;
+            Aligned { memory, first }
         }
 
         fn page(&mut self, i: usize) -> &mut [u8] {
-            // SAFETY: page i of the aligned part lies inside the mapping (n + 1 pages long),
-            // and `&mut self` makes the borrow exclusive.
-            unsafe { std::slice::from_raw_parts_mut(self.aligned.add(i * LARGE_PAGE as usize), LARGE_PAGE as usize) }
-        }
-    }
-
-    impl Drop for Aligned {
-        fn drop(&mut self) {
-            // SAFETY: our own mapping of `len` bytes.
-            unsafe { libc::munmap(self.mapping.cast(), self.len) };
+            self.memory.slice_mut(GuestAddr::new(self.first + i as u64 * LARGE_PAGE), LARGE_PAGE).unwrap()
         }
     }
 
