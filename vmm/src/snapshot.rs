@@ -582,8 +582,6 @@ impl SnapshotImage {
                     }
                 }
             }
-            placement.prefault.sort_unstable();
-            placement.prefault.dedup();
         }
         // The loop touches pages at CPL3 through the program's page tables: it reads only
         // pages the program may read and writes back only where it may write (pages calls
@@ -600,6 +598,7 @@ impl SnapshotImage {
         // Writing a byte back leaves them as the monitor area set them.
         placement.prefault.extend([OUTPUT_HEADER | PREFAULT_WRITE, OUTPUT_RING | PREFAULT_WRITE]);
         placement.prefault.sort_unstable();
+        placement.prefault.dedup();
         Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, huge, placement }))
     }
 
