@@ -38,57 +38,38 @@ pub struct HugePageCache {
 }
 
 struct Slots {
-    /// The arena's 2 MiB-aligned base (made on first use), `CAPACITY` slots from there.
+    /// The slots (made on first use).
     arena: Option<Arena>,
     /// Which slots hold a page.
     full: [bool; CAPACITY],
 }
 
-/// `CAPACITY + 1` huge pages of reserved address space, so that `CAPACITY` aligned slots fit.
+/// `CAPACITY` huge pages of address space, 2 MiB-aligned: one slot per kept page. Never
+/// touched itself (pages only move in and out), so it holds no memory but what it keeps.
 struct Arena {
-    mapping: NonNull<u8>,
-    aligned: NonNull<u8>,
+    base: NonNull<u8>,
 }
 
-const ARENA_LEN: usize = (CAPACITY + 1) * LARGE_PAGE as usize;
+const ARENA_LEN: usize = CAPACITY * LARGE_PAGE as usize;
 
 // SAFETY: the arena is address space this cache owns; every access goes through the mutex.
 unsafe impl Send for Slots {}
 
 impl Arena {
     fn reserve() -> Option<Arena> {
-        // SAFETY: a new inaccessible anonymous mapping at an address the kernel chooses;
-        // nothing existing is affected, and the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ARENA_LEN,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return None;
-        }
-        let mapping = NonNull::new(ptr.cast::<u8>())?;
-        let misalignment = (mapping.as_ptr() as usize).wrapping_neg() % LARGE_PAGE as usize;
-        // SAFETY: `misalignment` < 2 MiB, and the mapping is CAPACITY + 1 huge pages long.
-        let aligned = unsafe { NonNull::new_unchecked(mapping.as_ptr().add(misalignment)) };
-        Some(Arena { mapping, aligned })
+        crate::memory::map_huge_aligned(ARENA_LEN).ok().map(|base| Arena { base })
     }
 
     fn slot(&self, i: usize) -> *mut u8 {
-        // SAFETY: i < CAPACITY, so the slot lies inside the mapping (see `reserve`).
-        unsafe { self.aligned.as_ptr().add(i * LARGE_PAGE as usize) }
+        // SAFETY: i < CAPACITY, so the slot lies inside the mapping of ARENA_LEN bytes.
+        unsafe { self.base.as_ptr().add(i * LARGE_PAGE as usize) }
     }
 }
 
 impl Drop for Arena {
     fn drop(&mut self) {
         // SAFETY: our own mapping of ARENA_LEN bytes; the pages in it go with it.
-        unsafe { libc::munmap(self.mapping.as_ptr().cast(), ARENA_LEN) };
+        unsafe { libc::munmap(self.base.as_ptr().cast(), ARENA_LEN) };
     }
 }
 
@@ -156,8 +137,8 @@ impl HugePageCache {
         let mut slots = self.lock();
         let Some(arena) = &slots.arena else { return };
         for i in 0..CAPACITY {
-            // SAFETY: the slot is our own private anonymous memory (or PROT_NONE, where the
-            // advice does nothing); dropping its pages loses nothing anyone needs.
+            // SAFETY: the slot is our own private anonymous memory; dropping its pages loses
+            // nothing anyone needs.
             unsafe { libc::madvise(arena.slot(i).cast(), LARGE_PAGE as usize, libc::MADV_DONTNEED) };
         }
         slots.full = [false; CAPACITY];
@@ -186,22 +167,18 @@ mod tests {
     use crate::layout::GuestAddr;
     use crate::memory::GuestMemory;
 
-    /// `n` huge pages of private anonymous memory, 2 MiB-aligned in the host.
-    struct Aligned {
-        memory: GuestMemory,
-        /// Offset of the first aligned huge page in `memory`.
-        first: u64,
-    }
+    /// `n` huge pages of private anonymous memory (2 MiB-aligned: `map_huge_aligned`).
+    struct Aligned(GuestMemory);
 
     impl Aligned {
         fn new(n: usize) -> Aligned {
-            let memory = GuestMemory::new((n as u64 + 1) * LARGE_PAGE).unwrap();
-            let first = memory.host_base().wrapping_neg() % LARGE_PAGE;
-            Aligned { memory, first }
+            let memory = GuestMemory::new(n as u64 * LARGE_PAGE).unwrap();
+            assert!(memory.host_base().is_multiple_of(LARGE_PAGE));
+            Aligned(memory)
         }
 
         fn page(&mut self, i: usize) -> &mut [u8] {
-            self.memory.slice_mut(GuestAddr::new(self.first + i as u64 * LARGE_PAGE), LARGE_PAGE).unwrap()
+            self.0.slice_mut(GuestAddr::new(i as u64 * LARGE_PAGE), LARGE_PAGE).unwrap()
         }
     }
 

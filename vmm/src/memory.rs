@@ -246,27 +246,15 @@ pub const MAX_DISCARD_REMAPS: u32 = 64;
 unsafe impl Send for GuestMemory {}
 
 impl GuestMemory {
-    /// Reserves `size` bytes (a multiple of the page size) of zeroed, lazily backed memory.
+    /// Reserves `size` bytes (a multiple of the page size) of zeroed, lazily backed memory,
+    /// at a 2 MiB-aligned host address, so that each 2 MiB guest window can be one host huge
+    /// page (a huge window, a shared huge page of the snapshot, a reused one). Linux aligns
+    /// large anonymous mappings itself since 6.7; on older kernels the mapping is made 2 MiB
+    /// longer and trimmed to an aligned start.
     pub fn new(size: u64) -> Result<Self, MemoryError> {
-        let len = usize::try_from(size)
-            .map_err(|_| MemoryError::Reserve { size, source: std::io::Error::from_raw_os_error(libc::ENOMEM) })?;
-        // SAFETY: a fresh anonymous mapping at an address the kernel chooses; no existing
-        // memory is affected. The result is checked for MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(MemoryError::Reserve { size, source: std::io::Error::last_os_error() });
-        }
-        let base = NonNull::new(ptr.cast::<u8>())
-            .ok_or(MemoryError::Reserve { size, source: std::io::Error::from_raw_os_error(libc::ENOMEM) })?;
+        let reserve_err = |source| MemoryError::Reserve { size, source };
+        let len = usize::try_from(size).map_err(|_| reserve_err(std::io::Error::from_raw_os_error(libc::ENOMEM)))?;
+        let base = map_huge_aligned(len).map_err(reserve_err)?;
         Ok(GuestMemory {
             base,
             size,
@@ -714,6 +702,48 @@ fn subtract_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
     *ranges = out;
 }
 
+/// A new private anonymous mapping of `len` bytes (lazily backed, zeroed) at a 2 MiB-aligned
+/// address. Linux aligns large anonymous mappings itself since 6.7; on older kernels the
+/// mapping is made 2 MiB longer and trimmed to an aligned start.
+pub(crate) fn map_huge_aligned(len: usize) -> std::io::Result<NonNull<u8>> {
+    let map = |len: usize| {
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses; no existing
+        // memory is affected. Checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        NonNull::new(ptr.cast::<u8>()).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))
+    };
+    let huge = LARGE_PAGE as usize;
+    let ptr = map(len)?;
+    if (ptr.as_ptr() as usize).is_multiple_of(huge) {
+        return Ok(ptr);
+    }
+    // SAFETY: the mapping just made, of `len` bytes; nothing refers to it.
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    let raw = map(len.checked_add(huge).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?)?;
+    let head = (raw.as_ptr() as usize).wrapping_neg() % huge;
+    // SAFETY: the head [raw, raw+head) and the tail after raw+head+len are parts of the
+    // mapping just made that nothing refers to; what stays is [raw+head, raw+head+len).
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw.as_ptr().cast(), head);
+        }
+        libc::munmap(raw.as_ptr().add(head + len).cast(), huge - head);
+        Ok(NonNull::new_unchecked(raw.as_ptr().add(head)))
+    }
+}
+
 impl Drop for GuestMemory {
     fn drop(&mut self) {
         // Whole huge windows go to the cache (while it has room) instead of back to the host.
@@ -813,6 +843,51 @@ mod tests {
         }
         drop(file);
         std::fs::remove_file(path).unwrap();
+    }
+
+    /// A huge window filled from a used page (the cache's) holds the source's bytes where the
+    /// source covers it and zeros elsewhere: nothing of the page's earlier contents survives.
+    #[test]
+    fn a_reused_huge_page_is_overwritten_whole() {
+        use std::io::Write;
+        let cache = std::sync::Arc::new(HugePageCache::new());
+        // A used page full of "secrets", kept by the cache when its memory goes.
+        let mut old = GuestMemory::new(4 * LARGE_PAGE).unwrap();
+        old.use_huge_page_cache(cache.clone());
+        let window = GuestAddr::new(LARGE_PAGE);
+        let empty = tempfile_with(&[]);
+        old.copy_into_huge_page(window, &empty, 0, 0).unwrap();
+        old.slice_mut(window, LARGE_PAGE).unwrap().fill(0xAA);
+        drop(old);
+        assert_eq!(cache.held(), 1, "the used window was kept");
+        // A source laid out by guest address that starts 1 MiB into the window and ends
+        // 512 KiB past it: the window's first 1 MiB lies outside it.
+        let start = LARGE_PAGE + (1 << 20);
+        let bytes: Vec<u8> = (0..(3u64 << 19)).map(|i| (i % 251) as u8 + 1).collect();
+        let mut source = tempfile_with(&bytes);
+        source.flush().unwrap();
+        let mut new = GuestMemory::new(4 * LARGE_PAGE).unwrap();
+        new.use_huge_page_cache(cache.clone());
+        new.copy_into_huge_page(window, &source, start, bytes.len() as u64).unwrap();
+        assert_eq!(cache.reused(), 1, "the test must fill the window from the used page");
+        let got = new.slice(window, LARGE_PAGE).unwrap();
+        assert!(got[..1 << 20].iter().all(|&b| b == 0), "outside the source: zeros");
+        assert_eq!(&got[1 << 20..], &bytes[..1 << 20], "inside it: its bytes");
+        // A window the source does not reach at all is zeros.
+        let far = GuestAddr::new(3 * LARGE_PAGE);
+        new.copy_into_huge_page(far, &source, start, bytes.len() as u64).unwrap();
+        assert!(new.slice(far, LARGE_PAGE).unwrap().iter().all(|&b| b == 0));
+    }
+
+    fn tempfile_with(bytes: &[u8]) -> std::fs::File {
+        use std::io::Write;
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("snapcall-huge-{}-{n}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_all(bytes).unwrap();
+        f
     }
 
     #[test]
