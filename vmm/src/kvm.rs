@@ -107,3 +107,22 @@ pub fn kvm_flavour() -> &'static str {
         "unknown"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TSC frequency is the same whether the first VM the process makes reports it or,
+    /// asked for before any VM exists, a throwaway vCPU does.
+    #[test]
+    fn the_tsc_frequency_comes_from_the_first_vcpu_or_a_throwaway_one() {
+        let asked_first = KvmSystem::open().unwrap();
+        let from_throwaway = asked_first.tsc_khz();
+        let noted = KvmSystem::open().unwrap();
+        let vm = noted.kvm.create_vm().unwrap();
+        let vcpu = vm.create_vcpu(0).unwrap();
+        noted.note_tsc_khz(&vcpu);
+        assert_eq!(noted.tsc_khz(), from_throwaway);
+        assert_eq!(noted.tsc_khz(), vcpu.get_tsc_khz().ok().filter(|&k| k > 0));
+    }
+}
