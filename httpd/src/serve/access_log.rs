@@ -185,4 +185,49 @@ mod tests {
         assert_eq!(written.lines().filter(|l| l.ends_with(" GET /healthz 200 2 -")).count(), 1000, "{written}");
         std::fs::remove_file(&path).unwrap();
     }
+
+    /// A writer stuck on a full pipe: lines queue up to [`QUEUE_BYTES`], the rest are dropped
+    /// and counted (never waited for), and once the pipe drains every line not dropped
+    /// arrives.
+    #[test]
+    fn a_stuck_writer_makes_lines_drop_and_count_never_wait() {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!("snapcall-access-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path; checked.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // The read end first (non-blocking, so the open returns), then nobody reads.
+        let mut reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap();
+        let log = AccessLog::start(&Destination::File(path.clone())).unwrap().unwrap();
+        let head = head(Method::Get, "/healthz");
+        let resp = Response::new(200, "text/plain", b"ok".to_vec());
+        let mut recorded = 0u64;
+        while log.dropped() == 0 && recorded < 1_000_000 {
+            log.record(&head, &resp);
+            recorded += 1;
+        }
+        let dropped = log.dropped();
+        assert!(dropped > 0, "a writer stuck on a full pipe never made a line drop");
+        // Drain the pipe while the log stops: it writes what it kept, then closes.
+        let drain = std::thread::spawn(move || {
+            let (mut text, mut buf) = (Vec::new(), [0u8; 65536]);
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => return text,
+                    Ok(n) => text.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => panic!("reading the fifo: {e}"),
+                }
+            }
+        });
+        drop(log);
+        let text = drain.join().unwrap();
+        let lines = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+        assert_eq!(lines, recorded - dropped, "{recorded} recorded, {dropped} dropped");
+        std::fs::remove_file(&path).unwrap();
+    }
 }
