@@ -584,33 +584,36 @@ fn fill(shared: &Shared) {
         };
         let spent = thread_cpu_time().saturating_sub(cpu_before);
         shared.fill_cpu_ns.fetch_add(spent.as_nanos() as u64, Ordering::Relaxed);
-        if let Some(r) = shared.ready.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key) {
-            r.making = r.making.saturating_sub(1);
-            r.fill_cpu += spent;
-        }
-        match made {
-            Some(vm) => {
-                let mut ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
-                match ready.get_mut(&key) {
-                    Some(r) => {
+        // One lock for "no longer making" and "ready": between two, another filler would see
+        // the VM neither in the making nor ready and make one too many (two fillers overshot a
+        // target of 3 that way).
+        let mut ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
+        let forgotten = match ready.get_mut(&key) {
+            None => made, // forgotten meanwhile: destroyed below, outside the lock
+            Some(r) => {
+                r.making = r.making.saturating_sub(1);
+                r.fill_cpu += spent;
+                match made {
+                    Some(vm) => {
                         r.vms.push(vm);
                         (r.failures, r.retry_at) = (0, None);
                     }
-                    None => drop(vm), // forgotten meanwhile
+                    None => {
+                        // Keep the function (the failure may pass: EMFILE, ENOMEM), but back
+                        // off, 100 ms doubling to 5 s, so one that cannot be restored does not
+                        // keep a core busy. Its calls create their VMs inline meanwhile and
+                        // report why they fail.
+                        r.failures = r.failures.saturating_add(1);
+                        let backoff =
+                            Duration::from_millis(100).saturating_mul(1 << r.failures.min(6)).min(MAX_BACKOFF);
+                        r.retry_at = Some(Instant::now() + backoff);
+                    }
                 }
+                None
             }
-            None => {
-                // Keep the function (the failure may pass: EMFILE, ENOMEM), but back off, 100 ms
-                // doubling to 5 s, so one that cannot be restored does not keep a core busy.
-                // Its calls create their VMs inline meanwhile and report why they fail.
-                let mut ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(r) = ready.get_mut(&key) {
-                    r.failures = r.failures.saturating_add(1);
-                    let backoff = Duration::from_millis(100).saturating_mul(1 << r.failures.min(6)).min(MAX_BACKOFF);
-                    r.retry_at = Some(Instant::now() + backoff);
-                }
-            }
-        }
+        };
+        drop(ready);
+        drop(forgotten);
     }
 }
 
