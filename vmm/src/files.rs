@@ -251,6 +251,10 @@ impl FdTable {
     }
 }
 
+/// Tries of one openat2 that the kernel refuses with EAGAIN (a racing rename: see
+/// `Rootfs::open_path`).
+const OPENAT2_ATTEMPTS: u32 = 16;
+
 /// The bundle's rootfs, opened once per function and shared by all its calls.
 #[derive(Debug, Clone)]
 pub struct Rootfs {
@@ -320,20 +324,30 @@ impl Rootfs {
         let noctty = if host_flags & libc::O_PATH == 0 { libc::O_NOCTTY } else { 0 };
         how.flags = (host_flags | libc::O_CLOEXEC | noctty) as u64;
         how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: openat2 with a valid dirfd we own, a NUL-terminated path and a correctly
-        // sized open_how; the result is checked.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.dir.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
+        // EAGAIN means a rename or mount anywhere on the host raced a `..` of the walk, so the
+        // kernel could not prove it stayed inside the root; openat2(2) says to retry. (Under a
+        // host renaming files in a loop, ≈4 % of `..` opens failed once; a bound keeps a host
+        // that never stops from spinning the monitor, and the guest then sees EAGAIN.)
+        let mut attempts = 0;
+        let fd = loop {
+            // SAFETY: openat2 with a valid dirfd we own, a NUL-terminated path and a correctly
+            // sized open_how; the result is checked.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.dir.as_raw_fd(),
+                    c.as_ptr(),
+                    &how as *const libc::open_how,
+                    std::mem::size_of::<libc::open_how>(),
+                )
+            };
+            attempts += 1;
+            match (fd, Errno::last()) {
+                (fd, _) if fd >= 0 => break fd,
+                (_, EAGAIN) if attempts < OPENAT2_ATTEMPTS => continue,
+                (_, errno) => return Err(errno),
+            }
         };
-        if fd < 0 {
-            return Err(Errno::last());
-        }
         // SAFETY: the kernel gave us a new fd that nobody else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
@@ -414,6 +428,35 @@ mod tests {
         }
         assert_eq!(root.open_in_root("/proc/self/root/etc/hostname", libc::O_RDONLY).err(), Some(ENOENT));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// openat2 with RESOLVE_IN_ROOT fails with EAGAIN when any rename on the host races a
+    /// `..` in the path (the kernel cannot prove the walk stayed inside); a guest's open must
+    /// not fail for that. Renames run on another thread while `..` paths are opened.
+    #[test]
+    fn dotdot_opens_survive_concurrent_host_renames() {
+        let dir = std::env::temp_dir().join(format!("snapcall-rename-race-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("root/etc")).unwrap();
+        std::fs::create_dir_all(dir.join("churn")).unwrap();
+        std::fs::write(dir.join("root/etc/passwd"), b"inside\n").unwrap();
+        let root = Rootfs::open(&dir.join("root")).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (stop, churn) = (stop.clone(), dir.join("churn"));
+            std::fs::write(churn.join("a"), b"").unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::rename(churn.join("a"), churn.join("b"));
+                    let _ = std::fs::rename(churn.join("b"), churn.join("a"));
+                }
+            })
+        };
+        let failures =
+            (0..20_000).filter(|_| root.open_in_root("/etc/../etc/../etc/passwd", libc::O_RDONLY).is_err()).count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(failures, 0, "opens failed while the host renamed files");
     }
 
     #[test]
