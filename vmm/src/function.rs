@@ -369,7 +369,7 @@ impl Function {
         // The program's own page tables (each segment's rights), in place before it runs.
         let tables = crate::page_tables::build(&process.space).map_err(|e| load_err(LoadError::PageTables(e)))?;
         tables.write_to(&mut vm.memory).map_err(|e| load_err(e.into()))?;
-        crate::page_tables::load_root(&mut vm, tables.tables.root()).map_err(vm_err)?;
+        crate::page_tables::load_root(&mut vm, tables.tables.root());
         process.page_tables = Some(tables.tables);
         // Enter the program through the stub's return path: iretq to entry at CPL3.
         crate::call::write_user_return(&mut vm.memory, program.entry, stack.rsp, 0, 0).map_err(vm_err)?;

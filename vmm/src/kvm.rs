@@ -43,6 +43,8 @@ pub struct KvmSystem {
     /// vCPU made for the purpose and kept for the process's life: one VM more to create and
     /// destroy in every one-shot `snapcall run`.)
     tsc_khz: OnceLock<Option<u32>>,
+    /// The CPL0 special registers every new vCPU gets (`vm.rs`), made from the first vCPU's.
+    cpl0_sregs: OnceLock<kvm_bindings::kvm_sregs>,
 }
 
 static SYSTEM: OnceLock<Result<KvmSystem, KvmError>> = OnceLock::new();
@@ -76,12 +78,26 @@ impl KvmSystem {
             xcr0 |= 0xE0;
         }
         let hwcap = leaf(1, 0).map(|e| u64::from(e.edx)).unwrap_or(0);
-        Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, tsc_khz: OnceLock::new() })
+        Ok(KvmSystem { kvm, cpuid, xcr0, hwcap, tsc_khz: OnceLock::new(), cpl0_sregs: OnceLock::new() })
     }
 
     /// Records the guests' TSC frequency from `vcpu` if nothing has yet (one ioctl, once).
     pub(crate) fn note_tsc_khz(&self, vcpu: &VcpuFd) {
         self.tsc_khz.get_or_init(|| vcpu.get_tsc_khz().ok().filter(|&k| k > 0));
+    }
+
+    /// The CPL0 special registers of a new vCPU: made by `make` (from the first vCPU's own,
+    /// one KVM_GET_SREGS) once per process, then the same for every VM.
+    pub(crate) fn cpl0_sregs<E>(
+        &self,
+        make: impl FnOnce() -> Result<kvm_bindings::kvm_sregs, E>,
+    ) -> Result<kvm_bindings::kvm_sregs, E> {
+        if let Some(sregs) = self.cpl0_sregs.get() {
+            return Ok(*sregs);
+        }
+        let sregs = make()?;
+        // Two threads may both have made them; they are equal.
+        Ok(*self.cpl0_sregs.get_or_init(|| sregs))
     }
 
     /// The guests' TSC frequency in kHz, if KVM reports one.

@@ -44,8 +44,6 @@
 //! granting more than asked breaks W^X and granting less faults a program that did nothing
 //! wrong; a clear ENOMEM lets the program decide.
 
-use kvm_ioctls::SyncReg;
-
 use crate::errno::{Errno, ENOMEM};
 use crate::layout::*;
 use crate::memory::{GuestMemory, MemoryError};
@@ -391,11 +389,12 @@ impl PageTables {
     }
 }
 
-/// Points the vCPU's CR3 at `root` (one KVM_SET_SREGS), before the VM first runs with it.
-pub(crate) fn load_root(vm: &mut Machine, root: u64) -> Result<(), VmError> {
+/// Points the vCPU's CR3 at `root` for its next run (staged, no ioctl of its own), before the
+/// VM first runs with it.
+pub(crate) fn load_root(vm: &mut Machine, root: u64) {
     let mut sregs = vm.cpl0_sregs;
     sregs.cr3 = root;
-    Ok(vm.vcpu.set_sregs(&sregs).map_err(crate::ioctl::ioctl("KVM_SET_SREGS"))?)
+    vm.vcpu.stage_sregs(&sregs);
 }
 
 /// Has the guest make the writes `tables` has pending: the vCPU, stopped at the syscall
@@ -423,13 +422,15 @@ pub(crate) fn enter_table_writer(vm: &mut Machine, tables: &mut PageTables, fs_b
     let mut sregs = vm.cpl0_sregs;
     sregs.cr3 = tables.root;
     sregs.fs.base = fs_base;
-    let sync = vm.vcpu.sync_regs_mut();
-    sync.regs.rip = TABLE_WRITER_ADDR;
-    sync.regs.rsp = KERNEL_STACK_TOP;
-    sync.regs.rflags = RFLAGS_FIXED & !0x200;
-    sync.sregs = sregs;
-    vm.vcpu.set_sync_dirty_reg(SyncReg::Register);
-    vm.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+    // The exit's own registers (kvm_run holds them) but for where the writer runs.
+    let regs = kvm_bindings::kvm_regs {
+        rip: TABLE_WRITER_ADDR,
+        rsp: KERNEL_STACK_TOP,
+        rflags: RFLAGS_FIXED & !0x200,
+        ..vm.vcpu.sync_regs_mut().regs
+    };
+    vm.vcpu.stage_sregs(&sregs);
+    vm.vcpu.stage_regs(&regs);
     Ok(())
 }
 

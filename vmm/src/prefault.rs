@@ -43,7 +43,7 @@ impl Machine {
                 rcx: chunk.len() as u64,
                 ..Default::default()
             };
-            self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+            self.vcpu.stage_regs(&regs);
             loop {
                 match self.vcpu.run(&mut self.memory) {
                     Ok(VcpuExit::MmioWrite(addr, _)) if addr == DOORBELL_GPA => break,

@@ -61,7 +61,7 @@ impl Machine {
         // registers and leaves the vCPU at a completed port exit).
         let events = kvm_bindings::kvm_vcpu_events::default();
         self.vcpu.set_vcpu_events(&events).map_err(crate::ioctl::ioctl("KVM_SET_VCPU_EVENTS"))?;
-        self.cpl0_sregs = set_long_mode_at_stub(&self.vcpu, crate::kvm::system()?.xcr0)?;
+        self.cpl0_sregs = set_long_mode_at_stub(&mut self.vcpu, crate::kvm::system()?)?;
         self.warm_up()?;
         Ok(EmptyVm { machine: self })
     }

@@ -477,7 +477,7 @@ impl SnapshotImage {
         // 0. The program's page tables, in pool pages this VM has never walked (see
         // page_tables.rs), and CR3 on them before the pre-fault loop runs.
         self.tables.write_to(&mut vm.memory)?;
-        crate::page_tables::load_root(&mut vm, self.tables.tables.root())?;
+        crate::page_tables::load_root(&mut vm, self.tables.tables.root());
         // 1. Memory. Guest memory only ever maps the sealed copy, never the file itself, so
         // the file truncated or rewritten under a running server cannot SIGBUS the monitor.
         if memory != RestoreMemory::OnDemand {

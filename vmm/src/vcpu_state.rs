@@ -117,25 +117,48 @@ impl VcpuState {
     /// Sets the saved state on `vm`'s vCPU, with CR3 at `cr3` (the program's page tables in
     /// this VM). The special registers exactly as captured otherwise: in the syscall stub, at
     /// CPL0 on VT-x/AMD-V or at CPL3 under kvm-pvm; either way the stub's return path (where
-    /// the vCPU resumes) runs at that level. Ordering: SREGS before REGS, as KVM requires.
+    /// the vCPU resumes) runs at that level. The special and general registers are staged for
+    /// the call's first run ([`crate::vm::Vcpu::stage_regs`]; KVM loads SREGS before REGS, as
+    /// it requires), the rest is set now.
     pub(crate) fn restore(&self, vm: &mut Machine, cr3: u64) -> Result<(), VmError> {
-        if let Some(saved) = &self.sregs {
-            let base = vm.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-            let mut sregs = sregs_from_format(saved, base);
+        let tls_in_sregs = if let Some(saved) = &self.sregs {
+            // What the format does not hold (no pending interrupt) is a new vCPU's.
+            let mut sregs = sregs_from_format(saved, vm.cpl0_sregs);
             sregs.cr3 = cr3;
-            vm.vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+            // The TLS bases are the segments' bases: the saved MSR values go in here.
+            sregs.fs.base = msr(&self.msrs, MSR_FS_BASE);
+            sregs.gs.base = msr(&self.msrs, MSR_GS_BASE);
+            vm.vcpu.stage_sregs(&sregs);
             // The page-table writer enters CPL0 with these bases (the FS base follows the
             // process; the GS base only a restore sets).
             vm.cpl0_sregs.gs.base = sregs.gs.base;
-        }
+            true
+        } else {
+            false
+        };
         let sys = crate::kvm::system()?;
         if self.xcr0 != sys.xcr0 {
             vm::set_xcr0(&vm.vcpu, self.xcr0)?;
         }
         // SAFETY: a 4096-byte kvm_xsave; XCR0 enables no feature (AMX) whose state is larger.
         unsafe { vm.vcpu.set_xsave(&self.xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?;
-        vm::set_msrs(&vm.vcpu, &self.msrs)?;
-        vm.vcpu.set_regs(&self.regs).map_err(ioctl("KVM_SET_REGS"))?;
+        // The monitor's MSRs are the VM's already (`from_format` refused a snapshot holding
+        // other values), a new VM's other MSRs are 0, and the TLS bases went with the special
+        // registers: set only what is left, usually nothing (one ioctl less per call).
+        let new_vm = vm::monitor_msrs();
+        let left: Vec<(u32, u64)> = self
+            .msrs
+            .iter()
+            .copied()
+            .filter(|&(index, value)| match index {
+                MSR_FS_BASE | MSR_GS_BASE => !tls_in_sregs,
+                _ => new_vm.iter().find(|(i, _)| *i == index).map_or(0, |(_, v)| *v) != value,
+            })
+            .collect();
+        if !left.is_empty() {
+            vm::set_msrs(&vm.vcpu, &left)?;
+        }
+        vm.vcpu.stage_regs(&self.regs);
         Ok(())
     }
 }

@@ -104,9 +104,28 @@ impl Vcpu {
         self.fd.sync_regs_mut()
     }
 
-    /// Marks `reg` in kvm_run's sync area as set by us, for the next `KVM_RUN` to load.
-    pub(crate) fn set_sync_dirty_reg(&mut self, reg: SyncReg) {
-        self.fd.set_sync_dirty_reg(reg)
+    /// Gives the vCPU `regs` at its next `KVM_RUN`, through kvm_run's sync area: no ioctl of
+    /// its own. Every vCPU ioctl costs a vcpu_load (under nested kvm-pvm a trapped MSR read,
+    /// several µs), so the registers of a run the monitor starts go with that run.
+    pub(crate) fn stage_regs(&mut self, regs: &kvm_bindings::kvm_regs) {
+        self.fd.sync_regs_mut().regs = *regs;
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    /// Gives the vCPU `sregs` at its next `KVM_RUN`, as [`Self::stage_regs`] does; KVM loads
+    /// them before the general registers, as KVM_SET_SREGS must come before KVM_SET_REGS.
+    /// The monitor sets special registers no other way (a KVM_SET_SREGS after this would be
+    /// undone by the run).
+    pub(crate) fn stage_sregs(&mut self, sregs: &kvm_bindings::kvm_sregs) {
+        self.fd.sync_regs_mut().sregs = *sregs;
+        self.fd.set_sync_dirty_reg(SyncReg::SystemRegister);
+    }
+
+    /// KVM_SET_REGS now. Registers staged for the next run are dropped: this write is the
+    /// later one and must win.
+    pub(crate) fn set_regs(&mut self, regs: &kvm_bindings::kvm_regs) -> Result<(), kvm_ioctls::Error> {
+        self.fd.get_kvm_run().kvm_dirty_regs &= !kvm_bindings::KVM_SYNC_X86_REGS as u64;
+        self.fd.set_regs(regs)
     }
 
     pub(crate) fn set_kvm_immediate_exit(&mut self, value: u8) {
@@ -229,11 +248,11 @@ impl EmptyVm {
         fd.set_cpuid2(&sys.cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
         sys.note_tsc_khz(&fd);
         write_monitor_area(&mut memory)?;
-        let cpl0_sregs = set_long_mode_at_stub(&fd, sys.xcr0)?;
         // Exits copy the general registers into kvm_run, so a syscall's arguments cost no ioctl.
         fd.set_sync_valid_reg(SyncReg::Register);
-        let tsc_offset = crate::tsc::TscOffset::measure(&fd)?;
-        let vcpu = Vcpu { fd, memory_base: memory.host_base() };
+        let mut vcpu = Vcpu { fd, memory_base: memory.host_base() };
+        let cpl0_sregs = set_long_mode_at_stub(&mut vcpu, sys)?;
+        let tsc_offset = crate::tsc::TscOffset::measure(&vcpu)?;
         let mut machine = Machine { vcpu, vm, memory, tsc_offset, cpl0_sregs };
         machine.warm_up()?;
         Ok(EmptyVm { machine })
@@ -252,7 +271,7 @@ impl Machine {
     pub(crate) fn warm_up(&mut self) -> Result<(), VmError> {
         let regs =
             kvm_bindings::kvm_regs { rip: WARM_UP_STUB, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
-        self.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
+        self.vcpu.stage_regs(&regs);
         loop {
             match self.vcpu.run(&mut self.memory) {
                 Ok(VcpuExit::IoOut(port, _)) if port == WARM_UP_PORT => break,
@@ -466,9 +485,23 @@ fn segment(selector: u16, code: bool, dpl: u8) -> kvm_segment {
 /// Puts the vCPU in 64-bit mode at CPL0, where the syscall stub's return path runs before it
 /// `iretq`s to the program at CPL3, with paging, SSE and XSAVE enabled and the syscall MSRs
 /// pointing at the stub. Registers (rip, rsp) are set later by a cold start or a restore.
-/// Returns the special registers it set (the CPL0 state).
-pub(crate) fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<kvm_bindings::kvm_sregs, VmError> {
-    let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+/// Returns the special registers it gives the vCPU (the CPL0 state): staged for the vCPU's
+/// next run, not set by an ioctl of their own ([`Vcpu::stage_sregs`]).
+pub(crate) fn set_long_mode_at_stub(vcpu: &mut Vcpu, sys: &kvm::KvmSystem) -> Result<kvm_bindings::kvm_sregs, VmError> {
+    let sregs = sys.cpl0_sregs(|| vcpu.get_sregs().map(cpl0_sregs).map_err(ioctl("KVM_GET_SREGS")))?;
+    vcpu.stage_sregs(&sregs);
+    let program = [(MSR_FS_BASE, 0), (MSR_GS_BASE, 0), (MSR_KERNEL_GS_BASE, 0)];
+    let entries: Vec<(u32, u64)> = monitor_msrs().into_iter().chain(program).collect();
+    set_msrs(vcpu, &entries)?;
+    set_xcr0(vcpu, sys.xcr0)?;
+    Ok(sregs)
+}
+
+/// The CPL0 special registers of every VM, from a new vCPU's own (`fresh`): what is not set
+/// here (the APIC base, CR2, CR8, no pending interrupt) keeps a new vCPU's value. The same in
+/// every VM of the process, so [`kvm::KvmSystem::cpl0_sregs`] computes them once.
+fn cpl0_sregs(fresh: kvm_bindings::kvm_sregs) -> kvm_bindings::kvm_sregs {
+    let mut sregs = fresh;
     // The vCPU starts at CPL0 in the syscall stub's return path and enters the program with
     // `iretq`. Under kvm-pvm, a vCPU whose state is *set* to CPL3 does not switch to CPL0 on
     // `syscall` (measured: it jumps to LSTAR still at CPL3); entering CPL3 through iretq, as
@@ -497,13 +530,9 @@ pub(crate) fn set_long_mode_at_stub(vcpu: &VcpuFd, xcr0: u64) -> Result<kvm_bind
     sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE;
     sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
     sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
-    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
-
-    let program = [(MSR_FS_BASE, 0), (MSR_GS_BASE, 0), (MSR_KERNEL_GS_BASE, 0)];
-    let entries: Vec<(u32, u64)> = monitor_msrs().into_iter().chain(program).collect();
-    set_msrs(vcpu, &entries)?;
-    set_xcr0(vcpu, xcr0)?;
-    Ok(sregs)
+    sregs.cr2 = 0;
+    sregs.interrupt_bitmap = [0; 4];
+    sregs
 }
 
 /// The MSRs that are the monitor's, the same in every VM: where `syscall` enters and with
@@ -559,6 +588,62 @@ pub(crate) fn set_xcr0(vcpu: &VcpuFd, xcr0: u64) -> Result<(), VmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the warm-up stub (`out WARM_UP_PORT, al`) once more, with whatever registers the
+    /// vCPU has been given, and returns the registers at its exit.
+    fn run_warm_up_stub(vm: &mut Machine) -> kvm_bindings::kvm_regs {
+        loop {
+            match vm.vcpu.run(&mut vm.memory) {
+                Ok(VcpuExit::IoOut(port, _)) if port == WARM_UP_PORT => break,
+                Err(e) if e.errno() == libc::EINTR => continue,
+                other => panic!("expected the warm-up port exit, got {other:?}"),
+            }
+        }
+        let regs = vm.vcpu.sync_regs().regs;
+        vm.complete_exit().expect("complete the port exit");
+        regs
+    }
+
+    #[test]
+    fn staged_registers_are_what_the_next_run_starts_with_and_a_later_ioctl_wins() {
+        let mut vm = EmptyVm::create(MIN_MEMORY).expect("create VM").machine;
+        let at_stub =
+            kvm_bindings::kvm_regs { rip: WARM_UP_STUB, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
+        // The stub touches no general register but rip: what it exits with is what it got.
+        vm.vcpu.stage_regs(&kvm_bindings::kvm_regs { rbx: 0x1234, r15: 7, ..at_stub });
+        let regs = run_warm_up_stub(&mut vm);
+        assert_eq!((regs.rbx, regs.r15), (0x1234, 7));
+        // Consumed by that run: the next one starts from the registers the vCPU has.
+        vm.vcpu.stage_regs(&kvm_bindings::kvm_regs { rbx: 1, ..at_stub });
+        vm.vcpu.set_regs(&kvm_bindings::kvm_regs { rbx: 2, ..at_stub }).expect("KVM_SET_REGS");
+        assert_eq!(run_warm_up_stub(&mut vm).rbx, 2, "the ioctl came later and must win");
+        // Staged special registers too: the stub runs on page tables at another root only
+        // if CR3 was loaded (here the same tables, so the run must still succeed).
+        let mut sregs = vm.cpl0_sregs;
+        sregs.cr3 = PML4_ADDR;
+        vm.vcpu.stage_sregs(&sregs);
+        vm.vcpu.stage_regs(&kvm_bindings::kvm_regs { rbx: 3, ..at_stub });
+        assert_eq!(run_warm_up_stub(&mut vm).rbx, 3);
+        let now = vm.vcpu.get_sregs().expect("KVM_GET_SREGS");
+        assert_eq!((now.cr3, now.cs.selector, now.efer), (PML4_ADDR, sregs.cs.selector, sregs.efer));
+    }
+
+    #[test]
+    fn every_vm_starts_with_the_same_cpl0_special_registers_as_the_vcpu_reports() {
+        let first = EmptyVm::create(MIN_MEMORY).expect("create VM").machine;
+        let second = EmptyVm::create(MIN_MEMORY).expect("create VM").machine;
+        let reported = second.vcpu.get_sregs().expect("KVM_GET_SREGS");
+        for (vm, what) in [(&first, "first"), (&second, "second")] {
+            let s = vm.cpl0_sregs;
+            assert_eq!(
+                (s.cs.selector, s.cs.dpl, s.ss.selector, s.cr0, s.cr3, s.cr4, s.efer, s.tr.base, s.gdt.base),
+                (KERNEL_CS, 0, KERNEL_DS, reported.cr0, reported.cr3, reported.cr4, reported.efer, TSS_ADDR, GDT_ADDR),
+                "the {what} VM"
+            );
+            assert_eq!((s.cr2, s.interrupt_bitmap), (0, [0; 4]));
+        }
+        assert_eq!(reported.cs.selector, KERNEL_CS, "the warm-up ran at CPL0 on the staged registers");
+    }
 
     #[test]
     fn an_msr_the_vcpu_refuses_is_named_not_turned_into_an_errno() {
