@@ -374,7 +374,7 @@ impl Function {
         // Enter the program through the stub's return path: iretq to entry at CPL3.
         crate::call::write_user_return(&mut vm.memory, program.entry, stack.rsp, 0, 0).map_err(vm_err)?;
         let regs = kvm_regs { rip: SYSCALL_RETURN_PATH, rsp: KERNEL_STACK_TOP, rflags: 0x2, ..Default::default() };
-        vm.vcpu.set_regs(&regs).map_err(|e| vm_err(crate::ioctl::ioctl("KVM_SET_REGS")(e).into()))?;
+        vm.vcpu.stage_regs(&regs);
         Ok(ReadyCall {
             vm,
             process,

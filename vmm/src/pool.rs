@@ -372,7 +372,7 @@ impl Runtime {
         }
         self.shared.created_inline.fetch_add(1, Ordering::Relaxed);
         self.shared.created.fetch_add(1, Ordering::Relaxed);
-        self.shared.create_vm(function.memory_size()).map(FreshVm::Empty)
+        self.shared.create_vm(function.memory_size(), function.snapshot().is_some()).map(FreshVm::Empty)
     }
 
     /// Destroys `vm` on the reaper thread, or here when the reaper is [`REAPER_BACKLOG`] VMs
@@ -458,8 +458,10 @@ const MAX_SHELLS: usize = 16;
 impl Shared {
     /// A new VM whose huge windows come from (and go back to) this runtime's cache. Not with
     /// the pool off: nothing would empty the cache when idle, and "no pool" means no reuse.
-    fn create_vm(&self, memory_size: u64) -> Result<EmptyVm, VmError> {
-        let mut vm = EmptyVm::create(memory_size)?;
+    /// `for_restore`: a snapshot is restored into it at once, whose pre-fault run is the
+    /// vCPU's first (so no warm-up run of its own: [`EmptyVm::create_unwarmed`]).
+    fn create_vm(&self, memory_size: u64, for_restore: bool) -> Result<EmptyVm, VmError> {
+        let mut vm = if for_restore { EmptyVm::create_unwarmed(memory_size)? } else { EmptyVm::create(memory_size)? };
         if self.target > 0 {
             vm.machine.memory.use_huge_page_cache(self.huge_pages.clone());
         }
@@ -563,7 +565,7 @@ fn fill(shared: &Shared) {
         };
         let cpu_before = thread_cpu_time();
         let made = match key {
-            PoolKey::Empty(size) => shared.create_vm(size).ok().map(|vm| {
+            PoolKey::Empty(size) => shared.create_vm(size, false).ok().map(|vm| {
                 shared.created.fetch_add(1, Ordering::Relaxed);
                 FreshVm::Empty(vm)
             }),
@@ -573,7 +575,7 @@ fn fill(shared: &Shared) {
                     let vm = match shared.take_shell(image.memory_size()) {
                         Some(shell) => shell,
                         None => {
-                            let vm = shared.create_vm(image.memory_size()).ok()?;
+                            let vm = shared.create_vm(image.memory_size(), true).ok()?;
                             shared.created.fetch_add(1, Ordering::Relaxed);
                             vm
                         }

@@ -45,7 +45,9 @@ impl Machine {
             };
             self.vcpu.stage_regs(&regs);
             loop {
-                match self.vcpu.run(&mut self.memory) {
+                let exit = self.vcpu.run(&mut self.memory);
+                self.warm = true;
+                match exit {
                     Ok(VcpuExit::MmioWrite(addr, _)) if addr == DOORBELL_GPA => break,
                     Ok(other) => return Err(VmError::Prefault(format!("{other:?}"))),
                     Err(e) if e.errno() == libc::EINTR => continue,

@@ -510,6 +510,12 @@ impl SnapshotImage {
             // Map what the call will touch into the VM now, not on its first touches.
             vm.prefault(&image.placement.prefault)?;
         }
+        // A VM the pool made for this restore has not run yet (`EmptyVm::create_unwarmed`):
+        // the pre-fault run was its first. Without one, take the slow first run here, not in
+        // the call. (The warm-up stub is mapped in the program's tables as in the monitor's.)
+        if !vm.warm {
+            vm.warm_up()?;
+        }
         // Fresh randomness for programs that mapped the entropy device. Every VM is used by
         // exactly one call, so filling it here (in the pool, off the call's path: getrandom
         // of a 4 KiB page takes ≈15 µs) still gives each call bytes no other call saw.
@@ -730,6 +736,38 @@ impl SharedPages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A VM the pool makes for a restore skips the warm-up run: the pre-fault run is its
+    /// vCPU's first, and a restore without one (copy-on-write, no pre-fault table) warms the
+    /// vCPU up itself. Either way the call answers as from a warmed VM.
+    #[test]
+    fn a_restore_into_a_vm_that_never_ran_warms_it_and_answers() {
+        use crate::function::{Function, StartMode};
+        use crate::vm::EmptyVm;
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/functions/echo-c");
+        let dir = std::env::temp_dir().join(format!("snapcall-unwarmed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(std::process::Command::new("cp").arg("-a").arg(&src).arg(&dir).status().unwrap().success());
+        let _ = std::fs::remove_file(dir.join(SNAPSHOT_FILE));
+        Function::load(&dir, StartMode::Cold).unwrap().take_snapshot(&dir.join(SNAPSHOT_FILE)).unwrap();
+        let function = Function::load(&dir, StartMode::Snapshot).unwrap();
+        let image = function.snapshot().expect("a snapshot").clone();
+        let expected = {
+            let warmed = image.prepare(EmptyVm::create(image.memory_size()).unwrap(), RestoreMemory::Ahead).unwrap();
+            let (out, _) = image.finish(&function.spec, warmed, b"same").unwrap().run().into_parts();
+            out.expect("a call from a warmed VM").stdout
+        };
+        assert!(!expected.is_empty());
+        for memory in [RestoreMemory::Ahead, RestoreMemory::CopyOnWrite] {
+            let vm = EmptyVm::create_unwarmed(image.memory_size()).unwrap();
+            assert!(!vm.machine.warm);
+            let prepared = image.prepare(vm, memory).unwrap();
+            assert!(prepared.machine.warm, "{memory:?}: the restore left the vCPU's first run to the call");
+            let (out, _) = image.finish(&function.spec, prepared, b"same").unwrap().run().into_parts();
+            assert_eq!(out.expect("a call from an unwarmed VM").stdout, expected, "{memory:?}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn spans_between_huge_windows_cover_the_rest_exactly() {

@@ -161,6 +161,9 @@ pub(crate) struct Machine {
     /// The special registers of CPL0 in this VM (as set up here), for entering the page-table
     /// writer and loading a program's page-table root ([`crate::page_tables`]).
     pub(crate) cpl0_sregs: kvm_bindings::kvm_sregs,
+    /// Whether the vCPU has had its first KVM_RUN, the slow one (the warm-up's, or a
+    /// pre-fault run's).
+    pub(crate) warm: bool,
 }
 
 /// A VM no call has used and nothing is loaded into: ready for a cold start, or to have a
@@ -233,8 +236,19 @@ impl PreparedVm {
 }
 
 impl EmptyVm {
-    /// Creates a VM with `memory_size` bytes of guest memory (the function's memory cap).
+    /// Creates a VM with `memory_size` bytes of guest memory (the function's memory cap),
+    /// its vCPU past its slow first KVM_RUN ([`Machine::warm_up`]).
     pub fn create(memory_size: u64) -> Result<EmptyVm, VmError> {
+        let mut vm = Self::create_unwarmed(memory_size)?;
+        vm.machine.warm_up()?;
+        Ok(vm)
+    }
+
+    /// [`Self::create`] without the warm-up run, for a VM the pool restores a snapshot into
+    /// at once: the restore's pre-fault run is the vCPU's first, so a warm-up before it would
+    /// cost a KVM_RUN and its completion (two vCPU ioctls) for nothing. The restore warms the
+    /// vCPU up itself if it has no pre-fault run (`Machine::warm`).
+    pub(crate) fn create_unwarmed(memory_size: u64) -> Result<EmptyVm, VmError> {
         if !memory_size.is_multiple_of(LARGE_PAGE) || !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_size) {
             return Err(VmError::BadMemorySize(memory_size));
         }
@@ -253,8 +267,7 @@ impl EmptyVm {
         let mut vcpu = Vcpu { fd, memory_base: memory.host_base() };
         let cpl0_sregs = set_long_mode_at_stub(&mut vcpu, sys)?;
         let tsc_offset = crate::tsc::TscOffset::measure(&vcpu)?;
-        let mut machine = Machine { vcpu, vm, memory, tsc_offset, cpl0_sregs };
-        machine.warm_up()?;
+        let machine = Machine { vcpu, vm, memory, tsc_offset, cpl0_sregs, warm: false };
         Ok(EmptyVm { machine })
     }
 
@@ -285,7 +298,9 @@ impl Machine {
                 Err(e) => return Err(ioctl("KVM_RUN")(e).into()),
             }
         }
-        self.complete_exit().map_err(|got| VmError::WarmUp(format!("completing the warm-up exit gave {got}")))
+        self.complete_exit().map_err(|got| VmError::WarmUp(format!("completing the warm-up exit gave {got}")))?;
+        self.warm = true;
+        Ok(())
     }
 
     /// Lets KVM finish the port or MMIO exit the vCPU stopped at (it does so only on the next
