@@ -501,11 +501,9 @@ impl SnapshotImage {
                 vm.memory.copy_into_huge_page(GuestAddr::new(window), &image.file, image.start, image.len)?;
             }
             // Written pages first: a write splits a shared 2 MiB page into 4 KiB ones, and
-            // the window's reads must then be mapped at that size.
-            for written in [true, false] {
-                for r in image.placement.small.iter().filter(|r| r.written == written) {
-                    vm.memory.populate(GuestAddr::new(r.start), u64::from(r.pages) * PAGE_SIZE, r.written)?;
-                }
+            // the window's reads must then be mapped at that size (`Placement::populate`).
+            for p in &image.placement.populate {
+                vm.memory.populate(GuestAddr::new(p.start), p.len, p.write)?;
             }
             // Map what the call will touch into the VM now, not on its first touches.
             vm.prefault(&image.placement.prefault)?;

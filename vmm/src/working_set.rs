@@ -120,11 +120,48 @@ pub(crate) fn huge_window_pages() -> usize {
 pub(crate) struct Placement {
     /// 2 MiB windows whose data is copied into a private huge page.
     pub huge_windows: Vec<u64>,
-    /// The working set outside those windows, populated 4 KiB at a time.
-    pub small: Vec<WorkingSetRange>,
-    /// Pre-fault table entries: every page of `small` (with [`PREFAULT_WRITE`] on written
-    /// ones), and one per huge window.
+    /// How the host maps the working set outside those windows ahead (MADV_POPULATE_*), in
+    /// order: each written range exactly, copied now, then the read pages.
+    pub populate: Vec<Populate>,
+    /// Pre-fault table entries: every working-set page outside the huge windows (with
+    /// [`PREFAULT_WRITE`] on written ones), and one per huge window.
     pub prefault: Vec<u64>,
+}
+
+/// One MADV_POPULATE_WRITE (`write`: the pages are copied for this VM now, as the call's
+/// first write would copy them) or MADV_POPULATE_READ (the snapshot's shared pages mapped
+/// read-only) of `[start, start + len)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Populate {
+    pub start: u64,
+    pub len: u64,
+    pub write: bool,
+}
+
+/// Read ranges this close together (in the same 2 MiB window) are populated by one call:
+/// mapping the shared pages between them read-only costs little (the kernel maps up to 16 per
+/// fault anyway), a syscall per range more. CPython's working set outside its huge windows:
+/// 146 read ranges, 32 calls (covering 728 pages instead of 300).
+const READ_POPULATE_GAP: u64 = 16 * PAGE_SIZE;
+
+/// The populate calls for the working-set pages outside the huge windows (`small`: page ->
+/// written). Written ranges are exact: a write-populate copies every page it covers. Read
+/// pages within [`READ_POPULATE_GAP`] of each other in one window share a read-populate,
+/// which leaves written pages it spans as they are (already this VM's copies, populated first).
+fn populate_calls(small: &BTreeMap<u64, bool>) -> Vec<Populate> {
+    let written = ranges(small.iter().filter(|(_, &w)| w).map(|(&p, &w)| (p, w)).collect());
+    let mut calls: Vec<Populate> =
+        written.iter().map(|r| Populate { start: r.start, len: u64::from(r.pages) * PAGE_SIZE, write: true }).collect();
+    let reads_from = calls.len();
+    for (&page, _) in small.iter().filter(|(_, &w)| !w) {
+        match calls[reads_from..].last_mut() {
+            Some(c) if c.start / LARGE_PAGE == page / LARGE_PAGE && page - (c.start + c.len) <= READ_POPULATE_GAP => {
+                c.len = page + PAGE_SIZE - c.start
+            }
+            _ => calls.push(Populate { start: page, len: PAGE_SIZE, write: false }),
+        }
+    }
+    calls
 }
 
 /// Splits `ranges` into huge windows (those with at least `huge_pages` of its pages) and
@@ -157,7 +194,7 @@ pub(crate) fn place(ranges: &[WorkingSetRange], huge_pages: usize, shared_huge: 
         }
     }
     prefault.sort_unstable();
-    Placement { huge_windows, small: self::ranges(small), prefault }
+    Placement { huge_windows, populate: populate_calls(&small), prefault }
 }
 
 /// The placement of a snapshot with no recorded working set: every 2 MiB window holding any
@@ -175,7 +212,7 @@ pub(crate) fn place_by_data(extents: impl IntoIterator<Item = (u64, u64)>) -> Pl
     }
     let huge_windows: Vec<u64> = windows.keys().copied().collect();
     let prefault = windows.values().map(|&first| first | PREFAULT_WRITE).collect();
-    Placement { huge_windows, small: Vec::new(), prefault }
+    Placement { huge_windows, populate: Vec::new(), prefault }
 }
 
 /// Every page address of `ranges`, ascending.
@@ -196,7 +233,38 @@ mod tests {
         assert_eq!(r.iter().map(|r| (r.start, r.pages, r.written)).collect::<Vec<_>>(), want);
         let all_small = place(&r, usize::MAX, false);
         assert_eq!(all_small.prefault, [p(10), p(11), p(12) | 1, p(13) | 1, p(20) | 1]);
-        assert_eq!((all_small.small, all_small.huge_windows), (r.clone(), vec![]));
+        assert!(all_small.huge_windows.is_empty());
+        let populate = |start, pages, write| Populate { start, len: pages * PAGE_SIZE, write };
+        assert_eq!(all_small.populate, [populate(p(12), 2, true), populate(p(20), 1, true), populate(p(10), 2, false)]);
+    }
+
+    #[test]
+    fn near_reads_in_one_window_share_a_populate_and_writes_stay_exact() {
+        let p = |a: u64| a * PAGE_SIZE;
+        let w = LARGE_PAGE / PAGE_SIZE; // pages per window
+        let pages = BTreeMap::from([
+            (p(w), false),
+            (p(w + 2), true), // between two reads: the read-populate spans it, the write is its own
+            (p(w + 4), false),
+            (p(w + 4 + 17), false),      // 16 pages after the last: still joins
+            (p(w + 4 + 17 + 18), false), // 17 pages after: a call of its own
+            (p(2 * w - 1), false),
+            (p(2 * w), false), // the next window: never joins across
+            (p(2 * w + 1), true),
+            (p(2 * w + 2), true),
+        ]);
+        let populate = |start, pages, write| Populate { start, len: pages * PAGE_SIZE, write };
+        assert_eq!(
+            populate_calls(&pages),
+            [
+                populate(p(w + 2), 1, true),
+                populate(p(2 * w + 1), 2, true),
+                populate(p(w), 4 + 17 + 1, false),
+                populate(p(w + 4 + 17 + 18), 1, false),
+                populate(p(2 * w - 1), 1, false),
+                populate(p(2 * w), 1, false),
+            ]
+        );
     }
 
     #[test]
@@ -213,7 +281,7 @@ mod tests {
         let read_only = [WorkingSetRange { start: w, pages: 8, written: false }];
         assert_eq!(place(&read_only, 4, false).huge_windows, [w]);
         assert!(place(&read_only, 4, true).huge_windows.is_empty());
-        assert_eq!(placed.small, [r[2]]);
+        assert_eq!(placed.populate, [Populate { start: 3 * w + PAGE_SIZE, len: 2 * PAGE_SIZE, write: true }]);
         assert_eq!(placed.prefault, [w | 1, (3 * w + PAGE_SIZE) | 1, (3 * w + 2 * PAGE_SIZE) | 1]);
     }
 
