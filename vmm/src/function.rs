@@ -400,3 +400,16 @@ pub(crate) fn read_in_root(rootfs: &Rootfs, path: &str) -> Result<(Vec<u8>, Stam
     file.read_to_end(&mut bytes).map_err(errno)?;
     Ok((bytes, stamp))
 }
+
+/// For tests: a private copy of the built bundle `target/functions/<name>` (no snapshot in
+/// it), in a temporary directory named after `tag` and this process, for a test to snapshot
+/// and remove.
+#[cfg(test)]
+pub(crate) fn private_bundle_copy(name: &str, tag: &str) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/functions").join(name);
+    let dir = std::env::temp_dir().join(format!("snapcall-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(std::process::Command::new("cp").arg("-a").arg(&src).arg(&dir).status().unwrap().success());
+    let _ = std::fs::remove_file(dir.join(crate::snapshot::SNAPSHOT_FILE));
+    dir
+}

@@ -742,11 +742,7 @@ mod tests {
     fn a_restore_into_a_vm_that_never_ran_warms_it_and_answers() {
         use crate::function::{Function, StartMode};
         use crate::vm::EmptyVm;
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/functions/echo-c");
-        let dir = std::env::temp_dir().join(format!("snapcall-unwarmed-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(std::process::Command::new("cp").arg("-a").arg(&src).arg(&dir).status().unwrap().success());
-        let _ = std::fs::remove_file(dir.join(SNAPSHOT_FILE));
+        let dir = crate::function::private_bundle_copy("echo-c", "unwarmed");
         Function::load(&dir, StartMode::Cold).unwrap().take_snapshot(&dir.join(SNAPSHOT_FILE)).unwrap();
         let function = Function::load(&dir, StartMode::Snapshot).unwrap();
         let image = function.snapshot().expect("a snapshot").clone();

@@ -301,7 +301,7 @@ impl Threads {
     pub fn expire_timeouts(&mut self, now: Instant) {
         for t in self.parked.iter_mut().map(|p| &mut p.thread).chain(std::iter::once(&mut self.current)) {
             let Some(b) = t.blocked() else { continue };
-            if !b.wait.until.is_some_and(|u| u <= now) {
+            if b.wait.until.is_none_or(|u| u > now) {
                 continue;
             }
             if b.wait.what.rerun() {

@@ -299,12 +299,8 @@ mod tests {
     #[test]
     fn the_page_map_fallback_records_at_least_what_userfaultfd_records() {
         use crate::function::{Function, StartMode};
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/functions/echo-c");
-        let dir = std::env::temp_dir().join(format!("snapcall-workset-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(std::process::Command::new("cp").arg("-a").arg(&src).arg(&dir).status().unwrap().success());
+        let dir = crate::function::private_bundle_copy("echo-c", "workset");
         let path = dir.join(crate::snapshot::SNAPSHOT_FILE);
-        let _ = std::fs::remove_file(&path);
         let cold = Function::load(&dir, StartMode::Cold).unwrap();
         cold.take_snapshot(&path).unwrap();
         let exact = record_with(&cold.subject(), &path, true).unwrap();
