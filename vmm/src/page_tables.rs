@@ -422,7 +422,9 @@ pub(crate) fn enter_table_writer(vm: &mut Machine, tables: &mut PageTables, fs_b
     let mut sregs = vm.cpl0_sregs;
     sregs.cr3 = tables.root;
     sregs.fs.base = fs_base;
-    // The exit's own registers (kvm_run holds them) but for where the writer runs.
+    // The vCPU's registers (kvm_run holds them: the completion above refreshed them, so they
+    // are the incoming thread's after a switch set those by ioctl; vmm/tests/threads.rs,
+    // `registers_survive_a_switch_where_page_tables_changed`) but for where the writer runs.
     let regs = kvm_bindings::kvm_regs {
         rip: TABLE_WRITER_ADDR,
         rsp: KERNEL_STACK_TOP,

@@ -32,6 +32,20 @@ fn a_thread_that_spins_without_syscalls_is_preempted() {
     assert_eq!(stdout(&run("spin")), "the main thread ran again while a thread spun: yes\n");
 }
 
+/// A thread switch at the return of a syscall that changed page tables (the other thread's
+/// mprotect): the page-table writer runs on the way back, and the thread that runs next must
+/// get its own registers, not those of the thread whose syscall it was.
+#[test]
+fn registers_survive_a_switch_where_page_tables_changed() {
+    let o = run("mapping-switch");
+    assert_eq!(
+        stdout(&o),
+        "rounds with changed registers: 0 of 20000\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn sse_registers_survive_preemption_in_every_thread() {
     assert_eq!(stdout(&run("fpu")), "fpu mismatches across switches: 0\n");

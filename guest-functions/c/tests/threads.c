@@ -15,6 +15,9 @@
  *   deadlock     two threads each wait for the other's mutex
  *   pipe         a read of an empty pipe, a poll, and a write to a full pipe, each ended by
  *                another thread
+ *   mapping-switch  one thread changes a page's protection in a loop (each call rewrites
+ *                page tables), another checks that its general registers survive its
+ *                syscalls while the scheduler switches between them
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -336,6 +340,62 @@ static void pipe_scenario(void)
     printf("writer blocked on a full pipe until the reader drained it: %ld bytes\n", got == (long)wrote ? got : -1);
 }
 
+/* ---------------------------------------------------------------- mapping-switch */
+static volatile int mapper_stop;
+
+static void *mapper(void *arg)
+{
+    (void)arg;
+    /* mprotect rewrites the page's table entry every time (a fresh anonymous mmap or munmap
+     * of one page need not: unmapped memory is already absent from the tables). */
+    char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    while (!mapper_stop) {
+        mprotect(p, 4096, PROT_READ);
+        mprotect(p, 4096, PROT_READ | PROT_WRITE);
+        *(volatile char *)p = 1;
+    }
+    munmap(p, 4096);
+    return NULL;
+}
+
+/* Fills rbx, r12-r15 (and, through the compiler, the register holding `v`) with values of
+ * its own, makes a getppid syscall, and counts a round whose registers came back changed:
+ * the thread that runs next after another's mmap must get its own registers back. */
+static void mapping_switch(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, mapper, NULL);
+    long bad = 0, rounds = 20000;
+    for (long i = 0; i < rounds; i++) {
+        uint64_t v = 0x5a5a000000000000ull + ((uint64_t)i << 8), o[5];
+        __asm__ volatile("mov %[v], %%rbx\n\t"
+                         "lea 1(%[v]), %%r12\n\t"
+                         "lea 2(%[v]), %%r13\n\t"
+                         "lea 3(%[v]), %%r14\n\t"
+                         "lea 4(%[v]), %%r15\n\t"
+                         "mov $110, %%eax\n\t" /* getppid */
+                         "syscall\n\t"
+                         "mov %%rbx, 0(%[o])\n\t"
+                         "mov %%r12, 8(%[o])\n\t"
+                         "mov %%r13, 16(%[o])\n\t"
+                         "mov %%r14, 24(%[o])\n\t"
+                         "mov %%r15, 32(%[o])\n\t"
+                         :
+                         : [v] "r"(v), [o] "r"(o)
+                         : "rax", "rcx", "r11", "rbx", "r12", "r13", "r14", "r15", "memory");
+        for (int k = 0; k < 5; k++)
+            if (o[k] != v + (uint64_t)k) {
+                bad++;
+                break;
+            }
+    }
+    mapper_stop = 1;
+    pthread_join(t, NULL);
+    printf("rounds with changed registers: %ld of %ld\n", bad, rounds);
+}
+
 int main(void)
 {
     char req[64] = {0};
@@ -359,6 +419,8 @@ int main(void)
         deadlock();
     else if (!strcmp(req, "pipe"))
         pipe_scenario();
+    else if (!strcmp(req, "mapping-switch"))
+        mapping_switch();
     else
         printf("unknown scenario %s\n", req);
     return 0;
