@@ -15,15 +15,15 @@ fn stdout(o: &vmm::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Asserts the call printed exactly `want`, showing its stderr when it did not.
+fn assert_stdout(o: &vmm::Output, want: &str) {
+    assert_eq!(stdout(o), want, "stderr: {}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn pthread_mutexes_condvars_and_joins_work_across_threads() {
     let o = run("pthreads");
-    assert_eq!(
-        stdout(&o),
-        "counter 80000, joined values 1004, main tls 7\nconsumer sum 5050 of 5050\n",
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_stdout(&o, "counter 80000, joined values 1004, main tls 7\nconsumer sum 5050 of 5050\n");
     assert_eq!(o.exit_code, 0);
 }
 
@@ -37,13 +37,7 @@ fn a_thread_that_spins_without_syscalls_is_preempted() {
 /// get its own registers, not those of the thread whose syscall it was.
 #[test]
 fn registers_survive_a_switch_where_page_tables_changed() {
-    let o = run("mapping-switch");
-    assert_eq!(
-        stdout(&o),
-        "rounds with changed registers: 0 of 20000\n",
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_stdout(&run("mapping-switch"), "rounds with changed registers: 0 of 20000\n");
 }
 
 #[test]
@@ -54,12 +48,7 @@ fn sse_registers_survive_preemption_in_every_thread() {
 #[test]
 fn thread_exits_join_values_and_the_last_threads_status() {
     let o = run("exits");
-    assert_eq!(
-        stdout(&o),
-        "pthread_exit value 42\ndetached thread ran\nthe last thread exits with 7\n",
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_stdout(&o, "pthread_exit value 42\ndetached thread ran\nthe last thread exits with 7\n");
     assert_eq!(o.exit_code, 7, "the main thread left first; the last one's exit is the call's");
 }
 

@@ -14,7 +14,13 @@ use super::event_loop::{EventLoop, LoopConfig, Shared};
 use super::handler::{Admission, Handler};
 use super::http::{Head, Method, Response};
 use super::metrics::Metrics;
-use super::workers::Workers;
+use super::workers::{Workers, STUCK};
+
+/// How long a `/slow` call takes: long enough to be in flight while a test acts (they wait
+/// 100 ms before they do), and far enough under [`STUCK`] that a host stalling a test for a
+/// few hundred milliseconds does not make it count as stuck (300 ms once did, in CI).
+const SLOW_CALL: Duration = Duration::from_millis(180);
+const _: () = assert!(SLOW_CALL.as_millis() * 2 < STUCK.as_millis());
 
 struct Echo {
     sent: AtomicUsize,
@@ -54,7 +60,7 @@ impl Handler for Echo {
         if req.head.path.starts_with("/slow") {
             let now = self.slow_now.fetch_add(1, Ordering::SeqCst) + 1;
             self.slow_peak.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(SLOW_CALL);
             self.slow_now.fetch_sub(1, Ordering::SeqCst);
         }
         if req.head.path.starts_with("/block") {
@@ -379,9 +385,9 @@ fn a_blocked_call_stalls_neither_healthz_nor_other_calls() {
 
 #[test]
 fn calls_that_make_progress_do_not_grow_the_pool() {
-    // Three 300 ms calls at once on a pool of one: each is under the 500 ms after which a call
-    // counts as stuck, so they run one after the other on the one worker (more threads running
-    // VMs at once only contend; see workers.rs).
+    // Three slow calls at once on a pool of one: each is well under the 500 ms after which a
+    // call counts as stuck, so they run one after the other on the one worker (more threads
+    // running VMs at once only contend; see workers.rs).
     let srv = TestServer::start_with(|_| {}, 1);
     let mut conns: Vec<TcpStream> = (0..3).map(|_| srv.connect()).collect();
     for (i, c) in conns.iter_mut().enumerate() {
