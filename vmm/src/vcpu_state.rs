@@ -68,7 +68,10 @@ pub(crate) struct VcpuState {
     /// the monitor's: the program's are in the `iretq` frame the restore writes).
     regs: kvm_regs,
     xsave: Box<kvm_xsave>,
-    /// Every saved MSR, the TLS bases taken from the saved general registers.
+    /// The TLS bases (from the saved general registers), which go in the segments' bases.
+    fs_base: u64,
+    gs_base: u64,
+    /// The saved MSRs a new VM does not already have: a restore sets these, usually none.
     msrs: Vec<(u32, u64)>,
     xcr0: u64,
 }
@@ -91,17 +94,19 @@ impl VcpuState {
                 _ => {}
             }
         }
+        // A new VM has the monitor's MSRs (checked equal above) and 0 in the others
+        // (`vm::set_long_mode_at_stub`); an MSR the snapshot does not hold keeps that value.
+        // The TLS bases go with the special registers when the snapshot has them.
+        let new_vm = |index: u32| vm::monitor_msrs().iter().find(|(i, _)| *i == index).map_or(0, |(_, v)| *v);
         let msrs = SAVED_MSRS
             .iter()
-            .map(|&index| match index {
-                MSR_FS_BASE => (index, state.regs.fs_base),
-                MSR_GS_BASE => (index, state.regs.gs_base),
-                _ => (index, msr(&state.msrs, index)),
+            .filter_map(|&index| match index {
+                MSR_FS_BASE if state.sregs.is_none() => Some((index, state.regs.fs_base)),
+                MSR_GS_BASE if state.sregs.is_none() => Some((index, state.regs.gs_base)),
+                MSR_FS_BASE | MSR_GS_BASE => None,
+                _ => state.msrs.iter().find(|(i, _)| *i == index).copied(),
             })
-            .filter(|&(index, _)| {
-                // An MSR the snapshot does not hold keeps the value the VM was made with.
-                matches!(index, MSR_FS_BASE | MSR_GS_BASE) || state.msrs.iter().any(|(i, _)| *i == index)
-            })
+            .filter(|&(index, value)| matches!(index, MSR_FS_BASE | MSR_GS_BASE) || value != new_vm(index))
             .collect();
         let xcr0 = state.xcrs.iter().find(|(i, _)| *i == 0).map_or(0x3, |(_, v)| *v);
         let regs = kvm_regs {
@@ -111,7 +116,8 @@ impl VcpuState {
             rflags: 0x2,
             ..regs_from_format(&state.regs)
         };
-        Ok(VcpuState { sregs: state.sregs, regs, xsave, msrs, xcr0 })
+        let (fs_base, gs_base) = (state.regs.fs_base, state.regs.gs_base);
+        Ok(VcpuState { sregs: state.sregs, regs, xsave, fs_base, gs_base, msrs, xcr0 })
     }
 
     /// Sets the saved state on `vm`'s vCPU, with CR3 at `cr3` (the program's page tables in
@@ -121,42 +127,25 @@ impl VcpuState {
     /// the call's first run ([`crate::vm::Vcpu::stage_regs`]; KVM loads SREGS before REGS, as
     /// it requires), the rest is set now.
     pub(crate) fn restore(&self, vm: &mut Machine, cr3: u64) -> Result<(), VmError> {
-        let tls_in_sregs = if let Some(saved) = &self.sregs {
+        if let Some(saved) = &self.sregs {
             // What the format does not hold (no pending interrupt) is a new vCPU's.
             let mut sregs = sregs_from_format(saved, vm.cpl0_sregs);
             sregs.cr3 = cr3;
-            // The TLS bases are the segments' bases: the saved MSR values go in here.
-            sregs.fs.base = msr(&self.msrs, MSR_FS_BASE);
-            sregs.gs.base = msr(&self.msrs, MSR_GS_BASE);
+            sregs.fs.base = self.fs_base;
+            sregs.gs.base = self.gs_base;
             vm.vcpu.stage_sregs(&sregs);
             // The page-table writer enters CPL0 with these bases (the FS base follows the
             // process; the GS base only a restore sets).
             vm.cpl0_sregs.gs.base = sregs.gs.base;
-            true
-        } else {
-            false
-        };
+        }
         let sys = crate::kvm::system()?;
         if self.xcr0 != sys.xcr0 {
             vm::set_xcr0(&vm.vcpu, self.xcr0)?;
         }
         // SAFETY: a 4096-byte kvm_xsave; XCR0 enables no feature (AMX) whose state is larger.
         unsafe { vm.vcpu.set_xsave(&self.xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?;
-        // The monitor's MSRs are the VM's already (`from_format` refused a snapshot holding
-        // other values), a new VM's other MSRs are 0, and the TLS bases went with the special
-        // registers: set only what is left, usually nothing (one ioctl less per call).
-        let new_vm = vm::monitor_msrs();
-        let left: Vec<(u32, u64)> = self
-            .msrs
-            .iter()
-            .copied()
-            .filter(|&(index, value)| match index {
-                MSR_FS_BASE | MSR_GS_BASE => !tls_in_sregs,
-                _ => new_vm.iter().find(|(i, _)| *i == index).map_or(0, |(_, v)| *v) != value,
-            })
-            .collect();
-        if !left.is_empty() {
-            vm::set_msrs(&vm.vcpu, &left)?;
+        if !self.msrs.is_empty() {
+            vm::set_msrs(&vm.vcpu, &self.msrs)?;
         }
         vm.vcpu.stage_regs(&self.regs);
         Ok(())
@@ -351,7 +340,17 @@ mod tests {
             ..Default::default()
         };
         let restored = VcpuState::from_snapshot(&state).expect("this monitor's own state");
-        assert_eq!(restored.msrs.len(), SAVED_MSRS.len(), "every saved MSR is restored");
+        // A new VM has every one of those values already (the TLS bases go in the segments).
+        assert_eq!(restored.msrs, [], "nothing left for a restore to set");
+        let mut other = state.clone();
+        for m in other.msrs.iter_mut().filter(|(i, _)| *i == crate::vm::MSR_KERNEL_GS_BASE) {
+            m.1 = 0x1234_5000;
+        }
+        let restored = VcpuState::from_snapshot(&other).expect("a kernel GS base of its own");
+        assert_eq!(restored.msrs, [(crate::vm::MSR_KERNEL_GS_BASE, 0x1234_5000)]);
+        let without_sregs = VcpuState::from_snapshot(&fmt::SnapshotState { sregs: None, ..state.clone() }).unwrap();
+        let tls: Vec<u32> = without_sregs.msrs.iter().map(|&(i, _)| i).collect();
+        assert_eq!(tls, [crate::vm::MSR_FS_BASE, crate::vm::MSR_GS_BASE], "no segments: the TLS bases as MSRs");
         for m in state.msrs.iter_mut().filter(|(i, _)| *i == crate::vm::MSR_LSTAR) {
             m.1 = 0x40_1000;
         }
