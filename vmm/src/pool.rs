@@ -580,7 +580,9 @@ fn fill(shared: &Shared) {
                             vm
                         }
                     };
-                    image.prepare(vm, RestoreMemory::Ahead).ok().map(FreshVm::Prepared)
+                    let mut vm = image.prepare(vm, RestoreMemory::Ahead).ok()?;
+                    vm.load_registers_ahead().ok()?;
+                    Some(FreshVm::Prepared(vm))
                 })
             }
         };

@@ -65,6 +65,9 @@ pub enum VmError {
     /// this instead.
     #[error("completing the exit before the page-table writer runs gave {0}")]
     TableWriter(String),
+    /// Loading a prepared VM's staged registers ahead of its call gave this instead.
+    #[error("loading the restored registers ahead of the call gave {0}")]
+    LoadRegisters(String),
 }
 
 pub const MSR_STAR: u32 = 0xC000_0081;
@@ -233,6 +236,15 @@ impl PreparedVm {
     pub fn memory_size(&self) -> u64 {
         self.machine.memory.size()
     }
+
+    /// Has KVM load the registers the restore staged now, not at the call's first run (one
+    /// KVM_RUN with immediate_exit, which runs no guest code): the pool does this after
+    /// restoring ahead, so loading them (and the MMU reset a new CR3 brings) stays off the
+    /// call's path, as when they were set by ioctl. An inline restore leaves them staged:
+    /// there the call's first run loading them saves an ioctl.
+    pub(crate) fn load_registers_ahead(&mut self) -> Result<(), VmError> {
+        self.machine.complete_exit().map_err(VmError::LoadRegisters)
+    }
 }
 
 impl EmptyVm {
@@ -305,7 +317,10 @@ impl Machine {
 
     /// Lets KVM finish the port or MMIO exit the vCPU stopped at (it does so only on the next
     /// KVM_RUN) without running guest code: KVM_RUN with immediate_exit. Must come before
-    /// anyone sets registers. On failure, what that KVM_RUN gave instead.
+    /// anyone sets registers. Registers staged for the next run are loaded by it too (KVM
+    /// loads them before it completes the exit), so stage after it, unless loading them is
+    /// the point ([`PreparedVm::load_registers_ahead`]). On failure, what that KVM_RUN gave
+    /// instead.
     pub(crate) fn complete_exit(&mut self) -> Result<(), String> {
         self.vcpu.set_kvm_immediate_exit(1);
         let completed = match self.vcpu.run(&mut self.memory) {
@@ -641,6 +656,12 @@ mod tests {
         assert_eq!(run_warm_up_stub(&mut vm).rbx, 3);
         let now = vm.vcpu.get_sregs().expect("KVM_GET_SREGS");
         assert_eq!((now.cr3, now.cs.selector, now.efer), (PML4_ADDR, sregs.cs.selector, sregs.efer));
+        // A run with immediate_exit loads staged registers without running the guest (how the
+        // pool loads a prepared VM's ahead of its call).
+        vm.vcpu.stage_regs(&kvm_bindings::kvm_regs { rbx: 4, ..at_stub });
+        vm.complete_exit().expect("an immediate exit");
+        assert_eq!(vm.vcpu.get_regs().expect("KVM_GET_REGS").rbx, 4);
+        assert_eq!(vm.vcpu.get_kvm_run().kvm_dirty_regs, 0, "nothing left staged for the call's run");
     }
 
     #[test]
