@@ -93,6 +93,8 @@ pub fn vm_error(e: &VmError) -> Failure {
         VmError::WarmUp(_) => failure(500, ErrorKind::Host, "vm_warm_up"),
         VmError::Prefault(_) => failure(500, ErrorKind::Host, "vm_prefault"),
         VmError::TableWriter(_) => failure(500, ErrorKind::Host, "vm_table_writer"),
+        // Only the pool loads registers ahead; a VM that fails it is dropped there.
+        VmError::LoadRegisters(_) => failure(500, ErrorKind::Host, "vm_load_registers"),
     }
 }
 
