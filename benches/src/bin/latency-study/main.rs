@@ -80,7 +80,7 @@ impl Group {
     }
     pub fn about(self) -> &'static str {
         match self {
-            Group::Floor => "Each step of making a VM, timed alone with the ioctls `EmptyVm::create` uses; exits timed per `KVM_RUN`.",
+            Group::Floor => "Each step of making a VM, timed alone with the ioctls `EmptyVm::create` uses, made as the server makes them (by the VM creator, its keeper's vCPU alive); exits timed per `KVM_RUN`.",
             Group::Native => "Same static echo-c binary and the same CPython + handler the guests run, started as host processes; the warm server keeps CPython alive.",
             Group::Library => "take_vm → start (restore or cold load) → run → release, timed around the whole call in this process.",
             Group::Http => "One keep-alive connection from a Rust client in this process; the server is a child process on 127.0.0.1.",

@@ -15,6 +15,9 @@ use crate::{
 // ---------------------------------------------------------------- 1. physical floor
 
 pub(crate) fn floor(st: &mut Study) {
+    // VMs made the way the server makes them: by the VM creator (no debugfs directory each),
+    // with its keeper's vCPU alive (docs/vmm.md, "The keeper holds a vCPU").
+    vmm::vm_creator::start();
     let n = st.sizes.floor_steps;
     st.progress.set_label("floor: VM creation steps");
     let names = [
