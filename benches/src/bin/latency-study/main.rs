@@ -12,8 +12,9 @@
 //!    per call; a warm persistent Python HTTP server (the seed's warm Kubeless pod);
 //! 3. snapcall in-process (`vmm` library calls), with and without the VM pool;
 //! 4. snapcall over HTTP keep-alive (`snapcall serve` as a child on 127.0.0.1);
-//! 5. the seed's method: serial `curl` processes;
-//! and between 3 and 4, host memory per VM the pool holds ready (`memory.rs`).
+//! 5. the seed's method: serial `curl` processes.
+//!
+//! Between 3 and 4 it also measures host memory per VM the pool holds ready (`memory.rs`).
 //!
 //! `--load` runs the load sweep instead (`load.rs`): latency and CPU per call against an
 //! offered rate, open loop, written to load.md, load.csv and load.svg.
