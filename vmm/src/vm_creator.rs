@@ -223,7 +223,8 @@ impl CreatorThread {
         let vcpu = unsafe { libc::ioctl(keeper.as_raw_fd(), KVM_CREATE_VCPU, 0 as libc::c_ulong) };
         // SAFETY: on success the descriptor is new and owned by nothing else.
         let keeper_vcpu = (vcpu >= 0).then(|| unsafe { OwnedFd::from_raw_fd(vcpu) });
-        let keeper_vcpu = keeper_vcpu.map(|v| move_up(v, KEEPER_VCPU_FD)).transpose()?;
+        // Out of the low numbers, or closed if it cannot move (it would take the VMs' number).
+        let keeper_vcpu = keeper_vcpu.and_then(|v| move_up(v, KEEPER_VCPU_FD).ok());
         Ok(CreatorThread { kvm, expected_fd, _keeper: keeper, _keeper_vcpu: keeper_vcpu })
     }
 
