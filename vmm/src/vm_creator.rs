@@ -13,9 +13,8 @@
 //! first VM made there (the *keeper*, kept for the process's life with no memory and one vCPU
 //! that never runs, `KEEPER_VCPU_FD` says why) holds the directory of that name, then moves
 //! to another descriptor; every later VM gets the freed number again and collides with the
-//! keeper's directory. The new VM's
-//! descriptor travels to the caller's (the process's) file table over a socket pair
-//! (`SCM_RIGHTS`), a few microseconds, and the creator closes its own.
+//! keeper's directory. The new VM's descriptor travels to the caller's (the process's) file
+//! table over a socket pair (`SCM_RIGHTS`), a few microseconds, and the creator closes its own.
 //!
 //! Nothing about the VM changes: KVM ties it to the process's address space (`kvm->mm`),
 //! which every thread shares, not to the file table. Set `SNAPCALL_KVM_DEBUGFS=1` to create
@@ -221,10 +220,11 @@ impl CreatorThread {
         // the last one alive (see `KEEPER_VCPU_FD`). Without it VMs still work, only dearer.
         // SAFETY: KVM_CREATE_VCPU takes the vCPU id by value and returns a new descriptor.
         let vcpu = unsafe { libc::ioctl(keeper.as_raw_fd(), KVM_CREATE_VCPU, 0 as libc::c_ulong) };
-        // SAFETY: on success the descriptor is new and owned by nothing else.
-        let keeper_vcpu = (vcpu >= 0).then(|| unsafe { OwnedFd::from_raw_fd(vcpu) });
         // Out of the low numbers, or closed if it cannot move (it would take the VMs' number).
-        let keeper_vcpu = keeper_vcpu.and_then(|v| move_up(v, KEEPER_VCPU_FD).ok());
+        let keeper_vcpu = (vcpu >= 0)
+            // SAFETY: on success the descriptor is new and owned by nothing else.
+            .then(|| unsafe { OwnedFd::from_raw_fd(vcpu) })
+            .and_then(|v| move_up(v, KEEPER_VCPU_FD).ok());
         Ok(CreatorThread { kvm, expected_fd, _keeper: keeper, _keeper_vcpu: keeper_vcpu })
     }
 
@@ -407,6 +407,14 @@ mod tests {
         let before = stats().without_debugfs;
         drop(create_vm(kvm).expect("KVM_CREATE_VM"));
         assert!(stats().without_debugfs > before, "{:?}", stats());
+    }
+
+    #[test]
+    fn a_descriptor_that_cannot_move_up_is_an_error_not_a_copy() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // No descriptor number can be at or above i32::MAX: F_DUPFD refuses (EINVAL).
+        let err = move_up(OwnedFd::from(file), RawFd::MAX).expect_err("moved past every limit");
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
     }
 
     #[test]
