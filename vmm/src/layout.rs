@@ -297,6 +297,27 @@ const _: () = assert!(SYSCALL_FRAME_ADDR + 40 <= SYSCALL_PAGE + PAGE_SIZE);
 const _: () = assert!(DOORBELL_ADDR < KERNEL_STACK_BOTTOM && LOW_PT_ADDR < DOORBELL_ADDR);
 const _: () = assert!(PD_ADDR + (MAX_MEMORY >> 30) * PAGE_SIZE <= GDT_ADDR);
 
+/// `[start, end)` without the 2 MiB windows in `huge` (sorted): the runs left, in order.
+pub(crate) fn outside_windows(start: u64, end: u64, huge: &[u64]) -> Vec<(u64, u64)> {
+    let mut spans = Vec::new();
+    let mut at = start;
+    for &w in huge {
+        let (w_start, w_end) = (w.max(start), (w + LARGE_PAGE).min(end));
+        if w_start >= w_end {
+            continue;
+        }
+        if at < w_start {
+            spans.push((at, w_start));
+        }
+        at = at.max(w_end);
+    }
+    if at < end {
+        spans.push((at, end));
+    }
+    spans
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +345,14 @@ mod tests {
         assert_eq!(SYSCALL_ENTRY + 7, SYSCALL_RETURN_PATH);
         assert_eq!(&s[s.len() - 2..], &[0x48, 0xCF]);
         assert_eq!(s.len(), 7 + 7 + 8 + 2);
+    }
+
+    #[test]
+    fn the_spans_outside_windows_cover_the_rest_exactly() {
+        let w = LARGE_PAGE;
+        assert_eq!(outside_windows(w, 5 * w, &[]), [(w, 5 * w)]);
+        assert_eq!(outside_windows(w, 5 * w, &[w, 3 * w]), [(2 * w, 3 * w), (4 * w, 5 * w)]);
+        assert_eq!(outside_windows(w + 4096, 3 * w - 4096, &[w, 2 * w]), Vec::<(u64, u64)>::new());
+        assert_eq!(outside_windows(w, 2 * w, &[7 * w]), [(w, 2 * w)]);
     }
 }

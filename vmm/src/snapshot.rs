@@ -487,7 +487,7 @@ impl SnapshotImage {
             // once per run of windows, and huge windows are filled in the anonymous memory
             // the VM already has.
             let huge: &[u64] = if memory == RestoreMemory::Ahead { &image.placement.huge_windows } else { &[] };
-            for (start, end) in spans_between(image.start, image.start + image.len, huge) {
+            for (start, end) in outside_windows(image.start, image.start + image.len, huge) {
                 vm.memory.map_file_private(GuestAddr::new(start), end - start, &image.file, start - image.start)?;
                 if image.huge && memory == RestoreMemory::Ahead {
                     // Windows no call writes then map the copy's 2 MiB pages whole. (Not for
@@ -677,26 +677,6 @@ impl SnapshotImage {
     }
 }
 
-/// `[start, end)` without the 2 MiB windows in `huge` (sorted): the runs left, in order.
-fn spans_between(start: u64, end: u64, huge: &[u64]) -> Vec<(u64, u64)> {
-    let mut spans = Vec::new();
-    let mut at = start;
-    for &w in huge {
-        let (w_start, w_end) = (w.max(start), (w + LARGE_PAGE).min(end));
-        if w_start >= w_end {
-            continue;
-        }
-        if at < w_start {
-            spans.push((at, w_start));
-        }
-        at = at.max(w_end);
-    }
-    if at < end {
-        spans.push((at, end));
-    }
-    spans
-}
-
 /// The snapshot's data in a sealed memfd, laid out by guest address: offset 0 is guest
 /// address `start`, and the `len` bytes cover every segment (gaps between them are holes,
 /// which read as zeros), so one mapping puts the whole snapshot into a VM.
@@ -761,14 +741,5 @@ mod tests {
             assert_eq!(out.expect("a call from an unwarmed VM").stdout, expected, "{memory:?}");
         }
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn spans_between_huge_windows_cover_the_rest_exactly() {
-        let w = LARGE_PAGE;
-        assert_eq!(spans_between(w, 5 * w, &[]), [(w, 5 * w)]);
-        assert_eq!(spans_between(w, 5 * w, &[w, 3 * w]), [(2 * w, 3 * w), (4 * w, 5 * w)]);
-        assert_eq!(spans_between(w + 4096, 3 * w - 4096, &[w, 2 * w]), Vec::<(u64, u64)>::new());
-        assert_eq!(spans_between(w, 2 * w, &[7 * w]), [(w, 2 * w)]);
     }
 }
