@@ -49,6 +49,10 @@ pub struct Args {
     /// of a snapshot function, instead of a new VM per call (docs/vmm.md, "What freshness costs").
     #[arg(long, env = "SNAPCALL_EXPERIMENTAL_RECYCLE_VM_SHELLS")]
     experimental_recycle_vm_shells: bool,
+    /// Do not reuse a destroyed VM's host memory, reset, for the next new VM of the same
+    /// snapshot; map and populate new memory for every VM instead (to compare: docs/vmm.md).
+    #[arg(long, env = "SNAPCALL_NO_MEMORY_REUSE")]
+    no_memory_reuse: bool,
     /// Kontain's km executable, for bundles only km can run (default: $SNAPCALL_KM, then km on $PATH).
     #[arg(long, env = "SNAPCALL_KM")]
     km: Option<PathBuf>,
@@ -138,6 +142,7 @@ pub fn main(args: Args) -> ExitCode {
         idle_timeout: Duration::from_secs(args.pool_idle_secs),
         fill_threads: args.pool_threads,
         recycle_vm_shells: args.experimental_recycle_vm_shells,
+        reuse_memory: !args.no_memory_reuse,
     };
     if args.experimental_recycle_vm_shells {
         eprintln!(

@@ -51,15 +51,27 @@ fn concurrent_calls_never_see_another_calls_memory() {
 /// A fresh VM per call (the default) under eight connections at once: `leftover` finds none
 /// of the secrets it leaves, the 2 MiB window of snapshot data it writes whole included,
 /// although that window is filled from huge pages earlier calls' VMs used (and wrote the
-/// secret into).
+/// secret into), and although most VMs are new KVM VMs around an earlier VM's memory, reset.
 #[test]
-fn reused_huge_pages_leave_no_call_anything_of_another() {
+fn reused_huge_pages_and_memory_leave_no_call_anything_of_another() {
     let dir = functions_dir(&["leftover"]);
     let srv = Server::start(&dir, &[]);
     let (conns, per_conn) = (8, scaled(60));
     call_at_once(&srv, "/leftover", conns, per_conn, "clean\n");
     let reused = srv.metric("snapcall_huge_pages_reused_total");
     assert!(reused > 0.0, "no huge page was reused: the test tested new pages only");
+    let memory_reused = srv.metric("snapcall_memory_reused_total");
+    assert!(memory_reused > 0.0, "no memory was reused: the test tested new memory only");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--no-memory-reuse` gives every VM new memory: the same calls, none of it reused.
+#[test]
+fn without_memory_reuse_every_vm_gets_new_memory() {
+    let dir = functions_dir(&["leftover"]);
+    let srv = Server::start(&dir, &["--no-memory-reuse"]);
+    call_at_once(&srv, "/leftover", 4, scaled(20), "clean\n");
+    assert_eq!(srv.metric("snapcall_memory_reused_total"), 0.0);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -9,6 +9,8 @@
 //! gets a VM restored ahead (the pool's best case) instead of racing the pool's refill.
 //! With `SNAPCALL_RECYCLE=1` it runs the recycled-VM-shell experiment (`RuntimeConfig::
 //! recycle_vm_shells`; never the default), to compare against fresh VMs in the same run.
+//! With `SNAPCALL_NO_MEMORY_REUSE=1` every VM gets new memory (`RuntimeConfig::reuse_memory`
+//! off), to compare against the default.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let request = args.next().unwrap_or_else(|| "hello".into()).into_bytes();
 
     let recycle = std::env::var_os("SNAPCALL_RECYCLE").is_some_and(|v| v == "1");
-    let runtime = Runtime::new(RuntimeConfig { recycle_vm_shells: recycle, ..Default::default() })?;
+    let reuse_memory = std::env::var_os("SNAPCALL_NO_MEMORY_REUSE").is_none_or(|v| v != "1");
+    let runtime = Runtime::new(RuntimeConfig { recycle_vm_shells: recycle, reuse_memory, ..Default::default() })?;
     let function = Function::load(bundle.as_ref(), StartMode::Snapshot)?;
     runtime.keep_ready(&function);
     runtime.wait_until_full();
@@ -72,11 +75,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let background =
         (stats.fill_cpu + stats.reap_cpu).saturating_sub(background_before.fill_cpu + background_before.reap_cpu);
     println!(
-        "process CPU per call {:.0} µs, of which the pool and reaper {:.0} µs; {} VMs recycled, {} huge pages reused ({})",
+        "process CPU per call {:.0} µs, of which the pool and reaper {:.0} µs; {} VMs recycled, {} huge pages \
+         reused, {} memories reused ({})",
         cpu.as_secs_f64() * 1e6 / n as f64,
         background.as_secs_f64() * 1e6 / n as f64,
         stats.recycled,
         stats.huge_pages_reused,
+        stats.memory_reused,
         if recycle { "recycled-shell experiment" } else { "a fresh VM per call" }
     );
     let ahead = (stats.created - stats.created_inline).max(1) as f64;

@@ -317,7 +317,6 @@ pub(crate) fn outside_windows(start: u64, end: u64, huge: &[u64]) -> Vec<(u64, u
     spans
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,8 @@
 //! snapshot's function can start) → [`ReadyCall`] (runs once) → [`FinishedCall`] → [`UsedVm`]
 //! (can only be destroyed; only the opt-in experiment [`RuntimeConfig::recycle_vm_shells`]
 //! instead gives its KVM objects, with new memory and every register reset, to a later call).
+//! Its host memory may outlive it: reset byte for byte to a new layout, it can back the next
+//! new VM of the same snapshot ([`RuntimeConfig::reuse_memory`]).
 //!
 //! Snapshots are taken with [`Function::take_snapshot`]; bundles that need Kontain's `km` run
 //! through [`km`]. The rest of the crate (guest memory, the syscall layer, the vCPU) is
@@ -53,6 +55,7 @@ mod kvm;
 mod layout;
 mod loader;
 mod memory;
+mod memory_reuse;
 mod mm;
 mod output_ring;
 mod overlay;
@@ -77,6 +80,7 @@ mod verified;
 mod vm;
 pub mod vm_creator;
 mod working_set;
+mod written_pages;
 
 pub use bundle::{BundleConfig, BundleError, Limits, ResponseFormat, Runner};
 pub use call::{CallError, CallStats, FinishedCall, Output, PhaseTimings, ReadyCall, STDERR_TAIL_BYTES};
@@ -88,6 +92,7 @@ pub use kvm::{kvm_flavour, KvmError};
 pub use layout::DOORBELL_ADDR;
 pub use loader::LoadError;
 pub use memory::MemoryError;
+pub use memory_reuse::CAPACITY as MEMORY_REUSE_CAPACITY;
 /// Pages a VM has for page tables (W^X): past them, mprotect and mmap give ENOMEM.
 pub use page_tables::POOL_PAGES as PAGE_TABLE_POOL_PAGES;
 pub use pool::{FunctionPoolStats, PoolStats, Runtime, RuntimeConfig, REAPER_BACKLOG};

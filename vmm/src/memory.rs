@@ -232,6 +232,10 @@ pub struct GuestMemory {
     /// Where this VM's huge windows come from and go back to (the pool's; none for VMs made
     /// outside a runtime).
     huge_pages: Option<std::sync::Arc<HugePageCache>>,
+    /// The snapshot image whose restore laid this memory out (its spans mapped from the
+    /// image's sealed copy, its huge windows anonymous), while that layout stands: any remap
+    /// ends it. What `memory_reuse.rs` needs to know before reusing the memory.
+    laid_out_for: Option<u64>,
 }
 
 /// Most host mappings a guest's munmaps may split its memory into. Each `discard` over a
@@ -262,6 +266,7 @@ impl GuestMemory {
             discard_remaps: 0,
             private_huge: Vec::new(),
             huge_pages: None,
+            laid_out_for: None,
         })
     }
 
@@ -273,6 +278,17 @@ impl GuestMemory {
     /// The huge-page cache this memory uses, if any (a recycled shell's new memory keeps it).
     pub(crate) fn huge_page_cache(&self) -> Option<std::sync::Arc<HugePageCache>> {
         self.huge_pages.clone()
+    }
+
+    /// Records that a restore of snapshot image `image` laid this memory out (see
+    /// `laid_out_for`).
+    pub(crate) fn mark_laid_out(&mut self, image: u64) {
+        self.laid_out_for = Some(image);
+    }
+
+    /// The snapshot image whose layout this memory still has, if any.
+    pub(crate) fn laid_out_for(&self) -> Option<u64> {
+        self.laid_out_for
     }
 
     /// Size of guest memory in bytes.
@@ -452,15 +468,7 @@ impl GuestMemory {
         }
         self.slice_mut(addr, page_start - start)?.fill(0);
         self.slice_mut(GuestAddr::new(page_end), end - page_end)?.fill(0);
-        let mut at = page_start;
-        while at < page_end {
-            // The next piece that is either wholly file-backed or wholly anonymous.
-            let file = self.file_backed.iter().find(|&&(s, e)| e > at && s < page_end).copied();
-            let (piece_end, is_file) = match file {
-                Some((s, e)) if s <= at => (e.min(page_end), true),
-                Some((s, _)) => (s, false),
-                None => (page_end, false),
-            };
+        for (at, piece_end, is_file) in self.pieces(page_start, page_end) {
             let piece = GuestAddr::new(at);
             if !is_file {
                 self.drop_anonymous(piece, piece_end - at)?;
@@ -471,9 +479,72 @@ impl GuestMemory {
             } else {
                 self.slice_mut(piece, piece_end - at)?.fill(0);
             }
-            at = piece_end;
         }
         Ok(())
+    }
+
+    /// `[start, end)` cut where it goes in or out of a file-backed range: `(start, end,
+    /// file-backed)` pieces, in order.
+    fn pieces(&self, start: u64, end: u64) -> Vec<(u64, u64, bool)> {
+        let mut pieces = Vec::new();
+        let mut at = start;
+        while at < end {
+            let file = self.file_backed.iter().find(|&&(s, e)| e > at && s < end).copied();
+            let (piece_end, is_file) = match file {
+                Some((s, e)) if s <= at => (e.min(end), true),
+                Some((s, _)) => (s, false),
+                None => (end, false),
+            };
+            pieces.push((at, piece_end, is_file));
+            at = piece_end;
+        }
+        pieces
+    }
+
+    /// Gives every page of this memory outside the 2 MiB windows `keep` back the bytes it had
+    /// when the layout was new, wherever something wrote to it since: in the file-backed spans
+    /// the mapped file's bytes, read from `source` (the file they map; guest address `a` at
+    /// offset `a - source_start`), elsewhere zeros. The pages stay this memory's, in place: no
+    /// mapping changes, so no other thread's TLB needs flushing. Finds the pages with one
+    /// `PAGEMAP_SCAN` per span (`written_pages.rs`); `Ok(false)`, with nothing changed, when
+    /// more than `limit` were written.
+    pub(crate) fn reset_written_pages(
+        &mut self,
+        keep: &[u64],
+        source: &std::fs::File,
+        source_start: u64,
+        limit: u64,
+    ) -> Result<bool, MemoryError> {
+        use crate::written_pages::{scan, Written};
+        use std::os::unix::fs::FileExt;
+        let base = self.host_base();
+        let mut left = limit;
+        let mut written = Vec::new();
+        for (start, end) in crate::layout::outside_windows(0, self.size, keep) {
+            match scan(base + start, base + end, left).map_err(|source| MemoryError::Pagemap { source })? {
+                Written::OverLimit => return Ok(false),
+                Written::Ranges(ranges) => {
+                    for (s, e) in ranges {
+                        left -= (e - s) / PAGE_SIZE;
+                        written.push((s - base, e - base));
+                    }
+                }
+            }
+        }
+        for (start, end) in written {
+            for (at, piece_end, is_file) in self.pieces(start, end) {
+                let (addr, len) = (GuestAddr::new(at), piece_end - at);
+                let page = self.slice_mut(addr, len)?;
+                if is_file {
+                    let offset = at - source_start;
+                    page.fill(0);
+                    source.read_exact_at(page, offset).map_err(|source| MemoryError::MapFile { addr, len, source })?;
+                } else {
+                    page.fill(0);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Host mappings `discard` has made so far (for tests).
@@ -500,6 +571,7 @@ impl GuestMemory {
     fn remap_anonymous(&mut self, addr: GuestAddr, len: u64) -> Result<(), MemoryError> {
         let off = self.check(addr, len)?;
         self.forget_huge_windows(addr.raw(), addr.raw() + len);
+        self.laid_out_for = None;
         // SAFETY: [off, off+len) is a page-aligned range inside our own mapping; MAP_FIXED
         // replaces only those pages of it. KVM's MMU notifier drops its view of the old pages.
         let ptr = unsafe {
@@ -540,6 +612,7 @@ impl GuestMemory {
             return Ok(());
         }
         self.forget_huge_windows(addr.raw(), addr.raw() + len);
+        self.laid_out_for = None;
         // SAFETY: the target range is page-aligned and inside our own mapping (checked above);
         // MAP_FIXED replaces only those pages. The file mapping is private, so guest writes
         // never reach the file.
@@ -621,9 +694,18 @@ impl GuestMemory {
         let (start, end) = (window.raw(), window.raw() + LARGE_PAGE);
         let host = self.base.as_ptr().wrapping_add(off);
         let aligned = (host as u64).is_multiple_of(LARGE_PAGE) && start.is_multiple_of(LARGE_PAGE);
+        // Memory reused from a finished VM (`memory_reuse.rs`) still has this window's huge
+        // page, with that VM's bytes: it is overwritten where it is.
+        let in_place = aligned && self.private_huge.contains(&start);
+        if in_place {
+            if let Some(cache) = &self.huge_pages {
+                cache.count_reused_in_place();
+            }
+        }
         // SAFETY: the window is 2 MiB of our own mapping, no borrow of it is alive (`&mut
         // self`), and every byte of it is overwritten below before this returns.
-        let reused = aligned && self.huge_pages.as_ref().is_some_and(|cache| unsafe { cache.take_into(host) });
+        let reused =
+            in_place || (aligned && self.huge_pages.as_ref().is_some_and(|cache| unsafe { cache.take_into(host) }));
         // Only a window that is file-backed needs a fresh mapping (an mmap, which KVM's MMU
         // notifier makes cost more the more VMs are alive); anonymous memory just gets the
         // advice. (A cached page arrives as its own mapping, advised already.)
@@ -651,7 +733,7 @@ impl GuestMemory {
         } else {
             dst.fill(0);
         }
-        if aligned {
+        if aligned && !in_place {
             self.private_huge.push(start);
         }
         Ok(())
@@ -877,6 +959,67 @@ mod tests {
         let far = GuestAddr::new(3 * LARGE_PAGE);
         new.copy_into_huge_page(far, &source, start, bytes.len() as u64).unwrap();
         assert!(new.slice(far, LARGE_PAGE).unwrap().iter().all(|&b| b == 0));
+    }
+
+    /// Memory laid out for a snapshot (file-backed spans around one huge window), as the
+    /// restore lays it out: `(memory, source, window)`.
+    fn laid_out(source: &std::fs::File, cache: &std::sync::Arc<HugePageCache>) -> GuestMemory {
+        let mut mem = GuestMemory::new(8 * LARGE_PAGE).unwrap();
+        mem.use_huge_page_cache(cache.clone());
+        let (start, len) = (2 * LARGE_PAGE, 3 * LARGE_PAGE);
+        mem.map_file_private(GuestAddr::new(start), LARGE_PAGE, source, 0).unwrap();
+        mem.map_file_private(GuestAddr::new(start + 2 * LARGE_PAGE), LARGE_PAGE, source, 2 * LARGE_PAGE).unwrap();
+        mem.copy_into_huge_page(GuestAddr::new(start + LARGE_PAGE), source, start, len).unwrap();
+        mem.mark_laid_out(7);
+        mem
+    }
+
+    /// A finished VM's memory, reset, reads byte for byte as memory newly laid out for the
+    /// same snapshot, wherever its call wrote: the monitor area, the file-backed spans, the
+    /// anonymous memory past them, and the huge window (overwritten whole by the restore).
+    #[test]
+    fn memory_reset_in_place_reads_as_a_new_layout() {
+        let bytes: Vec<u8> = (0..3 * LARGE_PAGE).map(|i| (i % 253) as u8 + 1).collect();
+        let source = tempfile_with(&bytes);
+        let cache = std::sync::Arc::new(HugePageCache::new());
+        let window = GuestAddr::new(3 * LARGE_PAGE);
+        let mut used = laid_out(&source, &cache);
+        let secret =
+            |mem: &mut GuestMemory, at: u64, len: u64| mem.slice_mut(GuestAddr::new(at), len).unwrap().fill(0xEE);
+        secret(&mut used, 0x1000, 8);
+        secret(&mut used, 2 * LARGE_PAGE + 3 * PAGE_SIZE + 17, 100);
+        secret(&mut used, 4 * LARGE_PAGE + 5 * PAGE_SIZE, 3 * PAGE_SIZE);
+        secret(&mut used, 6 * LARGE_PAGE + 11, 1);
+        secret(&mut used, window.raw(), LARGE_PAGE);
+        // Read, not written: stays shared with the file.
+        assert_eq!(
+            used.slice(GuestAddr::new(2 * LARGE_PAGE + 40 * PAGE_SIZE), 1).unwrap()[0],
+            bytes[40 * PAGE_SIZE as usize]
+        );
+        assert!(used.reset_written_pages(&[window.raw()], &source, 2 * LARGE_PAGE, 64).unwrap());
+        assert_eq!(used.laid_out_for(), Some(7), "a reset keeps the layout");
+        // The restore then fills the window in the huge page it has (no cache page taken).
+        used.copy_into_huge_page(window, &source, 2 * LARGE_PAGE, 3 * LARGE_PAGE).unwrap();
+        assert_eq!((cache.reused(), cache.held()), (1, 0), "the window was overwritten in place");
+        let fresh = laid_out(&source, &cache);
+        let size = used.size();
+        let (a, b) = (used.slice(GuestAddr::new(0), size).unwrap(), fresh.slice(GuestAddr::new(0), size).unwrap());
+        assert!(a == b, "first difference at {:#x}", a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(0));
+    }
+
+    /// Memory a call wrote more of than the limit is left as it is (the caller unmaps it).
+    #[test]
+    fn memory_written_past_the_limit_is_not_reset() {
+        let source = tempfile_with(&vec![1u8; 3 * LARGE_PAGE as usize]);
+        let cache = std::sync::Arc::new(HugePageCache::new());
+        let mut used = laid_out(&source, &cache);
+        let far = GuestAddr::new(6 * LARGE_PAGE);
+        used.slice_mut(far, 10 * PAGE_SIZE).unwrap().fill(0xEE);
+        assert!(!used.reset_written_pages(&[3 * LARGE_PAGE], &source, 2 * LARGE_PAGE, 5).unwrap());
+        assert!(used.slice(far, 10 * PAGE_SIZE).unwrap().iter().all(|&b| b == 0xEE), "nothing was reset");
+        // Any remap ends the layout: such memory is never reused.
+        used.discard(GuestAddr::new(2 * LARGE_PAGE), PAGE_SIZE).unwrap();
+        assert_eq!(used.laid_out_for(), None);
     }
 
     fn tempfile_with(bytes: &[u8]) -> std::fs::File {

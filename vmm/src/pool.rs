@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::function::Function;
 use crate::huge_page_cache::HugePageCache;
+use crate::memory::GuestMemory;
+use crate::memory_reuse::ReusableMemory;
 use crate::snapshot::{RestoreMemory, SnapshotImage};
 use crate::vm::{EmptyVm, FreshVm, Machine, UsedVm, VmError};
 
@@ -50,11 +52,22 @@ pub struct RuntimeConfig {
     /// other call ran in (they still see nothing another call left); it exists to measure what
     /// freshness costs.
     pub recycle_vm_shells: bool,
+    /// A destroyed VM's host memory, reset to what a new one would hold, becomes the memory
+    /// of the pool's next VM of the same snapshot (`memory_reuse.rs`): the VM is still new, its
+    /// memory not re-mapped and re-populated. On by default; off to compare
+    /// (`snapcall serve --no-memory-reuse`).
+    pub reuse_memory: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { pool_size: 4, idle_timeout: Duration::from_secs(60), fill_threads: 1, recycle_vm_shells: false }
+        RuntimeConfig {
+            pool_size: 4,
+            idle_timeout: Duration::from_secs(60),
+            fill_threads: 1,
+            recycle_vm_shells: false,
+            reuse_memory: true,
+        }
     }
 }
 
@@ -112,6 +125,11 @@ pub struct PoolStats {
     pub huge_pages_reused: u64,
     /// Destroyed VMs' huge pages held for that now (at most 8, none once the pool is idle).
     pub huge_pages_held: usize,
+    /// VMs the pool made around a destroyed VM's memory, reset, instead of new memory
+    /// (`memory_reuse.rs`).
+    pub memory_reused: u64,
+    /// Destroyed VMs' memories held for that now (at most 4, none once the pool is idle).
+    pub memory_held: usize,
     /// Per function, by name.
     pub functions: Vec<FunctionPoolStats>,
 }
@@ -199,6 +217,9 @@ struct Shared {
     recycled: AtomicU64,
     /// Destroyed VMs' huge pages, for the next VMs' huge windows.
     huge_pages: Arc<HugePageCache>,
+    /// Destroyed VMs' memories, reset, for the next VMs of the same snapshot (when on).
+    reuse_memory: bool,
+    reusable: ReusableMemory,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -231,6 +252,8 @@ impl Runtime {
             shells: Mutex::new(HashMap::new()),
             recycled: AtomicU64::new(0),
             huge_pages: Arc::new(HugePageCache::new()),
+            reuse_memory: config.reuse_memory,
+            reusable: ReusableMemory::default(),
             shutting_down: false.into(),
         });
         let (tx, rx) = mpsc::sync_channel::<Retired>(REAPER_BACKLOG);
@@ -284,6 +307,7 @@ impl Runtime {
         let key = match function.snapshot() {
             Some(image) => {
                 self.shared.images.lock().unwrap_or_else(|e| e.into_inner()).remove(&image.id());
+                drop(self.shared.reusable.take_all(image.id()));
                 PoolKey::Restored(image.id())
             }
             None => return,
@@ -417,6 +441,8 @@ impl Runtime {
             recycled: self.shared.recycled.load(Ordering::Relaxed),
             huge_pages_reused: self.shared.huge_pages.reused(),
             huge_pages_held: self.shared.huge_pages.held(),
+            memory_reused: self.shared.reusable.reused(),
+            memory_held: self.shared.reusable.held(),
             functions: {
                 let mut f: Vec<FunctionPoolStats> = ready.values().map(|r| r.stats(&self.shared)).collect();
                 f.sort_by(|a, b| a.name.cmp(&b.name));
@@ -468,12 +494,41 @@ impl Shared {
         Ok(vm)
     }
 
+    /// A new VM for a restore of `image`, around a destroyed VM's memory reset for it when
+    /// one is kept (`memory_reuse.rs`), else as [`Self::create_vm`] makes one.
+    fn create_vm_for(&self, image: &SnapshotImage) -> Result<EmptyVm, VmError> {
+        match self.reusable.take(image.id()) {
+            Some(memory) => EmptyVm::create_unwarmed_in(memory),
+            None => self.create_vm(image.memory_size(), true),
+        }
+    }
+
+    /// Keeps the memory of a destroyed VM for the next VM of the snapshot it was laid out for,
+    /// reset, when that is on, the snapshot is still served and in use, and there is room;
+    /// else drops (unmaps) it.
+    fn keep_for_reuse(&self, mut memory: GuestMemory) {
+        if !self.reuse_memory || !self.reusable.has_room() {
+            return;
+        }
+        let Some(id) = memory.laid_out_for() else { return };
+        let Some(image) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned() else { return };
+        let in_use = {
+            let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            ready.get(&PoolKey::Restored(id)).is_some_and(|r| r.last_used.elapsed() < self.idle_timeout)
+        };
+        if in_use && image.reset_used_memory(&mut memory) {
+            // No room after all (another thread was first): dropped here.
+            let _ = self.reusable.put(id, memory);
+        }
+    }
+
     /// Destroys `vm`, or makes it a recycled shell (charged to the reaper's CPU either way).
     fn retire_now(&self, vm: Retired) {
         charge(&self.reap_cpu_ns, || match vm {
             Retired::Destroy(vm) => {
-                drop(vm);
+                let memory = vm.into_memory();
                 self.destroyed.fetch_add(1, Ordering::Relaxed);
+                self.keep_for_reuse(memory);
             }
             Retired::Recycle(vm) => {
                 let size = vm.memory.size();
@@ -532,10 +587,14 @@ fn fill(shared: &Shared) {
                 }
                 let idle = |r: &Ready| r.last_used.elapsed() >= shared.idle_timeout;
                 let mut evicted = Vec::new();
-                for r in ready.values_mut().filter(|r| idle(r) && !r.vms.is_empty()) {
+                let mut kept_memory = Vec::new();
+                for (key, r) in ready.iter_mut().filter(|(_, r)| idle(r)) {
                     evicted.append(&mut r.vms);
+                    if let PoolKey::Restored(id) = key {
+                        kept_memory.append(&mut shared.reusable.take_all(*id));
+                    }
                 }
-                if !evicted.is_empty() {
+                if !evicted.is_empty() || !kept_memory.is_empty() {
                     // Destroy outside the lock: it takes ~0.3 ms per VM. Shells go too: an
                     // idle server holds no VMs.
                     drop(ready);
@@ -545,6 +604,8 @@ fn fill(shared: &Shared) {
                     drop(shells);
                     let n = evicted.len() as u64;
                     drop(evicted);
+                    // Before the huge pages are cleared: dropped memory gives its windows there.
+                    drop(kept_memory);
                     shared.huge_pages.clear();
                     shared.evicted.fetch_add(n, Ordering::Relaxed);
                     shared.destroyed.fetch_add(n, Ordering::Relaxed);
@@ -575,7 +636,7 @@ fn fill(shared: &Shared) {
                     let vm = match shared.take_shell(image.memory_size()) {
                         Some(shell) => shell,
                         None => {
-                            let vm = shared.create_vm(image.memory_size(), true).ok()?;
+                            let vm = shared.create_vm_for(&image).ok()?;
                             shared.created.fetch_add(1, Ordering::Relaxed);
                             vm
                         }

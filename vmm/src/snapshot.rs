@@ -480,7 +480,10 @@ impl SnapshotImage {
         crate::page_tables::load_root(&mut vm, self.tables.tables.root());
         // 1. Memory. Guest memory only ever maps the sealed copy, never the file itself, so
         // the file truncated or rewritten under a running server cannot SIGBUS the monitor.
-        if memory != RestoreMemory::OnDemand {
+        // Memory reused from a finished VM of this image (`memory_reuse.rs`) has its mappings
+        // already, and every byte outside the huge windows reset to what they map.
+        let laid_out = memory == RestoreMemory::Ahead && vm.memory.laid_out_for() == Some(self.id);
+        if memory != RestoreMemory::OnDemand && !laid_out {
             let image = self.shared_copy()?;
             // Few mappings per VM: every mmap over guest memory makes KVM check the range
             // against every live VM in the process (its MMU notifier), so the copy is mapped
@@ -500,6 +503,7 @@ impl SnapshotImage {
             for &window in &image.placement.huge_windows {
                 vm.memory.copy_into_huge_page(GuestAddr::new(window), &image.file, image.start, image.len)?;
             }
+            vm.memory.mark_laid_out(self.id);
             // Written pages first: a write splits a shared 2 MiB page into 4 KiB ones, and
             // the window's reads must then be mapped at that size (`Placement::populate`).
             for p in &image.placement.populate {
@@ -526,6 +530,20 @@ impl SnapshotImage {
         // frame and rax `finish` writes.
         self.vcpu.restore(&mut vm, self.tables.tables.root())?;
         Ok(PreparedVm { machine: vm, image: self.id })
+    }
+
+    /// Makes `memory`, a finished VM's (its VM destroyed), fit for another restore of this
+    /// image: every page written since the restore laid it out gets the bytes it had then,
+    /// except in the huge windows, which the next restore overwrites whole. `false` when it
+    /// cannot be reused (laid out for another image or remapped since, more pages written
+    /// than it is worth resetting, no `PAGEMAP_SCAN`): drop it, as without reuse.
+    pub(crate) fn reset_used_memory(&self, memory: &mut crate::memory::GuestMemory) -> bool {
+        let Some(image) = self.shared.get() else { return false };
+        if memory.laid_out_for() != Some(self.id) {
+            return false;
+        }
+        let limit = image.placement.reset_limit();
+        matches!(memory.reset_written_pages(&image.placement.huge_windows, &image.file, image.start, limit), Ok(true))
     }
 
     /// The snapshot's page contents, readable from any thread (for the working-set recorder,

@@ -264,9 +264,19 @@ impl EmptyVm {
         if !memory_size.is_multiple_of(LARGE_PAGE) || !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_size) {
             return Err(VmError::BadMemorySize(memory_size));
         }
+        Self::create_unwarmed_in(GuestMemory::new(memory_size)?)
+    }
+
+    /// [`Self::create_unwarmed`] around `memory`: new, or a finished VM's reset for another
+    /// restore of the same snapshot (`memory_reuse.rs`). The VM, its vCPU and the monitor area
+    /// are new either way.
+    pub(crate) fn create_unwarmed_in(mut memory: GuestMemory) -> Result<EmptyVm, VmError> {
+        let memory_size = memory.size();
+        if !memory_size.is_multiple_of(LARGE_PAGE) || !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_size) {
+            return Err(VmError::BadMemorySize(memory_size));
+        }
         let sys = kvm::system()?;
         let vm = retry_eintr(|| crate::vm_creator::create_vm(&sys.kvm)).map_err(ioctl("KVM_CREATE_VM"))?;
-        let mut memory = GuestMemory::new(memory_size)?;
         // SAFETY: `memory` lives in this VM's Machine, which drops it after the VM fd (field
         // order).
         unsafe { attach_memory(&vm, &memory) }?;
@@ -290,6 +300,16 @@ impl EmptyVm {
 }
 
 impl Machine {
+    /// Destroys the VM and its vCPU and keeps the memory that was behind its slot, to be reset
+    /// and reused (`memory_reuse.rs`). Once this returns no KVM VM maps the memory: closing
+    /// the last descriptors of a VM frees its memory slots and every translation it built.
+    pub(crate) fn into_memory(self) -> GuestMemory {
+        let Machine { vcpu, vm, memory, .. } = self;
+        drop(vcpu);
+        drop(vm);
+        memory
+    }
+
     /// The first KVM_RUN of a new vCPU is slow (≈90 µs on kvm-pvm: the hypervisor sets the
     /// vCPU up), so do it here, where the pool pays for it: run a CPL0 stub that exits at
     /// once, then complete that exit (KVM_RUN with immediate_exit) so registers can be set.

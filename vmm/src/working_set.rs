@@ -128,6 +128,22 @@ pub(crate) struct Placement {
     pub prefault: Vec<u64>,
 }
 
+/// Pages outside the huge windows always worth resetting in a finished VM's memory (4 MiB),
+/// whatever the working set: the monitor area, the stack, a small heap.
+const RESET_BASE_PAGES: u64 = 1024;
+
+impl Placement {
+    /// Most pages written outside the huge windows for which resetting a finished VM's
+    /// memory in place beats a new mapping (`memory_reuse.rs`): a few times what the
+    /// recorded calls wrote, plus [`RESET_BASE_PAGES`]. A call that wrote more (a memory
+    /// bomb, a one-off large buffer) has its memory given back instead, so memory kept for
+    /// reuse stays about what a VM in flight holds.
+    pub fn reset_limit(&self) -> u64 {
+        let written: u64 = self.populate.iter().filter(|p| p.write).map(|p| p.len / PAGE_SIZE).sum();
+        4 * written + RESET_BASE_PAGES
+    }
+}
+
 /// One MADV_POPULATE_WRITE (`write`: the pages are copied for this VM now, as the call's
 /// first write would copy them) or MADV_POPULATE_READ (the snapshot's shared pages mapped
 /// read-only) of `[start, start + len)`.

@@ -185,22 +185,27 @@ fn scaling_sets_a_functions_ready_vms_and_zero_is_the_idle_release() {
 }
 
 /// `leftover` looks for what an earlier call left (in fresh mmap memory, the heap's new top,
-/// deep stack, xmm15) and leaves a secret there. In fresh VMs (the default) and in recycled
-/// shells (the experiment, `recycle.rs`) alike, every call must find nothing; with the
-/// experiment on, the shells must really have been used.
+/// deep stack, xmm15, snapshot data in and outside a huge window) and leaves a secret there.
+/// In fresh VMs with new memory, in fresh VMs around a finished VM's memory reset (the
+/// default, `memory_reuse.rs`) and in recycled shells (the experiment, `recycle.rs`) alike,
+/// every call must find nothing; where memory reuse or shells are on, they must really have
+/// been used.
 #[test]
-fn no_call_finds_what_an_earlier_call_left_in_fresh_vms_or_recycled_shells() {
+fn no_call_finds_what_an_earlier_call_left_in_fresh_vms_reused_memory_or_recycled_shells() {
     let (dir, f) = snapshotted_copy("leftover");
-    for recycle in [false, true] {
-        let runtime =
-            Runtime::new(RuntimeConfig { pool_size: 2, recycle_vm_shells: recycle, ..Default::default() }).unwrap();
+    for (recycle, reuse) in [(false, false), (false, true), (true, false)] {
+        let config =
+            RuntimeConfig { pool_size: 2, recycle_vm_shells: recycle, reuse_memory: reuse, ..Default::default() };
+        let runtime = Runtime::new(config).unwrap();
         runtime.keep_ready(&f);
         runtime.wait_until_full();
         for i in 0..40 {
             let out = pooled_call(&runtime, &f, b"x");
-            assert_eq!(String::from_utf8_lossy(&out.stdout), "clean\n", "call {i}, recycled shells: {recycle}");
+            let mode = format!("recycled shells: {recycle}, memory reuse: {reuse}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "clean\n", "call {i}, {mode}");
             if i % 3 == 0 {
-                // Let the reaper turn used VMs into shells and the pool restore into them.
+                // Let the reaper turn used VMs into shells (or reset their memory) and the
+                // pool restore into them.
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 runtime.wait_until_full();
             }
@@ -211,21 +216,26 @@ fn no_call_finds_what_an_earlier_call_left_in_fresh_vms_or_recycled_shells() {
             assert!(stats.created < 20, "{stats:?}");
         } else {
             assert_eq!(stats.recycled, 0, "{stats:?}");
-            assert!(stats.created >= 40, "{stats:?}");
+            assert!(stats.created >= 40, "every call got a new VM: {stats:?}");
         }
-        // The 2 MiB window every call writes whole was filled from earlier VMs' huge pages.
+        if reuse {
+            assert!(stats.memory_reused >= 20, "no memory was reused: {stats:?}");
+            assert!(stats.memory_held <= vmm::MEMORY_REUSE_CAPACITY, "{stats:?}");
+        } else {
+            assert_eq!((stats.memory_reused, stats.memory_held), (0, 0), "{stats:?}");
+        }
+        // The 2 MiB window every call writes whole was filled in earlier VMs' huge pages.
         assert!(stats.huge_pages_reused >= 20, "no huge page was reused: {stats:?}");
         assert!(stats.huge_pages_held <= vmm::HUGE_PAGE_CACHE_CAPACITY, "{stats:?}");
-        // Released (as going idle does), the pool holds no VM and no huge page.
+        // Released (as going idle does), the pool holds no VM, no huge page, no memory.
         runtime.scale(&f, 0);
+        let held = |s: &vmm::PoolStats| (s.ready, s.huge_pages_held, s.memory_held);
         let started = std::time::Instant::now();
-        while (runtime.pool_stats().ready, runtime.pool_stats().huge_pages_held) != (0, 0)
-            && started.elapsed() < std::time::Duration::from_secs(10)
-        {
+        while held(&runtime.pool_stats()) != (0, 0, 0) && started.elapsed() < std::time::Duration::from_secs(10) {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let stats = runtime.pool_stats();
-        assert_eq!((stats.ready, stats.huge_pages_held), (0, 0), "idle, yet holding: {stats:?}");
+        assert_eq!(held(&stats), (0, 0, 0), "idle, yet holding: {stats:?}");
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -283,6 +283,10 @@ impl App {
         let _ = writeln!(out, "snapcall_huge_pages_reused_total {}", p.huge_pages_reused);
         let _ = writeln!(out, "# HELP snapcall_huge_pages_held Destroyed VMs' huge pages held for reuse now (bounded; none once the pool is idle).\n# TYPE snapcall_huge_pages_held gauge");
         let _ = writeln!(out, "snapcall_huge_pages_held {}", p.huge_pages_held);
+        let _ = writeln!(out, "# HELP snapcall_memory_reused_total New VMs made around a destroyed VM's host memory, reset byte for byte to the snapshot's layout, instead of new memory.\n# TYPE snapcall_memory_reused_total counter");
+        let _ = writeln!(out, "snapcall_memory_reused_total {}", p.memory_reused);
+        let _ = writeln!(out, "# HELP snapcall_memory_held Destroyed VMs' memories held for reuse now (bounded; none once the pool is idle).\n# TYPE snapcall_memory_held gauge");
+        let _ = writeln!(out, "snapcall_memory_held {}", p.memory_held);
         let c = vmm::vm_creator::stats();
         let _ = writeln!(out, "# HELP snapcall_vms_without_debugfs_total VMs created with no KVM debugfs directory of their own (vmm::vm_creator).\n# TYPE snapcall_vms_without_debugfs_total counter");
         let _ = writeln!(out, "snapcall_vms_without_debugfs_total {}", c.without_debugfs);
