@@ -9,6 +9,7 @@
 # the server at start), the release binary (`cargo build --release -p httpd`). Prints one line
 # per round and function: calls/s, p50/p99 latency, errors and the server's CPU per call
 # (utime + stime of the server process over the run, divided by the calls wrk counted).
+# Server flags go in the environment, e.g. SNAPCALL_NO_MEMORY_REUSE=1 for an A/B run.
 # Not in CI: it is a measurement. Needs the bundles (guest-functions/build.sh) and wrk.
 set -euo pipefail
 
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
         --secs) SECS="$2"; shift 2 ;;
         --connections) CONNS="$2"; shift 2 ;;
         --bin) BIN="$2"; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         -*) echo "wrk-throughput.sh: unknown argument: $1" >&2; exit 2 ;;
         *) FUNCTIONS+=("$1"); shift ;;
     esac
@@ -74,3 +75,8 @@ for round in $(seq "$ROUNDS"); do
         sleep 2
     done
 done
+# Where the pool's VMs came from over the whole run (inline: the pool did not keep up).
+curl -sf "http://$ADDR/metrics" |
+    grep -E '^snapcall_(vms_created_total|vms_created_inline_total|memory_reused_total|huge_pages_reused_total) ' |
+    tr '\n' ' '
+echo
