@@ -124,6 +124,23 @@ pub fn kvm_flavour() -> &'static str {
     }
 }
 
+/// Whether KVM maps guest memory through shadow page tables (kvm-pvm always; VT-x without
+/// EPT, AMD-V without NPT) rather than two-dimensional paging. Under shadow paging a guest
+/// fault also maps its neighbours where it can (`working_set::prefetch_groups`); TDP maps
+/// one fault's page (or huge page) only. Read once from the modules' parameters.
+pub(crate) fn shadow_paging() -> bool {
+    static SHADOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SHADOW.get_or_init(|| {
+        let param = |path: &str| std::fs::read_to_string(path).map(|v| v.trim().to_owned()).unwrap_or_default();
+        match kvm_flavour() {
+            "kvm-pvm" => true,
+            "vt-x" => matches!(param("/sys/module/kvm_intel/parameters/ept").as_str(), "N" | "0"),
+            "amd-v" => matches!(param("/sys/module/kvm_amd/parameters/npt").as_str(), "N" | "0"),
+            _ => false,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

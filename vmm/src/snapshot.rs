@@ -605,6 +605,24 @@ impl SnapshotImage {
                 }
             }
         }
+        // Opt-in, being measured: let KVM's shadow-MMU prefetch map each touched 8-page group
+        // with one fault (`working_set::prefetch_groups`). SNAPCALL_PREFETCH_GROUPS=1 turns it
+        // on, `auto` on under shadow paging only; unset or 0, off.
+        let prefetch = match std::env::var("SNAPCALL_PREFETCH_GROUPS").as_deref() {
+            Ok("1") => true,
+            Ok("auto") => crate::kvm::shadow_paging(),
+            _ => false,
+        };
+        if let Some(recorded) = self.working_set.as_ref().filter(|_| prefetch) {
+            let groups = crate::working_set::prefetch_groups(
+                recorded,
+                &placement,
+                |page| !crate::page_tables::maps_window_whole(&self.space, page / LARGE_PAGE * LARGE_PAGE),
+                |page| crate::page_tables::page_access(&self.space, page) != 0,
+            );
+            // Written pages first (see `Placement::populate`).
+            placement.populate.splice(0..0, groups);
+        }
         // The loop touches pages at CPL3 through the program's page tables: it reads only
         // pages the program may read and writes back only where it may write (pages calls
         // used after mapping them, absent at the snapshot, are left to the call).
