@@ -206,6 +206,17 @@ impl AddressSpace {
             .or_else(|| self.find_gap_below(self.mmap_top(), len))
     }
 
+    /// A free gap of `len` bytes in the vDSO's own 2 MiB window, for a small mapping of
+    /// the monitor's own (the entropy device's pages, which every restore refills): the vDSO already makes that window
+    /// mixed, mapped 4 KiB at a time, so the mapping costs nothing there, where beside the
+    /// program's read-write arenas it would make their window mixed too. `None` without a
+    /// vDSO or when the window is full.
+    pub fn gap_beside_vdso(&self, len: u64) -> Option<u64> {
+        let vdso = self.regions.values().find(|r| r.kind == RegionKind::Vdso)?;
+        let window = vdso.start / LARGE_PAGE * LARGE_PAGE;
+        self.find_gap_below(vdso.start, page_up(len)?).filter(|&at| at >= window)
+    }
+
     /// The highest free, page-aligned gap of `len` bytes below `ceiling` and above the heap.
     fn find_gap_below(&self, ceiling: u64, len: u64) -> Option<u64> {
         let floor = page_up(self.brk)?;
@@ -429,6 +440,21 @@ mod tests {
             s.regions().any(|r| r.kind == RegionKind::Mmap && r.start >= window),
             "the window's room was never used"
         );
+    }
+
+    #[test]
+    fn a_read_only_mapping_can_share_the_vdsos_window_leaving_the_arenas_whole() {
+        let (mut s, mut m) = space();
+        assert_eq!(s.gap_beside_vdso(4096), None, "no vDSO, no window");
+        let vdso = s.mmap_top() - 2 * PAGE_SIZE;
+        s.reserve(vdso, 2 * PAGE_SIZE, PROT_READ | PROT_EXEC, RegionKind::Vdso).unwrap();
+        let window = vdso / LARGE_PAGE * LARGE_PAGE;
+        let at = s.gap_beside_vdso(4096).unwrap();
+        assert_eq!(at, vdso - 4096);
+        assert_eq!(s.mmap(at, 4096, PROT_READ, Fixed::Hint, &mut m), Ok(at));
+        let arena = s.mmap(0, 4096, PROT_READ | PROT_WRITE, Fixed::Hint, &mut m).unwrap();
+        assert_eq!(arena, window - 4096, "the next mapping still goes below the window");
+        assert_eq!(s.gap_beside_vdso(LARGE_PAGE), None, "more than the window holds");
     }
 
     #[test]

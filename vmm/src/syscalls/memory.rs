@@ -183,6 +183,12 @@ fn mmap_entropy(
     if crate::mm::page_up(len).is_none_or(|len| mapped + len > MAX_ENTROPY_PAGES * 4096) {
         return Err(ENOMEM);
     }
+    // Unless the program chose an address, beside the vDSO (`AddressSpace::gap_beside_vdso`):
+    // CPython's one read-only entropy page otherwise splits its first arenas' window.
+    let addr = match fixed {
+        Fixed::Hint if addr == 0 => p.space.gap_beside_vdso(len).unwrap_or(0),
+        _ => addr,
+    };
     let start = p.space.mmap(addr, len, prot, fixed, mem)?;
     let len = crate::mm::page_up(len).ok_or(EINVAL)?;
     p.space.set_kind(start, crate::mm::RegionKind::Entropy);
