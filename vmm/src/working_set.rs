@@ -220,28 +220,45 @@ pub(crate) fn place(ranges: &[WorkingSetRange], huge_pages: usize, shared_huge: 
 pub(crate) const PREFETCH_GROUP: u64 = 8 * PAGE_SIZE;
 
 /// Write-populate calls that let that prefetch work for the working set outside huge
-/// windows, where `mapped_small(page)` (the program's tables map its window 4 KiB at a time,
-/// so KVM maps it one fault at a time): every page of each touched group that the program
-/// may access (`valid`) becomes a private, host-writable copy ahead. A snapshot page only
-/// read is otherwise a shared read-only host page, where the prefetch stops: CPython's
-/// mixed-protection windows (relro beside data, the entropy page beside the arenas) took one
-/// fault per page. Pages the placement already writes are left out.
+/// windows, where the host backs the guest with 4 KiB pages and so KVM maps one page per
+/// fault (whether the program's tables map the window whole or not). A snapshot page only
+/// read is a shared read-only host page, where the prefetch stops: CPython's first arenas and
+/// its mixed relro-beside-data window took one fault per page. So in each group holding two
+/// or more working-set pages, the pages from the group's start up to its last working-set
+/// page become private, host-writable copies ahead, stopping at the first page the program
+/// may not access (`valid`), where the prefetch stops anyway. Pages the placement already
+/// writes are left out. The price is host memory: each page so copied is private to the VM.
+/// With `shared_huge` (the shared copy in 2 MiB pages), a window no call writes is left
+/// alone: the host maps it with one shared huge page, which KVM maps with one fault, and a
+/// private copy of one page in it would split that mapping into 4 KiB ones.
 pub(crate) fn prefetch_groups(
     ranges: &[WorkingSetRange],
     placement: &Placement,
-    mapped_small: impl Fn(u64) -> bool,
+    shared_huge: bool,
     valid: impl Fn(u64) -> bool,
 ) -> Vec<Populate> {
-    let huge = |page: u64| placement.huge_windows.binary_search(&(page / LARGE_PAGE * LARGE_PAGE)).is_ok();
+    let window = |page: u64| page / LARGE_PAGE * LARGE_PAGE;
+    let written_windows: std::collections::BTreeSet<u64> =
+        ranges.iter().filter(|r| r.written).flat_map(|r| pages(std::slice::from_ref(r))).map(window).collect();
+    let huge = |page: u64| {
+        placement.huge_windows.binary_search(&window(page)).is_ok()
+            || (shared_huge && !written_windows.contains(&window(page)))
+    };
     let written = |page: u64| placement.populate.iter().any(|p| p.write && (p.start..p.start + p.len).contains(&page));
-    let groups: std::collections::BTreeSet<u64> =
-        pages(ranges).filter(|&p| !huge(p) && mapped_small(p)).map(|p| p / PREFETCH_GROUP * PREFETCH_GROUP).collect();
+    let mut groups: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for page in pages(ranges).filter(|&p| !huge(p)) {
+        groups.entry(page / PREFETCH_GROUP * PREFETCH_GROUP).or_default().push(page);
+    }
     let mut small = BTreeMap::new();
-    for group in groups {
-        for page in (group..group + PREFETCH_GROUP).step_by(PAGE_SIZE as usize) {
-            if valid(page) && !written(page) {
-                small.insert(page, true);
-            }
+    for (group, touched) in groups {
+        let last = touched.iter().copied().max().unwrap_or(group);
+        let reach = (group..=last).step_by(PAGE_SIZE as usize).take_while(|&page| valid(page)).last();
+        let Some(reach) = reach else { continue };
+        if touched.iter().filter(|&&page| page <= reach).count() < 2 {
+            continue;
+        }
+        for page in (group..=reach).step_by(PAGE_SIZE as usize).filter(|&page| !written(page)) {
+            small.insert(page, true);
         }
     }
     populate_calls(&small)
@@ -292,23 +309,40 @@ mod tests {
     /// pages the program cannot access and those already written); huge windows and windows
     /// mapped whole are left as they are.
     #[test]
-    fn prefetch_groups_cover_touched_groups_of_small_windows_only() {
-        // Window 0 (small): reads at 3 and 17, a write at 20; window 1: mapped whole;
-        // window 2: huge (enough pages).
+    fn prefetch_groups_cover_touched_groups_up_to_their_last_touched_page() {
+        // Window 0: reads at 3, 17 and 19, a write at 20, a lone read at 41; page 26 touched
+        // with 25 invalid before it; window 1: huge (enough pages).
         let p = |a: u64| a * PAGE_SIZE;
         let w = LARGE_PAGE / PAGE_SIZE;
-        let mut pages = BTreeMap::from([(p(3), false), (p(17), false), (p(20), true), (p(w + 5), false)]);
-        pages.extend((0..300).map(|i| (p(2 * w + i), true)));
+        let mut pages = BTreeMap::from([
+            (p(3), false),
+            (p(5), false),
+            (p(17), false),
+            (p(19), false),
+            (p(20), true),
+            (p(24), false),
+            (p(26), false),
+            (p(41), false),
+        ]);
+        pages.extend((0..300).map(|i| (p(w + i), true)));
         let r = ranges(pages);
         let placement = place(&r, 256, false);
-        assert_eq!(placement.huge_windows, [2 * LARGE_PAGE]);
-        let small = |page: u64| page < LARGE_PAGE;
-        let valid = |page: u64| page != p(1) && page != p(22);
-        let groups = prefetch_groups(&r, &placement, small, valid);
+        assert_eq!(placement.huge_windows, [LARGE_PAGE]);
+        let valid = |page: u64| page != p(1) && page != p(25);
+        let groups = prefetch_groups(&r, &placement, false, valid);
         let populate = |start, pages| Populate { start: p(start), len: pages * PAGE_SIZE, write: true };
-        // Group 0 without page 1; group 16 without the written 20 and the invalid 22.
-        let want = [populate(0, 1), populate(2, 6), populate(16, 4), populate(21, 1), populate(23, 1)];
-        assert_eq!(groups, want);
+        // Group 0 stops at invalid page 1 (so holds one page: nothing); group 16 up to 19,
+        // the written 20 left out; group 24 stops at 25 (one touched page before it: nothing);
+        // group 40 holds one touched page; the huge window none.
+        assert_eq!(groups, [populate(16, 4)]);
+        let all = |_: u64| true;
+        let groups = prefetch_groups(&r, &placement, false, all);
+        assert_eq!(groups, [populate(0, 6), populate(16, 4), populate(24, 3)]);
+        // Held in shared huge pages, window 0 (written at 20) still qualifies; without that
+        // write it would be mapped whole from the shared copy and is left alone.
+        assert_eq!(prefetch_groups(&r, &placement, true, all), groups);
+        let unwritten: Vec<WorkingSetRange> = r.iter().filter(|r| r.start >= LARGE_PAGE || !r.written).cloned().collect();
+        assert_eq!(prefetch_groups(&unwritten, &placement, true, all), []);
     }
 
     #[test]
