@@ -396,7 +396,14 @@ impl Runtime {
         }
         self.shared.created_inline.fetch_add(1, Ordering::Relaxed);
         self.shared.created.fetch_add(1, Ordering::Relaxed);
-        self.shared.create_vm(function.memory_size(), function.snapshot().is_some()).map(FreshVm::Empty)
+        // Around a kept memory when there is one: under load the filler cannot keep up, the
+        // reaper keeps a memory per call that ends, and one the filler has no use for would be
+        // dropped while this call zeroes and maps new memory.
+        match function.snapshot() {
+            Some(image) => self.shared.create_vm_for(image),
+            None => self.shared.create_vm(function.memory_size(), false),
+        }
+        .map(FreshVm::Empty)
     }
 
     /// Destroys `vm` on the reaper thread, or here when the reaper is [`REAPER_BACKLOG`] VMs

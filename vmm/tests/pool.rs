@@ -240,6 +240,33 @@ fn no_call_finds_what_an_earlier_call_left_in_fresh_vms_reused_memory_or_recycle
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A call that finds the pool empty creates its VM inline, around a kept memory when the
+/// reaper has one (under load the filler cannot use them all): those calls too must find
+/// nothing. Four calls at a time against a pool of two, so at least two per round are inline.
+#[test]
+fn calls_that_find_the_pool_empty_get_reset_memory_and_still_find_nothing() {
+    let (dir, f) = snapshotted_copy("leftover");
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 2, ..Default::default() }).unwrap();
+    runtime.keep_ready(&f);
+    runtime.wait_until_full();
+    for round in 0..15 {
+        let vms: Vec<_> = (0..4).map(|_| runtime.take_vm(&f).unwrap()).collect();
+        for (i, vm) in vms.into_iter().enumerate() {
+            let (outcome, used_vm) = f.start(vm, b"x").unwrap().run().into_parts();
+            runtime.release(used_vm);
+            assert_eq!(String::from_utf8_lossy(&outcome.unwrap().stdout), "clean\n", "round {round}, call {i}");
+        }
+        // Let the reaper reset the memories and the filler restore two of them.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        runtime.wait_until_full();
+    }
+    let stats = runtime.pool_stats();
+    assert!(stats.created_inline >= 15, "{stats:?}");
+    // The filler reuses at most one memory per VM it makes: more reused means inline VMs did.
+    assert!(stats.memory_reused > stats.created - stats.created_inline, "no inline VM reused memory: {stats:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A recycled shell (the experiment) must behave exactly as a fresh VM: each of these
 /// functions (threads, signals, files, IPC, FPU state, an exit status, leftovers), called
 /// a few times in each, gives the same outcome, and the shells are really used.
