@@ -125,8 +125,9 @@ pub enum StartError {
     #[error(transparent)]
     Program(Box<FunctionError>),
     /// The VM holds a snapshot restored ahead for another function (or another version of
-    /// this one's snapshot): it can start only the function it was prepared for.
-    #[error("{function}: the VM was restored ahead for another snapshot")]
+    /// this one's snapshot), or its memory is laid out for one: it can start only the
+    /// function it was prepared for.
+    #[error("{function}: the VM was restored ahead, or its memory laid out, for another snapshot")]
     PreparedForAnother {
         /// The function's name.
         function: String,
@@ -303,10 +304,16 @@ impl Function {
                 needed: self.memory_size(),
             });
         }
+        // A VM restored ahead, or made around a memory kept from a finished VM (which still
+        // maps its snapshot: `memory_reuse.rs`), belongs to that snapshot's function alone.
+        let belongs_to = match &vm {
+            FreshVm::Prepared(vm) => Some(vm.image),
+            FreshVm::Empty(vm) => vm.machine.memory.laid_out_for(),
+        };
+        if belongs_to.is_some_and(|id| Some(id) != self.snapshot.as_ref().map(|image| image.id())) {
+            return Err(StartError::PreparedForAnother { function: self.name().into() });
+        }
         let mut ready = match (&self.snapshot, vm) {
-            (Some(image), FreshVm::Prepared(vm)) if vm.image != image.id() => {
-                return Err(StartError::PreparedForAnother { function: self.name().into() })
-            }
             (Some(image), vm) => image
                 .restore(&self.spec, vm, request)
                 .map_err(|source| StartError::Restore { function: self.name().into(), source: Box::new(source) })?,

@@ -267,6 +267,48 @@ fn calls_that_find_the_pool_empty_get_reset_memory_and_still_find_nothing() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A VM taken for one function, restored ahead or made inline around a kept memory (which
+/// still maps that function's snapshot), cannot start another function: that would show it
+/// the first one's snapshot. A VM made inline around new memory can.
+#[test]
+fn a_vm_around_one_functions_kept_memory_cannot_start_another_function() {
+    let (dir_a, counter) = snapshotted_copy("counter");
+    let (dir_b, leftover) = snapshotted_copy("leftover");
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 1, ..Default::default() }).unwrap();
+    runtime.keep_ready(&counter);
+    let mut refused_inline = 0;
+    for round in 0..10 {
+        runtime.wait_until_full();
+        // Two calls in flight and both released: the reaper keeps both memories, the filler
+        // takes one; then the pool's VM and one made inline.
+        for vm in [runtime.take_vm(&counter).unwrap(), runtime.take_vm(&counter).unwrap()] {
+            let (outcome, used_vm) = counter.start(vm, b"x").unwrap().run().into_parts();
+            runtime.release(used_vm);
+            assert_eq!(outcome.unwrap().stdout, b"counter=1\n", "round {round}");
+        }
+        let started = std::time::Instant::now();
+        while runtime.pool_stats().memory_held == 0 && started.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for vm in [runtime.take_vm(&counter).unwrap(), runtime.take_vm(&counter).unwrap()] {
+            let empty = matches!(vm, vmm::FreshVm::Empty(_));
+            match leftover.start(vm, b"x") {
+                Err(vmm::StartError::PreparedForAnother { .. }) => refused_inline += usize::from(empty),
+                Err(e) => panic!("round {round}: {e}"),
+                Ok(call) => {
+                    assert!(empty, "round {round}: a VM restored for counter started leftover");
+                    let (outcome, used_vm) = call.run().into_parts();
+                    runtime.release(used_vm);
+                    assert_eq!(String::from_utf8_lossy(&outcome.unwrap().stdout), "clean\n");
+                }
+            }
+        }
+    }
+    assert!(refused_inline > 0, "no inline VM around kept memory was made: {:?}", runtime.pool_stats());
+    std::fs::remove_dir_all(dir_a).unwrap();
+    std::fs::remove_dir_all(dir_b).unwrap();
+}
+
 /// A recycled shell (the experiment) must behave exactly as a fresh VM: each of these
 /// functions (threads, signals, files, IPC, FPU state, an exit status, leftovers), called
 /// a few times in each, gives the same outcome, and the shells are really used.
