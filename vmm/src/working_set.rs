@@ -341,7 +341,8 @@ mod tests {
         // Held in shared huge pages, window 0 (written at 20) still qualifies; without that
         // write it would be mapped whole from the shared copy and is left alone.
         assert_eq!(prefetch_groups(&r, &placement, true, all), groups);
-        let unwritten: Vec<WorkingSetRange> = r.iter().filter(|r| r.start >= LARGE_PAGE || !r.written).cloned().collect();
+        let unwritten: Vec<WorkingSetRange> =
+            r.iter().filter(|r| r.start >= LARGE_PAGE || !r.written).cloned().collect();
         assert_eq!(prefetch_groups(&unwritten, &placement, true, all), []);
     }
 
