@@ -66,11 +66,21 @@ pub(crate) enum Written {
     OverLimit,
 }
 
+/// This process's `/proc/self/pagemap`, opened once (a reset scans a few spans per VM).
+fn pagemap() -> io::Result<&'static std::fs::File> {
+    static PAGEMAP: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(file) = PAGEMAP.get() {
+        return Ok(file);
+    }
+    let file = std::fs::File::open("/proc/self/pagemap")?;
+    Ok(PAGEMAP.get_or_init(|| file))
+}
+
 /// The written pages (see the module docs) of host memory `[start, end)` (page-aligned, this
 /// process's), or [`Written::OverLimit`] once more than `limit` pages are found. An error
 /// where the kernel has no `PAGEMAP_SCAN` (before 6.7: `ENOTTY`) or denies it.
 pub(crate) fn scan(start: u64, end: u64, limit: u64) -> io::Result<Written> {
-    let pagemap = std::fs::File::open("/proc/self/pagemap")?;
+    let pagemap = pagemap()?;
     let mut regions = [PageRegion::default(); REGIONS_PER_SCAN];
     let mut found = Vec::new();
     let mut pages = 0u64;
