@@ -37,7 +37,10 @@ export SNAPCALL_LISTEN="127.0.0.1:$PORT" SNAPCALL_URL="127.0.0.1:$PORT"
 # 1. Everything up to and including `snapcall serve ... &`, as one piece of shell (it holds a
 #    here-document).
 say "running the quick start's first $SERVE_LINE lines in $WORK"
-printf '%s\n' "$BLOCK" | head -n "$SERVE_LINE" >"$WORK/.setup.sh"
+# (Not `printf | head`: bash's printf writes a pipe line by line, head exits after its
+# lines, and the printf still writing dies of SIGPIPE, which pipefail made CI's exit 141.
+# Here-strings below for the same reason: `grep -q` exits at its first match.)
+sed -n "1,${SERVE_LINE}p" <<<"$BLOCK" >"$WORK/.setup.sh"
 # shellcheck disable=SC1091
 source "$WORK/.setup.sh"
 SERVER=$!
@@ -52,7 +55,7 @@ curl -sf "http://$SNAPCALL_URL/healthz" >/dev/null || die "snapcall serve did no
 
 # 2. Every later line is one command; its output is checked.
 expect() { # OUTPUT WHAT PATTERN (grep -E)
-    printf '%s\n' "$1" | grep -Eq -- "$3" || die "$2: expected /$3/ in:\n$1"
+    grep -Eq -- "$3" <<<"$1" || die "$2: expected /$3/ in:\n$1"
 }
 n=0
 while IFS= read -r line; do
