@@ -76,6 +76,9 @@ impl AccessLog {
                 if !shared.stopping.load(Ordering::Relaxed) {
                     lines = shared.stop.wait_timeout(lines, FLUSH_EVERY).unwrap_or_else(|e| e.into_inner()).0;
                 }
+                // Read before taking the lines: stopping set while this batch is written (a
+                // slow reader) must not end the writer before what was queued meanwhile.
+                let last = shared.stopping.load(Ordering::Relaxed);
                 // Everything queued goes out in one write, outside the lock.
                 std::mem::swap(&mut *lines, &mut spare);
                 drop(lines);
@@ -83,7 +86,7 @@ impl AccessLog {
                     let _ = out.write_all(&spare).and_then(|_| out.flush());
                     spare.clear();
                 }
-                if shared.stopping.load(Ordering::Relaxed) {
+                if last {
                     return;
                 }
             }
@@ -203,7 +206,14 @@ mod tests {
         let log = AccessLog::start(&Destination::File(path.clone())).unwrap().unwrap();
         let head = head(Method::Get, "/healthz");
         let resp = Response::new(200, "text/plain", b"ok".to_vec());
+        // More than the pipe holds, and time for the writer to take it: it is then stuck in
+        // that write while the lines below queue up behind it (so stopping finds both).
         let mut recorded = 0u64;
+        while recorded < 4000 {
+            log.record(&head, &resp);
+            recorded += 1;
+        }
+        std::thread::sleep(FLUSH_EVERY * 3);
         while log.dropped() == 0 && recorded < 1_000_000 {
             log.record(&head, &resp);
             recorded += 1;
