@@ -536,9 +536,12 @@ impl GuestMemory {
                 let (addr, len) = (GuestAddr::new(at), piece_end - at);
                 let page = self.slice_mut(addr, len)?;
                 if is_file {
-                    let offset = at - source_start;
-                    page.fill(0);
-                    source.read_exact_at(page, offset).map_err(|source| MemoryError::MapFile { addr, len, source })?;
+                    // A failed read leaves the memory unfit; the caller then drops it.
+                    source.read_exact_at(page, at - source_start).map_err(|source| MemoryError::MapFile {
+                        addr,
+                        len,
+                        source,
+                    })?;
                 } else {
                     page.fill(0);
                 }

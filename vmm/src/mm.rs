@@ -206,11 +206,11 @@ impl AddressSpace {
             .or_else(|| self.find_gap_below(self.mmap_top(), len))
     }
 
-    /// A free gap of `len` bytes in the vDSO's own 2 MiB window, for a small mapping of
-    /// the monitor's own (the entropy device's pages, which every restore refills): the vDSO already makes that window
-    /// mixed, mapped 4 KiB at a time, so the mapping costs nothing there, where beside the
-    /// program's read-write arenas it would make their window mixed too. `None` without a
-    /// vDSO or when the window is full.
+    /// A free gap of `len` bytes in the vDSO's own 2 MiB window, for a mapping of the entropy
+    /// device (pages every restore refills): the vDSO already makes that window mixed, mapped
+    /// 4 KiB at a time, so the mapping costs nothing there, where beside the program's
+    /// read-write arenas it would make their window mixed too. `None` without a vDSO or when
+    /// the window is full.
     pub fn gap_beside_vdso(&self, len: u64) -> Option<u64> {
         let vdso = self.regions.values().find(|r| r.kind == RegionKind::Vdso)?;
         let window = vdso.start / LARGE_PAGE * LARGE_PAGE;

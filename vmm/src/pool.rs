@@ -128,7 +128,8 @@ pub struct PoolStats {
     /// VMs the pool made around a destroyed VM's memory, reset, instead of new memory
     /// (`memory_reuse.rs`).
     pub memory_reused: u64,
-    /// Destroyed VMs' memories held for that now (at most [`crate::MEMORY_REUSE_CAPACITY`], none once the pool is idle).
+    /// Destroyed VMs' memories held for that now (at most [`crate::MEMORY_REUSE_CAPACITY`],
+    /// none once the pool is idle).
     pub memory_held: usize,
     /// Per function, by name.
     pub functions: Vec<FunctionPoolStats>,

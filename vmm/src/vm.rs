@@ -261,9 +261,7 @@ impl EmptyVm {
     /// cost a KVM_RUN and its completion (two vCPU ioctls) for nothing. The restore warms the
     /// vCPU up itself if it has no pre-fault run (`Machine::warm`).
     pub(crate) fn create_unwarmed(memory_size: u64) -> Result<EmptyVm, VmError> {
-        if !memory_size.is_multiple_of(LARGE_PAGE) || !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_size) {
-            return Err(VmError::BadMemorySize(memory_size));
-        }
+        check_memory_size(memory_size)?;
         Self::create_unwarmed_in(GuestMemory::new(memory_size)?)
     }
 
@@ -271,10 +269,7 @@ impl EmptyVm {
     /// restore of the same snapshot (`memory_reuse.rs`). The VM, its vCPU and the monitor area
     /// are new either way.
     pub(crate) fn create_unwarmed_in(mut memory: GuestMemory) -> Result<EmptyVm, VmError> {
-        let memory_size = memory.size();
-        if !memory_size.is_multiple_of(LARGE_PAGE) || !(MIN_MEMORY..=MAX_MEMORY).contains(&memory_size) {
-            return Err(VmError::BadMemorySize(memory_size));
-        }
+        check_memory_size(memory.size())?;
         let sys = kvm::system()?;
         let vm = retry_eintr(|| crate::vm_creator::create_vm(&sys.kvm)).map_err(ioctl("KVM_CREATE_VM"))?;
         // SAFETY: `memory` lives in this VM's Machine, which drops it after the VM fd (field
@@ -297,6 +292,14 @@ impl EmptyVm {
     pub fn memory_size(&self) -> u64 {
         self.machine.memory.size()
     }
+}
+
+/// A VM's memory is whole 2 MiB windows, between the smallest and largest sizes supported.
+fn check_memory_size(size: u64) -> Result<(), VmError> {
+    if !size.is_multiple_of(LARGE_PAGE) || !(MIN_MEMORY..=MAX_MEMORY).contains(&size) {
+        return Err(VmError::BadMemorySize(size));
+    }
+    Ok(())
 }
 
 impl Machine {

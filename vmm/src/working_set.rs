@@ -240,13 +240,13 @@ pub(crate) fn prefetch_groups(
     let window = |page: u64| page / LARGE_PAGE * LARGE_PAGE;
     let written_windows: std::collections::BTreeSet<u64> =
         ranges.iter().filter(|r| r.written).flat_map(|r| pages(std::slice::from_ref(r))).map(window).collect();
-    let huge = |page: u64| {
+    let left_alone = |page: u64| {
         placement.huge_windows.binary_search(&window(page)).is_ok()
             || (shared_huge && !written_windows.contains(&window(page)))
     };
     let written = |page: u64| placement.populate.iter().any(|p| p.write && (p.start..p.start + p.len).contains(&page));
     let mut groups: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for page in pages(ranges).filter(|&p| !huge(p)) {
+    for page in pages(ranges).filter(|&p| !left_alone(p)) {
         groups.entry(page / PREFETCH_GROUP * PREFETCH_GROUP).or_default().push(page);
     }
     let mut small = BTreeMap::new();
@@ -305,9 +305,9 @@ mod tests {
         assert_eq!(all_small.populate, [populate(p(12), 2, true), populate(p(20), 1, true), populate(p(10), 2, false)]);
     }
 
-    /// Each touched group of a window mapped 4 KiB at a time is written ahead whole (but its
-    /// pages the program cannot access and those already written); huge windows and windows
-    /// mapped whole are left as they are.
+    /// Each group with two or more touched pages is written ahead up to its last touched page
+    /// (but not past a page the program cannot access, nor pages already written); huge
+    /// windows, and windows the shared huge copy maps whole, are left as they are.
     #[test]
     fn prefetch_groups_cover_touched_groups_up_to_their_last_touched_page() {
         // Window 0: reads at 3, 17 and 19, a write at 20, a lone read at 41; page 26 touched
@@ -331,7 +331,7 @@ mod tests {
         let valid = |page: u64| page != p(1) && page != p(25);
         let groups = prefetch_groups(&r, &placement, false, valid);
         let populate = |start, pages| Populate { start: p(start), len: pages * PAGE_SIZE, write: true };
-        // Group 0 stops at invalid page 1 (so holds one page: nothing); group 16 up to 19,
+        // Group 0 stops at invalid page 1, before any touched page: nothing; group 16 up to 19,
         // the written 20 left out; group 24 stops at 25 (one touched page before it: nothing);
         // group 40 holds one touched page; the huge window none.
         assert_eq!(groups, [populate(16, 4)]);
