@@ -578,7 +578,11 @@ impl SnapshotImage {
         }
         // Two pool threads may both have made one; either will do.
         let mut placement = match &self.working_set {
-            Some(recorded) => crate::working_set::place(recorded, crate::working_set::huge_window_pages(), huge),
+            Some(recorded) => {
+                crate::working_set::place(recorded, crate::working_set::HugeRule::for_this_host(), huge, |w| {
+                    crate::page_tables::maps_window_whole(&self.space, w)
+                })
+            }
             // No working set (a snapshot from before it was recorded): every window holding
             // data goes huge, as the pool always did before.
             None => crate::working_set::place_by_data(self.data.iter().map(|&(addr, _, len)| (addr, len))),

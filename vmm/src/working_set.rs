@@ -97,22 +97,49 @@ fn ranges(pages: BTreeMap<u64, bool>) -> Vec<WorkingSetRange> {
     out
 }
 
-/// A 2 MiB window holding at least this many working-set pages is copied into a huge page
-/// rather than mapped 4 KiB at a time. Under kvm-pvm a guest's first touch of a 4 KiB page
-/// costs ≈6.6 µs (a shadow-MMU fault through two hypervisors), and zeroing plus copying one
-/// 2 MiB huge page about as much as ≈50-100 of those; each such window also costs the host
-/// 2 MiB per VM instead of 4 KiB per written page. See docs/vmm.md for the measurements.
-/// 100 is this host's measurement (hellowithdata-py: one window of 105 pages pays for its
-/// copy, 95 no longer does); on VT-x/AMD-V with EPT/NPT, where a fault is cheaper, it should
-/// be higher. `SNAPCALL_HUGE_WINDOW_PAGES` overrides it (read once per process), for measuring.
+/// Under TDP (EPT/NPT), a 2 MiB window holding at least this many working-set pages is
+/// copied into a huge page rather than mapped 4 KiB at a time: there every first touch of a
+/// 4 KiB page is a fault of its own, and one touch of a huge page maps all of it. 100 was
+/// measured under kvm-pvm before the pool pre-faulted by prefetch groups (hellowithdata-py:
+/// one window of 105 pages paid for its copy, 95 no longer did); on VT-x/AMD-V, where a fault
+/// is cheaper, it may be higher. `SNAPCALL_HUGE_WINDOW_PAGES` overrides it, for measuring.
 pub const HUGE_WINDOW_PAGES: usize = 100;
 
-/// [`HUGE_WINDOW_PAGES`], or `SNAPCALL_HUGE_WINDOW_PAGES` when set to a number.
-pub(crate) fn huge_window_pages() -> usize {
-    static PAGES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *PAGES.get_or_init(|| {
-        std::env::var("SNAPCALL_HUGE_WINDOW_PAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(HUGE_WINDOW_PAGES)
-    })
+/// Under shadow paging, a written 2 MiB window that the program's tables map with one entry
+/// is copied into a huge page when its working set touches at least this many 8-page
+/// prefetch groups ([`PREFETCH_GROUP`]). There KVM maps a window 4 KiB at a time unless both
+/// the guest's entry and the host's page are 2 MiB, and with the groups written ahead
+/// (`prefetch_groups`) each touched group costs one fault: ≈35-40 µs here (kvm-pvm,
+/// 2026-12-03), against ≈0.2 ms to copy the window into a reused huge page. 16 groups save
+/// about 0.6 ms of pool CPU per VM, three times the copy, which is what it takes to be worth
+/// 2 MiB more of host memory per VM. A window with mixed protections (4 KiB guest entries)
+/// never qualifies: a huge host page under it still maps one group per fault.
+/// `SNAPCALL_HUGE_WINDOW_GROUPS` overrides it, for measuring. See docs/vmm.md.
+pub const HUGE_WINDOW_GROUPS: usize = 16;
+
+/// Which windows of a working set [`place`] copies into private huge pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HugeRule {
+    /// Shadow paging: windows the program's tables map whole, with at least this many
+    /// touched prefetch groups ([`HUGE_WINDOW_GROUPS`]).
+    Groups(usize),
+    /// TDP: windows with at least this many working-set pages ([`HUGE_WINDOW_PAGES`]).
+    Pages(usize),
+}
+
+impl HugeRule {
+    /// This host's rule (its paging mode, and the overrides), read once per process.
+    pub(crate) fn for_this_host() -> HugeRule {
+        static RULE: std::sync::OnceLock<HugeRule> = std::sync::OnceLock::new();
+        *RULE.get_or_init(|| {
+            let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+            if crate::kvm::shadow_paging() {
+                HugeRule::Groups(var("SNAPCALL_HUGE_WINDOW_GROUPS").unwrap_or(HUGE_WINDOW_GROUPS))
+            } else {
+                HugeRule::Pages(var("SNAPCALL_HUGE_WINDOW_PAGES").unwrap_or(HUGE_WINDOW_PAGES))
+            }
+        })
+    }
 }
 
 /// How the pool lays a snapshot's working set into a VM.
@@ -180,24 +207,46 @@ fn populate_calls(small: &BTreeMap<u64, bool>) -> Vec<Populate> {
     calls
 }
 
-/// Splits `ranges` into huge windows (those with at least `huge_pages` of its pages) and
-/// 4 KiB pages. With `shared_huge` (the shared copy is held in 2 MiB pages, which a window
-/// nobody writes maps whole, shared, for free), only windows that calls write qualify.
-pub(crate) fn place(ranges: &[WorkingSetRange], huge_pages: usize, shared_huge: bool) -> Placement {
-    // Per window: pages, whether any is written, and its first page (the one a huge window's
-    // pre-fault touches: a page calls touch, so never one the guest cannot map, such as the
-    // stack guard).
-    let mut per_window: BTreeMap<u64, (usize, bool, u64)> = BTreeMap::new();
+/// Splits `ranges` into huge windows (those `rule` picks; `maps_whole` says whether the
+/// program's tables map a window with one entry) and 4 KiB pages. With `shared_huge` (the
+/// shared copy is held in 2 MiB pages, which a window nobody writes maps whole, shared, for
+/// free), only windows that calls write qualify.
+pub(crate) fn place(
+    ranges: &[WorkingSetRange],
+    rule: HugeRule,
+    shared_huge: bool,
+    maps_whole: impl Fn(u64) -> bool,
+) -> Placement {
+    // Per window: pages, touched groups, whether any is written, and its first page (the one
+    // a huge window's pre-fault touches: a page calls touch, so never one the guest cannot
+    // map, such as the stack guard).
+    #[derive(Default)]
+    struct Window {
+        pages: usize,
+        groups: std::collections::BTreeSet<u64>,
+        written: bool,
+        first: u64,
+    }
+    let mut per_window: BTreeMap<u64, Window> = BTreeMap::new();
     for r in ranges {
         for page in pages(std::slice::from_ref(r)) {
-            let w = per_window.entry(page / LARGE_PAGE * LARGE_PAGE).or_insert((0, false, page));
-            *w = (w.0 + 1, w.1 || r.written, w.2.min(page));
+            let w = per_window
+                .entry(page / LARGE_PAGE * LARGE_PAGE)
+                .or_insert(Window { first: page, ..Default::default() });
+            w.pages += 1;
+            w.groups.insert(page / PREFETCH_GROUP);
+            w.written |= r.written;
+            w.first = w.first.min(page);
         }
     }
+    let qualifies = |start: u64, w: &Window| match rule {
+        HugeRule::Groups(groups) => w.groups.len() >= groups && maps_whole(start),
+        HugeRule::Pages(pages) => w.pages >= pages,
+    };
     let chosen: Vec<(u64, u64)> = per_window
-        .into_iter()
-        .filter(|&(_, (n, written, _))| n >= huge_pages && (written || !shared_huge))
-        .map(|(w, (_, _, first))| (w, first))
+        .iter()
+        .filter(|&(&start, w)| qualifies(start, w) && (w.written || !shared_huge))
+        .map(|(&start, w)| (start, w.first))
         .collect();
     let huge_windows: Vec<u64> = chosen.iter().map(|&(w, _)| w).collect();
     let is_huge = |page: u64| huge_windows.binary_search(&(page / LARGE_PAGE * LARGE_PAGE)).is_ok();
@@ -298,7 +347,7 @@ mod tests {
         let r = ranges(pages);
         let want = [(p(10), 2, false), (p(12), 2, true), (p(20), 1, true)];
         assert_eq!(r.iter().map(|r| (r.start, r.pages, r.written)).collect::<Vec<_>>(), want);
-        let all_small = place(&r, usize::MAX, false);
+        let all_small = place(&r, HugeRule::Pages(usize::MAX), false, |_| true);
         assert_eq!(all_small.prefault, [p(10), p(11), p(12) | 1, p(13) | 1, p(20) | 1]);
         assert!(all_small.huge_windows.is_empty());
         let populate = |start, pages, write| Populate { start, len: pages * PAGE_SIZE, write };
@@ -326,7 +375,7 @@ mod tests {
         ]);
         pages.extend((0..300).map(|i| (p(w + i), true)));
         let r = ranges(pages);
-        let placement = place(&r, 256, false);
+        let placement = place(&r, HugeRule::Pages(256), false, |_| true);
         assert_eq!(placement.huge_windows, [LARGE_PAGE]);
         let valid = |page: u64| page != p(1) && page != p(25);
         let groups = prefetch_groups(&r, &placement, false, valid);
@@ -383,14 +432,37 @@ mod tests {
             WorkingSetRange { start: w + 3 * PAGE_SIZE, pages: 1, written: true },
             WorkingSetRange { start: 3 * w + PAGE_SIZE, pages: 2, written: true },
         ];
-        let placed = place(&r, 4, false);
+        let placed = place(&r, HugeRule::Pages(4), false, |_| true);
         assert_eq!(placed.huge_windows, [w]);
         // A dense window nobody writes stays shared when the shared copy is in huge pages.
         let read_only = [WorkingSetRange { start: w, pages: 8, written: false }];
-        assert_eq!(place(&read_only, 4, false).huge_windows, [w]);
-        assert!(place(&read_only, 4, true).huge_windows.is_empty());
+        assert_eq!(place(&read_only, HugeRule::Pages(4), false, |_| true).huge_windows, [w]);
+        assert!(place(&read_only, HugeRule::Pages(4), true, |_| true).huge_windows.is_empty());
         assert_eq!(placed.populate, [Populate { start: 3 * w + PAGE_SIZE, len: 2 * PAGE_SIZE, write: true }]);
         assert_eq!(placed.prefault, [w | 1, (3 * w + PAGE_SIZE) | 1, (3 * w + 2 * PAGE_SIZE) | 1]);
+    }
+
+    /// Under shadow paging what counts is touched groups, in windows the program's tables
+    /// map whole: 16 groups of one page each qualify, 100 pages in 13 groups do not, nor do
+    /// 16 groups in a window of mixed protections.
+    #[test]
+    fn under_shadow_paging_windows_mapped_whole_with_enough_groups_go_huge() {
+        let w = LARGE_PAGE;
+        let spread = |window: u64| -> Vec<WorkingSetRange> {
+            (0..16).map(|g| WorkingSetRange { start: window + g * PREFETCH_GROUP, pages: 1, written: g == 0 }).collect()
+        };
+        let dense = |window: u64| vec![WorkingSetRange { start: window, pages: 100, written: true }];
+        let mut r = spread(w);
+        r.extend(dense(2 * w));
+        r.extend(spread(3 * w));
+        let mixed = 3 * w;
+        let placed = place(&r, HugeRule::Groups(16), true, |window| window != mixed);
+        assert_eq!(placed.huge_windows, [w]);
+        // One touch for the huge window; every page of the others stays in the table.
+        assert_eq!(placed.prefault.iter().filter(|&&e| e / LARGE_PAGE == 1).count(), 1);
+        assert_eq!(placed.prefault.len(), 1 + 100 + 16);
+        // The same working set by page count: only the dense window.
+        assert_eq!(place(&r, HugeRule::Pages(100), true, |_| true).huge_windows, [2 * w]);
     }
 
     #[test]
