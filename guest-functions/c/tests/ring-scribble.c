@@ -8,8 +8,8 @@
 #include <unistd.h>
 #include "common.h"
 
-#define HDR ((volatile unsigned long *)0x21000)
-#define RING ((volatile unsigned long *)0x22000)
+#define HDR ((volatile unsigned long *)0x20000)
+#define RING ((volatile unsigned long *)0x21000)
 
 int main(void)
 {

@@ -13,7 +13,7 @@
 .intel_syntax noprefix
 .code64
 
-.set HDR,            0x21000
+.set HDR,            0x20000
 .set H_ENABLED,      HDR + 0      # bit 1: fd 1 is the response stream, bit 2: fd 2 the log
 .set H_USED,         HDR + 8      # bytes of the ring in use
 .set H_MEM_END,      HDR + 16     # end of guest memory
@@ -24,7 +24,7 @@
 .set H_FRAME_RFLAGS, HDR + 80
 .set H_FRAME_RSP,    HDR + 88
 .set H_FRAME_SS,     HDR + 96
-.set RING,           0x22000
+.set RING,           0x21000
 .set RING_SIZE,      0x10000
 .set USER_START,     0x200000
 .set DOORBELL_STUB,  0xA000
