@@ -371,7 +371,7 @@ impl ReadyCall {
         // thread, before `self.vm` can go away.
         let deadline = unsafe { Deadline::arm(immediate_exit, self.timeout) }.map_err(CallError::Timer)?;
         let clock = Clock { timer: &deadline, deadline_at, timeout: self.timeout };
-        crate::output_ring::publish(&self.process, &mut self.vm.memory);
+        crate::output_ring::publish(&self.process, &mut self.vm.memory, until == RunUntil::Exit);
         loop {
             self.stats.exits += 1;
             let ran = self.vm.vcpu.run(&mut self.vm.memory);
@@ -434,7 +434,7 @@ impl ReadyCall {
                     Outcome::Stop(stop) => return Err(stop_error(stop)),
                     threads_or_signals => {
                         self.thread_outcome(&call, &regs, threads_or_signals, &clock)?;
-                        crate::output_ring::publish(&self.process, &mut self.vm.memory);
+                        crate::output_ring::publish(&self.process, &mut self.vm.memory, until == RunUntil::Exit);
                         continue;
                     }
                 };
@@ -454,7 +454,7 @@ impl ReadyCall {
                 } else {
                     write_user_return(&mut self.vm.memory, call.return_rip, call.user_rsp, call.rflags, result)?;
                 }
-                crate::output_ring::publish(&self.process, &mut self.vm.memory);
+                crate::output_ring::publish(&self.process, &mut self.vm.memory, until == RunUntil::Exit);
                 // The syscall changed page-table entries (mmap, munmap, mprotect, mremap): the
                 // guest rewrites them on its way back, so KVM and the TLB see them.
                 if let Some(tables) = self.process.page_tables.as_mut().filter(|t| t.has_pending()) {

@@ -98,12 +98,15 @@ const _: () = assert!(PREFAULT_TABLE + PREFAULT_TABLE_ENTRIES as u64 * 8 == SYSC
 /// The output ring's header page (user-writable: the stub writes it at CPL3 under kvm-pvm).
 /// u64 fields; the addresses are also in `stub/fast_write.S`.
 pub const OUTPUT_HEADER: u64 = 0x2_0000;
-/// Bit `fd` set: the stub may buffer writes to fd 1 / fd 2.
+/// Bit `fd` set: the stub may buffer writes to fd 1 / fd 2; bit 0: it may answer a read of
+/// fd 0 with end of input.
 pub const OUTPUT_HEADER_ENABLED: u64 = OUTPUT_HEADER;
 /// Bytes of the ring in use.
 pub const OUTPUT_HEADER_USED: u64 = OUTPUT_HEADER + 8;
 /// End of guest memory (the stub's bound for the program's buffer).
 pub const OUTPUT_HEADER_MEM_END: u64 = OUTPUT_HEADER + 16;
+/// Reads of fd 0 the stub answered since the monitor last took the count.
+pub const OUTPUT_HEADER_FAST_READS: u64 = OUTPUT_HEADER + 40;
 /// The ring: entries `u64 fd, u64 count, data padded to 8`.
 pub const OUTPUT_RING: u64 = 0x2_1000;
 pub const OUTPUT_RING_SIZE: u64 = 0x1_0000;

@@ -40,6 +40,36 @@ fn a_thousand_echo_calls_through_the_snapshot_are_byte_exact() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// echo-c reads its request to the end: the read that finds the end is answered in the VM
+/// (the fast path of `output_ring.rs`), so the call's only exit is exit_group, and the read
+/// still counts as a syscall. Traced, the read exits, so the trace shows it.
+#[test]
+fn the_read_that_finds_the_end_of_the_request_takes_no_exit() {
+    let (dir, f) = snapshotted("echo-c", "eof");
+    for request in [&b"to the end"[..], b""] {
+        let finished = call(&f, request);
+        let stats = finished.stats().clone();
+        assert_eq!(finished.outcome().as_ref().expect("call").stdout, request);
+        assert_eq!(stats.exits, 1, "{stats:?}");
+        // The pending read, the write (if any), the read at the end, exit_group.
+        assert_eq!(stats.syscalls, if request.is_empty() { 2 } else { 4 }, "{stats:?}");
+    }
+    let vm = vmm::EmptyVm::create(f.memory_size()).unwrap();
+    let mut ready = f.start(vm, b"traced").unwrap();
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = reads.clone();
+    ready.trace_syscalls(Box::new(move |r| {
+        if r.nr == 0 {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }));
+    let finished = ready.run();
+    assert_eq!(finished.outcome().as_ref().expect("traced call").stdout, b"traced");
+    assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed), 1, "the read at the end, traced");
+    assert_eq!(finished.stats().exits, 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn glibc_musl_and_static_pie_builds_snapshot_and_restore() {
     for name in ["echo-c", "echo-c-musl", "echo-c-pie", "hello-c"] {

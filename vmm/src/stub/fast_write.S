@@ -1,6 +1,8 @@
-# snapcall's syscall fast path for write(1|2, buf, count): copies the data into the output
-# ring in guest memory and returns to the program without leaving the VM; the monitor drains
-# the ring at the next exit. Anything else goes to the doorbell stub (a VM exit).
+# snapcall's syscall fast paths, which return to the program without leaving the VM:
+# write(1|2, buf, count) copies the data into the output ring in guest memory (the monitor
+# drains the ring at the next exit), and read(0, ...) once the request on fd 0 has been read
+# to its end returns 0 (end of input), as the monitor would. Anything else goes to the
+# doorbell stub (a VM exit).
 #
 # Built by vmm/src/stub/build.sh into fast_write.bin, which vmm embeds; a test reassembles
 # it when binutils are installed and compares. Addresses must match vmm/src/layout.rs.
@@ -14,11 +16,13 @@
 .code64
 
 .set HDR,            0x20000
-.set H_ENABLED,      HDR + 0      # bit 1: fd 1 is the response stream, bit 2: fd 2 the log
+.set H_ENABLED,      HDR + 0      # bit 0: fd 0 is the request, read to its end; bit 1: fd 1 is
+                                   # the response stream, bit 2: fd 2 the log
 .set H_USED,         HDR + 8      # bytes of the ring in use
 .set H_MEM_END,      HDR + 16     # end of guest memory
 .set H_SAVE_RDI,     HDR + 24
 .set H_SAVE_RSI,     HDR + 32
+.set H_FAST_READS,   HDR + 40     # reads answered here since the monitor last looked
 .set H_FRAME_RIP,    HDR + 64     # the iretq frame back to the program
 .set H_FRAME_CS,     HDR + 72
 .set H_FRAME_RFLAGS, HDR + 80
@@ -33,6 +37,8 @@
 
 .global _start
 _start:
+    test rax, rax                   # read?
+    jz read
     cmp rax, 1                      # write?
     jne slow
     cmp rdi, 1                      # fd 1 or 2, and enabled by the monitor
@@ -81,3 +87,18 @@ restore_slow:
     mov r11, [H_FRAME_RFLAGS]
 slow:
     jmp DOORBELL_STUB
+
+read:                               # read(0, ...) at the end of the request: 0, buf untouched
+    test rdi, rdi
+    jnz slow
+    bt qword ptr [H_ENABLED], 0
+    jnc slow
+    inc qword ptr [H_FAST_READS]
+    mov [H_FRAME_RIP], rcx
+    mov [H_FRAME_RFLAGS], r11
+    mov [H_FRAME_RSP], rsp
+    mov qword ptr [H_FRAME_CS], USER_CS
+    mov qword ptr [H_FRAME_SS], USER_DS
+    xor eax, eax
+    mov rsp, H_FRAME_RIP
+    iretq
