@@ -105,9 +105,10 @@ fn ranges(pages: BTreeMap<u64, bool>) -> Vec<WorkingSetRange> {
 /// is cheaper, it may be higher. `SNAPCALL_HUGE_WINDOW_PAGES` overrides it, for measuring.
 pub const HUGE_WINDOW_PAGES: usize = 100;
 
-/// Under shadow paging, a written 2 MiB window that the program's tables map with one entry
-/// is copied into a huge page when its working set touches at least this many 8-page
-/// prefetch groups ([`PREFETCH_GROUP`]). There KVM maps a window 4 KiB at a time unless both
+/// Under shadow paging, a 2 MiB window that the program's tables map with one entry is
+/// copied into a huge page when its working set touches at least this many 8-page prefetch
+/// groups ([`PREFETCH_GROUP`]) and calls write it (or the shared copy is not in huge pages,
+/// which would map an unwritten window whole for free: [`place`]). There KVM maps a window 4 KiB at a time unless both
 /// the guest's entry and the host's page are 2 MiB, and with the groups written ahead
 /// (`prefetch_groups`) each touched group costs one fault: ≈35-40 µs here (kvm-pvm,
 /// 2026-12-03), against ≈0.2 ms to copy the window into a reused huge page. 16 groups save
