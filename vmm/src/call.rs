@@ -365,13 +365,15 @@ impl ReadyCall {
     fn run_loop(&mut self, until: RunUntil) -> Result<LoopEnd, CallError> {
         let deadline_at = Instant::now() + self.timeout;
         self.process.deadline = Some(deadline_at);
+        // A snapshot's capture waits for the first read of stdin: that one must exit.
+        let stdin_may_end = until == RunUntil::Exit;
         let immediate_exit: *mut u8 = &mut self.vm.vcpu.get_kvm_run().immediate_exit;
         // SAFETY: `immediate_exit` points into this vCPU's kvm_run mapping, which lives as
         // long as `self.vm`; the Deadline is dropped at the end of this function, on this
         // thread, before `self.vm` can go away.
         let deadline = unsafe { Deadline::arm(immediate_exit, self.timeout) }.map_err(CallError::Timer)?;
         let clock = Clock { timer: &deadline, deadline_at, timeout: self.timeout };
-        crate::output_ring::publish(&self.process, &mut self.vm.memory, until == RunUntil::Exit);
+        crate::output_ring::publish(&self.process, &mut self.vm.memory, stdin_may_end);
         loop {
             self.stats.exits += 1;
             let ran = self.vm.vcpu.run(&mut self.vm.memory);
@@ -434,7 +436,7 @@ impl ReadyCall {
                     Outcome::Stop(stop) => return Err(stop_error(stop)),
                     threads_or_signals => {
                         self.thread_outcome(&call, &regs, threads_or_signals, &clock)?;
-                        crate::output_ring::publish(&self.process, &mut self.vm.memory, until == RunUntil::Exit);
+                        crate::output_ring::publish(&self.process, &mut self.vm.memory, stdin_may_end);
                         continue;
                     }
                 };
@@ -454,7 +456,7 @@ impl ReadyCall {
                 } else {
                     write_user_return(&mut self.vm.memory, call.return_rip, call.user_rsp, call.rflags, result)?;
                 }
-                crate::output_ring::publish(&self.process, &mut self.vm.memory, until == RunUntil::Exit);
+                crate::output_ring::publish(&self.process, &mut self.vm.memory, stdin_may_end);
                 // The syscall changed page-table entries (mmap, munmap, mprotect, mremap): the
                 // guest rewrites them on its way back, so KVM and the TLB see them.
                 if let Some(tables) = self.process.page_tables.as_mut().filter(|t| t.has_pending()) {

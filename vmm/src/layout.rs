@@ -115,7 +115,7 @@ const _: () = assert!(OUTPUT_HEADER >= KERNEL_STACK_TOP && OUTPUT_RING + OUTPUT_
 // the pool's pre-fault of both takes one fault: the prefetch walks a group from its start and
 // stops at the first page the guest does not map (at 0x21000 the header's group began with
 // the unmapped 0x20000, and the ring's first page cost a fault of its own).
-const _: () = assert!(OUTPUT_HEADER % (8 * PAGE_SIZE) == 0 && OUTPUT_RING == OUTPUT_HEADER + PAGE_SIZE);
+const _: () = assert!(OUTPUT_HEADER.is_multiple_of(8 * PAGE_SIZE) && OUTPUT_RING == OUTPUT_HEADER + PAGE_SIZE);
 
 /// The page table of the stack's lowest 2 MiB window, whose first page is the stack guard
 /// (read by the CPU's page walk only: no guest virtual address maps it).

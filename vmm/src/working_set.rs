@@ -108,9 +108,9 @@ pub const HUGE_WINDOW_PAGES: usize = 100;
 /// Under shadow paging, a 2 MiB window that the program's tables map with one entry is
 /// copied into a huge page when its working set touches at least this many 8-page prefetch
 /// groups ([`PREFETCH_GROUP`]) and calls write it (or the shared copy is not in huge pages,
-/// which would map an unwritten window whole for free: [`place`]). There KVM maps a window 4 KiB at a time unless both
-/// the guest's entry and the host's page are 2 MiB, and with the groups written ahead
-/// (`prefetch_groups`) each touched group costs one fault: ≈35-40 µs here (kvm-pvm,
+/// which would map an unwritten window whole for free: [`place`]). There KVM maps a window
+/// 4 KiB at a time unless both the guest's entry and the host's page are 2 MiB, and with the
+/// groups written ahead (`prefetch_groups`) each touched group costs one fault: ≈35-40 µs here (kvm-pvm,
 /// 2026-12-03), against ≈0.2 ms to copy the window into a reused huge page. 16 groups save
 /// about 0.6 ms of pool CPU per VM, three times the copy, which is what it takes to be worth
 /// 2 MiB more of host memory per VM. A window with mixed protections (4 KiB guest entries)
