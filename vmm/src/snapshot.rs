@@ -501,7 +501,7 @@ impl SnapshotImage {
         }
         if let (RestoreMemory::Ahead, Some(image)) = (memory, self.shared.get()) {
             for &window in &image.placement.huge_windows {
-                vm.memory.copy_into_huge_page(GuestAddr::new(window), &image.file, image.start, image.len)?;
+                vm.memory.copy_into_huge_page(GuestAddr::new(window), image.view.bytes(), image.start)?;
             }
             vm.memory.mark_laid_out(self.id);
             // Written pages first: a write splits a shared 2 MiB page into 4 KiB ones, and
@@ -543,16 +543,15 @@ impl SnapshotImage {
             return false;
         }
         let limit = image.placement.reset_limit();
-        matches!(memory.reset_written_pages(&image.placement.huge_windows, &image.file, image.start, limit), Ok(true))
+        let (windows, bytes) = (&image.placement.huge_windows, image.view.bytes());
+        matches!(memory.reset_written_pages(windows, bytes, image.start, limit), Ok(true))
     }
 
     /// The snapshot's page contents, readable from any thread (for the working-set recorder,
     /// which fills pages on demand): the sealed copy, made now if it is not yet.
     pub(crate) fn shared_pages(&self) -> Result<SharedPages, SnapshotError> {
         let image = self.shared_copy()?;
-        let file =
-            image.file.try_clone().map_err(|source| SnapshotError::SharedCopy { path: self.path.clone(), source })?;
-        Ok(SharedPages { file, start: image.start, len: image.len })
+        Ok(SharedPages { view: image.view.clone(), start: image.start })
     }
 
     /// The sealed in-memory copy of the snapshot's data (see `shared`), made on first use.
@@ -576,6 +575,7 @@ impl SnapshotImage {
         {
             return Err(SnapshotError::Changed { path: self.path.clone() });
         }
+        let view = std::sync::Arc::new(crate::memory::SealedView::new(&copy).map_err(io)?);
         // Two pool threads may both have made one; either will do.
         let mut placement = match &self.working_set {
             Some(recorded) => {
@@ -641,7 +641,7 @@ impl SnapshotImage {
         placement.prefault.extend([OUTPUT_HEADER | PREFAULT_WRITE, OUTPUT_RING | PREFAULT_WRITE]);
         placement.prefault.sort_unstable();
         placement.prefault.dedup();
-        Ok(self.shared.get_or_init(|| SharedImage { file: copy, start, len: end - start, huge, placement }))
+        Ok(self.shared.get_or_init(|| SharedImage { file: copy, view, start, len: end - start, huge, placement }))
     }
 
     /// Restores into `vm` (unless the pool already did: a [`FreshVm::Prepared`] of this
@@ -720,6 +720,8 @@ impl SnapshotImage {
 /// which read as zeros), so one mapping puts the whole snapshot into a VM.
 pub(crate) struct SharedImage {
     file: File,
+    /// The copy's bytes, for what the pool copies rather than maps (`SealedView`).
+    view: std::sync::Arc<crate::memory::SealedView>,
     start: u64,
     len: u64,
     /// Whether the copy is held in 2 MiB pages (shmem huge pages allowed on this host).
@@ -731,20 +733,20 @@ pub(crate) struct SharedImage {
 
 /// The sealed copy's pages by guest address, readable from any thread.
 pub(crate) struct SharedPages {
-    file: File,
+    view: std::sync::Arc<crate::memory::SealedView>,
     start: u64,
-    len: u64,
 }
 
 impl SharedPages {
     /// Writes the snapshot's bytes for the page at `guest_addr` into `page`, which is left as
     /// it is (zeros) outside the copy's span.
     pub(crate) fn read(&self, guest_addr: u64, page: &mut [u8]) {
-        let inside = guest_addr >= self.start
-            && guest_addr.checked_add(page.len() as u64).is_some_and(|end| end <= self.start + self.len);
-        if inside {
-            // The copy is sealed and as long as its span: a read inside it cannot fail short.
-            let _ = std::os::unix::fs::FileExt::read_exact_at(&self.file, page, guest_addr - self.start);
+        let bytes = guest_addr
+            .checked_sub(self.start)
+            .and_then(|at| usize::try_from(at).ok())
+            .and_then(|at| self.view.bytes().get(at..at.checked_add(page.len())?));
+        if let Some(bytes) = bytes {
+            page.copy_from_slice(bytes);
         }
     }
 }
