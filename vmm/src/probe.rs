@@ -255,3 +255,59 @@ impl ExitProbe {
         self.vm
     }
 }
+
+/// Median wall time of each vCPU ioctl a restore in the pool issues, on a warm vCPU of a
+/// fresh [`EmptyVm`] (`rounds` of each): what one ioctl more or fewer per VM is worth. Under
+/// nested kvm-pvm every vCPU ioctl loads the vCPU (host MSR reads that trap to the outer
+/// hypervisor), so even one that runs no guest code is not free.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VcpuIoctlPrices {
+    /// `KVM_RUN` with `immediate_exit` set (no guest code runs), nothing staged.
+    pub immediate_run: Duration,
+    /// The same with general and special registers staged in kvm_run's sync area.
+    pub immediate_run_staged: Duration,
+    /// `KVM_SET_REGS`.
+    pub set_regs: Duration,
+    /// `KVM_SET_XSAVE` of the vCPU's own state.
+    pub set_xsave: Duration,
+    /// `KVM_SET_MSRS` of one MSR (`KERNEL_GS_BASE`).
+    pub set_msrs: Duration,
+}
+
+/// Measures [`VcpuIoctlPrices`] (see there).
+pub fn vcpu_ioctl_prices(memory_size: u64, rounds: usize) -> Result<VcpuIoctlPrices, ProbeError> {
+    const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+    let mut vm = EmptyVm::create(memory_size)?;
+    let machine = &mut vm.machine;
+    let regs = machine.vcpu.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
+    let sregs = machine.vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    let xsave = machine.vcpu.get_xsave().map_err(ioctl("KVM_GET_XSAVE"))?;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    let mut time = |f: &mut dyn FnMut(&mut crate::vm::Machine) -> Result<(), ProbeError>| {
+        let mut v = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let started = Instant::now();
+            f(machine)?;
+            v.push(started.elapsed());
+        }
+        Ok::<_, ProbeError>(median(v))
+    };
+    let immediate = |m: &mut crate::vm::Machine| {
+        m.complete_exit().map_err(|got| ProbeError::UnexpectedExit { expected: "an immediate exit", got })
+    };
+    Ok(VcpuIoctlPrices {
+        immediate_run: time(&mut |m| immediate(m))?,
+        immediate_run_staged: time(&mut |m| {
+            m.vcpu.stage_sregs(&sregs);
+            m.vcpu.stage_regs(&regs);
+            immediate(m)
+        })?,
+        set_regs: time(&mut |m| Ok(m.vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?))?,
+        // SAFETY: a kvm_xsave this vCPU gave, so of the size it takes.
+        set_xsave: time(&mut |m| Ok(unsafe { m.vcpu.set_xsave(&xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?))?,
+        set_msrs: time(&mut |m| Ok(crate::vm::set_msrs(&m.vcpu, &[(MSR_KERNEL_GS_BASE, 0)])?))?,
+    })
+}
