@@ -506,8 +506,14 @@ impl SnapshotImage {
             vm.memory.mark_laid_out(self.id);
             // Written pages first: a write splits a shared 2 MiB page into 4 KiB ones, and
             // the window's reads must then be mapped at that size (`Placement::populate`).
-            for p in &image.placement.populate {
-                vm.memory.populate(GuestAddr::new(p.start), p.len, p.write)?;
+            // Memory reused from a finished VM of this image has them already (its written
+            // pages reset in place, its read pages still mapped): populating again would be
+            // one madvise per range for nothing (73 per CPython VM). A page a call gave back
+            // (MADV_DONTNEED) is faulted in by the pre-fault loop's touch instead.
+            if !laid_out {
+                for p in &image.placement.populate {
+                    vm.memory.populate(GuestAddr::new(p.start), p.len, p.write)?;
+                }
             }
             // Map what the call will touch into the VM now, not on its first touches.
             vm.prefault(&image.placement.prefault)?;
