@@ -47,6 +47,8 @@ fn curl_routes_content_type_and_server_timing() {
         "snapcall_vms_destroyed_total ",
         "snapcall_pool_fill_cpu_seconds_total ",
         "snapcall_pool_reap_cpu_seconds_total ",
+        "snapcall_pool_fill_phase_seconds_total{phase=\"prefault\"} ",
+        "snapcall_pool_fill_phase_vms_total ",
         "snapcall_call_errors_total{function=\"echo-c\",kind=\"deadline\"} 0",
     ] {
         assert!(metrics.contains(needle), "missing {needle}");

@@ -93,6 +93,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.fill_cpu.as_secs_f64() * 1e6 / ahead,
         stats.reap_cpu.as_secs_f64() * 1e6 / stats.destroyed.max(1) as f64
     );
+    let phases = stats.fill_phases.since(&background_before.fill_phases);
+    let [create, memory, prefault, vcpu] = phases.per_vm().map(|d| d.as_secs_f64() * 1e6);
+    println!(
+        "pool, mean wall time per VM restored ahead ({} VMs): create {create:.0} µs, memory {memory:.0} µs, \
+         pre-fault run {prefault:.0} µs, vCPU state {vcpu:.0} µs",
+        phases.vms
+    );
     Ok(())
 }
 

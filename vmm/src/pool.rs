@@ -131,8 +131,57 @@ pub struct PoolStats {
     /// Destroyed VMs' memories held for that now (at most [`crate::MEMORY_REUSE_CAPACITY`],
     /// none once the pool is idle).
     pub memory_held: usize,
+    /// Where the time making VMs ahead for snapshots went, phase by phase.
+    pub fill_phases: FillPhases,
     /// Per function, by name.
     pub functions: Vec<FunctionPoolStats>,
+}
+
+/// Where the pool's time making VMs ahead for snapshots went, phase by phase: wall time on
+/// the filler threads, summed over `vms` (divide for a mean per VM, [`Self::per_vm`]). What
+/// shows which part of a fresh VM costs what on a given host, in every run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FillPhases {
+    /// VMs the sums are over.
+    pub vms: u64,
+    /// Creating the VM: KVM_CREATE_VM, its memory slot, KVM_CREATE_VCPU, KVM_SET_CPUID2,
+    /// the monitor area and control registers.
+    pub create: Duration,
+    /// Guest memory: the program's page tables, the snapshot's mappings, the huge windows'
+    /// copies, populating the working set, the entropy refill.
+    pub memory: Duration,
+    /// The pre-fault run in the VM (`prefault.rs`): the vCPU's first KVM_RUN and about one
+    /// KVM page fault per touched group of pages.
+    pub prefault: Duration,
+    /// The vCPU's state: XSAVE, MSRs, XCR0, the staged registers and the run that loads them.
+    pub vcpu: Duration,
+}
+
+impl FillPhases {
+    fn add(&mut self, other: &FillPhases) {
+        self.vms += other.vms;
+        self.create += other.create;
+        self.memory += other.memory;
+        self.prefault += other.prefault;
+        self.vcpu += other.vcpu;
+    }
+
+    /// The phases since `earlier` (a copy taken before), for one run's share.
+    pub fn since(&self, earlier: &FillPhases) -> FillPhases {
+        FillPhases {
+            vms: self.vms.saturating_sub(earlier.vms),
+            create: self.create.saturating_sub(earlier.create),
+            memory: self.memory.saturating_sub(earlier.memory),
+            prefault: self.prefault.saturating_sub(earlier.prefault),
+            vcpu: self.vcpu.saturating_sub(earlier.vcpu),
+        }
+    }
+
+    /// Mean per VM of each phase (all zero before the first VM): create, memory, pre-fault, vCPU.
+    pub fn per_vm(&self) -> [Duration; 4] {
+        let n = u32::try_from(self.vms.max(1)).unwrap_or(u32::MAX);
+        [self.create / n, self.memory / n, self.prefault / n, self.vcpu / n]
+    }
 }
 
 /// CPU time of the calling thread so far.
@@ -212,6 +261,7 @@ struct Shared {
     /// See [`PoolStats`] (nanoseconds).
     fill_cpu_ns: AtomicU64,
     reap_cpu_ns: AtomicU64,
+    fill_phases: Mutex<FillPhases>,
     /// The recycling experiment: on, and the shells made so far, by memory size.
     recycle: bool,
     shells: Mutex<HashMap<u64, Vec<EmptyVm>>>,
@@ -249,6 +299,7 @@ impl Runtime {
             destroyed: AtomicU64::new(0),
             fill_cpu_ns: AtomicU64::new(0),
             reap_cpu_ns: AtomicU64::new(0),
+            fill_phases: Mutex::new(FillPhases::default()),
             recycle: config.recycle_vm_shells,
             shells: Mutex::new(HashMap::new()),
             recycled: AtomicU64::new(0),
@@ -446,6 +497,7 @@ impl Runtime {
             evicted: self.shared.evicted.load(Ordering::Relaxed),
             fill_cpu: Duration::from_nanos(self.shared.fill_cpu_ns.load(Ordering::Relaxed)),
             reap_cpu: Duration::from_nanos(self.shared.reap_cpu_ns.load(Ordering::Relaxed)),
+            fill_phases: *self.shared.fill_phases.lock().unwrap_or_else(|e| e.into_inner()),
             recycled: self.shared.recycled.load(Ordering::Relaxed),
             huge_pages_reused: self.shared.huge_pages.reused(),
             huge_pages_held: self.shared.huge_pages.held(),
@@ -641,6 +693,7 @@ fn fill(shared: &Shared) {
             PoolKey::Restored(id) => {
                 let image = shared.images.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
                 image.and_then(|image| {
+                    let started = Instant::now();
                     let vm = match shared.take_shell(image.memory_size()) {
                         Some(shell) => shell,
                         None => {
@@ -649,8 +702,11 @@ fn fill(shared: &Shared) {
                             vm
                         }
                     };
+                    let create = started.elapsed();
                     let mut vm = image.prepare(vm, RestoreMemory::Ahead).ok()?;
                     vm.load_registers_ahead().ok()?;
+                    let phases = FillPhases { vms: 1, create, ..vm.phases };
+                    shared.fill_phases.lock().unwrap_or_else(|e| e.into_inner()).add(&phases);
                     Some(FreshVm::Prepared(vm))
                 })
             }

@@ -474,6 +474,13 @@ impl SnapshotImage {
     /// ahead of time; [`Self::restore`] does it inline when the VM was not prepared.
     pub(crate) fn prepare(&self, vm: EmptyVm, memory: RestoreMemory) -> Result<PreparedVm, SnapshotError> {
         let mut vm = vm.machine;
+        let mut phases = crate::pool::FillPhases::default();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |phase: &mut std::time::Duration| {
+            let now = std::time::Instant::now();
+            *phase += now - clock;
+            clock = now;
+        };
         // 0. The program's page tables, in pool pages this VM has never walked (see
         // page_tables.rs), and CR3 on them before the pre-fault loop runs.
         self.tables.write_to(&mut vm.memory)?;
@@ -515,15 +522,19 @@ impl SnapshotImage {
                     vm.memory.populate(GuestAddr::new(p.start), p.len, p.write)?;
                 }
             }
+            lap(&mut phases.memory);
             // Map what the call will touch into the VM now, not on its first touches.
             vm.prefault(&image.placement.prefault)?;
+            lap(&mut phases.prefault);
         }
         // A VM the pool made for this restore has not run yet (`EmptyVm::create_unwarmed`):
         // the pre-fault run was its first. Without one, take the slow first run here, not in
         // the call. (The warm-up stub is mapped in the program's tables as in the monitor's.)
+        lap(&mut phases.memory);
         if !vm.warm {
             vm.warm_up()?;
         }
+        lap(&mut phases.prefault);
         // Fresh randomness for programs that mapped the entropy device. Every VM is used by
         // exactly one call, so filling it here (in the pool, off the call's path: getrandom
         // of a 4 KiB page takes ≈15 µs) still gives each call bytes no other call saw.
@@ -531,11 +542,13 @@ impl SnapshotImage {
             let page = vm.memory.slice_mut(GuestAddr::new(start), len)?;
             crate::syscalls::fill_random(page).map_err(|e| SnapshotError::Entropy { errno: e.0 })?;
         }
+        lap(&mut phases.memory);
         // 2. vCPU: special registers (CR3 on this VM's tables), FPU/SSE/AVX state, MSRs,
         // general registers; it will enter the program through the stub's iretq, whose
         // frame and rax `finish` writes.
         self.vcpu.restore(&mut vm, self.tables.tables.root())?;
-        Ok(PreparedVm { machine: vm, image: self.id })
+        lap(&mut phases.vcpu);
+        Ok(PreparedVm { machine: vm, image: self.id, phases })
     }
 
     /// Makes `memory`, a finished VM's (its VM destroyed), fit for another restore of this

@@ -182,6 +182,8 @@ pub struct PreparedVm {
     pub(crate) machine: Machine,
     /// The [`crate::snapshot::SnapshotImage`] restored into it.
     pub(crate) image: u64,
+    /// Where the restore spent its time, for the pool's report.
+    pub(crate) phases: crate::pool::FillPhases,
 }
 
 /// A VM no call has used: what [`crate::Runtime::take_vm`] gives and
@@ -243,7 +245,10 @@ impl PreparedVm {
     /// call's path, as when they were set by ioctl. An inline restore leaves them staged:
     /// there the call's first run loading them saves an ioctl.
     pub(crate) fn load_registers_ahead(&mut self) -> Result<(), VmError> {
-        self.machine.complete_exit().map_err(VmError::LoadRegisters)
+        let started = std::time::Instant::now();
+        let loaded = self.machine.complete_exit().map_err(VmError::LoadRegisters);
+        self.phases.vcpu += started.elapsed();
+        loaded
     }
 }
 

@@ -42,6 +42,13 @@ fn vms_restored_ahead_give_every_call_a_fresh_copy() {
     assert!(stats.created >= 40, "{stats:?}");
     // The pool's background work is accounted for.
     assert!(stats.fill_cpu > std::time::Duration::ZERO, "{stats:?}");
+    // And timed phase by phase, over exactly the VMs restored ahead.
+    let phases = stats.fill_phases;
+    assert!(phases.vms >= 2 && phases.vms <= stats.created - stats.created_inline, "{stats:?}");
+    let [create, memory, prefault, vcpu] = phases.per_vm();
+    let zero = std::time::Duration::ZERO;
+    assert!(create > zero && memory > zero && prefault > zero && vcpu > zero, "{phases:?}");
+    assert_eq!(phases.since(&phases).vms, 0);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -294,6 +294,14 @@ impl App {
         let _ = writeln!(out, "snapcall_pool_fill_cpu_seconds_total {:.6}", p.fill_cpu.as_secs_f64());
         let _ = writeln!(out, "# HELP snapcall_pool_reap_cpu_seconds_total CPU time spent destroying used VMs after their responses.\n# TYPE snapcall_pool_reap_cpu_seconds_total counter");
         let _ = writeln!(out, "snapcall_pool_reap_cpu_seconds_total {:.6}", p.reap_cpu.as_secs_f64());
+        let f = &p.fill_phases;
+        let _ = writeln!(out, "# HELP snapcall_pool_fill_phase_seconds_total Wall time the pool spent making VMs ahead for snapshots, by phase (create: KVM VM and vCPU; memory: page tables, mappings, huge-window copies; prefault: the pre-fault run; vcpu: registers, FPU, MSRs).\n# TYPE snapcall_pool_fill_phase_seconds_total counter");
+        for (phase, spent) in [("create", f.create), ("memory", f.memory), ("prefault", f.prefault), ("vcpu", f.vcpu)] {
+            let _ =
+                writeln!(out, "snapcall_pool_fill_phase_seconds_total{{phase=\"{phase}\"}} {:.6}", spent.as_secs_f64());
+        }
+        let _ = writeln!(out, "# HELP snapcall_pool_fill_phase_vms_total VMs made ahead for snapshots that the phase times are summed over.\n# TYPE snapcall_pool_fill_phase_vms_total counter");
+        let _ = writeln!(out, "snapcall_pool_fill_phase_vms_total {}", f.vms);
         type Sample = fn(&vmm::FunctionPoolStats) -> String;
         let per_function: [(&str, &str, &str, Sample); 4] = [
             ("snapcall_pool_function_ready_vms", "gauge", "VMs ready in the pool for this function.", |f| {
