@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod python;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use vmm::{Function, StartMode};
@@ -219,7 +220,12 @@ pub(crate) fn run(cmd: &mut std::process::Command, hint: &'static str) -> Result
 }
 
 /// Replaces `dst` by a tree of hard links to `src` (a copy where linking fails, e.g. across
-/// file systems): directories made, symlinks recreated, files shared on disk.
+/// file systems): directories made, symlinks recreated, files shared on disk. Executable
+/// files are copied, never linked: the program's version is its stamp (the vmm's
+/// `verified.rs`), which includes the inode's change time, and every new link to a shared
+/// inode changes that. A program linked into every bundle would look changed to each bundle
+/// whenever another was built (a function loaded meanwhile refused its program, its snapshot
+/// verified again), and one bundle's program could not be replaced without the others'.
 pub(crate) fn link_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
     let meta = fs::symlink_metadata(src).map_err(io(src, "cannot read"))?;
     if meta.is_dir() {
@@ -232,7 +238,7 @@ pub(crate) fn link_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
     } else if meta.file_type().is_symlink() {
         let target = fs::read_link(src).map_err(io(src, "cannot read the link"))?;
         std::os::unix::fs::symlink(target, dst).map_err(io(dst, "cannot create the link"))?;
-    } else if fs::hard_link(src, dst).is_err() {
+    } else if meta.permissions().mode() & 0o111 != 0 || fs::hard_link(src, dst).is_err() {
         fs::copy(src, dst).map_err(io(dst, "cannot copy into the bundle"))?;
     }
     Ok(())
@@ -252,4 +258,42 @@ pub(crate) fn swap_rootfs(out: &Path, staged: &Path) -> Result<(), BuildError> {
     }
     fs::rename(staged, &live).map_err(io(&live, "cannot move the new rootfs into place"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    /// Data files are shared with the runtime; programs are copies of their own, so building
+    /// another bundle from the same runtime leaves this bundle's program's stamp alone.
+    #[test]
+    fn a_linked_tree_shares_data_files_and_copies_programs() {
+        let dir = std::env::temp_dir().join(format!("snapcall-link-tree-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (src, dst, other) = (dir.join("runtime"), dir.join("bundle"), dir.join("another"));
+        fs::create_dir_all(src.join("usr/bin")).unwrap();
+        fs::write(src.join("usr/bin/python3"), b"\x7fELF program").unwrap();
+        fs::set_permissions(src.join("usr/bin/python3"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(src.join("usr/os.py"), b"import sys").unwrap();
+        std::os::unix::fs::symlink("python3", src.join("usr/bin/python3.11")).unwrap();
+
+        link_tree(&src, &dst).unwrap();
+        let program = dst.join("usr/bin/python3");
+        let before = fs::metadata(&program).unwrap();
+        link_tree(&src, &other).unwrap();
+        let after = fs::metadata(&program).unwrap();
+
+        assert_ne!(before.ino(), fs::metadata(src.join("usr/bin/python3")).unwrap().ino(), "the program is copied");
+        assert_eq!(fs::read(&program).unwrap(), b"\x7fELF program");
+        assert_eq!(before.mode() & 0o777, 0o755);
+        assert_eq!((before.ctime(), before.ctime_nsec(), before.nlink()), (after.ctime(), after.ctime_nsec(), 1));
+        assert_eq!(
+            fs::metadata(dst.join("usr/os.py")).unwrap().ino(),
+            fs::metadata(src.join("usr/os.py")).unwrap().ino()
+        );
+        assert_eq!(fs::read_link(dst.join("usr/bin/python3.11")).unwrap(), Path::new("python3"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
