@@ -796,7 +796,7 @@ impl GuestMemory {
             tail.fill(0);
             // In range: [from, to) lies inside the source's span (the bounds above).
             let at = (from - source_start) as usize;
-            copied.copy_from_slice(&source[at..at + copied.len()]);
+            copy_streaming(copied, &source[at..at + copied.len()]);
         } else {
             dst.fill(0);
         }
@@ -831,6 +831,44 @@ impl GuestMemory {
         unsafe { std::ptr::copy(self.base.as_ptr().add(s), self.base.as_ptr().add(d), len as usize) };
         Ok(())
     }
+}
+
+/// Copies `src` into `dst` (same length) with non-temporal stores where both are 16-byte
+/// aligned: a huge window's 2 MiB goes to memory without first reading the destination's old
+/// lines into the cache (which a plain `memcpy` of this size does) and without evicting what
+/// the pool and the calls have cached; the guest reads only a few of those pages, later.
+/// Anything unaligned (never a window, which is page-aligned) takes `copy_from_slice`.
+fn copy_streaming(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "copy_streaming: lengths differ");
+    const CHUNK: usize = 64;
+    let aligned = (dst.as_ptr() as usize).is_multiple_of(16);
+    if !aligned || dst.len() < CHUNK {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let whole = dst.len() / CHUNK * CHUNK;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+        let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+        for at in (0..whole).step_by(CHUNK) {
+            // SAFETY: [at, at+64) lies inside both slices (at + 64 <= whole <= len); the loads
+            // are unaligned loads, the stores go to 16-byte aligned addresses (dst is 16-byte
+            // aligned and `at + i` a multiple of 16). SSE2 is part of x86-64's baseline.
+            unsafe {
+                for i in (0..CHUNK).step_by(16) {
+                    let v = _mm_loadu_si128(s.add(at + i).cast::<__m128i>());
+                    _mm_stream_si128(d.add(at + i).cast::<__m128i>(), v);
+                }
+            }
+        }
+        // SAFETY: a store fence, so the streamed bytes are ordered before whatever follows
+        // (the VM that runs on them is started later by this or another thread).
+        unsafe { _mm_sfence() };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst[..whole].copy_from_slice(&src[..whole]);
+    dst[whole..].copy_from_slice(&src[whole..]);
 }
 
 /// Removes `[start, end)` from a sorted list of disjoint ranges.
@@ -1125,6 +1163,26 @@ mod tests {
         assert!(s[..100].iter().all(|&b| b == 7));
         assert!(s[100..100 + 2 * PAGE_SIZE as usize].iter().all(|&b| b == 0));
         assert!(s[100 + 2 * PAGE_SIZE as usize..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_streaming_copy_equals_a_plain_copy_at_any_alignment_and_length() {
+        let src: Vec<u8> = (0..8192 + 200).map(|i| (i * 7 % 253) as u8).collect();
+        // A 16-byte aligned buffer (u128), so both the aligned (streaming) and unaligned paths run.
+        let mut backing = vec![0u128; (8192 + 400) / 16];
+        // SAFETY: u128 has no invalid bit patterns and u8 no alignment; same allocation.
+        let buf = unsafe { std::slice::from_raw_parts_mut(backing.as_mut_ptr().cast::<u8>(), backing.len() * 16) };
+        for dst_off in [0usize, 1, 8, 16, 48] {
+            for len in [0usize, 1, 63, 64, 65, 4096, 8192 + 17] {
+                for src_off in [0usize, 3] {
+                    buf.fill(0xAA);
+                    copy_streaming(&mut buf[dst_off..dst_off + len], &src[src_off..src_off + len]);
+                    assert_eq!(&buf[dst_off..dst_off + len], &src[src_off..src_off + len], "off {dst_off} len {len}");
+                    assert!(buf[..dst_off].iter().all(|&b| b == 0xAA), "wrote before the start");
+                    assert!(buf[dst_off + len..].iter().all(|&b| b == 0xAA), "wrote past the end");
+                }
+            }
+        }
     }
 }
 
