@@ -157,9 +157,9 @@ pub fn sealed_copy(
 
 /// The bytes of a sealed copy ([`sealed_copy`]), through one read-only shared mapping of
 /// it: what the pool copies into a VM's private pages (its huge windows, and the pages a
-/// finished call wrote) comes from here by `memcpy`, which costs about two thirds of a
-/// `pread` of the same bytes (2 MiB on kvm-pvm: 158 against 231-251 µs), the kernel's
-/// per-page lookups gone. The copy is sealed against writes, growing and shrinking, so the
+/// finished call wrote) comes from here by `memcpy` (a huge window's by streaming stores,
+/// [`copy_streaming`]), which costs about two thirds of a `pread` of the same bytes (2 MiB on
+/// kvm-pvm: 158 against 231-251 µs), the kernel's per-page lookups gone. The copy is sealed against writes, growing and shrinking, so the
 /// bytes never change and no access can fault past its end.
 pub struct SealedView {
     ptr: NonNull<u8>,
