@@ -400,10 +400,11 @@ pub fn describe(args: DescribeArgs) -> ExitCode {
         println!("pool:         none (every call creates its VM)");
     } else {
         println!(
-            "pool:         {} ready of {}, {} hits, {} misses{}",
+            "pool:         {} ready of {}, {} hits ({} waited for the VM being made), {} misses{}",
             p["ready"],
             p["target"],
             p["hits"],
+            or_dash(&p["waited"]),
             p["misses"],
             if p["idle"].as_bool() == Some(true) { ", idle" } else { "" }
         );

@@ -5,7 +5,8 @@
 //! new VM (memory copied into huge-page-backed memory, vCPU state set, first KVM_RUN taken),
 //! so a call only completes the pending read and runs. Such a VM has never run the program:
 //! every call still gets a VM, memory and vCPU no other call used. When the pool is empty the
-//! call creates its VM inline and restores it lazily (copy-on-write) instead of waiting.
+//! call waits for the VM a filler is making, if it is the only one waiting for it, and
+//! otherwise creates its VM inline and restores it lazily (copy-on-write).
 //!
 //! Measured on kvm-pvm: creating a VM (VM, vCPU, CPUID, memory slot, control state, first
 //! KVM_RUN) ≈0.4-0.5 ms, destroying one ≈0.2-0.5 ms, an eager CPython restore 3-10 ms.
@@ -83,6 +84,11 @@ pub struct FunctionPoolStats {
     pub hits: u64,
     /// Calls that found its list empty and created their VM inline.
     pub misses: u64,
+    /// Hits that found the list empty and waited for the VM a filler was making (a call
+    /// waits for one rather than make its own beside it; see [`Runtime::take_vm`]).
+    pub waited: u64,
+    /// VMs a filler thread is making for it now.
+    pub making: usize,
     /// CPU time the pool spent making its VMs ahead (create, restore, pre-fault, the
     /// entropy refill): what its snapshot costs the pool, whichever function it delays.
     pub fill_cpu: Duration,
@@ -92,6 +98,12 @@ pub struct FunctionPoolStats {
     /// refilled from its next call on.
     pub idle: bool,
 }
+
+/// Longest a call that found its list empty waits for the VM a filler is making before it
+/// creates its own. A restore ahead takes 1-2 ms on a warm host, tens of ms on fresh huge
+/// pages or beside other VMs' calls, when a VM made inline is as slow; the bound is for a
+/// filler that stopped making progress.
+const MAX_WAIT_FOR_FILLER: Duration = Duration::from_millis(100);
 
 /// Longest the filler waits before retrying a function whose VMs it failed to make.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -205,12 +217,16 @@ struct Ready {
     vms: Vec<FreshVm>,
     /// VMs a filler thread is making for this key now.
     making: usize,
+    /// Calls waiting for one of those (`take_vm`): each claims one VM in the making.
+    waiting: usize,
     last_used: Instant,
     /// VMs kept ready for this key; `None`: the runtime's `pool_size`.
     target: Option<usize>,
     name: String,
     hits: u64,
     misses: u64,
+    /// Hits that waited for a VM a filler was making.
+    waited: u64,
     fill_cpu: Duration,
     /// Failed attempts to make a VM for this key in a row, and when to try again.
     failures: u32,
@@ -222,11 +238,13 @@ impl Ready {
         Ready {
             vms: Vec::new(),
             making: 0,
+            waiting: 0,
             last_used: Instant::now(),
             target: None,
             name: name.into(),
             hits: 0,
             misses: 0,
+            waited: 0,
             fill_cpu: Duration::ZERO,
             failures: 0,
             retry_at: None,
@@ -239,6 +257,8 @@ impl Ready {
             ready: self.vms.len(),
             hits: self.hits,
             misses: self.misses,
+            waited: self.waited,
+            making: self.making,
             fill_cpu: self.fill_cpu,
             target: self.target.unwrap_or(shared.target),
             idle: self.last_used.elapsed() >= shared.idle_timeout,
@@ -252,6 +272,8 @@ struct Shared {
     images: Mutex<HashMap<u64, Arc<SnapshotImage>>>,
     /// Wakes the filler when a VM was taken or a new size was asked for.
     wanted: Condvar,
+    /// Wakes calls waiting for a VM in the making when a filler finished one (or failed).
+    made: Condvar,
     target: usize,
     idle_timeout: Duration,
     evicted: AtomicU64,
@@ -291,6 +313,7 @@ impl Runtime {
             ready: Mutex::new(HashMap::new()),
             images: Mutex::new(HashMap::new()),
             wanted: Condvar::new(),
+            made: Condvar::new(),
             target: config.pool_size,
             idle_timeout: config.idle_timeout,
             evicted: AtomicU64::new(0),
@@ -409,6 +432,12 @@ impl Runtime {
     /// function has a snapshot), or created now when the pool has none. The pool refills
     /// when the call's VM is handed back with [`Self::release`] (after the response), or at
     /// once when this leaves the function's list below half its target.
+    ///
+    /// When the list is empty but a filler is making a VM for it that no other call waits
+    /// for, the call waits for that one (at most [`MAX_WAIT_FOR_FILLER`]): what is left of a
+    /// restore ahead is shorter than a whole VM made inline, and a VM made beside it would
+    /// take the core the filler needs, so the next call would find the list empty too. Each
+    /// VM in the making serves one waiting call; any further call creates its own.
     pub fn take_vm(&self, function: &Function) -> Result<FreshVm, VmError> {
         if self.shared.target > 0 {
             let key = match function.snapshot() {
@@ -416,19 +445,22 @@ impl Runtime {
                 None => PoolKey::Empty(function.memory_size()),
             };
             let mut ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
-            let (vm, left) = match ready.get_mut(&key) {
-                Some(r) => {
-                    r.last_used = Instant::now();
-                    let vm = r.vms.pop();
-                    if vm.is_some() {
-                        r.hits += 1;
-                    } else {
-                        r.misses += 1;
-                    }
-                    (vm, r.vms.len())
-                }
-                None => (None, 0),
+            let ready_vm = ready.get_mut(&key).and_then(|r| {
+                r.last_used = Instant::now();
+                r.vms.pop()
+            });
+            let (mut ready, vm) = match ready_vm {
+                Some(vm) => (ready, Some(vm)),
+                None => self.shared.wait_for_the_vm_in_the_making(ready, key),
             };
+            let left = ready.get_mut(&key).map_or(0, |r| {
+                if vm.is_some() {
+                    r.hits += 1;
+                } else {
+                    r.misses += 1;
+                }
+                r.vms.len()
+            });
             drop(ready);
             // The pool normally refills from `release`, after the response is out: waking the
             // filler here would start a restore (milliseconds of CPU for CPython) just as this
@@ -541,7 +573,41 @@ enum Retired {
 /// Most recycled shells kept per memory size; past it, used VMs are destroyed.
 const MAX_SHELLS: usize = 16;
 
+type ReadyLists<'a> = std::sync::MutexGuard<'a, HashMap<PoolKey, Ready>>;
+
 impl Shared {
+    /// With `key`'s list empty: when a filler is making a VM for it that no other call waits
+    /// for, waits for that VM (at most [`MAX_WAIT_FOR_FILLER`]) rather than have the caller
+    /// make a second one beside it, which would cost more than what is left of the first
+    /// and take the core the filler needs. `None` when there is none to wait for, or it went
+    /// to a call that came after (then the caller makes its own).
+    fn wait_for_the_vm_in_the_making<'a>(
+        &self,
+        mut ready: ReadyLists<'a>,
+        key: PoolKey,
+    ) -> (ReadyLists<'a>, Option<FreshVm>) {
+        match ready.get_mut(&key) {
+            Some(r) if r.making > r.waiting => r.waiting += 1,
+            _ => return (ready, None),
+        }
+        let deadline = Instant::now() + MAX_WAIT_FOR_FILLER;
+        let mut vm = None;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            ready = self.made.wait_timeout(ready, left).unwrap_or_else(|e| e.into_inner()).0;
+            let Some(r) = ready.get_mut(&key) else { break };
+            vm = r.vms.pop();
+            // Made (or failed) and taken by another call meanwhile: nothing left to wait for.
+            if vm.is_some() || r.making < r.waiting {
+                break;
+            }
+        }
+        if let Some(r) = ready.get_mut(&key) {
+            r.waiting -= 1;
+            r.waited += u64::from(vm.is_some());
+        }
+        (ready, vm)
+    }
+
     /// A new VM whose huge windows come from (and go back to) this runtime's cache. Not with
     /// the pool off: nothing would empty the cache when idle, and "no pool" means no reuse.
     /// `for_restore`: a snapshot is restored into it at once, whose pre-fault run is the
@@ -742,6 +808,7 @@ fn fill(shared: &Shared) {
             }
         };
         drop(ready);
+        shared.made.notify_all();
         drop(forgotten);
     }
 }

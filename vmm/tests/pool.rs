@@ -1,5 +1,5 @@
 //! The pool: VMs made ahead (restored ahead for snapshot functions) behave exactly like
-//! inline ones, and a call never waits for the pool.
+//! inline ones, and a call waits for the pool only for a VM it is already making.
 
 mod common;
 use common::*;
@@ -131,6 +131,50 @@ fn the_pool_counts_hits_and_misses_per_function_and_parallel_fillers_do_not_over
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A call that finds the list empty while the filler is making a VM for it waits for that VM
+/// instead of creating a second one beside it; a VM in the making serves one waiting call.
+#[test]
+fn a_call_waits_for_the_vm_the_pool_is_making_rather_than_make_its_own() {
+    // CPython: a restore ahead takes milliseconds, so the take below lands while it runs.
+    let (dir, f) = snapshotted_copy("hellowithdata-py");
+    let runtime = Runtime::new(RuntimeConfig { pool_size: 1, ..Default::default() }).unwrap();
+    runtime.keep_ready(&f);
+    runtime.wait_until_full();
+    let mut vms = Vec::new();
+    for _ in 0..20 {
+        // The one ready VM goes; the filler starts the next one.
+        vms.push(runtime.take_vm(&f).unwrap());
+        let started = std::time::Instant::now();
+        let s = loop {
+            let s = runtime.function_stats(&f).unwrap();
+            if s.making == 1 || s.ready == 1 || started.elapsed().as_secs() >= 10 {
+                break s;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        };
+        assert!(s.making == 1 || s.ready == 1, "the pool did not start a refill: {s:?}");
+        // Ready by now, or in the making: waited for (a miss only if the wait timed out,
+        // when the restore ahead took longer than MAX_WAIT_FOR_FILLER beside other tests).
+        vms.push(runtime.take_vm(&f).unwrap());
+        if runtime.function_stats(&f).unwrap().waited > 0 {
+            break;
+        }
+        runtime.wait_until_full();
+    }
+    let s = runtime.function_stats(&f).unwrap();
+    assert!(s.waited > 0, "no take ever waited for the VM in the making: {s:?}");
+    assert_eq!(s.hits + s.misses, vms.len() as u64, "{s:?}");
+    assert_eq!(runtime.pool_stats().created_inline, s.misses);
+    // What a waiting call got is a VM restored ahead like any other.
+    for vm in vms {
+        let (outcome, used) = f.start(vm, br#"{"name": "w"}"#).unwrap().run().into_parts();
+        runtime.release(used);
+        let got: serde_json::Value = serde_json::from_slice(&outcome.unwrap().stdout).unwrap();
+        assert_eq!(got, serde_json::json!({"name": "w"}));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn used_vms_never_pile_up_behind_the_reaper() {
     let f = load("echo-c", StartMode::Cold);
@@ -249,7 +293,8 @@ fn no_call_finds_what_an_earlier_call_left_in_fresh_vms_reused_memory_or_recycle
 
 /// A call that finds the pool empty creates its VM inline, around a kept memory when the
 /// reaper has one (under load the filler cannot use them all): those calls too must find
-/// nothing. Four calls at a time against a pool of two, so at least two per round are inline.
+/// nothing. Six calls at once against a pool of two and one filler: two hits, at most one
+/// waiting for the VM being made, the others inline.
 #[test]
 fn calls_that_find_the_pool_empty_get_reset_memory_and_still_find_nothing() {
     let (dir, f) = snapshotted_copy("leftover");
@@ -257,11 +302,23 @@ fn calls_that_find_the_pool_empty_get_reset_memory_and_still_find_nothing() {
     runtime.keep_ready(&f);
     runtime.wait_until_full();
     for round in 0..15 {
-        let vms: Vec<_> = (0..4).map(|_| runtime.take_vm(&f).unwrap()).collect();
-        for (i, vm) in vms.into_iter().enumerate() {
-            let (outcome, used_vm) = f.start(vm, b"x").unwrap().run().into_parts();
-            runtime.release(used_vm);
-            assert_eq!(String::from_utf8_lossy(&outcome.unwrap().stdout), "clean\n", "round {round}, call {i}");
+        let start = std::sync::Barrier::new(6);
+        let outputs: Vec<String> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        let vm = runtime.take_vm(&f).unwrap();
+                        let (outcome, used_vm) = f.start(vm, b"x").unwrap().run().into_parts();
+                        runtime.release(used_vm);
+                        String::from_utf8_lossy(&outcome.unwrap().stdout).into_owned()
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        for (i, out) in outputs.iter().enumerate() {
+            assert_eq!(out, "clean\n", "round {round}, call {i}");
         }
         // Let the reaper reset the memories and the filler restore two of them.
         std::thread::sleep(std::time::Duration::from_millis(30));

@@ -303,7 +303,7 @@ impl App {
         let _ = writeln!(out, "# HELP snapcall_pool_fill_phase_vms_total VMs made ahead for snapshots that the phase times are summed over.\n# TYPE snapcall_pool_fill_phase_vms_total counter");
         let _ = writeln!(out, "snapcall_pool_fill_phase_vms_total {}", f.vms);
         type Sample = fn(&vmm::FunctionPoolStats) -> String;
-        let per_function: [(&str, &str, &str, Sample); 4] = [
+        let per_function: [(&str, &str, &str, Sample); 5] = [
             ("snapcall_pool_function_ready_vms", "gauge", "VMs ready in the pool for this function.", |f| {
                 f.ready.to_string()
             }),
@@ -315,6 +315,12 @@ impl App {
                 "counter",
                 "Calls of this function that created their VM inline.",
                 |f| f.misses.to_string(),
+            ),
+            (
+                "snapcall_pool_function_waits_total",
+                "counter",
+                "Calls of this function that found no VM ready and waited for the one the pool was making (counted in hits too).",
+                |f| f.waited.to_string(),
             ),
             (
                 "snapcall_pool_function_fill_cpu_seconds_total",

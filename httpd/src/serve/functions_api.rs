@@ -10,7 +10,7 @@
 //!  "limits":{"memory_mib":64,"timeout_ms":10000,"max_output_bytes":16777216},
 //!  "content_type":"application/octet-stream","response":"body",
 //!  "snapshot":{"present":true,"verified":true,"bytes":123456},
-//!  "pool":{"ready":4,"target":4,"hits":10,"misses":1,"idle":false},
+//!  "pool":{"ready":4,"target":4,"hits":10,"misses":1,"waited":2,"idle":false},
 //!  "calls":{"total":11,"in_flight":0,"errors":{"exit":0,...}}}
 //! ```
 //!
@@ -61,7 +61,7 @@ fn describe(registry: &Registry, runtime: &Runtime, name: &str, entry: &Entry) -
     let (runner, verified, pool) = match &entry.runner {
         LoadedFunction::Native(f) => {
             let pool = runtime.function_stats(f).map(
-                |s| json!({"ready": s.ready, "target": s.target, "hits": s.hits, "misses": s.misses, "idle": s.idle}),
+                |s| json!({"ready": s.ready, "target": s.target, "hits": s.hits, "misses": s.misses, "waited": s.waited, "idle": s.idle}),
             );
             ("native", f.has_snapshot(), pool.unwrap_or(Value::Null))
         }
