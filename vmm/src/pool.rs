@@ -388,6 +388,8 @@ impl Runtime {
             None => return,
         };
         let ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        // A call waiting for one of its VMs in the making stops waiting and makes its own.
+        self.shared.made.notify_all();
         for vm in ready.into_iter().flat_map(|r| r.vms) {
             self.retire(Retired::Destroy(vm.into_machine()));
         }
@@ -601,8 +603,10 @@ impl Shared {
                 break;
             }
         }
+        // Saturating: the key may have been forgotten and asked for again meanwhile, its
+        // counts starting over without this call.
         if let Some(r) = ready.get_mut(&key) {
-            r.waiting -= 1;
+            r.waiting = r.waiting.saturating_sub(1);
             r.waited += u64::from(vm.is_some());
         }
         (ready, vm)
