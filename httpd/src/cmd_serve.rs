@@ -44,6 +44,12 @@ pub struct Args {
     /// Threads making VMs ahead (more keep up with a faster arrival rate, each costing a core).
     #[arg(long, env = "SNAPCALL_POOL_THREADS", default_value_t = 1)]
     pool_threads: usize,
+    /// Nice value of the threads making and destroying VMs while their work can wait (a
+    /// function still has a ready VM): calls then take the cores first. 0 keeps them at the
+    /// normal priority; so does a process that could not lower it back (no CAP_SYS_NICE).
+    #[arg(long, env = "SNAPCALL_POOL_NICE", default_value_t = vmm::DEFAULT_POOL_NICE,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pool_nice: i32,
     /// EXPERIMENT, for measuring what freshness costs; never for production: keep each finished
     /// call's KVM VM as a "recycled shell" (memory replaced, vCPU state reset) for a later call
     /// of a snapshot function, instead of a new VM per call (docs/vmm.md, "What freshness costs").
@@ -143,6 +149,7 @@ pub fn main(args: Args) -> ExitCode {
         fill_threads: args.pool_threads,
         recycle_vm_shells: args.experimental_recycle_vm_shells,
         reuse_memory: !args.no_memory_reuse,
+        background_nice: args.pool_nice,
     };
     if args.experimental_recycle_vm_shells {
         eprintln!(
@@ -156,6 +163,11 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.pool_nice != 0 && runtime.background_nice() == 0 {
+        eprintln!(
+            "snapcall serve: the pool's threads stay at the normal priority: this process could not lower a nice value back (no CAP_SYS_NICE, RLIMIT_NICE below 20)"
+        );
+    }
     let mode = if args.cold { vmm::StartMode::Cold } else { vmm::StartMode::Snapshot };
     let metrics = Arc::new(Metrics::default());
     let caps =

@@ -62,6 +62,7 @@ mod overlay;
 mod page_tables;
 mod pool;
 mod prefault;
+mod priority;
 #[cfg(feature = "probe")]
 pub mod probe;
 mod process;
@@ -96,6 +97,7 @@ pub use memory_reuse::CAPACITY as MEMORY_REUSE_CAPACITY;
 /// Pages a VM has for page tables (W^X): past them, mprotect and mmap give ENOMEM.
 pub use page_tables::POOL_PAGES as PAGE_TABLE_POOL_PAGES;
 pub use pool::{FillPhases, FunctionPoolStats, PoolStats, Runtime, RuntimeConfig, REAPER_BACKLOG};
+pub use priority::DEFAULT_BACKGROUND_NICE as DEFAULT_POOL_NICE;
 pub use process::{SyscallRecord, SyscallTracer, GUEST_UID, MAX_TRACED_SYSCALLS, MAX_UNKNOWN_SYSCALL_NUMBERS};
 pub use request::{RequestHead, REQUEST_FILE};
 pub use syscalls::name as syscall_name;

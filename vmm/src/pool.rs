@@ -12,7 +12,7 @@
 //! KVM_RUN) ≈0.4-0.5 ms, destroying one ≈0.2-0.5 ms, an eager CPython restore 3-10 ms.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use crate::function::Function;
 use crate::huge_page_cache::HugePageCache;
 use crate::memory::GuestMemory;
 use crate::memory_reuse::ReusableMemory;
+use crate::priority::BackgroundThreads;
 use crate::snapshot::{RestoreMemory, SnapshotImage};
 use crate::vm::{EmptyVm, FreshVm, Machine, UsedVm, VmError};
 
@@ -58,6 +59,11 @@ pub struct RuntimeConfig {
     /// memory not re-mapped and re-populated. On by default; off to compare
     /// (`snapcall serve --no-memory-reuse`).
     pub reuse_memory: bool,
+    /// The nice value the fillers and the reaper take while their work can wait: a list
+    /// still holds a ready VM, the reaper's queue is short (`priority.rs`). 0 keeps them at
+    /// the normal priority, as does a process that could not lower it back (no CAP_SYS_NICE,
+    /// RLIMIT_NICE below 20).
+    pub background_nice: i32,
 }
 
 impl Default for RuntimeConfig {
@@ -68,6 +74,7 @@ impl Default for RuntimeConfig {
             fill_threads: 1,
             recycle_vm_shells: false,
             reuse_memory: true,
+            background_nice: crate::priority::DEFAULT_BACKGROUND_NICE,
         }
     }
 }
@@ -110,6 +117,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Used VMs waiting for the reaper before `release` destroys them itself (see `retire`).
 pub const REAPER_BACKLOG: usize = 8;
+
+/// The reaper destroys at the normal priority once more VMs than this wait for it, and
+/// steps aside for calls below (`priority.rs`).
+const REAPER_CALM: usize = 2;
 
 /// Counters for /metrics.
 #[derive(Debug, Clone, Default)]
@@ -274,6 +285,10 @@ struct Shared {
     wanted: Condvar,
     /// Wakes calls waiting for a VM in the making when a filler finished one (or failed).
     made: Condvar,
+    /// VMs handed to the reaper and not yet destroyed (it hurries above [`REAPER_CALM`]).
+    reaper_queue: AtomicUsize,
+    /// The fillers' and reaper's priority (`priority.rs`).
+    background: BackgroundThreads,
     target: usize,
     idle_timeout: Duration,
     evicted: AtomicU64,
@@ -314,6 +329,8 @@ impl Runtime {
             images: Mutex::new(HashMap::new()),
             wanted: Condvar::new(),
             made: Condvar::new(),
+            reaper_queue: AtomicUsize::new(0),
+            background: BackgroundThreads::new(config.background_nice),
             target: config.pool_size,
             idle_timeout: config.idle_timeout,
             evicted: AtomicU64::new(0),
@@ -338,6 +355,8 @@ impl Runtime {
             .spawn(move || {
                 block_signals();
                 for vm in rx {
+                    let queued = reaper_shared.reaper_queue.fetch_sub(1, Ordering::Relaxed);
+                    reaper_shared.background.work(queued > REAPER_CALM);
                     reaper_shared.retire_now(vm);
                 }
             })
@@ -349,12 +368,19 @@ impl Runtime {
                     .name("snapcall-pool".into())
                     .spawn(move || {
                         block_signals();
+                        filler.background.register_filler();
                         fill(&filler)
                     })
                     .map_err(|source| VmError::SpawnThread { thread: "VM pool filler", source })?,
             );
         }
         Ok(Runtime { shared, reaper: Some(tx), threads })
+    }
+
+    /// The nice value the pool's threads take while their work can wait: the one asked for,
+    /// or 0 where this process could not lower it back ([`RuntimeConfig::background_nice`]).
+    pub fn background_nice(&self) -> i32 {
+        self.shared.background.nice()
     }
 
     /// Asks the pool to keep VMs ready for `function`: with its snapshot already restored
@@ -497,14 +523,13 @@ impl Runtime {
     /// makes every mmap and munmap in the process slower (KVM's MMU notifier checks them all),
     /// so the backlog would feed itself.
     fn retire(&self, vm: Retired) {
-        let vm = match &self.reaper {
-            Some(tx) => match tx.try_send(vm) {
-                Ok(()) => return,
-                Err(mpsc::TrySendError::Full(vm) | mpsc::TrySendError::Disconnected(vm)) => vm,
-            },
-            None => vm,
-        };
-        self.shared.retire_now(vm);
+        let Some(tx) = &self.reaper else { return self.shared.retire_now(vm) };
+        // Counted before the send, so the reaper never takes the count below zero.
+        self.shared.reaper_queue.fetch_add(1, Ordering::Relaxed);
+        if let Err(mpsc::TrySendError::Full(vm) | mpsc::TrySendError::Disconnected(vm)) = tx.try_send(vm) {
+            self.shared.reaper_queue.fetch_sub(1, Ordering::Relaxed);
+            self.shared.retire_now(vm);
+        }
     }
 
     /// Hands a finished call's VM to the reaper and lets the pool refill; call this after
@@ -592,6 +617,8 @@ impl Shared {
             Some(r) if r.making > r.waiting => r.waiting += 1,
             _ => return (ready, None),
         }
+        // The VM may be in the making at the background priority: no longer.
+        self.background.hurry();
         let deadline = Instant::now() + MAX_WAIT_FOR_FILLER;
         let mut vm = None;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -709,7 +736,7 @@ pub(crate) fn block_signals() {
 /// destroys the ready VMs of functions that went idle.
 fn fill(shared: &Shared) {
     loop {
-        let key = {
+        let (key, urgent) = {
             let mut ready = shared.ready.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 if shared.shutting_down.load(Ordering::Relaxed) {
@@ -747,13 +774,15 @@ fn fill(shared: &Shared) {
                     r.vms.len() + r.making < r.target.unwrap_or(shared.target) && !idle(r) && !backing_off(r)
                 }) {
                     r.making += 1;
-                    break key;
+                    // Urgent when a call will soon find the list empty (or waits already).
+                    break (key, r.vms.is_empty() || r.waiting > 0);
                 }
                 // Wake up now and then to notice functions going idle.
                 let nap = shared.idle_timeout.clamp(Duration::from_millis(10), Duration::from_secs(1));
                 ready = shared.wanted.wait_timeout(ready, nap).unwrap_or_else(|e| e.into_inner()).0;
             }
         };
+        shared.background.work(urgent);
         let cpu_before = thread_cpu_time();
         let made = match key {
             PoolKey::Empty(size) => shared.create_vm(size, false).ok().map(|vm| {
