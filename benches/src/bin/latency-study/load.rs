@@ -9,7 +9,7 @@
 //! of quietly slowing the client down (what a closed-loop client such as wrk measures).
 //! Calls are sent by [`CONNECTIONS`] client threads, each with one keep-alive connection.
 //! Before each sweep one serial point: one connection, a call due every 2 ms (the pacing at
-//! which the p99 targets of issue 10 are set).
+//! which the p99 targets of issue 10 are set), after [`WARM_UP_SECS`] of untimed serial calls.
 //! The knee of a curve is the first rate at which the server no longer keeps up: fewer than
 //! 95 % of the offered calls answered in time, or a p99 over ten times the lowest rate's.
 
@@ -129,6 +129,16 @@ fn open_loop<S>(
     (l, errors.load(Ordering::Relaxed), wall)
 }
 
+/// Untimed serial calls before a curve's first point, the same for every mode: the first
+/// calls after a server starts wait for its pool's first VMs and fault its memory in (about
+/// 20 calls of 3000 were 2-14 ms, enough to set the serial point's p99 alone). A cold start
+/// is the full study's subject (`modes.rs`), not the sweep's.
+const WARM_UP_SECS: f64 = 1.0;
+
+fn warm_up<S>(connect: impl Fn() -> Result<S, String> + Sync, call: impl Fn(&mut S) -> Result<(), String> + Sync) {
+    open_loop(1, SERIAL_RATE, WARM_UP_SECS, connect, call);
+}
+
 fn point(conns: usize, rate: f64, secs: f64, (lat, errors, wall): (Vec<f64>, u64, f64), cpu_secs: f64) -> Point {
     let n = lat.len() as f64;
     Point {
@@ -152,21 +162,19 @@ fn http_curve(
     progress: &Progress,
 ) -> Curve {
     let mut points = Vec::new();
+    let connect = || http::Client::connect(addr);
+    let call = |c: &mut http::Client| match c.post(path, "application/json", REQUEST) {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) => Err(format!("status {}", r.status)),
+        Err(e) => Err(e),
+    };
+    progress.set_label(&format!("{name}: warming up"));
+    warm_up(&connect, &call);
     // First one connection, calls 2 ms apart (serial, paced), then the sweep.
     for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
         progress.set_label(&format!("{name} at {rate} calls/s on {conns} connection(s)"));
         let before = process_cpu(pid);
-        let run = open_loop(
-            conns,
-            rate,
-            secs,
-            || http::Client::connect(addr),
-            |c| match c.post(path, "application/json", REQUEST) {
-                Ok(r) if r.status == 200 => Ok(()),
-                Ok(r) => Err(format!("status {}", r.status)),
-                Err(e) => Err(e),
-            },
-        );
+        let run = open_loop(conns, rate, secs, &connect, &call);
         points.push(point(conns, rate, secs, run, process_cpu(pid) - before));
         progress.tick(1);
         std::thread::sleep(Duration::from_millis(500)); // let the pool refill between rates
@@ -207,21 +215,19 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
 
     let echo = functions.join(C_FN).join("rootfs/bin/echo-c");
     let mut points = Vec::new();
+    // One prepared argv/envp per client thread (it holds raw pointers for exec).
+    let connect = || Ok(native::Program::new(&echo, &["echo-c".into()], &["PATH=/bin".into(), "HOME=/".into()]));
+    let call = |prog: &mut native::Program| match prog.call(native::Spawn::ForkExec, REQUEST) {
+        Ok(out) if out == REQUEST => Ok(()),
+        Ok(_) => Err("wrong output".into()),
+        Err(e) => Err(e),
+    };
+    progress.set_label("fork+exec+wait: warming up");
+    warm_up(&connect, &call);
     for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
         progress.set_label(&format!("fork+exec+wait at {rate} calls/s on {conns} thread(s)"));
         let before = children_cpu();
-        let run = open_loop(
-            conns,
-            rate,
-            secs,
-            // One prepared argv/envp per client thread (it holds raw pointers for exec).
-            || Ok(native::Program::new(&echo, &["echo-c".into()], &["PATH=/bin".into(), "HOME=/".into()])),
-            |prog| match prog.call(native::Spawn::ForkExec, REQUEST) {
-                Ok(out) if out == REQUEST => Ok(()),
-                Ok(_) => Err("wrong output".into()),
-                Err(e) => Err(e),
-            },
-        );
+        let run = open_loop(conns, rate, secs, &connect, &call);
         points.push(point(conns, rate, secs, run, children_cpu() - before));
         progress.tick(1);
     }
