@@ -169,12 +169,12 @@ fn http_curve(
         Err(e) => Err(e),
     };
     progress.set_label(&format!("{name}: warming up"));
-    warm_up(&connect, &call);
+    warm_up(connect, call);
     // First one connection, calls 2 ms apart (serial, paced), then the sweep.
     for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
         progress.set_label(&format!("{name} at {rate} calls/s on {conns} connection(s)"));
         let before = process_cpu(pid);
-        let run = open_loop(conns, rate, secs, &connect, &call);
+        let run = open_loop(conns, rate, secs, connect, call);
         points.push(point(conns, rate, secs, run, process_cpu(pid) - before));
         progress.tick(1);
         std::thread::sleep(Duration::from_millis(500)); // let the pool refill between rates
@@ -223,11 +223,11 @@ pub fn sweep(functions: &Path, logs: &Path, snapcall: &Path, quick: bool, progre
         Err(e) => Err(e),
     };
     progress.set_label("fork+exec+wait: warming up");
-    warm_up(&connect, &call);
+    warm_up(connect, call);
     for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
         progress.set_label(&format!("fork+exec+wait at {rate} calls/s on {conns} thread(s)"));
         let before = children_cpu();
-        let run = open_loop(conns, rate, secs, &connect, &call);
+        let run = open_loop(conns, rate, secs, connect, call);
         points.push(point(conns, rate, secs, run, children_cpu() - before));
         progress.tick(1);
     }
