@@ -37,6 +37,10 @@ pub struct Point {
     pub p50: f64,
     pub p99: f64,
     pub errors: u64,
+    /// p99 of the server's own time per call (Server-Timing `total`, from the request read to
+    /// the response queued), ms; NaN for modes without it. Against `p99` it tells a slow call
+    /// from time spent outside it (the client, the loop's wake-up, the network stack).
+    pub server_p99: f64,
     /// Host CPU per call (the server process, or the forked children), ms.
     pub cpu_ms: f64,
 }
@@ -142,6 +146,7 @@ fn warm_up<S>(connect: impl Fn() -> Result<S, String> + Sync, call: impl Fn(&mut
 fn point(conns: usize, rate: f64, secs: f64, (lat, errors, wall): (Vec<f64>, u64, f64), cpu_secs: f64) -> Point {
     let n = lat.len() as f64;
     Point {
+        server_p99: f64::NAN,
         conns,
         offered: rate,
         achieved: n / wall.max(secs),
@@ -163,8 +168,19 @@ fn http_curve(
 ) -> Curve {
     let mut points = Vec::new();
     let connect = || http::Client::connect(addr);
+    let server_totals = Mutex::new(Vec::new());
     let call = |c: &mut http::Client| match c.post(path, "application/json", REQUEST) {
-        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) if r.status == 200 => {
+            let total = r
+                .server_timing
+                .as_deref()
+                .map(http::parse_server_timing)
+                .and_then(|phases| phases.into_iter().find(|(name, _)| name == "total").map(|(_, ms)| ms));
+            if let Some(ms) = total {
+                server_totals.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
+            }
+            Ok(())
+        }
         Ok(r) => Err(format!("status {}", r.status)),
         Err(e) => Err(e),
     };
@@ -174,8 +190,14 @@ fn http_curve(
     for (conns, rate) in std::iter::once((1, SERIAL_RATE)).chain(rates.iter().map(|&r| (CONNECTIONS, r))) {
         progress.set_label(&format!("{name} at {rate} calls/s on {conns} connection(s)"));
         let before = process_cpu(pid);
+        server_totals.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let run = open_loop(conns, rate, secs, connect, call);
-        points.push(point(conns, rate, secs, run, process_cpu(pid) - before));
+        let mut server = std::mem::take(&mut *server_totals.lock().unwrap_or_else(|e| e.into_inner()));
+        server.sort_by(f64::total_cmp);
+        points.push(Point {
+            server_p99: percentile(&server, 0.99),
+            ..point(conns, rate, secs, run, process_cpu(pid) - before)
+        });
         progress.tick(1);
         std::thread::sleep(Duration::from_millis(500)); // let the pool refill between rates
     }
@@ -265,15 +287,23 @@ pub fn table(curves: &[Curve]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "| mode | connections | offered calls/s | achieved | p50 ms | p99 ms | errors | host CPU per call ms |"
+        "| mode | connections | offered calls/s | achieved | p50 ms | p99 ms | server's p99 ms | errors | host CPU per call ms |"
     );
-    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     for c in curves {
         for p in &c.points {
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {} | {:.3} |",
-                c.name, p.conns, p.offered, p.achieved, p.p50, p.p99, p.errors, p.cpu_ms
+                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.3} | {} | {} | {:.3} |",
+                c.name,
+                p.conns,
+                p.offered,
+                p.achieved,
+                p.p50,
+                p.p99,
+                if p.server_p99.is_nan() { "—".to_string() } else { format!("{:.3}", p.server_p99) },
+                p.errors,
+                p.cpu_ms
             );
         }
     }
@@ -286,13 +316,13 @@ pub fn table(curves: &[Curve]) -> String {
 }
 
 pub fn csv(curves: &[Curve]) -> String {
-    let mut o = String::from("mode,connections,offered,achieved,p50_ms,p99_ms,errors,cpu_ms_per_call\n");
+    let mut o = String::from("mode,connections,offered,achieved,p50_ms,p99_ms,server_p99_ms,errors,cpu_ms_per_call\n");
     for c in curves {
         for p in &c.points {
             let _ = writeln!(
                 o,
-                "{},{},{},{:.1},{:.4},{:.4},{},{:.4}",
-                c.name, p.conns, p.offered, p.achieved, p.p50, p.p99, p.errors, p.cpu_ms
+                "{},{},{},{:.1},{:.4},{:.4},{:.4},{},{:.4}",
+                c.name, p.conns, p.offered, p.achieved, p.p50, p.p99, p.server_p99, p.errors, p.cpu_ms
             );
         }
     }
